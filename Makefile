@@ -1,0 +1,72 @@
+# mproc: Python's multiprocessing and subprocess for Lua 5.4.
+# `make demo` and `make test` install what is missing (make deps) first.
+
+LUA      ?= lua5.4
+LUA_INC  ?= /usr/include/lua5.4
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WERROR   ?=
+WARN      = -Wall -Wextra $(WERROR)
+DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks
+
+SRC   = $(wildcard src/*.c)
+HDR   = $(wildcard src/*.h)
+SO    = build/mproc/core.so
+ASAN_SO = build-asan/mproc/core.so
+SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+# Specs and examples use the tree, not an installed copy.
+LUAENV = LUA=$(LUA) LUA_PATH_5_4='./lua/?.lua;./lua/?/init.lua;./spec/?.lua;./?.lua;;' \
+         LUA_CPATH_5_4='./$(1)/?.so;;'
+BUSTED = $(LUA) "$$(command -v busted)"
+EXAMPLES = $(sort $(wildcard examples/tutorial/*.lua))
+
+.PHONY: all deps demo test asan bench lint clean
+
+all: $(SO)
+
+$(SO): $(SRC) $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -fvisibility=hidden -I$(LUA_INC) \
+	  -o $@ $(SRC) $(LDFLAGS)
+
+$(ASAN_SO): $(SRC) $(HDR)
+	@mkdir -p $(@D)
+	$(CC) -O1 -g $(WARN) $(SANITIZE) -fPIC -shared -I$(LUA_INC) -o $@ $(SRC)
+
+# Installs the distribution packages that are missing; does nothing when
+# all are present.
+deps:
+	@missing=; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "make deps: installing$$missing"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@for f in $(EXAMPLES); do \
+	  echo "== $$f"; $(call LUAENV,build) $(LUA) $$f || exit 1; done
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	$(call LUAENV,build) $(BUSTED) $(BUSTED_ARGS)
+
+# The specs again, with the core built under AddressSanitizer and UBSan.
+asan: deps $(ASAN_SO)
+	$(call LUAENV,build-asan) LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:handle_segv=0:handle_sigbus=0:handle_abort=0:handle_sigfpe=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  MPROC_ASAN=1 $(BUSTED) $(BUSTED_ARGS)
+
+bench: deps all
+	@$(call LUAENV,build) sh bench/run
+
+lint:
+	luacheck lua spec examples bench
+
+clean:
+	rm -rf build build-asan

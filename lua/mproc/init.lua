@@ -1,0 +1,66 @@
+-- mproc: Python's multiprocessing and subprocess for Lua 5.4.
+-- This file gathers the public API; each concern lives in its own module
+-- and is loaded on first use.
+local core = require "mproc.core"
+local util = require "mproc.util"
+local process = require "mproc.process"
+
+local M = { _VERSION = "mproc scm" }
+
+M.Process = process.Process
+M.current_process = process.current_process
+M.parent_process = process.parent_process
+M.active_children = process.active_children
+
+M.getpid = core.getpid
+M.getppid = core.getppid
+M.cpu_count = core.cpu_count
+M.sleep = core.sleep
+M.time = core.time
+M.monotonic = core.monotonic
+
+-- The descriptor that tells when obj is ready: a number, a Lua file,
+-- anything with a sentinel (Process) or a fileno() method (Connection).
+local function descriptor(obj, i)
+  local t = type(obj)
+  if math.type(obj) == "integer" then return obj end
+  if t == "userdata" and io.type(obj) == "file" then return core.fileno(obj) end
+  if t == "table" or t == "userdata" then
+    local ok, fd = pcall(function()
+      if obj.sentinel ~= nil then return obj.sentinel end
+      if util.is_callable(obj.fileno) then return obj:fileno() end
+    end)
+    if ok and math.type(fd) == "integer" then return fd end
+  end
+  util.argerror("wait", 1, ("object #%d has no descriptor to wait on (%s)"):format(i, t), 2)
+end
+
+-- mproc.wait(objects, [timeout]) -> the ready ones among objects, in order;
+-- an empty list when the timeout passes first.
+function M.wait(objects, timeout)
+  util.check_type("wait", 1, objects, "table")
+  timeout = util.check_timeout("wait", 2, timeout)
+  local fds = {}
+  for i, obj in ipairs(objects) do fds[i] = descriptor(obj, i) end
+  local ready, err, code = core.poll(fds, timeout)
+  if not ready then return nil, err, code end
+  local out = {}
+  for k, i in ipairs(ready) do out[k] = objects[i] end
+  return out
+end
+
+-- Parts loaded on first use: name -> { module, field } (field nil: the module).
+local lazy = {
+  subprocess = { "mproc.subprocess" },
+}
+
+return setmetatable(M, {
+  __index = function(t, k)
+    local where = lazy[k]
+    if not where then return nil end
+    local mod = require(where[1])
+    local v = where[2] and mod[where[2]] or mod
+    rawset(t, k, v)
+    return v
+  end,
+})

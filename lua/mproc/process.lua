@@ -1,0 +1,219 @@
+-- mproc.process: Process, current_process, parent_process, active_children.
+-- Mirrors multiprocessing.Process with the fork start method: the child is
+-- a copy of the parent's Lua state that runs the target and exits; it never
+-- returns into the parent's script.
+local core = require "mproc.core"
+local util = require "mproc.util"
+
+local M = {}
+
+local SIGTERM, SIGKILL = 15, 9
+
+local Process = { __name = "mproc.Process" }
+local methods = {}
+
+local counter = 0
+local children = {}      -- handle -> Process, started and not known ended
+local current            -- the Process this code runs in
+local parent             -- in a child: what parent_process() returns
+
+-- A Process whose handle reports an end leaves the children table.
+local function poll(self)
+  local h = self._handle
+  if not h then return nil end
+  local code = h:poll()
+  if code then children[h] = nil end
+  return code
+end
+
+function Process.__index(self, k)
+  if k == "exitcode" then return poll(self) end
+  if k == "sentinel" then
+    if self._closed then error("the process is closed", 2) end
+    return self._handle and self._handle:fileno() or nil
+  end
+  return methods[k]
+end
+
+local OPTIONS = { target = true, args = true, name = true, daemon = true }
+
+-- mproc.Process{target = f, args = {...}, name = s, daemon = b}
+-- mproc.Process(f, {...})
+local function new(_, a, b)
+  local opts, argn = a, 1
+  if type(a) == "table" and getmetatable(a) == nil then
+    util.check_options("Process", 1, a, OPTIONS)
+  elseif util.is_callable(a) then
+    opts, argn = { target = a, args = b }, 2
+  else
+    util.argerror("Process", 1, "function or options table expected, got " .. type(a))
+  end
+  util.check_callable("Process", 1, opts.target, true)
+  util.check_type("Process", 1, opts.name, "string", true)
+  util.check_type("Process", 1, opts.daemon, "boolean", true)
+  counter = counter + 1
+  local prefix = current._identity and (current.name .. ":") or "Process-"
+  return setmetatable({
+    target = opts.target,
+    args = util.pack_args("Process", argn, opts.args),
+    name = opts.name or (prefix .. counter),
+    daemon = opts.daemon or false,
+    _identity = counter,
+  }, Process)
+end
+setmetatable(Process, { __call = new })
+
+local function check_open(self, fname)
+  if self._closed then error(("cannot %s a closed process"):format(fname), 3) end
+end
+
+local function check_started(self, fname)
+  check_open(self, fname)
+  if self == current then error(("a process cannot %s itself"):format(fname), 3) end
+  if not self._handle then error(("cannot %s a process that was not started"):format(fname), 3) end
+end
+
+local function error_text(err)
+  if type(err) == "string" then return err end
+  local mt = getmetatable(err)
+  if mt and mt.__tostring then return tostring(err) end
+  return ("(error object is a %s value)"):format(type(err))
+end
+
+-- Runs in the child: becomes current, runs the target, reports an error
+-- with its traceback on stderr as Python does, and exits.
+local function bootstrap(self)
+  core.child_main(function()
+    math.randomseed(core.getpid(), math.floor(core.time() * 1e6))
+    parent = setmetatable({ name = current.name, pid = core.getppid() }, M.ParentProcess)
+    children, counter = {}, 0
+    current = self
+    self.pid = core.getpid()
+    self._handle = nil
+    local ok, err = xpcall(self.run, function(e)
+      -- the frames below the target are mproc's own: leave them out
+      local tb = debug.traceback(error_text(e), 2)
+      return tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
+    end, self)
+    if ok then return 0 end
+    io.stderr:write(("Process %s:\n%s\n"):format(self.name, err))
+    return 1
+  end)
+end
+
+-- The child's work; a table made with mproc.Process may replace it.
+function methods:run()
+  if self.target then self.target(table.unpack(self.args, 1, self.args.n)) end
+end
+
+local function cleanup()
+  for _, p in pairs(children) do poll(p) end
+end
+
+-- Starts the child. Returns the Process, or nil, message, errno.
+function methods:start()
+  check_open(self, "start")
+  if self._handle or self == current then error("cannot start a process twice", 2) end
+  cleanup()
+  local h, err, code = core.fork(self.daemon)
+  if h == false then bootstrap(self) end
+  if not h then return nil, err, code end
+  self._handle = h
+  self.pid = h:pid()
+  children[h] = self
+  return self
+end
+
+-- Waits for the child; returns its exitcode, or nil, "timeout".
+function methods:join(timeout)
+  check_started(self, "join")
+  timeout = util.check_timeout("join", 1, timeout)
+  local code, err = self._handle:wait(timeout)
+  if code then children[self._handle] = nil end
+  return code, err
+end
+
+function methods:is_alive()
+  check_open(self, "check")
+  if self == current then return true end
+  if not self._handle then return false end
+  return poll(self) == nil
+end
+
+local function signal(self, fname, sig)
+  check_started(self, fname)
+  return self._handle:signal(sig)
+end
+
+function methods:terminate() return signal(self, "terminate", SIGTERM) end
+function methods:kill() return signal(self, "kill", SIGKILL) end
+
+-- Releases the sentinel. Raises while the child still runs, as Python does.
+function methods:close()
+  if self._closed then return end
+  if self._handle then
+    if poll(self) == nil then
+      error("cannot close a process while it is still running; join or terminate it first", 2)
+    end
+    self._handle:close()
+  end
+  self._closed = true
+end
+
+-- Leaving the scope of a <close> variable: a daemonic child is terminated,
+-- then the child is joined and closed.
+function Process.__close(self)
+  if self._closed or not self._handle or self == current then return end
+  if self.daemon then self._handle:signal(SIGTERM) end
+  self:join()
+  self:close()
+end
+
+function Process.__tostring(self)
+  local state
+  if self._closed then state = "closed"
+  elseif self == current then state = "current"
+  elseif not self._handle then state = "initial"
+  else
+    local code = poll(self)
+    state = code and ("exitcode " .. code) or "started"
+  end
+  local pid = self.pid and (", pid " .. self.pid) or ""
+  return ("mproc.Process (%s%s, %s%s)"):format(self.name, pid, state,
+    self.daemon and ", daemon" or "")
+end
+
+-- What parent_process() returns in a child: the parent, seen from below.
+M.ParentProcess = { __name = "mproc.ParentProcess" }
+M.ParentProcess.__index = M.ParentProcess
+function M.ParentProcess:is_alive() return core.getppid() == self.pid end
+function M.ParentProcess:join(timeout)
+  timeout = util.check_timeout("join", 1, timeout)
+  local deadline = timeout and core.monotonic() + timeout
+  while self:is_alive() do
+    if deadline and core.monotonic() >= deadline then return nil, "timeout" end
+    core.sleep(0.01)
+  end
+  return true
+end
+function M.ParentProcess.__tostring(self)
+  return ("mproc.ParentProcess (%s, pid %d)"):format(self.name, self.pid)
+end
+
+current = setmetatable({ name = "MainProcess", pid = core.getpid(), daemon = false }, Process)
+
+M.Process = Process
+function M.current_process() return current end
+function M.parent_process() return parent end
+
+-- The children that still run; the ended ones are reaped on the way.
+function M.active_children()
+  local list = {}
+  for _, p in pairs(children) do
+    if poll(p) == nil then list[#list + 1] = p end
+  end
+  table.sort(list, function(a, b) return a._identity < b._identity end)
+  return list
+end
+
+return M

@@ -1,0 +1,28 @@
+rockspec_format = "3.0"
+package = "mproc"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null",
+}
+description = {
+  summary = "Python's multiprocessing and subprocess for Lua 5.4, on a native fork/pipe core",
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["mproc.core"] = {
+      sources = {
+        "src/core.c",
+        "src/proc.c",
+        "src/time.c",
+      },
+    },
+    ["mproc"] = "lua/mproc/init.lua",
+    ["mproc.process"] = "lua/mproc/process.lua",
+    ["mproc.util"] = "lua/mproc/util.lua",
+  },
+}

@@ -1,0 +1,354 @@
+local mproc = require "mproc"
+local support = require "support"
+
+local function tmp()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+
+describe("mproc", function()
+  it("runs under Lua 5.4", function()
+    assert.are.equal("Lua 5.4", _VERSION)
+  end)
+
+  it("loads its C core from the module table, exporting one symbol", function()
+    assert.is_function(require("mproc.core").getpid)
+    assert.are.equal(mproc.getpid(), require("mproc.core").getpid())
+  end)
+end)
+
+describe("Process", function()
+  it("runs the target with its arguments in another process", function()
+    local out = tmp()
+    local p = mproc.Process{target = function(a, b)
+      support.write_file(out, ("%s %s %d"):format(a, b, mproc.getpid()))
+    end, args = {"x", 42}}
+    assert.are.equal(p, p:start())
+    assert.are.equal(0, p:join())
+    local a, b, pid = support.read_file(out):match("^(%S+) (%S+) (%d+)$")
+    os.remove(out)
+    assert.are.same({"x", "42"}, {a, b})
+    assert.are.equal(p.pid, tonumber(pid))
+    assert.are_not.equal(mproc.getpid(), p.pid)
+  end)
+
+  it("takes the short form Process(f, args), keeping nils inside table.pack", function()
+    local p = mproc.Process(function(a, b, c)
+      os.exit((a == 1 and b == nil and c == 3) and 5 or 6)
+    end, table.pack(1, nil, 3))
+    p:start()
+    assert.are.equal(5, p:join())
+  end)
+
+  describe("exitcode", function()
+    local cases = {
+      { "target returns", function() end, 0 },
+      { "os.exit(n)", function() os.exit(7) end, 7 },
+      { "os.exit(true)", function() os.exit(true) end, 0 },
+      { "os.exit(false)", function() os.exit(false) end, 1 },
+      { "uncaught error", function() error("boom") end, 1 },
+      { "error with a table", function() error({}) end, 1 },
+      { "SIGSEGV", function() require("mproc.core").kill(mproc.getpid(), 11) end, -11 },
+      { "SIGABRT", function() require("mproc.core").kill(mproc.getpid(), 6) end, -6 },
+      { "SIGUSR1", function() require("mproc.core").kill(mproc.getpid(), 10) end, -10 },
+    }
+    for _, case in ipairs(cases) do
+      it("is " .. case[3] .. " when " .. case[1], function()
+        local p = mproc.Process{target = case[2]}
+        assert.is_nil(p.exitcode)
+        p:start()
+        assert.are.equal(case[3], p:join())
+        assert.are.equal(case[3], p.exitcode)
+      end)
+    end
+
+    it("is -15 after terminate() and -9 after kill()", function()
+      local a = mproc.Process(function() mproc.sleep(30) end):start()
+      local b = mproc.Process(function() mproc.sleep(30) end):start()
+      assert.is_nil(a.exitcode)
+      a:terminate()
+      b:kill()
+      assert.are.equal(-15, a:join())
+      assert.are.equal(-9, b:join())
+    end)
+  end)
+
+  it("prints an uncaught error with its traceback on the child's stderr", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local function inner() error("boom in child") end
+      local p = mproc.Process{target = function() inner() end, name = "worker"}
+      p:start()
+      print("exitcode", p:join())
+    ]])
+    assert.matches("Process worker:\n[^\n]*boom in child\nstack traceback:", out)
+    assert.matches("in upvalue 'inner'", out, 1, true)
+    assert.matches("exitcode\t1", out, 1, true)
+  end)
+
+  it("times out a join, leaving exitcode nil", function()
+    local p = mproc.Process(function() mproc.sleep(10) end):start()
+    local t0 = mproc.monotonic()
+    local code, err = p:join(0.3)
+    local took = mproc.monotonic() - t0
+    assert.is_nil(code)
+    assert.are.equal("timeout", err)
+    assert.is_nil(p.exitcode)
+    assert.is_true(took >= 0.29 and took < 3, "join(0.3) took " .. took)
+    assert.is_true(p:is_alive())
+    p:kill()
+    assert.are.equal(-9, p:join())
+    assert.is_false(p:is_alive())
+  end)
+
+  it("runs children at the same time", function()
+    local t0 = mproc.monotonic()
+    local a = mproc.Process(function() mproc.sleep(0.5) end):start()
+    local b = mproc.Process(function() mproc.sleep(0.5) end):start()
+    a:join()
+    b:join()
+    local took = mproc.monotonic() - t0
+    assert.is_true(took >= 0.5 and took < 0.95, "two 0.5 s children took " .. took)
+  end)
+
+  it("leaves no zombie and no descriptor after 300 processes", function()
+    local fds, kids = support.fd_count(), #support.children()
+    for _ = 1, 300 do
+      local p = mproc.Process(function() end):start()
+      p:join()
+      p:close()
+    end
+    assert.are.equal(fds, support.fd_count())
+    assert.are.equal(kids, #support.children())
+  end)
+
+  it("names processes Process-N unless named, and knows itself in the child", function()
+    local out = tmp()
+    local p = mproc.Process{target = function()
+      local me, parent = mproc.current_process(), mproc.parent_process()
+      support.write_file(out, table.concat({ me.name, me.pid, parent.pid,
+        tostring(parent:is_alive()) }, " "))
+    end, name = "alpha"}
+    assert.matches("^Process%-%d+$", mproc.Process(function() end).name)
+    p:start()
+    p:join()
+    assert.are.equal(("alpha %d %d true"):format(p.pid, mproc.getpid()), support.read_file(out))
+    os.remove(out)
+    assert.are.equal("MainProcess", mproc.current_process().name)
+    assert.are.equal(mproc.getpid(), mproc.current_process().pid)
+    assert.is_nil(mproc.parent_process())
+  end)
+
+  it("lists running children in active_children and drops ended ones", function()
+    local a = mproc.Process(function() mproc.sleep(30) end):start()
+    local b = mproc.Process(function() end):start()
+    b:join()
+    local active = mproc.active_children()
+    assert.are.same({a}, active)
+    a:kill()
+    a:join()
+    assert.are.same({}, mproc.active_children())
+  end)
+
+  it("has a sentinel that mproc.wait reports once the child ends", function()
+    local slow = mproc.Process(function() mproc.sleep(30) end):start()
+    local quick = mproc.Process(function() mproc.sleep(0.1) end):start()
+    assert.is_number(slow.sentinel)
+    assert.are.same({}, mproc.wait({slow, quick}, 0))
+    assert.are.same({quick}, mproc.wait({slow, quick}, 10))
+    slow:terminate()
+    assert.are.equal(-15, slow:join())
+    assert.are.same({slow, quick}, mproc.wait({slow, quick}))
+    quick:join()
+  end)
+
+  it("is a to-be-closed variable: leaving scope joins, and terminates a daemon", function()
+    local kids = #support.children()
+    local pid, dpid
+    local t0 = mproc.monotonic()
+    do
+      local p <close> = mproc.Process(function() mproc.sleep(0.2) end):start()
+      local d <close> = mproc.Process{target = function() mproc.sleep(30) end, daemon = true}:start()
+      pid, dpid = p.pid, d.pid
+    end
+    assert.is_true(mproc.monotonic() - t0 < 10)
+    assert.are.equal(kids, #support.children())
+    assert.is_false(support.pid_exists(pid))
+    assert.is_false(support.pid_exists(dpid))
+  end)
+
+  describe("misuse raises", function()
+    local cases = {
+      { "Process(42)", function() mproc.Process(42) end, "bad argument #1 to 'Process'" },
+      { "a target that is not a function", function() mproc.Process{target = 1} end, "function expected" },
+      { "an unknown option", function() mproc.Process{targte = print} end, "unknown option 'targte'" },
+      { "a name that is not a string", function() mproc.Process{target = print, name = 1} end, "string expected" },
+      { "args that are not a table", function() mproc.Process(print, "x") end, "bad argument #2 to 'Process'" },
+      { "join before start", function() mproc.Process(print):join() end, "not started" },
+      { "terminate before start", function() mproc.Process(print):terminate() end, "not started" },
+      { "a timeout that is not a number", function()
+          local p = mproc.Process(print):start()
+          local _, err = pcall(p.join, p, "soon")
+          p:join()
+          error(err, 0)
+        end, "bad argument #1 to 'join'" },
+      { "start twice", function()
+          local p = mproc.Process(print):start()
+          p:join()
+          p:start()
+        end, "cannot start a process twice" },
+      { "close while running", function()
+          local p = mproc.Process(function() mproc.sleep(30) end):start()
+          local _, err = pcall(p.close, p)
+          p:kill()
+          p:join()
+          error(err, 0)
+        end, "still running" },
+      { "join after close", function()
+          local p = mproc.Process(print):start()
+          p:join()
+          p:close()
+          p:join()
+        end, "closed process" },
+      { "mproc.wait of a non-table", function() mproc.wait(3) end, "bad argument #1 to 'wait'" },
+      { "mproc.wait of an object without descriptor", function() mproc.wait({{}}) end, "no descriptor" },
+      { "sleep(-1)", function() mproc.sleep(-1) end, "bad argument #1 to 'sleep'" },
+    }
+    for _, case in ipairs(cases) do
+      it("for " .. case[1], function()
+        local ok, err = pcall(case[2])
+        assert.is_false(ok)
+        assert.matches(case[3], tostring(err), 1, true)
+      end)
+    end
+  end)
+end)
+
+describe("fork hygiene", function()
+  it("flushes stdio before fork: no line is printed twice on a pipe", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      io.write("before fork\n")
+      mproc.Process(function() io.write("in child\n") end):start():join()
+      io.write("after join\n")
+    ]])
+    assert.are.equal("before fork\nin child\nafter join\n", out)
+  end)
+
+  it("line-buffers the child's stdout: a terminated child's lines are kept, in order", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      print("parent first")
+      local p = mproc.Process(function() print("child line") mproc.sleep(30) end):start()
+      mproc.sleep(0.3)
+      p:terminate()
+      p:join()
+      print("parent last")
+    ]])
+    assert.are.equal("parent first\nchild line\nparent last\n", out)
+  end)
+
+  it("reseeds math.random in every child", function()
+    local files, procs = {}, {}
+    for i = 1, 4 do
+      files[i] = tmp()
+      procs[i] = mproc.Process(function()
+        support.write_file(files[i], tostring(math.random(1 << 40)))
+      end):start()
+    end
+    local seen = {}
+    for i = 1, 4 do
+      procs[i]:join()
+      local v = support.read_file(files[i])
+      os.remove(files[i])
+      assert.is_nil(seen[v], "two children drew " .. tostring(v))
+      seen[v] = true
+    end
+  end)
+
+  it("never returns into the parent's script from the child", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      mproc.Process(function() end):start():join()
+      mproc.Process(function() error("x") end):start():join()
+      mproc.Process(function() coroutine.yield() end):start():join()
+      local co = coroutine.wrap(function()
+        mproc.Process(function() coroutine.yield() end):start():join()
+      end)
+      co()
+      print("after joins")
+    ]], { stderr = false })
+    assert.are.equal("after joins\n", out)
+  end)
+
+  it("gives the child /dev/null as stdin", function()
+    local out = tmp()
+    mproc.Process(function()
+      local p = io.popen("readlink /proc/" .. mproc.getpid() .. "/fd/0")
+      support.write_file(out, p:read("l"))
+      p:close()
+    end):start():join()
+    assert.are.equal("/dev/null", support.read_file(out))
+    os.remove(out)
+  end)
+end)
+
+describe("the parent's exit", function()
+  for _, ending in ipairs({ "", "os.exit(0)", "os.exit(0, true)", "error('script fails')" }) do
+    it("terminates daemonic children and joins the others (" .. (ending == "" and "end of script" or ending) .. ")", function()
+      local flag = tmp()
+      local t0 = mproc.monotonic()
+      local out = support.run_lua(([[
+        local mproc = require "mproc"
+        local d = mproc.Process{target = function() mproc.sleep(60) end, daemon = true}:start()
+        mproc.Process{target = function()
+          mproc.sleep(0.3)
+          local f = io.open(%q, "w") f:write("done") f:close()
+        end}:start()
+        print(d.pid)
+        %s
+      ]]):format(flag, ending), { stderr = false })
+      local took = mproc.monotonic() - t0
+      assert.are.equal("done", support.read_file(flag))
+      os.remove(flag)
+      local dpid = tonumber(out:match("%d+"))
+      assert.is_false(support.pid_exists(dpid))
+      assert.is_true(took < 30, "the daemon was waited for")
+    end)
+  end
+end)
+
+describe("clocks", function()
+  it("sleeps fractional seconds", function()
+    local t0 = mproc.monotonic()
+    mproc.sleep(0.2)
+    local took = mproc.monotonic() - t0
+    assert.is_true(took >= 0.2 and took < 2, "sleep(0.2) took " .. took)
+  end)
+
+  it("tells wall-clock time with sub-second resolution", function()
+    local t = mproc.time()
+    assert.is_true(math.abs(t - os.time()) <= 2)
+    assert.are.equal("float", math.type(t))
+  end)
+
+  it("counts cpus", function()
+    assert.is_true(mproc.cpu_count() >= 1)
+  end)
+end)
+
+describe("tutorial example 01_process", function()
+  it("prints the four lines in order, once each, from two processes", function()
+    local out = support.run_lua(nil, { path = "examples/tutorial/01_process.lua" })
+    local l = support.lines(out)
+    assert.are.equal(4, #l)
+    local parent = l[1]:match("^Parent process (%d+)%.$")
+    assert.are.equal("Child proc start", l[2])
+    local child = l[3]:match("^I am a child process name: %[sub_proc_name%]%. PID:%[(%d+)%]$")
+    assert.are.equal("Child proc finish", l[4])
+    assert.is_not_nil(parent)
+    assert.is_not_nil(child)
+    assert.are_not.equal(parent, child)
+  end)
+end)

@@ -1,0 +1,92 @@
+-- Helpers for the specs: running Lua scripts in a fresh interpreter, and
+-- counting this process's descriptors and children, for leak checks.
+local M = {}
+
+M.LUA = os.getenv("LUA") or "lua5.4"
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+M.shell_quote = shell_quote
+
+-- Writes code to a temporary file; returns its path.
+function M.script(code)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(code)
+  f:close()
+  return path
+end
+
+-- Runs a shell command; returns its output (stdout, and stderr when
+-- merge is true) and its exit code.
+function M.sh(cmd, merge)
+  local p = assert(io.popen(cmd .. (merge and " 2>&1" or "")))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+-- Runs Lua code (or a script path) in a new interpreter with stdout on a pipe.
+function M.run_lua(code, opts)
+  opts = opts or {}
+  local path = opts.path or M.script(code)
+  local out, code_ = M.sh(M.LUA .. " " .. shell_quote(path) .. (opts.args or "")
+    .. (opts.stderr == false and " 2>/dev/null" or ""), opts.stderr ~= false)
+  if not opts.path then os.remove(path) end
+  return out, code_
+end
+
+function M.lines(s)
+  local t = {}
+  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
+  return t
+end
+
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local mproc = require "mproc"
+
+-- Open descriptors of this process (the listing's own pipe counts the same
+-- way each time).
+function M.fd_count()
+  local out = M.sh("ls /proc/" .. mproc.getpid() .. "/fd")
+  return #M.lines(out)
+end
+
+-- Children of this process, zombies included, besides the listing itself.
+function M.children()
+  local pid = mproc.getpid()
+  local s = M.read_file(("/proc/%d/task/%d/children"):format(pid, pid)) or ""
+  local t = {}
+  for p in s:gmatch("%d+") do t[#t + 1] = tonumber(p) end
+  return t
+end
+
+function M.pid_exists(pid)
+  return M.read_file("/proc/" .. pid .. "/stat") ~= nil
+end
+
+-- Polls pred every 10 ms up to seconds; returns whether it became true.
+function M.eventually(pred, seconds)
+  local deadline = mproc.monotonic() + (seconds or 5)
+  repeat
+    if pred() then return true end
+    mproc.sleep(0.01)
+  until mproc.monotonic() > deadline
+  return pred()
+end
+
+return M

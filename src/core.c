@@ -1,0 +1,35 @@
+/*
+** core.c: luaopen_mproc_core, the one symbol mproc.core exports.
+** Each concern's file registers its own functions; see mproc.h.
+*/
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mproc.h"
+
+int mp_fail(lua_State *L, const char *what) {
+  int e = errno;
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", what, strerror(e));
+  lua_pushinteger(L, e);
+  return 3;
+}
+
+/* core.fileno(file) -> the descriptor under a Lua file */
+static int l_fileno(lua_State *L) {
+  luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  luaL_argcheck(L, s->closef != NULL, 1, "file is closed");
+  lua_pushinteger(L, fileno(s->f));
+  return 1;
+}
+
+MP_EXPORT int luaopen_mproc_core(lua_State *L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, l_fileno);
+  lua_setfield(L, -2, "fileno");
+  mp_open_time(L);
+  mp_open_proc(L);
+  return 1;
+}

@@ -1,0 +1,452 @@
+/*
+** proc.c: forked children for mproc.core.
+** core.fork() forks the calling Lua state; the parent gets an mproc.Child
+** handle (pid, sentinel descriptor, exit status), the child gets false and
+** later leaves through core.child_main(), which never returns.  A table of
+** live children, kept in C, lets the exit hook apply Python's rule when the
+** parent ends: terminate daemonic children, then wait for all of them.
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mproc.h"
+
+/* ---------------------------------------------------------------------
+** Portability: the sentinel is a pidfd where the kernel has one (readable
+** once the child ends, inherited by nobody), else the read end of a pipe
+** whose write end only the child holds.
+** --------------------------------------------------------------------- */
+#if defined(__linux__) && defined(SYS_pidfd_open)
+#define MP_HAVE_PIDFD 1
+static int pidfd_open(pid_t pid) {
+  return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+#else
+#define MP_HAVE_PIDFD 0
+static int pidfd_open(pid_t pid) { (void)pid; errno = ENOSYS; return -1; }
+#endif
+
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
+    defined(__OpenBSD__)
+static int cloexec_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+#else
+static int cloexec_pipe(int fds[2]) {
+  if (pipe(fds) < 0) return -1;
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  return 0;
+}
+#endif
+
+#define CHILD_MT "mproc.Child"
+
+typedef struct {
+  pid_t pid;     /* 0 until forked */
+  int fd;        /* sentinel; -1 once closed */
+  int status;    /* wait status, valid when reaped */
+  int reaped;
+  int daemon;
+} mp_child;
+
+static int use_pidfd = 0;      /* decided once, at module open */
+static int my_sentinel_w = -1; /* in a child: the pipe end our parent reads */
+
+/* ---------------------------------------------------------------------
+** The table of live children, for the exit hook
+** --------------------------------------------------------------------- */
+typedef struct { pid_t pid; int daemon; } live_child;
+
+static live_child *live = NULL;
+static size_t nlive = 0, caplive = 0;
+static pid_t live_owner = 0;
+
+static int live_add(pid_t pid, int daemon) {
+  if (nlive == caplive) {
+    size_t ncap = caplive ? caplive * 2 : 16;
+    live_child *n = realloc(live, ncap * sizeof *n);
+    if (n == NULL) return -1;
+    live = n;
+    caplive = ncap;
+  }
+  live[nlive].pid = pid;
+  live[nlive].daemon = daemon;
+  nlive++;
+  return 0;
+}
+
+static void live_remove(pid_t pid) {
+  size_t i;
+  for (i = 0; i < nlive; i++) {
+    if (live[i].pid == pid) {
+      live[i] = live[--nlive];
+      return;
+    }
+  }
+}
+
+static pid_t waitpid_eintr(pid_t pid, int *status, int flags) {
+  pid_t r;
+  while ((r = waitpid(pid, status, flags)) < 0 && errno == EINTR)
+    ;
+  return r;
+}
+
+/* Python's rule at exit: terminate daemonic children, then wait for all.
+** Runs from atexit and from the Lua state's close; only in the process
+** that forked them. */
+static void exit_hook(void) {
+  size_t i;
+  if (live_owner != getpid()) return;
+  for (i = 0; i < nlive; i++)
+    if (live[i].daemon) kill(live[i].pid, SIGTERM);
+  for (i = 0; i < nlive; i++) {
+    int st;
+    waitpid_eintr(live[i].pid, &st, 0);
+  }
+  free(live);
+  live = NULL;
+  nlive = caplive = 0;
+}
+
+static int l_exit_hook_gc(lua_State *L) {
+  (void)L;
+  exit_hook();
+  return 0;
+}
+
+/* ---------------------------------------------------------------------
+** The child side of a fork
+** --------------------------------------------------------------------- */
+
+/* What every child of mproc does first: it has no children of its own
+** yet, its stdout is line-buffered so nothing printed is lost when it is
+** terminated, and its stdin is /dev/null, as with Python's fork start. */
+void mp_after_fork_child(void) {
+  int fd;
+  nlive = 0;
+  live_owner = getpid();
+  if (my_sentinel_w >= 0) { close(my_sentinel_w); my_sentinel_w = -1; }
+  setvbuf(stdout, NULL, _IOLBF, BUFSIZ);
+  fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    if (fd != STDIN_FILENO) {
+      dup2(fd, STDIN_FILENO);
+      close(fd);
+    } else {
+      fcntl(fd, F_SETFD, 0);
+    }
+  }
+  clearerr(stdin);
+}
+
+/* core.child_main(f): runs f in the child, then exits with the integer it
+** returns (1 if it raised), after the child's own exit hook. */
+static int l_child_main(lua_State *L) {
+  int code = 1;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  if (lua_pcall(L, 0, 1, 0) == LUA_OK) {
+    code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+  } else {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "mproc: child %ld: %s\n", (long)getpid(),
+            msg ? msg : "(error object is not a string)");
+  }
+  exit_hook();
+  fflush(NULL);
+  _exit(code & 0xff);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------
+** mproc.Child handles
+** --------------------------------------------------------------------- */
+
+static mp_child *check_child(lua_State *L) {
+  return (mp_child *)luaL_checkudata(L, 1, CHILD_MT);
+}
+
+static int exitcode_of(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return 0;
+}
+
+static void mark_reaped(mp_child *c, int status) {
+  c->status = status;
+  c->reaped = 1;
+  live_remove(c->pid);
+}
+
+/* Reaps c if it has ended; blocking waits until it has. 1: reaped. */
+static int child_reap(mp_child *c, int blocking) {
+  int st;
+  pid_t r;
+  if (c->reaped) return 1;
+  r = waitpid_eintr(c->pid, &st, blocking ? 0 : WNOHANG);
+  if (r == c->pid) { mark_reaped(c, st); return 1; }
+  if (r < 0 && errno == ECHILD) { mark_reaped(c, 0); return 1; }
+  return 0;
+}
+
+/* Waits for the sentinel to become readable until deadline. 1: ready. */
+static int wait_readable(int fd, double deadline) {
+  struct pollfd p;
+  int r;
+  p.fd = fd;
+  p.events = POLLIN;
+  do {
+    p.revents = 0;
+    r = poll(&p, 1, mp_poll_ms(deadline));
+  } while (r < 0 && errno == EINTR);
+  return r > 0;
+}
+
+static int push_status(lua_State *L, mp_child *c) {
+  lua_pushinteger(L, exitcode_of(c->status));
+  return 1;
+}
+
+/* child:poll() -> exitcode, or nil while it runs */
+static int l_child_poll(lua_State *L) {
+  mp_child *c = check_child(L);
+  if (child_reap(c, 0)) return push_status(L, c);
+  lua_pushnil(L);
+  return 1;
+}
+
+/* child:wait([timeout]) -> exitcode, or nil, "timeout" */
+static int l_child_wait(lua_State *L) {
+  mp_child *c = check_child(L);
+  double deadline = mp_opt_deadline(L, 2);
+  if (c->reaped) return push_status(L, c);
+  if (deadline < 0 || c->fd < 0) {
+    if (child_reap(c, deadline < 0)) return push_status(L, c);
+  } else {
+    do {
+      wait_readable(c->fd, deadline);
+      if (child_reap(c, 0)) return push_status(L, c);
+    } while (mp_poll_ms(deadline) > 0);
+  }
+  lua_pushnil(L);
+  lua_pushliteral(L, "timeout");
+  return 2;
+}
+
+/* child:signal(sig) -> true; a reaped child is not signalled (its pid may
+** belong to another process by now). */
+static int l_child_signal(lua_State *L) {
+  mp_child *c = check_child(L);
+  int sig = (int)luaL_checkinteger(L, 2);
+  if (!c->reaped && kill(c->pid, sig) < 0 && errno != ESRCH)
+    return mp_fail(L, "cannot signal child");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_child_fileno(lua_State *L) {
+  mp_child *c = check_child(L);
+  lua_pushinteger(L, c->fd);
+  return 1;
+}
+
+static int l_child_pid(lua_State *L) {
+  lua_pushinteger(L, check_child(L)->pid);
+  return 1;
+}
+
+/* __gc, __close and close(): never blocks. A child still running stays in
+** the live table, for the exit hook to wait for. */
+static int l_child_close(lua_State *L) {
+  mp_child *c = check_child(L);
+  if (c->fd >= 0) { close(c->fd); c->fd = -1; }
+  if (c->pid > 0) child_reap(c, 0);
+  return 0;
+}
+
+static int l_child_tostring(lua_State *L) {
+  mp_child *c = check_child(L);
+  if (c->reaped)
+    lua_pushfstring(L, "mproc.Child (pid %d, exitcode %d)", (int)c->pid,
+                    exitcode_of(c->status));
+  else
+    lua_pushfstring(L, "mproc.Child (pid %d)", (int)c->pid);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** core.fork
+** --------------------------------------------------------------------- */
+
+static int open_sentinel_parent(mp_child *c, pid_t pid, int pipe_r) {
+  if (use_pidfd) {
+    c->fd = pidfd_open(pid);
+    return c->fd;
+  }
+  c->fd = pipe_r;
+  return 0;
+}
+
+/* core.fork([daemon]) -> child handle in the parent, false in the child */
+static int l_fork(lua_State *L) {
+  int daemon = lua_toboolean(L, 1);
+  int fds[2] = {-1, -1};
+  pid_t pid;
+  mp_child *c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
+  c->pid = 0; c->fd = -1; c->status = 0; c->reaped = 0; c->daemon = daemon;
+  luaL_setmetatable(L, CHILD_MT);
+  if (live_add(0, daemon) < 0) return mp_fail(L, "cannot fork");
+  nlive--; /* room reserved, so the add after fork cannot fail */
+  if (!use_pidfd && cloexec_pipe(fds) < 0) return mp_fail(L, "cannot fork");
+  fflush(NULL);
+  pid = fork();
+  if (pid < 0) {
+    int e = errno;
+    if (fds[0] >= 0) { close(fds[0]); close(fds[1]); }
+    errno = e;
+    return mp_fail(L, "cannot fork");
+  }
+  if (pid == 0) {
+    if (fds[0] >= 0) { close(fds[0]); my_sentinel_w = fds[1]; }
+    mp_after_fork_child();
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (fds[1] >= 0) close(fds[1]);
+  c->pid = pid;
+  live_add(pid, daemon);
+  if (open_sentinel_parent(c, pid, fds[0]) < 0)
+    return mp_fail(L, "cannot open a pidfd for the child");
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** Process-wide functions
+** --------------------------------------------------------------------- */
+
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+static int l_getppid(lua_State *L) {
+  lua_pushinteger(L, getppid());
+  return 1;
+}
+
+static int l_cpu_count(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  return 1;
+}
+
+/* core.kill(pid, sig) -> true, or nil, message, errno */
+static int l_kill(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  int sig = (int)luaL_checkinteger(L, 2);
+  if (kill(pid, sig) < 0) return mp_fail(L, "cannot signal process");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.poll({fd, ...}, [timeout]) -> {index, ...} of the ready ones */
+static int l_poll(lua_State *L) {
+  lua_Integer i, n, k = 0;
+  struct pollfd *p;
+  double deadline;
+  int r;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  deadline = mp_opt_deadline(L, 2);
+  n = luaL_len(L, 1);
+  p = (struct pollfd *)lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *p, 0);
+  for (i = 0; i < n; i++) {
+    lua_geti(L, 1, i + 1);
+    p[i].fd = (int)luaL_checkinteger(L, -1);
+    luaL_argcheck(L, p[i].fd >= 0, 1, "descriptor is closed");
+    p[i].events = POLLIN;
+    p[i].revents = 0;
+    lua_pop(L, 1);
+  }
+  while ((r = poll(p, (nfds_t)n, mp_poll_ms(deadline))) < 0 && errno == EINTR)
+    ;
+  if (r < 0) return mp_fail(L, "cannot poll");
+  lua_createtable(L, r, 0);
+  for (i = 0; i < n; i++) {
+    if (p[i].revents & POLLNVAL)
+      return luaL_error(L, "descriptor %d is not open", p[i].fd);
+    if (p[i].revents) {
+      lua_pushinteger(L, i + 1);
+      lua_rawseti(L, -2, ++k);
+    }
+  }
+  return 1;
+}
+
+static const luaL_Reg child_methods[] = {
+  {"poll", l_child_poll},
+  {"wait", l_child_wait},
+  {"signal", l_child_signal},
+  {"fileno", l_child_fileno},
+  {"pid", l_child_pid},
+  {"close", l_child_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg child_meta[] = {
+  {"__gc", l_child_close},
+  {"__close", l_child_close},
+  {"__tostring", l_child_tostring},
+  {NULL, NULL}
+};
+
+static const luaL_Reg proc_funcs[] = {
+  {"fork", l_fork},
+  {"child_main", l_child_main},
+  {"getpid", l_getpid},
+  {"getppid", l_getppid},
+  {"cpu_count", l_cpu_count},
+  {"kill", l_kill},
+  {"poll", l_poll},
+  {NULL, NULL}
+};
+
+static void probe_pidfd(void) {
+  int fd = pidfd_open(getpid());
+  use_pidfd = MP_HAVE_PIDFD && fd >= 0;
+  if (fd >= 0) close(fd);
+}
+
+/* The exit hook runs at exit() (os.exit included) and when the Lua state
+** closes, whichever comes first; the second run finds nothing to do. */
+static void install_exit_hook(lua_State *L) {
+  static int registered = 0;
+  if (!registered && atexit(exit_hook) == 0) registered = 1;
+  if (live_owner == 0) live_owner = getpid();
+  lua_newuserdatauv(L, 1, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, l_exit_hook_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "mproc.exit_hook");
+}
+
+void mp_open_proc(lua_State *L) {
+  if (luaL_newmetatable(L, CHILD_MT)) {
+    luaL_setfuncs(L, child_meta, 0);
+    luaL_newlib(L, child_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  probe_pidfd();
+  install_exit_hook(L);
+  luaL_setfuncs(L, proc_funcs, 0);
+}
