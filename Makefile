@@ -7,6 +7,7 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WERROR   ?=
 WARN      = -Wall -Wextra $(WERROR)
+LIBS      = -lpthread -lm
 DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks
 
 SRC   = $(wildcard src/*.c)
@@ -28,11 +29,11 @@ all: $(SO)
 $(SO): $(SRC) $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -fvisibility=hidden -I$(LUA_INC) \
-	  -o $@ $(SRC) $(LDFLAGS)
+	  -o $@ $(SRC) $(LDFLAGS) $(LIBS)
 
 $(ASAN_SO): $(SRC) $(HDR)
 	@mkdir -p $(@D)
-	$(CC) -O1 -g $(WARN) $(SANITIZE) -fPIC -shared -I$(LUA_INC) -o $@ $(SRC)
+	$(CC) -O1 -g $(WARN) $(SANITIZE) -fPIC -shared -I$(LUA_INC) -o $@ $(SRC) $(LIBS)
 
 # Installs the distribution packages that are missing; does nothing when
 # all are present.

@@ -18,8 +18,10 @@ build = {
       sources = {
         "src/core.c",
         "src/proc.c",
+        "src/shm.c",
         "src/time.c",
       },
+      libraries = { "pthread", "m" },
     },
     ["mproc"] = "lua/mproc/init.lua",
     ["mproc.process"] = "lua/mproc/process.lua",

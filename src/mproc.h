@@ -34,6 +34,19 @@ MP_HIDDEN double mp_opt_deadline(lua_State *L, int idx);
 /* Returns nil, "what: strerror(errno)", errno: the expected-failure shape. */
 MP_HIDDEN int mp_fail(lua_State *L, const char *what);
 
+/* shm.c: anonymous shared segments (inherited by fork), robust
+** process-shared mutexes, and wait/wake on a 32-bit sequence word. */
+#include <pthread.h>
+#include <stdint.h>
+MP_HIDDEN void *mp_shm_alloc(size_t size);
+MP_HIDDEN void mp_shm_free(void *p, size_t size);
+MP_HIDDEN int mp_mutex_init(pthread_mutex_t *m);
+MP_HIDDEN int mp_mutex_lock(pthread_mutex_t *m, double deadline, int *owner_died);
+MP_HIDDEN int mp_mutex_trylock(pthread_mutex_t *m, int *owner_died);
+MP_HIDDEN void mp_mutex_unlock(pthread_mutex_t *m);
+MP_HIDDEN int mp_seq_wait(uint32_t *seq, uint32_t seen, double deadline);
+MP_HIDDEN void mp_seq_wake(uint32_t *seq);
+
 /* proc.c: the fork path other concerns (pool workers) build on */
 MP_HIDDEN void mp_after_fork_child(void);
 

@@ -1,0 +1,160 @@
+/*
+** shm.c: shared memory and the waits built on it, for the objects that
+** live across processes (queues, locks, shared values).
+** Segments are anonymous shared mappings: inherited by fork, gone when the
+** last process that maps them ends, so none can leak past the processes.
+** Mutexes are process-shared and robust: a holder killed by a signal does
+** not wedge the others; the next locker learns of it (EOWNERDEAD).
+** Waiting is a futex on a sequence word that every change bumps and that
+** wakes all waiters: a waiter that dies takes no wake-up with it, which a
+** pthread_cond_t in shared memory cannot promise.
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mproc.h"
+
+/* ---------------------------------------------------------------------
+** Portability: futex on Linux; elsewhere waits poll the word every ms.
+** pthread_mutex_clocklock (glibc 2.30) takes the monotonic clock;
+** elsewhere the deadline is turned into a CLOCK_REALTIME one.
+** --------------------------------------------------------------------- */
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#define MP_HAVE_FUTEX 1
+#else
+#define MP_HAVE_FUTEX 0
+#endif
+
+#if defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+#define MP_HAVE_CLOCKLOCK 1
+#else
+#define MP_HAVE_CLOCKLOCK 0
+#endif
+
+#ifndef MAP_ANONYMOUS
+#define MAP_ANONYMOUS MAP_ANON
+#endif
+
+static struct timespec abs_timespec(double t) {
+  struct timespec ts;
+  double whole = floor(t);
+  ts.tv_sec = (time_t)whole;
+  ts.tv_nsec = (long)((t - whole) * 1e9);
+  if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+  return ts;
+}
+
+/* ---------------------------------------------------------------------
+** Segments
+** --------------------------------------------------------------------- */
+
+void *mp_shm_alloc(size_t size) {
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void mp_shm_free(void *p, size_t size) {
+  if (p != NULL) munmap(p, size);
+}
+
+/* ---------------------------------------------------------------------
+** Robust process-shared mutexes
+** --------------------------------------------------------------------- */
+
+int mp_mutex_init(pthread_mutex_t *m) {
+  pthread_mutexattr_t a;
+  int r = pthread_mutexattr_init(&a);
+  if (r) return r;
+  r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  if (!r) r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+  if (!r) r = pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+  return r;
+}
+
+static int timed_lock(pthread_mutex_t *m, double deadline) {
+  struct timespec ts;
+  if (deadline < 0) return pthread_mutex_lock(m);
+#if MP_HAVE_CLOCKLOCK
+  ts = abs_timespec(deadline);
+  return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+#else
+  ts = abs_timespec(mp_walltime() + (deadline - mp_monotonic()));
+  return pthread_mutex_timedlock(m, &ts);
+#endif
+}
+
+/* Locks m before deadline (<0: none). 0 when locked, ETIMEDOUT, or another
+** error. *owner_died is set when the previous holder died holding it; the
+** mutex is then made consistent again and the caller holds it. */
+int mp_mutex_lock(pthread_mutex_t *m, double deadline, int *owner_died) {
+  int r = timed_lock(m, deadline);
+  if (owner_died) *owner_died = 0;
+  if (r == EOWNERDEAD) {
+    pthread_mutex_consistent(m);
+    if (owner_died) *owner_died = 1;
+    r = 0;
+  }
+  return r;
+}
+
+int mp_mutex_trylock(pthread_mutex_t *m, int *owner_died) {
+  int r = pthread_mutex_trylock(m);
+  if (owner_died) *owner_died = 0;
+  if (r == EOWNERDEAD) {
+    pthread_mutex_consistent(m);
+    if (owner_died) *owner_died = 1;
+    r = 0;
+  }
+  return r;
+}
+
+void mp_mutex_unlock(pthread_mutex_t *m) {
+  pthread_mutex_unlock(m);
+}
+
+/* ---------------------------------------------------------------------
+** Wait and wake on a sequence word
+** --------------------------------------------------------------------- */
+
+/* Waits until *seq differs from seen, a wake-up, a signal or deadline.
+** Callers re-check their condition: a return is only a hint.
+** 0, or ETIMEDOUT once the deadline has passed. */
+int mp_seq_wait(uint32_t *seq, uint32_t seen, double deadline) {
+  double left = deadline < 0 ? -1 : deadline - mp_monotonic();
+  if (deadline >= 0 && left <= 0) return ETIMEDOUT;
+#if MP_HAVE_FUTEX
+  {
+    struct timespec rel, *tp = NULL;
+    if (deadline >= 0) { rel = abs_timespec(left); tp = &rel; }
+    if (syscall(SYS_futex, seq, FUTEX_WAIT, seen, tp, NULL, 0) < 0 &&
+        errno == ETIMEDOUT)
+      return ETIMEDOUT;
+  }
+#else
+  {
+    struct timespec ms = {0, 1000000L};
+    if (__atomic_load_n(seq, __ATOMIC_ACQUIRE) == seen) nanosleep(&ms, NULL);
+  }
+#endif
+  return 0;
+}
+
+/* Bumps *seq and wakes every process waiting on it. */
+void mp_seq_wake(uint32_t *seq) {
+  __atomic_add_fetch(seq, 1, __ATOMIC_RELEASE);
+#if MP_HAVE_FUTEX
+  syscall(SYS_futex, seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+#endif
+}
