@@ -16,8 +16,10 @@ build = {
   modules = {
     ["mproc.core"] = {
       sources = {
+        "src/conn.c",
         "src/core.c",
         "src/proc.c",
+        "src/queue.c",
         "src/shm.c",
         "src/time.c",
       },
@@ -25,6 +27,8 @@ build = {
     },
     ["mproc"] = "lua/mproc/init.lua",
     ["mproc.process"] = "lua/mproc/process.lua",
+    ["mproc.queue"] = "lua/mproc/queue.lua",
+    ["mproc.connection"] = "lua/mproc/connection.lua",
     ["mproc.util"] = "lua/mproc/util.lua",
   },
 }

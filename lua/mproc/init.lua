@@ -52,6 +52,10 @@ end
 -- Parts loaded on first use: name -> { module, field } (field nil: the module).
 local lazy = {
   subprocess = { "mproc.subprocess" },
+  Queue = { "mproc.queue", "Queue" },
+  SimpleQueue = { "mproc.queue", "SimpleQueue" },
+  JoinableQueue = { "mproc.queue", "JoinableQueue" },
+  Pipe = { "mproc.connection", "Pipe" },
 }
 
 return setmetatable(M, {

@@ -1,0 +1,62 @@
+-- mproc.connection: Pipe and its Connections, as in Python's
+-- multiprocessing. The C side (src/conn.c) moves frames of bytes over a
+-- socket pair; send/recv here encode values with mproc's codec.
+local core = require "mproc.core"
+
+local M = {}
+
+local mt = debug.getregistry()["mproc.Connection"]
+local methods = mt.__index
+
+-- Connections of this process by token, and back, for the codec: a
+-- Connection travels to processes that inherited its descriptor.
+local live = setmetatable({}, { __mode = "v" })
+local tokens = setmetatable({}, { __mode = "k" })
+local serial = 0
+
+-- send(v) -> true, or nil, message, errno; an unencodable v raises.
+function methods:send(v)
+  return self:send_bytes(core.dumps(v))
+end
+
+-- recv() -> v, or nil, "closed" once the peer is closed and nothing is left
+function methods:recv()
+  local s, err, code = self:recv_bytes()
+  if s == nil then return nil, err, code end
+  local v, derr = core.loads(s)
+  if v == nil and derr ~= nil then error("cannot decode a message: " .. tostring(derr), 2) end
+  return v
+end
+
+function mt.__mproc_send(c)
+  return tokens[c] or error("cannot send a Connection that mproc.Pipe did not make", 2)
+end
+
+function mt.__mproc_recv(token)
+  local c = live[token]
+  if c == nil or c:closed() then
+    error(("cannot receive mproc.Connection %q: not inherited by this process"):format(tostring(token)), 2)
+  end
+  return c
+end
+
+local function remember(c)
+  serial = serial + 1
+  local token = core.getpid() .. ":" .. serial
+  live[token], tokens[c] = c, token
+end
+
+-- mproc.Pipe([duplex = true]) -> conn1, conn2. One-way: conn1 only
+-- receives and conn2 only sends, as in Python.
+function M.Pipe(duplex)
+  if duplex ~= nil and type(duplex) ~= "boolean" then
+    error("bad argument #1 to 'Pipe' (boolean expected, got " .. type(duplex) .. ")", 2)
+  end
+  local a, b, code = core.pipe(duplex ~= false)
+  if not a then return nil, b, code end
+  remember(a)
+  remember(b)
+  return a, b
+end
+
+return M

@@ -1,0 +1,134 @@
+-- mproc.queue: Queue, SimpleQueue and JoinableQueue, as in Python's
+-- multiprocessing. Values are encoded with mproc's codec in the caller of
+-- put (so an unencodable value raises there) and the bytes go into a
+-- shared-memory queue (src/queue.c) that outlives the putting process:
+-- see the README's "Queue" section for how it survives killed processes.
+local core = require "mproc.core"
+local util = require "mproc.util"
+
+local M = {}
+
+-- Queues of this process by token, for the codec's __mproc_recv: a queue
+-- travels to processes that inherited it, which hold the same object.
+local live = setmetatable({}, { __mode = "v" })
+local serial = 0
+
+local function dumps(v) return core.dumps(v) end
+
+local function decode(s)
+  local v, err = core.loads(s)
+  if v == nil and err ~= nil then error("cannot decode a queue item: " .. tostring(err), 3) end
+  return v
+end
+
+local function check_block(fname, block, timeout)
+  if block ~= nil and type(block) ~= "boolean" then
+    util.argerror(fname, 2, "boolean expected for block, got " .. type(block), 3)
+  end
+  if timeout ~= nil then util.check_timeout(fname, 3, timeout) end
+end
+
+local methods = {}
+
+-- put(v, [block], [timeout]) -> true, or nil, "full"
+function methods:put(v, block, timeout)
+  check_block("put", block, timeout)
+  return self._h:put(dumps(v), block, timeout)
+end
+
+-- get([block], [timeout]) -> v, or nil, "empty"
+function methods:get(block, timeout)
+  check_block("get", block, timeout)
+  local s, err, code = self._h:get(block, timeout)
+  if s == nil then return nil, err, code end
+  return decode(s)
+end
+
+function methods:put_nowait(v) return self._h:put(dumps(v), false) end
+
+function methods:get_nowait()
+  local s, err, code = self._h:get(false)
+  if s == nil then return nil, err, code end
+  return decode(s)
+end
+
+function methods:qsize() return (self._h:qsize()) end
+
+function methods:empty() return (self._h:qsize()) == 0 end
+
+function methods:full()
+  local n, maxsize = self._h:qsize()
+  return maxsize > 0 and n >= maxsize
+end
+
+-- Lets go of this process's share of the queue; others keep using it.
+function methods:close() self._h:close() end
+
+function methods:closed() return self._h:closed() end
+
+-- JoinableQueue only
+local joinable = setmetatable({}, { __index = methods })
+
+-- task_done(): one item got earlier is processed; raises when called
+-- more times than items were put.
+function joinable:task_done() return self._h:task_done() end
+
+-- join([timeout]) -> true once every item put is task_done, or nil, "timeout"
+function joinable:join(timeout)
+  timeout = util.check_timeout("join", 1, timeout)
+  return self._h:join(timeout)
+end
+
+-- SimpleQueue: get, put, empty, close
+local simple = {
+  get = function(self) return methods.get(self) end,
+  put = function(self, v) return methods.put(self, v) end,
+  empty = methods.empty,
+  close = methods.close,
+  closed = methods.closed,
+}
+
+local function class(name, index)
+  local mt = { __name = name, __index = index }
+  function mt.__tostring(self)
+    if self._h:closed() then return name .. " (closed)" end
+    local n, maxsize = self._h:qsize()
+    return ("%s (%d items%s)"):format(name, n, maxsize > 0 and (", maxsize " .. maxsize) or "")
+  end
+  function mt.__close(self) self._h:close() end
+  function mt.__mproc_send(self) return self._token end
+  function mt.__mproc_recv(token)
+    local q = live[token]
+    if q == nil or getmetatable(q) ~= mt or q._h:closed() then
+      error(("cannot receive %s %q: not inherited by this process"):format(name, tostring(token)), 2)
+    end
+    return q
+  end
+  debug.getregistry()[name] = mt
+  return mt
+end
+
+local QueueMT = class("mproc.Queue", methods)
+local SimpleMT = class("mproc.SimpleQueue", simple)
+local JoinableMT = class("mproc.JoinableQueue", joinable)
+
+local function new(fname, mt, maxsize)
+  if maxsize ~= nil and math.type(maxsize) ~= "integer" then
+    util.argerror(fname, 1, "integer expected for maxsize, got " .. (math.type(maxsize) or type(maxsize)), 3)
+  end
+  local h, err, code = core.queue_new(maxsize or 0)
+  if not h then return nil, err, code end
+  serial = serial + 1
+  local q = setmetatable({ _h = h, _token = core.getpid() .. ":" .. serial }, mt)
+  live[q._token] = q
+  return q
+end
+
+-- mproc.Queue([maxsize]): maxsize <= 0 or none means unbounded.
+function M.Queue(maxsize) return new("Queue", QueueMT, maxsize) end
+
+function M.SimpleQueue() return new("SimpleQueue", SimpleMT) end
+
+function M.JoinableQueue(maxsize) return new("JoinableQueue", JoinableMT, maxsize) end
+
+return M

@@ -1,0 +1,268 @@
+/*
+** conn.c: the Connections of mproc.Pipe. A Connection owns one end of a
+** Unix stream socket pair and moves length-prefixed frames of bytes (an
+** 8-byte native length, then the bytes); the Lua layer encodes values.
+** Sockets rather than pipes for the one-way kind too (with the unused
+** direction shut down): send(MSG_NOSIGNAL) turns a vanished reader into
+** EPIPE instead of a SIGPIPE that would kill the Lua process.
+** Reads are never buffered in user space, so fileno() with poll/mproc.wait
+** tells the truth about what recv can get.
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "mproc.h"
+
+/* ---------------------------------------------------------------------
+** Portability: SOCK_CLOEXEC and MSG_NOSIGNAL where they exist; elsewhere
+** FD_CLOEXEC right after and SO_NOSIGPIPE (macOS).
+** --------------------------------------------------------------------- */
+#if defined(SOCK_CLOEXEC)
+static int cloexec_socketpair(int sv[2]) {
+  return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+}
+#else
+static int cloexec_socketpair(int sv[2]) {
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
+  fcntl(sv[0], F_SETFD, FD_CLOEXEC);
+  fcntl(sv[1], F_SETFD, FD_CLOEXEC);
+  return 0;
+}
+#endif
+
+#if !defined(MSG_NOSIGNAL)
+#define MSG_NOSIGNAL 0
+static void no_sigpipe(int fd) {
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+}
+#else
+static void no_sigpipe(int fd) { (void)fd; }
+#endif
+
+#define CONN_MT "mproc.Connection"
+#define FRAME_MAX ((uint64_t)1 << 46) /* a longer length is a broken frame */
+
+typedef struct {
+  int fd;        /* -1 once closed */
+  int readable;
+  int writable;
+} mp_conn;
+
+static mp_conn *check_conn(lua_State *L) {
+  mp_conn *c = (mp_conn *)luaL_checkudata(L, 1, CONN_MT);
+  if (c->fd < 0) luaL_error(L, "the connection is closed");
+  return c;
+}
+
+static mp_conn *new_conn(lua_State *L, int readable, int writable) {
+  mp_conn *c = (mp_conn *)lua_newuserdatauv(L, sizeof *c, 0);
+  c->fd = -1;
+  c->readable = readable;
+  c->writable = writable;
+  luaL_setmetatable(L, CONN_MT);
+  return c;
+}
+
+/* core.pipe([duplex]) -> conn1, conn2 (one-way: conn1 reads, conn2 writes),
+** or nil, message, errno */
+static int l_pipe(lua_State *L) {
+  int duplex = lua_isnoneornil(L, 1) || lua_toboolean(L, 1);
+  mp_conn *a = new_conn(L, 1, duplex), *b = new_conn(L, duplex, 1);
+  int sv[2];
+  if (cloexec_socketpair(sv) < 0) return mp_fail(L, "cannot create a pipe");
+  a->fd = sv[0];
+  b->fd = sv[1];
+  no_sigpipe(a->fd);
+  no_sigpipe(b->fd);
+  if (!duplex) {
+    shutdown(a->fd, SHUT_WR);
+    shutdown(b->fd, SHUT_RD);
+  }
+  return 2;
+}
+
+/* ---------------------------------------------------------------------
+** Frames
+** --------------------------------------------------------------------- */
+
+/* Sends all of iov through EINTR and short writes. 0 or -1 (errno). */
+static int send_all(int fd, struct iovec *iov, int n) {
+  struct msghdr m;
+  memset(&m, 0, sizeof m);
+  m.msg_iov = iov;
+  m.msg_iovlen = n;
+  while (m.msg_iovlen > 0) {
+    ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    while (m.msg_iovlen > 0 && (size_t)w >= m.msg_iov->iov_len) {
+      w -= (ssize_t)m.msg_iov->iov_len;
+      m.msg_iov++;
+      m.msg_iovlen--;
+    }
+    if (m.msg_iovlen > 0) {
+      m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + w;
+      m.msg_iov->iov_len -= (size_t)w;
+    }
+  }
+  return 0;
+}
+
+/* Reads exactly n bytes. n: done; 0..n-1: end of file first; -1: errno. */
+static ssize_t read_all(int fd, char *p, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, p + got, n - got);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (r == 0) break;
+    got += (size_t)r;
+  }
+  return (ssize_t)got;
+}
+
+static int push_closed(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "closed");
+  return 2;
+}
+
+/* conn:send_bytes(s) -> true, or nil, message, errno */
+static int l_conn_send_bytes(lua_State *L) {
+  mp_conn *c = check_conn(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  uint64_t n64 = len;
+  struct iovec iov[2];
+  luaL_argcheck(L, c->writable, 1, "the connection is read-only");
+  iov[0].iov_base = &n64;
+  iov[0].iov_len = 8;
+  iov[1].iov_base = (void *)s;
+  iov[1].iov_len = len;
+  if (send_all(c->fd, iov, len ? 2 : 1) < 0)
+    return mp_fail(L, "cannot send on the connection");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:recv_bytes() -> s, or nil, "closed" once the peer is gone and
+** nothing is left, or nil, message, errno */
+static int l_conn_recv_bytes(lua_State *L) {
+  mp_conn *c = check_conn(L);
+  uint64_t n64;
+  ssize_t r;
+  luaL_Buffer b;
+  char *p;
+  luaL_argcheck(L, c->readable, 1, "the connection is write-only");
+  r = read_all(c->fd, (char *)&n64, 8);
+  if (r < 0) return mp_fail(L, "cannot receive on the connection");
+  if (r < 8) return push_closed(L);
+  if (n64 > FRAME_MAX) {
+    errno = EPROTO;
+    return mp_fail(L, "cannot receive on the connection");
+  }
+  p = luaL_buffinitsize(L, &b, (size_t)n64);
+  r = read_all(c->fd, p, (size_t)n64);
+  if (r < 0) return mp_fail(L, "cannot receive on the connection");
+  if ((uint64_t)r < n64) return push_closed(L);
+  luaL_pushresultsize(&b, (size_t)n64);
+  return 1;
+}
+
+/* conn:poll([timeout]) -> whether recv would not block (data or end) */
+static int l_conn_poll(lua_State *L) {
+  mp_conn *c = check_conn(L);
+  double deadline = lua_isnoneornil(L, 2) ? mp_monotonic() : mp_opt_deadline(L, 2);
+  struct pollfd p;
+  int r;
+  luaL_argcheck(L, c->readable, 1, "the connection is write-only");
+  p.fd = c->fd;
+  p.events = POLLIN;
+  do {
+    p.revents = 0;
+    r = poll(&p, 1, mp_poll_ms(deadline));
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return mp_fail(L, "cannot poll the connection");
+  lua_pushboolean(L, r > 0);
+  return 1;
+}
+
+static int l_conn_fileno(lua_State *L) {
+  lua_pushinteger(L, check_conn(L)->fd);
+  return 1;
+}
+
+/* __gc, __close and close(); safe to call twice */
+static int l_conn_close(lua_State *L) {
+  mp_conn *c = (mp_conn *)luaL_checkudata(L, 1, CONN_MT);
+  if (c->fd >= 0) { close(c->fd); c->fd = -1; }
+  return 0;
+}
+
+static int l_conn_closed(lua_State *L) {
+  mp_conn *c = (mp_conn *)luaL_checkudata(L, 1, CONN_MT);
+  lua_pushboolean(L, c->fd < 0);
+  return 1;
+}
+
+static int l_conn_readable(lua_State *L) {
+  lua_pushboolean(L, check_conn(L)->readable);
+  return 1;
+}
+
+static int l_conn_writable(lua_State *L) {
+  lua_pushboolean(L, check_conn(L)->writable);
+  return 1;
+}
+
+static int l_conn_tostring(lua_State *L) {
+  mp_conn *c = (mp_conn *)luaL_checkudata(L, 1, CONN_MT);
+  if (c->fd < 0)
+    lua_pushliteral(L, "mproc.Connection (closed)");
+  else
+    lua_pushfstring(L, "mproc.Connection (fd %d, %s)", c->fd,
+                    c->readable && c->writable ? "duplex"
+                    : c->readable ? "read-only" : "write-only");
+  return 1;
+}
+
+static const luaL_Reg conn_methods[] = {
+  {"send_bytes", l_conn_send_bytes},
+  {"recv_bytes", l_conn_recv_bytes},
+  {"poll", l_conn_poll},
+  {"fileno", l_conn_fileno},
+  {"close", l_conn_close},
+  {"closed", l_conn_closed},
+  {"readable", l_conn_readable},
+  {"writable", l_conn_writable},
+  {NULL, NULL}
+};
+
+static const luaL_Reg conn_meta[] = {
+  {"__gc", l_conn_close},
+  {"__close", l_conn_close},
+  {"__tostring", l_conn_tostring},
+  {NULL, NULL}
+};
+
+void mp_open_conn(lua_State *L) {
+  luaL_newmetatable(L, CONN_MT);
+  luaL_setfuncs(L, conn_meta, 0);
+  luaL_newlib(L, conn_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_pipe);
+  lua_setfield(L, -2, "pipe");
+}

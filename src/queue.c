@@ -1,0 +1,482 @@
+/*
+** queue.c: the shared-memory queue under mproc.Queue, SimpleQueue and
+** JoinableQueue. It moves byte strings; the Lua layer encodes values.
+**
+** Two pieces, both inherited by fork and both freed by the kernel when the
+** last process that holds them ends (nothing can leak past the processes):
+** - a header in an anonymous shared segment: a robust process-shared mutex,
+**   the queue's state, and futex words to wait on;
+** - the items, in a ring of records (8-byte length, bytes, padding to 8) in
+**   an unlinked tmpfs file (memfd) that every process maps. It grows with
+**   ftruncate when a put does not fit (so a put on an unbounded queue never
+**   waits for a consumer) and shrinks back when a large ring drains.
+**
+** Crash safety: every change is made under the mutex, first to bytes no
+** published state refers to (the free part of the ring, or the part a grow
+** adds), then published by one store that flips which of two state slots
+** is current. A process killed at any point leaves the previous published
+** state, which is whole; the next locker gets EOWNERDEAD and goes on from
+** it. A killed putter's item was never published; a killed getter's item
+** is still in the queue.
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "mproc.h"
+
+/* ---------------------------------------------------------------------
+** Portability: the item file is a memfd on Linux, elsewhere a temporary
+** file unlinked at once. The mapping grows with mremap on Linux, elsewhere
+** by mapping it anew.
+** --------------------------------------------------------------------- */
+#if defined(__linux__)
+static int open_item_file(void) {
+  return memfd_create("mproc-queue", MFD_CLOEXEC);
+}
+static void *remap(void *old, size_t oldsize, size_t size, int fd) {
+  (void)fd;
+  return mremap(old, oldsize, size, MREMAP_MAYMOVE);
+}
+#else
+static int open_item_file(void) {
+  char path[] = "/tmp/mproc-queue-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return -1;
+  unlink(path);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+static void *remap(void *old, size_t oldsize, size_t size, int fd) {
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p != MAP_FAILED) munmap(old, oldsize);
+  return p;
+}
+#endif
+
+#define QUEUE_MT "mproc.shmqueue"
+#define RING_MIN ((uint64_t)64 * 1024)          /* a new or drained ring */
+#define RING_SHRINK ((uint64_t)16 * 1024 * 1024) /* a drained ring above
+                                                    this gives memory back */
+#define SMALL_ITEM 4096   /* copied out under the lock, pushed after */
+
+typedef struct {
+  uint64_t cap;        /* ring size; the file is at least this long */
+  uint64_t head;       /* offset of the oldest record */
+  uint64_t used;       /* bytes of records */
+  int64_t count;       /* items */
+  int64_t unfinished;  /* items put and not yet task_done */
+} q_state;
+
+typedef struct {
+  pthread_mutex_t lock;
+  q_state st[2];
+  uint32_t cur;          /* st[cur] is the published state */
+  uint32_t rseq, wseq;   /* bumped when items arrive / room or tasks end */
+  uint32_t rwait, wwait; /* processes waiting on rseq / wseq */
+  int64_t maxsize;       /* <= 0: unbounded */
+} q_shared;
+
+typedef struct {
+  q_shared *sh;   /* NULL once closed */
+  int fd;
+  char *map;      /* this process's mapping of the item file */
+  size_t mapsize;
+} q_handle;
+
+static uint64_t record_size(size_t len) {
+  return 8 + (((uint64_t)len + 7) & ~(uint64_t)7);
+}
+
+/* ---------------------------------------------------------------------
+** The ring, under the lock
+** --------------------------------------------------------------------- */
+
+static q_state current(q_shared *sh) { return sh->st[sh->cur]; }
+
+/* One store makes s the state: what came before it is in place. */
+static void publish(q_shared *sh, const q_state *s) {
+  uint32_t next = sh->cur ^ 1;
+  sh->st[next] = *s;
+  __atomic_store_n(&sh->cur, next, __ATOMIC_RELEASE);
+}
+
+/* Maps at least cap bytes of the file in this process. 0 or an errno. */
+static int ensure_map(q_handle *h, uint64_t cap) {
+  void *p;
+  if (h->mapsize >= cap) return 0;
+  p = remap(h->map, h->mapsize, (size_t)cap, h->fd);
+  if (p == MAP_FAILED) return errno;
+  h->map = (char *)p;
+  h->mapsize = (size_t)cap;
+  return 0;
+}
+
+static void ring_write(q_handle *h, const q_state *s, uint64_t off,
+                       const char *src, size_t n) {
+  uint64_t first = s->cap - off;
+  if (first >= n) { memcpy(h->map + off, src, n); return; }
+  memcpy(h->map + off, src, (size_t)first);
+  memcpy(h->map, src + first, n - (size_t)first);
+}
+
+static void ring_read(q_handle *h, const q_state *s, uint64_t off, char *dst,
+                      size_t n) {
+  uint64_t first = s->cap - off;
+  if (first >= n) { memcpy(dst, h->map + off, n); return; }
+  memcpy(dst, h->map + off, (size_t)first);
+  memcpy(dst + first, h->map, n - (size_t)first);
+}
+
+/* Makes room for need more bytes: a larger file, and the records that
+** wrapped past the old end moved to the new end (into bytes no published
+** state uses). Changes s only; the caller publishes. 0 or an errno. */
+static int ring_grow(q_handle *h, q_state *s, uint64_t need) {
+  uint64_t cap = s->cap * 2;
+  int e;
+  while (cap < s->used + need) cap *= 2;
+  if (ftruncate(h->fd, (off_t)cap) < 0) return errno;
+  if ((e = ensure_map(h, cap)) != 0) return e;
+  if (s->used > 0 && s->head + s->used > s->cap) {
+    uint64_t part = s->cap - s->head;
+    memcpy(h->map + cap - part, h->map + s->head, (size_t)part);
+    s->head = cap - part;
+  } else if (s->used == 0) {
+    s->head = 0;
+  }
+  s->cap = cap;
+  return 0;
+}
+
+/* Appends one record to s. 0 or an errno. */
+static int ring_put(q_handle *h, q_state *s, const char *p, size_t len) {
+  uint64_t rec = record_size(len), tail, n64 = len;
+  int e;
+  if ((e = ensure_map(h, s->cap)) != 0) return e;
+  if (s->cap - s->used < rec && (e = ring_grow(h, s, rec)) != 0) return e;
+  tail = (s->head + s->used) % s->cap;
+  memcpy(h->map + tail, &n64, 8);
+  ring_write(h, s, (tail + 8) % s->cap, p, len);
+  s->used += rec;
+  s->count++;
+  s->unfinished++;
+  return 0;
+}
+
+/* Drops the oldest record from s; a drained ring starts again at 0, and a
+** large one gives its memory back (the file shrinks before the lock is
+** let go, so no grower can race it). */
+static void ring_pop(q_handle *h, q_state *s, size_t len) {
+  uint64_t rec = record_size(len);
+  s->head = (s->head + rec) % s->cap;
+  s->used -= rec;
+  s->count--;
+  if (s->count > 0) return;
+  s->head = 0;
+  s->used = 0;
+  if (s->cap > RING_SHRINK) {
+    s->cap = RING_MIN;
+    publish(h->sh, s);
+    if (ftruncate(h->fd, (off_t)RING_MIN) < 0) { /* only memory is kept */ }
+  }
+}
+
+/* ---------------------------------------------------------------------
+** Locking and waiting
+** --------------------------------------------------------------------- */
+
+/* Locks the queue. Holders keep it only for a copy, and a holder that
+** dies is recovered from (EOWNERDEAD), so this waits without deadline:
+** "empty" and "full" then always mean just that. 0 or an errno. */
+static int q_lock(q_handle *h) {
+  return mp_mutex_lock(&h->sh->lock, -1, NULL);
+}
+
+static void q_unlock(q_handle *h) { mp_mutex_unlock(&h->sh->lock); }
+
+/* Called locked; waits for seq to move, then locks again. 0 or an errno
+** (ETIMEDOUT once the deadline passed; the lock is not held then). */
+static int q_wait(q_handle *h, uint32_t *seq, uint32_t *waiters,
+                  double deadline) {
+  uint32_t seen;
+  int r;
+  __atomic_add_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+  seen = __atomic_load_n(seq, __ATOMIC_SEQ_CST);
+  q_unlock(h);
+  r = mp_seq_wait(seq, seen, deadline);
+  __atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+  if (r == ETIMEDOUT) return r;
+  return q_lock(h);
+}
+
+/* Called locked: whether anyone waits on the word; wake after unlocking. */
+static int has_waiters(uint32_t *waiters) {
+  return __atomic_load_n(waiters, __ATOMIC_SEQ_CST) > 0;
+}
+
+/* ---------------------------------------------------------------------
+** Lua side
+** --------------------------------------------------------------------- */
+
+static q_handle *check_queue(lua_State *L) {
+  q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
+  if (h->sh == NULL) luaL_error(L, "the queue is closed");
+  return h;
+}
+
+/* nil, ifwait after a wait that timed out; nil, "what: reason", errno */
+static int push_result(lua_State *L, int e, const char *ifwait,
+                       const char *what) {
+  if (e == ETIMEDOUT) {
+    lua_pushnil(L);
+    lua_pushstring(L, ifwait);
+    return 2;
+  }
+  errno = e;
+  return mp_fail(L, what);
+}
+
+/* core.queue_new(maxsize) -> handle, or nil, message, errno */
+static int l_queue_new(lua_State *L) {
+  lua_Integer maxsize = luaL_optinteger(L, 1, 0);
+  q_handle *h = (q_handle *)lua_newuserdatauv(L, sizeof *h, 0);
+  q_shared *sh;
+  void *map;
+  h->sh = NULL; h->fd = -1; h->map = NULL; h->mapsize = 0;
+  luaL_setmetatable(L, QUEUE_MT);
+  if ((h->fd = open_item_file()) < 0) return mp_fail(L, "cannot create a queue");
+  if (ftruncate(h->fd, (off_t)RING_MIN) < 0) return mp_fail(L, "cannot create a queue");
+  map = mmap(NULL, RING_MIN, PROT_READ | PROT_WRITE, MAP_SHARED, h->fd, 0);
+  if (map == MAP_FAILED) return mp_fail(L, "cannot create a queue");
+  h->map = (char *)map;
+  h->mapsize = RING_MIN;
+  if ((sh = (q_shared *)mp_shm_alloc(sizeof *sh)) == NULL)
+    return mp_fail(L, "cannot create a queue");
+  memset(sh, 0, sizeof *sh);
+  if ((errno = mp_mutex_init(&sh->lock)) != 0) {
+    mp_shm_free(sh, sizeof *sh);
+    return mp_fail(L, "cannot create a queue");
+  }
+  sh->st[0].cap = RING_MIN;
+  sh->maxsize = maxsize;
+  h->sh = sh;
+  return 1;
+}
+
+/* Checks the block flag and timeout at idx, idx+1: the deadline, 0 for
+** "do not wait" (non-blocking, or a timeout that passed). */
+static double opt_wait(lua_State *L, int idx) {
+  int block = lua_isnoneornil(L, idx) || lua_toboolean(L, idx);
+  double deadline = mp_opt_deadline(L, idx + 1);
+  return block ? deadline : 0;
+}
+
+/* h:put(s, [block], [timeout]) -> true, or nil, "full", or nil, msg, errno */
+static int l_queue_put(lua_State *L) {
+  q_handle *h = check_queue(L);
+  size_t len;
+  const char *p = luaL_checklstring(L, 2, &len);
+  double deadline = opt_wait(L, 3);
+  q_shared *sh = h->sh;
+  q_state s;
+  int e, wake;
+  if ((e = q_lock(h)) != 0) return push_result(L, e, "full", "cannot put on the queue");
+  while (s = current(sh), sh->maxsize > 0 && s.count >= sh->maxsize)
+    if ((e = q_wait(h, &sh->wseq, &sh->wwait, deadline)) != 0)
+      return push_result(L, e, "full", "cannot put on the queue");
+  if ((e = ring_put(h, &s, p, len)) != 0) {
+    q_unlock(h);
+    return push_result(L, e, "full", "cannot put on the queue");
+  }
+  publish(sh, &s);
+  wake = has_waiters(&sh->rwait);
+  q_unlock(h);
+  if (wake) mp_seq_wake(&sh->rseq);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+typedef struct { q_handle *h; const q_state *s; uint64_t off; size_t len; } get_args;
+
+/* Pushes the item as a string, straight from the ring. */
+static int push_item(lua_State *L) {
+  get_args *a = (get_args *)lua_touserdata(L, 1);
+  uint64_t first = a->s->cap - a->off;
+  if (first >= a->len) {
+    lua_pushlstring(L, a->h->map + a->off, a->len);
+  } else {
+    luaL_Buffer b;
+    char *d = luaL_buffinitsize(L, &b, a->len);
+    ring_read(a->h, a->s, a->off, d, a->len);
+    luaL_pushresultsize(&b, a->len);
+  }
+  return 1;
+}
+
+/* Called locked: pushes the item at the head of s onto L, or returns an
+** error status with the message pushed. The garbage collector is stopped
+** meanwhile: a finalizer must not run while we hold the lock. */
+static int push_head(lua_State *L, q_handle *h, const q_state *s, size_t len) {
+  get_args a;
+  int running = lua_gc(L, LUA_GCISRUNNING), r;
+  a.h = h; a.s = s; a.off = (s->head + 8) % s->cap; a.len = len;
+  if (running) lua_gc(L, LUA_GCSTOP);
+  lua_pushcfunction(L, push_item);
+  lua_pushlightuserdata(L, &a);
+  r = lua_pcall(L, 1, 1, 0);
+  if (running) lua_gc(L, LUA_GCRESTART);
+  return r;
+}
+
+/* Called locked with an item in s: takes it out, publishes, unlocks and
+** pushes it. */
+static void take_head(lua_State *L, q_handle *h, q_state *s) {
+  q_shared *sh = h->sh;
+  char small[SMALL_ITEM];
+  uint64_t n64;
+  size_t len;
+  int wake;
+  memcpy(&n64, h->map + s->head, 8);
+  len = (size_t)n64;
+  if (len <= SMALL_ITEM) {
+    ring_read(h, s, (s->head + 8) % s->cap, small, len);
+  } else if (push_head(L, h, s, len) != LUA_OK) {
+    q_unlock(h);
+    lua_error(L);
+  }
+  ring_pop(h, s, len);
+  publish(sh, s);
+  wake = has_waiters(&sh->wwait);
+  q_unlock(h);
+  if (wake) mp_seq_wake(&sh->wseq);
+  if (len <= SMALL_ITEM) lua_pushlstring(L, small, len);
+}
+
+/* h:get([block], [timeout]) -> s, or nil, "empty", or nil, msg, errno */
+static int l_queue_get(lua_State *L) {
+  q_handle *h = check_queue(L);
+  double deadline = opt_wait(L, 2);
+  q_shared *sh = h->sh;
+  q_state s;
+  int e;
+  lua_settop(L, 1);
+  luaL_checkstack(L, 4, "queue get");
+  if ((e = q_lock(h)) != 0) return push_result(L, e, "empty", "cannot get from the queue");
+  while (s = current(sh), s.count == 0)
+    if ((e = q_wait(h, &sh->rseq, &sh->rwait, deadline)) != 0)
+      return push_result(L, e, "empty", "cannot get from the queue");
+  if ((e = ensure_map(h, s.cap)) != 0) {
+    q_unlock(h);
+    return push_result(L, e, "empty", "cannot get from the queue");
+  }
+  take_head(L, h, &s);
+  return 1;
+}
+
+/* h:qsize() -> the number of items */
+static int l_queue_qsize(lua_State *L) {
+  q_handle *h = check_queue(L);
+  q_state s;
+  int e = q_lock(h);
+  if (e != 0) return push_result(L, e, "timeout", "cannot use the queue");
+  s = current(h->sh);
+  q_unlock(h);
+  lua_pushinteger(L, (lua_Integer)s.count);
+  lua_pushinteger(L, (lua_Integer)h->sh->maxsize);
+  return 2;
+}
+
+/* h:task_done() -> true; raises when called more times than items put */
+static int l_queue_task_done(lua_State *L) {
+  q_handle *h = check_queue(L);
+  q_shared *sh = h->sh;
+  q_state s;
+  int e = q_lock(h), wake;
+  if (e != 0) return push_result(L, e, "timeout", "cannot use the queue");
+  s = current(sh);
+  if (s.unfinished <= 0) {
+    q_unlock(h);
+    return luaL_error(L, "task_done() called more times than items were put");
+  }
+  s.unfinished--;
+  publish(sh, &s);
+  wake = s.unfinished == 0 && has_waiters(&sh->wwait);
+  q_unlock(h);
+  if (wake) mp_seq_wake(&sh->wseq);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* h:join([timeout]) -> true, or nil, "timeout" */
+static int l_queue_join(lua_State *L) {
+  q_handle *h = check_queue(L);
+  double deadline = mp_opt_deadline(L, 2);
+  q_shared *sh = h->sh;
+  int e = q_lock(h);
+  if (e != 0) return push_result(L, e, "timeout", "cannot use the queue");
+  while (current(sh).unfinished > 0)
+    if ((e = q_wait(h, &sh->wseq, &sh->wwait, deadline)) != 0)
+      return push_result(L, e, "timeout", "cannot use the queue");
+  q_unlock(h);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* __gc, __close and close(): lets go of this process's share; the queue
+** lives on in the others. */
+static int l_queue_close(lua_State *L) {
+  q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
+  if (h->map != NULL) { munmap(h->map, h->mapsize); h->map = NULL; }
+  if (h->fd >= 0) { close(h->fd); h->fd = -1; }
+  if (h->sh != NULL) { mp_shm_free(h->sh, sizeof *h->sh); h->sh = NULL; }
+  return 0;
+}
+
+static int l_queue_closed(lua_State *L) {
+  q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
+  lua_pushboolean(L, h->sh == NULL);
+  return 1;
+}
+
+static int l_queue_tostring(lua_State *L) {
+  q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
+  if (h->sh == NULL)
+    lua_pushliteral(L, "mproc.shmqueue (closed)");
+  else
+    lua_pushfstring(L, "mproc.shmqueue (%p)", (void *)h->sh);
+  return 1;
+}
+
+static const luaL_Reg queue_methods[] = {
+  {"put", l_queue_put},
+  {"get", l_queue_get},
+  {"qsize", l_queue_qsize},
+  {"task_done", l_queue_task_done},
+  {"join", l_queue_join},
+  {"close", l_queue_close},
+  {"closed", l_queue_closed},
+  {NULL, NULL}
+};
+
+static const luaL_Reg queue_meta[] = {
+  {"__gc", l_queue_close},
+  {"__close", l_queue_close},
+  {"__tostring", l_queue_tostring},
+  {NULL, NULL}
+};
+
+void mp_open_queue(lua_State *L) {
+  luaL_newmetatable(L, QUEUE_MT);
+  luaL_setfuncs(L, queue_meta, 0);
+  luaL_newlib(L, queue_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_queue_new);
+  lua_setfield(L, -2, "queue_new");
+}
