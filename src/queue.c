@@ -62,7 +62,7 @@ static void *remap(void *old, size_t oldsize, size_t size, int fd) {
 
 #define QUEUE_MT "mproc.shmqueue"
 #define RING_MIN ((uint64_t)64 * 1024)          /* a new or drained ring */
-#define RING_SHRINK ((uint64_t)16 * 1024 * 1024) /* a drained ring above
+#define RING_SHRINK ((uint64_t)64 * 1024 * 1024) /* a drained ring above
                                                     this gives memory back */
 #define SMALL_ITEM 4096   /* copied out under the lock, pushed after */
 
