@@ -118,13 +118,17 @@ describe("Lock", function()
   end)
 
   it("survives a thousand Locks made and dropped", function()
-    local seen = {}
+    local keep = {}
     for i = 1, 1000 do
       local l = mproc.Lock()
       assert.is_true(l:acquire())
       l:release()
-      seen[i] = l
-      if i % 100 == 0 then seen = {}; collectgarbage() end
+      keep[#keep + 1] = l
+      if i % 100 == 0 then
+        assert.are.equal(100, #keep)
+        keep = {}
+        collectgarbage()
+      end
     end
     local l = mproc.Lock()
     assert.matches("mproc.Lock %(unlocked%)", tostring(l))

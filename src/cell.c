@@ -77,7 +77,26 @@ static void after_fork_child(void) {
   }
 }
 
-void mp_cell_init(void) {
+/* When the Lua state closes, every handle is gone: the table of regions
+** goes too (the mappings stay, as a held robust mutex may sit in them). */
+static int regions_gc(lua_State *L) {
+  (void)L;
+  free(regions);
+  regions = NULL;
+  nregions = capregions = 0;
+  return 0;
+}
+
+void mp_cell_init(lua_State *L) {
+  if (luaL_newmetatable(L, "mproc.cells")) {
+    lua_pushcfunction(L, regions_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newuserdatauv(L, 1, 0);
+    lua_pushvalue(L, -2);
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "mproc.cells.sentinel");
+  }
+  lua_pop(L, 1);
   if (atfork_done) return;
   atfork_done = 1;
   set_self();

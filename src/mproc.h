@@ -69,7 +69,7 @@ typedef struct {
   pid_t creator;          /* pid that made the cell, 0: received */
 } mp_handle;
 
-MP_HIDDEN void mp_cell_init(void);
+MP_HIDDEN void mp_cell_init(lua_State *L);
 MP_HIDDEN uint64_t mp_self(void);
 MP_HIDDEN unsigned mp_fork_epoch(void);
 MP_HIDDEN mp_cell *mp_cell_alloc(size_t body, int type);

@@ -972,7 +972,7 @@ static const luaL_Reg sync_funcs[] = {
 
 void mp_open_sync(lua_State *L) {
   const type_spec *t;
-  mp_cell_init();
+  mp_cell_init(L);
   for (t = types; t->name != NULL; t++) new_type(L, t);
   luaL_setfuncs(L, sync_funcs, 0);
 }
