@@ -68,9 +68,28 @@ static void *body_of(lua_State *L, int idx, const char *mt) {
   return MP_CELL_BODY(h->cell);
 }
 
+/* The body of the handle at 1 for a method whose upvalue 1 is the
+** metatable of its type: the hot paths skip luaL_checkudata's registry
+** lookup by name. */
+static void *self_body(lua_State *L) {
+  mp_handle *h = (mp_handle *)lua_touserdata(L, 1);
+  if (h == NULL || !lua_getmetatable(L, 1) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(1))) {
+    lua_getfield(L, lua_upvalueindex(1), "__name");
+    luaL_typeerror(L, 1, lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  if (h->cell == NULL) {
+    lua_getfield(L, lua_upvalueindex(1), "__name");
+    luaL_error(L, "the %s is closed", lua_tostring(L, -1) + 6);
+  }
+  return MP_CELL_BODY(h->cell);
+}
+
 /* acquire([block], [timeout]) arguments from idx: 0 for a try, else a
 ** deadline (-1: none) */
 static double block_deadline(lua_State *L, int idx, int *block) {
+  if (lua_gettop(L) < idx) { *block = 1; return -1; }  /* the common case */
   luaL_argexpected(L, lua_isnoneornil(L, idx) || lua_isboolean(L, idx), idx,
                    "boolean");
   *block = lua_isnoneornil(L, idx) || lua_toboolean(L, idx);
@@ -262,10 +281,10 @@ static int lock_gc(lua_State *L, const char *mt) {
   return 0;
 }
 
-static int m_lock_acquire(lua_State *L) { return lock_acquire(L, body_of(L, 1, LOCK_MT)); }
-static int m_rlock_acquire(lua_State *L) { return lock_acquire(L, body_of(L, 1, RLOCK_MT)); }
-static int m_lock_release(lua_State *L) { return lock_release(L, body_of(L, 1, LOCK_MT), "Lock"); }
-static int m_rlock_release(lua_State *L) { return lock_release(L, body_of(L, 1, RLOCK_MT), "RLock"); }
+static int m_lock_acquire(lua_State *L) { return lock_acquire(L, self_body(L)); }
+static int m_rlock_acquire(lua_State *L) { return lock_acquire(L, self_body(L)); }
+static int m_lock_release(lua_State *L) { return lock_release(L, self_body(L), "Lock"); }
+static int m_rlock_release(lua_State *L) { return lock_release(L, self_body(L), "RLock"); }
 static int m_lock_tostring(lua_State *L) { return lock_tostring(L, LOCK_MT); }
 static int m_rlock_tostring(lua_State *L) { return lock_tostring(L, RLOCK_MT); }
 static int m_lock_gc(lua_State *L) { return lock_gc(L, LOCK_MT); }
@@ -275,9 +294,7 @@ static int m_rlock_send(lua_State *L) { return send_handle(L, RLOCK_MT); }
 
 /* held() -> whether this process holds it (Python's RLock._is_owned) */
 static int lock_held(lua_State *L) {
-  mp_cell *c = mp_test_lock(L, 1);
-  luaL_argexpected(L, c != NULL, 1, "mproc.Lock or mproc.RLock");
-  lua_pushboolean(L, LOAD(&((lock_body *)MP_CELL_BODY(c))->owner) == mp_self());
+  lua_pushboolean(L, LOAD(&((lock_body *)self_body(L))->owner) == mp_self());
   return 1;
 }
 
@@ -383,7 +400,7 @@ static int sem_try(sem_body *b) {
 }
 
 static int m_sem_acquire(lua_State *L) {
-  sem_body *b = (sem_body *)body_of(L, 1, SEM_MT);
+  sem_body *b = (sem_body *)self_body(L);
   int block, died = 0, ok;
   double deadline = block_deadline(L, 2, &block);
   enter(&b->m, &died);
@@ -420,7 +437,7 @@ static const char *sem_give(sem_body *b) {
 }
 
 static int m_sem_release(lua_State *L) {
-  sem_body *b = (sem_body *)body_of(L, 1, SEM_MT);
+  sem_body *b = (sem_body *)self_body(L);
   const char *err;
   enter(&b->m, NULL);
   err = sem_give(b);
@@ -430,7 +447,7 @@ static int m_sem_release(lua_State *L) {
 }
 
 static int m_sem_get_value(lua_State *L) {
-  sem_body *b = (sem_body *)body_of(L, 1, SEM_MT);
+  sem_body *b = (sem_body *)self_body(L);
   lua_pushinteger(L, (lua_Integer)LOAD(&b->value));
   return 1;
 }
@@ -481,7 +498,7 @@ static int l_Event(lua_State *L) {
 }
 
 static int m_event_set(lua_State *L) {
-  event_body *b = (event_body *)body_of(L, 1, EVENT_MT);
+  event_body *b = (event_body *)self_body(L);
   STORE(&b->flag, 1);
   if (LOAD(&b->waiters)) mp_seq_wake(&b->seq);
   else __atomic_add_fetch(&b->seq, 1, __ATOMIC_SEQ_CST);
@@ -489,17 +506,17 @@ static int m_event_set(lua_State *L) {
 }
 
 static int m_event_clear(lua_State *L) {
-  STORE(&((event_body *)body_of(L, 1, EVENT_MT))->flag, 0);
+  STORE(&((event_body *)self_body(L))->flag, 0);
   return 0;
 }
 
 static int m_event_is_set(lua_State *L) {
-  lua_pushboolean(L, LOAD(&((event_body *)body_of(L, 1, EVENT_MT))->flag));
+  lua_pushboolean(L, LOAD(&((event_body *)self_body(L))->flag));
   return 1;
 }
 
 static int m_event_wait(lua_State *L) {
-  event_body *b = (event_body *)body_of(L, 1, EVENT_MT);
+  event_body *b = (event_body *)self_body(L);
   double deadline = mp_opt_deadline(L, 2);
   int set = 0;
   if (LOAD(&b->flag)) return lua_pushboolean(L, 1), 1;
@@ -589,7 +606,7 @@ static int cond_sleep(cond_body *b, wslot *s, double deadline) {
 }
 
 static int m_cond_wait(lua_State *L) {
-  cond_body *b = (cond_body *)body_of(L, 1, COND_MT);
+  cond_body *b = (cond_body *)self_body(L);
   double deadline = mp_opt_deadline(L, 2);
   lock_body *lk = cond_lock(L, "wait");
   uint32_t depth;
@@ -636,7 +653,7 @@ static int cond_signal(cond_body *b, lua_Integer n) {
 }
 
 static int cond_notify(lua_State *L, lua_Integer n, const char *fname) {
-  cond_body *b = (cond_body *)body_of(L, 1, COND_MT);
+  cond_body *b = (cond_body *)self_body(L);
   cond_lock(L, fname);
   enter(&b->m, NULL);
   cond_signal(b, n);
@@ -919,7 +936,8 @@ static void new_type(lua_State *L, const type_spec *t) {
   lua_pushcfunction(L, t->recv);
   lua_setfield(L, -2, "__mproc_recv");
   lua_newtable(L);
-  luaL_setfuncs(L, t->methods, 0);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, t->methods, 1);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__methods");
   if (t->index) lua_pushcclosure(L, t->index, 1);
