@@ -169,17 +169,24 @@ static size_t encode_scalar(lua_State *L, int idx, char *p) {
 ** Reference paths: a weak-keyed registry table mapping objects reachable
 ** from package.loaded to { module, key1, key2, ... }.  Built on the first
 ** encode that meets a table, function or userdata, rebuilt when
-** package.loaded gains or loses entries, when a cached path no longer leads
+** package.loaded's names or values change, when a cached path no longer leads
 ** to its object, or when a C function or metatable is missing from it.
 ** --------------------------------------------------------------------- */
 
-static int loaded_count(lua_State *L) {
-  int n = 0;
+/* A fingerprint of package.loaded's names and values: one pass, no
+** allocation, so checking it on each encode that needs the index is cheap. */
+static lua_Integer loaded_fingerprint(lua_State *L) {
+  uint64_t h = 0;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushnil(L);
-  while (lua_next(L, -2)) { n++; lua_pop(L, 1); }
+  while (lua_next(L, -2)) {
+    uint64_t k = (uint64_t)(uintptr_t)lua_topointer(L, -2);
+    uint64_t v = (uint64_t)(uintptr_t)lua_topointer(L, -1);
+    h += (k * 0x9e3779b97f4a7c15u) ^ (v + 0x632be59bd9b4e019u) ^ (h >> 29);
+    lua_pop(L, 1);
+  }
   lua_pop(L, 1);
-  return n;
+  return (lua_Integer)h;
 }
 
 static int indexable(int t) {
@@ -282,17 +289,17 @@ static void index_build(lua_State *L) {
     lua_replace(L, level);
   }
   lua_settop(L, index);
-  lua_pushinteger(L, loaded_count(L));
+  lua_pushinteger(L, loaded_fingerprint(L));
   lua_setfield(L, index, "n");   /* keys are objects: no clash */
   lua_pushvalue(L, index);
   lua_setfield(L, LUA_REGISTRYINDEX, INDEX_KEY);
 }
 
-/* Pushes the cached index, rebuilt if package.loaded changed size. */
+/* Pushes the cached index, rebuilt if package.loaded changed. */
 static void index_get(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, INDEX_KEY) == LUA_TTABLE) {
     lua_getfield(L, -1, "n");
-    if (lua_tointeger(L, -1) == loaded_count(L)) { lua_pop(L, 1); return; }
+    if (lua_tointeger(L, -1) == loaded_fingerprint(L)) { lua_pop(L, 1); return; }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
