@@ -69,12 +69,25 @@ static int box_tostring(lua_State *L) {
   return 1;
 }
 
+/* Pushes the buffer metatable, creating it the first time. */
+static void box_metatable(lua_State *L) {
+  if (luaL_newmetatable(L, BUFFER_MT)) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, box_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+}
+
 static Box *box_new(lua_State *L) {
   Box *b = (Box *)lua_newuserdatauv(L, sizeof(Box), 0);
   b->p = b->init;
   b->n = 0;
   b->cap = BOX_INIT;
-  luaL_setmetatable(L, BUFFER_MT);
+  box_metatable(L);
+  lua_setmetatable(L, -2);
   return b;
 }
 
@@ -1045,14 +1058,7 @@ static int l_loads(lua_State *L) {
 }
 
 void mp_open_codec(lua_State *L) {
-  if (luaL_newmetatable(L, BUFFER_MT)) {
-    lua_pushcfunction(L, box_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, box_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, box_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
+  box_metatable(L);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_dumps);
   lua_setfield(L, -2, "dumps");
