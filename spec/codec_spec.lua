@@ -228,6 +228,7 @@ describe("codec", function()
     end)
 
     it("leave no descriptor or child behind across forks", function()
+      collectgarbage()
       local fds, kids = support.fd_count(), #support.children()
       local bytes = mproc.dumps({ function(x) return x + 1 end, string.rep })
       for _ = 1, 20 do

@@ -35,7 +35,7 @@ enum {
 };
 
 #define MAX_DEPTH 1000          /* nesting, both ways */
-#define BOX_INIT 240            /* bytes held inside the buffer userdata */
+#define BOX_INIT 1024           /* bytes held inside the buffer userdata */
 #define INDEX_DEPTH 4           /* levels below a module the index walks */
 #define BUFFER_MT "mproc.CodecBuffer"
 #define INDEX_KEY "mproc.codec.index"  /* registry: object -> path */
@@ -339,11 +339,12 @@ static int path_valid(lua_State *L, int idx) {
 ** --------------------------------------------------------------------- */
 
 /* Where the encoder is, innermost first, for "cannot send ..." messages. */
-enum { E_FIELD, E_KEY, E_UPVAL, E_META };
+enum { E_FIELD, E_INDEX, E_KEY, E_UPVAL, E_META };
 typedef struct Edge {
   const struct Edge *up;
   int kind;
-  int a, b;         /* E_FIELD: key index; E_UPVAL: function index, n */
+  lua_Integer a;    /* E_FIELD: key's stack index; E_INDEX: the index */
+  int b;            /* E_UPVAL: function's stack index in a, upvalue b */
 } Edge;
 
 typedef struct {
@@ -386,15 +387,19 @@ static void describe_function(luaL_Buffer *B, lua_State *L, int f) {
 static void describe_edge(luaL_Buffer *B, lua_State *L, const Edge *x) {
   const char *name;
   switch (x->kind) {
-    case E_FIELD: describe_key(B, L, x->a); break;
+    case E_FIELD: describe_key(B, L, (int)x->a); break;
+    case E_INDEX:
+      lua_pushfstring(L, "[%I]", x->a);
+      luaL_addvalue(B);
+      break;
     case E_KEY: luaL_addstring(B, "key"); break;
     case E_META: luaL_addstring(B, "metatable"); break;
     default:
-      name = lua_getupvalue(L, x->a, x->b);
+      name = lua_getupvalue(L, (int)x->a, x->b);
       lua_pop(L, 1);
       lua_pushfstring(L, "upvalue '%s' of ", name ? name : "?");
       luaL_addvalue(B);
-      describe_function(B, L, x->a);
+      describe_function(B, L, (int)x->a);
   }
 }
 
@@ -435,7 +440,7 @@ static int encode_error(Enc *e, int idx, const char *why) {
   return lua_error(L);
 }
 
-static void enter(Enc *e, Edge *x, int kind, int a, int b) {
+static void enter(Enc *e, Edge *x, int kind, lua_Integer a, int b) {
   x->up = e->edge;
   x->kind = kind;
   x->a = a;
@@ -443,21 +448,11 @@ static void enter(Enc *e, Edge *x, int kind, int a, int b) {
   e->edge = x;
 }
 
-/* Returns 1 (and writes a REF) if the object at idx was already sent;
-** otherwise registers it under the next ordinal and returns 0. */
-static int encode_seen(Enc *e, int idx) {
-  lua_State *L = e->L;
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, e->seen) != LUA_TNIL) {
-    box_tagvar(L, e->b, T_REF, (uint64_t)lua_tointeger(L, -1));
-    lua_pop(L, 1);
-    return 1;
-  }
-  lua_pop(L, 1);
-  lua_pushvalue(L, idx);
-  lua_pushinteger(L, ++e->nobj);
-  lua_rawset(L, e->seen);
-  return 0;
+/* Gives the object at idx the next ordinal (after seen_before said no). */
+static void seen_add(Enc *e, int idx) {
+  lua_pushvalue(e->L, idx);
+  lua_pushinteger(e->L, ++e->nobj);
+  lua_rawset(e->L, e->seen);
 }
 
 static int seen_before(Enc *e, int idx) {
@@ -513,7 +508,7 @@ static int encode_mproc(Enc *e, int idx) {
   size_t n;
   const char *s;
   if (luaL_getmetafield(L, idx, "__mproc_send") == LUA_TNIL) return 0;
-  if (encode_seen(e, idx)) { lua_pop(L, 1); return 1; }
+  seen_add(e, idx);
   if (luaL_getmetafield(L, idx, "__name") != LUA_TSTRING)
     encode_error(e, idx, "mproc object without __name");
   lua_getfield(L, LUA_REGISTRYINDEX, lua_tostring(L, -1));
@@ -540,12 +535,12 @@ static void encode_pairs(Enc *e, int t, lua_Integer narr, size_t pos) {
   lua_State *L = e->L;
   uint32_t count = 0;
   Edge x;
+  int k = lua_gettop(L) + 1;
   lua_pushnil(L);
   while (lua_next(L, t)) {
-    int k = lua_gettop(L) - 1;
-    if (lua_isinteger(L, k)) {
+    if (narr > 0 && lua_isinteger(L, k)) {
       lua_Integer i = lua_tointeger(L, k);
-      if (i >= 1 && i <= narr) { lua_pop(L, 1); continue; }
+      if (i >= 1 && i <= narr) { lua_settop(L, k); continue; }
     }
     enter(e, &x, E_KEY, k, 0);
     encode_value(e, k);
@@ -561,21 +556,21 @@ static void encode_pairs(Enc *e, int t, lua_Integer narr, size_t pos) {
 static void encode_table(Enc *e, int t) {
   lua_State *L = e->L;
   lua_Integer i, narr = (lua_Integer)lua_rawlen(L, t);
-  int mt = lua_getmetatable(L, t);
+  int mt = lua_getmetatable(L, t), v;
   size_t pos;
   Edge x;
   box_tagvar(L, e->b, mt ? T_TABLE_MT : T_TABLE, (uint64_t)narr);
   box_room(L, e->b, 4);
   pos = e->b->n;
   e->b->n += 4;
-  for (i = 1; i <= narr; i++) {
-    lua_pushinteger(L, i);
+  enter(e, &x, E_INDEX, 0, 0);
+  for (i = 1, v = lua_gettop(L) + 1; i <= narr; i++) {
+    x.a = i;
     lua_rawgeti(L, t, i);
-    enter(e, &x, E_FIELD, lua_gettop(L) - 1, 0);
-    encode_value(e, lua_gettop(L));
-    e->edge = x.up;
-    lua_pop(L, 2);
+    encode_value(e, v);
+    lua_pop(L, 1);
   }
+  e->edge = x.up;
   encode_pairs(e, t, narr, pos);
   if (mt) {
     int m = lua_gettop(L);
@@ -619,6 +614,10 @@ static void encode_upvalue(Enc *e, int f, int n, int ord) {
   lua_State *L = e->L;
   void *id = lua_upvalueid(L, f, n);
   Edge x;
+  if (lua_isnil(L, e->upvals)) {
+    lua_newtable(L);
+    lua_replace(L, e->upvals);
+  }
   lua_pushlightuserdata(L, id);
   if (lua_rawget(L, e->upvals) != LUA_TNIL) {
     lua_Integer ref = lua_tointeger(L, -1);
@@ -644,7 +643,7 @@ static void encode_function(Enc *e, int f) {
   if (seen_before(e, f) || encode_by_path(e, f, lua_iscfunction(L, f)))
     return;
   if (lua_iscfunction(L, f)) encode_error(e, f, NULL);
-  encode_seen(e, f);
+  seen_add(e, f);
   ord = e->nobj;
   encode_bytecode(e, f);
   for (n = 0; lua_getupvalue(L, f, n + 1); n++) lua_pop(L, 1);
@@ -666,7 +665,7 @@ static void encode_object(Enc *e, int idx) {
       }
       lua_pop(L, 1);
       if (encode_mproc(e, idx) || encode_by_path(e, idx, 0)) return;
-      encode_seen(e, idx);
+      seen_add(e, idx);
       encode_table(e, idx);
       return;
     case LUA_TFUNCTION: encode_function(e, idx); return;
@@ -694,7 +693,7 @@ static void encode_value(Enc *e, int idx) {
   if (e->depth >= MAX_DEPTH) encode_error(e, idx, "nesting too deep");
   luaL_checkstack(L, 16, "cannot send value: nesting too deep");
   if (!e->seen) {
-    lua_newtable(L);
+    lua_createtable(L, 0, 4);
     lua_replace(L, e->seen = e->upvals - 1);
   }
   e->depth++;
@@ -724,9 +723,7 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
     int top = lua_gettop(L);
     memset(&e, 0, sizeof e);
     e.L = L;
-    lua_settop(L, top + 3);            /* seen (lazy), upvals, index */
-    lua_newtable(L);
-    lua_replace(L, top + 2);
+    lua_settop(L, top + 3);            /* seen, upvals, index: lazy */
     e.upvals = top + 2;
     e.b = box_new(L);                  /* top + 4 */
     encode_value(&e, idx);
@@ -813,6 +810,10 @@ static void push_str(Dec *d) {
 }
 
 static void remember(Dec *d) {
+  if (d->nobj == 0) {
+    lua_createtable(d->L, 4, 0);
+    lua_replace(d->L, d->objs);
+  }
   lua_pushvalue(d->L, -1);
   lua_rawseti(d->L, d->objs, ++d->nobj);
 }
@@ -989,7 +990,7 @@ static int decode_protected(lua_State *L) {
   d.start = d.p = (const char *)lua_touserdata(L, 1);
   d.end = d.p + n;
   d.functions = lua_toboolean(L, 3);
-  lua_newtable(L);
+  lua_pushnil(L);                    /* ordinal -> object, made on first use */
   d.objs = lua_gettop(L);
   decode_value(&d);
   if (d.p != d.end) bad(&d, "trailing bytes");
