@@ -23,6 +23,7 @@
 ** could misbehave when called.  mp_decode_opt(..., 0) refuses functions;
 ** the fuzz target uses it to cover the rest of the format.
 */
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -183,7 +184,9 @@ static size_t encode_scalar(lua_State *L, int idx, char *p) {
 ** from package.loaded to { module, key1, key2, ... }.  Built on the first
 ** encode that meets a table, function or userdata, rebuilt when
 ** package.loaded's names or values change, when a cached path no longer leads
-** to its object, or when a C function or metatable is missing from it.
+** to its object, or when a C function or userdata is missing from it (those
+** cannot travel otherwise).  So a Lua function or table added to an already
+** loaded module after the index was built travels by value until then.
 ** --------------------------------------------------------------------- */
 
 /* A fingerprint of package.loaded's names and values: one pass, no
@@ -575,7 +578,7 @@ static void encode_table(Enc *e, int t) {
   if (mt) {
     int m = lua_gettop(L);
     enter(e, &x, E_META, 0, 0);
-    if (!seen_before(e, m) && !encode_by_path(e, m, 1)) encode_value(e, m);
+    if (!seen_before(e, m) && !encode_by_path(e, m, 0)) encode_value(e, m);
     e->edge = x.up;
     lua_pop(L, 1);
   }
@@ -827,6 +830,7 @@ static void decode_table(Dec *d, int with_mt) {
   memcpy(&nhash, d->p, 4);
   d->p += 4;
   if (nhash > left(d) / 2) bad(d, "length past the end of input");
+  if (narr > INT_MAX || nhash > INT_MAX) bad(d, "table too large");
   lua_createtable(L, (int)narr, (int)nhash);
   t = lua_gettop(L);
   remember(d);
