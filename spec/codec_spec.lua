@@ -250,6 +250,7 @@ describe("codec", function()
       { "a module table", string },
       { "a Lua function of a module", mproc.dumps },
       { "mproc's Process", mproc.Process },
+      { "a Lua function of mproc", mproc.wait },
       { "the global table", _G },
       { "a global C function", print },
       { "a userdata field of a module", io.stdout },
@@ -325,6 +326,19 @@ describe("codec", function()
       local r = assert(loads(s))
       assert.are.equal(objects[1], r[1])
       assert.are.equal(r[1], r[2])
+    end)
+
+    it("raise in dumps when the type breaks the protocol", function()
+      local unregistered = setmetatable({}, { __name = "mproc.Nowhere", __mproc_send = function() return "t" end })
+      local tokenless = setmetatable({}, { __name = "mproc.CodecSpecThing", __mproc_send = function() return 1 end })
+      registry["mproc.CodecSpecThing"] = getmetatable(tokenless)
+      local ok, err = pcall(dumps, { tokenless })
+      registry["mproc.CodecSpecThing"] = mt
+      assert.is_false(ok)
+      assert.matches("cannot send [1]: __mproc_send did not return a string", err, 1, true)
+      ok, err = pcall(dumps, unregistered)
+      assert.is_false(ok)
+      assert.matches("cannot send value: mproc object type not registered under its __name", err, 1, true)
     end)
 
     it("give an error, not a crash, for an unknown token or type", function()
