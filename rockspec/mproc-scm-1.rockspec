@@ -17,15 +17,20 @@ build = {
     ["mproc.core"] = {
       sources = {
         "src/codec.c",
+        "src/cell.c",
         "src/core.c",
         "src/proc.c",
+        "src/sharedctypes.c",
         "src/shm.c",
+        "src/sync.c",
         "src/time.c",
       },
       libraries = { "pthread", "m" },
     },
     ["mproc"] = "lua/mproc/init.lua",
     ["mproc.process"] = "lua/mproc/process.lua",
+    ["mproc.sharedctypes"] = "lua/mproc/sharedctypes.lua",
+    ["mproc.sync"] = "lua/mproc/sync.lua",
     ["mproc.util"] = "lua/mproc/util.lua",
   },
 }

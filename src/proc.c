@@ -316,8 +316,14 @@ static int l_fork(lua_State *L) {
   if (fds[1] >= 0) close(fds[1]);
   c->pid = pid;
   live_add(pid, daemon);
-  if (open_sentinel_parent(c, pid, fds[0]) < 0)
+  if (open_sentinel_parent(c, pid, fds[0]) < 0) {
+    /* no way to watch it: the child must not run on unseen */
+    int e = errno;
+    kill(pid, SIGKILL);
+    child_reap(c, 1);
+    errno = e;
     return mp_fail(L, "cannot open a pidfd for the child");
+  }
   return 1;
 }
 
