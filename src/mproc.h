@@ -50,4 +50,12 @@ MP_HIDDEN void mp_seq_wake(uint32_t *seq);
 /* proc.c: the fork path other concerns (pool workers) build on */
 MP_HIDDEN void mp_after_fork_child(void);
 
+/* proc.c: mproc.Child handles for spawned children (spawn.c), kept out of
+** the exit hook's live table; push before spawning, attach after. */
+MP_HIDDEN void mp_child_push(lua_State *L);
+MP_HIDDEN void mp_child_attach(lua_State *L, int idx, pid_t pid);
+
+/* spawn.c: core.spawn and core.communicate, for mproc.subprocess */
+MP_HIDDEN void mp_open_spawn(lua_State *L);
+
 #endif
