@@ -601,6 +601,18 @@ static int chan_read(lua_State *L, chan *c, char *buf) {
   return 0;
 }
 
+static int input_left(lua_State *L) {
+  size_t len;
+  lua_Integer pos;
+  int left;
+  lua_getfield(L, 1, "input");
+  lua_getfield(L, 1, "pos");
+  pos = lua_tointeger(L, -1);
+  left = lua_tolstring(L, -2, &len) != NULL && pos >= 0 && (size_t)pos < len;
+  lua_pop(L, 2);
+  return left;
+}
+
 /* Writes what the pipe takes.  1: all written or the reader is gone. */
 static int chan_write(lua_State *L, chan *c) {
   size_t len, pos;
@@ -678,7 +690,7 @@ static int l_communicate(lua_State *L) {
   deadline = mp_opt_deadline(L, 2);
   lua_settop(L, 2);
   for (i = 0; i < 3; i++) chan_open(L, &c[i], i);
-  if (c[0].fd >= 0 && chan_write(L, &c[0]) != 0) chan_done(&c[0]);
+  if (c[0].fd >= 0 && !input_left(L)) chan_done(&c[0]);
   r = comm_loop(L, c, buf, deadline);
   e = errno;
   for (i = 0; i < 3; i++) chan_restore(&c[i]);

@@ -219,7 +219,10 @@ local function cleanup()
 end
 
 function Popen.__index(self, k)
-  if k == "sentinel" then return rawget(self, "_child"):fileno() end
+  if k == "sentinel" then
+    local fd = rawget(self, "_child"):fileno()
+    return fd >= 0 and fd or nil
+  end
   return methods[k]
 end
 
@@ -253,8 +256,13 @@ local function check_popen(self, fname)
   end
 end
 
+-- Once the child is reaped its sentinel goes, so finished Popens hold no
+-- descriptor even before they are collected.
 local function settle(self, code)
-  if code then self.returncode = code end
+  if code and not self.returncode then
+    self.returncode = code
+    self._child:close()
+  end
   return code
 end
 
