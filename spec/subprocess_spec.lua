@@ -197,7 +197,7 @@ describe("subprocess", function()
     end)
 
     it("check_output returns stdout and takes input", function()
-      assert.are.equal("HELLO\n", subprocess.check_output{ "tr", "a-z", "A-Z", input = "hello\n" })
+      assert.are.equal("got hello\n", subprocess.check_output{ "sh", "-c", "read x; echo got $x", input = "hello\n" })
     end)
   end)
 
