@@ -23,9 +23,11 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -66,6 +68,26 @@ static int cloexec_pipe(int fds[2]) {
 static void grow_pipe(int fd) { (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20); }
 #else
 static void grow_pipe(int fd) { (void)fd; }
+#endif
+
+/* Output buffers: on Linux one private mapping grown with mremap (no
+** copying) and marked for huge pages, since page faults dominate the cost
+** of reading 64 MiB; elsewhere realloc. */
+#if defined(__linux__) && defined(MREMAP_MAYMOVE) && defined(MADV_HUGEPAGE)
+static char *region_grow(char *p, size_t old, size_t cap) {
+  void *q = p ? mremap(p, old, cap, MREMAP_MAYMOVE)
+              : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (q == MAP_FAILED) return NULL;
+  if (cap >= (4u << 20)) (void)madvise(q, cap, MADV_HUGEPAGE);
+  return (char *)q;
+}
+static void region_free(char *p, size_t cap) { munmap(p, cap); }
+#else
+static char *region_grow(char *p, size_t old, size_t cap) {
+  (void)old;
+  return (char *)realloc(p, cap);
+}
+static void region_free(char *p, size_t cap) { (void)cap; free(p); }
 #endif
 
 /* Python's values for the special stdio targets. */
@@ -536,39 +558,83 @@ static int l_spawn(lua_State *L) {
 }
 
 /* ---------------------------------------------------------------------
+** Output buffers: what communicate has read of one stream, kept between
+** calls.  Grown with realloc (mremap for big blocks: no copying) and
+** marked for huge pages, so 64 MiB costs few page faults.
+** --------------------------------------------------------------------- */
+#define BUFFER_MT "mproc.Buffer"
+
+typedef struct { char *p; size_t n, cap; } buffer;
+
+static int buffer_gc(lua_State *L) {
+  buffer *b = (buffer *)luaL_checkudata(L, 1, BUFFER_MT);
+  if (b->p) region_free(b->p, b->cap);
+  b->p = NULL;
+  b->n = b->cap = 0;
+  return 0;
+}
+
+/* buffer:text() -> what was read so far */
+static int buffer_text(lua_State *L) {
+  buffer *b = (buffer *)luaL_checkudata(L, 1, BUFFER_MT);
+  lua_pushlstring(L, b->p ? b->p : "", b->n);
+  return 1;
+}
+
+static int buffer_tostring(lua_State *L) {
+  buffer *b = (buffer *)luaL_checkudata(L, 1, BUFFER_MT);
+  lua_pushfstring(L, "mproc.Buffer (%I bytes)", (lua_Integer)b->n);
+  return 1;
+}
+
+/* Room for at least want more bytes; -1 when memory runs out. */
+static int buffer_reserve(buffer *b, size_t want) {
+  size_t cap = b->cap ? b->cap : 65536;
+  char *p;
+  if (b->cap - b->n >= want) return 0;
+  while (cap - b->n < want) cap *= 2;
+  p = region_grow(b->p, b->cap, cap);
+  if (p == NULL) { errno = ENOMEM; return -1; }
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+/* state[field] as a buffer, made on first use. */
+static buffer *state_buffer(lua_State *L, const char *field) {
+  buffer *b;
+  if (lua_getfield(L, 1, field) == LUA_TUSERDATA) {
+    b = (buffer *)luaL_checkudata(L, -1, BUFFER_MT);
+    lua_pop(L, 1);
+    return b;
+  }
+  lua_pop(L, 1);
+  b = (buffer *)lua_newuserdatauv(L, sizeof *b, 0);
+  b->p = NULL;
+  b->n = b->cap = 0;
+  luaL_setmetatable(L, BUFFER_MT);
+  lua_setfield(L, 1, field);
+  return b;
+}
+
+/* ---------------------------------------------------------------------
 ** core.communicate(state, [timeout]) -> true, or nil, "timeout", or
 ** nil, message, errno.  state = {stdin = file, input = s, pos = n,
-** stdout = file, stderr = file, out = {chunks}, err = {chunks}}: what is
-** read is appended to out/err and what is written advances pos, so a call
-** cut short by its timeout loses nothing for the next one.  Files are
-** closed at EOF (stdin once the input is written).
+** stdout = file, stderr = file}: what is read goes to the buffers
+** state.out and state.err (buffer:text() gives it) and what is written
+** advances pos, so a call cut short by its timeout loses nothing for the
+** next one.  Files are closed at EOF (stdin once the input is written).
 ** --------------------------------------------------------------------- */
 
 #define CHUNK (1 << 20)
 
 typedef struct {
   luaL_Stream *s;
+  buffer *b;
   int fd, flags;
-  int idx;          /* stack index of the file */
-  const char *list; /* "out" or "err" */
 } chan;
 
 static const char *const chan_names[3] = {"stdin", "stdout", "stderr"};
-
-/* Opens channel i from state[name]: a file still open, made non-blocking. */
-static void chan_open(lua_State *L, chan *c, int i) {
-  lua_getfield(L, 1, chan_names[i]);
-  c->idx = lua_gettop(L);
-  c->s = (luaL_Stream *)luaL_testudata(L, -1, LUA_FILEHANDLE);
-  c->list = i == 1 ? "out" : "err";
-  c->fd = -1;
-  if (c->s == NULL || c->s->closef == NULL) { c->s = NULL; return; }
-  if (i == 0) fflush(c->s->f);
-  c->fd = fileno(c->s->f);
-  c->flags = fcntl(c->fd, F_GETFL);
-  fcntl(c->fd, F_SETFL, c->flags | O_NONBLOCK);
-  grow_pipe(c->fd);
-}
 
 static void chan_done(chan *c) {
   if (c->s) close_stream(c->s);
@@ -576,29 +642,58 @@ static void chan_done(chan *c) {
   c->fd = -1;
 }
 
+/* Takes what the Lua FILE holds and what the pipe has now, through the
+** FILE, so bytes the user's own reads left in its buffer come first.
+** 0: more may come, 1: EOF, -1: error. */
+static int chan_drain(chan *c) {
+  FILE *f = c->s->f;
+  size_t room, k;
+  do {
+    if (buffer_reserve(c->b, 65536) < 0) return -1;
+    room = c->b->cap - c->b->n;
+    errno = 0;
+    k = fread(c->b->p + c->b->n, 1, room, f);
+    c->b->n += k;
+  } while (k == room);
+  if (feof(f)) return 1;
+  if (ferror(f)) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
+    clearerr(f);
+  }
+  return 0;
+}
+
+/* Opens channel i from state[name]: a file still open, made non-blocking;
+** a reading channel first drains what its FILE holds. */
+static int chan_open(lua_State *L, chan *c, int i) {
+  lua_getfield(L, 1, chan_names[i]);
+  c->s = (luaL_Stream *)luaL_testudata(L, -1, LUA_FILEHANDLE);
+  lua_pop(L, 1); /* state keeps it */
+  c->fd = -1;
+  if (c->s == NULL || c->s->closef == NULL) { c->s = NULL; return 0; }
+  if (i == 0) fflush(c->s->f);
+  c->fd = fileno(c->s->f);
+  c->flags = fcntl(c->fd, F_GETFL);
+  fcntl(c->fd, F_SETFL, c->flags | O_NONBLOCK);
+  grow_pipe(c->fd);
+  if (i == 0) return 0;
+  c->b = state_buffer(L, i == 1 ? "out" : "err");
+  return chan_drain(c);
+}
+
 /* Back to blocking, for a user who reads the file after a timeout. */
 static void chan_restore(chan *c) {
   if (c->fd >= 0) fcntl(c->fd, F_SETFL, c->flags);
 }
 
-/* Reads what is there through the Lua FILE, so bytes the user's own reads
-** left in its buffer come first.  0: more may come, 1: EOF, -1: error. */
-static int chan_read(lua_State *L, chan *c, char *buf) {
-  size_t n;
-  errno = 0;
-  n = fread(buf, 1, CHUNK, c->s->f);
-  if (n > 0) {
-    lua_getfield(L, 1, c->list);
-    lua_pushlstring(L, buf, n);
-    lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
-    lua_pop(L, 1);
-  }
-  if (feof(c->s->f)) return 1;
-  if (ferror(c->s->f)) {
-    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
-    clearerr(c->s->f);
-  }
-  return 0;
+/* Reads straight into the buffer.  0: more may come, 1: EOF, -1: error. */
+static int chan_read(chan *c) {
+  ssize_t k;
+  if (buffer_reserve(c->b, 65536) < 0) return -1;
+  k = read(c->fd, c->b->p + c->b->n, c->b->cap - c->b->n);
+  if (k > 0) { c->b->n += (size_t)k; return 0; }
+  if (k == 0) return 1;
+  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
 }
 
 static int input_left(lua_State *L) {
@@ -634,7 +729,7 @@ static int chan_write(lua_State *L, chan *c) {
 
 /* One round of poll over the open channels: 1 when all are done, 0 to go
 ** on, -2 at the deadline, -1 on an error (errno). */
-static int comm_round(lua_State *L, chan *c, char *buf, double deadline) {
+static int comm_round(lua_State *L, chan *c, double deadline) {
   struct pollfd pf[3];
   int i, n = 0, r, who[3];
   for (i = 0; i < 3; i++) {
@@ -651,7 +746,7 @@ static int comm_round(lua_State *L, chan *c, char *buf, double deadline) {
   for (i = 0; i < n; i++) {
     chan *ch = &c[who[i]];
     if (!pf[i].revents) continue;
-    r = who[i] == 0 ? chan_write(L, ch) : chan_read(L, ch, buf);
+    r = who[i] == 0 ? chan_write(L, ch) : chan_read(ch);
     if (r < 0) return -1;
     if (r > 0) chan_done(ch);
   }
@@ -660,7 +755,7 @@ static int comm_round(lua_State *L, chan *c, char *buf, double deadline) {
 
 /* A write to a pipe whose reader has gone must fail with EPIPE, not kill
 ** us: SIGPIPE is blocked meanwhile, and one we caused is taken back. */
-static int comm_loop(lua_State *L, chan *c, char *buf, double deadline) {
+static int comm_loop(lua_State *L, chan *c, double deadline) {
   sigset_t pipe_set, old, pending;
   int r, had;
   sigemptyset(&pipe_set);
@@ -668,7 +763,7 @@ static int comm_loop(lua_State *L, chan *c, char *buf, double deadline) {
   sigpending(&pending);
   had = sigismember(&pending, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-  while ((r = comm_round(L, c, buf, deadline)) == 0)
+  while ((r = comm_round(L, c, deadline)) == 0)
     ;
   sigpending(&pending);
   if (!had && sigismember(&pending, SIGPIPE)) {
@@ -683,15 +778,20 @@ static int comm_loop(lua_State *L, chan *c, char *buf, double deadline) {
 
 static int l_communicate(lua_State *L) {
   chan c[3];
-  int i, r, e;
-  char *buf = (char *)lua_touserdata(L, lua_upvalueindex(1));
+  int i, r = 0, e;
   double deadline;
   luaL_checktype(L, 1, LUA_TTABLE);
   deadline = mp_opt_deadline(L, 2);
   lua_settop(L, 2);
-  for (i = 0; i < 3; i++) chan_open(L, &c[i], i);
-  if (c[0].fd >= 0 && !input_left(L)) chan_done(&c[0]);
-  r = comm_loop(L, c, buf, deadline);
+  for (i = 0; i < 3; i++) { c[i].fd = -1; c[i].s = NULL; }
+  for (i = 0; i < 3 && r >= 0; i++) {
+    r = chan_open(L, &c[i], i);
+    if (r > 0) chan_done(&c[i]);
+  }
+  if (r >= 0) {
+    if (c[0].fd >= 0 && !input_left(L)) chan_done(&c[0]);
+    r = comm_loop(L, c, deadline);
+  }
   e = errno;
   for (i = 0; i < 3; i++) chan_restore(&c[i]);
   if (r == 1) { lua_pushboolean(L, 1); return 1; }
@@ -702,12 +802,27 @@ static int l_communicate(lua_State *L) {
 
 static const luaL_Reg spawn_funcs[] = {
   {"spawn", l_spawn},
+  {"communicate", l_communicate},
+  {NULL, NULL}
+};
+
+static const luaL_Reg buffer_meta[] = {
+  {"__gc", buffer_gc},
+  {"__close", buffer_gc},
+  {"__tostring", buffer_tostring},
   {NULL, NULL}
 };
 
 void mp_open_spawn(lua_State *L) {
+  if (luaL_newmetatable(L, BUFFER_MT)) {
+    luaL_setfuncs(L, buffer_meta, 0);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, buffer_text);
+    lua_setfield(L, -2, "text");
+    lua_pushcfunction(L, buffer_gc);
+    lua_setfield(L, -2, "free");
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   luaL_setfuncs(L, spawn_funcs, 0);
-  lua_newuserdatauv(L, CHUNK, 0);
-  lua_pushcclosure(L, l_communicate, 1);
-  lua_setfield(L, -2, "communicate");
 }

@@ -292,6 +292,12 @@ local function open_file(f)
   return f ~= nil and io.type(f) == "file"
 end
 
+-- What communicate read of a piped stream (nil: not piped).
+local function captured(st, name, buf)
+  if not st or not st[name] then return nil end
+  return st[buf] and st[buf]:text() or ""
+end
+
 -- true, stdout, stderr; or false, "timeout"; or false, message, errno
 local function communicate(self, input, timeout)
   local st = self._comm
@@ -299,8 +305,7 @@ local function communicate(self, input, timeout)
     if input and not open_file(self.stdin) then
       error("cannot send input to a child whose stdin is not a pipe", 3)
     end
-    st = { stdin = self.stdin, input = input, pos = 0, stdout = self.stdout,
-           stderr = self.stderr, out = {}, err = {} }
+    st = { stdin = self.stdin, input = input, pos = 0, stdout = self.stdout, stderr = self.stderr }
     self._comm = st
   end
   local t0 = core.monotonic()
@@ -309,7 +314,11 @@ local function communicate(self, input, timeout)
   local left = timeout and math.max(0, timeout - (core.monotonic() - t0))
   local rc, werr = self:wait(left)
   if not rc then return false, werr end
-  return true, st.stdout and table.concat(st.out) or nil, st.stderr and table.concat(st.err) or nil
+  local out, err = captured(st, "stdout", "out"), captured(st, "stderr", "err")
+  -- the buffers' memory is malloc'd, unseen by the collector: free it now
+  if st.out then st.out:free() end
+  if st.err then st.err:free() end
+  return true, out, err
 end
 
 -- p:communicate([input], [timeout]) -> stdout, stderr (nil for streams
@@ -373,10 +382,8 @@ end
 ---------------------------------------------------------------------------
 
 local function partial(p, args, st)
-  local out = st and st.stdout and table.concat(st.out) or nil
-  local err = st and st.stderr and table.concat(st.err) or nil
-  return setmetatable({ args = args, returncode = p.returncode, stdout = out, stderr = err },
-                      CompletedProcess)
+  return setmetatable({ args = args, returncode = p.returncode, stdout = captured(st, "stdout", "out"),
+                        stderr = captured(st, "stderr", "err") }, CompletedProcess)
 end
 
 -- The child timed out: kill it (its group when it leads one), collect what
@@ -384,7 +391,7 @@ end
 local function kill_on_timeout(p)
   if p._leader then p:kill(true) else p:kill() end
   p:wait()
-  local st = p._comm or { stdout = p.stdout, stderr = p.stderr, out = {}, err = {} }
+  local st = p._comm or { stdout = p.stdout, stderr = p.stderr }
   st.stdin, p._comm = nil, st
   core.communicate(st, 0)
   close_streams(p)
