@@ -309,13 +309,13 @@ local function communicate(self, input, timeout)
     self._comm = st
   end
   local t0 = core.monotonic()
-  local ok, err, code = core.communicate(st, timeout)
-  if not ok then return false, err, code end
+  local ok, cerr, code = core.communicate(st, timeout)
+  if not ok then return false, cerr, code end
   local left = timeout and math.max(0, timeout - (core.monotonic() - t0))
   local rc, werr = self:wait(left)
   if not rc then return false, werr end
   local out, err = captured(st, "stdout", "out"), captured(st, "stderr", "err")
-  -- the buffers' memory is malloc'd, unseen by the collector: free it now
+  -- the buffers' memory is mapped, unseen by the collector: free it now
   if st.out then st.out:free() end
   if st.err then st.err:free() end
   return true, out, err
