@@ -16,10 +16,13 @@ build = {
   modules = {
     ["mproc.core"] = {
       sources = {
+        "src/cell.c",
         "src/core.c",
         "src/proc.c",
+        "src/sharedctypes.c",
         "src/shm.c",
         "src/spawn.c",
+        "src/sync.c",
         "src/time.c",
       },
       libraries = { "pthread", "m" },
@@ -27,6 +30,8 @@ build = {
     ["mproc"] = "lua/mproc/init.lua",
     ["mproc.process"] = "lua/mproc/process.lua",
     ["mproc.subprocess"] = "lua/mproc/subprocess.lua",
+    ["mproc.sharedctypes"] = "lua/mproc/sharedctypes.lua",
+    ["mproc.sync"] = "lua/mproc/sync.lua",
     ["mproc.util"] = "lua/mproc/util.lua",
   },
 }

@@ -163,6 +163,19 @@ describe("Process", function()
     quick:join()
   end)
 
+  it("lets mproc.wait mix processes, Lua files and raw descriptors", function()
+    local f = assert(io.popen("sleep 0.2; echo ready"))
+    local p = mproc.Process(function() mproc.sleep(30) end):start()
+    assert.are.same({}, mproc.wait({p, f}, 0))
+    assert.are.same({f}, mproc.wait({p, f}, 10))
+    assert.are.equal("ready", f:read("l"))
+    f:close()
+    p:kill()
+    local fd = p.sentinel
+    assert.are.same({fd}, mproc.wait({fd}, 10))
+    p:join()
+  end)
+
   it("is a to-be-closed variable: leaving scope joins, and terminates a daemon", function()
     local kids = #support.children()
     local pid, dpid

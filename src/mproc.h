@@ -22,6 +22,8 @@
 /* Each concern registers its functions into the module table on the top. */
 MP_HIDDEN void mp_open_proc(lua_State *L);
 MP_HIDDEN void mp_open_time(lua_State *L);
+MP_HIDDEN void mp_open_sync(lua_State *L);
+MP_HIDDEN void mp_open_sharedctypes(lua_State *L);
 
 /* time.c: clocks and deadlines, in seconds as doubles */
 MP_HIDDEN double mp_monotonic(void);
@@ -46,6 +48,43 @@ MP_HIDDEN int mp_mutex_trylock(pthread_mutex_t *m, int *owner_died);
 MP_HIDDEN void mp_mutex_unlock(pthread_mutex_t *m);
 MP_HIDDEN int mp_seq_wait(uint32_t *seq, uint32_t seen, double deadline);
 MP_HIDDEN void mp_seq_wake(uint32_t *seq);
+
+/* cell.c: cells of shared memory for sync objects and shared values, and
+** the userdata handles that point at them. */
+typedef struct mp_cell {
+  uint32_t magic;
+  uint16_t type;
+  uint8_t cls;            /* size class, 255: a mapping of its own */
+  uint8_t shared;         /* sent through the codec: never recycled */
+  uint32_t gen;           /* bumped on reuse: stale tokens do not match */
+  uint32_t lock_gen;      /* the lock that goes with it (Condition, Value) */
+  struct mp_cell *lock;
+  uint64_t size;          /* header and body, in bytes */
+} mp_cell;                /* 32 bytes; the body follows */
+#define MP_CELL_BODY(c) ((void *)((c) + 1))
+
+typedef struct {
+  mp_cell *cell;          /* NULL once dropped */
+  unsigned epoch;         /* fork epoch when made */
+  pid_t creator;          /* pid that made the cell, 0: received */
+} mp_handle;
+
+MP_HIDDEN void mp_cell_init(lua_State *L);
+MP_HIDDEN uint64_t mp_self(void);
+MP_HIDDEN unsigned mp_fork_epoch(void);
+MP_HIDDEN mp_cell *mp_cell_alloc(size_t body, int type);
+MP_HIDDEN void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator);
+MP_HIDDEN int mp_handle_sole(const mp_handle *h);
+MP_HIDDEN void mp_handle_drop(mp_handle *h);
+MP_HIDDEN void mp_push_token(lua_State *L, mp_cell *cell);
+MP_HIDDEN mp_cell *mp_token_cell(const char *token, int type);
+MP_HIDDEN mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type);
+
+/* sync.c: what sharedctypes.c needs of locks */
+enum { MP_T_LOCK = 1, MP_T_RLOCK, MP_T_SEM, MP_T_EVENT, MP_T_COND,
+       MP_T_BARRIER, MP_T_VALUE, MP_T_ARRAY };
+MP_HIDDEN int mp_push_lock_handle(lua_State *L, mp_cell *cell);
+MP_HIDDEN mp_cell *mp_test_lock(lua_State *L, int idx);
 
 /* proc.c: the fork path other concerns (pool workers) build on */
 MP_HIDDEN void mp_after_fork_child(void);

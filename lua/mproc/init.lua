@@ -52,6 +52,15 @@ end
 -- Parts loaded on first use: name -> { module, field } (field nil: the module).
 local lazy = {
   subprocess = { "mproc.subprocess" },
+  Lock = { "mproc.sync", "Lock" },
+  RLock = { "mproc.sync", "RLock" },
+  Semaphore = { "mproc.sync", "Semaphore" },
+  BoundedSemaphore = { "mproc.sync", "BoundedSemaphore" },
+  Event = { "mproc.sync", "Event" },
+  Condition = { "mproc.sync", "Condition" },
+  Barrier = { "mproc.sync", "Barrier" },
+  Value = { "mproc.sharedctypes", "Value" },
+  Array = { "mproc.sharedctypes", "Array" },
 }
 
 return setmetatable(M, {
