@@ -32,6 +32,7 @@ MP_EXPORT int luaopen_mproc_core(lua_State *L) {
   mp_open_time(L);
   mp_open_proc(L);
   mp_open_codec(L);
+  mp_open_spawn(L);
   mp_open_sync(L);
   mp_open_sharedctypes(L);
   return 1;

@@ -106,5 +106,12 @@ typedef struct mp_bytes {
 MP_HIDDEN void mp_encode(lua_State *L, int idx, mp_bytes *out);
 MP_HIDDEN int mp_decode(lua_State *L, const char *p, size_t n);
 MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions);
+/* proc.c: mproc.Child handles for spawned children (spawn.c), kept out of
+** the exit hook's live table; push before spawning, attach after. */
+MP_HIDDEN void mp_child_push(lua_State *L);
+MP_HIDDEN void mp_child_attach(lua_State *L, int idx, pid_t pid);
+
+/* spawn.c: core.spawn and core.communicate, for mproc.subprocess */
+MP_HIDDEN void mp_open_spawn(lua_State *L);
 
 #endif

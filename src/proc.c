@@ -328,6 +328,26 @@ static int l_fork(lua_State *L) {
 }
 
 /* ---------------------------------------------------------------------
+** Handles for children spawned elsewhere (spawn.c).  They stay out of the
+** live table: Python does not wait for Popen children at exit.
+** --------------------------------------------------------------------- */
+
+/* Pushes a blank handle (pid 0, no sentinel), made before the child is. */
+void mp_child_push(lua_State *L) {
+  mp_child *c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
+  c->pid = 0; c->fd = -1; c->status = 0; c->reaped = 0; c->daemon = 0;
+  luaL_setmetatable(L, CHILD_MT);
+}
+
+/* Gives the handle at idx its pid and, where there are pidfds, a sentinel.
+** A child that cannot have one is still waited for by pid. */
+void mp_child_attach(lua_State *L, int idx, pid_t pid) {
+  mp_child *c = (mp_child *)luaL_checkudata(L, idx, CHILD_MT);
+  c->pid = pid;
+  if (use_pidfd) c->fd = pidfd_open(pid);
+}
+
+/* ---------------------------------------------------------------------
 ** Process-wide functions
 ** --------------------------------------------------------------------- */
 
