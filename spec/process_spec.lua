@@ -113,6 +113,7 @@ describe("Process", function()
   end)
 
   it("leaves no zombie and no descriptor after 300 processes", function()
+    collectgarbage()  -- earlier specs' unclosed handles must not close mid-count
     local fds, kids = support.fd_count(), #support.children()
     for _ = 1, 300 do
       local p = mproc.Process(function() end):start()
@@ -161,6 +162,19 @@ describe("Process", function()
     assert.are.equal(-15, slow:join())
     assert.are.same({slow, quick}, mproc.wait({slow, quick}))
     quick:join()
+  end)
+
+  it("lets mproc.wait mix processes, Lua files and raw descriptors", function()
+    local f = assert(io.popen("sleep 0.2; echo ready"))
+    local p = mproc.Process(function() mproc.sleep(30) end):start()
+    assert.are.same({}, mproc.wait({p, f}, 0))
+    assert.are.same({f}, mproc.wait({p, f}, 10))
+    assert.are.equal("ready", f:read("l"))
+    f:close()
+    p:kill()
+    local fd = p.sentinel
+    assert.are.same({fd}, mproc.wait({fd}, 10))
+    p:join()
   end)
 
   it("is a to-be-closed variable: leaving scope joins, and terminates a daemon", function()

@@ -59,11 +59,22 @@ end
 
 local mproc = require "mproc"
 
--- Open descriptors of this process (the listing's own pipe counts the same
--- way each time).
+-- Open descriptors with what they point at, one "fd -> target" a line.
+-- The listing runs under os.execute (no pipe of its own in this process,
+-- which waits meanwhile), so the listing sees exactly our descriptors.
+function M.fd_listing()
+  local out = os.tmpname()
+  os.execute(("cd /proc/%d/fd && for f in *; do printf '%%s -> %%s\\n' \"$f\" \"$(readlink $f)\"; done > %s")
+    :format(mproc.getpid(), shell_quote(out)))
+  local listing = M.read_file(out)
+  os.remove(out)
+  local lines = M.lines(listing)
+  table.sort(lines)
+  return table.concat(lines, "\n")
+end
+
 function M.fd_count()
-  local out = M.sh("ls /proc/" .. mproc.getpid() .. "/fd")
-  return #M.lines(out)
+  return #M.lines(M.fd_listing())
 end
 
 -- Children of this process, zombies included, besides the listing itself.

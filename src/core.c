@@ -31,6 +31,10 @@ MP_EXPORT int luaopen_mproc_core(lua_State *L) {
   lua_setfield(L, -2, "fileno");
   mp_open_time(L);
   mp_open_proc(L);
+  mp_open_codec(L);
+  mp_open_spawn(L);
+  mp_open_sync(L);
+  mp_open_sharedctypes(L);
   mp_open_queue(L);
   mp_open_conn(L);
   return 1;

@@ -22,6 +22,9 @@
 /* Each concern registers its functions into the module table on the top. */
 MP_HIDDEN void mp_open_proc(lua_State *L);
 MP_HIDDEN void mp_open_time(lua_State *L);
+MP_HIDDEN void mp_open_codec(lua_State *L);
+MP_HIDDEN void mp_open_sync(lua_State *L);
+MP_HIDDEN void mp_open_sharedctypes(lua_State *L);
 MP_HIDDEN void mp_open_queue(lua_State *L);
 MP_HIDDEN void mp_open_conn(lua_State *L);
 
@@ -49,7 +52,68 @@ MP_HIDDEN void mp_mutex_unlock(pthread_mutex_t *m);
 MP_HIDDEN int mp_seq_wait(uint32_t *seq, uint32_t seen, double deadline);
 MP_HIDDEN void mp_seq_wake(uint32_t *seq);
 
+/* cell.c: cells of shared memory for sync objects and shared values, and
+** the userdata handles that point at them. */
+typedef struct mp_cell {
+  uint32_t magic;
+  uint16_t type;
+  uint8_t cls;            /* size class, 255: a mapping of its own */
+  uint8_t shared;         /* sent through the codec: never recycled */
+  uint32_t gen;           /* bumped on reuse: stale tokens do not match */
+  uint32_t lock_gen;      /* the lock that goes with it (Condition, Value) */
+  struct mp_cell *lock;
+  uint64_t size;          /* header and body, in bytes */
+} mp_cell;                /* 32 bytes; the body follows */
+#define MP_CELL_BODY(c) ((void *)((c) + 1))
+
+typedef struct {
+  mp_cell *cell;          /* NULL once dropped */
+  unsigned epoch;         /* fork epoch when made */
+  pid_t creator;          /* pid that made the cell, 0: received */
+} mp_handle;
+
+MP_HIDDEN void mp_cell_init(lua_State *L);
+MP_HIDDEN uint64_t mp_self(void);
+MP_HIDDEN unsigned mp_fork_epoch(void);
+MP_HIDDEN mp_cell *mp_cell_alloc(size_t body, int type);
+MP_HIDDEN void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator);
+MP_HIDDEN int mp_handle_sole(const mp_handle *h);
+MP_HIDDEN void mp_handle_drop(mp_handle *h);
+MP_HIDDEN void mp_push_token(lua_State *L, mp_cell *cell);
+MP_HIDDEN mp_cell *mp_token_cell(const char *token, int type);
+MP_HIDDEN mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type);
+
+/* sync.c: what sharedctypes.c needs of locks */
+enum { MP_T_LOCK = 1, MP_T_RLOCK, MP_T_SEM, MP_T_EVENT, MP_T_COND,
+       MP_T_BARRIER, MP_T_VALUE, MP_T_ARRAY };
+MP_HIDDEN int mp_push_lock_handle(lua_State *L, mp_cell *cell);
+MP_HIDDEN mp_cell *mp_test_lock(lua_State *L, int idx);
+
 /* proc.c: the fork path other concerns (pool workers) build on */
 MP_HIDDEN void mp_after_fork_child(void);
+
+/* codec.c: Lua values to bytes and back (format and trust notes there).
+** mp_encode encodes the value at idx; its bytes are p[0] (n[0] bytes)
+** followed by p[1] (n[1] bytes: a top-level string's own bytes, so a big
+** string is copied once, by the caller).  It pushes one value that keeps
+** both alive while it stays on the stack.  Raises "cannot send ...".
+** mp_decode decodes n bytes at p: pushes the value and returns 1, or pushes
+** a message and returns 0; it never raises (a failing __mproc_recv or an
+** allocation failure is returned as a message too).  functions = 0 refuses
+** bytecode (for bytes from less trusted sources, and the fuzz target). */
+typedef struct mp_bytes {
+  const char *p[2];
+  size_t n[2];
+} mp_bytes;
+MP_HIDDEN void mp_encode(lua_State *L, int idx, mp_bytes *out);
+MP_HIDDEN int mp_decode(lua_State *L, const char *p, size_t n);
+MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions);
+/* proc.c: mproc.Child handles for spawned children (spawn.c), kept out of
+** the exit hook's live table; push before spawning, attach after. */
+MP_HIDDEN void mp_child_push(lua_State *L);
+MP_HIDDEN void mp_child_attach(lua_State *L, int idx, pid_t pid);
+
+/* spawn.c: core.spawn and core.communicate, for mproc.subprocess */
+MP_HIDDEN void mp_open_spawn(lua_State *L);
 
 #endif

@@ -58,6 +58,7 @@ typedef struct {
 } mp_child;
 
 static int use_pidfd = 0;      /* decided once, at module open */
+static int devnull_fd = -1;    /* kept open: a child's stdin is one dup2 */
 static int my_sentinel_w = -1; /* in a child: the pipe end our parent reads */
 
 /* ---------------------------------------------------------------------
@@ -131,30 +132,21 @@ static int l_exit_hook_gc(lua_State *L) {
 ** yet, its stdout is line-buffered so nothing printed is lost when it is
 ** terminated, and its stdin is /dev/null, as with Python's fork start. */
 void mp_after_fork_child(void) {
-  int fd;
   nlive = 0;
   live_owner = getpid();
   if (my_sentinel_w >= 0) { close(my_sentinel_w); my_sentinel_w = -1; }
   setvbuf(stdout, NULL, _IOLBF, BUFSIZ);
-  fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    if (fd != STDIN_FILENO) {
-      dup2(fd, STDIN_FILENO);
-      close(fd);
-    } else {
-      fcntl(fd, F_SETFD, 0);
-    }
-  }
+  if (devnull_fd >= 0) dup2(devnull_fd, STDIN_FILENO);
   clearerr(stdin);
 }
 
-/* core.child_main(f): runs f in the child, then exits with the integer it
-** returns (1 if it raised), after the child's own exit hook. */
+/* core.child_main(f, ...): runs f(...) in the child, then exits with the
+** integer it returns (1 if it raised), after the child's own exit hook.
+** lua_pcall, not pcallk: a yield inside f cannot leave the child. */
 static int l_child_main(lua_State *L) {
   int code = 1;
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_settop(L, 1);
-  if (lua_pcall(L, 0, 1, 0) == LUA_OK) {
+  if (lua_pcall(L, lua_gettop(L) - 1, 1, 0) == LUA_OK) {
     code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
   } else {
     const char *msg = lua_tostring(L, -1);
@@ -324,9 +316,35 @@ static int l_fork(lua_State *L) {
   if (fds[1] >= 0) close(fds[1]);
   c->pid = pid;
   live_add(pid, daemon);
-  if (open_sentinel_parent(c, pid, fds[0]) < 0)
+  if (open_sentinel_parent(c, pid, fds[0]) < 0) {
+    /* no way to watch it: the child must not run on unseen */
+    int e = errno;
+    kill(pid, SIGKILL);
+    child_reap(c, 1);
+    errno = e;
     return mp_fail(L, "cannot open a pidfd for the child");
+  }
   return 1;
+}
+
+/* ---------------------------------------------------------------------
+** Handles for children spawned elsewhere (spawn.c).  They stay out of the
+** live table: Python does not wait for Popen children at exit.
+** --------------------------------------------------------------------- */
+
+/* Pushes a blank handle (pid 0, no sentinel), made before the child is. */
+void mp_child_push(lua_State *L) {
+  mp_child *c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
+  c->pid = 0; c->fd = -1; c->status = 0; c->reaped = 0; c->daemon = 0;
+  luaL_setmetatable(L, CHILD_MT);
+}
+
+/* Gives the handle at idx its pid and, where there are pidfds, a sentinel.
+** A child that cannot have one is still waited for by pid. */
+void mp_child_attach(lua_State *L, int idx, pid_t pid) {
+  mp_child *c = (mp_child *)luaL_checkudata(L, idx, CHILD_MT);
+  c->pid = pid;
+  if (use_pidfd) c->fd = pidfd_open(pid);
 }
 
 /* ---------------------------------------------------------------------
@@ -419,6 +437,10 @@ static const luaL_Reg proc_funcs[] = {
   {NULL, NULL}
 };
 
+static void open_devnull(void) {
+  if (devnull_fd < 0) devnull_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void probe_pidfd(void) {
   int fd = pidfd_open(getpid());
   use_pidfd = MP_HAVE_PIDFD && fd >= 0;
@@ -447,6 +469,7 @@ void mp_open_proc(lua_State *L) {
   }
   lua_pop(L, 1);
   probe_pidfd();
+  open_devnull();
   install_exit_hook(L);
   luaL_setfuncs(L, proc_funcs, 0);
 }

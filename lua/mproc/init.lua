@@ -19,6 +19,11 @@ M.sleep = core.sleep
 M.time = core.time
 M.monotonic = core.monotonic
 
+-- mproc.dumps(v) -> string; mproc.loads(s) -> v | nil, message: the codec
+-- Queue and Pipe use (src/codec.c).
+M.dumps = core.dumps
+M.loads = core.loads
+
 -- The descriptor that tells when obj is ready: a number, a Lua file,
 -- anything with a sentinel (Process) or a fileno() method (Connection).
 local function descriptor(obj, i)
@@ -52,6 +57,15 @@ end
 -- Parts loaded on first use: name -> { module, field } (field nil: the module).
 local lazy = {
   subprocess = { "mproc.subprocess" },
+  Lock = { "mproc.sync", "Lock" },
+  RLock = { "mproc.sync", "RLock" },
+  Semaphore = { "mproc.sync", "Semaphore" },
+  BoundedSemaphore = { "mproc.sync", "BoundedSemaphore" },
+  Event = { "mproc.sync", "Event" },
+  Condition = { "mproc.sync", "Condition" },
+  Barrier = { "mproc.sync", "Barrier" },
+  Value = { "mproc.sharedctypes", "Value" },
+  Array = { "mproc.sharedctypes", "Array" },
   Queue = { "mproc.queue", "Queue" },
   SimpleQueue = { "mproc.queue", "SimpleQueue" },
   JoinableQueue = { "mproc.queue", "JoinableQueue" },

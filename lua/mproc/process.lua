@@ -15,7 +15,8 @@ local methods = {}
 local counter = 0
 local children = {}      -- handle -> Process, started and not known ended
 local current            -- the Process this code runs in
-local parent             -- in a child: what parent_process() returns
+local parent             -- in a child: what parent_process() returns, once asked
+local parent_pid, parent_name
 
 -- A Process whose handle reports an end leaves the children table.
 local function poll(self)
@@ -28,6 +29,13 @@ end
 
 function Process.__index(self, k)
   if k == "exitcode" then return poll(self) end
+  if k == "pid" then return self._pid or nil end
+  if k == "name" then
+    -- made on first use: formatting a number costs a page write after fork
+    local name = self._prefix .. self._identity
+    rawset(self, "name", name)
+    return name
+  end
   if k == "sentinel" then
     if self._closed then error("the process is closed", 2) end
     return self._handle and self._handle:fileno() or nil
@@ -35,6 +43,7 @@ function Process.__index(self, k)
   return methods[k]
 end
 
+local NOARGS = { n = 0 }
 local OPTIONS = { target = true, args = true, name = true, daemon = true }
 
 -- mproc.Process{target = f, args = {...}, name = s, daemon = b}
@@ -51,14 +60,20 @@ local function new(_, a, b)
   util.check_callable("Process", 1, opts.target, true)
   util.check_type("Process", 1, opts.name, "string", true)
   util.check_type("Process", 1, opts.daemon, "boolean", true)
+  util.check_type("Process", argn, opts.args, "table", true)
   counter = counter + 1
-  local prefix = current._identity and (current.name .. ":") or "Process-"
+  -- every field is set here, so start() only overwrites and never grows
+  -- the table after the fork (a grown table is a page the parent copies)
   return setmetatable({
     target = opts.target,
-    args = util.pack_args("Process", argn, opts.args),
-    name = opts.name or (prefix .. counter),
+    args = opts.args or NOARGS,
+    name = opts.name,
+    _prefix = current._identity and (current.name .. ":") or "Process-",
     daemon = opts.daemon or false,
+    _pid = false,
     _identity = counter,
+    _handle = false,
+    _closed = false,
   }, Process)
 end
 setmetatable(Process, { __call = new })
@@ -80,30 +95,33 @@ local function error_text(err)
   return ("(error object is a %s value)"):format(type(err))
 end
 
+-- The frames below the target are mproc's own: tracebacks leave them out.
+local function child_traceback(e)
+  local tb = debug.traceback(error_text(e), 2)
+  return tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
+end
+
 -- Runs in the child: becomes current, runs the target, reports an error
--- with its traceback on stderr as Python does, and exits.
-local function bootstrap(self)
-  core.child_main(function()
-    math.randomseed(core.getpid(), math.floor(core.time() * 1e6))
-    parent = setmetatable({ name = current.name, pid = core.getppid() }, M.ParentProcess)
-    children, counter = {}, 0
-    current = self
-    self.pid = core.getpid()
-    self._handle = nil
-    local ok, err = xpcall(self.run, function(e)
-      -- the frames below the target are mproc's own: leave them out
-      local tb = debug.traceback(error_text(e), 2)
-      return tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
-    end, self)
-    if ok then return 0 end
-    io.stderr:write(("Process %s:\n%s\n"):format(self.name, err))
-    return 1
-  end)
+-- with its traceback on stderr as Python does; returns the exit code.
+-- It allocates as little as it can: every page a child writes is copied.
+local function child_run(self)
+  math.randomseed(core.getpid(), math.floor(core.time() * 1e6))
+  parent_pid, parent_name, parent = core.getppid(), current.name, nil
+  if next(children) then children = {} end
+  counter = 0
+  current = self
+  self._pid = core.getpid()
+  self._handle = false
+  local ok, err = xpcall(self.run, child_traceback, self)
+  if ok then return 0 end
+  io.stderr:write(("Process %s:\n%s\n"):format(self.name, err))
+  return 1
 end
 
 -- The child's work; a table made with mproc.Process may replace it.
 function methods:run()
-  if self.target then self.target(table.unpack(self.args, 1, self.args.n)) end
+  local args = self.args
+  if self.target then self.target(table.unpack(args, 1, args.n or #args)) end
 end
 
 local function cleanup()
@@ -116,10 +134,10 @@ function methods:start()
   if self._handle or self == current then error("cannot start a process twice", 2) end
   cleanup()
   local h, err, code = core.fork(self.daemon)
-  if h == false then bootstrap(self) end
+  if h == false then core.child_main(child_run, self) end
   if not h then return nil, err, code end
   self._handle = h
-  self.pid = h:pid()
+  self._pid = h:pid()
   children[h] = self
   return self
 end
@@ -204,7 +222,12 @@ current = setmetatable({ name = "MainProcess", pid = core.getpid(), daemon = fal
 
 M.Process = Process
 function M.current_process() return current end
-function M.parent_process() return parent end
+function M.parent_process()
+  if not parent and parent_pid then
+    parent = setmetatable({ name = parent_name, pid = parent_pid }, M.ParentProcess)
+  end
+  return parent
+end
 
 -- The children that still run; the ended ones are reaped on the way.
 function M.active_children()

@@ -48,13 +48,4 @@ function M.check_options(fname, n, opts, allowed)
   end
 end
 
--- Arguments as a packed list: honours .n, so nils inside are kept.
-function M.pack_args(fname, n, args)
-  if args == nil then return { n = 0 } end
-  M.check_type(fname, n, args, "table")
-  local packed = table.move(args, 1, args.n or #args, 1, {})
-  packed.n = args.n or #args
-  return packed
-end
-
 return M

@@ -1,0 +1,61 @@
+-- mproc.sharedctypes: Value and Array in shared memory (src/sharedctypes.c),
+-- as multiprocessing.Value and multiprocessing.Array.
+local core = require "mproc.core"
+local util = require "mproc.util"
+
+local M = {}
+
+local TYPECODES = {}
+for c in ("bBhHiIlLqQfd"):gmatch(".") do TYPECODES[c] = true end
+
+local function check_typecode(fname, tc)
+  if not TYPECODES[tc] then
+    util.argerror(fname, 1, ("bad typecode %s (one of b B h H i I l L q Q f d)")
+      :format(type(tc) == "string" and ("'" .. tc .. "'") or type(tc)), 3)
+  end
+end
+
+-- lock: true or nil (a new RLock), false (none: get_lock raises), or an
+-- mproc.Lock / mproc.RLock to use.
+local function the_lock(fname, n, lock)
+  if lock == nil or lock == true then return core.RLock() end
+  if lock == false then return false end
+  local mt = getmetatable(lock)
+  if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
+    util.argerror(fname, n, "lock must be a boolean, mproc.Lock or mproc.RLock, got " .. type(lock), 3)
+  end
+  return lock
+end
+
+-- Value(typecode, [init = 0], [lock = true])
+function M.Value(typecode, init, lock)
+  check_typecode("Value", typecode)
+  if init ~= nil and type(init) ~= "number" then
+    util.argerror("Value", 2, "number expected, got " .. type(init))
+  end
+  return core.Value(typecode, init, the_lock("Value", 3, lock))
+end
+
+-- Array(typecode, size_or_table, [lock = true])
+function M.Array(typecode, init, lock)
+  check_typecode("Array", typecode)
+  if math.type(init) ~= "integer" and type(init) ~= "table" then
+    util.argerror("Array", 2, "size or table expected, got " .. type(init))
+  end
+  return core.Array(typecode, init, the_lock("Array", 3, lock))
+end
+
+-- a:totable() -> a plain table of the elements, read under the Array's
+-- lock (unless this process holds it already, or there is none).
+local array = debug.getregistry()["mproc.Array"].__methods
+function array:totable()
+  local ok, lock = pcall(self.get_lock, self)
+  if not ok or lock:held() then return self:_totable() end
+  lock:acquire()
+  local ok2, t = pcall(self._totable, self)
+  lock:release()
+  if not ok2 then error(t, 0) end
+  return t
+end
+
+return M

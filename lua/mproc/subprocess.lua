@@ -1,0 +1,493 @@
+-- mproc.subprocess: Python's subprocess for Lua 5.4.
+-- call, check_call, check_output, run, getoutput, getstatusoutput, Popen.
+-- Spawning (vfork, no copy of the parent's heap) and communicate (a poll
+-- loop moving data at pipe speed) are in src/spawn.c; this file turns
+-- Python-shaped arguments into a spec for core.spawn and builds the objects.
+local core = require "mproc.core"
+local util = require "mproc.util"
+
+local M = { PIPE = -1, STDOUT = -2, DEVNULL = -3 }
+
+local SIGTERM, SIGKILL = 15, 9
+
+-- Options Popen takes; run and friends add theirs.
+local POPEN_OPTIONS = {
+  stdin = true, stdout = true, stderr = true, cwd = true, env = true,
+  shell = true, close_fds = true, pass_fds = true, start_new_session = true,
+  process_group = true, umask = true, executable = true, preexec_fn = true,
+  -- accepted for Python's sake; Lua strings are bytes either way
+  text = true, universal_newlines = true, encoding = true, errors = true,
+  bufsize = true,
+}
+
+local function with(base, extra)
+  local t = {}
+  for k in pairs(base) do t[k] = true end
+  for _, k in ipairs(extra) do t[k] = true end
+  return t
+end
+
+local RUN_OPTIONS = with(POPEN_OPTIONS, { "input", "capture_output", "timeout", "check" })
+local CALL_OPTIONS = with(POPEN_OPTIONS, { "timeout" })
+local OUTPUT_OPTIONS = with(POPEN_OPTIONS, { "input", "timeout" })
+
+---------------------------------------------------------------------------
+-- Arguments
+---------------------------------------------------------------------------
+
+-- f({"ls", "-l"}, {cwd = "/tmp"}), f{"ls", "-l", cwd = "/tmp"}, f("ls"):
+-- returns the argument list and the options (the hash parts of both).
+local function split_call(fname, a, b, allowed)
+  local args, opts = {}, {}
+  if type(a) == "string" then
+    args = a
+  elseif type(a) == "table" then
+    for k, v in pairs(a) do
+      if math.type(k) == "integer" then args[k] = v else opts[k] = v end
+    end
+  else
+    util.argerror(fname, 1, "string or table expected, got " .. (a == nil and "no value" or type(a)), 3)
+  end
+  if b ~= nil then
+    util.check_type(fname, 2, b, "table")
+    for k, v in pairs(b) do opts[k] = v end
+  end
+  util.check_options(fname, b ~= nil and 2 or 1, opts, allowed)
+  return args, opts
+end
+
+local function check_argv(fname, args)
+  local n = #args
+  if n == 0 then util.argerror(fname, 1, "empty command", 4) end
+  local argv = {}
+  for i = 1, n do
+    local v = args[i]
+    if type(v) == "number" then v = tostring(v) end
+    if type(v) ~= "string" then
+      util.argerror(fname, 1, ("argument #%d is a %s, not a string"):format(i, type(v)), 4)
+    end
+    argv[i] = v
+  end
+  return argv
+end
+
+-- The argv the child gets: a string is one program, unless shell.
+local function make_argv(fname, args, shell)
+  if type(args) == "string" then args = { args } end
+  local argv = check_argv(fname, args)
+  if shell then table.insert(argv, 1, "-c"); table.insert(argv, 1, "/bin/sh") end
+  return argv
+end
+
+-- Paths to try for a program, as execvp would, with the child's PATH.
+local function candidates(prog, env)
+  if prog:find("/", 1, true) then return { prog } end
+  local path = (env and env.PATH) or (not env and os.getenv("PATH")) or "/bin:/usr/bin"
+  local list = {}
+  for dir in (path .. ":"):gmatch("([^:]*):") do
+    if dir == "" then dir = "." end
+    list[#list + 1] = dir .. "/" .. prog
+  end
+  return list
+end
+
+local function make_env(fname, env)
+  if env == nil then return nil end
+  util.check_type(fname, 2, env, "table")
+  local list = {}
+  for k, v in pairs(env) do
+    if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
+      util.argerror(fname, 2, "env must map strings to strings", 4)
+    end
+    if k:find("=", 1, true) then util.argerror(fname, 2, "env name has '=': " .. k, 4) end
+    list[#list + 1] = k .. "=" .. v
+  end
+  return list
+end
+
+local STREAM_NAMES = { "stdin", "stdout", "stderr" }
+
+-- PIPE, DEVNULL, STDOUT (stderr only), a Lua file, a descriptor, or nil.
+local function stdio_target(fname, name, v)
+  if v == nil then return nil end
+  if io.type(v) == "file" then return core.fileno(v) end
+  if math.type(v) == "integer" then
+    if v >= 0 or v == M.PIPE or v == M.DEVNULL or (v == M.STDOUT and name == "stderr") then
+      return v
+    end
+  end
+  util.argerror(fname, 2, ("%s must be PIPE, DEVNULL%s, a file or a descriptor, got %s")
+    :format(name, name == "stderr" and ", STDOUT" or "", tostring(v)), 4)
+end
+
+local function check_fds(fname, fds)
+  if fds == nil then return {} end
+  util.check_type(fname, 2, fds, "table")
+  for _, fd in ipairs(fds) do
+    if math.type(fd) ~= "integer" or fd < 0 then
+      util.argerror(fname, 2, "pass_fds must list descriptors", 4)
+    end
+  end
+  return fds
+end
+
+local function opt_int(fname, name, v, min)
+  if v == nil then return nil end
+  if math.type(v) ~= "integer" or v < min then
+    util.argerror(fname, 2, ("%s must be an integer >= %d"):format(name, min), 4)
+  end
+  return v
+end
+
+-- The spec core.spawn reads.
+local function make_spec(fname, args, o)
+  local argv = make_argv(fname, args, o.shell)
+  util.check_type(fname, 2, o.cwd, "string", true)
+  util.check_type(fname, 2, o.executable, "string", true)
+  util.check_callable(fname, 2, o.preexec_fn, true)
+  local env = o.env
+  local spec = {
+    name = o.executable or argv[1], argv = argv, env = make_env(fname, env), cwd = o.cwd,
+    close_fds = o.close_fds ~= false, pass_fds = check_fds(fname, o.pass_fds),
+    start_new_session = o.start_new_session and true or false,
+    process_group = opt_int(fname, "process_group", o.process_group, 0),
+    umask = opt_int(fname, "umask", o.umask, 0),
+  }
+  spec.exe = candidates(spec.name, env)
+  for _, name in ipairs(STREAM_NAMES) do spec[name] = stdio_target(fname, name, o[name]) end
+  return spec
+end
+
+---------------------------------------------------------------------------
+-- CalledProcessError and CompletedProcess
+---------------------------------------------------------------------------
+
+local function show_cmd(cmd)
+  if type(cmd) ~= "table" then return tostring(cmd) end
+  local parts = {}
+  for i, v in ipairs(cmd) do parts[i] = ("%q"):format(v) end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
+local CalledProcessError = { __name = "mproc.CalledProcessError" }
+CalledProcessError.__index = CalledProcessError
+M.CalledProcessError = CalledProcessError
+
+function CalledProcessError.__tostring(e)
+  if e.returncode < 0 then
+    return ("Command '%s' died with signal %d."):format(show_cmd(e.cmd), -e.returncode)
+  end
+  return ("Command '%s' returned non-zero exit status %d."):format(show_cmd(e.cmd), e.returncode)
+end
+
+local function called_process_error(returncode, cmd, stdout, stderr)
+  return setmetatable({ returncode = returncode, cmd = cmd, output = stdout,
+                        stdout = stdout, stderr = stderr }, CalledProcessError)
+end
+
+local CompletedProcess = { __name = "mproc.CompletedProcess" }
+CompletedProcess.__index = CompletedProcess
+M.CompletedProcess = CompletedProcess
+
+function CompletedProcess.__tostring(c)
+  return ("CompletedProcess(args=%s, returncode=%s)"):format(show_cmd(c.args), tostring(c.returncode))
+end
+
+-- Raises CalledProcessError when the returncode is not 0.
+function CompletedProcess:check_returncode()
+  if self.returncode ~= 0 then
+    error(called_process_error(self.returncode, self.args, self.stdout, self.stderr), 2)
+  end
+end
+
+---------------------------------------------------------------------------
+-- Popen
+---------------------------------------------------------------------------
+
+local Popen = { __name = "mproc.Popen" }
+local methods = {}
+M.Popen = Popen
+
+-- Children whose Popen was collected while they ran: reaped later, as
+-- Python's _cleanup does, so they do not stay zombies.
+local abandoned = {}
+
+local function cleanup()
+  for child in pairs(abandoned) do
+    if child:poll() then abandoned[child] = nil end
+  end
+end
+
+function Popen.__index(self, k)
+  if k == "sentinel" then
+    local fd = rawget(self, "_child"):fileno()
+    return fd >= 0 and fd or nil
+  end
+  return methods[k]
+end
+
+function Popen.__tostring(self)
+  return ("mproc.Popen (pid %d, returncode %s)"):format(self.pid, tostring(self.returncode))
+end
+
+-- Starts the child; returns the Popen, or nil, message, errno.
+local function spawn(fname, args, opts)
+  local spec = make_spec(fname, args, opts)
+  cleanup()
+  local child, stdin, stdout, stderr = core.spawn(spec, opts.preexec_fn)
+  if not child then return nil, stdin, stdout end
+  local leads = opts.start_new_session or opts.process_group == 0
+  return setmetatable({
+    pid = child:pid(), args = args, returncode = nil,
+    stdin = stdin or nil, stdout = stdout or nil, stderr = stderr or nil,
+    _child = child, _leader = leads or nil,
+  }, Popen)
+end
+
+local function new(_, a, b)
+  local args, opts = split_call("Popen", a, b, POPEN_OPTIONS)
+  return spawn("Popen", args, opts)
+end
+setmetatable(Popen, { __call = new })
+
+local function check_popen(self, fname)
+  if getmetatable(self) ~= Popen then
+    util.argerror(fname, 1, "Popen expected, got " .. type(self), 3)
+  end
+end
+
+-- Once the child is reaped its sentinel goes, so finished Popens hold no
+-- descriptor even before they are collected.
+local function settle(self, code)
+  if code and not self.returncode then
+    self.returncode = code
+    self._child:close()
+  end
+  return code
+end
+
+-- p:poll() -> returncode, or nil while the child runs
+function methods:poll()
+  check_popen(self, "poll")
+  return settle(self, self._child:poll())
+end
+
+-- p:wait([timeout]) -> returncode, or nil, "timeout"
+function methods:wait(timeout)
+  check_popen(self, "wait")
+  timeout = util.check_timeout("wait", 1, timeout)
+  if self._child:fileno() < 0 and timeout then
+    -- no pidfd to sleep on (old kernels): poll the pid
+    local deadline = core.monotonic() + timeout
+    repeat
+      if self:poll() then return self.returncode end
+      core.sleep(0.005)
+    until core.monotonic() >= deadline
+  end
+  local code, err = self._child:wait(timeout)
+  return settle(self, code) or nil, err
+end
+
+local function open_file(f)
+  return f ~= nil and io.type(f) == "file"
+end
+
+-- What communicate read of a piped stream (nil: not piped).
+local function captured(st, name, buf)
+  if not st or not st[name] then return nil end
+  return st[buf] and st[buf]:text() or ""
+end
+
+-- true, stdout, stderr; or false, "timeout"; or false, message, errno
+local function communicate(self, input, timeout)
+  local st = self._comm
+  if not st then
+    if input and not open_file(self.stdin) then
+      error("cannot send input to a child whose stdin is not a pipe", 3)
+    end
+    st = { stdin = self.stdin, input = input, pos = 0, stdout = self.stdout, stderr = self.stderr }
+    self._comm = st
+  end
+  local t0 = core.monotonic()
+  local ok, cerr, code = core.communicate(st, timeout)
+  if not ok then return false, cerr, code end
+  local left = timeout and math.max(0, timeout - (core.monotonic() - t0))
+  local rc, werr = self:wait(left)
+  if not rc then return false, werr end
+  local out, err = captured(st, "stdout", "out"), captured(st, "stderr", "err")
+  -- the buffers' memory is mapped, unseen by the collector: free it now
+  if st.out then st.out:free() end
+  if st.err then st.err:free() end
+  return true, out, err
+end
+
+-- p:communicate([input], [timeout]) -> stdout, stderr (nil for streams
+-- not piped), or nil, "timeout": what was read so far is kept for the
+-- next call, which goes on where this one stopped.
+function methods:communicate(input, timeout)
+  check_popen(self, "communicate")
+  util.check_type("communicate", 1, input, "string", true)
+  timeout = util.check_timeout("communicate", 2, timeout)
+  local ok, out, err = communicate(self, input, timeout)
+  if ok then return out, err end
+  return nil, out, err
+end
+
+local function signal(self, fname, sig, group)
+  check_popen(self, fname)
+  if group and not self._leader then
+    error(("cannot %s the group of a child that does not lead one "
+      .. "(use start_new_session or process_group = 0)"):format(fname), 3)
+  end
+  if self.returncode or self:poll() then return true end
+  if group then
+    local ok, err, code = core.kill(-self.pid, sig)
+    if ok or code == 3 then return true end -- ESRCH: the group is gone
+    return nil, err, code
+  end
+  return self._child:signal(sig)
+end
+
+-- p:send_signal(sig, [group]); with group, the child's whole process group.
+function methods:send_signal(sig, group)
+  if math.type(sig) ~= "integer" then util.argerror("send_signal", 1, "signal number expected") end
+  return signal(self, "send_signal", sig, group)
+end
+
+function methods:terminate(group) return signal(self, "terminate", SIGTERM, group) end
+function methods:kill(group) return signal(self, "kill", SIGKILL, group) end
+
+local function close_streams(self)
+  for _, name in ipairs(STREAM_NAMES) do
+    local f = rawget(self, name)
+    if open_file(f) then f:close() end
+  end
+end
+
+-- Leaving the scope of `local p <close> = Popen(...)`: close the pipes,
+-- then wait for the child, as Python's __exit__ does.
+function Popen.__close(self)
+  close_streams(self)
+  self:wait()
+end
+
+-- Never blocks: a child still running is reaped by a later Popen.
+function Popen.__gc(self)
+  local child = rawget(self, "_child")
+  if child and not self.returncode and not child:poll() then abandoned[child] = true end
+end
+
+---------------------------------------------------------------------------
+-- run, call, check_call, check_output
+---------------------------------------------------------------------------
+
+local function partial(p, args, st)
+  return setmetatable({ args = args, returncode = p.returncode, stdout = captured(st, "stdout", "out"),
+                        stderr = captured(st, "stderr", "err") }, CompletedProcess)
+end
+
+-- The child timed out: kill it (its group when it leads one), collect what
+-- it had already written, close everything.
+local function kill_on_timeout(p)
+  if p._leader then p:kill(true) else p:kill() end
+  p:wait()
+  local st = p._comm or { stdout = p.stdout, stderr = p.stderr }
+  st.stdin, p._comm = nil, st
+  core.communicate(st, 0)
+  close_streams(p)
+end
+
+local function popen_opts(fname, opts)
+  if opts.input ~= nil then
+    util.check_type(fname, 2, opts.input, "string")
+    if opts.stdin ~= nil then error("stdin and input may not both be used", 4) end
+    opts.stdin = M.PIPE
+  end
+  if opts.capture_output then
+    if opts.stdout ~= nil or opts.stderr ~= nil then
+      error("stdout and stderr may not be used with capture_output", 4)
+    end
+    opts.stdout, opts.stderr = M.PIPE, M.PIPE
+  end
+  local po = {}
+  for k, v in pairs(opts) do if POPEN_OPTIONS[k] then po[k] = v end end
+  return po
+end
+
+-- The core of run: returns a CompletedProcess, or nil, "timeout", partial,
+-- or nil, message, errno.
+local function run(fname, args, opts)
+  local timeout = util.check_timeout(fname, 2, opts.timeout)
+  local p, err, code = spawn(fname, args, popen_opts(fname, opts))
+  if not p then return nil, err, code end
+  local ok, out, errout = communicate(p, opts.input, timeout)
+  if not ok then
+    kill_on_timeout(p)
+    if out == "timeout" then return nil, "timeout", partial(p, args, p._comm) end
+    return nil, out, errout
+  end
+  local done = setmetatable({ args = args, returncode = p.returncode, stdout = out,
+                              stderr = errout }, CompletedProcess)
+  if opts.check and done.returncode ~= 0 then
+    error(called_process_error(done.returncode, args, out, errout), 3)
+  end
+  return done
+end
+
+-- run(args, [opts]) -> CompletedProcess, or nil, "timeout", partial, or
+-- nil, message, errno; raises CalledProcessError with check = true.
+function M.run(a, b)
+  local args, opts = split_call("run", a, b, RUN_OPTIONS)
+  return run("run", args, opts)
+end
+
+-- call(args, [opts]) -> returncode, or nil, "timeout", or nil, message, errno
+function M.call(a, b)
+  local args, opts = split_call("call", a, b, CALL_OPTIONS)
+  local done, err, code = run("call", args, opts)
+  if not done then return nil, err, err ~= "timeout" and code or nil end
+  return done.returncode
+end
+
+-- check_call(args, [opts]) -> 0; raises CalledProcessError otherwise
+function M.check_call(a, b)
+  local args, opts = split_call("check_call", a, b, CALL_OPTIONS)
+  opts.check = true
+  local done, err, code = run("check_call", args, opts)
+  if not done then return nil, err, err ~= "timeout" and code or nil end
+  return 0
+end
+
+-- check_output(args, [opts]) -> stdout; raises CalledProcessError
+function M.check_output(a, b)
+  local args, opts = split_call("check_output", a, b, OUTPUT_OPTIONS)
+  if opts.stdout ~= nil then util.argerror("check_output", 2, "stdout is not allowed: it is captured") end
+  opts.stdout, opts.check = M.PIPE, true
+  local done, err, code = run("check_output", args, opts)
+  if not done then return nil, err, err ~= "timeout" and code or nil end
+  return done.stdout
+end
+
+-- getstatusoutput(cmd) -> status, output: the shell runs cmd, stderr joins
+-- stdout, one trailing newline goes.
+function M.getstatusoutput(cmd)
+  if type(cmd) ~= "string" and type(cmd) ~= "table" then
+    util.argerror("getstatusoutput", 1, "string or table expected, got " .. type(cmd))
+  end
+  local done, err, code = run("getstatusoutput", cmd,
+    { shell = true, stdout = M.PIPE, stderr = M.STDOUT })
+  if not done then return nil, err, code end
+  return done.returncode, (done.stdout:gsub("\n$", ""))
+end
+
+-- getoutput(cmd) -> output, as getstatusoutput
+function M.getoutput(cmd)
+  if type(cmd) ~= "string" and type(cmd) ~= "table" then
+    util.argerror("getoutput", 1, "string or table expected, got " .. type(cmd))
+  end
+  local status, out, code = M.getstatusoutput(cmd)
+  if status == nil then return nil, out, code end
+  return out
+end
+
+return M

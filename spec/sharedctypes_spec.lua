@@ -1,0 +1,206 @@
+local mproc = require "mproc"
+local support = require "support"
+
+local function spawn(f, ...)
+  return mproc.Process(f, table.pack(...)):start()
+end
+
+describe("Value", function()
+  -- typecode, smallest, largest (as Lua sees them)
+  local ranges = {
+    { "b", -128, 127 }, { "B", 0, 255 }, { "h", -32768, 32767 }, { "H", 0, 65535 },
+    { "i", -2147483648, 2147483647 }, { "I", 0, 4294967295 },
+    { "q", math.mininteger, math.maxinteger }, { "Q", 0, math.maxinteger },
+  }
+  for _, r in ipairs(ranges) do
+    local tc, lo, hi = r[1], r[2], r[3]
+    it(("keeps %d..%d for typecode '%s' and refuses what is outside"):format(lo, hi, tc), function()
+      local v = mproc.Value(tc, lo)
+      assert.are.equal(lo, v.value)
+      v.value = hi
+      assert.are.equal(hi, v.value)
+      assert.are.equal(tc, v.typecode)
+      if lo > math.mininteger then
+        assert.has_error(function() v.value = lo - 1 end,
+          ("Value: %d is out of range for typecode '%s' (%d..%d)"):format(lo - 1, tc, lo, hi))
+      end
+      if hi < math.maxinteger then
+        assert.has_error(function() v.value = hi + 1 end)
+      end
+      assert.are.equal(hi, v.value)
+    end)
+  end
+
+  it("keeps floats and doubles, and refuses a float beyond 'f'", function()
+    local f, d = mproc.Value("f", 0.5), mproc.Value("d", 1 / 3)
+    assert.are.equal(0.5, f.value)
+    assert.are.equal(1 / 3, d.value)
+    f.value = 1e38
+    assert.is_true(math.abs(f.value - 1e38) < 1e32)
+    assert.has_error(function() f.value = 1e39 end)
+    f.value = math.huge
+    assert.are.equal(math.huge, f.value)
+    assert.has_error(function() d.value = "1" end, "Value: number expected, got string")
+  end)
+
+  it("sizes 'l' and 'L' as the C long", function()
+    local v = mproc.Value("l", -5)
+    assert.are.equal(-5, v.value)
+    assert.has_error(function() mproc.Value("L", -1) end)
+  end)
+
+  it("refuses floats with a fraction in integer typecodes, and takes integral ones", function()
+    local v = mproc.Value("i")
+    assert.are.equal(0, v.value)
+    assert.has_error(function() v.value = 1.5 end, "Value: 1.5 has no integer representation (typecode 'i')")
+    v.value = 2.0
+    assert.are.equal(2, v.value)
+    assert.are.equal("integer", math.type(v.value))
+  end)
+
+  it("is shared with child processes", function()
+    local v = mproc.Value("d", 0)
+    local p = spawn(function() v.value = 2.5 end)
+    assert.are.equal(0, p:join(10))
+    assert.are.equal(2.5, v.value)
+  end)
+
+  it("has an RLock by default, the given lock, or none", function()
+    local v = mproc.Value("i", 1)
+    assert.are.equal("mproc.RLock", getmetatable(v:get_lock()).__name)
+    assert.are.equal(v:get_lock(), v:get_lock())
+    local lock = mproc.Lock()
+    assert.are.equal(lock, mproc.Value("i", 1, lock):get_lock())
+    assert.has_error(function() mproc.Value("i", 1, false):get_lock() end,
+      "get_lock: this Value was made with lock = false")
+  end)
+
+  it("has no other fields to set", function()
+    local v = mproc.Value("i", 1)
+    assert.has_error(function() v.other = 1 end, "cannot set field 'other' of a Value (only 'value')")
+    assert.are.equal("mproc.Value ('i', 1)", tostring(v))
+  end)
+end)
+
+describe("Array", function()
+  it("is 1-based with #, ipairs and totable", function()
+    local a = mproc.Array("i", { 10, 20, 30 })
+    assert.are.equal(3, #a)
+    assert.are.equal(10, a[1])
+    assert.are.equal(30, a[3])
+    local seen = {}
+    for i, x in ipairs(a) do seen[i] = x end
+    assert.are.same({ 10, 20, 30 }, seen)
+    a[2] = -7
+    assert.are.same({ 10, -7, 30 }, a:totable())
+    assert.are.equal("i", a.typecode)
+    assert.are.equal("mproc.Array ('i', 3 elements)", tostring(a))
+  end)
+
+  it("starts zeroed when made by size, and may be empty", function()
+    assert.are.same({ 0, 0, 0, 0 }, mproc.Array("h", 4):totable())
+    assert.are.same({ 0.0, 0.0 }, mproc.Array("d", 2):totable())
+    local empty = mproc.Array("b", 0)
+    assert.are.equal(0, #empty)
+    assert.are.same({}, empty:totable())
+  end)
+
+  -- index, what reading it gives ("raises" or nil)
+  local reads = { { 0, "raises" }, { -1, "raises" }, { 4, nil }, { 5, "raises" }, { 1.5, "raises" }, { "x", nil } }
+  for _, r in ipairs(reads) do
+    it("reads index " .. tostring(r[1]) .. (r[2] and " with an error" or " as nil"), function()
+      local a = mproc.Array("i", 3)
+      if r[2] then
+        assert.has_error(function() return a[r[1]] end)
+      else
+        assert.is_nil(a[r[1]])
+      end
+    end)
+  end
+
+  it("raises clear errors for out-of-range indexes and values on writes", function()
+    local a = mproc.Array("B", 3)
+    assert.has_error(function() a[0] = 1 end, "Array index 0 out of range (1..3)")
+    assert.has_error(function() a[4] = 1 end, "Array index 4 out of range (1..3)")
+    assert.has_error(function() a.x = 1 end, "Array index must be an integer, got x")
+    assert.has_error(function() a[1] = 256 end, "Array: 256 is out of range for typecode 'B' (0..255)")
+    assert.has_error(function() mproc.Array("b", { 1, 200 }) end,
+      "Array: 200 is out of range for typecode 'b' (-128..127)")
+  end)
+
+  it("is shared with child processes, large ones too", function()
+    local a = mproc.Array("d", 100000)
+    local p = spawn(function()
+      for i = 1, #a, 1000 do a[i] = i / 2 end
+      a[#a] = -1
+    end)
+    assert.are.equal(0, p:join(10))
+    assert.are.equal(0.5, a[1])
+    assert.are.equal(500.5, a[1001])
+    assert.are.equal(-1, a[100000])
+  end)
+
+  it("reads totable under its lock unless this process holds it", function()
+    local a = mproc.Array("i", { 1, 2 }, mproc.Lock())
+    local lock = a:get_lock()
+    lock:acquire()
+    assert.are.same({ 1, 2 }, a:totable())
+    lock:release()
+    assert.are.same({ 1, 2 }, a:totable())
+    assert.is_false(lock:held())
+  end)
+
+  it("travels by token with its lock", function()
+    local a = mproc.Array("i", { 5, 6 })
+    local mt = getmetatable(a)
+    assert.are.equal(mt, debug.getregistry()["mproc.Array"])
+    local token = mt.__mproc_send(a)
+    local p = spawn(function()
+      local b = mt.__mproc_recv(token)
+      local _ <close> = b:get_lock():guard()
+      b[1] = b[1] + b[2]
+    end)
+    assert.are.equal(0, p:join(10))
+    assert.are.equal(11, a[1])
+    local v = mproc.Value("q", 9)
+    local vm = getmetatable(v)
+    assert.are.equal(9, vm.__mproc_recv(vm.__mproc_send(v)).value)
+    assert.has_error(function() mt.__mproc_recv("12:1") end)
+    assert.has_error(function() vm.__mproc_recv(mt.__mproc_send(a)) end)
+  end)
+end)
+
+describe("Value and Array", function()
+  local bad = {
+    { "Value with typecode 'z'", function() mproc.Value("z") end, "bad typecode 'z'" },
+    { "Value with typecode 'ii'", function() mproc.Value("ii") end, "bad typecode 'ii'" },
+    { "Value with no typecode", function() mproc.Value() end, "bad typecode nil" },
+    { "Value with a string init", function() mproc.Value("i", "1") end, "number expected, got string" },
+    { "Value with a bad lock", function() mproc.Value("i", 1, 5) end, "lock must be a boolean" },
+    { "Array with typecode 'c'", function() mproc.Array("c", 3) end, "bad typecode 'c'" },
+    { "Array with a negative size", function() mproc.Array("i", -1) end, "size must be in 0..2^40" },
+    { "Array with a string size", function() mproc.Array("i", "3") end, "size or table expected" },
+    { "Array with a bad element", function() mproc.Array("i", { 1, "x" }) end, "integer expected, got string" },
+    { "Array with a bad lock", function() mproc.Array("i", 1, {}) end, "lock must be a boolean" },
+  }
+  for _, case in ipairs(bad) do
+    it("raise for " .. case[1], function()
+      local ok, err = pcall(case[2])
+      assert.is_false(ok)
+      assert.matches(case[3], err, 1, true)
+    end)
+  end
+
+  it("leave no descriptor or child behind", function()
+    collectgarbage(); collectgarbage()
+    local fds, kids = support.fd_count(), #support.children()
+    for i = 1, 200 do
+      local v, a = mproc.Value("i", i), mproc.Array("d", i * 10)
+      a[1] = v.value
+    end
+    spawn(function() end):join(10)
+    collectgarbage(); collectgarbage()
+    assert.are.equal(fds, support.fd_count())
+    assert.are.equal(kids, #support.children())
+  end)
+end)

@@ -1,0 +1,538 @@
+local mproc = require "mproc"
+local core = require "mproc.core"
+local subprocess = require "mproc.subprocess"
+local support = require "support"
+
+local PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
+
+local function tmp()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+
+-- Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session.
+local function stat_of(text)
+  local pid, ppid, pgrp, session = text:match("^(%d+) %b() %S+ (%d+) (%d+) (%d+)")
+  return tonumber(pid), tonumber(ppid), tonumber(pgrp), tonumber(session)
+end
+
+describe("subprocess", function()
+  it("is reachable as mproc.subprocess", function()
+    assert.are.equal(subprocess, mproc.subprocess)
+    assert.are.same({ -1, -2, -3 }, { PIPE, STDOUT, DEVNULL })
+  end)
+
+  describe("calling forms", function()
+    local cases = {
+      { "args and an options table", function() return subprocess.run({ "pwd" }, { cwd = "/tmp", stdout = PIPE }) end },
+      { "one table with argv and options", function() return subprocess.run{ "pwd", cwd = "/tmp", stdout = PIPE } end },
+      { "a string command", function() return subprocess.run("pwd", { cwd = "/tmp", stdout = PIPE }) end },
+      { "a string with shell = true", function()
+        return subprocess.run("cd /tmp && pwd", { shell = true, stdout = PIPE })
+      end },
+    }
+    for _, case in ipairs(cases) do
+      it("takes " .. case[1], function()
+        local done = assert(case[2]())
+        assert.are.equal(0, done.returncode)
+        assert.are.equal("/tmp\n", done.stdout)
+      end)
+    end
+
+    it("runs a string as one program unless shell is set", function()
+      local ok, err = subprocess.call("echo hi")
+      assert.is_nil(ok)
+      assert.are.equal("cannot run 'echo hi': No such file or directory", err)
+    end)
+
+    it("passes the rest of a list to the shell as $0, $1 ...", function()
+      local out = subprocess.check_output({ "echo $0-$1", "zero", "one" }, { shell = true })
+      assert.are.equal("zero-one\n", out)
+    end)
+
+    it("turns number arguments into strings and keeps others out", function()
+      assert.are.equal("1 2.5\n", subprocess.check_output{ "echo", 1, 2.5 })
+      assert.has_error(function() subprocess.call{ "echo", {} } end,
+        "bad argument #1 to 'call' (argument #2 is a table, not a string)")
+    end)
+  end)
+
+  describe("returncode", function()
+    local cases = {
+      { "exit 0", 0 }, { "exit 3", 3 }, { "exit 255", 255 },
+      { "kill -TERM $$", -15 }, { "kill -KILL $$", -9 }, { "kill -USR1 $$", -10 },
+    }
+    for _, case in ipairs(cases) do
+      it("is " .. case[2] .. " after " .. case[1], function()
+        assert.are.equal(case[2], subprocess.call{ "sh", "-c", case[1] })
+      end)
+    end
+  end)
+
+  describe("a program that cannot start", function()
+    local dir = tmp()
+    local cases = {
+      { "is missing", { "no-such-program-here" }, nil,
+        "cannot run 'no-such-program-here': No such file or directory", 2 },
+      { "is missing at a path", { "/nonexistent/prog" }, nil,
+        "cannot run '/nonexistent/prog': No such file or directory", 2 },
+      { "is not executable", { "/etc/passwd" }, nil, "cannot run '/etc/passwd': Permission denied", 13 },
+      { "is a directory", { "/tmp" }, nil, "cannot run '/tmp': Permission denied", 13 },
+      { "has a bad cwd", { "true" }, { cwd = dir },
+        "cannot run 'true': cannot change directory to '" .. dir .. "': No such file or directory", 2 },
+      { "has a missing executable", { "true" }, { executable = "/nope/x" },
+        "cannot run '/nope/x': No such file or directory", 2 },
+      { "is not on the env's PATH", { "true" }, { env = { PATH = "/nonexistent" } },
+        "cannot run 'true': No such file or directory", 2 },
+    }
+    for _, case in ipairs(cases) do
+      for _, fname in ipairs({ "Popen", "call", "run" }) do
+        it("makes " .. fname .. " return nil, message, errno when it " .. case[1], function()
+          local r, msg, code = subprocess[fname](case[2], case[3])
+          assert.is_nil(r)
+          assert.are.equal(case[4], msg)
+          assert.are.equal(case[5], code)
+        end)
+      end
+    end
+
+    it("leaves no descriptor and no child behind", function()
+      local fds, kids = support.fd_count(), #support.children()
+      for _ = 1, 50 do
+        assert.is_nil(subprocess.Popen({ "no-such-program-here" }, { stdin = PIPE, stdout = PIPE, stderr = PIPE }))
+        assert.is_nil(subprocess.Popen({ "true" }, { stdout = PIPE, preexec_fn = function() error("x") end }))
+      end
+      assert.are.equal(fds, support.fd_count())
+      assert.are.equal(kids, #support.children())
+    end)
+  end)
+
+  describe("CalledProcessError", function()
+    it("is raised by check_call with returncode and cmd", function()
+      local ok, e = pcall(subprocess.check_call, { "sh", "-c", "exit 4" })
+      assert.is_false(ok)
+      assert.are.equal("mproc.CalledProcessError", getmetatable(e).__name)
+      assert.are.equal(4, e.returncode)
+      assert.are.same({ "sh", "-c", "exit 4" }, e.cmd)
+      assert.are.equal([[Command '{"sh", "-c", "exit 4"}' returned non-zero exit status 4.]], tostring(e))
+    end)
+
+    it("carries what check_output captured", function()
+      local ok, e = pcall(subprocess.check_output, { "sh", "-c", "echo partial; exit 2" })
+      assert.is_false(ok)
+      assert.are.equal("partial\n", e.output)
+      assert.are.equal("partial\n", e.stdout)
+      assert.are.equal(2, e.returncode)
+    end)
+
+    it("comes from run{check = true} with stdout and stderr", function()
+      local ok, e = pcall(subprocess.run, { "sh", "-c", "echo o; echo e >&2; kill -9 $$",
+        capture_output = true, check = true })
+      assert.is_false(ok)
+      assert.are.same({ -9, "o\n", "e\n" }, { e.returncode, e.stdout, e.stderr })
+      assert.matches("died with signal 9", tostring(e))
+    end)
+  end)
+
+  describe("run", function()
+    it("returns a CompletedProcess with args, returncode, stdout, stderr", function()
+      local done = subprocess.run{ "sh", "-c", "cat; echo err >&2; exit 1", input = "in\n", capture_output = true }
+      assert.are.equal("mproc.CompletedProcess", getmetatable(done).__name)
+      assert.are.same({ "sh", "-c", "cat; echo err >&2; exit 1" }, done.args)
+      assert.are.same({ 1, "in\n", "err\n" }, { done.returncode, done.stdout, done.stderr })
+      assert.has_error(function() done:check_returncode() end)
+      assert.matches("returncode=1", tostring(done))
+    end)
+
+    it("leaves stdout and stderr nil when they are not captured", function()
+      local done = subprocess.run({ "true" })
+      assert.are.same({ 0 }, { done.returncode, done.stdout, done.stderr })
+      done:check_returncode()
+    end)
+
+    it("merges stderr into stdout with STDOUT, in order", function()
+      local done = subprocess.run{ "sh", "-c", "echo 1; echo 2 >&2; echo 3", stdout = PIPE, stderr = STDOUT }
+      assert.are.equal("1\n2\n3\n", done.stdout)
+      assert.is_nil(done.stderr)
+    end)
+
+    it("discards output with DEVNULL and reads EOF from it", function()
+      local done = subprocess.run{ "sh", "-c", "cat; echo gone", stdin = DEVNULL, stdout = DEVNULL, stderr = PIPE }
+      assert.are.same({ 0, nil, "" }, { done.returncode, done.stdout, done.stderr })
+    end)
+
+    it("kills the child at the timeout and returns what it had written", function()
+      local t0 = mproc.monotonic()
+      local r, err, partial = subprocess.run{ "sh", "-c", "echo started; exec sleep 30", stdout = PIPE, timeout = 0.5 }
+      assert.is_nil(r)
+      assert.are.equal("timeout", err)
+      assert.are.equal("started\n", partial.stdout)
+      assert.are.equal(-9, partial.returncode)
+      assert.is_true(mproc.monotonic() - t0 < 20)
+    end)
+
+    it("kills the whole group at the timeout with start_new_session", function()
+      local r, err, partial = subprocess.run{ "sh", "-c", "sleep 30 & echo $!; wait",
+        stdout = PIPE, timeout = 0.5, start_new_session = true }
+      assert.are.same({ nil, "timeout" }, { r, err })
+      local grandchild = tonumber(partial.stdout)
+      assert.is_true(support.eventually(function() return not support.pid_exists(grandchild) end))
+    end)
+
+    it("raises when stdin and input are both given", function()
+      assert.has_error(function() subprocess.run{ "cat", input = "x", stdin = PIPE } end,
+        "stdin and input may not both be used")
+    end)
+  end)
+
+  describe("call, check_call, check_output", function()
+    it("call returns the returncode, check_call 0", function()
+      assert.are.equal(7, subprocess.call{ "sh", "-c", "exit 7" })
+      assert.are.equal(0, subprocess.check_call{ "true" })
+    end)
+
+    it("call returns nil, \"timeout\" after killing the child", function()
+      assert.are.same({ nil, "timeout" }, { subprocess.call({ "sleep", "30" }, { timeout = 0.2 }) })
+    end)
+
+    it("check_output returns stdout and takes input", function()
+      assert.are.equal("got hello\n", subprocess.check_output{ "sh", "-c", "read x; echo got $x", input = "hello\n" })
+    end)
+  end)
+
+  describe("getoutput and getstatusoutput", function()
+    it("run a shell command with stderr merged and one newline stripped", function()
+      local status, out = subprocess.getstatusoutput("echo a; echo b >&2; exit 3")
+      assert.are.same({ 3, "a\nb" }, { status, out })
+      assert.are.equal("x\n", subprocess.getoutput("printf 'x\\n\\n'"))
+      assert.are.equal(127, (subprocess.getstatusoutput("no-such-program-here")))
+    end)
+  end)
+
+  describe("options", function()
+    it("env replaces the environment", function()
+      local out = subprocess.check_output({ "/usr/bin/env" }, { env = { A = "1", B = "two words" } })
+      local lines = support.lines(out)
+      table.sort(lines)
+      assert.are.same({ "A=1", "B=two words" }, lines)
+    end)
+
+    it("umask sets the child's mask", function()
+      assert.are.equal("0027\n", subprocess.check_output({ "sh", "-c", "umask" }, { umask = tonumber("027", 8) }))
+    end)
+
+    local group_cases = {
+      { "start_new_session makes a session and a group", { start_new_session = true }, true, true },
+      { "process_group = 0 makes a group only", { process_group = 0 }, true, false },
+      { "neither keeps the parent's", {}, false, false },
+    }
+    for _, case in ipairs(group_cases) do
+      it(case[1], function()
+        local out = subprocess.check_output({ "cat", "/proc/self/stat" }, case[2])
+        local pid, _, pgrp, session = stat_of(out)
+        assert.are.equal(case[3], pgrp == pid)
+        assert.are.equal(case[4], session == pid)
+      end)
+    end
+
+    describe("close_fds and pass_fds", function()
+      local f, fd
+      before_each(function()
+        f = assert(io.open("/dev/null")) -- fopen without "e": not close-on-exec
+        fd = core.fileno(f)
+      end)
+      after_each(function() f:close() end)
+      local cases = {
+        { "closes inherited descriptors by default", {}, 1 },
+        { "keeps them with close_fds = false", { close_fds = false }, 0 },
+        { "keeps pass_fds open", { pass_fds = { 200, 201 } }, 0, true },
+      }
+      for _, case in ipairs(cases) do
+        it(case[1], function()
+          local opts = { shell = true }
+          for k, v in pairs(case[2]) do opts[k] = v end
+          if case[4] then opts.pass_fds = { fd } end
+          local cmd = ("[ -e /proc/$$/fd/%d ]"):format(fd)
+          assert.are.equal(case[3], subprocess.call(cmd, opts))
+        end)
+      end
+
+      it("gives the child only its stdio and pass_fds", function()
+        local out = subprocess.check_output({ "sh", "-c", "ls /proc/$$/fd" }, { pass_fds = { fd } })
+        local got = support.lines(out)
+        table.sort(got, function(a, b) return tonumber(a) < tonumber(b) end)
+        assert.are.same({ "0", "1", "2", tostring(fd) }, got)
+      end)
+    end)
+
+    it("takes Lua files and descriptor numbers for stdio", function()
+      local path = tmp()
+      local f = assert(io.open(path, "w"))
+      local cmd = { "sh", "-c", "echo to-file; echo to-err >&2" }
+      assert.are.equal(0, subprocess.call(cmd, { stdout = f, stderr = core.fileno(f) }))
+      f:close()
+      assert.are.equal("to-file\nto-err\n", support.read_file(path))
+      f = assert(io.open(path))
+      assert.are.equal("to-file\nto-err\n", subprocess.check_output({ "cat" }, { stdin = f }))
+      f:close()
+      os.remove(path)
+    end)
+
+    it("swaps stdout and stderr given as each other's descriptors", function()
+      local script = support.script([[
+        local subprocess = require "mproc.subprocess"
+        subprocess.call({ "sh", "-c", "echo to-out; echo to-err >&2" }, { stdout = 2, stderr = 1 })
+      ]])
+      local o, e = tmp(), tmp()
+      support.sh(("%s %s >%s 2>%s"):format(support.LUA, script, o, e))
+      assert.are.same({ "to-err\n", "to-out\n" }, { support.read_file(o), support.read_file(e) })
+      os.remove(script); os.remove(o); os.remove(e)
+    end)
+
+    it("executable replaces the program but keeps argv[0]", function()
+      local out = subprocess.check_output({ "my-name", "-c", "echo $0" }, { executable = "/bin/sh" })
+      assert.are.equal("my-name\n", out)
+    end)
+
+    it("preexec_fn runs in the child before exec", function()
+      local out = subprocess.check_output({ "echo", "post" },
+        { preexec_fn = function() io.stdout:write("pre ", mproc.getpid(), "\n"):flush() end })
+      local pid = out:match("^pre (%d+)\npost\n$")
+      assert.is_truthy(pid)
+      assert.are_not.equal(mproc.getpid(), tonumber(pid))
+    end)
+
+    it("a failing preexec_fn reports its error", function()
+      local r, msg = subprocess.Popen({ "true" }, { preexec_fn = function() error("no thanks", 0) end })
+      assert.is_nil(r)
+      assert.are.equal("cannot run 'true': preexec_fn failed: no thanks", msg)
+    end)
+
+    it("accepts Python's text options and leaves bytes alone", function()
+      local out = subprocess.check_output({ "printf", "a\\r\\nb\\377" }, { text = true, encoding = "utf-8" })
+      assert.are.equal("a\r\nb\255", out)
+    end)
+  end)
+
+  describe("Popen", function()
+    it("has pid, args, returncode and real Lua files for pipes", function()
+      local p = assert(subprocess.Popen({ "cat" }, { stdin = PIPE, stdout = PIPE }))
+      assert.are.same({ "cat" }, p.args)
+      assert.is_true(p.pid > 0)
+      assert.is_nil(p.returncode)
+      assert.are.equal("file", io.type(p.stdin))
+      assert.is_nil(p.stderr)
+      p.stdin:write("one\n", "two\n")
+      p.stdin:close()
+      local lines = {}
+      for l in p.stdout:lines() do lines[#lines + 1] = l end
+      assert.are.same({ "one", "two" }, lines)
+      p.stdout:close()
+      assert.are.equal(0, p:wait())
+      assert.are.equal(0, p.returncode)
+      assert.matches("mproc.Popen %(pid %d+, returncode 0%)", tostring(p))
+    end)
+
+    it("makes pipes close-on-exec", function()
+      local p = subprocess.Popen({ "cat" }, { stdin = PIPE, stdout = PIPE })
+      local fd = core.fileno(p.stdout)
+      assert.are.equal(1, subprocess.call(("[ -e /proc/$$/fd/%d ]"):format(fd), { shell = true, close_fds = false }))
+      p.stdin:close()
+      p:wait()
+    end)
+
+    it("poll returns nil while the child runs, wait times out", function()
+      local p = subprocess.Popen{ "sleep", "30" }
+      assert.is_nil(p:poll())
+      assert.are.same({ nil, "timeout" }, { p:wait(0.1) })
+      assert.is_true(p:terminate())
+      assert.are.equal(-15, p:wait())
+      assert.are.equal(-15, p:poll())
+    end)
+
+    local signal_cases = {
+      { "kill", function(p) return p:kill() end, -9 },
+      { "terminate", function(p) return p:terminate() end, -15 },
+      { "send_signal", function(p) return p:send_signal(10) end, -10 },
+    }
+    for _, case in ipairs(signal_cases) do
+      it(case[1] .. " ends the child", function()
+        local p = subprocess.Popen{ "sleep", "30" }
+        assert.is_true(case[2](p))
+        assert.are.equal(case[3], p:wait())
+        assert.is_true(case[2](p)) -- an ended child is not signalled again
+      end)
+    end
+
+    it("kill(true) reaches the child's whole group", function()
+      local p = subprocess.Popen({ "sh", "-c", "sleep 30 & echo $!; wait" }, { stdout = PIPE, process_group = 0 })
+      local grandchild = tonumber(p.stdout:read("l"))
+      assert.is_true(p:kill(true))
+      assert.are.equal(-9, p:wait())
+      p.stdout:close()
+      assert.is_true(support.eventually(function() return not support.pid_exists(grandchild) end))
+      local q = subprocess.Popen{ "sleep", "30" }
+      assert.has_error(function() q:kill(true) end)
+      q:kill()
+      q:wait()
+    end)
+
+    it("works with mproc.wait through its sentinel", function()
+      local slow = subprocess.Popen{ "sleep", "30" }
+      local fast = subprocess.Popen{ "true" }
+      assert.are.same({ fast }, mproc.wait({ slow, fast }, 10))
+      slow:kill()
+      assert.are.same({ slow }, mproc.wait({ slow }, 10))
+      slow:wait()
+      fast:wait()
+    end)
+
+    it("is a to-be-closed variable that closes its pipes and waits", function()
+      local p
+      do
+        local q <close> = subprocess.Popen({ "cat" }, { stdin = PIPE, stdout = PIPE })
+        p = q
+      end
+      assert.are.equal(0, p.returncode)
+      assert.are.equal("closed file", io.type(p.stdin))
+      assert.are.equal("closed file", io.type(p.stdout))
+    end)
+
+    it("does not keep the script waiting for its children at exit", function()
+      local t0 = mproc.monotonic()
+      local out = support.run_lua([[
+        local subprocess = require "mproc.subprocess"
+        print(subprocess.Popen{"sleep", "30", stdout = subprocess.DEVNULL, stderr = subprocess.DEVNULL}.pid)
+      ]])
+      assert.is_true(mproc.monotonic() - t0 < 20)
+      local pid = tonumber(out)
+      assert.is_truthy(pid)
+      core.kill(pid, 9)
+    end)
+
+    it("reaps children whose Popen was collected", function()
+      local kids = #support.children()
+      local p = subprocess.Popen{ "true" }
+      local pid = p.pid
+      assert.is_true(support.eventually(function()
+        local s = support.read_file(("/proc/%d/stat"):format(pid))
+        return s and s:match("^%d+ %b() Z")
+      end))
+      p = nil -- luacheck: ignore
+      collectgarbage()
+      collectgarbage()
+      subprocess.call{ "true" }
+      assert.are.equal(kids, #support.children())
+    end)
+
+    it("leaves descriptors and children unchanged after 200 runs with pipes", function()
+      local fds, kids = support.fd_count(), #support.children()
+      for i = 1, 200 do
+        local p = assert(subprocess.Popen({ "cat" }, { stdin = PIPE, stdout = PIPE, stderr = PIPE }))
+        local out, err = p:communicate("n" .. i)
+        assert.are.same({ "n" .. i, "" }, { out, err })
+      end
+      assert.are.equal(fds, support.fd_count())
+      assert.are.equal(kids, #support.children())
+    end)
+  end)
+
+  describe("communicate", function()
+    it("moves 64 MiB through cat", function()
+      local data = string.rep("0123456789abcdef", 4 * 1024 * 1024)
+      local p = subprocess.Popen({ "cat" }, { stdin = PIPE, stdout = PIPE })
+      local out, err = p:communicate(data)
+      assert.is_nil(err)
+      assert.are.equal(#data, #out)
+      assert.is_true(out == data)
+      assert.are.equal(0, p.returncode)
+    end)
+
+    it("does not deadlock when the child fills stdout and stderr while reading", function()
+      local data = string.rep("x", 8 * 1024 * 1024)
+      local p = subprocess.Popen({ "sh", "-c", "tee /dev/stderr" }, { stdin = PIPE, stdout = PIPE, stderr = PIPE })
+      local out, err = p:communicate(data)
+      assert.are.equal(#data, #out)
+      assert.are.equal(#data, #err)
+    end)
+
+    it("keeps what it read before a timeout for the next call", function()
+      local p = subprocess.Popen({ "sh", "-c", "echo first; sleep 1; echo second" }, { stdout = PIPE })
+      assert.are.same({ nil, "timeout" }, { p:communicate(nil, 0.2) })
+      assert.are.equal("first\nsecond\n", p:communicate())
+      assert.are.equal(0, p.returncode)
+    end)
+
+    it("goes on writing the input after a timeout", function()
+      local data = string.rep("y", 4 * 1024 * 1024)
+      local p = subprocess.Popen({ "sh", "-c", "sleep 0.5; cat" }, { stdin = PIPE, stdout = PIPE })
+      assert.are.same({ nil, "timeout" }, { p:communicate(data, 0.1) })
+      local out = p:communicate()
+      assert.is_true(out == data)
+    end)
+
+    it("returns data the user's reads left in the file's buffer", function()
+      local p = subprocess.Popen({ "printf", "a\\nb\\nc\\n" }, { stdout = PIPE })
+      assert.are.equal("a", p.stdout:read("l"))
+      assert.are.equal("b\nc\n", p:communicate())
+    end)
+
+    it("survives a child that closes stdin without reading", function()
+      local p = subprocess.Popen({ "true" }, { stdin = PIPE, stdout = PIPE })
+      local out = p:communicate(string.rep("z", 8 * 1024 * 1024))
+      assert.are.equal("", out)
+      assert.are.equal(0, p.returncode)
+    end)
+
+    it("waits for a child with no pipes", function()
+      local p = subprocess.Popen{ "sh", "-c", "exit 5" }
+      assert.are.same({}, { p:communicate() })
+      assert.are.equal(5, p.returncode)
+    end)
+  end)
+
+  describe("bad arguments raise, naming the function", function()
+    local cases = {
+      { "call", function() subprocess.call() end, "bad argument #1 to 'call'" },
+      { "check_call", function() subprocess.check_call(42) end, "bad argument #1 to 'check_call'" },
+      { "check_output", function() subprocess.check_output{ "true", stdout = PIPE } end, "bad argument #2 to 'check_output'" },
+      { "run", function() subprocess.run{ "true", bogus = 1 } end, "unknown option 'bogus'" },
+      { "Popen", function() subprocess.Popen{ "true", stdin = "pipe" } end, "stdin must be PIPE" },
+      { "Popen stderr", function() subprocess.Popen{ "true", stdout = STDOUT } end, "stdout must be PIPE" },
+      { "Popen empty", function() subprocess.Popen{} end, "empty command" },
+      { "Popen umask", function() subprocess.Popen{ "true", umask = -1 } end, "umask must be" },
+      { "getoutput", function() subprocess.getoutput() end, "bad argument #1 to 'getoutput'" },
+      { "getstatusoutput", function() subprocess.getstatusoutput(true) end, "bad argument #1 to 'getstatusoutput'" },
+      { "communicate", function()
+        local p = subprocess.Popen({ "true" }, { stdin = PIPE })
+        p:wait()
+        p:communicate(42)
+      end, "bad argument #1 to 'communicate'" },
+      { "wait", function() subprocess.Popen{ "true" }:wait("soon") end, "bad argument #1 to 'wait'" },
+      { "send_signal", function() subprocess.Popen{ "true" }:send_signal("TERM") end, "bad argument #1 to 'send_signal'" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1], function()
+        local ok, err = pcall(case[2])
+        assert.is_false(ok)
+        assert.is_truthy(tostring(err):find(case[3], 1, true), tostring(err))
+      end)
+    end
+  end)
+
+  describe("tutorial example 04", function()
+    it("prints the commands' output in order with stdout on a pipe", function()
+      local out, code = support.run_lua(nil, { path = "examples/tutorial/04_subprocess.lua" })
+      assert.are.equal(0, code)
+      local lines = support.lines(out)
+      assert.are.equal("$ getent hosts localhost", lines[1])
+      assert.matches("localhost", lines[2])
+      assert.are.equal("Exit code: 0", lines[3])
+      assert.are.equal("$ sh", lines[4])
+      assert.matches("localhost", lines[5])
+      assert.are.equal("Exit code: 0", lines[6])
+      assert.are.equal(6, #lines)
+    end)
+  end)
+end)

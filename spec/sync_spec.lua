@@ -1,0 +1,467 @@
+local mproc = require "mproc"
+local support = require "support"
+
+-- Starts f in a child; returns the Process.
+local function spawn(f, ...)
+  return mproc.Process(f, table.pack(...)):start()
+end
+
+-- Waits for every process; returns their exitcodes.
+local function join_all(ps, timeout)
+  local codes = {}
+  for i, p in ipairs(ps) do codes[i] = p:join(timeout or 30) end
+  return codes
+end
+
+local function all_zero(n)
+  local t = {}
+  for i = 1, n do t[i] = 0 end
+  return t
+end
+
+-- A child that takes obj (by acquire or wait), says so, then hangs until killed.
+local function holder(take, ready)
+  return spawn(function()
+    take()
+    ready:set()
+    mproc.sleep(60)
+  end)
+end
+
+local function kill_and_join(p)
+  p:kill()
+  assert.are.equal(-9, p:join(10))
+end
+
+describe("Lock", function()
+  it("gives 8000 for 4 processes x 2000 increments of a Value under it", function()
+    local lock, v = mproc.Lock(), mproc.Value("i", 0, false)
+    local ps = {}
+    for i = 1, 4 do
+      ps[i] = spawn(function()
+        for _ = 1, 2000 do
+          lock:acquire()
+          v.value = v.value + 1
+          lock:release()
+        end
+      end)
+    end
+    assert.are.same(all_zero(4), join_all(ps))
+    assert.are.equal(8000, v.value)
+  end)
+
+  it("acquires, refuses a second try, and raises on releasing an unheld lock", function()
+    local lock = mproc.Lock()
+    assert.is_true(lock:acquire())
+    assert.is_true(lock:held())
+    assert.is_false(lock:acquire(false))
+    assert.is_false(lock:acquire(true, 0.05))
+    assert.has_error(function() lock:acquire() end,
+      "acquire: this process already holds the Lock (it would wait for ever)")
+    lock:release()
+    assert.is_false(lock:held())
+    assert.has_error(function() lock:release() end, "release: the Lock is not held by this process")
+  end)
+
+  it("keeps other processes out while held, and times out there", function()
+    local lock = mproc.Lock()
+    lock:acquire()
+    local p = spawn(function()
+      if lock:acquire(false) then os.exit(2) end
+      local t0 = mproc.monotonic()
+      if lock:acquire(true, 0.2) then os.exit(3) end
+      if mproc.monotonic() - t0 < 0.15 then os.exit(4) end
+      -- a lock held by the parent is not the child's to release
+      if pcall(lock.release, lock) then os.exit(5) end
+    end)
+    assert.are.equal(0, p:join(10))
+    lock:release()
+  end)
+
+  it("is acquirable within a second after its holder is killed, and says so", function()
+    for _, kind in ipairs { "Lock", "RLock" } do
+      local lock, ready = mproc[kind](), mproc.Event()
+      local p = holder(function() lock:acquire() end, ready)
+      assert.is_true(ready:wait(10))
+      assert.is_false(lock:acquire(false))
+      kill_and_join(p)
+      local ok, why = lock:acquire(true, 1)
+      assert.is_true(ok)
+      assert.are.equal("owner died", why)
+      lock:release()
+      assert.are.same({ true }, { lock:acquire() })
+      lock:release()
+    end
+  end)
+
+  it("works as a to-be-closed guard, released on error too", function()
+    local lock = mproc.Lock()
+    do
+      local g <close> = lock:guard()
+      assert.is_not_nil(g)
+      assert.is_true(lock:held())
+    end
+    assert.is_false(lock:held())
+    assert.has_error(function()
+      local _ <close> = lock:guard()
+      error("inside")
+    end)
+    assert.is_false(lock:held())
+  end)
+
+  it("gives nil, 'timeout' from guard(timeout) while another process holds it", function()
+    local lock, ready = mproc.Lock(), mproc.Event()
+    local p = holder(function() lock:acquire() end, ready)
+    assert.is_true(ready:wait(10))
+    assert.are.same({ nil, "timeout" }, { lock:guard(0.05) })
+    kill_and_join(p)
+  end)
+
+  it("survives a thousand Locks made and dropped", function()
+    local keep = {}
+    for i = 1, 1000 do
+      local l = mproc.Lock()
+      assert.is_true(l:acquire())
+      l:release()
+      keep[#keep + 1] = l
+      if i % 100 == 0 then
+        assert.are.equal(100, #keep)
+        keep = {}
+        collectgarbage()
+      end
+    end
+    local l = mproc.Lock()
+    assert.matches("mproc.Lock %(unlocked%)", tostring(l))
+  end)
+end)
+
+describe("RLock", function()
+  it("counts recursion and belongs to one process", function()
+    local r = mproc.RLock()
+    assert.is_true(r:acquire())
+    assert.is_true(r:acquire())
+    local p = spawn(function() os.exit(r:acquire(false) and 1 or 0) end)
+    assert.are.equal(0, p:join(10))
+    r:release()
+    assert.is_true(r:held())
+    r:release()
+    assert.is_false(r:held())
+    assert.has_error(function() r:release() end, "release: the RLock is not held by this process")
+    p = spawn(function()
+      if not r:acquire(false) then os.exit(1) end
+      r:release()
+    end)
+    assert.are.equal(0, p:join(10))
+  end)
+end)
+
+describe("Semaphore", function()
+  it("never lets a third process in with Semaphore(2)", function()
+    local sem, lock = mproc.Semaphore(2), mproc.Lock()
+    local inside, most = mproc.Value("i", 0, false), mproc.Value("i", 0, false)
+    local ps = {}
+    for i = 1, 5 do
+      ps[i] = spawn(function()
+        for _ = 1, 5 do
+          sem:acquire()
+          lock:acquire()
+          inside.value = inside.value + 1
+          if inside.value > most.value then most.value = inside.value end
+          lock:release()
+          mproc.sleep(0.01)
+          lock:acquire()
+          inside.value = inside.value - 1
+          lock:release()
+          sem:release()
+        end
+      end)
+    end
+    assert.are.same(all_zero(5), join_all(ps))
+    assert.is_true(most.value >= 1 and most.value <= 2, "most inside: " .. most.value)
+    assert.are.equal(2, sem:get_value())
+  end)
+
+  it("counts, tries, times out and is released by anyone", function()
+    local sem = mproc.Semaphore(0)
+    assert.is_false(sem:acquire(false))
+    assert.is_false(sem:acquire(true, 0.05))
+    local p = spawn(function() sem:release() end)
+    assert.is_true(sem:acquire(true, 10))
+    assert.are.equal(0, p:join(10))
+    sem:release()
+    sem:release()
+    assert.are.equal(2, sem:get_value())
+    assert.matches("mproc.Semaphore %(value 2%)", tostring(sem))
+  end)
+
+  it("keeps a unit taken by a killed process, as Python does", function()
+    local sem, ready = mproc.Semaphore(1), mproc.Event()
+    local p = holder(function() sem:acquire() end, ready)
+    assert.is_true(ready:wait(10))
+    kill_and_join(p)
+    assert.is_false(sem:acquire(true, 0.2))
+  end)
+
+  it("gives back the units of a killed holder when owned", function()
+    local sem, ready = mproc.BoundedSemaphore(2, { owned = true }), mproc.Event()
+    local p = holder(function() sem:acquire(); sem:acquire() end, ready)
+    assert.is_true(ready:wait(10))
+    assert.is_false(sem:acquire(false))
+    kill_and_join(p)
+    local ok, why = sem:acquire(true, 2)
+    assert.is_true(ok)
+    assert.are.equal("owner died", why)
+    assert.is_true(sem:acquire(false))
+    sem:release()
+    sem:release()
+    assert.has_error(function() sem:release() end,
+      "release: the BoundedSemaphore is released too many times")
+  end)
+
+  it("refuses a release from a process holding no unit when owned", function()
+    local sem = mproc.Semaphore(1, { owned = true })
+    assert.has_error(function() sem:release() end,
+      "release: this process holds no unit of the Semaphore")
+  end)
+
+  it("raises when a BoundedSemaphore is released past its value", function()
+    local sem = mproc.BoundedSemaphore(1)
+    assert.is_true(sem:acquire())
+    sem:release()
+    assert.has_error(function() sem:release() end,
+      "release: the BoundedSemaphore is released too many times")
+  end)
+end)
+
+describe("Event", function()
+  it("wakes the parent when a child sets it", function()
+    local e = mproc.Event()
+    assert.is_false(e:is_set())
+    local p = spawn(function() mproc.sleep(0.1); e:set() end)
+    assert.is_true(e:wait(10))
+    assert.is_true(e:is_set())
+    assert.are.equal(0, p:join(10))
+    e:clear()
+    assert.is_false(e:wait(0.05))
+    assert.are.equal("mproc.Event (clear)", tostring(e))
+  end)
+
+  it("wakes every waiting child", function()
+    local e, ps = mproc.Event(), {}
+    for i = 1, 3 do ps[i] = spawn(function() os.exit(e:wait(10) and 0 or 1) end) end
+    mproc.sleep(0.05)
+    e:set()
+    assert.are.same(all_zero(3), join_all(ps))
+  end)
+end)
+
+describe("Condition", function()
+  it("wakes a waiting child on notify, and wait_for sees the predicate", function()
+    local cond, v = mproc.Condition(), mproc.Value("i", 0, false)
+    local p = spawn(function()
+      cond:acquire()
+      local ok = cond:wait_for(function() return v.value == 3 end, 10)
+      cond:release()
+      os.exit(ok and 0 or 1)
+    end)
+    for i = 1, 3 do
+      mproc.sleep(0.02)
+      local _ <close> = cond:guard()
+      v.value = i
+      cond:notify_all()
+    end
+    assert.are.equal(0, p:join(10))
+  end)
+
+  it("returns false from wait(timeout) when nobody notifies, holding the lock again", function()
+    local cond = mproc.Condition(mproc.Lock())
+    cond:acquire()
+    assert.is_false(cond:wait(0.05))
+    assert.is_true(cond:get_lock():held())
+    cond:release()
+    assert.has_error(function() cond:wait(0) end,
+      "wait: the Condition's lock is not held by this process")
+    assert.has_error(function() cond:notify() end,
+      "notify: the Condition's lock is not held by this process")
+  end)
+
+  it("wakes n waiters with notify(n)", function()
+    local cond, woke = mproc.Condition(), mproc.Value("i", 0)
+    local ready = mproc.Semaphore(0)
+    local ps = {}
+    for i = 1, 3 do
+      ps[i] = spawn(function()
+        cond:acquire()
+        ready:release()
+        local ok = cond:wait(3)
+        if ok then
+          local _ <close> = woke:get_lock():guard()
+          woke.value = woke.value + 1
+        end
+        cond:release()
+      end)
+      assert.is_true(ready:acquire(true, 10))
+    end
+    cond:acquire()  -- every child is waiting once it has the lock back
+    cond:notify(2)
+    cond:release()
+    join_all(ps)
+    assert.are.equal(2, woke.value)
+  end)
+
+  it("does not let a killed waiter swallow a notify", function()
+    local cond, ready = mproc.Condition(), mproc.Event()
+    local a = spawn(function() cond:acquire(); ready:set(); cond:wait() end)
+    assert.is_true(ready:wait(10))
+    cond:acquire()  -- a waits now
+    kill_and_join(a)
+    ready:clear()
+    local b = spawn(function() cond:acquire(); ready:set(); os.exit(cond:wait(20) and 0 or 1) end)
+    cond:release()
+    assert.is_true(ready:wait(10))
+    cond:acquire()  -- b waits now
+    cond:notify(1)
+    cond:release()
+    assert.are.equal(0, b:join(10))
+  end)
+end)
+
+describe("Barrier", function()
+  it("releases all three parties together, running the action once", function()
+    local arrived, ran = mproc.Value("i", 0), mproc.Value("i", 0)
+    local seen, index = mproc.Array("i", 3), mproc.Array("i", 3)
+    local b = mproc.Barrier(3, function() ran.value = ran.value + 1 end)
+    local ps = {}
+    for i = 1, 3 do
+      ps[i] = spawn(function()
+        mproc.sleep(0.03 * i)
+        do local _ <close> = arrived:get_lock():guard(); arrived.value = arrived.value + 1 end
+        index[i] = assert(b:wait(10))
+        seen[i] = arrived.value
+      end)
+    end
+    assert.are.same(all_zero(3), join_all(ps))
+    assert.are.same({ 3, 3, 3 }, seen:totable())
+    local idx = index:totable()
+    table.sort(idx)
+    assert.are.same({ 0, 1, 2 }, idx)
+    assert.are.equal(1, ran.value)
+    assert.are.equal(0, b.n_waiting)
+    assert.is_false(b.broken)
+  end)
+
+  it("breaks on a timeout, stays broken until reset, and can be aborted", function()
+    local b = mproc.Barrier(2, nil, 0.05)
+    assert.are.same({ nil, "timeout" }, { b:wait() })
+    assert.is_true(b.broken)
+    assert.are.same({ nil, "broken" }, { b:wait(1) })
+    b:reset()
+    assert.is_false(b.broken)
+    local p = spawn(function() os.exit(b:wait(10) and 0 or 1) end)
+    assert.is_not_nil(b:wait(10))
+    assert.are.equal(0, p:join(10))
+    p = spawn(function() local _, why = b:wait(10); os.exit(why == "broken" and 0 or 1) end)
+    assert.is_true(support.eventually(function() return b.n_waiting == 1 end, 10))
+    b:abort()
+    assert.are.equal(0, p:join(10))
+    assert.is_true(b.broken)
+  end)
+
+  it("breaks instead of wedging when a waiting party is killed", function()
+    local b = mproc.Barrier(3)
+    local a = spawn(function() b:wait() end)
+    local c = spawn(function() local _, why = b:wait(20); os.exit(why == "broken" and 0 or 1) end)
+    assert.is_true(support.eventually(function() return b.n_waiting == 2 end, 10))
+    kill_and_join(a)
+    assert.are.equal(0, c:join(10))
+    assert.is_true(b.broken)
+  end)
+
+  it("breaks and raises again when the action fails", function()
+    local b = mproc.Barrier(1, function() error("action failed") end)
+    assert.has_error(function() b:wait() end, "action failed")
+    assert.is_true(b.broken)
+  end)
+end)
+
+describe("sync objects", function()
+  it("travel by token to processes that inherited them", function()
+    local lock = mproc.Lock()
+    local cond = mproc.Condition(lock)
+    local mt = getmetatable(cond)
+    assert.are.equal(mt, debug.getregistry()["mproc.Condition"])
+    assert.are.equal("mproc.Condition", mt.__name)
+    local token = mt.__mproc_send(cond)
+    assert.is_string(token)
+    local p = spawn(function()
+      local c = mt.__mproc_recv(token)
+      c:acquire()
+      c:release()
+      os.exit(c:get_lock():acquire(false) and 0 or 1)
+    end)
+    assert.are.equal(0, p:join(10))
+    -- the child ended holding it
+    assert.are.same({ true, "owner died" }, { lock:acquire(false) })
+    lock:release()
+    for _, name in ipairs { "Lock", "RLock", "Semaphore", "Event", "Barrier" } do
+      local obj = name == "Barrier" and mproc.Barrier(2) or mproc[name]()
+      local m = getmetatable(obj)
+      local back = m.__mproc_recv(m.__mproc_send(obj))
+      assert.are.equal(m, getmetatable(back))
+      assert.has_error(function() m.__mproc_recv("deadbeef:1") end)
+      assert.has_error(function() m.__mproc_recv("nonsense") end)
+    end
+  end)
+
+  it("leaves no descriptor or child behind", function()
+    collectgarbage(); collectgarbage()
+    local fds, kids = support.fd_listing(), #support.children()
+    for _ = 1, 50 do
+      local l, s, e = mproc.Lock(), mproc.Semaphore(3), mproc.Event()
+      local c, b = mproc.Condition(), mproc.Barrier(2)
+      l:acquire(); l:release(); s:acquire(); s:release(); e:set()
+      c:acquire(); c:notify(); c:release()
+      local _ = b
+    end
+    local e = mproc.Event()
+    spawn(function() e:set() end):join(10)
+    collectgarbage(); collectgarbage()
+    assert.are.equal(fds, support.fd_listing())
+    assert.are.equal(kids, #support.children())
+  end)
+
+  describe("raise on bad arguments", function()
+    local lock, sem, ev = mproc.Lock(), mproc.Semaphore(), mproc.Event()
+    local cond, bar = mproc.Condition(), mproc.Barrier(2)
+    local cases = {
+      { "Lock:acquire(block)", function() lock:acquire("yes") end, "boolean expected" },
+      { "Lock:acquire(timeout)", function() lock:acquire(true, "x") end, "number expected" },
+      { "RLock:acquire(block)", function() mproc.RLock():acquire(1) end, "boolean expected" },
+      { "Lock:guard(timeout)", function() lock:guard("x") end, "timeout must be a number" },
+      { "Semaphore(value)", function() mproc.Semaphore(-1) end, "value must be an integer" },
+      { "Semaphore(opts)", function() mproc.Semaphore(1, { bogus = true }) end, "unknown option 'bogus'" },
+      { "BoundedSemaphore(value)", function() mproc.BoundedSemaphore(1.5) end, "value must be an integer" },
+      { "Semaphore:acquire(timeout)", function() sem:acquire(true, {}) end, "number expected" },
+      { "Event:wait(timeout)", function() ev:wait("x") end, "number expected" },
+      { "Condition(lock)", function() mproc.Condition(5) end, "mproc.Lock or mproc.RLock expected" },
+      { "Condition:wait_for(predicate)", function() cond:wait_for(5) end, "function expected" },
+      { "Condition:notify(n)", function()
+        cond:acquire()
+        local _, err = pcall(cond.notify, cond, -1)
+        cond:release()
+        error(err, 0)
+      end, "n must be >= 0" },
+      { "Barrier(parties)", function() mproc.Barrier(0) end, "parties must be an integer" },
+      { "Barrier(action)", function() mproc.Barrier(2, 5) end, "function expected" },
+      { "Barrier:wait(timeout)", function() bar:wait("x") end, "timeout must be a number" },
+      { "method on another type", function() lock.acquire(sem) end, "mproc.Lock expected" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1], function()
+        local ok, err = pcall(case[2])
+        assert.is_false(ok)
+        assert.matches(case[3], err, 1, true)
+      end)
+    end
+  end)
+end)

@@ -1,0 +1,270 @@
+/*
+** cell.c: the shared memory behind locks, semaphores and shared values.
+** Each object lives in a "cell": a header (type, generation) and a body,
+** carved from 64 KiB anonymous shared chunks by size class, so a thousand
+** Locks cost a few mappings, not a thousand. Bodies larger than the biggest
+** class get a mapping of their own.
+**
+** Chunks are inherited by fork and never unmapped. A forked child never
+** allocates from chunks it inherited (its parent goes on using them), and
+** a cell is recycled only by the process that made it, when no fork has
+** happened since and it was never sent through the codec: otherwise some
+** other process may still use it, and it stays until the processes end.
+**
+** Handles (mproc.Lock, mproc.Value, ...) are userdata holding an mp_handle;
+** tokens "address:generation" name a cell across the process tree.
+*/
+#define _GNU_SOURCE
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mproc.h"
+
+#define CELL_MAGIC 0x6d70636cu /* "mpcl" */
+#define CHUNK_SIZE (64 * 1024)
+#define MIN_SHIFT 6            /* 64 bytes */
+#define NCLASS 7               /* 64 .. 4096 */
+#define OWN_MAPPING 255
+
+typedef struct { char *base; size_t size; int cls; } region;
+
+typedef struct {
+  char *chunk;       /* chunk being carved, NULL: none */
+  size_t used;
+  mp_cell *free;     /* recycled cells, linked through their body */
+} size_class;
+
+static size_class classes[NCLASS];
+static region *regions = NULL;
+static size_t nregions = 0, capregions = 0;
+static unsigned fork_epoch = 0;
+static uint64_t self_token = 0;
+static int atfork_done = 0;
+
+/* ---------------------------------------------------------------------
+** Who we are, and forks
+** --------------------------------------------------------------------- */
+
+/* pid in the high half, a per-process nonce in the low half: a reused pid
+** is not mistaken for a dead owner. */
+static void set_self(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  self_token = ((uint64_t)(uint32_t)getpid() << 32) |
+               (uint32_t)(ts.tv_nsec ^ (ts.tv_sec << 20) ^ 0x5bd1e995u);
+}
+
+uint64_t mp_self(void) { return self_token; }
+
+unsigned mp_fork_epoch(void) { return fork_epoch; }
+
+static void after_fork_parent(void) { fork_epoch++; }
+
+static void after_fork_child(void) {
+  int i;
+  fork_epoch++;
+  set_self();
+  for (i = 0; i < NCLASS; i++) {
+    classes[i].chunk = NULL;
+    classes[i].used = 0;
+    classes[i].free = NULL;
+  }
+}
+
+/* When the Lua state closes, every handle is gone: the table of regions
+** goes too (the mappings stay, as a held robust mutex may sit in them). */
+static int regions_gc(lua_State *L) {
+  (void)L;
+  free(regions);
+  regions = NULL;
+  nregions = capregions = 0;
+  return 0;
+}
+
+void mp_cell_init(lua_State *L) {
+  if (luaL_newmetatable(L, "mproc.cells")) {
+    lua_pushcfunction(L, regions_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newuserdatauv(L, 1, 0);
+    lua_pushvalue(L, -2);
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "mproc.cells.sentinel");
+  }
+  lua_pop(L, 1);
+  if (atfork_done) return;
+  atfork_done = 1;
+  set_self();
+  pthread_atfork(NULL, after_fork_parent, after_fork_child);
+}
+
+/* ---------------------------------------------------------------------
+** Regions: what this process has mapped, to check tokens against
+** --------------------------------------------------------------------- */
+
+static int region_add(char *base, size_t size, int cls) {
+  if (nregions == capregions) {
+    size_t ncap = capregions ? capregions * 2 : 16;
+    region *n = realloc(regions, ncap * sizeof *n);
+    if (n == NULL) return -1;
+    regions = n;
+    capregions = ncap;
+  }
+  regions[nregions].base = base;
+  regions[nregions].size = size;
+  regions[nregions].cls = cls;
+  nregions++;
+  return 0;
+}
+
+static void region_remove(char *base) {
+  size_t i;
+  for (i = 0; i < nregions; i++)
+    if (regions[i].base == base) { regions[i] = regions[--nregions]; return; }
+}
+
+/* Is p the start of a cell in one of our regions? */
+static int is_cell_address(char *p) {
+  size_t i;
+  for (i = 0; i < nregions; i++) {
+    region *r = &regions[i];
+    if (p < r->base || p >= r->base + r->size) continue;
+    if (r->cls == OWN_MAPPING) return p == r->base;
+    return ((size_t)(p - r->base) & (((size_t)1 << (r->cls + MIN_SHIFT)) - 1)) == 0;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------
+** Allocation
+** --------------------------------------------------------------------- */
+
+static int class_of(size_t total) {
+  int c;
+  for (c = 0; c < NCLASS; c++)
+    if (total <= ((size_t)1 << (c + MIN_SHIFT))) return c;
+  return -1;
+}
+
+static mp_cell *carve(int c) {
+  size_class *sc = &classes[c];
+  size_t sz = (size_t)1 << (c + MIN_SHIFT);
+  mp_cell *cell;
+  if (sc->free != NULL) {
+    cell = sc->free;
+    sc->free = *(mp_cell **)(cell + 1);
+    return cell;
+  }
+  if (sc->chunk == NULL || sc->used + sz > CHUNK_SIZE) {
+    char *chunk = mp_shm_alloc(CHUNK_SIZE);
+    if (chunk == NULL) return NULL;
+    if (region_add(chunk, CHUNK_SIZE, c) < 0) {
+      mp_shm_free(chunk, CHUNK_SIZE);
+      return NULL;
+    }
+    sc->chunk = chunk;
+    sc->used = 0;
+  }
+  cell = (mp_cell *)(sc->chunk + sc->used);
+  sc->used += sz;
+  return cell;
+}
+
+static mp_cell *own_mapping(size_t total) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t sz = (total + page - 1) / page * page;
+  char *p = mp_shm_alloc(sz);
+  if (p == NULL) return NULL;
+  if (region_add(p, sz, OWN_MAPPING) < 0) { mp_shm_free(p, sz); return NULL; }
+  return (mp_cell *)p;
+}
+
+/* A zeroed cell with room for body bytes, or NULL (errno set). */
+mp_cell *mp_cell_alloc(size_t body, int type) {
+  size_t total = sizeof(mp_cell) + body;
+  int c = class_of(total);
+  mp_cell *cell = c >= 0 ? carve(c) : own_mapping(total);
+  uint32_t gen;
+  if (cell == NULL) return NULL;
+  gen = cell->magic == CELL_MAGIC ? cell->gen + 1 : 1;
+  if (c >= 0) memset(cell, 0, (size_t)1 << (c + MIN_SHIFT)); /* a fresh mapping is zero */
+  cell->magic = CELL_MAGIC;
+  cell->type = (uint16_t)type;
+  cell->cls = (uint8_t)(c >= 0 ? c : OWN_MAPPING);
+  cell->gen = gen;
+  cell->size = total;
+  return cell;
+}
+
+/* Gives the cell back for reuse (the caller knows no one else uses it). */
+static void cell_recycle(mp_cell *cell) {
+  if (cell->cls == OWN_MAPPING) {
+    region_remove((char *)cell);
+    mp_shm_free(cell, cell->size);
+    return;
+  }
+  cell->gen++;
+  cell->type = 0;
+  *(mp_cell **)(cell + 1) = classes[cell->cls].free;
+  classes[cell->cls].free = cell;
+}
+
+/* ---------------------------------------------------------------------
+** Handles and tokens
+** --------------------------------------------------------------------- */
+
+void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator) {
+  h->cell = cell;
+  h->epoch = fork_epoch;
+  h->creator = creator ? getpid() : 0;
+}
+
+/* Whether dropping h may recycle its cell: made here, no fork since, never
+** sent. */
+int mp_handle_sole(const mp_handle *h) {
+  return h->cell != NULL && h->creator == getpid() &&
+         h->epoch == fork_epoch && !h->cell->shared;
+}
+
+void mp_handle_drop(mp_handle *h) {
+  if (h->cell == NULL) return;
+  if (mp_handle_sole(h)) cell_recycle(h->cell);
+  h->cell = NULL;
+}
+
+/* Pushes the token of cell; marks it shared for good. */
+void mp_push_token(lua_State *L, mp_cell *cell) {
+  char buf[64];
+  cell->shared = 1;
+  if (cell->lock != NULL) cell->lock->shared = 1;
+  snprintf(buf, sizeof buf, "%" PRIxPTR ":%" PRIu32, (uintptr_t)cell, cell->gen);
+  lua_pushstring(L, buf);
+}
+
+/* cell if it is a live cell of this process tree with that generation
+** and type (0: Lock or RLock), else NULL. */
+mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type) {
+  if (cell == NULL || !is_cell_address((char *)cell)) return NULL;
+  if (cell->magic != CELL_MAGIC || cell->gen != gen) return NULL;
+  if (type == 0 ? (cell->type != MP_T_LOCK && cell->type != MP_T_RLOCK)
+                : cell->type != type)
+    return NULL;
+  return cell;
+}
+
+/* The live cell of type named by token, or NULL. */
+mp_cell *mp_token_cell(const char *token, int type) {
+  char *end;
+  uintptr_t addr;
+  unsigned long gen;
+  addr = (uintptr_t)strtoull(token, &end, 16);
+  if (end == token || *end != ':') return NULL;
+  gen = strtoul(end + 1, &end, 10);
+  if (*end != '\0') return NULL;
+  return mp_cell_check((mp_cell *)addr, (uint32_t)gen, type);
+}

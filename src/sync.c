@@ -1,0 +1,996 @@
+/*
+** sync.c: Lock, RLock, Semaphore, Event, Condition and Barrier in shared
+** memory, for mproc.core. Each object is a cell (cell.c) made before fork
+** and inherited; the Lua layer (lua/mproc/sync.lua) adds argument
+** defaults, guards, wait_for and the Barrier's action.
+**
+** Robustness: every mutex is a robust one (shm.c). A Lock or RLock whose
+** holder died is taken over by the next acquire, which returns
+** true, "owner died". Waiters of a Condition or Barrier, and the holders
+** of an owned Semaphore, each hold an "alive" mutex of their own slot while
+** they wait or hold: a slot whose alive mutex reports EOWNERDEAD belongs to
+** a dead process and is reaped, so a dead waiter never swallows a notify,
+** a dead party breaks a Barrier instead of wedging it, and the units of a
+** dead holder come back. Waiting is on a futex sequence word, never on a
+** pthread_cond_t; waiters that must notice deaths look every POLL_S.
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "mproc.h"
+
+#define LOCK_MT "mproc.Lock"
+#define RLOCK_MT "mproc.RLock"
+#define SEM_MT "mproc.Semaphore"
+#define EVENT_MT "mproc.Event"
+#define COND_MT "mproc.Condition"
+#define BARRIER_MT "mproc.Barrier"
+
+#define POLL_S 0.05
+#define SEM_HOLDERS 16
+#define COND_SLOTS 48
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+
+/* ---------------------------------------------------------------------
+** Shared helpers
+** --------------------------------------------------------------------- */
+
+static mp_handle *new_handle(lua_State *L, const char *mt, int nuv) {
+  mp_handle *h = (mp_handle *)lua_newuserdatauv(L, sizeof *h, nuv);
+  h->cell = NULL;
+  h->epoch = 0;
+  h->creator = 0;
+  luaL_setmetatable(L, mt);
+  return h;
+}
+
+static void *create_cell(lua_State *L, mp_handle *h, size_t body, int type) {
+  mp_cell *c = mp_cell_alloc(body, type);
+  if (c == NULL)
+    luaL_error(L, "cannot allocate shared memory: %s", strerror(errno));
+  mp_handle_bind(h, c, 1);
+  return MP_CELL_BODY(c);
+}
+
+static void init_mutex(lua_State *L, pthread_mutex_t *m) {
+  int r = mp_mutex_init(m);
+  if (r) luaL_error(L, "cannot make a shared mutex: %s", strerror(r));
+}
+
+static void *body_of(lua_State *L, int idx, const char *mt) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, idx, mt);
+  if (h->cell == NULL) luaL_error(L, "the %s is closed", mt + 6);
+  return MP_CELL_BODY(h->cell);
+}
+
+/* The body of the handle at 1 for a method whose upvalue 1 is the
+** metatable of its type: the hot paths skip luaL_checkudata's registry
+** lookup by name. */
+static void *self_body(lua_State *L) {
+  mp_handle *h = (mp_handle *)lua_touserdata(L, 1);
+  if (h == NULL || !lua_getmetatable(L, 1) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(1))) {
+    lua_getfield(L, lua_upvalueindex(1), "__name");
+    luaL_typeerror(L, 1, lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  if (h->cell == NULL) {
+    lua_getfield(L, lua_upvalueindex(1), "__name");
+    luaL_error(L, "the %s is closed", lua_tostring(L, -1) + 6);
+  }
+  return MP_CELL_BODY(h->cell);
+}
+
+/* acquire([block], [timeout]) arguments from idx: 0 for a try, else a
+** deadline (-1: none) */
+static double block_deadline(lua_State *L, int idx, int *block) {
+  if (lua_gettop(L) < idx) { *block = 1; return -1; }  /* the common case */
+  luaL_argexpected(L, lua_isnoneornil(L, idx) || lua_isboolean(L, idx), idx,
+                   "boolean");
+  *block = lua_isnoneornil(L, idx) || lua_toboolean(L, idx);
+  return *block ? mp_opt_deadline(L, idx + 1) : 0;
+}
+
+static int passed(double deadline) {
+  return deadline >= 0 && mp_monotonic() >= deadline;
+}
+
+/* The sooner of deadline and the next look for dead peers. */
+static double poll_deadline(double deadline) {
+  double p = mp_monotonic() + POLL_S;
+  return (deadline < 0 || p < deadline) ? p : deadline;
+}
+
+static int push_taken(lua_State *L, int ok, int died) {
+  lua_pushboolean(L, ok);
+  if (!ok || !died) return 1;
+  lua_pushliteral(L, "owner died");
+  return 2;
+}
+
+/* Locks an object's own mutex; notes a holder that died inside. */
+static void enter(pthread_mutex_t *m, int *died) {
+  int d = 0;
+  mp_mutex_lock(m, -1, &d);
+  if (d && died) *died = 1;
+}
+
+static int gc_handle(lua_State *L, const char *mt) {
+  mp_handle_drop((mp_handle *)luaL_checkudata(L, 1, mt));
+  return 0;
+}
+
+static int send_handle(lua_State *L, const char *mt) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
+  if (h->cell == NULL) luaL_error(L, "cannot send a closed %s", mt + 6);
+  mp_push_token(L, h->cell);
+  return 1;
+}
+
+/* Pushes a handle on an existing cell, as a receiver. */
+static mp_handle *adopt(lua_State *L, mp_cell *cell, const char *mt, int nuv) {
+  mp_handle *h = new_handle(L, mt, nuv);
+  mp_handle_bind(h, cell, 0);
+  return h;
+}
+
+static mp_cell *recv_cell(lua_State *L, int type, const char *mt) {
+  const char *token = luaL_checkstring(L, 1);
+  mp_cell *c = mp_token_cell(token, type);
+  if (c == NULL)
+    luaL_error(L, "cannot receive a %s: unknown token '%s' (objects travel "
+               "only to processes that inherited them)", mt + 6, token);
+  return c;
+}
+
+/* ---------------------------------------------------------------------
+** Slots: a process waiting in (or holding) an object holds its slot's
+** robust "alive" mutex, so its death is seen by the others.
+** --------------------------------------------------------------------- */
+enum { W_FREE, W_WAITING, W_SIGNALLED, W_BROKEN, W_LEADER };
+
+typedef struct {
+  uint64_t who;
+  uint32_t state, ticket;
+  pthread_mutex_t alive;
+} wslot;
+
+static int slots_init(lua_State *L, wslot *w, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) init_mutex(L, &w[i].alive);
+  return 0;
+}
+
+/* A free slot, now ours, or -1. */
+static int slot_take(wslot *w, int n) {
+  int i;
+  for (i = 0; i < n; i++) {
+    if (w[i].state != W_FREE) continue;
+    if (mp_mutex_trylock(&w[i].alive, NULL) != 0) continue;
+    w[i].who = mp_self();
+    return i;
+  }
+  return -1;
+}
+
+static void slot_free(wslot *s) {
+  s->state = W_FREE;
+  s->who = 0;
+  mp_mutex_unlock(&s->alive);
+}
+
+/* Frees s and returns 1 when its process has died (0: alive or free). */
+static int slot_reap(wslot *s) {
+  if (s->state == W_FREE || s->who == mp_self()) return 0;
+  if (mp_mutex_trylock(&s->alive, NULL) != 0) return 0;
+  slot_free(s);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** Lock and RLock
+** --------------------------------------------------------------------- */
+
+typedef struct {
+  pthread_mutex_t m;
+  uint64_t owner;   /* mp_self() of the holder, 0: none */
+  uint32_t count;   /* recursion depth */
+  uint32_t recursive;
+} lock_body;
+
+static int new_lock(lua_State *L, const char *mt, int type) {
+  mp_handle *h = new_handle(L, mt, 0);
+  lock_body *b = (lock_body *)create_cell(L, h, sizeof *b, type);
+  init_mutex(L, &b->m);
+  b->recursive = type == MP_T_RLOCK;
+  return 1;
+}
+
+static int l_Lock(lua_State *L) { return new_lock(L, LOCK_MT, MP_T_LOCK); }
+static int l_RLock(lua_State *L) { return new_lock(L, RLOCK_MT, MP_T_RLOCK); }
+
+/* 0 when taken (then *died tells), else ETIMEDOUT/EBUSY or an error. */
+static int lock_take(lock_body *b, int block, double deadline, int *died) {
+  int r;
+  uint64_t me = mp_self();
+  *died = 0;
+  if (LOAD(&b->owner) == me) {
+    if (b->recursive) { b->count++; return 0; }
+    if (!block) return EBUSY;
+    if (deadline < 0) return EDEADLK;
+    while (mp_seq_wait(&b->count, b->count, deadline) == 0) {}
+    return ETIMEDOUT;
+  }
+  r = block ? mp_mutex_lock(&b->m, deadline, died) : mp_mutex_trylock(&b->m, died);
+  if (r) return r;
+  STORE(&b->owner, me);
+  b->count = 1;
+  return 0;
+}
+
+/* 0, or -1 when this process does not hold it. */
+static int lock_give(lock_body *b, int all) {
+  if (LOAD(&b->owner) != mp_self()) return -1;
+  if (!all && --b->count > 0) return 0;
+  b->count = 0;
+  STORE(&b->owner, 0);
+  mp_mutex_unlock(&b->m);
+  return 0;
+}
+
+static int lock_acquire(lua_State *L, lock_body *b) {
+  int block, died, r;
+  double deadline = block_deadline(L, 2, &block);
+  r = lock_take(b, block, deadline, &died);
+  if (r == 0) return push_taken(L, 1, died);
+  if (r == ETIMEDOUT || r == EBUSY) return push_taken(L, 0, 0);
+  if (r == EDEADLK)
+    return luaL_error(L, "acquire: this process already holds the Lock "
+                      "(it would wait for ever)");
+  return luaL_error(L, "acquire: %s", strerror(r));
+}
+
+static int lock_release(lua_State *L, lock_body *b, const char *what) {
+  if (lock_give(b, 0) < 0)
+    return luaL_error(L, "release: the %s is not held by this process", what);
+  return 0;
+}
+
+static int lock_tostring(lua_State *L, const char *mt) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
+  lock_body *b;
+  uint64_t owner;
+  if (h->cell == NULL) return lua_pushfstring(L, "%s (closed)", mt), 1;
+  b = (lock_body *)MP_CELL_BODY(h->cell);
+  owner = LOAD(&b->owner);
+  if (owner == 0) lua_pushfstring(L, "%s (unlocked)", mt);
+  else lua_pushfstring(L, "%s (held by pid %d)", mt, (int)(owner >> 32));
+  return 1;
+}
+
+/* Dropping the last handle of a Lock this process holds lets it go. */
+static int lock_gc(lua_State *L, const char *mt) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
+  if (mp_handle_sole(h)) lock_give((lock_body *)MP_CELL_BODY(h->cell), 1);
+  mp_handle_drop(h);
+  return 0;
+}
+
+static int m_lock_acquire(lua_State *L) { return lock_acquire(L, self_body(L)); }
+static int m_rlock_acquire(lua_State *L) { return lock_acquire(L, self_body(L)); }
+static int m_lock_release(lua_State *L) { return lock_release(L, self_body(L), "Lock"); }
+static int m_rlock_release(lua_State *L) { return lock_release(L, self_body(L), "RLock"); }
+static int m_lock_tostring(lua_State *L) { return lock_tostring(L, LOCK_MT); }
+static int m_rlock_tostring(lua_State *L) { return lock_tostring(L, RLOCK_MT); }
+static int m_lock_gc(lua_State *L) { return lock_gc(L, LOCK_MT); }
+static int m_rlock_gc(lua_State *L) { return lock_gc(L, RLOCK_MT); }
+static int m_lock_send(lua_State *L) { return send_handle(L, LOCK_MT); }
+static int m_rlock_send(lua_State *L) { return send_handle(L, RLOCK_MT); }
+
+/* held() -> whether this process holds it (Python's RLock._is_owned) */
+static int lock_held(lua_State *L) {
+  lua_pushboolean(L, LOAD(&((lock_body *)self_body(L))->owner) == mp_self());
+  return 1;
+}
+
+static int l_lock_recv(lua_State *L) {
+  adopt(L, recv_cell(L, MP_T_LOCK, LOCK_MT), LOCK_MT, 0);
+  return 1;
+}
+
+static int l_rlock_recv(lua_State *L) {
+  adopt(L, recv_cell(L, MP_T_RLOCK, RLOCK_MT), RLOCK_MT, 0);
+  return 1;
+}
+
+mp_cell *mp_test_lock(lua_State *L, int idx) {
+  mp_handle *h = (mp_handle *)luaL_testudata(L, idx, LOCK_MT);
+  if (h == NULL) h = (mp_handle *)luaL_testudata(L, idx, RLOCK_MT);
+  if (h == NULL || h->cell == NULL) return NULL;
+  return h->cell;
+}
+
+int mp_push_lock_handle(lua_State *L, mp_cell *cell) {
+  adopt(L, cell, cell->type == MP_T_RLOCK ? RLOCK_MT : LOCK_MT, 0);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** Semaphore and BoundedSemaphore
+** --------------------------------------------------------------------- */
+
+typedef struct {
+  uint64_t who;
+  uint32_t count, pad;
+  pthread_mutex_t alive;
+} holder;
+
+typedef struct {
+  pthread_mutex_t m;
+  uint32_t seq, waiters;
+  int64_t value, max;   /* max < 0: unbounded */
+  uint32_t owned, pad;
+  holder h[SEM_HOLDERS];
+} sem_body;
+
+/* core.Semaphore(value, max, owned): max < 0 for no bound. */
+static int l_Semaphore(lua_State *L) {
+  lua_Integer v = luaL_checkinteger(L, 1), max = luaL_checkinteger(L, 2);
+  int owned = lua_toboolean(L, 3), i;
+  mp_handle *h;
+  sem_body *b;
+  luaL_argcheck(L, v >= 0 && v <= INT_MAX, 1, "value must be in 0..2^31-1");
+  h = new_handle(L, SEM_MT, 0);
+  b = (sem_body *)create_cell(L, h, sizeof *b, MP_T_SEM);
+  init_mutex(L, &b->m);
+  for (i = 0; i < SEM_HOLDERS; i++) init_mutex(L, &b->h[i].alive);
+  b->value = v;
+  b->max = max;
+  b->owned = (uint32_t)owned;
+  return 1;
+}
+
+static holder *sem_mine(sem_body *b) {
+  int i;
+  for (i = 0; i < SEM_HOLDERS; i++)
+    if (b->h[i].who == mp_self()) return &b->h[i];
+  return NULL;
+}
+
+/* Records a unit taken by this process; 0 when no slot is free. */
+static int sem_record(sem_body *b) {
+  holder *me = sem_mine(b);
+  int i;
+  if (me != NULL) { me->count++; return 1; }
+  for (i = 0; i < SEM_HOLDERS; i++) {
+    if (b->h[i].who != 0 || mp_mutex_trylock(&b->h[i].alive, NULL)) continue;
+    b->h[i].who = mp_self();
+    b->h[i].count = 1;
+    return 1;
+  }
+  return 0;
+}
+
+/* Gives back the units of dead holders; 1 if any. */
+static int sem_reap(sem_body *b) {
+  int i, any = 0;
+  for (i = 0; i < SEM_HOLDERS; i++) {
+    holder *o = &b->h[i];
+    if (o->who == 0 || o->who == mp_self()) continue;
+    if (mp_mutex_trylock(&o->alive, NULL) != 0) continue;
+    b->value += o->count;
+    o->who = 0;
+    o->count = 0;
+    mp_mutex_unlock(&o->alive);
+    any = 1;
+  }
+  return any;
+}
+
+static int sem_try(sem_body *b) {
+  if (b->value <= 0) return 0;
+  if (b->owned && !sem_record(b)) return 0;
+  b->value--;
+  return 1;
+}
+
+static int m_sem_acquire(lua_State *L) {
+  sem_body *b = (sem_body *)self_body(L);
+  int block, died = 0, ok;
+  double deadline = block_deadline(L, 2, &block);
+  enter(&b->m, &died);
+  for (;;) {
+    uint32_t seen;
+    if ((ok = sem_try(b)) != 0) break;
+    if (b->owned && sem_reap(b)) { died = 1; continue; }
+    if (!block || passed(deadline)) break;
+    seen = LOAD(&b->seq);
+    b->waiters++;
+    mp_mutex_unlock(&b->m);
+    mp_seq_wait(&b->seq, seen, b->owned ? poll_deadline(deadline) : deadline);
+    enter(&b->m, &died);
+    b->waiters--;
+  }
+  mp_mutex_unlock(&b->m);
+  return push_taken(L, ok, died);
+}
+
+static const char *sem_give(sem_body *b) {
+  if (b->max >= 0 && b->value >= b->max)
+    return "release: the BoundedSemaphore is released too many times";
+  if (b->owned) {
+    holder *me = sem_mine(b);
+    if (me == NULL) return "release: this process holds no unit of the Semaphore";
+    if (--me->count == 0) {
+      me->who = 0;
+      mp_mutex_unlock(&me->alive);
+    }
+  }
+  b->value++;
+  if (b->waiters) mp_seq_wake(&b->seq);
+  return NULL;
+}
+
+static int m_sem_release(lua_State *L) {
+  sem_body *b = (sem_body *)self_body(L);
+  const char *err;
+  enter(&b->m, NULL);
+  err = sem_give(b);
+  mp_mutex_unlock(&b->m);
+  if (err) return luaL_error(L, "%s", err);
+  return 0;
+}
+
+static int m_sem_get_value(lua_State *L) {
+  sem_body *b = (sem_body *)self_body(L);
+  lua_pushinteger(L, (lua_Integer)LOAD(&b->value));
+  return 1;
+}
+
+static const char *sem_kind(sem_body *b) {
+  return b->max >= 0 ? "mproc.BoundedSemaphore" : "mproc.Semaphore";
+}
+
+static int m_sem_tostring(lua_State *L) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, SEM_MT);
+  sem_body *b;
+  if (h->cell == NULL) return lua_pushliteral(L, "mproc.Semaphore (closed)"), 1;
+  b = (sem_body *)MP_CELL_BODY(h->cell);
+  lua_pushfstring(L, "%s (value %d%s)", sem_kind(b), (int)LOAD(&b->value),
+                  b->owned ? ", owned" : "");
+  return 1;
+}
+
+/* Units this process holds go back when its last handle goes. */
+static int m_sem_gc(lua_State *L) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, SEM_MT);
+  if (mp_handle_sole(h)) {
+    sem_body *b = (sem_body *)MP_CELL_BODY(h->cell);
+    holder *me = sem_mine(b);
+    if (me != NULL) { me->who = 0; mp_mutex_unlock(&me->alive); }
+  }
+  mp_handle_drop(h);
+  return 0;
+}
+
+static int m_sem_send(lua_State *L) { return send_handle(L, SEM_MT); }
+
+static int l_sem_recv(lua_State *L) {
+  adopt(L, recv_cell(L, MP_T_SEM, SEM_MT), SEM_MT, 0);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** Event
+** --------------------------------------------------------------------- */
+
+typedef struct { uint32_t flag, seq, waiters; } event_body;
+
+static int l_Event(lua_State *L) {
+  mp_handle *h = new_handle(L, EVENT_MT, 0);
+  create_cell(L, h, sizeof(event_body), MP_T_EVENT);
+  return 1;
+}
+
+static int m_event_set(lua_State *L) {
+  event_body *b = (event_body *)self_body(L);
+  STORE(&b->flag, 1);
+  if (LOAD(&b->waiters)) mp_seq_wake(&b->seq);
+  else __atomic_add_fetch(&b->seq, 1, __ATOMIC_SEQ_CST);
+  return 0;
+}
+
+static int m_event_clear(lua_State *L) {
+  STORE(&((event_body *)self_body(L))->flag, 0);
+  return 0;
+}
+
+static int m_event_is_set(lua_State *L) {
+  lua_pushboolean(L, LOAD(&((event_body *)self_body(L))->flag));
+  return 1;
+}
+
+static int m_event_wait(lua_State *L) {
+  event_body *b = (event_body *)self_body(L);
+  double deadline = mp_opt_deadline(L, 2);
+  int set = 0;
+  if (LOAD(&b->flag)) return lua_pushboolean(L, 1), 1;
+  __atomic_add_fetch(&b->waiters, 1, __ATOMIC_SEQ_CST);
+  for (;;) {
+    uint32_t seen = LOAD(&b->seq);
+    if ((set = LOAD(&b->flag)) != 0) break;
+    if (mp_seq_wait(&b->seq, seen, deadline) == ETIMEDOUT) {
+      set = LOAD(&b->flag);
+      break;
+    }
+  }
+  __atomic_sub_fetch(&b->waiters, 1, __ATOMIC_SEQ_CST);
+  lua_pushboolean(L, set);
+  return 1;
+}
+
+static int m_event_tostring(lua_State *L) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, EVENT_MT);
+  if (h->cell == NULL) return lua_pushliteral(L, "mproc.Event (closed)"), 1;
+  lua_pushstring(L, LOAD(&((event_body *)MP_CELL_BODY(h->cell))->flag)
+                    ? "mproc.Event (set)" : "mproc.Event (clear)");
+  return 1;
+}
+
+static int m_event_gc(lua_State *L) { return gc_handle(L, EVENT_MT); }
+static int m_event_send(lua_State *L) { return send_handle(L, EVENT_MT); }
+
+static int l_event_recv(lua_State *L) {
+  adopt(L, recv_cell(L, MP_T_EVENT, EVENT_MT), EVENT_MT, 0);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** Condition: its lock (a Lock or RLock handle) is user value 1
+** --------------------------------------------------------------------- */
+
+typedef struct {
+  pthread_mutex_t m;
+  uint32_t seq, next_ticket;
+  wslot w[COND_SLOTS];
+} cond_body;
+
+/* core.Condition(lock) */
+static int l_Condition(lua_State *L) {
+  mp_cell *lk = mp_test_lock(L, 1);
+  mp_handle *h;
+  cond_body *b;
+  luaL_argexpected(L, lk != NULL, 1, "mproc.Lock or mproc.RLock");
+  h = new_handle(L, COND_MT, 1);
+  b = (cond_body *)create_cell(L, h, sizeof *b, MP_T_COND);
+  init_mutex(L, &b->m);
+  slots_init(L, b->w, COND_SLOTS);
+  h->cell->lock = lk;
+  h->cell->lock_gen = lk->gen;
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+static lock_body *cond_lock(lua_State *L, const char *fname) {
+  lock_body *lk;
+  lua_getiuservalue(L, 1, 1);
+  lk = (lock_body *)MP_CELL_BODY(mp_test_lock(L, -1));
+  lua_pop(L, 1);
+  if (LOAD(&lk->owner) != mp_self())
+    luaL_error(L, "%s: the Condition's lock is not held by this process", fname);
+  return lk;
+}
+
+/* Waits in slot s until notified or deadline; 1 when notified. */
+static int cond_sleep(cond_body *b, wslot *s, double deadline) {
+  int ok;
+  enter(&b->m, NULL);
+  for (;;) {
+    uint32_t seen;
+    if (s->state == W_SIGNALLED) { ok = 1; break; }
+    if (passed(deadline)) { ok = 0; break; }
+    seen = LOAD(&b->seq);
+    mp_mutex_unlock(&b->m);
+    mp_seq_wait(&b->seq, seen, deadline);
+    enter(&b->m, NULL);
+  }
+  slot_free(s);
+  mp_mutex_unlock(&b->m);
+  return ok;
+}
+
+static int m_cond_wait(lua_State *L) {
+  cond_body *b = (cond_body *)self_body(L);
+  double deadline = mp_opt_deadline(L, 2);
+  lock_body *lk = cond_lock(L, "wait");
+  uint32_t depth;
+  int i, ok, died = 0;
+  enter(&b->m, NULL);
+  i = slot_take(b->w, COND_SLOTS);
+  if (i >= 0) {
+    b->w[i].state = W_WAITING;
+    b->w[i].ticket = b->next_ticket++;
+  }
+  mp_mutex_unlock(&b->m);
+  if (i < 0)
+    return luaL_error(L, "wait: too many processes wait on the Condition "
+                      "(at most %d)", COND_SLOTS);
+  depth = lk->count;
+  lock_give(lk, 1);
+  ok = cond_sleep(b, &b->w[i], deadline);
+  lock_take(lk, 1, -1, &died);
+  lk->count = depth;
+  lua_pushboolean(L, ok);
+  if (!died) return 1;
+  lua_pushliteral(L, "owner died");
+  return 2;
+}
+
+/* Signals up to n waiters, oldest first; reaps dead ones on the way. */
+static int cond_signal(cond_body *b, lua_Integer n) {
+  int i, k = 0;
+  for (i = 0; i < COND_SLOTS; i++) slot_reap(&b->w[i]);
+  while (k < n) {
+    wslot *best = NULL;
+    for (i = 0; i < COND_SLOTS; i++) {
+      wslot *s = &b->w[i];
+      if (s->state == W_WAITING &&
+          (best == NULL || (int32_t)(s->ticket - best->ticket) < 0))
+        best = s;
+    }
+    if (best == NULL) break;
+    best->state = W_SIGNALLED;
+    k++;
+  }
+  if (k) mp_seq_wake(&b->seq);
+  return k;
+}
+
+static int cond_notify(lua_State *L, lua_Integer n, const char *fname) {
+  cond_body *b = (cond_body *)self_body(L);
+  cond_lock(L, fname);
+  enter(&b->m, NULL);
+  cond_signal(b, n);
+  mp_mutex_unlock(&b->m);
+  return 0;
+}
+
+static int m_cond_notify(lua_State *L) {
+  lua_Integer n = luaL_optinteger(L, 2, 1);
+  luaL_argcheck(L, n >= 0, 2, "n must be >= 0");
+  return cond_notify(L, n, "notify");
+}
+
+static int m_cond_notify_all(lua_State *L) {
+  return cond_notify(L, COND_SLOTS, "notify_all");
+}
+
+static int m_cond_get_lock(lua_State *L) {
+  body_of(L, 1, COND_MT);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static int m_cond_tostring(lua_State *L) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, COND_MT);
+  int i, n = 0;
+  if (h->cell == NULL) return lua_pushliteral(L, "mproc.Condition (closed)"), 1;
+  for (i = 0; i < COND_SLOTS; i++)
+    n += ((cond_body *)MP_CELL_BODY(h->cell))->w[i].state == W_WAITING;
+  lua_pushfstring(L, "mproc.Condition (%d waiting)", n);
+  return 1;
+}
+
+static int m_cond_gc(lua_State *L) { return gc_handle(L, COND_MT); }
+static int m_cond_send(lua_State *L) { return send_handle(L, COND_MT); }
+
+static int l_cond_recv(lua_State *L) {
+  mp_cell *c = recv_cell(L, MP_T_COND, COND_MT);
+  mp_cell *lk = mp_cell_check(c->lock, c->lock_gen, 0);
+  if (lk == NULL) return luaL_error(L, "cannot receive a Condition: its lock is gone");
+  adopt(L, c, COND_MT, 1);
+  mp_push_lock_handle(L, lk);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** Barrier: the action (a Lua function or nil) is user value 1
+** --------------------------------------------------------------------- */
+
+typedef struct {
+  pthread_mutex_t m;
+  uint32_t seq, parties, count, gen, broken, nslots;
+  double timeout;   /* default for wait, < 0: none */
+  wslot w[];        /* 2 * parties: room for the next round while one drains */
+} barrier_body;
+
+/* core.Barrier(parties, action, timeout) */
+static int l_Barrier(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  double t = luaL_optnumber(L, 3, -1);
+  mp_handle *h;
+  barrier_body *b;
+  luaL_argcheck(L, n >= 1 && n <= 10000, 1, "parties must be in 1..10000");
+  luaL_argcheck(L, t == t, 3, "timeout is not a number (nan)");
+  h = new_handle(L, BARRIER_MT, 1);
+  b = (barrier_body *)create_cell(L, h, sizeof *b + 2 * (size_t)n * sizeof(wslot),
+                                  MP_T_BARRIER);
+  init_mutex(L, &b->m);
+  slots_init(L, b->w, 2 * (size_t)n);
+  b->parties = (uint32_t)n;
+  b->nslots = 2 * (uint32_t)n;
+  b->timeout = t < 0 ? -1 : t;
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* Breaks the round: every party in it returns "broken". */
+static void barrier_break(barrier_body *b) {
+  uint32_t i;
+  for (i = 0; i < b->nslots; i++)
+    if (b->w[i].state == W_WAITING || b->w[i].state == W_LEADER)
+      b->w[i].state = W_BROKEN;
+  b->broken = 1;
+  b->count = 0;
+  b->gen++;
+  mp_seq_wake(&b->seq);
+}
+
+/* Reaps dead parties; 1 if one died inside the current round. */
+static int barrier_reap(barrier_body *b) {
+  uint32_t i;
+  int in_round = 0;
+  for (i = 0; i < b->nslots; i++) {
+    uint32_t st = b->w[i].state;
+    if (slot_reap(&b->w[i]) && (st == W_WAITING || st == W_LEADER)) in_round = 1;
+  }
+  return in_round;
+}
+
+/* Sleeps (unlocking m) until something changes or deadline. */
+static void barrier_nap(barrier_body *b, double deadline) {
+  uint32_t seen = LOAD(&b->seq);
+  mp_mutex_unlock(&b->m);
+  mp_seq_wait(&b->seq, seen, poll_deadline(deadline));
+  enter(&b->m, NULL);
+}
+
+/* A slot in the current round (waiting while the last one drains), or -1
+** when the barrier is broken. */
+static int barrier_join(barrier_body *b) {
+  for (;;) {
+    int i;
+    if (b->broken) return -1;
+    if (b->count < b->parties && (i = slot_take(b->w, (int)b->nslots)) >= 0)
+      return i;
+    if (barrier_reap(b)) { barrier_break(b); return -1; }
+    barrier_nap(b, -1);
+  }
+}
+
+/* 0 released, 1 broken, 2 timed out (which breaks the barrier). */
+static int barrier_sleep(barrier_body *b, wslot *s, double deadline) {
+  int r;
+  for (;;) {
+    if (s->state == W_SIGNALLED) { r = 0; break; }
+    if (s->state == W_BROKEN) { r = 1; break; }
+    if (passed(deadline)) { barrier_break(b); r = 2; break; }
+    if (barrier_reap(b)) { barrier_break(b); continue; }
+    barrier_nap(b, deadline);
+  }
+  slot_free(s);
+  return r;
+}
+
+static double barrier_deadline(lua_State *L, barrier_body *b) {
+  if (!lua_isnoneornil(L, 2)) return mp_opt_deadline(L, 2);
+  return b->timeout < 0 ? -1 : mp_monotonic() + b->timeout;
+}
+
+/* b:_arrive([timeout]) -> index, is_last | nil, "broken" | nil, "timeout" */
+static int m_barrier_arrive(lua_State *L) {
+  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  double deadline = barrier_deadline(L, b);
+  uint32_t idx;
+  int i, r;
+  enter(&b->m, NULL);
+  if ((i = barrier_join(b)) < 0) {
+    mp_mutex_unlock(&b->m);
+    return lua_pushnil(L), lua_pushliteral(L, "broken"), 2;
+  }
+  idx = b->count++;
+  b->w[i].ticket = b->gen;
+  b->w[i].state = b->count == b->parties ? W_LEADER : W_WAITING;
+  r = b->w[i].state == W_LEADER ? 3 : barrier_sleep(b, &b->w[i], deadline);
+  mp_mutex_unlock(&b->m);
+  if (r == 1 || r == 2) {
+    lua_pushnil(L);
+    lua_pushstring(L, r == 1 ? "broken" : "timeout");
+    return 2;
+  }
+  lua_pushinteger(L, idx);
+  lua_pushboolean(L, r == 3);
+  return 2;
+}
+
+/* b:_release(ok): the last party, after the action, lets the round go.
+** true, or false when the barrier broke meanwhile (or ok is false). */
+static int m_barrier_release(lua_State *L) {
+  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  int ok = lua_toboolean(L, 2);
+  uint32_t i, k = b->nslots;
+  enter(&b->m, NULL);
+  for (i = 0; i < b->nslots && k == b->nslots; i++)
+    if (b->w[i].who == mp_self() &&
+        (b->w[i].state == W_LEADER || b->w[i].state == W_BROKEN))
+      k = i;
+  if (k == b->nslots) {
+    mp_mutex_unlock(&b->m);
+    return luaL_error(L, "release: this process is not the last party of a round");
+  }
+  if (b->w[k].state == W_BROKEN) ok = 0;
+  else if (!ok) barrier_break(b);
+  else {
+    for (i = 0; i < b->nslots; i++)
+      if (b->w[i].state == W_WAITING && b->w[i].ticket == b->gen)
+        b->w[i].state = W_SIGNALLED;
+    b->count = 0;
+    b->gen++;
+    mp_seq_wake(&b->seq);
+  }
+  slot_free(&b->w[k]);
+  mp_mutex_unlock(&b->m);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+static int m_barrier_reset(lua_State *L) {
+  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  enter(&b->m, NULL);
+  barrier_break(b);
+  b->broken = 0;
+  mp_mutex_unlock(&b->m);
+  return 0;
+}
+
+static int m_barrier_abort(lua_State *L) {
+  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  enter(&b->m, NULL);
+  barrier_break(b);
+  mp_mutex_unlock(&b->m);
+  return 0;
+}
+
+static int m_barrier_action(lua_State *L) {
+  body_of(L, 1, BARRIER_MT);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+/* Fields parties, n_waiting, broken; methods from upvalue 1. */
+static int m_barrier_index(lua_State *L) {
+  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  const char *k = lua_tostring(L, 2);
+  if (k != NULL && strcmp(k, "parties") == 0) lua_pushinteger(L, b->parties);
+  else if (k != NULL && strcmp(k, "n_waiting") == 0)
+    lua_pushinteger(L, LOAD(&b->broken) ? 0 : LOAD(&b->count));
+  else if (k != NULL && strcmp(k, "broken") == 0)
+    lua_pushboolean(L, LOAD(&b->broken));
+  else {
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+  }
+  return 1;
+}
+
+static int m_barrier_tostring(lua_State *L) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, BARRIER_MT);
+  barrier_body *b;
+  if (h->cell == NULL) return lua_pushliteral(L, "mproc.Barrier (closed)"), 1;
+  b = (barrier_body *)MP_CELL_BODY(h->cell);
+  if (LOAD(&b->broken))
+    lua_pushfstring(L, "mproc.Barrier (parties %d, broken)", (int)b->parties);
+  else
+    lua_pushfstring(L, "mproc.Barrier (parties %d, waiting %d)", (int)b->parties,
+                    (int)LOAD(&b->count));
+  return 1;
+}
+
+static int m_barrier_gc(lua_State *L) { return gc_handle(L, BARRIER_MT); }
+static int m_barrier_send(lua_State *L) { return send_handle(L, BARRIER_MT); }
+
+/* A received Barrier has no action: functions do not travel. */
+static int l_barrier_recv(lua_State *L) {
+  adopt(L, recv_cell(L, MP_T_BARRIER, BARRIER_MT), BARRIER_MT, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** Registration
+** --------------------------------------------------------------------- */
+
+typedef struct {
+  const char *name;
+  const luaL_Reg *methods;
+  lua_CFunction tostring, gc, send, recv, index;
+} type_spec;
+
+static void new_type(lua_State *L, const type_spec *t) {
+  luaL_newmetatable(L, t->name);
+  lua_pushcfunction(L, t->tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, t->gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, t->gc);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, t->send);
+  lua_setfield(L, -2, "__mproc_send");
+  lua_pushcfunction(L, t->recv);
+  lua_setfield(L, -2, "__mproc_recv");
+  lua_newtable(L);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, t->methods, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__methods");
+  if (t->index) lua_pushcclosure(L, t->index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+static const luaL_Reg lock_methods[] = {
+  {"acquire", m_lock_acquire}, {"release", m_lock_release}, {"held", lock_held},
+  {NULL, NULL}
+};
+static const luaL_Reg rlock_methods[] = {
+  {"acquire", m_rlock_acquire}, {"release", m_rlock_release}, {"held", lock_held},
+  {NULL, NULL}
+};
+static const luaL_Reg sem_methods[] = {
+  {"acquire", m_sem_acquire}, {"release", m_sem_release},
+  {"get_value", m_sem_get_value}, {NULL, NULL}
+};
+static const luaL_Reg event_methods[] = {
+  {"set", m_event_set}, {"clear", m_event_clear}, {"is_set", m_event_is_set},
+  {"wait", m_event_wait}, {NULL, NULL}
+};
+static const luaL_Reg cond_methods[] = {
+  {"wait", m_cond_wait}, {"notify", m_cond_notify},
+  {"notify_all", m_cond_notify_all}, {"get_lock", m_cond_get_lock}, {NULL, NULL}
+};
+static const luaL_Reg barrier_methods[] = {
+  {"_arrive", m_barrier_arrive}, {"_release", m_barrier_release},
+  {"_action", m_barrier_action}, {"reset", m_barrier_reset},
+  {"abort", m_barrier_abort}, {NULL, NULL}
+};
+
+static const type_spec types[] = {
+  {LOCK_MT, lock_methods, m_lock_tostring, m_lock_gc, m_lock_send, l_lock_recv, NULL},
+  {RLOCK_MT, rlock_methods, m_rlock_tostring, m_rlock_gc, m_rlock_send, l_rlock_recv, NULL},
+  {SEM_MT, sem_methods, m_sem_tostring, m_sem_gc, m_sem_send, l_sem_recv, NULL},
+  {EVENT_MT, event_methods, m_event_tostring, m_event_gc, m_event_send, l_event_recv, NULL},
+  {COND_MT, cond_methods, m_cond_tostring, m_cond_gc, m_cond_send, l_cond_recv, NULL},
+  {BARRIER_MT, barrier_methods, m_barrier_tostring, m_barrier_gc, m_barrier_send,
+   l_barrier_recv, m_barrier_index},
+  {NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+};
+
+static const luaL_Reg sync_funcs[] = {
+  {"Lock", l_Lock}, {"RLock", l_RLock}, {"Semaphore", l_Semaphore},
+  {"Event", l_Event}, {"Condition", l_Condition}, {"Barrier", l_Barrier},
+  {NULL, NULL}
+};
+
+void mp_open_sync(lua_State *L) {
+  const type_spec *t;
+  mp_cell_init(L);
+  for (t = types; t->name != NULL; t++) new_type(L, t);
+  luaL_setfuncs(L, sync_funcs, 0);
+}
