@@ -148,3 +148,240 @@ describe("the shared-memory queue under Queue (bytes)", function()
     end
   end)
 end)
+
+describe("Queue", function()
+  local values = {
+    { "nil", nil }, { "false", false }, { "true", true }, { "an integer", 42 },
+    { "a float", 0.5 }, { "math.maxinteger", math.maxinteger }, { "an empty string", "" },
+    { "a string with zeros", "a\0b" }, { "a nested table", { 1, "two", { three = 3 } } },
+  }
+  for _, case in ipairs(values) do
+    it("carries " .. case[1], function()
+      local q = mproc.Queue()
+      assert.is_true(q:put(case[2]))
+      local got = table.pack(q:get())
+      assert.are.equal(1, got.n)
+      assert.are.same(case[2], got[1])
+      if math.type(case[2]) then assert.are.equal(math.type(case[2]), math.type(got[1])) end
+    end)
+  end
+
+  it("returns nil, 'empty' when no item comes before the deadline", function()
+    local q = mproc.Queue()
+    assert.are.same({ nil, "empty" }, { q:get(false) })
+    assert.are.same({ nil, "empty" }, { q:get_nowait() })
+    local t0 = mproc.monotonic()
+    assert.are.same({ nil, "empty" }, { q:get(true, 0.05) })
+    assert.is_true(mproc.monotonic() - t0 >= 0.04)
+  end)
+
+  it("returns nil, 'full' when a bounded queue has no room before the deadline", function()
+    local q = mproc.Queue(2)
+    assert.is_true(q:empty())
+    assert.is_true(q:put(1))
+    assert.is_true(q:put_nowait(2))
+    assert.are.same({ 2, true, false }, { q:qsize(), q:full(), q:empty() })
+    assert.are.same({ nil, "full" }, { q:put(3, false) })
+    assert.are.same({ nil, "full" }, { q:put_nowait(3) })
+    assert.are.same({ nil, "full" }, { q:put(3, true, 0.05) })
+    assert.are.equal(1, q:get())
+    assert.is_true(q:put(3, false))
+    assert.are.same({ 2, 3 }, { q:get(), q:get() })
+  end)
+
+  it("wakes a blocked get when another process puts, and a blocked put when it gets", function()
+    local q = mproc.Queue(1)
+    local p = mproc.Process(function()
+      mproc.sleep(0.05)
+      q:put("late")            -- wakes the parent's get
+      q:put("second")          -- may wait for room (maxsize 1)
+    end):start()
+    assert.are.equal("late", q:get(true, 10))
+    assert.are.equal("second", q:get(true, 10))
+    assert.are.equal(0, p:join())
+    assert.is_true(q:put("x"))
+    local c = mproc.Process(function() mproc.sleep(0.05); os.exit(q:get() == "x" and 0 or 1) end):start()
+    assert.is_true(q:put("y", true, 10))   -- blocks until the child got "x"
+    assert.are.equal(0, c:join())
+    assert.are.equal("y", q:get(false))
+  end)
+
+  it("raises in the caller of put for a value that cannot be encoded, and stays usable", function()
+    local q = mproc.Queue()
+    assert.has_error(function() q:put(coroutine.create(print)) end)
+    assert.has_error(function() q:put({ ok = 1, bad = coroutine.create(print) }) end)
+    assert.is_true(q:empty())
+    q:put("fine")
+    assert.are.equal("fine", q:get())
+  end)
+
+  it("never blocks put on an unbounded queue: the producer can be joined first", function()
+    local q = mproc.Queue()
+    local p = mproc.Process(function()
+      for i = 1, 20000 do q:put(i) end
+      q:put(string.rep("b", 3 * MiB))
+    end):start()
+    assert.are.equal(0, p:join(30))       -- before anything was got
+    assert.are.equal(20001, q:qsize())
+    for i = 1, 20000 do assert(q:get(false) == i) end
+    assert.are.equal(3 * MiB, #q:get(false))
+  end)
+
+  it("loses nothing a producer put before it was killed", function()
+    local q = mproc.Queue()
+    local p = mproc.Process(function()
+      for i = 1, 100 do q:put({ i = i, s = ("%d"):format(i):rep(i) }) end
+      core.kill(core.getpid(), 9)
+    end):start()
+    assert.are.equal(-9, p:join())
+    for i = 1, 100 do assert.are.same({ i = i, s = ("%d"):format(i):rep(i) }, q:get(false)) end
+    assert.is_nil(q:get(false))
+  end)
+
+  it("delivers each item exactly once, in each producer's order, to many consumers", function()
+    local q, results = mproc.Queue(), mproc.Queue()
+    local NP, NC, N = 3, 3, 400
+    local procs = {}
+    for pid = 1, NP do
+      procs[#procs + 1] = mproc.Process(function()
+        for i = 1, N do q:put({ pid, i }) end
+      end):start()
+    end
+    for _ = 1, NC do
+      procs[#procs + 1] = mproc.Process(function()
+        local got = {}
+        while true do
+          local item = q:get(true, 10)
+          if item == "stop" or item == nil then break end
+          got[#got + 1] = item
+        end
+        results:put(got)
+      end):start()
+    end
+    for i = 1, NP do assert.are.equal(0, procs[i]:join()) end
+    for _ = 1, NC do q:put("stop") end
+    local seen, total = {}, 0
+    for _ = 1, NC do
+      local last = {}
+      for _, item in ipairs(results:get(true, 30)) do
+        local key = item[1] .. ":" .. item[2]
+        assert.is_nil(seen[key], "got twice: " .. key)
+        seen[key] = true
+        assert.is_true(item[2] > (last[item[1]] or 0), "out of order: " .. key)
+        last[item[1]] = item[2]
+        total = total + 1
+      end
+    end
+    assert.are.equal(NP * N, total)
+    for i = NP + 1, #procs do assert.are.equal(0, procs[i]:join()) end
+  end)
+
+  it("travels through the codec to processes that inherited it", function()
+    local q, inbox = mproc.Queue(), mproc.Queue()
+    local s = mproc.dumps(q)
+    assert.are.equal(q, mproc.loads(s))
+    local p = mproc.Process(function()
+      local target = inbox:get(true, 10)     -- a Queue, sent through a Queue
+      target:put("via " .. tostring(getmetatable(target).__name))
+    end):start()
+    inbox:put(q)
+    assert.are.equal("via mproc.Queue", q:get(true, 10))
+    assert.are.equal(0, p:join())
+    -- a queue made after the fork is not known to the other process
+    local c = mproc.Process(function() inbox:put(mproc.dumps(mproc.Queue())) end):start()
+    assert.are.equal(0, c:join())
+    local v, err = mproc.loads(inbox:get())
+    assert.is_nil(v)
+    assert.matches("not inherited", err)
+  end)
+
+  it("is closed by close and __close, twice safely; a closed queue raises", function()
+    local q = mproc.Queue()
+    q:close(); q:close()
+    assert.is_true(q:closed())
+    assert.matches("closed", tostring(q))
+    assert.has_error(function() q:put(1) end)
+    assert.has_error(function() q:get() end)
+    do local r <close> = mproc.Queue(); r:put(1) end
+  end)
+
+  it("leaks no descriptors or children", function()
+    collectgarbage(); collectgarbage()
+    local fds, kids = support.fd_count(), #support.children()
+    for _ = 1, 5 do
+      local q = mproc.Queue()
+      mproc.Process(function() q:put("x") end):start():join()
+      assert.are.equal("x", q:get())
+      q:close()
+      local r = mproc.JoinableQueue()
+      r:put(1)
+    end
+    collectgarbage(); collectgarbage()
+    assert.are.equal(fds, support.fd_count())
+    assert.are.equal(kids, #support.children())
+  end)
+
+  it("shows its size in tostring", function()
+    local q = mproc.Queue(5)
+    q:put(1)
+    assert.are.equal("mproc.Queue (1 items, maxsize 5)", tostring(q))
+  end)
+
+  it("raises for bad arguments", function()
+    local q = mproc.Queue()
+    assert.has_error(function() mproc.Queue("x") end, "bad argument #1 to 'Queue' (integer expected for maxsize, got string)")
+    assert.has_error(function() mproc.JoinableQueue(1.5) end)
+    assert.has_error(function() q:put(1, "yes") end, "bad argument #2 to 'put' (boolean expected for block, got string)")
+    assert.has_error(function() q:get(true, "soon") end)
+    assert.has_error(function() mproc.JoinableQueue():join("x") end)
+  end)
+end)
+
+describe("JoinableQueue", function()
+  it("join waits until task_done was called for every item put", function()
+    local q = mproc.JoinableQueue()
+    assert.is_true(q:join(0))
+    for i = 1, 3 do q:put(i) end
+    assert.are.same({ nil, "timeout" }, { q:join(0.05) })
+    local p = mproc.Process(function()
+      for _ = 1, 3 do q:get(); mproc.sleep(0.01); q:task_done() end
+    end):start()
+    assert.is_true(q:join(10))
+    assert.is_true(q:empty())
+    assert.are.equal(0, p:join())
+  end)
+
+  it("raises when task_done is called more times than items were put", function()
+    local q = mproc.JoinableQueue()
+    q:put(1)
+    q:get()
+    q:task_done()
+    assert.has_error(function() q:task_done() end)
+  end)
+end)
+
+describe("SimpleQueue", function()
+  it("has get, put, empty and close", function()
+    local q = mproc.SimpleQueue()
+    assert.is_true(q:empty())
+    q:put({ 1, 2 })
+    assert.is_false(q:empty())
+    assert.are.same({ 1, 2 }, q:get())
+    assert.is_nil(q.qsize)
+    q:close()
+    assert.has_error(function() q:put(1) end)
+  end)
+end)
+
+describe("tutorial 03_queue.lua", function()
+  it("prints what the reader got, in order, and the reader ends terminated", function()
+    local out, code = support.run_lua(nil, { path = "examples/tutorial/03_queue.lua" })
+    assert.are.equal(0, code, out)
+    local got = {}
+    for v in out:gmatch("Get %[(%a+)%] from queue%.") do got[#got + 1] = v end
+    assert.are.same({ "Apple", "Banana", "Cat", "Dog" }, got)
+    assert.matches("Process to write: %d+", out)
+    assert.matches("Process to read: %d+", out)
+    assert.matches("Reader exitcode: %-15\n$", out)
+  end)
+end)

@@ -1,7 +1,8 @@
 /*
 ** conn.c: the Connections of mproc.Pipe. A Connection owns one end of a
 ** Unix stream socket pair and moves length-prefixed frames of bytes (an
-** 8-byte native length, then the bytes); the Lua layer encodes values.
+** 8-byte native length, then the bytes); send/recv encode values with the
+** codec (mp_encode/mp_decode), send_bytes/recv_bytes move strings as they are.
 ** Sockets rather than pipes for the one-way kind too (with the unused
 ** direction shut down): send(MSG_NOSIGNAL) turns a vanished reader into
 ** EPIPE instead of a SIGPIPE that would kill the Lua process.
@@ -139,45 +140,91 @@ static int push_closed(lua_State *L) {
   return 2;
 }
 
-/* conn:send_bytes(s) -> true, or nil, message, errno */
-static int l_conn_send_bytes(lua_State *L) {
-  mp_conn *c = check_conn(L);
-  size_t len;
-  const char *s = luaL_checklstring(L, 2, &len);
-  uint64_t n64 = len;
-  struct iovec iov[2];
-  luaL_argcheck(L, c->writable, 1, "the connection is read-only");
+/* Sends one frame of the pieces of b. true, or nil, message, errno. */
+static int send_frame(lua_State *L, mp_conn *c, const mp_bytes *b) {
+  uint64_t n64 = b->n[0] + b->n[1];
+  struct iovec iov[3];
+  int n = 1, i;
   iov[0].iov_base = &n64;
   iov[0].iov_len = 8;
-  iov[1].iov_base = (void *)s;
-  iov[1].iov_len = len;
-  if (send_all(c->fd, iov, len ? 2 : 1) < 0)
+  for (i = 0; i < 2; i++) {
+    if (b->n[i] == 0) continue;
+    iov[n].iov_base = (void *)b->p[i];
+    iov[n++].iov_len = b->n[i];
+  }
+  if (send_all(c->fd, iov, n) < 0)
     return mp_fail(L, "cannot send on the connection");
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* conn:recv_bytes() -> s, or nil, "closed" once the peer is gone and
-** nothing is left, or nil, message, errno */
-static int l_conn_recv_bytes(lua_State *L) {
+/* conn:send_bytes(s) -> true, or nil, message, errno */
+static int l_conn_send_bytes(lua_State *L) {
   mp_conn *c = check_conn(L);
+  mp_bytes b;
+  b.p[0] = luaL_checklstring(L, 2, &b.n[0]);
+  b.p[1] = NULL;
+  b.n[1] = 0;
+  luaL_argcheck(L, c->writable, 1, "the connection is read-only");
+  return send_frame(L, c, &b);
+}
+
+/* conn:send(v) -> true, or nil, message, errno; an unencodable v raises */
+static int l_conn_send(lua_State *L) {
+  mp_conn *c = check_conn(L);
+  mp_bytes b;
+  luaL_checkany(L, 2);
+  luaL_argcheck(L, c->writable, 1, "the connection is read-only");
+  mp_encode(L, 2, &b);
+  return send_frame(L, c, &b);
+}
+
+/* Receives one frame into the caller's buffer b: 1 with *p, *n set, or
+** the results to return (nil, "closed" once the peer is gone and nothing
+** is left, or nil, message, errno) pushed and their count negated. */
+static int recv_frame(lua_State *L, mp_conn *c, luaL_Buffer *b,
+                      const char **out, size_t *n) {
   uint64_t n64;
   ssize_t r;
-  luaL_Buffer b;
   char *p;
   luaL_argcheck(L, c->readable, 1, "the connection is write-only");
   r = read_all(c->fd, (char *)&n64, 8);
-  if (r < 0) return mp_fail(L, "cannot receive on the connection");
-  if (r < 8) return push_closed(L);
+  if (r < 0) return -mp_fail(L, "cannot receive on the connection");
+  if (r < 8) return -push_closed(L);
   if (n64 > FRAME_MAX) {
     errno = EPROTO;
-    return mp_fail(L, "cannot receive on the connection");
+    return -mp_fail(L, "cannot receive on the connection");
   }
-  p = luaL_buffinitsize(L, &b, (size_t)n64);
+  p = luaL_buffinitsize(L, b, (size_t)n64);
   r = read_all(c->fd, p, (size_t)n64);
-  if (r < 0) return mp_fail(L, "cannot receive on the connection");
-  if ((uint64_t)r < n64) return push_closed(L);
-  luaL_pushresultsize(&b, (size_t)n64);
+  if (r < 0) return -mp_fail(L, "cannot receive on the connection");
+  if ((uint64_t)r < n64) return -push_closed(L);
+  *out = p;
+  *n = (size_t)n64;
+  return 1;
+}
+
+/* conn:recv_bytes() -> s, or nil, "closed", or nil, message, errno */
+static int l_conn_recv_bytes(lua_State *L) {
+  luaL_Buffer b;
+  const char *p;
+  size_t n;
+  int r = recv_frame(L, check_conn(L), &b, &p, &n);
+  if (r < 0) return -r;
+  luaL_pushresultsize(&b, n);
+  return 1;
+}
+
+/* conn:recv() -> v, or nil, "closed", or nil, message, errno; decoded
+** straight from the receive buffer */
+static int l_conn_recv(lua_State *L) {
+  luaL_Buffer b;
+  const char *s;
+  size_t n;
+  int r = recv_frame(L, check_conn(L), &b, &s, &n);
+  if (r < 0) return -r;
+  if (!mp_decode(L, s, n))
+    return luaL_error(L, "cannot decode a message: %s", lua_tostring(L, -1));
   return 1;
 }
 
@@ -239,6 +286,8 @@ static int l_conn_tostring(lua_State *L) {
 }
 
 static const luaL_Reg conn_methods[] = {
+  {"send", l_conn_send},
+  {"recv", l_conn_recv},
   {"send_bytes", l_conn_send_bytes},
   {"recv_bytes", l_conn_recv_bytes},
   {"poll", l_conn_poll},

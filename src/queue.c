@@ -64,7 +64,8 @@ static void *remap(void *old, size_t oldsize, size_t size, int fd) {
 #define RING_MIN ((uint64_t)64 * 1024)          /* a new or drained ring */
 #define RING_SHRINK ((uint64_t)64 * 1024 * 1024) /* a drained ring above
                                                     this gives memory back */
-#define SMALL_ITEM 4096   /* copied out under the lock, pushed after */
+#define SMALL_ITEM 4096            /* copied out to the C stack */
+#define BUF_KEEP (4 * 1024 * 1024) /* a larger get buffer is not kept */
 
 typedef struct {
   uint64_t cap;        /* ring size; the file is at least this long */
@@ -88,6 +89,8 @@ typedef struct {
   int fd;
   char *map;      /* this process's mapping of the item file */
   size_t mapsize;
+  char *buf;      /* where get copies an item out, to decode it unlocked */
+  size_t bufsize;
 } q_handle;
 
 static uint64_t record_size(size_t len) {
@@ -154,15 +157,18 @@ static int ring_grow(q_handle *h, q_state *s, uint64_t need) {
   return 0;
 }
 
-/* Appends one record to s. 0 or an errno. */
-static int ring_put(q_handle *h, q_state *s, const char *p, size_t len) {
+/* Appends one record (the encoded value's two pieces) to s. 0 or errno. */
+static int ring_put(q_handle *h, q_state *s, const mp_bytes *v) {
+  size_t len = v->n[0] + v->n[1];
   uint64_t rec = record_size(len), tail, n64 = len;
   int e;
   if ((e = ensure_map(h, s->cap)) != 0) return e;
   if (s->cap - s->used < rec && (e = ring_grow(h, s, rec)) != 0) return e;
   tail = (s->head + s->used) % s->cap;
   memcpy(h->map + tail, &n64, 8);
-  ring_write(h, s, (tail + 8) % s->cap, p, len);
+  ring_write(h, s, (tail + 8) % s->cap, v->p[0], v->n[0]);
+  if (v->n[1] > 0)
+    ring_write(h, s, (tail + 8 + v->n[0]) % s->cap, v->p[1], v->n[1]);
   s->used += rec;
   s->count++;
   s->unfinished++;
@@ -249,6 +255,7 @@ static int l_queue_new(lua_State *L) {
   q_shared *sh;
   void *map;
   h->sh = NULL; h->fd = -1; h->map = NULL; h->mapsize = 0;
+  h->buf = NULL; h->bufsize = 0;
   luaL_setmetatable(L, QUEUE_MT);
   if ((h->fd = open_item_file()) < 0) return mp_fail(L, "cannot create a queue");
   if (ftruncate(h->fd, (off_t)RING_MIN) < 0) return mp_fail(L, "cannot create a queue");
@@ -277,20 +284,22 @@ static double opt_wait(lua_State *L, int idx) {
   return block ? deadline : 0;
 }
 
-/* h:put(s, [block], [timeout]) -> true, or nil, "full", or nil, msg, errno */
+/* h:put(v, [block], [timeout]) -> true, or nil, "full", or nil, msg,
+** errno. A value the codec cannot encode raises here, before the lock. */
 static int l_queue_put(lua_State *L) {
   q_handle *h = check_queue(L);
-  size_t len;
-  const char *p = luaL_checklstring(L, 2, &len);
   double deadline = opt_wait(L, 3);
   q_shared *sh = h->sh;
+  mp_bytes v;
   q_state s;
   int e, wake;
+  luaL_checkany(L, 2);
+  mp_encode(L, 2, &v);
   if ((e = q_lock(h)) != 0) return push_result(L, e, "full", "cannot put on the queue");
   while (s = current(sh), sh->maxsize > 0 && s.count >= sh->maxsize)
     if ((e = q_wait(h, &sh->wseq, &sh->wwait, deadline)) != 0)
       return push_result(L, e, "full", "cannot put on the queue");
-  if ((e = ring_put(h, &s, p, len)) != 0) {
+  if ((e = ring_put(h, &s, &v)) != 0) {
     q_unlock(h);
     return push_result(L, e, "full", "cannot put on the queue");
   }
@@ -302,71 +311,67 @@ static int l_queue_put(lua_State *L) {
   return 1;
 }
 
-typedef struct { q_handle *h; const q_state *s; uint64_t off; size_t len; } get_args;
-
-/* Pushes the item as a string, straight from the ring. */
-static int push_item(lua_State *L) {
-  get_args *a = (get_args *)lua_touserdata(L, 1);
-  uint64_t first = a->s->cap - a->off;
-  if (first >= a->len) {
-    lua_pushlstring(L, a->h->map + a->off, a->len);
-  } else {
-    luaL_Buffer b;
-    char *d = luaL_buffinitsize(L, &b, a->len);
-    ring_read(a->h, a->s, a->off, d, a->len);
-    luaL_pushresultsize(&b, a->len);
+/* Called locked: the buffer for an item of len bytes (NULL: no memory). */
+static char *item_buffer(q_handle *h, size_t len) {
+  if (h->bufsize < len) {
+    char *b = (char *)realloc(h->buf, len);
+    if (b == NULL) return NULL;
+    h->buf = b;
+    h->bufsize = len;
   }
+  return h->buf;
+}
+
+/* Decodes the item at p and pushes it; raises if it cannot be decoded. */
+static int push_item(lua_State *L, const char *p, size_t len) {
+  if (!mp_decode(L, p, len))
+    return luaL_error(L, "cannot decode a queue item: %s", lua_tostring(L, -1));
   return 1;
 }
 
-/* Called locked: pushes the item at the head of s onto L, or returns an
-** error status with the message pushed. The garbage collector is stopped
-** meanwhile: a finalizer must not run while we hold the lock. */
-static int push_head(lua_State *L, q_handle *h, const q_state *s, size_t len) {
-  get_args a;
-  int running = lua_gc(L, LUA_GCISRUNNING), r;
-  a.h = h; a.s = s; a.off = (s->head + 8) % s->cap; a.len = len;
-  if (running) lua_gc(L, LUA_GCSTOP);
-  lua_pushcfunction(L, push_item);
-  lua_pushlightuserdata(L, &a);
-  r = lua_pcall(L, 1, 1, 0);
-  if (running) lua_gc(L, LUA_GCRESTART);
-  return r;
-}
-
-/* Called locked with an item in s: takes it out, publishes, unlocks and
-** pushes it. */
-static void take_head(lua_State *L, q_handle *h, q_state *s) {
+/* Called locked with an item at the head of s: copies it out, publishes,
+** unlocks, and pushes it decoded (a decode runs Lua code: never locked).
+** The buffer is detached meanwhile, so a close from that code is safe. */
+static int take_head(lua_State *L, q_handle *h, q_state *s) {
   q_shared *sh = h->sh;
-  char small[SMALL_ITEM];
+  char small[SMALL_ITEM], *p = small;
   uint64_t n64;
-  size_t len;
-  int wake;
+  size_t len, cap;
+  int wake, ok;
   memcpy(&n64, h->map + s->head, 8);
   len = (size_t)n64;
-  if (len <= SMALL_ITEM) {
-    ring_read(h, s, (s->head + 8) % s->cap, small, len);
-  } else if (push_head(L, h, s, len) != LUA_OK) {
+  if (len > SMALL_ITEM && (p = item_buffer(h, len)) == NULL) {
     q_unlock(h);
-    lua_error(L);
+    return push_result(L, ENOMEM, "", "cannot get from the queue");
   }
+  ring_read(h, s, (s->head + 8) % s->cap, p, len);
   ring_pop(h, s, len);
   publish(sh, s);
   wake = has_waiters(&sh->wwait);
   q_unlock(h);
   if (wake) mp_seq_wake(&sh->wseq);
-  if (len <= SMALL_ITEM) lua_pushlstring(L, small, len);
+  if (p == small) return push_item(L, p, len);
+  cap = h->bufsize;
+  h->buf = NULL;
+  h->bufsize = 0;
+  ok = mp_decode(L, p, len);
+  if (h->buf == NULL && h->sh != NULL && cap <= BUF_KEEP) {
+    h->buf = p;
+    h->bufsize = cap;
+  } else {
+    free(p);
+  }
+  if (!ok) return luaL_error(L, "cannot decode a queue item: %s", lua_tostring(L, -1));
+  return 1;
 }
 
-/* h:get([block], [timeout]) -> s, or nil, "empty", or nil, msg, errno */
+/* h:get([block], [timeout]) -> v, or nil, "empty", or nil, msg, errno */
 static int l_queue_get(lua_State *L) {
   q_handle *h = check_queue(L);
   double deadline = opt_wait(L, 2);
   q_shared *sh = h->sh;
   q_state s;
   int e;
-  lua_settop(L, 1);
-  luaL_checkstack(L, 4, "queue get");
   if ((e = q_lock(h)) != 0) return push_result(L, e, "empty", "cannot get from the queue");
   while (s = current(sh), s.count == 0)
     if ((e = q_wait(h, &sh->rseq, &sh->rwait, deadline)) != 0)
@@ -375,8 +380,7 @@ static int l_queue_get(lua_State *L) {
     q_unlock(h);
     return push_result(L, e, "empty", "cannot get from the queue");
   }
-  take_head(L, h, &s);
-  return 1;
+  return take_head(L, h, &s);
 }
 
 /* h:qsize() -> the number of items */
@@ -435,6 +439,9 @@ static int l_queue_close(lua_State *L) {
   if (h->map != NULL) { munmap(h->map, h->mapsize); h->map = NULL; }
   if (h->fd >= 0) { close(h->fd); h->fd = -1; }
   if (h->sh != NULL) { mp_shm_free(h->sh, sizeof *h->sh); h->sh = NULL; }
+  free(h->buf);
+  h->buf = NULL;
+  h->bufsize = 0;
   return 0;
 }
 

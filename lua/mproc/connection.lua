@@ -1,32 +1,18 @@
 -- mproc.connection: Pipe and its Connections, as in Python's
--- multiprocessing. The C side (src/conn.c) moves frames of bytes over a
--- socket pair; send/recv here encode values with mproc's codec.
+-- multiprocessing. The Connections are src/conn.c's userdata (frames over
+-- a socket pair, values through mproc's codec); this file makes the pair
+-- and lets Connections travel to processes that inherited them.
 local core = require "mproc.core"
 
 local M = {}
 
 local mt = debug.getregistry()["mproc.Connection"]
-local methods = mt.__index
 
 -- Connections of this process by token, and back, for the codec: a
 -- Connection travels to processes that inherited its descriptor.
 local live = setmetatable({}, { __mode = "v" })
 local tokens = setmetatable({}, { __mode = "k" })
 local serial = 0
-
--- send(v) -> true, or nil, message, errno; an unencodable v raises.
-function methods:send(v)
-  return self:send_bytes(core.dumps(v))
-end
-
--- recv() -> v, or nil, "closed" once the peer is closed and nothing is left
-function methods:recv()
-  local s, err, code = self:recv_bytes()
-  if s == nil then return nil, err, code end
-  local v, derr = core.loads(s)
-  if v == nil and derr ~= nil then error("cannot decode a message: " .. tostring(derr), 2) end
-  return v
-end
 
 function mt.__mproc_send(c)
   return tokens[c] or error("cannot send a Connection that mproc.Pipe did not make", 2)

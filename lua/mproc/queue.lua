@@ -1,8 +1,9 @@
 -- mproc.queue: Queue, SimpleQueue and JoinableQueue, as in Python's
--- multiprocessing. Values are encoded with mproc's codec in the caller of
--- put (so an unencodable value raises there) and the bytes go into a
--- shared-memory queue (src/queue.c) that outlives the putting process:
--- see the README's "Queue" section for how it survives killed processes.
+-- multiprocessing. The work is in src/queue.c: put encodes the value with
+-- mproc's codec in the caller (so an unencodable value raises there) and
+-- copies the bytes into a shared-memory queue that outlives the putting
+-- process; see the README's "Queue" section for how it survives killed
+-- processes. This file adds argument checks and the three classes.
 local core = require "mproc.core"
 local util = require "mproc.util"
 
@@ -12,14 +13,6 @@ local M = {}
 -- travels to processes that inherited it, which hold the same object.
 local live = setmetatable({}, { __mode = "v" })
 local serial = 0
-
-local function dumps(v) return core.dumps(v) end
-
-local function decode(s)
-  local v, err = core.loads(s)
-  if v == nil and err ~= nil then error("cannot decode a queue item: " .. tostring(err), 3) end
-  return v
-end
 
 local function check_block(fname, block, timeout)
   if block ~= nil and type(block) ~= "boolean" then
@@ -33,24 +26,19 @@ local methods = {}
 -- put(v, [block], [timeout]) -> true, or nil, "full"
 function methods:put(v, block, timeout)
   check_block("put", block, timeout)
-  return self._h:put(dumps(v), block, timeout)
+  return self._h:put(v, block, timeout)
 end
 
--- get([block], [timeout]) -> v, or nil, "empty"
+-- get([block], [timeout]) -> v (a got nil has no second value), or
+-- nil, "empty"
 function methods:get(block, timeout)
   check_block("get", block, timeout)
-  local s, err, code = self._h:get(block, timeout)
-  if s == nil then return nil, err, code end
-  return decode(s)
+  return self._h:get(block, timeout)
 end
 
-function methods:put_nowait(v) return self._h:put(dumps(v), false) end
+function methods:put_nowait(v) return self._h:put(v, false) end
 
-function methods:get_nowait()
-  local s, err, code = self._h:get(false)
-  if s == nil then return nil, err, code end
-  return decode(s)
-end
+function methods:get_nowait() return self._h:get(false) end
 
 function methods:qsize() return (self._h:qsize()) end
 
@@ -81,8 +69,8 @@ end
 
 -- SimpleQueue: get, put, empty, close
 local simple = {
-  get = function(self) return methods.get(self) end,
-  put = function(self, v) return methods.put(self, v) end,
+  get = function(self) return self._h:get() end,
+  put = function(self, v) return self._h:put(v) end,
   empty = methods.empty,
   close = methods.close,
   closed = methods.closed,
