@@ -18,6 +18,7 @@ build = {
       sources = {
         "src/core.c",
         "src/proc.c",
+        "src/pool.c",
         "src/shm.c",
         "src/time.c",
       },
@@ -25,6 +26,7 @@ build = {
     },
     ["mproc"] = "lua/mproc/init.lua",
     ["mproc.process"] = "lua/mproc/process.lua",
+    ["mproc.pool"] = "lua/mproc/pool.lua",
     ["mproc.util"] = "lua/mproc/util.lua",
   },
 }

@@ -31,5 +31,6 @@ MP_EXPORT int luaopen_mproc_core(lua_State *L) {
   lua_setfield(L, -2, "fileno");
   mp_open_time(L);
   mp_open_proc(L);
+  mp_open_pool(L);
   return 1;
 }
