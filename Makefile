@@ -22,7 +22,7 @@ LUAENV = LUA=$(LUA) LUA_PATH_5_4='./lua/?.lua;./lua/?/init.lua;./spec/?.lua;./?.
 BUSTED = $(LUA) "$$(command -v busted)"
 EXAMPLES = $(sort $(wildcard examples/tutorial/*.lua))
 
-.PHONY: all deps demo test asan bench lint clean
+.PHONY: all deps demo test asan bench lint clean fuzz
 
 all: $(SO)
 
@@ -71,3 +71,18 @@ lint:
 
 clean:
 	rm -rf build build-asan
+
+# The decoder under libFuzzer (clang, -fsanitize=fuzzer): FUZZ_TIME seconds,
+# seeded with fuzz/seeds.lua; findings land in build/fuzz/.
+FUZZ_TIME ?= 60
+FUZZ_EXE   = build/fuzz/decode_fuzz
+$(FUZZ_EXE): fuzz/decode_fuzz.c src/codec.c $(HDR)
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -I$(LUA_INC) -o $@ fuzz/decode_fuzz.c src/codec.c -llua5.4 -lm
+
+fuzz: $(FUZZ_EXE) all
+	@mkdir -p build/fuzz/corpus build/fuzz/seeds
+	@$(call LUAENV,build) $(LUA) fuzz/seeds.lua build/fuzz/seeds
+	$(FUZZ_EXE) -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=10 \
+	  -artifact_prefix=build/fuzz/ -print_final_stats=1 build/fuzz/corpus build/fuzz/seeds

@@ -16,6 +16,7 @@ build = {
   modules = {
     ["mproc.core"] = {
       sources = {
+        "src/codec.c",
         "src/core.c",
         "src/proc.c",
         "src/pool.c",

@@ -32,5 +32,6 @@ MP_EXPORT int luaopen_mproc_core(lua_State *L) {
   mp_open_time(L);
   mp_open_proc(L);
   mp_open_pool(L);
+  mp_open_codec(L);
   return 1;
 }

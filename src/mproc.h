@@ -17,12 +17,30 @@
 #else
 #define MP_HIDDEN
 #define MP_EXPORT
+/* codec.c: Lua values to bytes and back (format and trust notes there).
+** mp_encode encodes the value at idx; its bytes are p[0] (n[0] bytes)
+** followed by p[1] (n[1] bytes: a top-level string's own bytes, so a big
+** string is copied once, by the caller).  It pushes one value that keeps
+** both alive while it stays on the stack.  Raises "cannot send ...".
+** mp_decode decodes n bytes at p: pushes the value and returns 1, or pushes
+** a message and returns 0; it never raises (a failing __mproc_recv or an
+** allocation failure is returned as a message too).  functions = 0 refuses
+** bytecode (for bytes from less trusted sources, and the fuzz target). */
+typedef struct mp_bytes {
+  const char *p[2];
+  size_t n[2];
+} mp_bytes;
+MP_HIDDEN void mp_encode(lua_State *L, int idx, mp_bytes *out);
+MP_HIDDEN int mp_decode(lua_State *L, const char *p, size_t n);
+MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions);
+
 #endif
 
 /* Each concern registers its functions into the module table on the top. */
 MP_HIDDEN void mp_open_proc(lua_State *L);
 MP_HIDDEN void mp_open_time(lua_State *L);
 MP_HIDDEN void mp_open_pool(lua_State *L);
+MP_HIDDEN void mp_open_codec(lua_State *L);
 
 /* time.c: clocks and deadlines, in seconds as doubles */
 MP_HIDDEN double mp_monotonic(void);
@@ -50,5 +68,22 @@ MP_HIDDEN void mp_seq_wake(uint32_t *seq);
 
 /* proc.c: the fork path other concerns (pool workers) build on */
 MP_HIDDEN void mp_after_fork_child(void);
+
+/* codec.c: Lua values to bytes and back (format and trust notes there).
+** mp_encode encodes the value at idx; its bytes are p[0] (n[0] bytes)
+** followed by p[1] (n[1] bytes: a top-level string's own bytes, so a big
+** string is copied once, by the caller).  It pushes one value that keeps
+** both alive while it stays on the stack.  Raises "cannot send ...".
+** mp_decode decodes n bytes at p: pushes the value and returns 1, or pushes
+** a message and returns 0; it never raises (a failing __mproc_recv or an
+** allocation failure is returned as a message too).  functions = 0 refuses
+** bytecode (for bytes from less trusted sources, and the fuzz target). */
+typedef struct mp_bytes {
+  const char *p[2];
+  size_t n[2];
+} mp_bytes;
+MP_HIDDEN void mp_encode(lua_State *L, int idx, mp_bytes *out);
+MP_HIDDEN int mp_decode(lua_State *L, const char *p, size_t n);
+MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions);
 
 #endif

@@ -19,6 +19,11 @@ M.sleep = core.sleep
 M.time = core.time
 M.monotonic = core.monotonic
 
+-- mproc.dumps(v) -> string; mproc.loads(s) -> v | nil, message: the codec
+-- Queue and Pipe use (src/codec.c).
+M.dumps = core.dumps
+M.loads = core.loads
+
 -- The descriptor that tells when obj is ready: a number, a Lua file,
 -- anything with a sentinel (Process) or a fileno() method (Connection).
 local function descriptor(obj, i)

@@ -1,0 +1,1067 @@
+/*
+** codec.c: Lua values to bytes and back, for Queue, Pipe and friends.
+** core.dumps(v) -> string; core.loads(s) -> v | nil, message.
+**
+** Format: one value, tag byte first; integers in LEB128 varints (zigzag
+** for signed), floats as their 8 native bytes (both ends are processes of
+** one tree on one machine, so byte order and float format agree).
+**   NIL FALSE TRUE | SMALLINT+v (0..127) | INT zz | FLOAT 8 bytes
+**   STR len bytes
+**   TABLE / TABLE_MT narr nhash(u32) narr values, nhash key+value pairs,
+**     then (TABLE_MT) the metatable value.
+**   REF i: the i-th table/function/mproc object of this message (shared
+**     and cyclic references come back as the same object).
+**   FUNC len bytecode nups upvalue*: an upvalue is a value, or UPREF i n:
+**     "the same upvalue as upvalue n of object i" (lua_upvaluejoin).
+**   PATH nkeys module key*: package.loaded[module][key1]... in the receiver.
+**   GLOBALS: the receiver's global table (what _ENV rebinds to).
+**   MPROC name token: registry[name].__mproc_recv(token).
+**
+** Trust: bytes come from processes of the same tree.  loads never crashes
+** on malformed or truncated input except inside bytecode: lua_load checks
+** a binary chunk's structure but not its instructions, so a forged FUNC
+** could misbehave when called.  mp_decode_opt(..., 0) refuses functions;
+** the fuzz target uses it to cover the rest of the format.
+*/
+#include <stdint.h>
+#include <string.h>
+
+#include "mproc.h"
+
+enum {
+  T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT,
+  T_REF, T_FUNC, T_UPREF, T_PATH, T_GLOBALS, T_MPROC,
+  T_SMALLINT = 0x80            /* 0x80 | v for integers 0..127 */
+};
+
+#define MAX_DEPTH 1000          /* nesting, both ways */
+#define BOX_INIT 240            /* bytes held inside the buffer userdata */
+#define INDEX_DEPTH 4           /* levels below a module the index walks */
+#define BUFFER_MT "mproc.CodecBuffer"
+#define INDEX_KEY "mproc.codec.index"  /* registry: object -> path */
+
+/* ---------------------------------------------------------------------
+** Output buffer: a userdata owning its bytes (inline, then allocf'd), so
+** raising anywhere during encoding frees everything through __gc.
+** --------------------------------------------------------------------- */
+typedef struct {
+  char *p;
+  size_t n, cap;
+  char init[BOX_INIT];
+} Box;
+
+static int box_gc(lua_State *L) {
+  Box *b = (Box *)luaL_checkudata(L, 1, BUFFER_MT);
+  if (b->p != b->init) {
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    f(ud, b->p, b->cap, 0);
+    b->p = b->init;
+    b->cap = BOX_INIT;
+  }
+  b->n = 0;
+  return 0;
+}
+
+static int box_tostring(lua_State *L) {
+  Box *b = (Box *)luaL_checkudata(L, 1, BUFFER_MT);
+  lua_pushfstring(L, BUFFER_MT " (%I bytes)", (lua_Integer)b->n);
+  return 1;
+}
+
+/* Pushes the buffer metatable, creating it the first time. */
+static void box_metatable(lua_State *L) {
+  if (luaL_newmetatable(L, BUFFER_MT)) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, box_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+}
+
+static Box *box_new(lua_State *L) {
+  Box *b = (Box *)lua_newuserdatauv(L, sizeof(Box), 0);
+  b->p = b->init;
+  b->n = 0;
+  b->cap = BOX_INIT;
+  box_metatable(L);
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+/* Makes room for need more bytes; 0 when out of memory (never raises). */
+static int box_grow(lua_State *L, Box *b, size_t need) {
+  size_t cap = b->cap;
+  void *ud, *p;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  if (need > ((size_t)-1) / 2 - b->n) return 0;
+  while (cap - b->n < need) cap *= 2;
+  if (b->p == b->init) {
+    p = f(ud, NULL, 0, cap);
+    if (p) memcpy(p, b->init, b->n);
+  } else {
+    p = f(ud, b->p, b->cap, cap);
+  }
+  if (!p) return 0;
+  b->p = (char *)p;
+  b->cap = cap;
+  return 1;
+}
+
+static char *box_room(lua_State *L, Box *b, size_t need) {
+  if (b->cap - b->n < need && !box_grow(L, b, need))
+    luaL_error(L, "cannot send value: not enough memory");
+  return b->p + b->n;
+}
+
+static void box_add(lua_State *L, Box *b, const void *s, size_t n) {
+  memcpy(box_room(L, b, n), s, n);
+  b->n += n;
+}
+
+static size_t put_varint(char *p, uint64_t v) {
+  size_t i = 0;
+  while (v >= 0x80) {
+    p[i++] = (char)(v | 0x80);
+    v >>= 7;
+  }
+  p[i++] = (char)v;
+  return i;
+}
+
+/* Writes tag then varint v. */
+static void box_tagvar(lua_State *L, Box *b, int tag, uint64_t v) {
+  char *p = box_room(L, b, 11);
+  p[0] = (char)tag;
+  b->n += 1 + put_varint(p + 1, v);
+}
+
+static void box_varint(lua_State *L, Box *b, uint64_t v) {
+  b->n += put_varint(box_room(L, b, 10), v);
+}
+
+static void box_str(lua_State *L, Box *b, const char *s, size_t n) {
+  box_varint(L, b, n);
+  box_add(L, b, s, n);
+}
+
+static uint64_t zigzag(lua_Integer i) {
+  uint64_t u = (uint64_t)i;
+  return (u << 1) ^ (i < 0 ? ~(uint64_t)0 : 0);
+}
+
+static lua_Integer unzigzag(uint64_t u) {
+  return (lua_Integer)((u >> 1) ^ (~(u & 1) + 1));
+}
+
+/* Encodes a nil, boolean or number into p (>= 11 bytes); returns length,
+** or 0 for other types. */
+static size_t encode_scalar(lua_State *L, int idx, char *p) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: p[0] = T_NIL; return 1;
+    case LUA_TBOOLEAN: p[0] = lua_toboolean(L, idx) ? T_TRUE : T_FALSE; return 1;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer i = lua_tointeger(L, idx);
+        if (i >= 0 && i < 128) { p[0] = (char)(T_SMALLINT | i); return 1; }
+        p[0] = T_INT;
+        return 1 + put_varint(p + 1, zigzag(i));
+      } else {
+        lua_Number d = lua_tonumber(L, idx);
+        p[0] = T_FLOAT;
+        memcpy(p + 1, &d, sizeof d);
+        return 1 + sizeof d;
+      }
+    default: return 0;
+  }
+}
+
+/* ---------------------------------------------------------------------
+** Reference paths: a weak-keyed registry table mapping objects reachable
+** from package.loaded to { module, key1, key2, ... }.  Built on the first
+** encode that meets a table, function or userdata, rebuilt when
+** package.loaded's names or values change, when a cached path no longer leads
+** to its object, or when a C function or metatable is missing from it.
+** --------------------------------------------------------------------- */
+
+/* A fingerprint of package.loaded's names and values: one pass, no
+** allocation, so checking it on each encode that needs the index is cheap. */
+static lua_Integer loaded_fingerprint(lua_State *L) {
+  uint64_t h = 0;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    uint64_t k = (uint64_t)(uintptr_t)lua_topointer(L, -2);
+    uint64_t v = (uint64_t)(uintptr_t)lua_topointer(L, -1);
+    h += (k * 0x9e3779b97f4a7c15u) ^ (v + 0x632be59bd9b4e019u) ^ (h >> 29);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return (lua_Integer)h;
+}
+
+static int indexable(int t) {
+  return t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA;
+}
+
+/* index[value at -1] = path .. key, unless already indexed; with the
+** path table at ip and the key at -2.  Returns whether it was new. */
+static int index_add(lua_State *L, int index, int ip) {
+  int n, i;
+  ip = lua_absindex(L, ip);
+  n = (int)lua_rawlen(L, ip);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, index) != LUA_TNIL) { lua_pop(L, 1); return 0; }
+  lua_pop(L, 1);
+  lua_createtable(L, n + 1, 0);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, ip, i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushvalue(L, -3);
+  lua_rawseti(L, -2, n + 1);
+  lua_pushvalue(L, -2);
+  lua_insert(L, -2);
+  lua_rawset(L, index);
+  return 1;
+}
+
+/* Walks one level: the fields (string keys) of every table queued at
+** level `from` (a list of tables at stack `from`), queueing new tables. */
+static void index_level(lua_State *L, int index, int from, int to) {
+  int i, n = (int)lua_rawlen(L, from);
+  for (i = 1; i <= n; i++) {
+    int t = lua_gettop(L) + 1;
+    lua_rawgeti(L, from, i);               /* t: table */
+    lua_pushvalue(L, t);
+    lua_rawget(L, index);                  /* t+1: its path */
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      if (lua_type(L, -2) == LUA_TSTRING && indexable(lua_type(L, -1)) &&
+          index_add(L, index, t + 1) && lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, to, (lua_Integer)lua_rawlen(L, to) + 1);
+      }
+      lua_pop(L, 1);
+    }
+    lua_settop(L, t - 1);
+  }
+}
+
+/* Modules first (shortest paths win), then fields level by level.  _G is
+** indexed itself and for its functions only: global data tables travel by
+** value, global functions (print, a script's own) by reference. */
+static void index_modules(lua_State *L, int index, int level, int g) {
+  lua_newtable(L);                         /* empty path */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_type(L, -2) == LUA_TSTRING && indexable(lua_type(L, -1)) &&
+        index_add(L, index, -4) && lua_type(L, -1) == LUA_TTABLE &&
+        !lua_rawequal(L, -1, g)) {
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, level, (lua_Integer)lua_rawlen(L, level) + 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+}
+
+static void index_globals(lua_State *L, int index, int g) {
+  lua_pushvalue(L, g);
+  lua_rawget(L, index);                    /* path of _G, if it is loaded */
+  if (lua_type(L, -1) != LUA_TTABLE) { lua_pop(L, 1); return; }
+  lua_pushnil(L);
+  while (lua_next(L, g)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TFUNCTION)
+      index_add(L, index, -3);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* Pushes a fresh index, also stored in the registry with its loaded count. */
+static void index_build(lua_State *L) {
+  int top = lua_gettop(L), index, level, d;
+  lua_newtable(L);
+  index = top + 1;
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, index);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);  /* top+2 */
+  lua_newtable(L);
+  level = top + 3;
+  index_modules(L, index, level, top + 2);
+  index_globals(L, index, top + 2);
+  for (d = 0; d < INDEX_DEPTH; d++) {
+    lua_newtable(L);
+    index_level(L, index, level, level + 1);
+    lua_replace(L, level);
+  }
+  lua_settop(L, index);
+  lua_pushinteger(L, loaded_fingerprint(L));
+  lua_setfield(L, index, "n");   /* keys are objects: no clash */
+  lua_pushvalue(L, index);
+  lua_setfield(L, LUA_REGISTRYINDEX, INDEX_KEY);
+}
+
+/* Pushes the cached index, rebuilt if package.loaded changed. */
+static void index_get(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, INDEX_KEY) == LUA_TTABLE) {
+    lua_getfield(L, -1, "n");
+    if (lua_tointeger(L, -1) == loaded_fingerprint(L)) { lua_pop(L, 1); return; }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  index_build(L);
+}
+
+/* Whether the path at -1 still leads to the value at idx (raw lookups). */
+static int path_valid(lua_State *L, int idx) {
+  int i, n = (int)lua_rawlen(L, -1), ok;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  for (i = 1; i <= n; i++) {
+    if (lua_type(L, -1) != LUA_TTABLE) { lua_pop(L, 1); return 0; }
+    lua_rawgeti(L, -2, i);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+  }
+  ok = lua_rawequal(L, -1, idx);
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* ---------------------------------------------------------------------
+** Encoder
+** --------------------------------------------------------------------- */
+
+/* Where the encoder is, innermost first, for "cannot send ..." messages. */
+enum { E_FIELD, E_KEY, E_UPVAL, E_META };
+typedef struct Edge {
+  const struct Edge *up;
+  int kind;
+  int a, b;         /* E_FIELD: key index; E_UPVAL: function index, n */
+} Edge;
+
+typedef struct {
+  lua_State *L;
+  Box *b;
+  int seen;         /* stack index: object -> ordinal */
+  int upvals;       /* stack index: upvalue id -> ordinal * 256 + n */
+  int index;        /* stack index of the path index, or 0 */
+  int rebuilt;      /* the index was rebuilt during this call */
+  int nobj;
+  int depth;
+  const Edge *edge;
+} Enc;
+
+static void encode_value(Enc *e, int idx);
+
+static void describe_key(luaL_Buffer *B, lua_State *L, int k) {
+  if (lua_type(L, k) == LUA_TSTRING) {
+    luaL_addstring(B, "field '");
+    luaL_addstring(B, lua_tostring(L, k));
+    luaL_addchar(B, '\'');
+  } else if (lua_type(L, k) == LUA_TNUMBER) {
+    lua_pushfstring(L, "[%s]", luaL_tolstring(L, k, NULL));
+    lua_remove(L, -2);
+    luaL_addvalue(B);
+  } else {
+    lua_pushfstring(L, "[%s key]", luaL_typename(L, k));
+    luaL_addvalue(B);
+  }
+}
+
+static void describe_function(luaL_Buffer *B, lua_State *L, int f) {
+  lua_Debug ar;
+  lua_pushvalue(L, f);
+  lua_getinfo(L, ">S", &ar);
+  lua_pushfstring(L, "function (%s:%d)", ar.short_src, ar.linedefined);
+  luaL_addvalue(B);
+}
+
+static void describe_edge(luaL_Buffer *B, lua_State *L, const Edge *x) {
+  const char *name;
+  switch (x->kind) {
+    case E_FIELD: describe_key(B, L, x->a); break;
+    case E_KEY: luaL_addstring(B, "key"); break;
+    case E_META: luaL_addstring(B, "metatable"); break;
+    default:
+      name = lua_getupvalue(L, x->a, x->b);
+      lua_pop(L, 1);
+      lua_pushfstring(L, "upvalue '%s' of ", name ? name : "?");
+      luaL_addvalue(B);
+      describe_function(B, L, x->a);
+  }
+}
+
+static const char *type_desc(lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+    case LUA_TFUNCTION: return "C function";
+    case LUA_TLIGHTUSERDATA: return "light userdata";
+    case LUA_TTHREAD: return "coroutine";
+    case LUA_TUSERDATA:
+      if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+        const char *s = lua_pushfstring(L, "userdata (%s)", lua_tostring(L, -1));
+        lua_remove(L, -2);
+        return s;
+      }
+      return "userdata";
+    default: return luaL_typename(L, idx);
+  }
+}
+
+/* Raises "cannot send <where>: <why>"; why NULL: the value's type. */
+static int encode_error(Enc *e, int idx, const char *why) {
+  lua_State *L = e->L;
+  const Edge *x;
+  luaL_Buffer B;
+  if (!why) why = type_desc(L, idx);
+  lua_pushstring(L, why);
+  luaL_buffinit(L, &B);
+  luaL_addstring(&B, "cannot send ");
+  if (!e->edge) luaL_addstring(&B, "value");
+  for (x = e->edge; x; x = x->up) {
+    describe_edge(&B, L, x);
+    if (x->up) luaL_addstring(&B, " in ");
+  }
+  luaL_addstring(&B, ": ");
+  luaL_pushresult(&B);
+  lua_insert(L, -2);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+static void enter(Enc *e, Edge *x, int kind, int a, int b) {
+  x->up = e->edge;
+  x->kind = kind;
+  x->a = a;
+  x->b = b;
+  e->edge = x;
+}
+
+/* Returns 1 (and writes a REF) if the object at idx was already sent;
+** otherwise registers it under the next ordinal and returns 0. */
+static int encode_seen(Enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->seen) != LUA_TNIL) {
+    box_tagvar(L, e->b, T_REF, (uint64_t)lua_tointeger(L, -1));
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, ++e->nobj);
+  lua_rawset(L, e->seen);
+  return 0;
+}
+
+static int seen_before(Enc *e, int idx) {
+  lua_State *L = e->L;
+  int t;
+  lua_pushvalue(L, idx);
+  t = lua_rawget(L, e->seen);
+  if (t != LUA_TNIL) box_tagvar(L, e->b, T_REF, (uint64_t)lua_tointeger(L, -1));
+  lua_pop(L, 1);
+  return t != LUA_TNIL;
+}
+
+static void encode_path(Enc *e) {
+  lua_State *L = e->L;
+  int i, n = (int)lua_rawlen(L, -1);
+  size_t len;
+  const char *s;
+  box_tagvar(L, e->b, T_PATH, (uint64_t)(n - 1));
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    s = lua_tolstring(L, -1, &len);
+    box_str(L, e->b, s, len);
+    lua_pop(L, 1);
+  }
+}
+
+/* Writes a PATH and returns 1 if the value at idx is reachable from
+** package.loaded; may_rebuild: a miss is worth rebuilding the index for. */
+static int encode_by_path(Enc *e, int idx, int may_rebuild) {
+  lua_State *L = e->L;
+  if (!e->index) {
+    index_get(L);
+    lua_replace(L, e->index = e->seen + 2);
+  }
+  for (;;) {
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, e->index) == LUA_TTABLE && path_valid(L, idx)) {
+      encode_path(e);
+      lua_pop(L, 1);
+      return 1;
+    }
+    lua_pop(L, 1);
+    if (e->rebuilt || !may_rebuild) return 0;
+    index_build(L);
+    lua_replace(L, e->index);
+    e->rebuilt = 1;
+  }
+}
+
+/* An object with __mproc_send in its metatable: MPROC name token. */
+static int encode_mproc(Enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t n;
+  const char *s;
+  if (luaL_getmetafield(L, idx, "__mproc_send") == LUA_TNIL) return 0;
+  if (encode_seen(e, idx)) { lua_pop(L, 1); return 1; }
+  if (luaL_getmetafield(L, idx, "__name") != LUA_TSTRING)
+    encode_error(e, idx, "mproc object without __name");
+  lua_getfield(L, LUA_REGISTRYINDEX, lua_tostring(L, -1));
+  lua_getmetatable(L, idx);
+  if (!lua_rawequal(L, -1, -2))
+    encode_error(e, idx, "mproc object type not registered under its __name");
+  lua_pop(L, 2);
+  lua_insert(L, -2);                 /* name, send */
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);
+  if (lua_type(L, -1) != LUA_TSTRING)
+    encode_error(e, idx, "__mproc_send did not return a string");
+  s = lua_tolstring(L, -2, &n);
+  box_tagvar(L, e->b, T_MPROC, n);
+  box_add(L, e->b, s, n);
+  s = lua_tolstring(L, -1, &n);
+  box_str(L, e->b, s, n);
+  lua_pop(L, 2);
+  return 1;
+}
+
+/* The pairs outside 1..narr; their count goes to the 4 bytes at pos. */
+static void encode_pairs(Enc *e, int t, lua_Integer narr, size_t pos) {
+  lua_State *L = e->L;
+  uint32_t count = 0;
+  Edge x;
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    int k = lua_gettop(L) - 1;
+    if (lua_isinteger(L, k)) {
+      lua_Integer i = lua_tointeger(L, k);
+      if (i >= 1 && i <= narr) { lua_pop(L, 1); continue; }
+    }
+    enter(e, &x, E_KEY, k, 0);
+    encode_value(e, k);
+    x.kind = E_FIELD;
+    encode_value(e, k + 1);
+    e->edge = x.up;
+    lua_pop(L, 1);
+    count++;
+  }
+  memcpy(e->b->p + pos, &count, 4);
+}
+
+static void encode_table(Enc *e, int t) {
+  lua_State *L = e->L;
+  lua_Integer i, narr = (lua_Integer)lua_rawlen(L, t);
+  int mt = lua_getmetatable(L, t);
+  size_t pos;
+  Edge x;
+  box_tagvar(L, e->b, mt ? T_TABLE_MT : T_TABLE, (uint64_t)narr);
+  box_room(L, e->b, 4);
+  pos = e->b->n;
+  e->b->n += 4;
+  for (i = 1; i <= narr; i++) {
+    lua_pushinteger(L, i);
+    lua_rawgeti(L, t, i);
+    enter(e, &x, E_FIELD, lua_gettop(L) - 1, 0);
+    encode_value(e, lua_gettop(L));
+    e->edge = x.up;
+    lua_pop(L, 2);
+  }
+  encode_pairs(e, t, narr, pos);
+  if (mt) {
+    int m = lua_gettop(L);
+    enter(e, &x, E_META, 0, 0);
+    if (!seen_before(e, m) && !encode_by_path(e, m, 1)) encode_value(e, m);
+    e->edge = x.up;
+    lua_pop(L, 1);
+  }
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  Box *b = (Box *)ud;
+  if (b->cap - b->n < n && !box_grow(L, b, n)) return 1;
+  memcpy(b->p + b->n, p, n);
+  b->n += n;
+  return 0;
+}
+
+/* FUNC len bytecode: the length is patched in after lua_dump. */
+static void encode_bytecode(Enc *e, int f) {
+  lua_State *L = e->L;
+  size_t pos, len;
+  char tmp[10];
+  int ok;
+  box_room(L, e->b, 11);
+  e->b->p[e->b->n++] = T_FUNC;
+  pos = e->b->n;
+  e->b->n += 10;                     /* room for the longest varint */
+  lua_pushvalue(L, f);
+  ok = lua_dump(L, dump_writer, e->b, 0) == 0;
+  lua_pop(L, 1);
+  if (!ok) encode_error(e, f, "not enough memory");
+  len = e->b->n - pos - 10;
+  ok = (int)put_varint(tmp, len);
+  memmove(e->b->p + pos + ok, e->b->p + pos + 10, len);
+  memcpy(e->b->p + pos, tmp, (size_t)ok);
+  e->b->n -= 10 - (size_t)ok;
+}
+
+static void encode_upvalue(Enc *e, int f, int n, int ord) {
+  lua_State *L = e->L;
+  void *id = lua_upvalueid(L, f, n);
+  Edge x;
+  lua_pushlightuserdata(L, id);
+  if (lua_rawget(L, e->upvals) != LUA_TNIL) {
+    lua_Integer ref = lua_tointeger(L, -1);
+    box_tagvar(L, e->b, T_UPREF, (uint64_t)(ref >> 8));
+    box_varint(L, e->b, (uint64_t)(ref & 0xff));
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushlightuserdata(L, id);
+  lua_pushinteger(L, (lua_Integer)ord * 256 + n);
+  lua_rawset(L, e->upvals);
+  lua_getupvalue(L, f, n);
+  enter(e, &x, E_UPVAL, f, n);
+  encode_value(e, lua_gettop(L));
+  e->edge = x.up;
+  lua_pop(L, 1);
+}
+
+static void encode_function(Enc *e, int f) {
+  lua_State *L = e->L;
+  int n, ord;
+  if (seen_before(e, f) || encode_by_path(e, f, lua_iscfunction(L, f)))
+    return;
+  if (lua_iscfunction(L, f)) encode_error(e, f, NULL);
+  encode_seen(e, f);
+  ord = e->nobj;
+  encode_bytecode(e, f);
+  for (n = 0; lua_getupvalue(L, f, n + 1); n++) lua_pop(L, 1);
+  box_varint(L, e->b, (uint64_t)n);
+  for (int i = 1; i <= n; i++) encode_upvalue(e, f, i, ord);
+}
+
+static void encode_object(Enc *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TTABLE:
+      if (seen_before(e, idx)) return;
+      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      if (lua_rawequal(L, -1, idx)) {
+        lua_pop(L, 1);
+        *box_room(L, e->b, 1) = T_GLOBALS;
+        e->b->n++;
+        return;
+      }
+      lua_pop(L, 1);
+      if (encode_mproc(e, idx) || encode_by_path(e, idx, 0)) return;
+      encode_seen(e, idx);
+      encode_table(e, idx);
+      return;
+    case LUA_TFUNCTION: encode_function(e, idx); return;
+    case LUA_TUSERDATA:
+      if (seen_before(e, idx) || encode_mproc(e, idx) ||
+          encode_by_path(e, idx, 1))
+        return;
+      /* fall through */
+    default: encode_error(e, idx, NULL);
+  }
+}
+
+static void encode_value(Enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t n;
+  const char *s;
+  char *p = box_room(L, e->b, 11);
+  if ((n = encode_scalar(L, idx, p)) > 0) { e->b->n += n; return; }
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    s = lua_tolstring(L, idx, &n);
+    box_tagvar(L, e->b, T_STR, n);
+    box_add(L, e->b, s, n);
+    return;
+  }
+  if (e->depth >= MAX_DEPTH) encode_error(e, idx, "nesting too deep");
+  luaL_checkstack(L, 16, "cannot send value: nesting too deep");
+  if (!e->seen) {
+    lua_newtable(L);
+    lua_replace(L, e->seen = e->upvals - 1);
+  }
+  e->depth++;
+  encode_object(e, idx);
+  e->depth--;
+}
+
+/* mp_encode: see mproc.h. */
+void mp_encode(lua_State *L, int idx, mp_bytes *out) {
+  char head[16];
+  size_t n;
+  idx = lua_absindex(L, idx);
+  out->p[1] = NULL;
+  out->n[1] = 0;
+  if ((n = encode_scalar(L, idx, head)) > 0 || lua_type(L, idx) == LUA_TSTRING) {
+    if (n == 0) {
+      out->p[1] = lua_tolstring(L, idx, &out->n[1]);
+      head[0] = T_STR;
+      n = 1 + put_varint(head + 1, out->n[1]);
+    }
+    out->p[0] = lua_pushlstring(L, head, n);
+    out->n[0] = n;
+    return;
+  }
+  {
+    Enc e;
+    int top = lua_gettop(L);
+    memset(&e, 0, sizeof e);
+    e.L = L;
+    lua_settop(L, top + 3);            /* seen (lazy), upvals, index */
+    lua_newtable(L);
+    lua_replace(L, top + 2);
+    e.upvals = top + 2;
+    e.b = box_new(L);                  /* top + 4 */
+    encode_value(&e, idx);
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    out->p[0] = e.b->p;
+    out->n[0] = e.b->n;
+  }
+}
+
+static int l_dumps(lua_State *L) {
+  mp_bytes out;
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  mp_encode(L, 1, &out);
+  if (out.n[1] == 0) {
+    lua_pushlstring(L, out.p[0], out.n[0]);
+  } else {
+    lua_pushvalue(L, 1);
+    lua_concat(L, 2);
+  }
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** Decoder: runs under lua_pcall, so malformed input simply raises; every
+** length is checked against what is left before anything is allocated.
+** --------------------------------------------------------------------- */
+typedef struct {
+  lua_State *L;
+  const char *p, *end, *start;
+  int objs;         /* stack index: ordinal -> object */
+  int nobj;
+  int depth;
+  int functions;    /* FUNC allowed */
+} Dec;
+
+static void decode_value(Dec *d);
+
+static int bad(Dec *d, const char *what) {
+  return luaL_error(d->L, "cannot decode: %s at byte %I", what,
+                    (lua_Integer)(d->p - d->start));
+}
+
+static size_t left(Dec *d) { return (size_t)(d->end - d->p); }
+
+static int get_byte(Dec *d) {
+  if (d->p >= d->end) bad(d, "truncated input");
+  return (unsigned char)*d->p++;
+}
+
+static uint64_t get_varint(Dec *d) {
+  uint64_t v = 0;
+  int shift = 0, c;
+  do {
+    c = get_byte(d);
+    if (shift == 63 && (c & 0x7e)) bad(d, "varint overflow");
+    v |= (uint64_t)(c & 0x7f) << shift;
+    shift += 7;
+  } while ((c & 0x80) && shift < 70);
+  if (c & 0x80) bad(d, "varint overflow");
+  return v;
+}
+
+/* A length that must fit in what is left, each unit taking >= unit bytes. */
+static size_t get_len(Dec *d, size_t unit) {
+  uint64_t v = get_varint(d);
+  if (v > left(d) / unit) bad(d, "length past the end of input");
+  return (size_t)v;
+}
+
+static const char *get_bytes(Dec *d, size_t *n) {
+  const char *s;
+  *n = get_len(d, 1);
+  s = d->p;
+  d->p += *n;
+  return s;
+}
+
+static void push_str(Dec *d) {
+  size_t n;
+  const char *s = get_bytes(d, &n);
+  lua_pushlstring(d->L, s, n);
+}
+
+static void remember(Dec *d) {
+  lua_pushvalue(d->L, -1);
+  lua_rawseti(d->L, d->objs, ++d->nobj);
+}
+
+static void decode_table(Dec *d, int with_mt) {
+  lua_State *L = d->L;
+  size_t i, narr = get_len(d, 1);
+  uint32_t nhash;
+  int t;
+  if (left(d) < 4) bad(d, "truncated input");
+  memcpy(&nhash, d->p, 4);
+  d->p += 4;
+  if (nhash > left(d) / 2) bad(d, "length past the end of input");
+  lua_createtable(L, (int)narr, (int)nhash);
+  t = lua_gettop(L);
+  remember(d);
+  for (i = 1; i <= narr; i++) {
+    decode_value(d);
+    lua_rawseti(L, t, (lua_Integer)i);
+  }
+  for (i = 0; i < nhash; i++) {
+    decode_value(d);
+    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
+                             lua_tonumber(L, -1) != lua_tonumber(L, -1)))
+      bad(d, "nil or NaN table key");
+    decode_value(d);
+    lua_rawset(L, t);
+  }
+  if (with_mt) {
+    decode_value(d);
+    if (!lua_istable(L, -1)) bad(d, "metatable is not a table");
+    lua_setmetatable(L, t);
+  }
+}
+
+static const char *bytecode_reader(lua_State *L, void *ud, size_t *n) {
+  const char **s = (const char **)ud;
+  (void)L;
+  *n = (size_t)(s[1] - s[0]);
+  if (*n == 0) return NULL;
+  {
+    const char *p = s[0];
+    s[0] = s[1];
+    return p;
+  }
+}
+
+/* UPREF i n: joins upvalue k of f (at -1) with upvalue n of object i. */
+static void join_upvalue(Dec *d, int k) {
+  lua_State *L = d->L;
+  uint64_t i = get_varint(d), n = get_varint(d);
+  if (i < 1 || i > (uint64_t)d->nobj) bad(d, "bad upvalue reference");
+  lua_rawgeti(L, d->objs, (lua_Integer)i);
+  if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
+      n < 1 || n > 255 || !lua_getupvalue(L, -1, (int)n))
+    bad(d, "bad upvalue reference");
+  lua_pop(L, 1);
+  lua_upvaluejoin(L, -2, k, -1, (int)n);
+  lua_pop(L, 1);
+}
+
+static void decode_function(Dec *d) {
+  lua_State *L = d->L;
+  size_t len, nups, k, have;
+  const char *span[2];
+  if (!d->functions) bad(d, "functions not accepted here");
+  span[0] = get_bytes(d, &len);
+  span[1] = span[0] + len;
+  if (len < 4 || memcmp(span[0], LUA_SIGNATURE, 4) != 0) bad(d, "bad bytecode");
+  if (lua_load(L, bytecode_reader, (void *)span, "=(mproc.loads)", "b") != LUA_OK)
+    bad(d, lua_pushfstring(L, "bad bytecode (%s)", lua_tostring(L, -1)));
+  remember(d);
+  nups = get_len(d, 1);
+  for (have = 0; have < 256 && lua_getupvalue(L, -1, (int)have + 1); have++)
+    lua_pop(L, 1);
+  if (nups != have) bad(d, "upvalue count does not match the bytecode");
+  for (k = 1; k <= nups; k++) {
+    if (d->p < d->end && (unsigned char)*d->p == T_UPREF) {
+      d->p++;
+      join_upvalue(d, (int)k);
+    } else {
+      decode_value(d);
+      lua_setupvalue(L, -2, (int)k);
+    }
+  }
+}
+
+/* PATH n module key*n: looked up (with metamethods) from package.loaded;
+** a module not loaded yet is required. */
+static void decode_path(Dec *d) {
+  lua_State *L = d->L;
+  size_t n = get_len(d, 1), i;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  push_str(d);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, -3) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 1);
+  }
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  for (i = 0; i < n; i++) {
+    if (!lua_istable(L, -1)) bad(d, "reference path leads nowhere");
+    push_str(d);
+    lua_gettable(L, -2);
+    lua_remove(L, -2);
+  }
+  if (lua_isnil(L, -1)) bad(d, "reference path leads nowhere");
+}
+
+static void decode_mproc(Dec *d) {
+  lua_State *L = d->L;
+  push_str(d);
+  if (lua_gettable(L, LUA_REGISTRYINDEX) != LUA_TTABLE ||
+      lua_getfield(L, -1, "__mproc_recv") != LUA_TFUNCTION)
+    bad(d, "unknown mproc object type");
+  push_str(d);
+  lua_call(L, 1, 1);
+  if (lua_isnil(L, -1)) bad(d, "__mproc_recv returned nil");
+  lua_remove(L, -2);
+  remember(d);
+}
+
+static void decode_object(Dec *d, int tag) {
+  lua_State *L = d->L;
+  uint64_t i;
+  switch (tag) {
+    case T_TABLE: case T_TABLE_MT: decode_table(d, tag == T_TABLE_MT); break;
+    case T_REF:
+      i = get_varint(d);
+      if (i < 1 || i > (uint64_t)d->nobj) bad(d, "bad reference");
+      lua_rawgeti(L, d->objs, (lua_Integer)i);
+      break;
+    case T_FUNC: decode_function(d); break;
+    case T_PATH: decode_path(d); break;
+    case T_GLOBALS: lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); break;
+    case T_MPROC: decode_mproc(d); break;
+    default: bad(d, "unknown tag");
+  }
+}
+
+static void decode_value(Dec *d) {
+  lua_State *L = d->L;
+  int tag = get_byte(d);
+  lua_Number f;
+  if (tag >= T_SMALLINT) { lua_pushinteger(L, tag & 0x7f); return; }
+  switch (tag) {
+    case T_NIL: lua_pushnil(L); return;
+    case T_FALSE: lua_pushboolean(L, 0); return;
+    case T_TRUE: lua_pushboolean(L, 1); return;
+    case T_INT: lua_pushinteger(L, unzigzag(get_varint(d))); return;
+    case T_FLOAT:
+      if (left(d) < sizeof f) bad(d, "truncated input");
+      memcpy(&f, d->p, sizeof f);
+      d->p += sizeof f;
+      lua_pushnumber(L, f);
+      return;
+    case T_STR: push_str(d); return;
+  }
+  if (++d->depth > MAX_DEPTH) bad(d, "nesting too deep");
+  luaL_checkstack(L, 16, "cannot decode: nesting too deep");
+  decode_object(d, tag);
+  d->depth--;
+}
+
+/* lua_pcall'd: (lightuserdata p, integer n, boolean functions) -> value */
+static int decode_protected(lua_State *L) {
+  Dec d;
+  size_t n = (size_t)lua_tointeger(L, 2);
+  memset(&d, 0, sizeof d);
+  d.L = L;
+  d.start = d.p = (const char *)lua_touserdata(L, 1);
+  d.end = d.p + n;
+  d.functions = lua_toboolean(L, 3);
+  lua_newtable(L);
+  d.objs = lua_gettop(L);
+  decode_value(&d);
+  if (d.p != d.end) bad(&d, "trailing bytes");
+  return 1;
+}
+
+/* Scalars and strings at the top level skip the protected call. */
+static int decode_fast(lua_State *L, const char *p, size_t n) {
+  int tag = n ? (unsigned char)p[0] : -1;
+  lua_Number f;
+  if (n == 1 && tag >= T_SMALLINT) lua_pushinteger(L, tag & 0x7f);
+  else if (n == 1 && tag <= T_TRUE) {
+    if (tag == T_NIL) lua_pushnil(L);
+    else lua_pushboolean(L, tag == T_TRUE);
+  } else if (n == 1 + sizeof f && tag == T_FLOAT) {
+    memcpy(&f, p + 1, sizeof f);
+    lua_pushnumber(L, f);
+  } else if (tag == T_INT && n >= 2 && n <= 9 && !(p[n - 1] & 0x80)) {
+    uint64_t u = 0;
+    size_t i;
+    for (i = 1; i < n; i++) u |= (uint64_t)(p[i] & 0x7f) << (7 * (i - 1));
+    for (i = 1; i < n - 1; i++) if (!(p[i] & 0x80)) return 0;
+    lua_pushinteger(L, unzigzag(u));
+  } else if (tag == T_STR && n >= 2) {
+    uint64_t len = 0;
+    size_t i = 1;
+    int shift = 0;
+    while (i < n && i < 10 && (p[i] & 0x80)) {
+      len |= (uint64_t)(p[i++] & 0x7f) << shift;
+      shift += 7;
+    }
+    if (i >= n || (p[i] & 0x80)) return 0;
+    len |= (uint64_t)(unsigned char)p[i++] << shift;
+    if (len != n - i) return 0;
+    lua_pushlstring(L, p + i, (size_t)len);
+  } else return 0;
+  return 1;
+}
+
+/* mp_decode_opt: see mproc.h. */
+int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions) {
+  if (decode_fast(L, p, n)) return 1;
+  lua_pushcfunction(L, decode_protected);
+  lua_pushlightuserdata(L, (void *)p);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_pushboolean(L, functions);
+  if (lua_pcall(L, 3, 1, 0) == LUA_OK) return 1;
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "cannot decode: error object is not a string");
+  }
+  return 0;
+}
+
+int mp_decode(lua_State *L, const char *p, size_t n) {
+  return mp_decode_opt(L, p, n, 1);
+}
+
+static int l_loads(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  if (mp_decode(L, s, n)) return 1;
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+void mp_open_codec(lua_State *L) {
+  box_metatable(L);
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_dumps);
+  lua_setfield(L, -2, "dumps");
+  lua_pushcfunction(L, l_loads);
+  lua_setfield(L, -2, "loads");
+}
