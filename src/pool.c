@@ -267,14 +267,18 @@ static void wake_workers(board *b) {
     mp_seq_wake(&b->sh->seq);
 }
 
-/* board:put(task_id, payload) -> true, or false while the board is full */
+/* board:put(task_id, head, body) -> true, or false while the board is
+** full.  The record holds {u32 #head, head, body}; take() splits it. */
 static int l_board_put(lua_State *L) {
   board *b = check_board(L);
   lua_Integer id = luaL_checkinteger(L, 2);
-  size_t len;
-  const char *s = luaL_checklstring(L, 3, &len);
+  size_t hlen, blen, len;
+  const char *h = luaL_checklstring(L, 3, &hlen);
+  const char *s = luaL_checklstring(L, 4, &blen);
   uint64_t pos, tail = b->sh->tail;
-  uint32_t slot;
+  uint32_t slot, h32 = (uint32_t)hlen;
+  char *dst;
+  len = 4 + hlen + blen;
   if (len > b->dsize - REC_HDR || len > UINT32_MAX)
     return luaL_error(L, "a task of %I bytes does not fit the pool's board "
                       "(%I bytes)", (lua_Integer)len, (lua_Integer)(b->dsize - REC_HDR));
@@ -283,7 +287,10 @@ static int l_board_put(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  memcpy(b->data + pos % b->dsize + REC_HDR, s, len);
+  dst = b->data + pos % b->dsize + REC_HDR;
+  memcpy(dst, &h32, 4);
+  memcpy(dst + 4, h, hlen);
+  memcpy(dst + 4 + hlen, s, blen);
   slot = b->freelist[--b->nfree];
   b->slots[slot].task = id;
   b->slots[slot].pos = pos;
@@ -520,19 +527,24 @@ static int64_t claim_wait(board *b, uint32_t w) {
   }
 }
 
-/* board:take(w) -> slot, task id, payload; nil once the pool shuts down or
+/* board:take(w) -> slot, task id, head, body; nil once the pool shuts down or
 ** the parent is gone */
 static int l_board_take(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   int64_t s = claim_wait(b, (uint32_t)(wk - b->w));
   board_slot *sl;
+  const char *rec;
+  uint32_t hlen;
   if (s < 0) { lua_pushnil(L); return 1; }
   sl = &b->slots[s];
+  rec = b->data + sl->pos % b->dsize + REC_HDR;
+  memcpy(&hlen, rec, 4);
   lua_pushinteger(L, s);
   lua_pushinteger(L, sl->task);
-  lua_pushlstring(L, b->data + sl->pos % b->dsize + REC_HDR, sl->len);
-  return 3;
+  lua_pushlstring(L, rec + 4, hlen);
+  lua_pushlstring(L, rec + 4 + hlen, sl->len - 4 - hlen);
+  return 4;
 }
 
 static int write_all(int fd, struct iovec *iov, int n) {

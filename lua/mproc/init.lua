@@ -57,6 +57,7 @@ end
 -- Parts loaded on first use: name -> { module, field } (field nil: the module).
 local lazy = {
   subprocess = { "mproc.subprocess" },
+  Pool = { "mproc.pool", "Pool" },
 }
 
 return setmetatable(M, {
