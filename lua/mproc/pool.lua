@@ -149,8 +149,8 @@ function ar:_deliver(idx, r)
   if self._ready then return end
   if not r[1] then return self:_fail(r[2]) end
   if self._map then
-    local values, start = self._value, self._starts[idx]
-    for i = 1, r[2].n do values[start + i - 1] = r[2][i] end
+    local out = r[2]
+    table.move(out, 1, out.n, self._starts[idx], self._value)
   else
     self._value = table.move(r, 2, r.n, 1, { n = r.n - 1 })
   end
