@@ -21,6 +21,7 @@ build = {
         "src/core.c",
         "src/proc.c",
         "src/sharedctypes.c",
+        "src/pool.c",
         "src/shm.c",
         "src/spawn.c",
         "src/sync.c",
@@ -33,6 +34,7 @@ build = {
     ["mproc.subprocess"] = "lua/mproc/subprocess.lua",
     ["mproc.sharedctypes"] = "lua/mproc/sharedctypes.lua",
     ["mproc.sync"] = "lua/mproc/sync.lua",
+    ["mproc.pool"] = "lua/mproc/pool.lua",
     ["mproc.util"] = "lua/mproc/util.lua",
   },
 }
