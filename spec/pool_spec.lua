@@ -48,6 +48,16 @@ describe("Pool", function()
     assert.are_not.equal(mproc.getpid(), pid)
   end)
 
+  it("names its workers: current_process() and parent_process() inside a task", function()
+    local name, pid, ppid = pool:apply(function()
+      local me = mproc.current_process()
+      return me.name, me.pid, mproc.parent_process().pid
+    end)
+    assert.matches("^PoolWorker%-%d+$", name)
+    assert.are_not.equal(mproc.getpid(), pid)
+    assert.are.equal(mproc.getpid(), ppid)
+  end)
+
   it("sends closures with their upvalues and modules by reference", function()
     local base, names = 100, { "a", "b" }
     local function f(i) return base + i, names[i], string.upper(names[i]), type(mproc.Pool) end

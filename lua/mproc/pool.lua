@@ -8,6 +8,7 @@
 -- the pool never hangs on it.
 local core = require "mproc.core"
 local util = require "mproc.util"
+local process = require "mproc.process"
 
 local M = {}
 
@@ -113,7 +114,7 @@ local function worker_main(pool, w)
   for i, wk in pairs(pool._workers) do
     if i ~= w then wk.handle:close() end
   end
-  math.randomseed(core.getpid(), math.floor(core.time() * 1e6))
+  process.enter_child(process.Process{ name = "PoolWorker-" .. w, daemon = true })
   if pool._initializer then
     local a = pool._initargs
     pool._initializer(unpack(a, 1, a.n or #a))
