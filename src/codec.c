@@ -539,7 +539,10 @@ static void encode_pairs(Enc *e, int t, lua_Integer narr, size_t pos) {
   uint32_t count = 0;
   Edge x;
   int k = lua_gettop(L) + 1;
-  lua_pushnil(L);
+  /* t[narr] is set (a border), so the traversal may start after it and
+  ** skip the array part already written; keys 1..narr met later (in the
+  ** hash part) are skipped below. */
+  if (narr > 0) lua_pushinteger(L, narr); else lua_pushnil(L);
   while (lua_next(L, t)) {
     if (narr > 0 && lua_isinteger(L, k)) {
       lua_Integer i = lua_tointeger(L, k);
