@@ -74,6 +74,21 @@ describe("codec", function()
       assert.are.equal(math.mininteger, r.x)
     end)
 
+    it("encodes a slice dumps(t, i, j) as the table table.move would make", function()
+      local t = { 1, "two", { 3 }, nil, 5.5, x = "not in slice" }
+      t[4] = nil
+      for _, r in ipairs({ { 1, 5 }, { 2, 4 }, { 3, 3 }, { 4, 5 }, { 6, 5 } }) do
+        local i, j = r[1], r[2]
+        assert.are.same(table.move(t, i, j, 1, {}), mproc.loads(mproc.dumps(t, i, j)))
+      end
+      local back = mproc.loads(mproc.dumps(t, 2, 5))
+      assert.are.same({ "two", { 3 }, nil, 5.5 }, back)
+      assert.is_nil(back.x)
+      assert.has_error(function() mproc.dumps(t, 0, 2) end)
+      assert.has_error(function() mproc.dumps("s", 1, 2) end)
+      assert.has_error(function() mproc.dumps(t, 3, 1) end)
+    end)
+
     it("keeps every key of tables whose sequence lives in the hash part", function()
       local cases = {}
       local a = {}

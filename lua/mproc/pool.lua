@@ -360,8 +360,8 @@ local function encode_function(fname, f, kind)
   return kind .. bytes
 end
 
-local function encode_args(fname, n, v)
-  local ok, bytes = pcall(core.dumps, v)
+local function encode_args(fname, n, v, i, j)
+  local ok, bytes = pcall(core.dumps, v, i, j)
   if not ok then util.argerror(fname, n, "cannot send the arguments: " .. error_text(bytes), 3) end
   return bytes
 end
@@ -423,8 +423,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   for i = 1, n, chunksize do
     k = k + 1
     res._starts[k] = i
-    local chunk = table.move(list, i, math.min(i + chunksize - 1, n), 1, {})
-    self:_submit(res, k, head, encode_args(fname, 2, chunk))
+    self:_submit(res, k, head, encode_args(fname, 2, list, i, math.min(i + chunksize - 1, n)))
   end
   return res
 end
