@@ -74,6 +74,45 @@ describe("codec", function()
       assert.are.equal(math.mininteger, r.x)
     end)
 
+    it("encodes a slice dumps(t, i, j) as the table table.move would make", function()
+      local t = { 1, "two", { 3 }, nil, 5.5, x = "not in slice" }
+      t[4] = nil
+      for _, r in ipairs({ { 1, 5 }, { 2, 4 }, { 3, 3 }, { 4, 5 }, { 6, 5 } }) do
+        local i, j = r[1], r[2]
+        assert.are.same(table.move(t, i, j, 1, {}), mproc.loads(mproc.dumps(t, i, j)))
+      end
+      local back = mproc.loads(mproc.dumps(t, 2, 5))
+      assert.are.same({ "two", { 3 }, nil, 5.5 }, back)
+      assert.is_nil(back.x)
+      assert.has_error(function() mproc.dumps(t, 0, 2) end)
+      assert.has_error(function() mproc.dumps("s", 1, 2) end)
+      assert.has_error(function() mproc.dumps(t, 3, 1) end)
+    end)
+
+    it("keeps every key of tables whose sequence lives in the hash part", function()
+      local cases = {}
+      local a = {}
+      for i = 50, 1, -1 do a[i] = i * 2 end          -- inserted backwards: hash part
+      a.x, a[60], a[0] = "x", 60, "zero"
+      cases[1] = a
+      local b = { 1, 2, 3 }
+      b[5], b[4], b[100] = 5, 4, 100                  -- sequence crossing into the hash
+      cases[2] = b
+      local c = setmetatable({}, nil)
+      for i = 1, 1000 do c[i] = i end
+      for i = 1, 1000, 3 do c[i] = nil end            -- holes all through
+      cases[3] = c
+      for _, t in ipairs(cases) do
+        local r, count = roundtrip(t), 0
+        for key, v in pairs(t) do
+          count = count + 1
+          assert.are.equal(v, r[key])
+        end
+        for _ in pairs(r) do count = count - 1 end
+        assert.are.equal(0, count)
+      end
+    end)
+
     it("keeps nested tables, keys of every sendable kind, and holes", function()
       local k = { "key" }
       local t = { 1, nil, 3, n = { deep = { deeper = { "x" } } }, [true] = "t", [false] = "f",

@@ -97,6 +97,20 @@ describe("subprocess", function()
       end
     end
 
+    for _, fname in ipairs({ "check_call", "check_output" }) do
+      it("makes " .. fname .. " raise the message", function()
+        local ok, err = pcall(subprocess[fname], { "no-such-program-here" })
+        assert.is_false(ok)
+        assert.matches("cannot run 'no-such-program-here': No such file or directory", err, 1, true)
+      end)
+
+      it("makes " .. fname .. " raise on a timeout, after killing the child", function()
+        local ok, err = pcall(subprocess[fname], { "sleep", "30" }, { timeout = 0.2 })
+        assert.is_false(ok)
+        assert.matches("timeout: the command was killed after 0.2 seconds", err, 1, true)
+      end)
+    end
+
     it("leaves no descriptor and no child behind", function()
       local fds, kids = support.fd_count(), #support.children()
       for _ = 1, 50 do

@@ -539,7 +539,10 @@ static void encode_pairs(Enc *e, int t, lua_Integer narr, size_t pos) {
   uint32_t count = 0;
   Edge x;
   int k = lua_gettop(L) + 1;
-  lua_pushnil(L);
+  /* t[narr] is set (a border), so the traversal may start after it and
+  ** skip the array part already written; keys 1..narr met later (in the
+  ** hash part) are skipped below. */
+  if (narr > 0) lua_pushinteger(L, narr); else lua_pushnil(L);
   while (lua_next(L, t)) {
     if (narr > 0 && lua_isinteger(L, k)) {
       lua_Integer i = lua_tointeger(L, k);
@@ -737,8 +740,51 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
   }
 }
 
+/* The slice t[i..j] as if it were a table of its own: a sequence of
+** j - i + 1 values (nils kept) and no other keys. */
+static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer j) {
+  lua_State *L = e->L;
+  lua_Integer k;
+  uint32_t none = 0;
+  int v = lua_gettop(L) + 1;
+  Edge x;
+  box_tagvar(L, e->b, T_TABLE, (uint64_t)(j - i + 1));
+  box_add(L, e->b, (const char *)&none, 4);
+  lua_createtable(L, 0, 4);
+  lua_replace(L, e->seen = e->upvals - 1);
+  enter(e, &x, E_INDEX, 0, 0);
+  for (k = i; k <= j; k++) {
+    x.a = k - i + 1;
+    lua_rawgeti(L, t, k);
+    encode_value(e, v);
+    lua_pop(L, 1);
+  }
+  e->edge = x.up;
+}
+
+/* core.dumps(t, i, j): what core.dumps(table.move(t, i, j, 1, {})) gives,
+** without the copy (the pool sends map chunks this way). */
+static int l_dumps_slice(lua_State *L) {
+  lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
+  Enc e;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_argcheck(L, i >= 1, 2, "slice must start at 1 or after");
+  luaL_argcheck(L, j >= i - 1 && j - i < INT_MAX, 3, "slice end out of range");
+  lua_settop(L, 1);
+  memset(&e, 0, sizeof e);
+  e.L = L;
+  lua_settop(L, 4);                    /* seen, upvals, index: lazy */
+  e.upvals = 3;
+  e.b = box_new(L);                    /* 5 */
+  e.depth = 1;
+  encode_slice(&e, 1, i, j);
+  lua_pushlstring(L, e.b->p, e.b->n);
+  return 1;
+}
+
 static int l_dumps(lua_State *L) {
   mp_bytes out;
+  if (!lua_isnoneornil(L, 2)) return l_dumps_slice(L);
   luaL_checkany(L, 1);
   lua_settop(L, 1);
   mp_encode(L, 1, &out);

@@ -31,6 +31,7 @@ MP_EXPORT int luaopen_mproc_core(lua_State *L) {
   lua_setfield(L, -2, "fileno");
   mp_open_time(L);
   mp_open_proc(L);
+  mp_open_pool(L);
   mp_open_codec(L);
   mp_open_spawn(L);
   mp_open_sync(L);

@@ -22,6 +22,7 @@
 /* Each concern registers its functions into the module table on the top. */
 MP_HIDDEN void mp_open_proc(lua_State *L);
 MP_HIDDEN void mp_open_time(lua_State *L);
+MP_HIDDEN void mp_open_pool(lua_State *L);
 MP_HIDDEN void mp_open_codec(lua_State *L);
 MP_HIDDEN void mp_open_sync(lua_State *L);
 MP_HIDDEN void mp_open_sharedctypes(lua_State *L);

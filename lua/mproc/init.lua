@@ -66,6 +66,7 @@ local lazy = {
   Barrier = { "mproc.sync", "Barrier" },
   Value = { "mproc.sharedctypes", "Value" },
   Array = { "mproc.sharedctypes", "Array" },
+  Pool = { "mproc.pool", "Pool" },
   Queue = { "mproc.queue", "Queue" },
   SimpleQueue = { "mproc.queue", "SimpleQueue" },
   JoinableQueue = { "mproc.queue", "JoinableQueue" },

@@ -104,7 +104,10 @@ end
 -- Runs in the child: becomes current, runs the target, reports an error
 -- with its traceback on stderr as Python does; returns the exit code.
 -- It allocates as little as it can: every page a child writes is copied.
-local function child_run(self)
+-- What every forked child of mproc does first (Process children and pool
+-- workers): reseed math.random, become current_process(), remember the
+-- parent, start with no children of its own.
+function M.enter_child(self)
   math.randomseed(core.getpid(), math.floor(core.time() * 1e6))
   parent_pid, parent_name, parent = core.getppid(), current.name, nil
   if next(children) then children = {} end
@@ -112,6 +115,10 @@ local function child_run(self)
   current = self
   self._pid = core.getpid()
   self._handle = false
+end
+
+local function child_run(self)
+  M.enter_child(self)
   local ok, err = xpcall(self.run, child_traceback, self)
   if ok then return 0 end
   io.stderr:write(("Process %s:\n%s\n"):format(self.name, err))

@@ -449,12 +449,22 @@ function M.call(a, b)
   return done.returncode
 end
 
+-- check_call and check_output exist to raise: a program that cannot start
+-- raises its message ("cannot run 'x': ..."), a timeout raises one that
+-- says so (the child was killed), as Python raises OSError/TimeoutExpired.
+local function raise_failure(err, opts)
+  if err == "timeout" then
+    error(("timeout: the command was killed after %g seconds"):format(opts.timeout), 3)
+  end
+  error(err, 3)
+end
+
 -- check_call(args, [opts]) -> 0; raises CalledProcessError otherwise
 function M.check_call(a, b)
   local args, opts = split_call("check_call", a, b, CALL_OPTIONS)
   opts.check = true
-  local done, err, code = run("check_call", args, opts)
-  if not done then return nil, err, err ~= "timeout" and code or nil end
+  local done, err = run("check_call", args, opts)
+  if not done then raise_failure(err, opts) end
   return 0
 end
 
@@ -463,8 +473,8 @@ function M.check_output(a, b)
   local args, opts = split_call("check_output", a, b, OUTPUT_OPTIONS)
   if opts.stdout ~= nil then util.argerror("check_output", 2, "stdout is not allowed: it is captured") end
   opts.stdout, opts.check = M.PIPE, true
-  local done, err, code = run("check_output", args, opts)
-  if not done then return nil, err, err ~= "timeout" and code or nil end
+  local done, err = run("check_output", args, opts)
+  if not done then raise_failure(err, opts) end
   return done.stdout
 end
 

@@ -1,0 +1,685 @@
+-- mproc.pool: Pool and AsyncResult, after multiprocessing.Pool.
+--
+-- Workers are forked once and pull tasks from a task board in shared
+-- memory (src/pool.c); results come back on one pipe per worker.  Lua has
+-- no threads, so the parent feeds the board, collects results and runs
+-- callbacks whenever it calls into the pool.  A worker that dies fails the
+-- tasks it had claimed (the claim records who took a task) and is replaced;
+-- the pool never hangs on it.
+local core = require "mproc.core"
+local util = require "mproc.util"
+local process = require "mproc.process"
+
+local M = {}
+
+local SIGTERM, SIGKILL = 15, 9
+local NSLOTS = 1024               -- tasks on the board at once
+local DATA_BYTES = 256 << 20      -- board payload space (virtual; pages used on touch)
+local IMAP_AHEAD = 512            -- chunks an imap keeps submitted ahead of its reader
+local FCACHE_MAX = 64             -- decoded functions a worker keeps
+
+-- Task kinds, the first byte of a task's head (the rest: the function)
+local CALL, MAP, STAR = "c", "m", "s"
+
+local SIGNALS = {
+  [1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL", [6] = "SIGABRT",
+  [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL", [10] = "SIGUSR1", [11] = "SIGSEGV",
+  [12] = "SIGUSR2", [13] = "SIGPIPE", [14] = "SIGALRM", [15] = "SIGTERM",
+}
+
+local unpack, pack = table.unpack, table.pack
+
+-- ---------------------------------------------------------------------
+-- The worker's side (runs in the forked child)
+-- ---------------------------------------------------------------------
+
+local function error_text(err)
+  if type(err) == "string" then return err end
+  local mt = getmetatable(err)
+  if mt and mt.__tostring then return tostring(err) end
+  return ("(error object is a %s value)"):format(type(err))
+end
+
+-- The frames below the task are mproc's own: tracebacks leave them out.
+local function task_traceback(e)
+  local tb = debug.traceback(error_text(e), 2)
+  tb = tb:match("^(.-)\n\t%[C%]: in function 'xpcall'") or
+       tb:match("^(.-)\n[^\n]*mproc[/\\]pool%.lua:") or tb
+  return (tb:gsub("\nstack traceback:", ("\nstack traceback (pool worker pid %d):")
+    :format(core.getpid()), 1))
+end
+
+local function run_map(f, items)
+  local out = { n = #items }
+  for i = 1, out.n do out[i] = f(items[i]) end
+  return out
+end
+
+local function run_star(f, items)
+  local out = { n = #items }
+  for i = 1, out.n do
+    local a = items[i]
+    out[i] = f(unpack(a, 1, a.n or #a))
+  end
+  return out
+end
+
+-- Decodes a task's function, keeping the last few by their bytes: a
+-- worker keeps a function's upvalues between tasks while its bytes are
+-- the same, as a Python worker keeps its module globals.
+local function task_function(cache, head)
+  local f = cache[head]
+  if f then return f end
+  local err
+  f, err = core.loads(head:sub(2))
+  if type(f) ~= "function" then error("cannot decode the task's function: " .. tostring(err), 0) end
+  if cache.n >= FCACHE_MAX then
+    for k in pairs(cache) do cache[k] = nil end
+    cache.n = 0
+  end
+  cache[head], cache.n = f, cache.n + 1
+  return f
+end
+
+-- Runs one task; returns the encoded {ok, ...} to send back.
+local function run_task(cache, head, body)
+  local r
+  local ok, f = pcall(task_function, cache, head)
+  if ok then
+    local args, err = core.loads(body)
+    if args == nil and err then
+      r = { false, "cannot decode the task's arguments: " .. err }
+    else
+      local kind = head:sub(1, 1)
+      if kind == CALL then r = pack(xpcall(f, task_traceback, unpack(args, 1, args.n or #args)))
+      elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args))
+      else r = pack(xpcall(run_star, task_traceback, f, args)) end
+    end
+  else
+    r = { false, error_text(f) }
+  end
+  local okenc, bytes = pcall(core.dumps, r)
+  if not okenc then
+    bytes = core.dumps{ false, "cannot send the task's result back: " .. error_text(bytes) }
+  end
+  return bytes
+end
+
+-- The body of a worker: set up, run the initializer, then take, run and
+-- send tasks until the pool shuts down, the parent is gone, or
+-- maxtasksperchild is reached.  Returns the exit code.
+local function worker_main(pool, w)
+  local board = pool._board
+  if not board:worker_init(w) then return 1 end
+  for i, wk in pairs(pool._workers) do
+    if i ~= w then wk.handle:close() end
+  end
+  process.enter_child(process.Process{ name = "PoolWorker-" .. w, daemon = true })
+  if pool._initializer then
+    local a = pool._initargs
+    pool._initializer(unpack(a, 1, a.n or #a))
+  end
+  local cache, max, done = { n = 0 }, pool._maxtasks, 0
+  while not max or done < max do
+    local slot, id, head, body = board:take(w)
+    if not slot then break end
+    local bytes = run_task(cache, head, body)
+    if not board:send(w, slot, id, bytes) then return 1 end
+    done = done + 1
+  end
+  return 0
+end
+
+-- ---------------------------------------------------------------------
+-- AsyncResult
+-- ---------------------------------------------------------------------
+
+local AsyncResult = { __name = "mproc.AsyncResult" }
+local ar = {}
+AsyncResult.__index = ar
+
+local function new_result(pool, parts, opts)
+  return setmetatable({
+    _pool = pool, _parts = parts, _ready = false, _ok = nil, _value = nil,
+    _callback = opts and opts.callback, _error_callback = opts and opts.error_callback,
+  }, AsyncResult)
+end
+
+-- A part of the job finished: value is the worker's packed {ok, ...}.
+function ar:_deliver(idx, r)
+  if self._ready then return end
+  if not r[1] then return self:_fail(r[2]) end
+  if self._map then
+    local out = r[2]
+    table.move(out, 1, out.n, self._starts[idx], self._value)
+  else
+    self._value = table.move(r, 2, r.n, 1, { n = r.n - 1 })
+  end
+  self._parts = self._parts - 1
+  if self._parts == 0 then
+    self._ready, self._ok = true, true
+    if self._callback then self._pool:_later(self._callback, self:_values()) end
+  end
+end
+
+function ar:_fail(msg)
+  if self._ready then return end
+  self._ready, self._ok, self._err = true, false, msg
+  if self._error_callback then self._pool:_later(self._error_callback, msg) end
+end
+
+function ar:_values()
+  if self._map then return self._value end
+  return unpack(self._value, 1, self._value.n)
+end
+
+-- Waits until the result is ready or timeout passes; returns ready().
+function ar:wait(timeout)
+  timeout = util.check_timeout("wait", 1, timeout)
+  local pool = self._pool
+  local deadline = timeout and core.monotonic() + timeout
+  while not self._ready do
+    local left = deadline and math.max(deadline - core.monotonic(), 0)
+    pool:_pump(left)
+    if left == 0 then break end
+  end
+  pool:_run_later()
+  return self._ready
+end
+
+-- The task's values; re-raises its error; nil, "timeout" if not ready in time.
+function ar:get(timeout)
+  timeout = util.check_timeout("get", 1, timeout)
+  if not self:wait(timeout) then return nil, "timeout" end
+  if not self._ok then error(self._err, 0) end
+  return self:_values()
+end
+
+function ar:ready()
+  if not self._ready then self._pool:_pump(0) end
+  return self._ready
+end
+
+function ar:successful()
+  if not self:ready() then error("successful: the result is not ready", 2) end
+  return self._ok
+end
+
+function AsyncResult.__tostring(self)
+  local state = not self._ready and "pending" or (self._ok and "done" or "failed")
+  return ("mproc.AsyncResult (%s)"):format(state)
+end
+
+-- ---------------------------------------------------------------------
+-- Pool: workers
+-- ---------------------------------------------------------------------
+
+local Pool = { __name = "mproc.Pool" }
+local methods = {}
+Pool.__index = methods
+
+local function how_died(pid, code)
+  if code < 0 then
+    return ("pool worker (pid %d) was killed by signal %d (%s)")
+      :format(pid, -code, SIGNALS[-code] or "?")
+  end
+  return ("pool worker (pid %d) exited with code %d"):format(pid, code)
+end
+
+-- Forks worker w; raises if the system cannot.
+function methods:_spawn(w)
+  local board = self._board
+  local ok, err = board:open_worker(w)
+  if not ok then error("Pool: " .. err, 3) end
+  local h, ferr = core.fork(true)
+  if h == false then core.child_main(worker_main, self, w) end
+  if not h then
+    board:drop_worker(w)
+    error("Pool: cannot start a worker: " .. ferr, 3)
+  end
+  board:started(w, h:fileno())
+  self._workers[w] = { handle = h, pid = h:pid(), done = 0 }
+end
+
+function methods:_needs_workers()
+  return self._state == "run" or (self._state == "close" and self._nout > 0)
+end
+
+-- Worker w has ended: fail what it had claimed, replace it if needed.
+function methods:_worker_ended(w, code)
+  local wk = self._workers[w]
+  self:_dispatch(w, self._board:recv(w))
+  local lost = self._board:fail(w)
+  if #lost > 0 then
+    local msg = how_died(wk.pid, code) .. " while running this task"
+    for _, id in ipairs(lost) do self:_finish(id, { false, msg }) end
+  end
+  wk.handle:close()
+  self._workers[w] = nil
+  if self._initializer and code > 0 and wk.done == 0 and #lost == 0 and
+     self._state ~= "terminate" then
+    self._broken = how_died(wk.pid, code) .. " in the pool's initializer (see its stderr)"
+  end
+  if self._broken then
+    self._board:drop_worker(w)
+    return self:_fail_all(self._broken)
+  end
+  if self:_needs_workers() then self:_spawn(w) else self._board:drop_worker(w) end
+end
+
+-- ---------------------------------------------------------------------
+-- Pool: tasks and results
+-- ---------------------------------------------------------------------
+
+-- Queues one task of job (part idx); it reaches the board now or later.
+function methods:_submit(job, idx, head, body)
+  local id = self._nextid + 1
+  self._nextid, self._nout = id, self._nout + 1
+  self._job[id], self._part[id] = job, idx
+  if self._broken then return self:_finish(id, { false, self._broken }) end
+  if self._ptail < self._phead and self._board:put(id, head, body) then return end
+  local t = self._ptail + 1
+  self._ptail, self._pending[t] = t, { id, head, body }
+end
+
+function methods:_feed()
+  local board, pending = self._board, self._pending
+  while self._phead <= self._ptail do
+    local t = pending[self._phead]
+    if not board:put(t[1], t[2], t[3]) then break end
+    pending[self._phead], self._phead = nil, self._phead + 1
+  end
+end
+
+function methods:_finish(id, r)
+  local job, idx = self._job[id], self._part[id]
+  if not job then return end
+  self._job[id], self._part[id], self._nout = nil, nil, self._nout - 1
+  job:_deliver(idx, r)
+end
+
+function methods:_dispatch(w, frames)
+  local wk = self._workers[w]
+  for i = 1, #frames, 2 do
+    local r, err = core.loads(frames[i + 1])
+    if type(r) ~= "table" then r = { false, "cannot decode a task's result: " .. tostring(err) } end
+    wk.done = wk.done + 1
+    self:_finish(frames[i], r)
+  end
+end
+
+-- Collects what is ready, waiting up to timeout (nil: until something is).
+function methods:_pump(timeout)
+  if self._state == "joined" then return end
+  self:_feed()
+  local board = self._board
+  for _, w in ipairs(board:wait(timeout)) do
+    self:_dispatch(w, board:recv(w))
+    local code = self._workers[w].handle:poll()
+    if code then self:_worker_ended(w, code) end
+  end
+  self:_feed()
+end
+
+-- Callbacks run after results are in, one at a time: one that raises
+-- leaves the others for the next call into the pool.
+function methods:_later(f, ...)
+  local t = self._ltail + 1
+  self._ltail, self._later_q[t] = t, pack(f, ...)
+end
+
+function methods:_run_later()
+  while self._lhead <= self._ltail do
+    local c = self._later_q[self._lhead]
+    self._later_q[self._lhead], self._lhead = nil, self._lhead + 1
+    c[1](unpack(c, 2, c.n))
+  end
+end
+
+function methods:_fail_all(msg)
+  for i = self._phead, self._ptail do self._pending[i] = nil end
+  self._phead, self._ptail = 1, 0
+  for id in pairs(self._job) do self:_finish(id, { false, msg }) end
+end
+
+-- ---------------------------------------------------------------------
+-- Pool: public methods
+-- ---------------------------------------------------------------------
+
+local function check_running(self, fname)
+  if getmetatable(self) ~= Pool then
+    error(("bad argument #1 to '%s' (mproc.Pool expected, got %s)"):format(fname, type(self)), 3)
+  end
+  if self._state ~= "run" then error(("%s: the pool is not running (%s)"):format(fname, self._state), 3) end
+end
+
+local function encode_function(fname, f, kind)
+  util.check_callable(fname, 1, f)
+  local ok, bytes = pcall(core.dumps, f)
+  if not ok then util.argerror(fname, 1, "cannot send the function: " .. error_text(bytes), 3) end
+  return kind .. bytes
+end
+
+local function encode_args(fname, n, v, i, j)
+  local ok, bytes = pcall(core.dumps, v, i, j)
+  if not ok then util.argerror(fname, n, "cannot send the arguments: " .. error_text(bytes), 3) end
+  return bytes
+end
+
+local RESULT_OPTIONS = { callback = true, error_callback = true }
+
+-- apply_async(f, [args], [{callback, error_callback}]) -> AsyncResult
+function methods:apply_async(f, args, opts)
+  check_running(self, "apply_async")
+  local head = encode_function("apply_async", f, CALL)
+  util.check_type("apply_async", 2, args, "table", true)
+  util.check_type("apply_async", 3, opts, "table", true)
+  if opts then
+    util.check_options("apply_async", 3, opts, RESULT_OPTIONS)
+    util.check_callable("apply_async", 3, opts.callback, true)
+    util.check_callable("apply_async", 3, opts.error_callback, true)
+  end
+  local res = new_result(self, 1, opts)
+  self:_submit(res, 1, head, encode_args("apply_async", 2, args or {}))
+  return res
+end
+
+-- apply(f, [args]) -> f(unpack(args)) run in a worker
+function methods:apply(f, args)
+  check_running(self, "apply")
+  return self:apply_async(f, args):get()
+end
+
+local function default_chunksize(self, n)
+  local c, extra = n // (self._processes * 4), n % (self._processes * 4)
+  if extra > 0 then c = c + 1 end
+  return math.max(c, 1)
+end
+
+local function check_chunksize(fname, n, c)
+  if c == nil then return nil end
+  if math.type(c) ~= "integer" or c < 1 then
+    util.argerror(fname, n, "chunksize must be an integer >= 1", 3)
+  end
+  return c
+end
+
+local function map_async(self, fname, f, list, chunksize, opts, kind)
+  check_running(self, fname)
+  local head = encode_function(fname, f, kind)
+  util.check_type(fname, 2, list, "table")
+  chunksize = check_chunksize(fname, 3, chunksize) or default_chunksize(self, #list)
+  util.check_type(fname, 4, opts, "table", true)
+  if opts then util.check_options(fname, 4, opts, RESULT_OPTIONS) end
+  local n = #list
+  local res = new_result(self, (n + chunksize - 1) // chunksize, opts)
+  res._map, res._value, res._starts = true, { n = n }, {}
+  if n == 0 then
+    res._ready, res._ok = true, true
+    if res._callback then self:_later(res._callback, res._value) end
+    return res
+  end
+  local k = 0
+  for i = 1, n, chunksize do
+    k = k + 1
+    res._starts[k] = i
+    self:_submit(res, k, head, encode_args(fname, 2, list, i, math.min(i + chunksize - 1, n)))
+  end
+  return res
+end
+
+function methods:map_async(f, list, chunksize, opts)
+  return map_async(self, "map_async", f, list, chunksize, opts, MAP)
+end
+
+function methods:starmap_async(f, list, chunksize, opts)
+  return map_async(self, "starmap_async", f, list, chunksize, opts, STAR)
+end
+
+-- map(f, list, [chunksize]) -> {f(list[1]), ..., n = #list}
+function methods:map(f, list, chunksize)
+  return map_async(self, "map", f, list, chunksize, nil, MAP):get()
+end
+
+function methods:starmap(f, list, chunksize)
+  return map_async(self, "starmap", f, list, chunksize, nil, STAR):get()
+end
+
+-- ---------------------------------------------------------------------
+-- imap: results as an iterator, input pulled lazily
+-- ---------------------------------------------------------------------
+
+local Imap = {}
+Imap.__index = Imap
+
+-- Pulls up to chunksize items from the source; nil when it is exhausted.
+function Imap:_next_chunk()
+  local src, chunk = self.src, {}
+  for i = 1, self.chunksize do
+    local v
+    if self.list then
+      local k = self.pos + i
+      if k > self.n then break end
+      v = src[k]
+    else
+      v = src()
+      if v == nil then break end
+    end
+    chunk[i] = v
+  end
+  if #chunk == 0 then self.exhausted = true return nil end
+  return chunk
+end
+
+-- Submits chunks until ahead of the reader by limit chunks or exhausted.
+function Imap:_fill(limit)
+  if self.pool._state == "joined" then self.exhausted = true end
+  while not self.exhausted and self.submitted - self.consumed < limit do
+    local chunk = self:_next_chunk()
+    if not chunk then break end
+    self.submitted = self.submitted + 1
+    self.starts[self.submitted] = self.pos + 1
+    self.pos = self.pos + #chunk
+    self.pool:_submit(self, self.submitted, self.head, core.dumps(chunk))
+  end
+  if self.exhausted then self.pool._imaps[self] = nil end
+end
+
+function Imap:_deliver(idx, r)
+  self.done[idx] = r
+end
+
+-- The next chunk to hand out: the next in order, or any that is done.
+function Imap:_take_done()
+  if self.ordered then
+    local r = self.done[self.consumed + 1]
+    if r then self.done[self.consumed + 1] = nil end
+    return r, self.consumed + 1
+  end
+  local k, r = next(self.done)
+  if k then self.done[k] = nil end
+  return r, k
+end
+
+function Imap:step()
+  while true do
+    if self.cur then
+      local i = self.cur_i + 1
+      if i <= self.cur.n then
+        self.cur_i = i
+        return self.cur_base + i - 1, self.cur[i]
+      end
+      self.cur = nil
+    end
+    self:_fill(IMAP_AHEAD)
+    if self.exhausted and self.consumed == self.submitted then return nil end
+    local r, k = self:_take_done()
+    if r then
+      self.consumed = self.consumed + 1
+      if not r[1] then error(r[2], 0) end
+      self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
+      self.starts[k] = nil
+    else
+      if self.pool._state == "joined" then error("imap: the pool was joined or terminated", 0) end
+      self.pool:_pump(nil)
+      self.pool:_run_later()
+    end
+  end
+end
+
+local function imap(self, fname, f, src, chunksize, ordered)
+  check_running(self, fname)
+  local head = encode_function(fname, f, MAP)
+  local t = type(src)
+  if t ~= "table" and not util.is_callable(src) then
+    util.argerror(fname, 2, "table or iterator function expected, got " .. t, 2)
+  end
+  chunksize = check_chunksize(fname, 3, chunksize) or 1
+  local it = setmetatable({
+    pool = self, head = head, src = src, list = t == "table", n = t == "table" and #src or nil,
+    chunksize = chunksize, ordered = ordered, pos = 0, submitted = 0, consumed = 0,
+    done = {}, starts = {}, exhausted = false,
+  }, Imap)
+  self._imaps[it] = true
+  return function() return it:step() end
+end
+
+-- imap(f, list_or_iterator, [chunksize]): for i, v in pool:imap(f, xs) do
+-- gives i and f(xs[i]) in input order; an iterator function as input is
+-- called until it returns nil, a bounded number of chunks ahead.
+function methods:imap(f, src, chunksize)
+  return imap(self, "imap", f, src, chunksize, true)
+end
+
+-- imap_unordered: the same pairs, as they complete.
+function methods:imap_unordered(f, src, chunksize)
+  return imap(self, "imap_unordered", f, src, chunksize, false)
+end
+
+-- ---------------------------------------------------------------------
+-- close, terminate, join
+-- ---------------------------------------------------------------------
+
+-- No more tasks; the workers end once the submitted ones are done (join).
+function methods:close()
+  if self._state == "run" then self._state = "close" end
+end
+
+local function reap_all(self, timeout)
+  local deadline = core.monotonic() + timeout
+  for _, wk in pairs(self._workers) do
+    wk.handle:wait(math.max(deadline - core.monotonic(), 0))
+  end
+  for _, wk in pairs(self._workers) do
+    if not wk.handle:poll() then
+      wk.handle:signal(SIGKILL)
+      wk.handle:wait()
+    end
+    wk.handle:close()
+  end
+  self._workers = {}
+end
+
+local function release(self)
+  self._state = "joined"
+  self._board:close()
+end
+
+-- Stops the workers now, mid-task; tasks not done fail.
+function methods:terminate()
+  if self._state == "joined" or self._state == "terminate" then return end
+  self._state = "terminate"
+  for _, wk in pairs(self._workers) do wk.handle:signal(SIGTERM) end
+  reap_all(self, 1)
+  self:_fail_all("the pool was terminated before this task completed")
+  release(self)
+end
+
+-- Waits for the workers to end, after close() (or terminate()).
+function methods:join()
+  if getmetatable(self) ~= Pool then error("bad argument #1 to 'join' (mproc.Pool expected)", 2) end
+  if self._state == "run" then error("join: the pool is still running; call close() or terminate() first", 2) end
+  if self._state ~= "close" then return end
+  while next(self._imaps) do
+    for it in pairs(self._imaps) do it:_fill(math.huge) end
+  end
+  while self._nout > 0 do self:_pump(nil) end
+  self._board:shutdown()
+  while next(self._workers) do self:_pump(nil) end
+  self:_run_later()
+  release(self)
+end
+
+-- Leaving the scope of a <close> variable: close and join, so every task
+-- submitted completes; when leaving by an error, terminate instead.
+function Pool.__close(self, err)
+  if self._owner ~= core.getpid() then return end
+  if err ~= nil then return self:terminate() end
+  self:close()
+  self:join()
+end
+
+-- Collected without close/join: stop the workers without blocking; the
+-- exit hook reaps them.
+function Pool.__gc(self)
+  if self._owner ~= core.getpid() or self._state == "joined" then return end
+  self._state = "joined"
+  for _, wk in pairs(self._workers) do
+    wk.handle:signal(SIGTERM)
+    wk.handle:close()
+  end
+  self._board:close()
+end
+
+function Pool.__tostring(self)
+  local n = 0
+  for _ in pairs(self._workers) do n = n + 1 end
+  return ("mproc.Pool (%d processes, %s, %d workers, %d tasks pending)")
+    :format(self._processes, self._state, n, self._nout)
+end
+
+-- ---------------------------------------------------------------------
+-- Construction
+-- ---------------------------------------------------------------------
+
+local OPTIONS = { processes = true, initializer = true, initargs = true, maxtasksperchild = true }
+
+local function check_options(a, b)
+  local opts, n = b, 2
+  if type(a) == "table" then opts, n, a = a, 1, a.processes end
+  util.check_type("Pool", n, opts, "table", true)
+  opts = opts or {}
+  util.check_options("Pool", n, opts, OPTIONS)
+  if a ~= nil and (math.type(a) ~= "integer" or a < 1) then
+    util.argerror("Pool", 1, "processes must be an integer >= 1", 3)
+  end
+  util.check_callable("Pool", n, opts.initializer, true)
+  util.check_type("Pool", n, opts.initargs, "table", true)
+  local m = opts.maxtasksperchild
+  if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
+    util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1", 3)
+  end
+  return a or core.cpu_count(), opts
+end
+
+-- mproc.Pool([processes], [{initializer, initargs, maxtasksperchild}])
+-- mproc.Pool{processes = n, initializer = f, ...}
+local function new(_, a, b)
+  local processes, opts = check_options(a, b)
+  local board, err, code = core.pool_board(processes, NSLOTS, DATA_BYTES)
+  if not board then return nil, err, code end
+  local self = setmetatable({
+    _processes = processes, _board = board, _workers = {}, _state = "run",
+    _owner = core.getpid(), _initializer = opts.initializer,
+    _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
+    _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = {},
+    _pending = {}, _phead = 1, _ptail = 0, _later_q = {}, _lhead = 1, _ltail = 0,
+  }, Pool)
+  for w = 1, processes do self:_spawn(w) end
+  return self
+end
+
+M.Pool = setmetatable(Pool, { __call = new })
+M.AsyncResult = AsyncResult
+
+return M

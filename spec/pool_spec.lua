@@ -1,0 +1,371 @@
+-- busted gives spec functions their own _ENV, which cannot travel to a
+-- worker: the functions of this file see _G instead (busted's names first).
+local describe, it, before_each, after_each, assert = describe, it, before_each, after_each, assert
+local _ENV = _G -- luacheck: ignore 211
+local mproc = require "mproc"
+local support = require "support"
+
+local function tmp()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+
+-- Waits for a file to hold a pid; returns it.
+local function pid_in(path)
+  local pid
+  assert.is_true(support.eventually(function()
+    pid = tonumber(support.read_file(path) or "")
+    return pid ~= nil
+  end, 10))
+  return pid
+end
+
+-- pids of processes whose parent is pid
+local function children_of(pid)
+  local s = support.read_file(("/proc/%d/task/%d/children"):format(pid, pid)) or ""
+  local t = {}
+  for p in s:gmatch("%d+") do t[#t + 1] = tonumber(p) end
+  return t
+end
+
+local function all_gone(pids)
+  for _, p in ipairs(pids) do
+    local stat = support.read_file("/proc/" .. p .. "/stat")
+    if stat and not stat:match("^%d+ %b() Z") then return false end
+  end
+  return true
+end
+
+describe("Pool", function()
+  local pool
+  before_each(function() pool = mproc.Pool(2) end)
+  after_each(function() pool:terminate() end)
+
+  it("runs a function in another process and returns all its values", function()
+    local a, b, pid = pool:apply(function(x, y) return x + y, x * y, mproc.getpid() end, {3, 4})
+    assert.are.same({7, 12}, {a, b})
+    assert.are_not.equal(mproc.getpid(), pid)
+  end)
+
+  it("names its workers: current_process() and parent_process() inside a task", function()
+    local name, pid, ppid = pool:apply(function()
+      local me = mproc.current_process()
+      return me.name, me.pid, mproc.parent_process().pid
+    end)
+    assert.matches("^PoolWorker%-%d+$", name)
+    assert.are_not.equal(mproc.getpid(), pid)
+    assert.are.equal(mproc.getpid(), ppid)
+  end)
+
+  it("sends closures with their upvalues and modules by reference", function()
+    local base, names = 100, { "a", "b" }
+    local function f(i) return base + i, names[i], string.upper(names[i]), type(mproc.Pool) end
+    assert.are.same({101, "a", "A", "table"}, { pool:apply(f, {1}) })
+    base = 200 -- each call sends the upvalues' current values
+    assert.are.equal(202, (pool:apply(f, {2})))
+  end)
+
+  it("re-raises a task's error with the worker's pid and traceback", function()
+    local function inner() error("boom in task") end
+    local r = pool:apply_async(function() inner() end)
+    local ok, err = pcall(r.get, r)
+    assert.is_false(ok)
+    assert.matches("boom in task", err)
+    assert.matches("stack traceback %(pool worker pid %d+%)", err)
+    assert.matches("in upvalue 'inner'", err)
+    assert.is_false(r:successful())
+  end)
+
+  it("returns nil, 'timeout' from get, and the value on a later get", function()
+    local r = pool:apply_async(function() mproc.sleep(0.3) return "late" end)
+    assert.are.same({nil, "timeout"}, { r:get(0.01) })
+    assert.is_false(r:ready())
+    assert.has_error(function() r:successful() end)
+    assert.is_false(r:wait(0))
+    assert.are.equal("late", r:get(10))
+    assert.is_true(r:ready())
+    assert.is_true(r:successful())
+  end)
+
+  it("runs callback and error_callback in the parent", function()
+    local got, failed = {}, nil
+    local r1 = pool:apply_async(function(x) return x * 2, "two" end, {21},
+      { callback = function(a, b) got = {a, b, mproc.getpid()} end })
+    local r2 = pool:apply_async(function() error("cb boom") end, nil,
+      { error_callback = function(e) failed = e end })
+    r1:wait(10)
+    r2:wait(10)
+    assert.are.same({42, "two", mproc.getpid()}, got)
+    assert.matches("cb boom", failed)
+  end)
+
+  describe("map", function()
+    local list = {}
+    for i = 1, 97 do list[i] = i end
+    for _, c in ipairs({ "default", 1, 3, 50, 1000 }) do
+      it("keeps input order with chunksize " .. c, function()
+        local r = pool:map(function(x) return x * x end, list, c ~= "default" and c or nil)
+        assert.are.equal(97, r.n)
+        for i = 1, 97 do assert.are.equal(i * i, r[i]) end
+      end)
+    end
+
+    it("returns an empty list for an empty input", function()
+      assert.are.same({ n = 0 }, pool:map(function(x) return x end, {}))
+    end)
+
+    it("raises a failing item's error", function()
+      assert.has_error(function()
+        pool:map(function(x) if x == 5 then error("bad item") end return x end, list, 2)
+      end)
+    end)
+
+    it("map_async gives an AsyncResult; starmap spreads argument lists", function()
+      local r = pool:map_async(function(s) return #s end, {"a", "bb", "ccc"})
+      assert.are.same({1, 2, 3, n = 3}, r:get(10))
+      assert.are.same({6, 20, n = 2}, pool:starmap(function(a, b) return a * b end, {{2, 3}, {4, 5}}))
+      assert.are.same({3, n = 1}, pool:starmap_async(math.max, {{1, 3, 2}}):get(10))
+    end)
+  end)
+
+  describe("imap", function()
+    it("yields index and value in input order", function()
+      local out = {}
+      for i, v in pool:imap(function(x) mproc.sleep((5 - x) * 0.01) return x * 10 end, {1, 2, 3, 4}) do
+        out[#out + 1] = {i, v}
+      end
+      assert.are.same({{1, 10}, {2, 20}, {3, 30}, {4, 40}}, out)
+    end)
+
+    it("imap_unordered yields every item once", function()
+      local seen, n = {}, 0
+      for i, v in pool:imap_unordered(function(x) return -x end, {1, 2, 3, 4, 5, 6, 7}, 2) do
+        assert.are.equal(-i, v)
+        seen[i], n = true, n + 1
+      end
+      assert.are.equal(7, n)
+      for i = 1, 7 do assert.is_true(seen[i]) end
+    end)
+
+    it("pulls a lazy iterator only a bounded number of items ahead", function()
+      local pulled, yielded, lag = 0, 0, 0
+      local function source()
+        if pulled == 3000 then return nil end
+        pulled = pulled + 1
+        lag = math.max(lag, pulled - yielded)
+        return pulled
+      end
+      for i, v in pool:imap(function(x) return x + 1 end, source) do
+        yielded = yielded + 1
+        assert.are.equal(i + 1, v)
+      end
+      assert.are.equal(3000, yielded)
+      assert.is_true(lag <= 600, "lag " .. lag)
+    end)
+  end)
+
+  describe("results that cannot be sent", function()
+    it("fail only their own task", function()
+      local bad = pool:apply_async(function() return coroutine.create(print) end)
+      local good = pool:apply_async(function() return "fine" end)
+      local ok, err = pcall(bad.get, bad, 10)
+      assert.is_false(ok)
+      assert.matches("cannot send the task's result back", err)
+      assert.are.equal("fine", good:get(10))
+    end)
+  end)
+
+  describe("a worker that dies mid-task", function()
+    local cases = {
+      { "SIGKILL", function(pidfile)
+          support.write_file(pidfile, tostring(mproc.getpid())); mproc.sleep(30) end,
+        "was killed by signal 9 %(SIGKILL%)", true },
+      { "segfault", function() require("mproc.core").kill(mproc.getpid(), 11) end,
+        "was killed by signal 11 %(SIGSEGV%)" },
+      { "os.exit(3)", function() os.exit(3) end, "exited with code 3" },
+    }
+    for _, case in ipairs(cases) do
+      it("fails its task (" .. case[1] .. "), naming pid and cause; the others complete", function()
+        local pidfile = tmp()
+        local others = {}
+        for i = 1, 4 do others[i] = pool:apply_async(function(x) mproc.sleep(0.05) return x end, {i}) end
+        local r = pool:apply_async(case[2], {pidfile})
+        local pid
+        if case[4] then
+          pid = pid_in(pidfile)
+          mproc.sleep(0.05)
+          require("mproc.core").kill(pid, 9)
+        end
+        local t0 = mproc.monotonic()
+        local ok, err = pcall(r.get, r, 20)
+        os.remove(pidfile)
+        assert.is_false(ok)
+        assert.matches("pool worker %(pid %d+%) " .. case[3] .. " while running this task", err)
+        if pid then assert.matches("pid " .. pid, err, 1, true) end
+        assert.is_true(mproc.monotonic() - t0 < 5)
+        for i = 1, 4 do assert.are.equal(i, others[i]:get(20)) end
+        -- the pool stays usable, with a replacement worker
+        assert.are.same({1, 2, 3, n = 3}, pool:map(function(x) return x end, {1, 2, 3}, 1))
+      end)
+    end
+  end)
+
+  it("runs the initializer in each worker; maxtasksperchild = 1 gives a fresh pid per task", function()
+    local p <close> = mproc.Pool(2, { initializer = function(tag) _G.POOL_TAG = tag end,
+                                      initargs = {"init"}, maxtasksperchild = 1 })
+    local r = p:map(function() return mproc.getpid() .. ":" .. tostring(_G.POOL_TAG) end, {1, 2, 3, 4, 5, 6}, 1)
+    local pids = {}
+    for i = 1, 6 do
+      local pid, tag = r[i]:match("^(%d+):(.*)$")
+      assert.are.equal("init", tag)
+      assert.is_nil(pids[pid])
+      pids[pid] = true
+    end
+  end)
+
+  it("fails the tasks of a pool whose initializer raises, without respawning for ever", function()
+    local p <close> = mproc.Pool(1, { initializer = function() error("init fails") end })
+    local ok, err = pcall(p.apply, p, function() return 1 end)
+    assert.is_false(ok)
+    assert.matches("initializer", err)
+  end)
+
+  it("terminate stops workers mid-task and fails what was not done", function()
+    local r = pool:apply_async(function() mproc.sleep(30) end)
+    mproc.sleep(0.1)
+    local t0 = mproc.monotonic()
+    pool:terminate()
+    assert.is_true(mproc.monotonic() - t0 < 5)
+    assert.has_error(function() r:get(1) end, "the pool was terminated before this task completed")
+    pool:join()
+  end)
+
+  it("leaves no process, zombie or descriptor after close and join", function()
+    pool:terminate()
+    local fds, kids = support.fd_count(), #support.children()
+    local p = mproc.Pool(3)
+    assert.are.equal(6, p:map(function(x) return x * 2 end, {1, 2, 3})[3])
+    p:close()
+    p:join()
+    assert.are.equal(kids, #support.children())
+    assert.are.equal(fds, support.fd_count())
+  end)
+
+  it("completes submitted tasks when a <close> variable leaves scope; terminates on error", function()
+    local r
+    do
+      local p <close> = mproc.Pool(2)
+      r = p:apply_async(function() mproc.sleep(0.2) return "done" end)
+    end
+    assert.are.equal("done", r:get(0))
+    local ok = pcall(function()
+      local p <close> = mproc.Pool(2)
+      r = p:apply_async(function() mproc.sleep(30) end)
+      error("leaving")
+    end)
+    assert.is_false(ok)
+    assert.has_error(function() r:get(0) end)
+  end)
+
+  describe("rejects bad arguments", function()
+    local f = function() end
+    local cases = {
+      { "Pool(0)", function() mproc.Pool(0) end, "processes must be an integer >= 1" },
+      { "Pool('x')", function() mproc.Pool("x") end, "processes must be an integer" },
+      { "Pool{bogus}", function() mproc.Pool{ bogus = 1 } end, "unknown option 'bogus'" },
+      { "maxtasksperchild 0", function() mproc.Pool(1, { maxtasksperchild = 0 }) end, "maxtasksperchild" },
+      { "apply_async(nil)", function() pool:apply_async(nil) end, "bad argument #1 to 'apply_async'" },
+      { "apply_async(f, 5)", function() pool:apply_async(f, 5) end, "bad argument #2 to 'apply_async'" },
+      { "apply coroutine arg", function() pool:apply(f, { coroutine.create(f) }) end, "cannot send the arguments" },
+      { "map(f, nil)", function() pool:map(f, nil) end, "bad argument #2 to 'map'" },
+      { "map chunksize 0", function() pool:map(f, {}, 0) end, "chunksize must be an integer >= 1" },
+      { "starmap(f, 1)", function() pool:starmap(f, 1) end, "bad argument #2 to 'starmap'" },
+      { "imap(f, 5)", function() pool:imap(f, 5) end, "bad argument #2 to 'imap'" },
+      { "imap_unordered(1)", function() pool:imap_unordered(1, {}) end, "bad argument #1 to 'imap_unordered'" },
+      { "get('x')", function() pool:apply_async(f):get("x") end, "bad argument #1 to 'get'" },
+      { "join while running", function() pool:join() end, "join: the pool is still running" },
+      { "apply after close", function() pool:close(); pool:apply(f) end, "the pool is not running" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1], function()
+        local ok, err = pcall(case[2])
+        assert.is_false(ok)
+        assert.matches(case[3], err, 1, true)
+      end)
+    end
+  end)
+end)
+
+describe("Pool and its parent", function()
+  local function start_script(code, setsid)
+    local path = support.script(code)
+    local out = tmp()
+    local p = assert(io.popen(("%s%s %s > %s 2>&1 & echo $!"):format(
+      setsid and "setsid " or "", support.LUA, support.shell_quote(path), out)))
+    local pid = tonumber(p:read("a"))
+    p:close()
+    return pid, out, path
+  end
+
+  local SCRIPT = [[
+    local mproc = require "mproc"
+    local pool = mproc.Pool(2)
+    local rs = {}
+    for i = 1, 2 do rs[i] = pool:apply_async(function() mproc.sleep(60) end) end
+    print("ready") io.stdout:flush()
+    rs[1]:get()
+  ]]
+
+  local function wait_ready(pid, out)
+    assert.is_true(support.eventually(function()
+      return (support.read_file(out) or ""):match("ready") and #children_of(pid) == 2
+    end, 10))
+    return children_of(pid)
+  end
+
+  it("leaves no worker for long when the parent is killed with SIGKILL", function()
+    local pid, out, path = start_script(SCRIPT)
+    local workers = wait_ready(pid, out)
+    require("mproc.core").kill(pid, 9)
+    assert.is_true(support.eventually(function() return all_gone(workers) end, 3))
+    os.remove(out) os.remove(path)
+  end)
+
+  it("ends the script and its workers promptly on Ctrl-C (SIGINT to the group)", function()
+    local pid, out, path = start_script(SCRIPT, true)
+    local workers = wait_ready(pid, out)
+    require("mproc.core").kill(-pid, 2)
+    assert.is_true(support.eventually(function() return all_gone({pid}) end, 3))
+    assert.is_true(support.eventually(function() return all_gone(workers) end, 3))
+    assert.matches("interrupted", support.read_file(out))
+    os.remove(out) os.remove(path)
+  end)
+end)
+
+describe("tutorial example 02_pool.lua", function()
+  it("runs five tasks on at most four workers, with different sleeps", function()
+    local out, code = support.run_lua(nil, { path = "examples/tutorial/02_pool.lua" })
+    assert.are.equal(0, code)
+    local lines = support.lines(out)
+    local parent = tonumber(lines[1]:match("^Pool parent process (%d+)%.$"))
+    assert.is_truthy(parent)
+    local pids, npids, runs, secs = {}, 0, 0, {}
+    for _, l in ipairs(lines) do
+      local task, pid = l:match("^Run task (%d) %((%d+)%)%.%.%.$")
+      if task then
+        runs = runs + 1
+        assert.are_not.equal(parent, tonumber(pid))
+        if not pids[pid] then pids[pid], npids = true, npids + 1 end
+      end
+      local s = l:match("^Task %d runs ([%d.]+) seconds%.$")
+      if s then secs[s] = true end
+    end
+    local distinct = 0
+    for _ in pairs(secs) do distinct = distinct + 1 end
+    assert.are.equal(5, runs)
+    assert.is_true(npids >= 1 and npids <= 4)
+    assert.is_true(distinct >= 3, "sleeps: " .. out)
+    assert.are.equal("All subprocesses done.", lines[#lines])
+  end)
+end)

@@ -1,0 +1,627 @@
+/*
+** pool.c: the task board of mproc.Pool.
+**
+** One anonymous shared mapping, made before the workers fork, holds:
+**   - a header: the futex sequence word, the waiter count, the claim
+**     ring's head (advanced by workers) and tail (advanced by the parent);
+**   - slots: {state, task id, payload position, length}; a slot is FREE,
+**     QUEUED, or CLAIMED+w (worker w took it);
+**   - the claim ring: slot numbers in the order the parent published them;
+**   - the data ring: payload records {len, flags} + bytes (MAP_NORESERVE:
+**     only touched pages cost memory).
+** The parent is the only writer of tasks: it copies the payload, fills the
+** slot, publishes it (state QUEUED, release), then the ring entry and the
+** tail; it wakes workers only when some wait.  A worker claims a task by a
+** compare-and-swap of its slot from QUEUED to CLAIMED+w, so the claim
+** itself records who took it: a worker killed at any instruction leaves
+** either a QUEUED slot (another worker takes it) or a slot CLAIMED by a
+** dead worker, which the parent fails.  Workers never free anything.
+**
+** Results come back on one pipe per worker, in frames
+**   {u32 length, u32 slot, i64 task id} + payload,
+** read by the parent without blocking; a slot is freed when its result
+** arrives, and data-ring space is reclaimed in order.
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "mproc.h"
+
+/* ---------------------------------------------------------------------
+** Portability: a worker asks to be killed with its parent on Linux; on
+** other systems it notices within a wait period (getppid changes).
+** --------------------------------------------------------------------- */
+#if defined(__linux__)
+#include <sys/prctl.h>
+static void die_with_parent(void) { prctl(PR_SET_PDEATHSIG, SIGKILL); }
+#else
+static void die_with_parent(void) {}
+#endif
+
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
+#ifndef MAP_ANONYMOUS
+#define MAP_ANONYMOUS MAP_ANON
+#endif
+
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
+    defined(__OpenBSD__)
+static int board_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+#else
+static int board_pipe(int fds[2]) {
+  if (pipe(fds) < 0) return -1;
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  return 0;
+}
+#endif
+
+#define BOARD_MT "mproc.Board"
+#define SLOT_FREE 0u
+#define SLOT_QUEUED 1u
+#define SLOT_CLAIMED 2u            /* + worker index */
+#define REC_FREED 1u
+#define REC_PAD 2u
+#define REC_HDR 8u
+#define FRAME_HDR 16u
+#define IDLE_PERIOD 0.5            /* s between parent checks of a waiting worker */
+#define SOFT_LAP ((uint64_t)1 << 20) /* wrap early past this when the start is free */
+#define READ_CHUNK 65536
+#define READ_BUDGET ((size_t)4 << 20)
+
+typedef struct {
+  uint32_t state;
+  uint32_t len;
+  uint64_t pos;                    /* data-ring position of the record */
+  int64_t task;
+} board_slot;
+
+typedef struct {
+  uint32_t seq;                    /* futex word */
+  uint32_t waiters;
+  uint32_t shutdown;
+  uint32_t nslots;
+  char pad1[48];
+  uint64_t head;                   /* next ring position to claim */
+  char pad2[56];
+  uint64_t tail;                   /* next ring position to publish */
+  char pad3[56];
+} board_shared;
+
+typedef struct {
+  int rfd, wfd;                    /* result pipe; parent keeps rfd */
+  int sentinel;                    /* the worker's mproc.Child fd, not owned */
+  char *buf;                       /* partial frames read so far */
+  size_t len, cap;
+} board_worker;
+
+typedef struct {
+  board_shared *sh;                /* NULL once closed */
+  size_t maplen;
+  uint32_t *ring;
+  board_slot *slots;
+  char *data;
+  uint64_t dsize, dhead, dtail;    /* data ring (parent only) */
+  uint32_t *freelist, nfree;       /* free slots (parent only) */
+  int nworkers;
+  pid_t parent;
+  board_worker *w;
+} board;
+
+/* ---------------------------------------------------------------------
+** Creation and release
+** --------------------------------------------------------------------- */
+
+static board *check_board(lua_State *L) {
+  board *b = (board *)luaL_checkudata(L, 1, BOARD_MT);
+  if (b->sh == NULL) luaL_error(L, "the pool's task board is closed");
+  return b;
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) { close(*fd); *fd = -1; }
+}
+
+static int l_board_close(lua_State *L) {
+  board *b = (board *)luaL_checkudata(L, 1, BOARD_MT);
+  int i;
+  if (b->w) {
+    for (i = 0; i < b->nworkers; i++) {
+      close_fd(&b->w[i].rfd);
+      close_fd(&b->w[i].wfd);
+      free(b->w[i].buf);
+      b->w[i].buf = NULL;
+    }
+    free(b->w);
+    b->w = NULL;
+  }
+  free(b->freelist);
+  b->freelist = NULL;
+  if (b->sh) { munmap(b->sh, b->maplen); b->sh = NULL; }
+  return 0;
+}
+
+static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+static void board_layout(board *b, uint32_t nslots) {
+  char *base = (char *)b->sh;
+  size_t off = align8(sizeof(board_shared));
+  b->slots = (board_slot *)(base + off);
+  off += align8(nslots * sizeof(board_slot));
+  b->ring = (uint32_t *)(base + off);
+  off += align8(nslots * sizeof(uint32_t));
+  off = (off + 4095) & ~(size_t)4095;
+  b->data = base + off;
+}
+
+static int board_alloc(board *b, int nworkers, uint32_t nslots, size_t dsize) {
+  uint32_t i;
+  size_t meta = align8(sizeof(board_shared)) + align8(nslots * sizeof(board_slot)) +
+                align8(nslots * sizeof(uint32_t));
+  void *p;
+  b->w = (board_worker *)calloc((size_t)nworkers, sizeof(board_worker));
+  b->freelist = (uint32_t *)malloc(nslots * sizeof(uint32_t));
+  if (b->w == NULL || b->freelist == NULL) return -1;
+  for (i = 0; i < (uint32_t)nworkers; i++)
+    b->w[i].rfd = b->w[i].wfd = b->w[i].sentinel = -1;
+  b->nworkers = nworkers;
+  b->maplen = ((meta + 4095) & ~(size_t)4095) + dsize;
+  p = mmap(NULL, b->maplen, PROT_READ | PROT_WRITE,
+           MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return -1;
+  b->sh = (board_shared *)p;
+  b->sh->nslots = nslots;
+  board_layout(b, nslots);
+  b->dsize = dsize;
+  for (i = 0; i < nslots; i++) b->freelist[i] = nslots - 1 - i;
+  b->nfree = nslots;
+  return 0;
+}
+
+/* core.pool_board(nworkers, nslots, data_bytes) -> board */
+static int l_board_new(lua_State *L) {
+  lua_Integer nw = luaL_checkinteger(L, 1);
+  lua_Integer ns = luaL_checkinteger(L, 2);
+  lua_Integer ds = luaL_checkinteger(L, 3);
+  board *b;
+  luaL_argcheck(L, nw >= 1 && nw <= 4096, 1, "worker count out of range");
+  luaL_argcheck(L, ns >= 1 && ns <= (1 << 20), 2, "slot count out of range");
+  luaL_argcheck(L, ds >= 4096 && ds % 4096 == 0 && ds <= ((lua_Integer)1 << 40), 3,
+                "data size must be a multiple of 4096");
+  b = (board *)lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  b->parent = getpid();
+  luaL_setmetatable(L, BOARD_MT);
+  if (board_alloc(b, (int)nw, (uint32_t)ns, (size_t)ds) < 0)
+    return mp_fail(L, "cannot create the pool's task board");
+  return 1;
+}
+
+/* ---------------------------------------------------------------------
+** The data ring (parent only)
+** --------------------------------------------------------------------- */
+
+static uint32_t *rec_at(board *b, uint64_t pos) {
+  return (uint32_t *)(b->data + pos % b->dsize);
+}
+
+/* Reserves a record for len bytes; 0 when the ring has no room now. */
+static int data_alloc(board *b, size_t len, uint64_t *pos) {
+  uint64_t need = REC_HDR + align8(len), off, used;
+  if (b->dhead == b->dtail && b->dtail % b->dsize != 0)
+    b->dhead = b->dtail = (b->dtail / b->dsize + 1) * b->dsize;
+  off = b->dtail % b->dsize;
+  used = b->dtail - b->dhead;
+  if (off != 0 && (off + need > b->dsize || off >= SOFT_LAP)) {
+    uint64_t pad = b->dsize - off;
+    if (used + pad + need <= b->dsize) {
+      uint32_t *r = rec_at(b, b->dtail);
+      r[0] = (uint32_t)(pad - REC_HDR);
+      r[1] = REC_PAD | REC_FREED;
+      b->dtail += pad;
+      used += pad;
+    } else if (off + need > b->dsize) {
+      return 0;
+    }
+  }
+  if (used + need > b->dsize) return 0;
+  *pos = b->dtail;
+  rec_at(b, *pos)[0] = (uint32_t)len;
+  rec_at(b, *pos)[1] = 0;
+  b->dtail += need;
+  return 1;
+}
+
+static void data_reclaim(board *b) {
+  while (b->dhead < b->dtail) {
+    uint32_t *r = rec_at(b, b->dhead);
+    if (!(r[1] & REC_FREED)) break;
+    b->dhead += REC_HDR + align8(r[0]);
+  }
+}
+
+static void slot_free(board *b, uint32_t s) {
+  board_slot *sl = &b->slots[s];
+  rec_at(b, sl->pos)[1] |= REC_FREED;
+  __atomic_store_n(&sl->state, SLOT_FREE, __ATOMIC_RELEASE);
+  b->freelist[b->nfree++] = s;
+  data_reclaim(b);
+}
+
+/* ---------------------------------------------------------------------
+** The parent's side: publish, collect, fail
+** --------------------------------------------------------------------- */
+
+static void wake_workers(board *b) {
+  if (__atomic_load_n(&b->sh->waiters, __ATOMIC_SEQ_CST) > 0)
+    mp_seq_wake(&b->sh->seq);
+}
+
+/* board:put(task_id, head, body) -> true, or false while the board is
+** full.  The record holds {u32 #head, head, body}; take() splits it. */
+static int l_board_put(lua_State *L) {
+  board *b = check_board(L);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  size_t hlen, blen, len;
+  const char *h = luaL_checklstring(L, 3, &hlen);
+  const char *s = luaL_checklstring(L, 4, &blen);
+  uint64_t pos, tail = b->sh->tail;
+  uint32_t slot, h32 = (uint32_t)hlen;
+  char *dst;
+  len = 4 + hlen + blen;
+  if (len > b->dsize - REC_HDR || len > UINT32_MAX)
+    return luaL_error(L, "a task of %I bytes does not fit the pool's board "
+                      "(%I bytes)", (lua_Integer)len, (lua_Integer)(b->dsize - REC_HDR));
+  if (b->nfree == 0 || tail - __atomic_load_n(&b->sh->head, __ATOMIC_ACQUIRE) >=
+                           b->sh->nslots || !data_alloc(b, len, &pos)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  dst = b->data + pos % b->dsize + REC_HDR;
+  memcpy(dst, &h32, 4);
+  memcpy(dst + 4, h, hlen);
+  memcpy(dst + 4 + hlen, s, blen);
+  slot = b->freelist[--b->nfree];
+  b->slots[slot].task = id;
+  b->slots[slot].pos = pos;
+  b->slots[slot].len = (uint32_t)len;
+  __atomic_store_n(&b->slots[slot].state, SLOT_QUEUED, __ATOMIC_RELEASE);
+  b->ring[tail % b->sh->nslots] = slot;
+  __atomic_store_n(&b->sh->tail, tail + 1, __ATOMIC_SEQ_CST);
+  wake_workers(b);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static board_worker *check_worker(lua_State *L, board *b, int idx) {
+  lua_Integer w = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, w >= 1 && w <= b->nworkers, idx, "no such worker");
+  return &b->w[w - 1];
+}
+
+/* board:open_worker(w): a fresh result pipe for worker w (before fork) */
+static int l_board_open_worker(lua_State *L) {
+  board *b = check_board(L);
+  board_worker *wk = check_worker(L, b, 2);
+  int fds[2];
+  close_fd(&wk->rfd);
+  close_fd(&wk->wfd);
+  wk->len = 0;
+  wk->sentinel = -1;
+  if (board_pipe(fds) < 0) return mp_fail(L, "cannot open a pipe for a pool worker");
+  fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+  wk->rfd = fds[0];
+  wk->wfd = fds[1];
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* board:started(w, sentinel_fd): in the parent, after the fork */
+static int l_board_started(lua_State *L) {
+  board *b = check_board(L);
+  board_worker *wk = check_worker(L, b, 2);
+  wk->sentinel = (int)luaL_checkinteger(L, 3);
+  close_fd(&wk->wfd);
+  return 0;
+}
+
+/* board:drop_worker(w): the parent forgets worker w (ended, not replaced) */
+static int l_board_drop_worker(lua_State *L) {
+  board *b = check_board(L);
+  board_worker *wk = check_worker(L, b, 2);
+  close_fd(&wk->rfd);
+  close_fd(&wk->wfd);
+  wk->sentinel = -1;
+  wk->len = 0;
+  return 0;
+}
+
+/* board:wait([timeout]) -> {w, ...}: workers with results or ended.
+** A signal ends the wait early (empty list) so Lua's hooks can run. */
+static int l_board_wait(lua_State *L) {
+  board *b = check_board(L);
+  double deadline = mp_opt_deadline(L, 2);
+  struct pollfd *p = (struct pollfd *)lua_newuserdatauv(
+      L, (size_t)b->nworkers * 2 * sizeof *p, 0);
+  int i, n = 0, r, k = 0;
+  for (i = 0; i < b->nworkers; i++) {
+    if (b->w[i].rfd < 0) continue;
+    p[n].fd = b->w[i].rfd; p[n].events = POLLIN; p[n++].revents = 0;
+    p[n].fd = b->w[i].sentinel; p[n].events = POLLIN; p[n++].revents = 0;
+  }
+  r = poll(p, (nfds_t)n, mp_poll_ms(deadline));
+  if (r < 0 && errno != EINTR) return mp_fail(L, "cannot wait for pool workers");
+  lua_createtable(L, r > 0 ? r : 0, 0);
+  for (i = 0, n = 0; r > 0 && i < b->nworkers; i++) {
+    if (b->w[i].rfd < 0) continue;
+    if (p[n].revents | p[n + 1].revents) {
+      lua_pushinteger(L, i + 1);
+      lua_rawseti(L, -2, ++k);
+    }
+    n += 2;
+  }
+  return 1;
+}
+
+/* Reads what worker wk has sent, up to a budget; 0 or -1 (error). */
+static int read_available(board_worker *wk) {
+  size_t got = 0;
+  while (got < READ_BUDGET) {
+    ssize_t r;
+    if (wk->cap - wk->len < READ_CHUNK) {
+      size_t ncap = wk->cap ? wk->cap * 2 : 2 * READ_CHUNK;
+      char *nb = (char *)realloc(wk->buf, ncap);
+      if (nb == NULL) return -1;
+      wk->buf = nb;
+      wk->cap = ncap;
+    }
+    r = read(wk->rfd, wk->buf + wk->len, wk->cap - wk->len);
+    if (r > 0) { wk->len += (size_t)r; got += (size_t)r; continue; }
+    if (r < 0 && errno == EINTR) continue;
+    break;                              /* EAGAIN, EOF */
+  }
+  return 0;
+}
+
+/* Pushes id, payload of each complete frame into the table on top and
+** frees their slots; keeps a partial frame for later. */
+static void parse_frames(lua_State *L, board *b, board_worker *wk, uint32_t w) {
+  size_t at = 0;
+  lua_Integer k = 0;
+  while (wk->len - at >= FRAME_HDR) {
+    uint32_t len, slot;
+    int64_t id;
+    memcpy(&len, wk->buf + at, 4);
+    memcpy(&slot, wk->buf + at + 4, 4);
+    memcpy(&id, wk->buf + at + 8, 8);
+    if (wk->len - at - FRAME_HDR < len) break;
+    if (slot < b->sh->nslots && b->slots[slot].task == id &&
+        __atomic_load_n(&b->slots[slot].state, __ATOMIC_ACQUIRE) == SLOT_CLAIMED + w) {
+      slot_free(b, slot);
+      lua_pushinteger(L, id);
+      lua_rawseti(L, -2, ++k);
+      lua_pushlstring(L, wk->buf + at + FRAME_HDR, len);
+      lua_rawseti(L, -2, ++k);
+    }
+    at += FRAME_HDR + len;
+  }
+  memmove(wk->buf, wk->buf + at, wk->len - at);
+  wk->len -= at;
+}
+
+/* board:recv(w) -> {id, payload, id, payload, ...} of complete results */
+static int l_board_recv(lua_State *L) {
+  board *b = check_board(L);
+  board_worker *wk = check_worker(L, b, 2);
+  uint32_t w = (uint32_t)(wk - b->w);
+  lua_newtable(L);
+  if (wk->rfd < 0) return 1;
+  if (read_available(wk) < 0)
+    return luaL_error(L, "out of memory reading a pool worker's results");
+  parse_frames(L, b, wk, w);
+  return 1;
+}
+
+/* board:fail(w) -> {id, ...}: tasks worker w had claimed, now freed */
+static int l_board_fail(lua_State *L) {
+  board *b = check_board(L);
+  board_worker *wk = check_worker(L, b, 2);
+  uint32_t w = (uint32_t)(wk - b->w), s, claimed = SLOT_CLAIMED + w;
+  lua_Integer k = 0;
+  lua_newtable(L);
+  for (s = 0; s < b->sh->nslots; s++) {
+    if (__atomic_load_n(&b->slots[s].state, __ATOMIC_ACQUIRE) != claimed) continue;
+    lua_pushinteger(L, b->slots[s].task);
+    lua_rawseti(L, -2, ++k);
+    slot_free(b, s);
+  }
+  wk->len = 0;
+  return 1;
+}
+
+/* board:shutdown(): workers exit once nothing is left to claim */
+static int l_board_shutdown(lua_State *L) {
+  board *b = check_board(L);
+  __atomic_store_n(&b->sh->shutdown, 1, __ATOMIC_SEQ_CST);
+  mp_seq_wake(&b->sh->seq);
+  return 0;
+}
+
+/* board:counts() -> queued (published, unclaimed), in flight (on the board) */
+static int l_board_counts(lua_State *L) {
+  board *b = check_board(L);
+  uint32_t s, queued = 0;
+  for (s = 0; s < b->sh->nslots; s++)
+    if (__atomic_load_n(&b->slots[s].state, __ATOMIC_ACQUIRE) == SLOT_QUEUED) queued++;
+  lua_pushinteger(L, queued);
+  lua_pushinteger(L, b->sh->nslots - b->nfree);
+  return 2;
+}
+
+/* ---------------------------------------------------------------------
+** The worker's side: set up, claim, send
+** --------------------------------------------------------------------- */
+
+/* board:worker_init(w) -> true, or false if the parent is already gone.
+** Keeps only w's write end; SIGINT ends the worker at once. */
+static int l_board_worker_init(lua_State *L) {
+  board *b = check_board(L);
+  board_worker *wk = check_worker(L, b, 2);
+  int i;
+  die_with_parent();
+  signal(SIGINT, SIG_DFL);
+  for (i = 0; i < b->nworkers; i++) {
+    close_fd(&b->w[i].rfd);
+    if (&b->w[i] != wk) close_fd(&b->w[i].wfd);
+    free(b->w[i].buf);
+    b->w[i].buf = NULL;
+    b->w[i].len = b->w[i].cap = 0;
+  }
+  lua_pushboolean(L, getppid() == b->parent);
+  return 1;
+}
+
+/* Claims the next queued task for worker w; the slot, or -1 if none. */
+static int64_t try_claim(board *b, uint32_t w) {
+  board_shared *sh = b->sh;
+  for (;;) {
+    uint64_t head = __atomic_load_n(&sh->head, __ATOMIC_ACQUIRE);
+    uint32_t s, expect = SLOT_QUEUED;
+    int won;
+    if (head >= __atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE)) return -1;
+    s = __atomic_load_n(&b->ring[head % sh->nslots], __ATOMIC_ACQUIRE);
+    won = s < sh->nslots &&
+          __atomic_compare_exchange_n(&b->slots[s].state, &expect, SLOT_CLAIMED + w,
+                                      0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    /* claimed or not, that position is done: help the head along */
+    __atomic_compare_exchange_n(&sh->head, &head, head + 1, 0,
+                                __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+    if (won) return s;
+  }
+}
+
+/* Waits for a task to claim; -1 at shutdown or when the parent is gone. */
+static int64_t claim_wait(board *b, uint32_t w) {
+  board_shared *sh = b->sh;
+  for (;;) {
+    uint32_t seen = __atomic_load_n(&sh->seq, __ATOMIC_SEQ_CST);
+    int64_t s = try_claim(b, w);
+    if (s >= 0) return s;
+    if (__atomic_load_n(&sh->shutdown, __ATOMIC_SEQ_CST)) return -1;
+    if (getppid() != b->parent) return -1;
+    __atomic_add_fetch(&sh->waiters, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&sh->tail, __ATOMIC_SEQ_CST) ==
+        __atomic_load_n(&sh->head, __ATOMIC_SEQ_CST))
+      mp_seq_wait(&sh->seq, seen, mp_monotonic() + IDLE_PERIOD);
+    __atomic_sub_fetch(&sh->waiters, 1, __ATOMIC_SEQ_CST);
+  }
+}
+
+/* board:take(w) -> slot, task id, head, body; nil once the pool shuts down or
+** the parent is gone */
+static int l_board_take(lua_State *L) {
+  board *b = check_board(L);
+  board_worker *wk = check_worker(L, b, 2);
+  int64_t s = claim_wait(b, (uint32_t)(wk - b->w));
+  board_slot *sl;
+  const char *rec;
+  uint32_t hlen;
+  if (s < 0) { lua_pushnil(L); return 1; }
+  sl = &b->slots[s];
+  rec = b->data + sl->pos % b->dsize + REC_HDR;
+  memcpy(&hlen, rec, 4);
+  lua_pushinteger(L, s);
+  lua_pushinteger(L, sl->task);
+  lua_pushlstring(L, rec + 4, hlen);
+  lua_pushlstring(L, rec + 4 + hlen, sl->len - 4 - hlen);
+  return 4;
+}
+
+static int write_all(int fd, struct iovec *iov, int n) {
+  while (n > 0) {
+    ssize_t r = writev(fd, iov, n);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    while (n > 0 && (size_t)r >= iov->iov_len) { r -= (ssize_t)iov->iov_len; iov++; n--; }
+    if (n > 0) { iov->iov_base = (char *)iov->iov_base + r; iov->iov_len -= (size_t)r; }
+  }
+  return 0;
+}
+
+/* board:send(w, slot, task_id, payload) -> true, or nil, message, errno */
+static int l_board_send(lua_State *L) {
+  board *b = check_board(L);
+  board_worker *wk = check_worker(L, b, 2);
+  uint32_t slot = (uint32_t)luaL_checkinteger(L, 3);
+  int64_t id = (int64_t)luaL_checkinteger(L, 4);
+  size_t len;
+  const char *s = luaL_checklstring(L, 5, &len);
+  uint32_t len32 = (uint32_t)len;
+  char hdr[FRAME_HDR];
+  struct iovec iov[2];
+  luaL_argcheck(L, len <= UINT32_MAX, 5, "result too large");
+  memcpy(hdr, &len32, 4);
+  memcpy(hdr + 4, &slot, 4);
+  memcpy(hdr + 8, &id, 8);
+  iov[0].iov_base = hdr; iov[0].iov_len = FRAME_HDR;
+  iov[1].iov_base = (void *)s; iov[1].iov_len = len;
+  if (wk->wfd < 0 || write_all(wk->wfd, iov, 2) < 0)
+    return mp_fail(L, "cannot send a result to the pool");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_board_tostring(lua_State *L) {
+  board *b = (board *)luaL_checkudata(L, 1, BOARD_MT);
+  if (b->sh == NULL) lua_pushliteral(L, BOARD_MT " (closed)");
+  else lua_pushfstring(L, BOARD_MT " (%d slots, %d in use)", (int)b->sh->nslots,
+                       (int)(b->sh->nslots - b->nfree));
+  return 1;
+}
+
+static const luaL_Reg board_methods[] = {
+  {"put", l_board_put},
+  {"open_worker", l_board_open_worker},
+  {"started", l_board_started},
+  {"drop_worker", l_board_drop_worker},
+  {"wait", l_board_wait},
+  {"recv", l_board_recv},
+  {"fail", l_board_fail},
+  {"shutdown", l_board_shutdown},
+  {"counts", l_board_counts},
+  {"worker_init", l_board_worker_init},
+  {"take", l_board_take},
+  {"send", l_board_send},
+  {"close", l_board_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg board_meta[] = {
+  {"__gc", l_board_close},
+  {"__close", l_board_close},
+  {"__tostring", l_board_tostring},
+  {NULL, NULL}
+};
+
+void mp_open_pool(lua_State *L) {
+  if (luaL_newmetatable(L, BOARD_MT)) {
+    luaL_setfuncs(L, board_meta, 0);
+    luaL_newlib(L, board_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_board_new);
+  lua_setfield(L, -2, "pool_board");
+}
