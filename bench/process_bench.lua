@@ -17,5 +17,6 @@ end, N)
 common.report("Process start+join, empty target, " .. N .. " times", "us/op", {
   { "mproc", mine },
   { "C fork+_exit+waitpid", common.external("build/bench/fork_floor " .. N) },
+  { "same, C holding a Lua state", common.external("build/bench/fork_lua_floor " .. N) },
   { "Python multiprocessing", common.external("python3 bench/process.py " .. N) },
 })

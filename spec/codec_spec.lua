@@ -90,19 +90,19 @@ describe("codec", function()
     end)
 
     it("keeps every key of tables whose sequence lives in the hash part", function()
-      local cases = {}
+      local samples = {}
       local a = {}
       for i = 50, 1, -1 do a[i] = i * 2 end          -- inserted backwards: hash part
       a.x, a[60], a[0] = "x", 60, "zero"
-      cases[1] = a
+      samples[1] = a
       local b = { 1, 2, 3 }
       b[5], b[4], b[100] = 5, 4, 100                  -- sequence crossing into the hash
-      cases[2] = b
+      samples[2] = b
       local c = setmetatable({}, nil)
       for i = 1, 1000 do c[i] = i end
       for i = 1, 1000, 3 do c[i] = nil end            -- holes all through
-      cases[3] = c
-      for _, t in ipairs(cases) do
+      samples[3] = c
+      for _, t in ipairs(samples) do
         local r, count = roundtrip(t), 0
         for key, v in pairs(t) do
           count = count + 1
