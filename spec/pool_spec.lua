@@ -281,6 +281,14 @@ describe("Pool", function()
       { "map(f, nil)", function() pool:map(f, nil) end, "bad argument #2 to 'map'" },
       { "map chunksize 0", function() pool:map(f, {}, 0) end, "chunksize must be an integer >= 1" },
       { "starmap(f, 1)", function() pool:starmap(f, 1) end, "bad argument #2 to 'starmap'" },
+      { "map_async callback 42", function() pool:map_async(f, {1}, nil, { callback = 42 }) end,
+        "bad argument #4 to 'map_async' (function expected, got number)" },
+      { "map_async error_callback", function() pool:map_async(f, {1}, nil, { error_callback = "x" }) end,
+        "bad argument #4 to 'map_async' (function expected, got string)" },
+      { "starmap_async callback", function() pool:starmap_async(f, {{1}}, 1, { callback = {} }) end,
+        "bad argument #4 to 'starmap_async' (function expected, got table)" },
+      { "map_async(f, {}, nil, 5)", function() pool:map_async(f, {}, nil, 5) end,
+        "bad argument #4 to 'map_async'" },
       { "imap(f, 5)", function() pool:imap(f, 5) end, "bad argument #2 to 'imap'" },
       { "imap_unordered(1)", function() pool:imap_unordered(1, {}) end, "bad argument #1 to 'imap_unordered'" },
       { "get('x')", function() pool:apply_async(f):get("x") end, "bad argument #1 to 'get'" },
@@ -294,6 +302,14 @@ describe("Pool", function()
         assert.matches(case[3], err, 1, true)
       end)
     end
+
+    it("a bad map_async callback is refused; later calls are unharmed", function()
+      local id = function(x) return x end
+      pcall(pool.map_async, pool, id, {1, 2}, 1, { callback = 42 })
+      pcall(pool.starmap_async, pool, id, {{1}, {2}}, 1, { error_callback = 42 })
+      assert.are.same({3, 4, n = 2}, pool:map(id, {3, 4}, 1))
+      assert.are.equal(5, pool:apply(function() return 5 end))
+    end)
   end)
 end)
 

@@ -368,17 +368,21 @@ end
 
 local RESULT_OPTIONS = { callback = true, error_callback = true }
 
+-- opts: nil or {callback = f, error_callback = f}
+local function check_result_options(fname, n, opts)
+  util.check_type(fname, n, opts, "table", true)
+  if not opts then return end
+  util.check_options(fname, n, opts, RESULT_OPTIONS)
+  util.check_callable(fname, n, opts.callback, true)
+  util.check_callable(fname, n, opts.error_callback, true)
+end
+
 -- apply_async(f, [args], [{callback, error_callback}]) -> AsyncResult
 function methods:apply_async(f, args, opts)
   check_running(self, "apply_async")
   local head = encode_function("apply_async", f, CALL)
   util.check_type("apply_async", 2, args, "table", true)
-  util.check_type("apply_async", 3, opts, "table", true)
-  if opts then
-    util.check_options("apply_async", 3, opts, RESULT_OPTIONS)
-    util.check_callable("apply_async", 3, opts.callback, true)
-    util.check_callable("apply_async", 3, opts.error_callback, true)
-  end
+  check_result_options("apply_async", 3, opts)
   local res = new_result(self, 1, opts)
   self:_submit(res, 1, head, encode_args("apply_async", 2, args or {}))
   return res
@@ -409,8 +413,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   local head = encode_function(fname, f, kind)
   util.check_type(fname, 2, list, "table")
   chunksize = check_chunksize(fname, 3, chunksize) or default_chunksize(self, #list)
-  util.check_type(fname, 4, opts, "table", true)
-  if opts then util.check_options(fname, 4, opts, RESULT_OPTIONS) end
+  check_result_options(fname, 4, opts)
   local n = #list
   local res = new_result(self, (n + chunksize - 1) // chunksize, opts)
   res._map, res._value, res._starts = true, { n = n }, {}
