@@ -121,6 +121,29 @@ describe("Pool", function()
       end)
     end)
 
+    for _, name in ipairs({ "map", "map_async", "starmap", "starmap_async" }) do
+      it(name .. " submits nothing when a later chunk cannot be sent", function()
+        local path = tmp()
+        local function mark(x)
+          local fh = io.open(path, "a")
+          fh:write(tostring(x), "\n")
+          fh:close()
+          return x
+        end
+        local star = name:match("^star")
+        local items = { 1, 2, coroutine.create(print) }
+        if star then items = { {1}, {2}, {coroutine.create(print)} } end
+        local ok, err = pcall(pool[name], pool, mark, items, 1)
+        assert.is_false(ok)
+        assert.matches("bad argument #2 to '" .. name .. "' (cannot send the arguments", err, 1, true)
+        pool:close()
+        pool:join()
+        local ran = support.read_file(path)
+        os.remove(path)
+        assert.is_nil(ran)
+      end)
+    end
+
     it("map_async gives an AsyncResult; starmap spreads argument lists", function()
       local r = pool:map_async(function(s) return #s end, {"a", "bb", "ccc"})
       assert.are.same({1, 2, 3, n = 3}, r:get(10))

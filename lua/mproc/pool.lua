@@ -408,6 +408,17 @@ local function check_chunksize(fname, n, c)
   return c
 end
 
+-- Encodes list[1..n] in slices of chunksize; raises before anything is
+-- submitted if one cannot be sent.  Returns the bodies and their first indexes.
+local function encode_chunks(fname, list, n, chunksize)
+  local bodies, starts = {}, {}
+  for i = 1, n, chunksize do
+    starts[#starts + 1] = i
+    bodies[#bodies + 1] = encode_args(fname, 2, list, i, math.min(i + chunksize - 1, n))
+  end
+  return bodies, starts
+end
+
 local function map_async(self, fname, f, list, chunksize, opts, kind)
   check_running(self, fname)
   local head = encode_function(fname, f, kind)
@@ -415,19 +426,15 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   chunksize = check_chunksize(fname, 3, chunksize) or default_chunksize(self, #list)
   check_result_options(fname, 4, opts)
   local n = #list
-  local res = new_result(self, (n + chunksize - 1) // chunksize, opts)
-  res._map, res._value, res._starts = true, { n = n }, {}
+  local bodies, starts = encode_chunks(fname, list, n, chunksize)
+  local res = new_result(self, #bodies, opts)
+  res._map, res._value, res._starts = true, { n = n }, starts
   if n == 0 then
     res._ready, res._ok = true, true
     if res._callback then self:_later(res._callback, res._value) end
     return res
   end
-  local k = 0
-  for i = 1, n, chunksize do
-    k = k + 1
-    res._starts[k] = i
-    self:_submit(res, k, head, encode_args(fname, 2, list, i, math.min(i + chunksize - 1, n)))
-  end
+  for k, body in ipairs(bodies) do self:_submit(res, k, head, body) end
   return res
 end
 
