@@ -144,6 +144,45 @@ describe("Pool", function()
       end)
     end
 
+    describe("takes an iterator function as input", function()
+      local function count_to(n)
+        local i = 0
+        return function() if i < n then i = i + 1 return i end end
+      end
+      local function pairs_to(n)
+        local next_i = count_to(n)
+        return function() local i = next_i() return i and { i, i } end
+      end
+      local sq = function(x) return x * x end
+      local mul = function(a, b) return a * b end
+      local cases = {
+        { "map", function() return pool:map(sq, count_to(10), 3) end },
+        { "map_async", function() return pool:map_async(sq, count_to(10)):get(10) end },
+        { "starmap", function() return pool:starmap(mul, pairs_to(10)) end },
+        { "starmap_async", function() return pool:starmap_async(mul, pairs_to(10), 4):get(10) end },
+      }
+      for _, case in ipairs(cases) do
+        it(case[1] .. " calls it until it returns nil", function()
+          local r = case[2]()
+          assert.are.equal(10, r.n)
+          for i = 1, 10 do assert.are.equal(i * i, r[i]) end
+        end)
+      end
+
+      it("such as string.gmatch; an empty one gives an empty list", function()
+        assert.are.same({ "A", "B", "C", n = 3 }, pool:map(string.upper, ("a b c"):gmatch("%a")))
+        assert.are.same({ n = 0 }, pool:map(string.upper, function() return nil end))
+      end)
+
+      it("is not called when another argument is bad", function()
+        local called = false
+        local function src() called = true end
+        assert.has_error(function() pool:map(print, src, 0) end)
+        assert.has_error(function() pool:map_async(print, src, nil, { callback = 1 }) end)
+        assert.is_false(called)
+      end)
+    end)
+
     it("map_async gives an AsyncResult; starmap spreads argument lists", function()
       local r = pool:map_async(function(s) return #s end, {"a", "bb", "ccc"})
       assert.are.same({1, 2, 3, n = 3}, r:get(10))
@@ -303,7 +342,10 @@ describe("Pool", function()
       { "apply coroutine arg", function() pool:apply(f, { coroutine.create(f) }) end, "cannot send the arguments" },
       { "map(f, nil)", function() pool:map(f, nil) end, "bad argument #2 to 'map'" },
       { "map chunksize 0", function() pool:map(f, {}, 0) end, "chunksize must be an integer >= 1" },
-      { "starmap(f, 1)", function() pool:starmap(f, 1) end, "bad argument #2 to 'starmap'" },
+      { "starmap(f, 1)", function() pool:starmap(f, 1) end,
+        "bad argument #2 to 'starmap' (table or iterator function expected, got number)" },
+      { "map_async(f, 'x')", function() pool:map_async(f, "x") end,
+        "bad argument #2 to 'map_async' (table or iterator function expected, got string)" },
       { "map_async callback 42", function() pool:map_async(f, {1}, nil, { callback = 42 }) end,
         "bad argument #4 to 'map_async' (function expected, got number)" },
       { "map_async error_callback", function() pool:map_async(f, {1}, nil, { error_callback = "x" }) end,

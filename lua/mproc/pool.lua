@@ -408,6 +408,25 @@ local function check_chunksize(fname, n, c)
   return c
 end
 
+-- The input of map and imap: a list or an iterator function.
+local function check_source(fname, src)
+  local t = type(src)
+  if t ~= "table" and not util.is_callable(src) then
+    util.argerror(fname, 2, "table or iterator function expected, got " .. t, 3)
+  end
+end
+
+-- Calls the iterator function src until it returns nil; returns the list.
+local function collect(src)
+  local list, n = {}, 0
+  while true do
+    local v = src()
+    if v == nil then return list end
+    n = n + 1
+    list[n] = v
+  end
+end
+
 -- Encodes list[1..n] in slices of chunksize; raises before anything is
 -- submitted if one cannot be sent.  Returns the bodies and their first indexes.
 local function encode_chunks(fname, list, n, chunksize)
@@ -422,10 +441,12 @@ end
 local function map_async(self, fname, f, list, chunksize, opts, kind)
   check_running(self, fname)
   local head = encode_function(fname, f, kind)
-  util.check_type(fname, 2, list, "table")
-  chunksize = check_chunksize(fname, 3, chunksize) or default_chunksize(self, #list)
+  check_source(fname, list)
+  chunksize = check_chunksize(fname, 3, chunksize)
   check_result_options(fname, 4, opts)
+  if type(list) ~= "table" then list = collect(list) end
   local n = #list
+  chunksize = chunksize or default_chunksize(self, n)
   local bodies, starts = encode_chunks(fname, list, n, chunksize)
   local res = new_result(self, #bodies, opts)
   res._map, res._value, res._starts = true, { n = n }, starts
@@ -446,7 +467,8 @@ function methods:starmap_async(f, list, chunksize, opts)
   return map_async(self, "starmap_async", f, list, chunksize, opts, STAR)
 end
 
--- map(f, list, [chunksize]) -> {f(list[1]), ..., n = #list}
+-- map(f, list_or_iterator, [chunksize]) -> {f(list[1]), ..., n = #list};
+-- an iterator function is called until it returns nil, all before submitting.
 function methods:map(f, list, chunksize)
   return map_async(self, "map", f, list, chunksize, nil, MAP):get()
 end
@@ -540,10 +562,8 @@ end
 local function imap(self, fname, f, src, chunksize, ordered)
   check_running(self, fname)
   local head = encode_function(fname, f, MAP)
+  check_source(fname, src)
   local t = type(src)
-  if t ~= "table" and not util.is_callable(src) then
-    util.argerror(fname, 2, "table or iterator function expected, got " .. t, 2)
-  end
   chunksize = check_chunksize(fname, 3, chunksize) or 1
   local it = setmetatable({
     pool = self, head = head, src = src, list = t == "table", n = t == "table" and #src or nil,
