@@ -227,6 +227,65 @@ describe("Pool", function()
     end)
   end)
 
+  describe("an imap iterator and terminate()", function()
+    local function three()
+      local i = 0
+      return function() if i < 3 then i = i + 1 return i end end
+    end
+    for _, name in ipairs({ "imap", "imap_unordered" }) do
+      for _, src in ipairs({ "list", "iterator" }) do
+        it(name .. " over a " .. src .. " raises when the pool was terminated before it was read", function()
+          local it = pool[name](pool, function(x) return x end, src == "list" and {1, 2, 3} or three())
+          pool:terminate()
+          for _ = 1, 2 do -- and again on the next call
+            local ok, err = pcall(it)
+            assert.is_false(ok)
+            assert.matches(name .. ": the pool was terminated before", err, 1, true)
+          end
+        end)
+      end
+    end
+
+    it("raises, after what was done, when terminated with input left mid-way", function()
+      local n = 0
+      local function endless() n = n + 1 return n end
+      local it = pool:imap(function(x) return x end, endless)
+      assert.are.same({1, 1}, { it() })
+      pool:terminate()
+      local ok, err, got = true, nil, 1
+      while ok do
+        local i
+        ok, i = pcall(it)
+        if ok then
+          assert.are.equal(got + 1, i)
+          got = i
+        else
+          err = i
+        end
+      end
+      assert.matches("the pool was terminated before", err, 1, true)
+      assert.is_true(got < n)
+    end)
+
+    it("ends normally when its input was used up and read before terminate", function()
+      local it = pool:imap(function(x) return x end, three())
+      assert.are.same({1, 1}, { it() })
+      assert.are.same({2, 2}, { it() })
+      assert.are.same({3, 3}, { it() })
+      pool:terminate()
+      assert.is_nil(it())
+    end)
+
+    it("yields everything after close() and join()", function()
+      local it = pool:imap(function(x) return x * 2 end, three())
+      pool:close()
+      pool:join()
+      local out = {}
+      for i, v in it do out[i] = v end
+      assert.are.same({2, 4, 6}, out)
+    end)
+  end)
+
   describe("results that cannot be sent", function()
     it("fail only their own task", function()
       local bad = pool:apply_async(function() return coroutine.create(print) end)

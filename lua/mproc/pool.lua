@@ -504,8 +504,13 @@ function Imap:_next_chunk()
 end
 
 -- Submits chunks until ahead of the reader by limit chunks or exhausted.
+-- join() submits all the input first, so a pool that ended while input was
+-- left was terminated: raise, as AsyncResult:get does for its tasks.
 function Imap:_fill(limit)
-  if self.pool._state == "joined" then self.exhausted = true end
+  local state = self.pool._state
+  if not self.exhausted and (state == "joined" or state == "terminate") then
+    error(self.fname .. ": the pool was terminated before this iterator's input was used up", 0)
+  end
   while not self.exhausted and self.submitted - self.consumed < limit do
     local chunk = self:_next_chunk()
     if not chunk then break end
@@ -552,7 +557,7 @@ function Imap:step()
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
     else
-      if self.pool._state == "joined" then error("imap: the pool was joined or terminated", 0) end
+      if self.pool._state == "joined" then error(self.fname .. ": the pool was joined or terminated", 0) end
       self.pool:_pump(nil)
       self.pool:_run_later()
     end
@@ -566,7 +571,7 @@ local function imap(self, fname, f, src, chunksize, ordered)
   local t = type(src)
   chunksize = check_chunksize(fname, 3, chunksize) or 1
   local it = setmetatable({
-    pool = self, head = head, src = src, list = t == "table", n = t == "table" and #src or nil,
+    pool = self, fname = fname, head = head, src = src, list = t == "table", n = t == "table" and #src or nil,
     chunksize = chunksize, ordered = ordered, pos = 0, submitted = 0, consumed = 0,
     done = {}, starts = {}, exhausted = false,
   }, Imap)
