@@ -77,6 +77,34 @@ describe("Pool", function()
     assert.is_false(r:successful())
   end)
 
+  describe("tracebacks end with the task's own frames", function()
+    local function inner() error("boom in task") end
+    local function task() inner() end
+    local function first(it) return it() end
+    local cases = {
+      { "apply", function() return pool:apply(task) end },
+      { "apply_async", function() return pool:apply_async(task):get(10) end },
+      { "map", function() return pool:map(task, {1, 2}) end },
+      { "map_async", function() return pool:map_async(task, {1}):get(10) end },
+      { "starmap", function() return pool:starmap(task, {{1}}) end },
+      { "starmap_async", function() return pool:starmap_async(task, {{1}}):get(10) end },
+      { "imap", function() return first(pool:imap(task, {1})) end },
+      { "imap_unordered", function() return first(pool:imap_unordered(task, {1}, 1)) end },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1], function()
+        local ok, err = pcall(case[2])
+        assert.is_false(ok)
+        assert.matches("boom in task\nstack traceback %(pool worker pid %d+%):\n", err)
+        assert.matches("in upvalue 'inner'", err, 1, true)
+        assert.is_nil(err:find("mproc/pool.lua", 1, true), err)
+        assert.is_nil(err:find("xpcall", 1, true), err)
+        local last = err:match("([^\n]*)$")
+        assert.matches("^\tspec/pool_spec%.lua:%d+: in ", last)
+      end)
+    end
+  end)
+
   it("returns nil, 'timeout' from get, and the value on a later get", function()
     local r = pool:apply_async(function() mproc.sleep(0.3) return "late" end)
     assert.are.same({nil, "timeout"}, { r:get(0.01) })

@@ -40,13 +40,18 @@ local function error_text(err)
   return ("(error object is a %s value)"):format(type(err))
 end
 
--- The frames below the task are mproc's own: tracebacks leave them out.
+-- The frames below the task are mproc's own: tracebacks leave them out,
+-- cut at the first of xpcall (apply) or run_map/run_star (map, imap).
+local OWN_FRAMES = { "\n\t%[C%]: in function 'xpcall'", "\n[^\n]*mproc[/\\]pool%.lua:" }
+
 local function task_traceback(e)
   local tb = debug.traceback(error_text(e), 2)
-  tb = tb:match("^(.-)\n\t%[C%]: in function 'xpcall'") or
-       tb:match("^(.-)\n[^\n]*mproc[/\\]pool%.lua:") or tb
-  return (tb:gsub("\nstack traceback:", ("\nstack traceback (pool worker pid %d):")
-    :format(core.getpid()), 1))
+  local msg, frames = tb:match("^(.*)\nstack traceback:(.*)$")
+  if not msg then return tb end
+  local cut = #frames + 1
+  for _, pat in ipairs(OWN_FRAMES) do cut = math.min(cut, frames:find(pat) or cut) end
+  return ("%s\nstack traceback (pool worker pid %d):%s")
+    :format(msg, core.getpid(), frames:sub(1, cut - 1))
 end
 
 local function run_map(f, items)
