@@ -455,6 +455,40 @@ describe("Pool", function()
       end)
     end
 
+    describe("a method called with '.' instead of ':'", function()
+      local public = {
+        ["mproc.Pool"] = { "apply", "apply_async", "map", "map_async", "starmap", "starmap_async",
+                           "imap", "imap_unordered", "close", "terminate", "join" },
+        ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful" },
+      }
+      local function objects() return { ["mproc.Pool"] = pool, ["mproc.AsyncResult"] = pool:apply_async(f) } end
+
+      it("covers every public method", function()
+        for tname, obj in pairs(objects()) do
+          local listed = {}
+          for _, m in ipairs(public[tname]) do listed[m] = true end
+          for m in pairs(getmetatable(obj).__index) do
+            if not m:match("^_") then assert.is_true(listed[m], tname .. ":" .. m .. " has no case") end
+          end
+        end
+      end)
+
+      for tname, names in pairs(public) do
+        for _, m in ipairs(names) do
+          it(tname .. "." .. m .. "() raises naming the method and the type", function()
+            local objs = objects()
+            local fn = objs[tname][m]
+            local other = tname == "mproc.Pool" and "mproc.AsyncResult" or "mproc.Pool"
+            for _, case in ipairs({ { nil, "nil" }, { 42, "number" }, { objs[other], other } }) do
+              local ok, err = pcall(fn, case[1], f, {1})
+              assert.is_false(ok)
+              assert.matches(("bad argument #1 to '%s' (%s expected, got %s)"):format(m, tname, case[2]), err, 1, true)
+            end
+          end)
+        end
+      end
+    end)
+
     it("a bad map_async callback is refused; later calls are unharmed", function()
       local id = function(x) return x end
       pcall(pool.map_async, pool, id, {1, 2}, 1, { callback = 42 })

@@ -136,6 +136,23 @@ local function worker_main(pool, w)
 end
 
 -- ---------------------------------------------------------------------
+-- Method calls: self is checked first, so pool.close() (a '.' for a ':')
+-- names the method instead of "attempt to index a nil value".
+-- ---------------------------------------------------------------------
+
+local function type_name(v)
+  local mt = getmetatable(v)
+  if type(mt) == "table" and type(mt.__name) == "string" then return mt.__name end
+  return type(v)
+end
+
+-- Raises at the method's caller unless v is an object of metatable mt.
+local function check_self(fname, v, mt)
+  if getmetatable(v) == mt then return end
+  error(("bad argument #1 to '%s' (%s expected, got %s)"):format(fname, mt.__name, type_name(v)), 3)
+end
+
+-- ---------------------------------------------------------------------
 -- AsyncResult
 -- ---------------------------------------------------------------------
 
@@ -180,6 +197,7 @@ end
 
 -- Waits until the result is ready or timeout passes; returns ready().
 function ar:wait(timeout)
+  check_self("wait", self, AsyncResult)
   timeout = util.check_timeout("wait", 1, timeout)
   local pool = self._pool
   local deadline = timeout and core.monotonic() + timeout
@@ -194,6 +212,7 @@ end
 
 -- The task's values; re-raises its error; nil, "timeout" if not ready in time.
 function ar:get(timeout)
+  check_self("get", self, AsyncResult)
   timeout = util.check_timeout("get", 1, timeout)
   if not self:wait(timeout) then return nil, "timeout" end
   if not self._ok then error(self._err, 0) end
@@ -201,11 +220,13 @@ function ar:get(timeout)
 end
 
 function ar:ready()
+  check_self("ready", self, AsyncResult)
   if not self._ready then self._pool:_pump(0) end
   return self._ready
 end
 
 function ar:successful()
+  check_self("successful", self, AsyncResult)
   if not self:ready() then error("successful: the result is not ready", 2) end
   return self._ok
 end
@@ -352,9 +373,6 @@ end
 -- ---------------------------------------------------------------------
 
 local function check_running(self, fname)
-  if getmetatable(self) ~= Pool then
-    error(("bad argument #1 to '%s' (mproc.Pool expected, got %s)"):format(fname, type(self)), 3)
-  end
   if self._state ~= "run" then error(("%s: the pool is not running (%s)"):format(fname, self._state), 3) end
 end
 
@@ -384,6 +402,7 @@ end
 
 -- apply_async(f, [args], [{callback, error_callback}]) -> AsyncResult
 function methods:apply_async(f, args, opts)
+  check_self("apply_async", self, Pool)
   check_running(self, "apply_async")
   local head = encode_function("apply_async", f, CALL)
   util.check_type("apply_async", 2, args, "table", true)
@@ -395,6 +414,7 @@ end
 
 -- apply(f, [args]) -> f(unpack(args)) run in a worker
 function methods:apply(f, args)
+  check_self("apply", self, Pool)
   check_running(self, "apply")
   return self:apply_async(f, args):get()
 end
@@ -465,20 +485,24 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
 end
 
 function methods:map_async(f, list, chunksize, opts)
+  check_self("map_async", self, Pool)
   return map_async(self, "map_async", f, list, chunksize, opts, MAP)
 end
 
 function methods:starmap_async(f, list, chunksize, opts)
+  check_self("starmap_async", self, Pool)
   return map_async(self, "starmap_async", f, list, chunksize, opts, STAR)
 end
 
 -- map(f, list_or_iterator, [chunksize]) -> {f(list[1]), ..., n = #list};
 -- an iterator function is called until it returns nil, all before submitting.
 function methods:map(f, list, chunksize)
+  check_self("map", self, Pool)
   return map_async(self, "map", f, list, chunksize, nil, MAP):get()
 end
 
 function methods:starmap(f, list, chunksize)
+  check_self("starmap", self, Pool)
   return map_async(self, "starmap", f, list, chunksize, nil, STAR):get()
 end
 
@@ -588,11 +612,13 @@ end
 -- gives i and f(xs[i]) in input order; an iterator function as input is
 -- called until it returns nil, a bounded number of chunks ahead.
 function methods:imap(f, src, chunksize)
+  check_self("imap", self, Pool)
   return imap(self, "imap", f, src, chunksize, true)
 end
 
 -- imap_unordered: the same pairs, as they complete.
 function methods:imap_unordered(f, src, chunksize)
+  check_self("imap_unordered", self, Pool)
   return imap(self, "imap_unordered", f, src, chunksize, false)
 end
 
@@ -602,6 +628,7 @@ end
 
 -- No more tasks; the workers end once the submitted ones are done (join).
 function methods:close()
+  check_self("close", self, Pool)
   if self._state == "run" then self._state = "close" end
 end
 
@@ -627,6 +654,7 @@ end
 
 -- Stops the workers now, mid-task; tasks not done fail.
 function methods:terminate()
+  check_self("terminate", self, Pool)
   if self._state == "joined" or self._state == "terminate" then return end
   self._state = "terminate"
   for _, wk in pairs(self._workers) do wk.handle:signal(SIGTERM) end
@@ -637,7 +665,7 @@ end
 
 -- Waits for the workers to end, after close() (or terminate()).
 function methods:join()
-  if getmetatable(self) ~= Pool then error("bad argument #1 to 'join' (mproc.Pool expected)", 2) end
+  check_self("join", self, Pool)
   if self._state == "run" then error("join: the pool is still running; call close() or terminate() first", 2) end
   if self._state ~= "close" then return end
   while next(self._imaps) do
