@@ -80,7 +80,7 @@ describe("Pool", function()
   describe("tracebacks end with the task's own frames", function()
     local function inner() error("boom in task") end
     local function task() inner() end
-    local function first(it) return it() end
+    local function first(iter) return iter() end
     local cases = {
       { "apply", function() return pool:apply(task) end },
       { "apply_async", function() return pool:apply_async(task):get(10) end },
@@ -263,10 +263,10 @@ describe("Pool", function()
     for _, name in ipairs({ "imap", "imap_unordered" }) do
       for _, src in ipairs({ "list", "iterator" }) do
         it(name .. " over a " .. src .. " raises when the pool was terminated before it was read", function()
-          local it = pool[name](pool, function(x) return x end, src == "list" and {1, 2, 3} or three())
+          local iter = pool[name](pool, function(x) return x end, src == "list" and {1, 2, 3} or three())
           pool:terminate()
           for _ = 1, 2 do -- and again on the next call
-            local ok, err = pcall(it)
+            local ok, err = pcall(iter)
             assert.is_false(ok)
             assert.matches(name .. ": the pool was terminated before", err, 1, true)
           end
@@ -277,13 +277,13 @@ describe("Pool", function()
     it("raises, after what was done, when terminated with input left mid-way", function()
       local n = 0
       local function endless() n = n + 1 return n end
-      local it = pool:imap(function(x) return x end, endless)
-      assert.are.same({1, 1}, { it() })
+      local iter = pool:imap(function(x) return x end, endless)
+      assert.are.same({1, 1}, { iter() })
       pool:terminate()
       local ok, err, got = true, nil, 1
       while ok do
         local i
-        ok, i = pcall(it)
+        ok, i = pcall(iter)
         if ok then
           assert.are.equal(got + 1, i)
           got = i
@@ -296,20 +296,20 @@ describe("Pool", function()
     end)
 
     it("ends normally when its input was used up and read before terminate", function()
-      local it = pool:imap(function(x) return x end, three())
-      assert.are.same({1, 1}, { it() })
-      assert.are.same({2, 2}, { it() })
-      assert.are.same({3, 3}, { it() })
+      local iter = pool:imap(function(x) return x end, three())
+      assert.are.same({1, 1}, { iter() })
+      assert.are.same({2, 2}, { iter() })
+      assert.are.same({3, 3}, { iter() })
       pool:terminate()
-      assert.is_nil(it())
+      assert.is_nil(iter())
     end)
 
     it("yields everything after close() and join()", function()
-      local it = pool:imap(function(x) return x * 2 end, three())
+      local iter = pool:imap(function(x) return x * 2 end, three())
       pool:close()
       pool:join()
       local out = {}
-      for i, v in it do out[i] = v end
+      for i, v in iter do out[i] = v end
       assert.are.same({2, 4, 6}, out)
     end)
   end)
