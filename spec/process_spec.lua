@@ -341,6 +341,15 @@ describe("clocks", function()
     assert.is_true(took >= 0.2 and took < 2, "sleep(0.2) took " .. took)
   end)
 
+  it("takes math.huge and other huge seconds as for ever", function()
+    for _, forever in ipairs({ math.huge, 1e300, 2^63 }) do
+      local p = mproc.Process(function() mproc.sleep(forever) end):start()
+      assert.are.same({ nil, "timeout" }, { p:join(0.2) })
+      p:kill()
+      assert.are.equal(-9, p:join(forever))
+    end
+  end)
+
   it("tells wall-clock time with sub-second resolution", function()
     local t = mproc.time()
     assert.is_true(math.abs(t - os.time()) <= 2)
