@@ -177,6 +177,33 @@ describe("Process", function()
     p:join()
   end)
 
+  it("blames the caller's line, not mproc's, for a bad argument", function()
+    local ok, err = pcall(function() mproc.Process{target = 1} end)
+    assert.is_false(ok)
+    assert.matches("^spec/process_spec%.lua:%d+: bad argument #1 to 'Process'", err)
+    _, err = pcall(function() mproc.Process(print):join() end)
+    assert.matches("^spec/process_spec%.lua:%d+: join: the process was not started", err)
+  end)
+
+  it("returns the exitcode alone from join", function()
+    local p = mproc.Process(function() end):start()
+    assert.are.equal(1, select("#", p:join()))
+  end)
+
+  it("terminates the child when a <close> scope is left by an error", function()
+    local pid
+    local t0 = mproc.monotonic()
+    local ok, err = pcall(function()
+      local p <close> = mproc.Process(function() mproc.sleep(30) end):start()
+      pid = p.pid
+      error("leaving")
+    end)
+    assert.is_false(ok)
+    assert.matches("leaving", err)
+    assert.is_true(mproc.monotonic() - t0 < 10)
+    assert.is_false(support.pid_exists(pid))
+  end)
+
   it("is a to-be-closed variable: leaving scope joins, and terminates a daemon", function()
     local kids = #support.children()
     local pid, dpid
@@ -224,11 +251,15 @@ describe("Process", function()
           p:join()
           p:close()
           p:join()
-        end, "closed process" },
+        end, "join: the process is closed" },
       { "mproc.wait of a non-table", function() mproc.wait(3) end, "bad argument #1 to 'wait'" },
       { "mproc.wait of an object without descriptor", function() mproc.wait({{}}) end, "no descriptor" },
       { "sleep(-1)", function() mproc.sleep(-1) end, "bad argument #1 to 'sleep'" },
     }
+    for _, m in ipairs({ "start", "join", "is_alive", "terminate", "kill", "close", "run" }) do
+      table.insert(cases, { m .. " called with '.'", function() mproc.Process(print)[m]() end,
+        "bad argument #1 to '" .. m .. "' (mproc.Process expected, got nil)" })
+    end
     for _, case in ipairs(cases) do
       it("for " .. case[1], function()
         local ok, err = pcall(case[2])
