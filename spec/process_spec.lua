@@ -177,6 +177,44 @@ describe("Process", function()
     p:join()
   end)
 
+  it("blames the caller's line, not mproc's, for a bad argument", function()
+    local ok, err = pcall(function() mproc.Process{target = 1} end)
+    assert.is_false(ok)
+    assert.matches("^spec/process_spec%.lua:%d+: bad argument #1 to 'Process'", err)
+    local _, err2 = pcall(function() mproc.Process(print):join() end)
+    assert.matches("^spec/process_spec%.lua:%d+: join: the process was not started", err2)
+  end)
+
+  it("returns the exitcode alone from join", function()
+    local p = mproc.Process(function() end):start()
+    assert.are.equal(1, select("#", p:join()))
+  end)
+
+  it("terminates the child when a <close> scope is left by an error", function()
+    local pid
+    local t0 = mproc.monotonic()
+    local ok, err = pcall(function()
+      local p <close> = mproc.Process(function() mproc.sleep(30) end):start()
+      pid = p.pid
+      error("leaving")
+    end)
+    assert.is_false(ok)
+    assert.matches("leaving", err)
+    assert.is_true(mproc.monotonic() - t0 < 10)
+    assert.is_false(support.pid_exists(pid))
+  end)
+
+  it("lets mproc.wait report at once an object whose sentinel is false (ended)", function()
+    local ended = { sentinel = false }
+    local p = mproc.Process(function() mproc.sleep(30) end):start()
+    local t0 = mproc.monotonic()
+    assert.are.same({ ended }, mproc.wait({ p, ended }))
+    assert.is_true(mproc.monotonic() - t0 < 5)
+    p:kill()
+    p:join()
+    assert.are.same({ p, ended }, mproc.wait({ p, ended }, 10))
+  end)
+
   it("is a to-be-closed variable: leaving scope joins, and terminates a daemon", function()
     local kids = #support.children()
     local pid, dpid
@@ -224,11 +262,15 @@ describe("Process", function()
           p:join()
           p:close()
           p:join()
-        end, "closed process" },
+        end, "join: the process is closed" },
       { "mproc.wait of a non-table", function() mproc.wait(3) end, "bad argument #1 to 'wait'" },
       { "mproc.wait of an object without descriptor", function() mproc.wait({{}}) end, "no descriptor" },
       { "sleep(-1)", function() mproc.sleep(-1) end, "bad argument #1 to 'sleep'" },
     }
+    for _, m in ipairs({ "start", "join", "is_alive", "terminate", "kill", "close", "run" }) do
+      table.insert(cases, { m .. " called with '.'", function() mproc.Process(print)[m]() end,
+        "bad argument #1 to '" .. m .. "' (mproc.Process expected, got nil)" })
+    end
     for _, case in ipairs(cases) do
       it("for " .. case[1], function()
         local ok, err = pcall(case[2])
@@ -236,6 +278,31 @@ describe("Process", function()
         assert.matches(case[3], tostring(err), 1, true)
       end)
     end
+  end)
+end)
+
+describe("Process without pidfd (pipe sentinels, as on macOS and BSD)", function()
+  it("has a sentinel that becomes ready when the child ends, not before", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p = mproc.Process(function() mproc.sleep(0.5) end):start()
+      print("early", #mproc.wait({ p }, 0.2))
+      print("join", p:join(0.1))
+      print("ended", p:join(), #mproc.wait({ p }, 5))
+      -- a grandchild must not hold its parent's sentinel open
+      local q = mproc.Process(function()
+        mproc.Process(function() mproc.sleep(1.5) end):start()
+        require("mproc.core").kill(mproc.getpid(), 9)
+      end):start()
+      local t0 = mproc.monotonic()
+      print("q ready", #mproc.wait({ q }, 5), mproc.monotonic() - t0 < 1.2)
+      print("q", q:join())
+    ]], { env = "MPROC_NO_PIDFD=1" })
+    assert.matches("early\t0\n", out, 1, true)
+    assert.matches("join\tnil\ttimeout\n", out, 1, true)
+    assert.matches("ended\t0\t1\n", out, 1, true)
+    assert.matches("q ready\t1\ttrue\n", out, 1, true)
+    assert.matches("q\t-9\n", out, 1, true)
   end)
 end)
 
@@ -339,6 +406,15 @@ describe("clocks", function()
     mproc.sleep(0.2)
     local took = mproc.monotonic() - t0
     assert.is_true(took >= 0.2 and took < 2, "sleep(0.2) took " .. took)
+  end)
+
+  it("takes math.huge and other huge seconds as for ever", function()
+    for _, forever in ipairs({ math.huge, 1e300, 2^63 }) do
+      local p = mproc.Process(function() mproc.sleep(forever) end):start()
+      assert.are.same({ nil, "timeout" }, { p:join(0.2) })
+      p:kill()
+      assert.are.equal(-9, p:join(forever))
+    end
   end)
 
   it("tells wall-clock time with sub-second resolution", function()

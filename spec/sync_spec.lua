@@ -50,6 +50,19 @@ describe("Lock", function()
     assert.are.equal(8000, v.value)
   end)
 
+  it("waits for the holder when the timeout is math.huge or any huge number", function()
+    for _, forever in ipairs({ math.huge, 1e300 }) do
+      local lock, e = mproc.Lock(), mproc.Event()
+      local p = spawn(function() lock:acquire() e:set() mproc.sleep(0.3) lock:release() end)
+      assert.is_true(e:wait(10))
+      local t0 = mproc.monotonic()
+      assert.is_true(lock:acquire(true, forever))
+      assert.is_true(mproc.monotonic() - t0 > 0.1, "acquire did not wait")
+      lock:release()
+      assert.are.equal(0, p:join(10))
+    end
+  end)
+
   it("acquires, refuses a second try, and raises on releasing an unheld lock", function()
     local lock = mproc.Lock()
     assert.is_true(lock:acquire())

@@ -726,7 +726,7 @@ static int l_Barrier(lua_State *L) {
   slots_init(L, b->w, 2 * (size_t)n);
   b->parties = (uint32_t)n;
   b->nslots = 2 * (uint32_t)n;
-  b->timeout = t < 0 ? -1 : t;
+  b->timeout = t < 0 || t > 1e9 ? -1 : t;
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, -2, 1);
   return 1;

@@ -51,12 +51,17 @@ int mp_poll_ms(double deadline) {
   return (int)ceil(left * 1000.0);
 }
 
+/* Longer than this is for ever: it keeps deadlines within what a time_t
+** and an int of milliseconds can hold (math.huge included). */
+#define MP_FOREVER 1e9
+
 double mp_opt_deadline(lua_State *L, int idx) {
   double t;
   if (lua_isnoneornil(L, idx)) return -1;
   t = (double)luaL_checknumber(L, idx);
   luaL_argcheck(L, t == t, idx, "timeout is not a number (nan)");
   if (t < 0) t = 0;
+  if (t > MP_FOREVER) return -1;
   return mp_monotonic() + t;
 }
 
@@ -78,6 +83,7 @@ static void sleep_until(double deadline) {
 static int l_sleep(lua_State *L) {
   double s = (double)luaL_checknumber(L, 1);
   luaL_argcheck(L, s == s && s >= 0, 1, "seconds must be a number >= 0");
+  while (s > MP_FOREVER) sleep_until(mp_monotonic() + MP_FOREVER);
   if (s > 0) sleep_until(mp_monotonic() + s);
   return 0;
 }

@@ -37,7 +37,7 @@ function Process.__index(self, k)
     return name
   end
   if k == "sentinel" then
-    if self._closed then error("the process is closed", 2) end
+    if self._closed then util.misuse("the process is closed") end
     return self._handle and self._handle:fileno() or nil
   end
   return methods[k]
@@ -79,13 +79,14 @@ end
 setmetatable(Process, { __call = new })
 
 local function check_open(self, fname)
-  if self._closed then error(("cannot %s a closed process"):format(fname), 3) end
+  util.check_self(fname, self, Process)
+  if self._closed then util.misuse(("%s: the process is closed"):format(fname)) end
 end
 
 local function check_started(self, fname)
   check_open(self, fname)
-  if self == current then error(("a process cannot %s itself"):format(fname), 3) end
-  if not self._handle then error(("cannot %s a process that was not started"):format(fname), 3) end
+  if self == current then util.misuse(("%s: a process cannot %s itself"):format(fname, fname)) end
+  if not self._handle then util.misuse(("%s: the process was not started"):format(fname)) end
 end
 
 local function error_text(err)
@@ -127,6 +128,7 @@ end
 
 -- The child's work; a table made with mproc.Process may replace it.
 function methods:run()
+  util.check_self("run", self, Process)
   local args = self.args
   if self.target then self.target(table.unpack(args, 1, args.n or #args)) end
 end
@@ -138,7 +140,7 @@ end
 -- Starts the child. Returns the Process, or nil, message, errno.
 function methods:start()
   check_open(self, "start")
-  if self._handle or self == current then error("cannot start a process twice", 2) end
+  if self._handle or self == current then util.misuse("start: cannot start a process twice") end
   cleanup()
   local h, err, code = core.fork(self.daemon)
   if h == false then core.child_main(child_run, self) end
@@ -154,12 +156,13 @@ function methods:join(timeout)
   check_started(self, "join")
   timeout = util.check_timeout("join", 1, timeout)
   local code, err = self._handle:wait(timeout)
-  if code then children[self._handle] = nil end
-  return code, err
+  if not code then return nil, err end
+  children[self._handle] = nil
+  return code
 end
 
 function methods:is_alive()
-  check_open(self, "check")
+  check_open(self, "is_alive")
   if self == current then return true end
   if not self._handle then return false end
   return poll(self) == nil
@@ -175,21 +178,23 @@ function methods:kill() return signal(self, "kill", SIGKILL) end
 
 -- Releases the sentinel. Raises while the child still runs, as Python does.
 function methods:close()
+  util.check_self("close", self, Process)
   if self._closed then return end
   if self._handle then
     if poll(self) == nil then
-      error("cannot close a process while it is still running; join or terminate it first", 2)
+      util.misuse("close: the process is still running; join or terminate it first")
     end
     self._handle:close()
   end
   self._closed = true
 end
 
--- Leaving the scope of a <close> variable: a daemonic child is terminated,
--- then the child is joined and closed.
-function Process.__close(self)
+-- Leaving the scope of a <close> variable: the child is joined and closed;
+-- a daemonic child, or any child when the scope is left by an error, is
+-- terminated first (the error is not held up waiting for it).
+function Process.__close(self, err)
   if self._closed or not self._handle or self == current then return end
-  if self.daemon then self._handle:signal(SIGTERM) end
+  if self.daemon or err ~= nil then self._handle:signal(SIGTERM) end
   self:join()
   self:close()
 end

@@ -3,8 +3,34 @@
 -- in the words of luaL_argerror: "bad argument #2 to 'join' (...)".
 local M = {}
 
-function M.argerror(fname, n, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), (level or 2) + 1)
+-- The error level, seen from the function calling user_level's caller,
+-- of the first frame outside mproc's Lua files: the user's line, however
+-- deep inside mproc the check ran.
+local function user_level()
+  local level = 3
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info then return 1 end
+    if not info.source:find("[/\\]mproc[/\\][%w_]+%.lua$") then return level - 1 end
+    level = level + 1
+  end
+end
+
+function M.argerror(fname, n, msg)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), user_level())
+end
+
+-- Raises msg for a misuse, at the user's line.
+function M.misuse(msg)
+  error(msg, user_level())
+end
+
+-- Raises unless self is an object of the class mt (a method called with
+-- '.' instead of ':' gets a message naming it).
+function M.check_self(fname, self, mt)
+  if getmetatable(self) ~= mt then
+    M.argerror(fname, 1, ("%s expected, got %s"):format(mt.__name, type(self)))
+  end
 end
 
 function M.check_type(fname, n, v, want, optional)
