@@ -136,23 +136,6 @@ local function worker_main(pool, w)
 end
 
 -- ---------------------------------------------------------------------
--- Method calls: self is checked first, so pool.close() (a '.' for a ':')
--- names the method instead of "attempt to index a nil value".
--- ---------------------------------------------------------------------
-
-local function type_name(v)
-  local mt = getmetatable(v)
-  if type(mt) == "table" and type(mt.__name) == "string" then return mt.__name end
-  return type(v)
-end
-
--- Raises at the method's caller unless v is an object of metatable mt.
-local function check_self(fname, v, mt)
-  if getmetatable(v) == mt then return end
-  error(("bad argument #1 to '%s' (%s expected, got %s)"):format(fname, mt.__name, type_name(v)), 3)
-end
-
--- ---------------------------------------------------------------------
 -- AsyncResult
 -- ---------------------------------------------------------------------
 
@@ -197,7 +180,7 @@ end
 
 -- Waits until the result is ready or timeout passes; returns ready().
 function ar:wait(timeout)
-  check_self("wait", self, AsyncResult)
+  util.check_self("wait", self, AsyncResult)
   timeout = util.check_timeout("wait", 1, timeout)
   local pool = self._pool
   local deadline = timeout and core.monotonic() + timeout
@@ -212,7 +195,7 @@ end
 
 -- The task's values; re-raises its error; nil, "timeout" if not ready in time.
 function ar:get(timeout)
-  check_self("get", self, AsyncResult)
+  util.check_self("get", self, AsyncResult)
   timeout = util.check_timeout("get", 1, timeout)
   if not self:wait(timeout) then return nil, "timeout" end
   if not self._ok then error(self._err, 0) end
@@ -220,14 +203,14 @@ function ar:get(timeout)
 end
 
 function ar:ready()
-  check_self("ready", self, AsyncResult)
+  util.check_self("ready", self, AsyncResult)
   if not self._ready then self._pool:_pump(0) end
   return self._ready
 end
 
 function ar:successful()
-  check_self("successful", self, AsyncResult)
-  if not self:ready() then error("successful: the result is not ready", 2) end
+  util.check_self("successful", self, AsyncResult)
+  if not self:ready() then util.misuse("successful: the result is not ready") end
   return self._ok
 end
 
@@ -373,19 +356,19 @@ end
 -- ---------------------------------------------------------------------
 
 local function check_running(self, fname)
-  if self._state ~= "run" then error(("%s: the pool is not running (%s)"):format(fname, self._state), 3) end
+  if self._state ~= "run" then util.misuse(("%s: the pool is not running (%s)"):format(fname, self._state)) end
 end
 
 local function encode_function(fname, f, kind)
   util.check_callable(fname, 1, f)
   local ok, bytes = pcall(core.dumps, f)
-  if not ok then util.argerror(fname, 1, "cannot send the function: " .. error_text(bytes), 3) end
+  if not ok then util.argerror(fname, 1, "cannot send the function: " .. error_text(bytes)) end
   return kind .. bytes
 end
 
 local function encode_args(fname, n, v, i, j)
   local ok, bytes = pcall(core.dumps, v, i, j)
-  if not ok then util.argerror(fname, n, "cannot send the arguments: " .. error_text(bytes), 3) end
+  if not ok then util.argerror(fname, n, "cannot send the arguments: " .. error_text(bytes)) end
   return bytes
 end
 
@@ -402,7 +385,7 @@ end
 
 -- apply_async(f, [args], [{callback, error_callback}]) -> AsyncResult
 function methods:apply_async(f, args, opts)
-  check_self("apply_async", self, Pool)
+  util.check_self("apply_async", self, Pool)
   check_running(self, "apply_async")
   local head = encode_function("apply_async", f, CALL)
   util.check_type("apply_async", 2, args, "table", true)
@@ -414,7 +397,7 @@ end
 
 -- apply(f, [args]) -> f(unpack(args)) run in a worker
 function methods:apply(f, args)
-  check_self("apply", self, Pool)
+  util.check_self("apply", self, Pool)
   check_running(self, "apply")
   return self:apply_async(f, args):get()
 end
@@ -428,7 +411,7 @@ end
 local function check_chunksize(fname, n, c)
   if c == nil then return nil end
   if math.type(c) ~= "integer" or c < 1 then
-    util.argerror(fname, n, "chunksize must be an integer >= 1", 3)
+    util.argerror(fname, n, "chunksize must be an integer >= 1")
   end
   return c
 end
@@ -437,7 +420,7 @@ end
 local function check_source(fname, src)
   local t = type(src)
   if t ~= "table" and not util.is_callable(src) then
-    util.argerror(fname, 2, "table or iterator function expected, got " .. t, 3)
+    util.argerror(fname, 2, "table or iterator function expected, got " .. t)
   end
 end
 
@@ -485,24 +468,24 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
 end
 
 function methods:map_async(f, list, chunksize, opts)
-  check_self("map_async", self, Pool)
+  util.check_self("map_async", self, Pool)
   return map_async(self, "map_async", f, list, chunksize, opts, MAP)
 end
 
 function methods:starmap_async(f, list, chunksize, opts)
-  check_self("starmap_async", self, Pool)
+  util.check_self("starmap_async", self, Pool)
   return map_async(self, "starmap_async", f, list, chunksize, opts, STAR)
 end
 
 -- map(f, list_or_iterator, [chunksize]) -> {f(list[1]), ..., n = #list};
 -- an iterator function is called until it returns nil, all before submitting.
 function methods:map(f, list, chunksize)
-  check_self("map", self, Pool)
+  util.check_self("map", self, Pool)
   return map_async(self, "map", f, list, chunksize, nil, MAP):get()
 end
 
 function methods:starmap(f, list, chunksize)
-  check_self("starmap", self, Pool)
+  util.check_self("starmap", self, Pool)
   return map_async(self, "starmap", f, list, chunksize, nil, STAR):get()
 end
 
@@ -612,13 +595,13 @@ end
 -- gives i and f(xs[i]) in input order; an iterator function as input is
 -- called until it returns nil, a bounded number of chunks ahead.
 function methods:imap(f, src, chunksize)
-  check_self("imap", self, Pool)
+  util.check_self("imap", self, Pool)
   return imap(self, "imap", f, src, chunksize, true)
 end
 
 -- imap_unordered: the same pairs, as they complete.
 function methods:imap_unordered(f, src, chunksize)
-  check_self("imap_unordered", self, Pool)
+  util.check_self("imap_unordered", self, Pool)
   return imap(self, "imap_unordered", f, src, chunksize, false)
 end
 
@@ -628,7 +611,7 @@ end
 
 -- No more tasks; the workers end once the submitted ones are done (join).
 function methods:close()
-  check_self("close", self, Pool)
+  util.check_self("close", self, Pool)
   if self._state == "run" then self._state = "close" end
 end
 
@@ -654,7 +637,7 @@ end
 
 -- Stops the workers now, mid-task; tasks not done fail.
 function methods:terminate()
-  check_self("terminate", self, Pool)
+  util.check_self("terminate", self, Pool)
   if self._state == "joined" or self._state == "terminate" then return end
   self._state = "terminate"
   for _, wk in pairs(self._workers) do wk.handle:signal(SIGTERM) end
@@ -665,8 +648,8 @@ end
 
 -- Waits for the workers to end, after close() (or terminate()).
 function methods:join()
-  check_self("join", self, Pool)
-  if self._state == "run" then error("join: the pool is still running; call close() or terminate() first", 2) end
+  util.check_self("join", self, Pool)
+  if self._state == "run" then util.misuse("join: the pool is still running; call close() or terminate() first") end
   if self._state ~= "close" then return end
   while next(self._imaps) do
     for it in pairs(self._imaps) do it:_fill(math.huge) end
@@ -719,13 +702,13 @@ local function check_options(a, b)
   opts = opts or {}
   util.check_options("Pool", n, opts, OPTIONS)
   if a ~= nil and (math.type(a) ~= "integer" or a < 1) then
-    util.argerror("Pool", 1, "processes must be an integer >= 1", 3)
+    util.argerror("Pool", 1, "processes must be an integer >= 1")
   end
   util.check_callable("Pool", n, opts.initializer, true)
   util.check_type("Pool", n, opts.initargs, "table", true)
   local m = opts.maxtasksperchild
   if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
-    util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1", 3)
+    util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1")
   end
   return a or core.cpu_count(), opts
 end
