@@ -479,8 +479,8 @@ describe("Pool", function()
             local objs = objects()
             local fn = objs[tname][m]
             local other = tname == "mproc.Pool" and "mproc.AsyncResult" or "mproc.Pool"
-            -- util.check_self names the Lua type of what it got
-            for _, case in ipairs({ { nil, "nil" }, { 42, "number" }, { objs[other], "table" } }) do
+            -- util.check_self names what it got: an mproc type by its name
+            for _, case in ipairs({ { nil, "nil" }, { 42, "number" }, { {}, "table" }, { objs[other], other } }) do
               local ok, err = pcall(fn, case[1], f, {1})
               assert.is_false(ok)
               assert.matches(("bad argument #1 to '%s' (%s expected, got %s)"):format(m, tname, case[2]), err, 1, true)
