@@ -58,6 +58,24 @@ describe("Pool", function()
     assert.are.equal(mproc.getpid(), ppid)
   end)
 
+  it("refuses a task too big for its board and stays usable", function()
+    local big = ("x"):rep(257 * 1024 * 1024)
+    for _, call in ipairs({
+      function() return pool:apply_async(print, { big }) end,
+      function() return pool:map(print, { "a", big }, 1) end,
+    }) do
+      local ok, err = pcall(call)
+      assert.is_false(ok)
+      assert.matches("does not fit the pool's board", err, 1, true)
+      assert.matches(" 0 tasks pending", tostring(pool), 1, true)
+    end
+    big = nil -- luacheck: ignore 311
+    collectgarbage()
+    assert.are.same({ 2, 4, n = 2 }, pool:map(function(x) return x * 2 end, { 1, 2 }))
+    pool:close()
+    pool:join()
+  end)
+
   it("sends closures with their upvalues and modules by reference", function()
     local base, names = 100, { "a", "b" }
     local function f(i) return base + i, names[i], string.upper(names[i]), type(mproc.Pool) end

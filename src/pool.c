@@ -275,6 +275,14 @@ static void wake_workers(board *b) {
     mp_seq_wake(&b->sh->seq);
 }
 
+/* board:room() -> the largest head + body a task may have */
+static int l_board_room(lua_State *L) {
+  board *b = check_board(L);
+  size_t room = b->dsize - REC_HDR - 4;
+  lua_pushinteger(L, (lua_Integer)(room < UINT32_MAX - 4 ? room : UINT32_MAX - 4));
+  return 1;
+}
+
 /* board:put(task_id, head, body) -> true, or false while the board is
 ** full.  The record holds {u32 #head, head, body}; take() splits it. */
 static int l_board_put(lua_State *L) {
@@ -601,6 +609,7 @@ static int l_board_tostring(lua_State *L) {
 
 static const luaL_Reg board_methods[] = {
   {"put", l_board_put},
+  {"room", l_board_room},
   {"open_worker", l_board_open_worker},
   {"started", l_board_started},
   {"drop_worker", l_board_drop_worker},

@@ -383,6 +383,17 @@ local function check_result_options(fname, n, opts)
   util.check_callable(fname, n, opts.error_callback, true)
 end
 
+-- A task must fit the board whole; one that cannot raises before any
+-- bookkeeping, so the pool is left as it was.
+local function check_fits(pool, fname, head, body)
+  local size, room = #head + #body, pool._board:room()
+  if size > room then
+    util.argerror(fname, 2, ("a task of %d bytes does not fit the pool's board (%d bytes)")
+      :format(size, room))
+  end
+  return body
+end
+
 -- apply_async(f, [args], [{callback, error_callback}]) -> AsyncResult
 function methods:apply_async(f, args, opts)
   util.check_self("apply_async", self, Pool)
@@ -391,7 +402,7 @@ function methods:apply_async(f, args, opts)
   util.check_type("apply_async", 2, args, "table", true)
   check_result_options("apply_async", 3, opts)
   local res = new_result(self, 1, opts)
-  self:_submit(res, 1, head, encode_args("apply_async", 2, args or {}))
+  self:_submit(res, 1, head, check_fits(self, "apply_async", head, encode_args("apply_async", 2, args or {})))
   return res
 end
 
@@ -456,6 +467,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   local n = #list
   chunksize = chunksize or default_chunksize(self, n)
   local bodies, starts = encode_chunks(fname, list, n, chunksize)
+  for _, body in ipairs(bodies) do check_fits(self, fname, head, body) end
   local res = new_result(self, #bodies, opts)
   res._map, res._value, res._starts = true, { n = n }, starts
   if n == 0 then
@@ -526,10 +538,11 @@ function Imap:_fill(limit)
   while not self.exhausted and self.submitted - self.consumed < limit do
     local chunk = self:_next_chunk()
     if not chunk then break end
+    local body = check_fits(self.pool, self.fname, self.head, core.dumps(chunk))
     self.submitted = self.submitted + 1
     self.starts[self.submitted] = self.pos + 1
     self.pos = self.pos + #chunk
-    self.pool:_submit(self, self.submitted, self.head, core.dumps(chunk))
+    self.pool:_submit(self, self.submitted, self.head, body)
   end
   if self.exhausted then self.pool._imaps[self] = nil end
 end
