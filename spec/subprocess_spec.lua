@@ -506,6 +506,37 @@ describe("subprocess", function()
     end)
   end)
 
+  describe("a child gone before its stdin was flushed", function()
+    -- The child exits without reading; "hello" still sits in the Lua FILE.
+    -- Flushing it gives EPIPE, and must not raise SIGPIPE on the script;
+    -- afterwards SIGPIPE is neither blocked nor pending (bit 13 of the masks).
+    local cases = {
+      { "communicate", "print(p:communicate())", "\tnil" },
+      { "closing the pipe", "print(p.stdin:close())", "nil\tBroken pipe\t32" },
+      { "leaving a Popen's <close> scope", "do local q <close> = p end print(p.returncode)", "0" },
+      { "collecting the file", "p.stdin = nil collectgarbage() collectgarbage() print(p.returncode)", "0" },
+    }
+    for _, case in ipairs(cases) do
+      it("does not kill the script in " .. case[1], function()
+        local out, code = support.run_lua(([[
+          local subprocess = require "mproc.subprocess"
+          local p = subprocess.Popen({ "true" }, { stdin = subprocess.PIPE, stdout = subprocess.PIPE })
+          p.stdin:write("hello")
+          p:wait()
+          %s
+          local status = io.open("/proc/self/status"):read("a")
+          local function sigpipe(field)
+            local low = status:match(field .. ":%%s*%%x*(%%x%%x%%x%%x)\n")
+            return tonumber(low, 16) & 0x1000 ~= 0
+          end
+          print("blocked", sigpipe("SigBlk"), "pending", sigpipe("SigPnd") or sigpipe("ShdPnd"))
+        ]]):format(case[2]))
+        assert.are.equal(0, code, out)
+        assert.are.same({ case[3], "blocked\tfalse\tpending\tfalse" }, support.lines(out))
+      end)
+    end
+  end)
+
   describe("bad arguments raise, naming the function", function()
     local cases = {
       { "call", function() subprocess.call() end, "bad argument #1 to 'call'" },
