@@ -499,6 +499,31 @@ describe("subprocess", function()
       assert.are.equal(0, p.returncode)
     end)
 
+    -- Files that are always ready stand for a child that reads or writes
+    -- without pause: communicate must stop at its deadline all the same
+    -- (it used to go on while poll found anything ready).
+    local ready_cases = {
+      { "writing to a reader that is always ready", function()
+        return { stdin = assert(io.open("/dev/null", "w")), input = string.rep("w", 32 * 1024 * 1024), pos = 0 }
+      end, function(st) return st.pos end },
+      { "reading from a writer that is always ready", function(path)
+        support.write_file(path, string.rep("r", 32 * 1024 * 1024))
+        return { stdout = assert(io.open(path)) }
+      end, function(st) return #st.out:text() end },
+    }
+    for _, case in ipairs(ready_cases) do
+      it("stops at its deadline when " .. case[1], function()
+        local path = tmp()
+        local st = case[2](path)
+        assert.are.same({ nil, "timeout" }, { core.communicate(st, 0) })
+        assert.is_true(case[3](st) < 32 * 1024 * 1024)
+        assert.is_true(core.communicate(st))
+        assert.are.equal(32 * 1024 * 1024, case[3](st))
+        assert.are.equal("closed file", io.type(st.stdin or st.stdout))
+        os.remove(path)
+      end)
+    end
+
     it("waits for a child with no pipes", function()
       local p = subprocess.Popen{ "sh", "-c", "exit 5" }
       assert.are.same({}, { p:communicate() })

@@ -684,8 +684,9 @@ static buffer *state_buffer(lua_State *L, const char *field) {
 
 typedef struct {
   luaL_Stream *s;
-  buffer *b;
+  buffer *b;               /* reading channels */
   int fd, flags;
+  int dry;                 /* reading: the FILE's own buffer is empty */
 } chan;
 
 /* state.input and state.pos, read before the loop and pos written back
@@ -703,19 +704,19 @@ static void chan_done(chan *c) {
   c->fd = -1;
 }
 
-/* Takes what the Lua FILE holds and what the pipe has now, through the
-** FILE, so bytes the user's own reads left in its buffer come first.
-** 0: more may come, 1: EOF, -1: error. */
+/* Reads through the Lua FILE, so bytes the user's own reads left in its
+** buffer come first, until a short read shows that buffer empty (dry):
+** reads then go straight to the descriptor.  One fread a round, so the
+** deadline is looked at in between.  0: more may come, 1: EOF, -1: error. */
 static int chan_drain(chan *c) {
   FILE *f = c->s->f;
   size_t room, k;
-  do {
-    if (buffer_reserve(c->b, 65536) < 0) return -1;
-    room = c->b->cap - c->b->n;
-    errno = 0;
-    k = fread(c->b->p + c->b->n, 1, room, f);
-    c->b->n += k;
-  } while (k == room);
+  if (buffer_reserve(c->b, 65536) < 0) return -1;
+  room = c->b->cap - c->b->n;
+  errno = 0;
+  k = fread(c->b->p + c->b->n, 1, room, f);
+  c->b->n += k;
+  c->dry = k < room;
   if (feof(f)) return 1;
   if (ferror(f)) {
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
@@ -737,8 +738,7 @@ static void chan_find(lua_State *L, chan *c, int i) {
 }
 
 /* Makes channel i non-blocking; stdin first flushes what the user wrote
-** to its FILE (a child gone: input done), a reading channel first drains
-** what its FILE holds.  0: go on, 1: done, -1: error. */
+** to its FILE (a child gone: input done).  0: go on, 1: done, -1: error. */
 static int chan_open(chan *c, int i) {
   if (c->s == NULL) return 0;
   if (i == 0 && fflush(c->s->f) != 0) return errno == EPIPE ? 1 : -1;
@@ -746,8 +746,8 @@ static int chan_open(chan *c, int i) {
   c->flags = fcntl(c->fd, F_GETFL);
   fcntl(c->fd, F_SETFL, c->flags | O_NONBLOCK);
   grow_pipe(c->fd);
-  if (i == 0) return 0;
-  return chan_drain(c);
+  c->dry = 0;
+  return 0;
 }
 
 /* Back to blocking, for a user who reads the file after a timeout. */
@@ -758,6 +758,7 @@ static void chan_restore(chan *c) {
 /* Reads straight into the buffer.  0: more may come, 1: EOF, -1: error. */
 static int chan_read(chan *c) {
   ssize_t k;
+  if (!c->dry) return chan_drain(c);
   if (buffer_reserve(c->b, 65536) < 0) return -1;
   k = read(c->fd, c->b->p + c->b->n, c->b->cap - c->b->n);
   if (k > 0) { c->b->n += (size_t)k; return 0; }
@@ -790,30 +791,37 @@ static int chan_write(chan *c, input *in) {
   return in->pos >= in->len;
 }
 
-/* One round of poll over the open channels: 1 when all are done, 0 to go
-** on, -2 at the deadline, -1 on an error (errno). */
+static int chans_open(const chan *c) {
+  return c[0].fd >= 0 || c[1].fd >= 0 || c[2].fd >= 0;
+}
+
+/* One round of poll over the open channels (not sleeping while a FILE
+** may hold bytes), then the deadline: a child that never stops writing
+** cannot keep communicate past it.  1 when all are done, 0 to go on, -2
+** at the deadline, -1 on an error (errno). */
 static int comm_round(chan *c, input *in, double deadline) {
   struct pollfd pf[3];
-  int i, n = 0, r, who[3];
+  int i, n = 0, r, who[3], wet = 0;
   for (i = 0; i < 3; i++) {
     if (c[i].fd < 0) continue;
     pf[n].fd = c[i].fd;
     pf[n].events = i == 0 ? POLLOUT : POLLIN;
     pf[n].revents = 0;
+    wet |= i > 0 && !c[i].dry;
     who[n++] = i;
   }
   if (n == 0) return 1;
-  r = poll(pf, (nfds_t)n, mp_poll_ms(deadline));
-  if (r < 0) return errno == EINTR ? 0 : -1;
-  if (r == 0) return -2;
+  r = poll(pf, (nfds_t)n, wet ? 0 : mp_poll_ms(deadline));
+  if (r < 0 && errno != EINTR) return -1;
   for (i = 0; i < n; i++) {
     chan *ch = &c[who[i]];
-    if (!pf[i].revents) continue;
+    if (!pf[i].revents && (who[i] == 0 || ch->dry)) continue;
     r = who[i] == 0 ? chan_write(ch, in) : chan_read(ch);
     if (r < 0) return -1;
     if (r > 0) chan_done(ch);
   }
-  return 0;
+  if (!chans_open(c)) return 1;
+  return deadline >= 0 && mp_monotonic() >= deadline ? -2 : 0;
 }
 
 /* Opens the channels and moves data until all are done, the deadline, or

@@ -386,6 +386,11 @@ local function partial(p, args, st)
                         stderr = captured(st, "stderr", "err") }, CompletedProcess)
 end
 
+-- How long kill_on_timeout goes on reading: enough to take what is in the
+-- pipes (EOF comes at once when the child was their only writer), not
+-- held up for long by a grandchild that keeps them open.
+local DRAIN_AFTER_KILL = 0.1
+
 -- The child timed out: kill it (its group when it leads one), collect what
 -- it had already written, close everything.
 local function kill_on_timeout(p)
@@ -393,7 +398,7 @@ local function kill_on_timeout(p)
   p:wait()
   local st = p._comm or { stdout = p.stdout, stderr = p.stderr }
   st.stdin, p._comm = nil, st
-  core.communicate(st, 0)
+  core.communicate(st, DRAIN_AFTER_KILL)
   close_streams(p)
 end
 
