@@ -51,6 +51,23 @@ describe("subprocess", function()
       assert.are.equal("zero-one\n", out)
     end)
 
+    it("raises for a nil inside the argument list instead of dropping what follows", function()
+      local holes = {
+        { function() subprocess.call{ "echo", nil, "x" } end, "call", 2 },
+        { function() subprocess.run({ "echo", "a", nil, "x" }, { stdout = PIPE }) end, "run", 3 },
+        { function() subprocess.check_output(table.pack("echo", "a", nil)) end, "check_output", 3 },
+        { function() subprocess.Popen({ nil, "x" }) end, "Popen", 1 },
+      }
+      for _, case in ipairs(holes) do
+        assert.has_error(case[1], ("bad argument #1 to '%s' (argument #%d is nil)"):format(case[2], case[3]))
+      end
+    end)
+
+    it("takes the count of a list from its n field", function()
+      assert.are.equal("a b\n", subprocess.check_output(table.pack("echo", "a", "b")))
+      assert.are.equal("a\n", subprocess.check_output{ "echo", "a", "b", n = 2 })
+    end)
+
     it("turns number arguments into strings and keeps others out", function()
       assert.are.equal("1 2.5\n", subprocess.check_output{ "echo", 1, 2.5 })
       assert.has_error(function() subprocess.call{ "echo", {} } end,

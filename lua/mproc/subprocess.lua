@@ -37,13 +37,16 @@ local OUTPUT_OPTIONS = with(POPEN_OPTIONS, { "input", "timeout" })
 
 -- f({"ls", "-l"}, {cwd = "/tmp"}), f{"ls", "-l", cwd = "/tmp"}, f("ls"):
 -- returns the argument list and the options (the hash parts of both).
+-- An integer n (table.pack's) is the list's length, not an option.
 local function split_call(fname, a, b, allowed)
   local args, opts = {}, {}
   if type(a) == "string" then
     args = a
   elseif type(a) == "table" then
     for k, v in pairs(a) do
-      if math.type(k) == "integer" then args[k] = v else opts[k] = v end
+      if math.type(k) == "integer" then args[k] = v
+      elseif k == "n" and math.type(v) == "integer" then args.n = v
+      else opts[k] = v end
     end
   else
     util.argerror(fname, 1, "string or table expected, got " .. (a == nil and "no value" or type(a)), 3)
@@ -56,12 +59,24 @@ local function split_call(fname, a, b, allowed)
   return args, opts
 end
 
+-- The length of an argument list: its n, else its largest positive
+-- integer key (a nil inside is a hole, not the end: # may stop there).
+local function arg_count(args)
+  if math.type(args.n) == "integer" then return args.n end
+  local n = 0
+  for k in pairs(args) do
+    if math.type(k) == "integer" and k > n then n = k end
+  end
+  return n
+end
+
 local function check_argv(fname, args)
-  local n = #args
-  if n == 0 then util.argerror(fname, 1, "empty command", 4) end
+  local n = arg_count(args)
+  if n <= 0 then util.argerror(fname, 1, "empty command", 4) end
   local argv = {}
   for i = 1, n do
     local v = args[i]
+    if v == nil then util.argerror(fname, 1, ("argument #%d is nil"):format(i)) end
     if type(v) == "number" then v = tostring(v) end
     if type(v) ~= "string" then
       util.argerror(fname, 1, ("argument #%d is a %s, not a string"):format(i, type(v)), 4)
