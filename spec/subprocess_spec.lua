@@ -419,6 +419,21 @@ describe("subprocess", function()
       fast:wait()
     end)
 
+    it("is ready at once for mproc.wait once reaped (sentinel false)", function()
+      local done = subprocess.Popen{ "true" }
+      assert.is_number(done.sentinel)
+      assert.are.equal(0, done:wait())
+      assert.is_false(done.sentinel)
+      local polled = subprocess.Popen{ "true" }
+      assert.is_true(support.eventually(function() return polled:poll() ~= nil end))
+      assert.is_false(polled.sentinel)
+      local slow = subprocess.Popen{ "sleep", "30" }
+      assert.are.same({ done, polled }, mproc.wait({ done, slow, polled }, 0))
+      slow:kill()
+      assert.are.equal(-9, slow:wait())
+      assert.are.same({ done, slow, polled }, mproc.wait({ done, slow, polled }))
+    end)
+
     it("is a to-be-closed variable that closes its pipes and waits", function()
       local p
       do

@@ -271,11 +271,13 @@ local function check_popen(self, fname)
   end
 end
 
--- Once the child is reaped its sentinel goes, so finished Popens hold no
--- descriptor even before they are collected.
+-- Once the child is reaped its descriptor goes, so finished Popens hold
+-- none even before they are collected; the sentinel becomes false, which
+-- mproc.wait takes for "ended already": ready at once.
 local function settle(self, code)
   if code and not self.returncode then
     self.returncode = code
+    self.sentinel = false
     self._child:close()
   end
   return code
