@@ -173,7 +173,8 @@ describe("subprocess", function()
       assert.are.same({ "sh", "-c", "cat; echo err >&2; exit 1" }, done.args)
       assert.are.same({ 1, "in\n", "err\n" }, { done.returncode, done.stdout, done.stderr })
       assert.has_error(function() done:check_returncode() end)
-      assert.matches("returncode=1", tostring(done))
+      assert.are.equal([[mproc.CompletedProcess (args {"sh", "-c", "cat; echo err >&2; exit 1"}, returncode 1)]],
+        tostring(done))
     end)
 
     it("leaves stdout and stderr nil when they are not captured", function()
@@ -335,9 +336,12 @@ describe("subprocess", function()
     end)
 
     it("a failing preexec_fn reports its error", function()
-      local r, msg = subprocess.Popen({ "true" }, { preexec_fn = function() error("no thanks", 0) end })
-      assert.is_nil(r)
-      assert.are.equal("cannot run 'true': preexec_fn failed: no thanks", msg)
+      for _, fname in ipairs({ "Popen", "call", "run" }) do
+        local r, msg, code = subprocess[fname]({ "true" }, { preexec_fn = function() error("no thanks", 0) end })
+        assert.is_nil(r)
+        assert.are.equal("cannot run 'true': preexec_fn failed: no thanks", msg)
+        assert.is_nil(code) -- no errno: the failure is the Lua error's
+      end
     end)
 
     it("accepts Python's text options and leaves bytes alone", function()

@@ -322,7 +322,8 @@ static pid_t start_child(plan *p) {
   return pid;
 }
 
-/* nil, "cannot run 'prog': why", errno */
+/* nil, "cannot run 'prog': why", errno; a preexec_fn's error has no
+** errno, only its message. */
 static int spawn_failure(lua_State *L, plan *p) {
   const char *why = strerror(p->err);
   lua_pushnil(L);
@@ -346,6 +347,7 @@ static int spawn_failure(lua_State *L, plan *p) {
     default:
       lua_pushfstring(L, "cannot run '%s': %s", p->name, why);
   }
+  if (p->step == STEP_PREEXEC) return 2;
   lua_pushinteger(L, p->err);
   return 3;
 }

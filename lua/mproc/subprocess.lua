@@ -205,7 +205,7 @@ CompletedProcess.__index = CompletedProcess
 M.CompletedProcess = CompletedProcess
 
 function CompletedProcess.__tostring(c)
-  return ("CompletedProcess(args=%s, returncode=%s)"):format(show_cmd(c.args), tostring(c.returncode))
+  return ("mproc.CompletedProcess (args %s, returncode %s)"):format(show_cmd(c.args), tostring(c.returncode))
 end
 
 -- Raises CalledProcessError when the returncode is not 0.
