@@ -211,11 +211,6 @@ describe("subprocess", function()
       local grandchild = tonumber(partial.stdout)
       assert.is_true(support.eventually(function() return not support.pid_exists(grandchild) end))
     end)
-
-    it("raises when stdin and input are both given", function()
-      assert.has_error(function() subprocess.run{ "cat", input = "x", stdin = PIPE } end,
-        "stdin and input may not both be used")
-    end)
   end)
 
   describe("call, check_call, check_output", function()
@@ -623,6 +618,50 @@ describe("subprocess", function()
         local ok, err = pcall(case[2])
         assert.is_false(ok)
         assert.is_truthy(tostring(err):find(case[3], 1, true), tostring(err))
+      end)
+    end
+  end)
+
+  describe("methods called with '.' instead of ':'", function()
+    local p = subprocess.Popen{ "true" }
+    p:wait()
+    local done = subprocess.run{ "true" }
+    local cases = {
+      { p, "poll" }, { p, "wait" }, { p, "communicate" }, { p, "send_signal" }, { p, "send_signal", 15 },
+      { p, "terminate" }, { p, "kill" }, { done, "check_returncode" },
+    }
+    for _, case in ipairs(cases) do
+      local obj, name, arg = case[1], case[2], case[3]
+      local want = ("bad argument #1 to '%s' (%s expected, got %s)")
+        :format(name, getmetatable(obj).__name, type(arg))
+      it(name .. "(" .. tostring(arg or "") .. ") raises: " .. want, function()
+        local ok, err = pcall(function() obj[name](arg) end)
+        assert.is_false(ok)
+        assert.are.equal(want, (err:gsub("^[^:]+:%d+: ", "")))
+        assert.matches("^spec/subprocess_spec%.lua:%d+: ", err) -- the caller's line
+      end)
+    end
+  end)
+
+  describe("misuse raises at the caller's line, naming the function", function()
+    local cases = {
+      { function() subprocess.run{ "cat", input = "x", stdin = PIPE } end,
+        "run: stdin and input may not both be used" },
+      { function() subprocess.check_output{ "true", capture_output = true, input = "" } end,
+        "bad argument #1 to 'check_output' (unknown option 'capture_output')" },
+      { function() subprocess.run{ "true", capture_output = true, stdout = PIPE } end,
+        "run: stdout and stderr may not be used with capture_output" },
+      { function() subprocess.Popen{ "true" }:communicate("x") end,
+        "communicate: cannot send input to a child whose stdin is not a pipe" },
+      { function() subprocess.Popen{ "true" }:kill(true) end,
+        "kill: cannot kill the group of a child that does not lead one (use start_new_session or process_group = 0)" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[2], function()
+        local ok, err = pcall(case[1])
+        assert.is_false(ok)
+        assert.are.equal("spec/subprocess_spec.lua:", err:match("^[^:]+:"))
+        assert.are.equal(case[2], (err:gsub("^[^:]+:%d+: ", "")))
       end)
     end
   end)
