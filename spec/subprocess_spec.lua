@@ -372,6 +372,13 @@ describe("subprocess", function()
       p:wait()
     end)
 
+    it("wait returns the returncode alone", function()
+      local p = subprocess.Popen{ "sh", "-c", "exit 3" }
+      assert.are.same({ n = 1, 3 }, table.pack(p:wait()))
+      assert.are.same({ n = 1, 3 }, table.pack(p:wait())) -- reaped already
+      assert.are.same({ n = 1, 3 }, table.pack(p:wait(1)))
+    end)
+
     it("poll returns nil while the child runs, wait times out", function()
       local p = subprocess.Popen{ "sleep", "30" }
       assert.is_nil(p:poll())

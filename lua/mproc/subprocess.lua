@@ -297,7 +297,8 @@ function methods:wait(timeout)
     until core.monotonic() >= deadline
   end
   local code, err = self._child:wait(timeout)
-  return settle(self, code) or nil, err
+  if code then return settle(self, code) end
+  return nil, err
 end
 
 local function open_file(f)
