@@ -51,6 +51,23 @@ describe("subprocess", function()
       assert.are.equal("zero-one\n", out)
     end)
 
+    it("raises for a nil inside the argument list instead of dropping what follows", function()
+      local holes = {
+        { function() subprocess.call{ "echo", nil, "x" } end, "call", 2 },
+        { function() subprocess.run({ "echo", "a", nil, "x" }, { stdout = PIPE }) end, "run", 3 },
+        { function() subprocess.check_output(table.pack("echo", "a", nil)) end, "check_output", 3 },
+        { function() subprocess.Popen({ nil, "x" }) end, "Popen", 1 },
+      }
+      for _, case in ipairs(holes) do
+        assert.has_error(case[1], ("bad argument #1 to '%s' (argument #%d is nil)"):format(case[2], case[3]))
+      end
+    end)
+
+    it("takes the count of a list from its n field", function()
+      assert.are.equal("a b\n", subprocess.check_output(table.pack("echo", "a", "b")))
+      assert.are.equal("a\n", subprocess.check_output{ "echo", "a", "b", n = 2 })
+    end)
+
     it("turns number arguments into strings and keeps others out", function()
       assert.are.equal("1 2.5\n", subprocess.check_output{ "echo", 1, 2.5 })
       assert.has_error(function() subprocess.call{ "echo", {} } end,
@@ -156,7 +173,8 @@ describe("subprocess", function()
       assert.are.same({ "sh", "-c", "cat; echo err >&2; exit 1" }, done.args)
       assert.are.same({ 1, "in\n", "err\n" }, { done.returncode, done.stdout, done.stderr })
       assert.has_error(function() done:check_returncode() end)
-      assert.matches("returncode=1", tostring(done))
+      assert.are.equal([[mproc.CompletedProcess (args {"sh", "-c", "cat; echo err >&2; exit 1"}, returncode 1)]],
+        tostring(done))
     end)
 
     it("leaves stdout and stderr nil when they are not captured", function()
@@ -192,11 +210,6 @@ describe("subprocess", function()
       assert.are.same({ nil, "timeout" }, { r, err })
       local grandchild = tonumber(partial.stdout)
       assert.is_true(support.eventually(function() return not support.pid_exists(grandchild) end))
-    end)
-
-    it("raises when stdin and input are both given", function()
-      assert.has_error(function() subprocess.run{ "cat", input = "x", stdin = PIPE } end,
-        "stdin and input may not both be used")
     end)
   end)
 
@@ -318,9 +331,12 @@ describe("subprocess", function()
     end)
 
     it("a failing preexec_fn reports its error", function()
-      local r, msg = subprocess.Popen({ "true" }, { preexec_fn = function() error("no thanks", 0) end })
-      assert.is_nil(r)
-      assert.are.equal("cannot run 'true': preexec_fn failed: no thanks", msg)
+      for _, fname in ipairs({ "Popen", "call", "run" }) do
+        local r, msg, code = subprocess[fname]({ "true" }, { preexec_fn = function() error("no thanks", 0) end })
+        assert.is_nil(r)
+        assert.are.equal("cannot run 'true': preexec_fn failed: no thanks", msg)
+        assert.is_nil(code) -- no errno: the failure is the Lua error's
+      end
     end)
 
     it("accepts Python's text options and leaves bytes alone", function()
@@ -354,6 +370,13 @@ describe("subprocess", function()
       assert.are.equal(1, subprocess.call(("[ -e /proc/$$/fd/%d ]"):format(fd), { shell = true, close_fds = false }))
       p.stdin:close()
       p:wait()
+    end)
+
+    it("wait returns the returncode alone", function()
+      local p = subprocess.Popen{ "sh", "-c", "exit 3" }
+      assert.are.same({ n = 1, 3 }, table.pack(p:wait()))
+      assert.are.same({ n = 1, 3 }, table.pack(p:wait())) -- reaped already
+      assert.are.same({ n = 1, 3 }, table.pack(p:wait(1)))
     end)
 
     it("poll returns nil while the child runs, wait times out", function()
@@ -400,6 +423,21 @@ describe("subprocess", function()
       assert.are.same({ slow }, mproc.wait({ slow }, 10))
       slow:wait()
       fast:wait()
+    end)
+
+    it("is ready at once for mproc.wait once reaped (sentinel false)", function()
+      local done = subprocess.Popen{ "true" }
+      assert.is_number(done.sentinel)
+      assert.are.equal(0, done:wait())
+      assert.is_false(done.sentinel)
+      local polled = subprocess.Popen{ "true" }
+      assert.is_true(support.eventually(function() return polled:poll() ~= nil end))
+      assert.is_false(polled.sentinel)
+      local slow = subprocess.Popen{ "sleep", "30" }
+      assert.are.same({ done, polled }, mproc.wait({ done, slow, polled }, 0))
+      slow:kill()
+      assert.are.equal(-9, slow:wait())
+      assert.are.same({ done, slow, polled }, mproc.wait({ done, slow, polled }))
     end)
 
     it("is a to-be-closed variable that closes its pipes and waits", function()
@@ -499,11 +537,67 @@ describe("subprocess", function()
       assert.are.equal(0, p.returncode)
     end)
 
+    -- Files that are always ready stand for a child that reads or writes
+    -- without pause: communicate must stop at its deadline all the same
+    -- (it used to go on while poll found anything ready).
+    local ready_cases = {
+      { "writing to a reader that is always ready", function()
+        return { stdin = assert(io.open("/dev/null", "w")), input = string.rep("w", 32 * 1024 * 1024), pos = 0 }
+      end, function(st) return st.pos end },
+      { "reading from a writer that is always ready", function(path)
+        support.write_file(path, string.rep("r", 32 * 1024 * 1024))
+        return { stdout = assert(io.open(path)) }
+      end, function(st) return #st.out:text() end },
+    }
+    for _, case in ipairs(ready_cases) do
+      it("stops at its deadline when " .. case[1], function()
+        local path = tmp()
+        local st = case[2](path)
+        assert.are.same({ nil, "timeout" }, { core.communicate(st, 0) })
+        assert.is_true(case[3](st) < 32 * 1024 * 1024)
+        assert.is_true(core.communicate(st))
+        assert.are.equal(32 * 1024 * 1024, case[3](st))
+        assert.are.equal("closed file", io.type(st.stdin or st.stdout))
+        os.remove(path)
+      end)
+    end
+
     it("waits for a child with no pipes", function()
       local p = subprocess.Popen{ "sh", "-c", "exit 5" }
       assert.are.same({}, { p:communicate() })
       assert.are.equal(5, p.returncode)
     end)
+  end)
+
+  describe("a child gone before its stdin was flushed", function()
+    -- The child exits without reading; "hello" still sits in the Lua FILE.
+    -- Flushing it gives EPIPE, and must not raise SIGPIPE on the script;
+    -- afterwards SIGPIPE is neither blocked nor pending (bit 13 of the masks).
+    local cases = {
+      { "communicate", "print(p:communicate())", "\tnil" },
+      { "closing the pipe", "print(p.stdin:close())", "nil\tBroken pipe\t32" },
+      { "leaving a Popen's <close> scope", "do local q <close> = p end print(p.returncode)", "0" },
+      { "collecting the file", "p.stdin = nil collectgarbage() collectgarbage() print(p.returncode)", "0" },
+    }
+    for _, case in ipairs(cases) do
+      it("does not kill the script in " .. case[1], function()
+        local out, code = support.run_lua(([[
+          local subprocess = require "mproc.subprocess"
+          local p = subprocess.Popen({ "true" }, { stdin = subprocess.PIPE, stdout = subprocess.PIPE })
+          p.stdin:write("hello")
+          p:wait()
+          %s
+          local status = io.open("/proc/self/status"):read("a")
+          local function sigpipe(field)
+            local low = status:match(field .. ":%%s*%%x*(%%x%%x%%x%%x)\n")
+            return tonumber(low, 16) & 0x1000 ~= 0
+          end
+          print("blocked", sigpipe("SigBlk"), "pending", sigpipe("SigPnd") or sigpipe("ShdPnd"))
+        ]]):format(case[2]))
+        assert.are.equal(0, code, out)
+        assert.are.same({ case[3], "blocked\tfalse\tpending\tfalse" }, support.lines(out))
+      end)
+    end
   end)
 
   describe("bad arguments raise, naming the function", function()
@@ -535,6 +629,50 @@ describe("subprocess", function()
     end
   end)
 
+  describe("methods called with '.' instead of ':'", function()
+    local p = subprocess.Popen{ "true" }
+    p:wait()
+    local done = subprocess.run{ "true" }
+    local cases = {
+      { p, "poll" }, { p, "wait" }, { p, "communicate" }, { p, "send_signal" }, { p, "send_signal", 15 },
+      { p, "terminate" }, { p, "kill" }, { done, "check_returncode" },
+    }
+    for _, case in ipairs(cases) do
+      local obj, name, arg = case[1], case[2], case[3]
+      local want = ("bad argument #1 to '%s' (%s expected, got %s)")
+        :format(name, getmetatable(obj).__name, type(arg))
+      it(name .. "(" .. tostring(arg or "") .. ") raises: " .. want, function()
+        local ok, err = pcall(function() obj[name](arg) end)
+        assert.is_false(ok)
+        assert.are.equal(want, (err:gsub("^[^:]+:%d+: ", "")))
+        assert.matches("^spec/subprocess_spec%.lua:%d+: ", err) -- the caller's line
+      end)
+    end
+  end)
+
+  describe("misuse raises at the caller's line, naming the function", function()
+    local cases = {
+      { function() subprocess.run{ "cat", input = "x", stdin = PIPE } end,
+        "run: stdin and input may not both be used" },
+      { function() subprocess.check_output{ "true", capture_output = true, input = "" } end,
+        "bad argument #1 to 'check_output' (unknown option 'capture_output')" },
+      { function() subprocess.run{ "true", capture_output = true, stdout = PIPE } end,
+        "run: stdout and stderr may not be used with capture_output" },
+      { function() subprocess.Popen{ "true" }:communicate("x") end,
+        "communicate: cannot send input to a child whose stdin is not a pipe" },
+      { function() subprocess.Popen{ "true" }:kill(true) end,
+        "kill: cannot kill the group of a child that does not lead one (use start_new_session or process_group = 0)" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[2], function()
+        local ok, err = pcall(case[1])
+        assert.is_false(ok)
+        assert.are.equal("spec/subprocess_spec.lua:", err:match("^[^:]+:"))
+        assert.are.equal(case[2], (err:gsub("^[^:]+:%d+: ", "")))
+      end)
+    end
+  end)
+
   describe("tutorial example 04", function()
     it("prints the commands' output in order with stdout on a pipe", function()
       local out, code = support.run_lua(nil, { path = "examples/tutorial/04_subprocess.lua" })
@@ -542,11 +680,22 @@ describe("subprocess", function()
       local lines = support.lines(out)
       assert.are.equal("$ getent hosts localhost", lines[1])
       assert.matches("localhost", lines[2])
-      assert.are.equal("Exit code: 0", lines[3])
+      assert.are.equal("Exit code:\t0", lines[3])
       assert.are.equal("$ sh", lines[4])
       assert.matches("localhost", lines[5])
-      assert.are.equal("Exit code: 0", lines[6])
+      assert.are.equal("Exit code:\t0", lines[6])
       assert.are.equal(6, #lines)
+    end)
+
+    it("prints nil for a program that cannot start instead of failing at the print", function()
+      local dir = tmp() -- a PATH with sh and no getent
+      assert.is_true(os.execute(("mkdir %s && ln -s /bin/sh %s/sh"):format(dir, dir)))
+      local out, code = support.sh(("PATH=%s \"$(command -v %s)\" examples/tutorial/04_subprocess.lua 2>/dev/null")
+        :format(dir, support.LUA))
+      os.execute(("rm -r %s"):format(dir))
+      assert.are.equal(0, code)
+      assert.are.same({ "$ getent hosts localhost", "Exit code:\tnil", "$ sh", "Exit code:\t127" },
+        support.lines(out))
     end)
   end)
 end)

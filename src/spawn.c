@@ -90,6 +90,19 @@ static char *region_grow(char *p, size_t old, size_t cap) {
 static void region_free(char *p, size_t cap) { (void)cap; free(p); }
 #endif
 
+/* Takes back a SIGPIPE known to be pending (and blocked): at once. */
+#if defined(__APPLE__)
+static void take_signal(const sigset_t *set) {
+  int sig;
+  (void)sigwait(set, &sig);
+}
+#else
+static void take_signal(const sigset_t *set) {
+  struct timespec zero = {0, 0};
+  (void)sigtimedwait(set, NULL, &zero);
+}
+#endif
+
 /* Python's values for the special stdio targets. */
 #define MP_INHERIT (-100)
 #define MP_PIPE (-1)
@@ -309,7 +322,8 @@ static pid_t start_child(plan *p) {
   return pid;
 }
 
-/* nil, "cannot run 'prog': why", errno */
+/* nil, "cannot run 'prog': why", errno; a preexec_fn's error has no
+** errno, only its message. */
 static int spawn_failure(lua_State *L, plan *p) {
   const char *why = strerror(p->err);
   lua_pushnil(L);
@@ -333,6 +347,7 @@ static int spawn_failure(lua_State *L, plan *p) {
     default:
       lua_pushfstring(L, "cannot run '%s': %s", p->name, why);
   }
+  if (p->step == STEP_PREEXEC) return 2;
   lua_pushinteger(L, p->err);
   return 3;
 }
@@ -428,12 +443,53 @@ static void read_plan(lua_State *L, plan *p) {
 }
 
 /* ---------------------------------------------------------------------
+** SIGPIPE: writing to a child that has gone must fail with EPIPE, not
+** kill the script.  Around communicate and the closing of a child's stdin
+** (whose FILE may still hold bytes to flush) SIGPIPE is blocked; one we
+** raised is taken back before the mask is restored, so the user's mask,
+** handlers and pending signals are as they were.
+** --------------------------------------------------------------------- */
+
+typedef struct { sigset_t set, old; int had; } pipe_guard;
+
+static void guard_begin(pipe_guard *g) {
+  sigset_t pending;
+  sigemptyset(&g->set);
+  sigaddset(&g->set, SIGPIPE);
+  sigpending(&pending);
+  g->had = sigismember(&pending, SIGPIPE); /* the user's: left pending */
+  pthread_sigmask(SIG_BLOCK, &g->set, &g->old);
+}
+
+/* Keeps errno. */
+static void guard_end(pipe_guard *g) {
+  sigset_t pending;
+  int e = errno;
+  sigpending(&pending);
+  if (!g->had && sigismember(&pending, SIGPIPE)) take_signal(&g->set);
+  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+  errno = e;
+}
+
+/* ---------------------------------------------------------------------
 ** Lua files for the parent's ends of the pipes
 ** --------------------------------------------------------------------- */
 
 static int stream_close(lua_State *L) {
   luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
   return luaL_fileresult(L, fclose(s->f) == 0, NULL);
+}
+
+/* The child's stdin: flushing what the FILE holds to a child that has
+** gone gives nil, "Broken pipe", EPIPE instead of a SIGPIPE. */
+static int stream_close_in(lua_State *L) {
+  luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  pipe_guard g;
+  int ok;
+  guard_begin(&g);
+  ok = fclose(s->f) == 0;
+  guard_end(&g);
+  return luaL_fileresult(L, ok, NULL);
 }
 
 /* A closed Lua file, made before the descriptor it will hold. */
@@ -482,7 +538,7 @@ static int open_pipe(plan *p, stdio_set *io, int i) {
     errno = e;
     return -1;
   }
-  io->s[i]->closef = stream_close;
+  io->s[i]->closef = i == 0 ? stream_close_in : stream_close;
   io->child_end[i] = fds[1 - mine];
   p->src[i] = fds[1 - mine];
   return 0;
@@ -630,9 +686,17 @@ static buffer *state_buffer(lua_State *L, const char *field) {
 
 typedef struct {
   luaL_Stream *s;
-  buffer *b;
+  buffer *b;               /* reading channels */
   int fd, flags;
+  int dry;                 /* reading: the FILE's own buffer is empty */
 } chan;
+
+/* state.input and state.pos, read before the loop and pos written back
+** after it, so the loop itself makes no Lua call that could raise. */
+typedef struct {
+  const char *s;
+  size_t len, pos;
+} input;
 
 static const char *const chan_names[3] = {"stdin", "stdout", "stderr"};
 
@@ -642,19 +706,19 @@ static void chan_done(chan *c) {
   c->fd = -1;
 }
 
-/* Takes what the Lua FILE holds and what the pipe has now, through the
-** FILE, so bytes the user's own reads left in its buffer come first.
-** 0: more may come, 1: EOF, -1: error. */
+/* Reads through the Lua FILE, so bytes the user's own reads left in its
+** buffer come first, until a short read shows that buffer empty (dry):
+** reads then go straight to the descriptor.  One fread a round, so the
+** deadline is looked at in between.  0: more may come, 1: EOF, -1: error. */
 static int chan_drain(chan *c) {
   FILE *f = c->s->f;
   size_t room, k;
-  do {
-    if (buffer_reserve(c->b, 65536) < 0) return -1;
-    room = c->b->cap - c->b->n;
-    errno = 0;
-    k = fread(c->b->p + c->b->n, 1, room, f);
-    c->b->n += k;
-  } while (k == room);
+  if (buffer_reserve(c->b, 65536) < 0) return -1;
+  room = c->b->cap - c->b->n;
+  errno = 0;
+  k = fread(c->b->p + c->b->n, 1, room, f);
+  c->b->n += k;
+  c->dry = k < room;
   if (feof(f)) return 1;
   if (ferror(f)) {
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
@@ -663,22 +727,29 @@ static int chan_drain(chan *c) {
   return 0;
 }
 
-/* Opens channel i from state[name]: a file still open, made non-blocking;
-** a reading channel first drains what its FILE holds. */
-static int chan_open(lua_State *L, chan *c, int i) {
+/* Finds channel i in state[name]: a file still open, and for a reading
+** channel its buffer (made here: this may raise, so before the loop). */
+static void chan_find(lua_State *L, chan *c, int i) {
   lua_getfield(L, 1, chan_names[i]);
   c->s = (luaL_Stream *)luaL_testudata(L, -1, LUA_FILEHANDLE);
   lua_pop(L, 1); /* state keeps it */
   c->fd = -1;
-  if (c->s == NULL || c->s->closef == NULL) { c->s = NULL; return 0; }
-  if (i == 0) fflush(c->s->f);
+  c->b = NULL;
+  if (c->s == NULL || c->s->closef == NULL) { c->s = NULL; return; }
+  if (i > 0) c->b = state_buffer(L, i == 1 ? "out" : "err");
+}
+
+/* Makes channel i non-blocking; stdin first flushes what the user wrote
+** to its FILE (a child gone: input done).  0: go on, 1: done, -1: error. */
+static int chan_open(chan *c, int i) {
+  if (c->s == NULL) return 0;
+  if (i == 0 && fflush(c->s->f) != 0) return errno == EPIPE ? 1 : -1;
   c->fd = fileno(c->s->f);
   c->flags = fcntl(c->fd, F_GETFL);
   fcntl(c->fd, F_SETFL, c->flags | O_NONBLOCK);
   grow_pipe(c->fd);
-  if (i == 0) return 0;
-  c->b = state_buffer(L, i == 1 ? "out" : "err");
-  return chan_drain(c);
+  c->dry = 0;
+  return 0;
 }
 
 /* Back to blocking, for a user who reads the file after a timeout. */
@@ -689,6 +760,7 @@ static void chan_restore(chan *c) {
 /* Reads straight into the buffer.  0: more may come, 1: EOF, -1: error. */
 static int chan_read(chan *c) {
   ssize_t k;
+  if (!c->dry) return chan_drain(c);
   if (buffer_reserve(c->b, 65536) < 0) return -1;
   k = read(c->fd, c->b->p + c->b->n, c->b->cap - c->b->n);
   if (k > 0) { c->b->n += (size_t)k; return 0; }
@@ -696,104 +768,102 @@ static int chan_read(chan *c) {
   return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
 }
 
-static int input_left(lua_State *L) {
-  size_t len;
+static void input_read(lua_State *L, input *in) {
   lua_Integer pos;
-  int left;
-  lua_getfield(L, 1, "input");
+  in->s = NULL;
+  in->len = in->pos = 0;
+  if (lua_getfield(L, 1, "input") == LUA_TSTRING)
+    in->s = lua_tolstring(L, -1, &in->len); /* state keeps it */
   lua_getfield(L, 1, "pos");
   pos = lua_tointeger(L, -1);
-  left = lua_tolstring(L, -2, &len) != NULL && pos >= 0 && (size_t)pos < len;
   lua_pop(L, 2);
-  return left;
+  if (in->s && pos > 0) in->pos = (size_t)pos < in->len ? (size_t)pos : in->len;
 }
 
 /* Writes what the pipe takes.  1: all written or the reader is gone. */
-static int chan_write(lua_State *L, chan *c) {
-  size_t len, pos;
-  const char *s;
+static int chan_write(chan *c, input *in) {
+  size_t left = in->len - in->pos;
   ssize_t w;
-  lua_getfield(L, 1, "input");
-  s = lua_tolstring(L, -1, &len);
-  lua_pop(L, 1);
-  lua_getfield(L, 1, "pos");
-  pos = (size_t)lua_tointeger(L, -1);
-  lua_pop(L, 1);
-  if (s == NULL || pos >= len) return 1;
-  w = write(c->fd, s + pos, len - pos > CHUNK ? CHUNK : len - pos);
-  if (w < 0) return errno == EPIPE ? 1 : (errno == EAGAIN || errno == EINTR) ? 0 : -1;
-  lua_pushinteger(L, (lua_Integer)(pos + (size_t)w));
-  lua_setfield(L, 1, "pos");
-  return pos + (size_t)w >= len;
+  if (left == 0) return 1;
+  w = write(c->fd, in->s + in->pos, left > CHUNK ? CHUNK : left);
+  if (w < 0)
+    return errno == EPIPE ? 1
+         : (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+  in->pos += (size_t)w;
+  return in->pos >= in->len;
 }
 
-/* One round of poll over the open channels: 1 when all are done, 0 to go
-** on, -2 at the deadline, -1 on an error (errno). */
-static int comm_round(lua_State *L, chan *c, double deadline) {
+static int chans_open(const chan *c) {
+  return c[0].fd >= 0 || c[1].fd >= 0 || c[2].fd >= 0;
+}
+
+/* One round of poll over the open channels (not sleeping while a FILE
+** may hold bytes), then the deadline: a child that never stops writing
+** cannot keep communicate past it.  1 when all are done, 0 to go on, -2
+** at the deadline, -1 on an error (errno). */
+static int comm_round(chan *c, input *in, double deadline) {
   struct pollfd pf[3];
-  int i, n = 0, r, who[3];
+  int i, n = 0, r, who[3], wet = 0;
   for (i = 0; i < 3; i++) {
     if (c[i].fd < 0) continue;
     pf[n].fd = c[i].fd;
     pf[n].events = i == 0 ? POLLOUT : POLLIN;
     pf[n].revents = 0;
+    wet |= i > 0 && !c[i].dry;
     who[n++] = i;
   }
   if (n == 0) return 1;
-  r = poll(pf, (nfds_t)n, mp_poll_ms(deadline));
-  if (r < 0) return errno == EINTR ? 0 : -1;
-  if (r == 0) return -2;
+  r = poll(pf, (nfds_t)n, wet ? 0 : mp_poll_ms(deadline));
+  if (r < 0 && errno != EINTR) return -1;
   for (i = 0; i < n; i++) {
     chan *ch = &c[who[i]];
-    if (!pf[i].revents) continue;
-    r = who[i] == 0 ? chan_write(L, ch) : chan_read(ch);
+    if (!pf[i].revents && (who[i] == 0 || ch->dry)) continue;
+    r = who[i] == 0 ? chan_write(ch, in) : chan_read(ch);
     if (r < 0) return -1;
     if (r > 0) chan_done(ch);
   }
-  return 0;
+  if (!chans_open(c)) return 1;
+  return deadline >= 0 && mp_monotonic() >= deadline ? -2 : 0;
 }
 
-/* A write to a pipe whose reader has gone must fail with EPIPE, not kill
-** us: SIGPIPE is blocked meanwhile, and one we caused is taken back. */
-static int comm_loop(lua_State *L, chan *c, double deadline) {
-  sigset_t pipe_set, old, pending;
-  int r, had;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  sigpending(&pending);
-  had = sigismember(&pending, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-  while ((r = comm_round(L, c, deadline)) == 0)
-    ;
-  sigpending(&pending);
-  if (!had && sigismember(&pending, SIGPIPE)) {
-    struct timespec zero = {0, 0};
-    int e = errno;
-    sigtimedwait(&pipe_set, NULL, &zero);
-    errno = e;
+/* Opens the channels and moves data until all are done, the deadline, or
+** an error; leaves the descriptors as they were. */
+static int comm_run(chan *c, input *in, double deadline) {
+  int i, r = 0, e;
+  for (i = 0; i < 3 && r >= 0; i++) {
+    r = chan_open(&c[i], i);
+    if (r > 0) chan_done(&c[i]);
   }
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r >= 0) {
+    if (c[0].fd >= 0 && in->pos >= in->len) chan_done(&c[0]);
+    while ((r = comm_round(c, in, deadline)) == 0)
+      ;
+  }
+  e = errno;
+  for (i = 0; i < 3; i++) chan_restore(&c[i]);
+  errno = e;
   return r;
 }
 
 static int l_communicate(lua_State *L) {
   chan c[3];
-  int i, r = 0, e;
+  input in;
+  pipe_guard g;
+  int i, r, e;
   double deadline;
   luaL_checktype(L, 1, LUA_TTABLE);
   deadline = mp_opt_deadline(L, 2);
   lua_settop(L, 2);
-  for (i = 0; i < 3; i++) { c[i].fd = -1; c[i].s = NULL; }
-  for (i = 0; i < 3 && r >= 0; i++) {
-    r = chan_open(L, &c[i], i);
-    if (r > 0) chan_done(&c[i]);
-  }
-  if (r >= 0) {
-    if (c[0].fd >= 0 && !input_left(L)) chan_done(&c[0]);
-    r = comm_loop(L, c, deadline);
-  }
+  for (i = 0; i < 3; i++) chan_find(L, &c[i], i);
+  input_read(L, &in);
+  guard_begin(&g);
+  r = comm_run(c, &in, deadline);
+  guard_end(&g);
   e = errno;
-  for (i = 0; i < 3; i++) chan_restore(&c[i]);
+  if (in.s) {
+    lua_pushinteger(L, (lua_Integer)in.pos);
+    lua_setfield(L, 1, "pos");
+  }
   if (r == 1) { lua_pushboolean(L, 1); return 1; }
   if (r == -2) { lua_pushnil(L); lua_pushliteral(L, "timeout"); return 2; }
   errno = e;

@@ -6,7 +6,7 @@ local subprocess = require("mproc").subprocess
 
 print("$ getent hosts localhost")
 local r = subprocess.call({"getent", "hosts", "localhost"}, {text = true, encoding = "utf-8"})
-print("Exit code: " .. r)
+print("Exit code:", r)
 
 print("$ sh")
 local p = subprocess.Popen({"sh"}, {stdin = subprocess.PIPE, stdout = subprocess.PIPE,
@@ -14,4 +14,4 @@ local p = subprocess.Popen({"sh"}, {stdin = subprocess.PIPE, stdout = subprocess
 local output, err = p:communicate("set -- localhost\ngetent hosts \"$1\"\nexit\n")
 print(output)
 if err ~= "" then io.stderr:write(err) end
-print("Exit code: " .. p.returncode)
+print("Exit code:", p.returncode)

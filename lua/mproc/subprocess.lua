@@ -37,16 +37,19 @@ local OUTPUT_OPTIONS = with(POPEN_OPTIONS, { "input", "timeout" })
 
 -- f({"ls", "-l"}, {cwd = "/tmp"}), f{"ls", "-l", cwd = "/tmp"}, f("ls"):
 -- returns the argument list and the options (the hash parts of both).
+-- An integer n (table.pack's) is the list's length, not an option.
 local function split_call(fname, a, b, allowed)
   local args, opts = {}, {}
   if type(a) == "string" then
     args = a
   elseif type(a) == "table" then
     for k, v in pairs(a) do
-      if math.type(k) == "integer" then args[k] = v else opts[k] = v end
+      if math.type(k) == "integer" then args[k] = v
+      elseif k == "n" and math.type(v) == "integer" then args.n = v
+      else opts[k] = v end
     end
   else
-    util.argerror(fname, 1, "string or table expected, got " .. (a == nil and "no value" or type(a)), 3)
+    util.argerror(fname, 1, "string or table expected, got " .. (a == nil and "no value" or type(a)))
   end
   if b ~= nil then
     util.check_type(fname, 2, b, "table")
@@ -56,15 +59,27 @@ local function split_call(fname, a, b, allowed)
   return args, opts
 end
 
+-- The length of an argument list: its n, else its largest positive
+-- integer key (a nil inside is a hole, not the end: # may stop there).
+local function arg_count(args)
+  if math.type(args.n) == "integer" then return args.n end
+  local n = 0
+  for k in pairs(args) do
+    if math.type(k) == "integer" and k > n then n = k end
+  end
+  return n
+end
+
 local function check_argv(fname, args)
-  local n = #args
-  if n == 0 then util.argerror(fname, 1, "empty command", 4) end
+  local n = arg_count(args)
+  if n <= 0 then util.argerror(fname, 1, "empty command") end
   local argv = {}
   for i = 1, n do
     local v = args[i]
+    if v == nil then util.argerror(fname, 1, ("argument #%d is nil"):format(i)) end
     if type(v) == "number" then v = tostring(v) end
     if type(v) ~= "string" then
-      util.argerror(fname, 1, ("argument #%d is a %s, not a string"):format(i, type(v)), 4)
+      util.argerror(fname, 1, ("argument #%d is a %s, not a string"):format(i, type(v)))
     end
     argv[i] = v
   end
@@ -97,9 +112,9 @@ local function make_env(fname, env)
   local list = {}
   for k, v in pairs(env) do
     if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
-      util.argerror(fname, 2, "env must map strings to strings", 4)
+      util.argerror(fname, 2, "env must map strings to strings")
     end
-    if k:find("=", 1, true) then util.argerror(fname, 2, "env name has '=': " .. k, 4) end
+    if k:find("=", 1, true) then util.argerror(fname, 2, "env name has '=': " .. k) end
     list[#list + 1] = k .. "=" .. v
   end
   return list
@@ -117,7 +132,7 @@ local function stdio_target(fname, name, v)
     end
   end
   util.argerror(fname, 2, ("%s must be PIPE, DEVNULL%s, a file or a descriptor, got %s")
-    :format(name, name == "stderr" and ", STDOUT" or "", tostring(v)), 4)
+    :format(name, name == "stderr" and ", STDOUT" or "", tostring(v)))
 end
 
 local function check_fds(fname, fds)
@@ -125,7 +140,7 @@ local function check_fds(fname, fds)
   util.check_type(fname, 2, fds, "table")
   for _, fd in ipairs(fds) do
     if math.type(fd) ~= "integer" or fd < 0 then
-      util.argerror(fname, 2, "pass_fds must list descriptors", 4)
+      util.argerror(fname, 2, "pass_fds must list descriptors")
     end
   end
   return fds
@@ -134,7 +149,7 @@ end
 local function opt_int(fname, name, v, min)
   if v == nil then return nil end
   if math.type(v) ~= "integer" or v < min then
-    util.argerror(fname, 2, ("%s must be an integer >= %d"):format(name, min), 4)
+    util.argerror(fname, 2, ("%s must be an integer >= %d"):format(name, min))
   end
   return v
 end
@@ -190,11 +205,12 @@ CompletedProcess.__index = CompletedProcess
 M.CompletedProcess = CompletedProcess
 
 function CompletedProcess.__tostring(c)
-  return ("CompletedProcess(args=%s, returncode=%s)"):format(show_cmd(c.args), tostring(c.returncode))
+  return ("mproc.CompletedProcess (args %s, returncode %s)"):format(show_cmd(c.args), tostring(c.returncode))
 end
 
 -- Raises CalledProcessError when the returncode is not 0.
 function CompletedProcess:check_returncode()
+  util.check_self("check_returncode", self, CompletedProcess)
   if self.returncode ~= 0 then
     error(called_process_error(self.returncode, self.args, self.stdout, self.stderr), 2)
   end
@@ -250,17 +266,13 @@ local function new(_, a, b)
 end
 setmetatable(Popen, { __call = new })
 
-local function check_popen(self, fname)
-  if getmetatable(self) ~= Popen then
-    util.argerror(fname, 1, "Popen expected, got " .. type(self), 3)
-  end
-end
-
--- Once the child is reaped its sentinel goes, so finished Popens hold no
--- descriptor even before they are collected.
+-- Once the child is reaped its descriptor goes, so finished Popens hold
+-- none even before they are collected; the sentinel becomes false, which
+-- mproc.wait takes for "ended already": ready at once.
 local function settle(self, code)
   if code and not self.returncode then
     self.returncode = code
+    self.sentinel = false
     self._child:close()
   end
   return code
@@ -268,13 +280,13 @@ end
 
 -- p:poll() -> returncode, or nil while the child runs
 function methods:poll()
-  check_popen(self, "poll")
+  util.check_self("poll", self, Popen)
   return settle(self, self._child:poll())
 end
 
 -- p:wait([timeout]) -> returncode, or nil, "timeout"
 function methods:wait(timeout)
-  check_popen(self, "wait")
+  util.check_self("wait", self, Popen)
   timeout = util.check_timeout("wait", 1, timeout)
   if self._child:fileno() < 0 and timeout then
     -- no pidfd to sleep on (old kernels): poll the pid
@@ -285,7 +297,8 @@ function methods:wait(timeout)
     until core.monotonic() >= deadline
   end
   local code, err = self._child:wait(timeout)
-  return settle(self, code) or nil, err
+  if code then return settle(self, code) end
+  return nil, err
 end
 
 local function open_file(f)
@@ -303,7 +316,7 @@ local function communicate(self, input, timeout)
   local st = self._comm
   if not st then
     if input and not open_file(self.stdin) then
-      error("cannot send input to a child whose stdin is not a pipe", 3)
+      util.misuse("communicate: cannot send input to a child whose stdin is not a pipe")
     end
     st = { stdin = self.stdin, input = input, pos = 0, stdout = self.stdout, stderr = self.stderr }
     self._comm = st
@@ -325,7 +338,7 @@ end
 -- not piped), or nil, "timeout": what was read so far is kept for the
 -- next call, which goes on where this one stopped.
 function methods:communicate(input, timeout)
-  check_popen(self, "communicate")
+  util.check_self("communicate", self, Popen)
   util.check_type("communicate", 1, input, "string", true)
   timeout = util.check_timeout("communicate", 2, timeout)
   local ok, out, err = communicate(self, input, timeout)
@@ -334,10 +347,10 @@ function methods:communicate(input, timeout)
 end
 
 local function signal(self, fname, sig, group)
-  check_popen(self, fname)
+  util.check_self(fname, self, Popen)
   if group and not self._leader then
-    error(("cannot %s the group of a child that does not lead one "
-      .. "(use start_new_session or process_group = 0)"):format(fname), 3)
+    util.misuse(("%s: cannot %s the group of a child that does not lead one "
+      .. "(use start_new_session or process_group = 0)"):format(fname, fname))
   end
   if self.returncode or self:poll() then return true end
   if group then
@@ -350,6 +363,7 @@ end
 
 -- p:send_signal(sig, [group]); with group, the child's whole process group.
 function methods:send_signal(sig, group)
+  util.check_self("send_signal", self, Popen)
   if math.type(sig) ~= "integer" then util.argerror("send_signal", 1, "signal number expected") end
   return signal(self, "send_signal", sig, group)
 end
@@ -386,6 +400,11 @@ local function partial(p, args, st)
                         stderr = captured(st, "stderr", "err") }, CompletedProcess)
 end
 
+-- How long kill_on_timeout goes on reading: enough to take what is in the
+-- pipes (EOF comes at once when the child was their only writer), not
+-- held up for long by a grandchild that keeps them open.
+local DRAIN_AFTER_KILL = 0.1
+
 -- The child timed out: kill it (its group when it leads one), collect what
 -- it had already written, close everything.
 local function kill_on_timeout(p)
@@ -393,19 +412,19 @@ local function kill_on_timeout(p)
   p:wait()
   local st = p._comm or { stdout = p.stdout, stderr = p.stderr }
   st.stdin, p._comm = nil, st
-  core.communicate(st, 0)
+  core.communicate(st, DRAIN_AFTER_KILL)
   close_streams(p)
 end
 
 local function popen_opts(fname, opts)
   if opts.input ~= nil then
     util.check_type(fname, 2, opts.input, "string")
-    if opts.stdin ~= nil then error("stdin and input may not both be used", 4) end
+    if opts.stdin ~= nil then util.misuse(fname .. ": stdin and input may not both be used") end
     opts.stdin = M.PIPE
   end
   if opts.capture_output then
     if opts.stdout ~= nil or opts.stderr ~= nil then
-      error("stdout and stderr may not be used with capture_output", 4)
+      util.misuse(fname .. ": stdout and stderr may not be used with capture_output")
     end
     opts.stdout, opts.stderr = M.PIPE, M.PIPE
   end
