@@ -20,6 +20,7 @@ build = {
         "src/cell.c",
         "src/conn.c",
         "src/core.c",
+        "src/fd.c",
         "src/proc.c",
         "src/queue.c",
         "src/sharedctypes.c",

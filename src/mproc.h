@@ -37,6 +37,14 @@ MP_HIDDEN int mp_poll_ms(double deadline);
 /* Deadline for a Lua timeout argument at idx: none/nil gives -1. */
 MP_HIDDEN double mp_opt_deadline(lua_State *L, int idx);
 
+/* fd.c: pipe2(O_CLOEXEC) or its equivalent; a 1 MiB pipe buffer if possible */
+MP_HIDDEN int mp_cloexec_pipe(int fds[2]);
+MP_HIDDEN void mp_grow_pipe(int fd);
+
+/* time.c: seconds (a duration or a point on a clock) as a timespec */
+#include <time.h>
+MP_HIDDEN struct timespec mp_timespec(double seconds);
+
 /* Returns nil, "what: strerror(errno)", errno: the expected-failure shape. */
 MP_HIDDEN int mp_fail(lua_State *L, const char *what);
 

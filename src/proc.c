@@ -35,17 +35,6 @@ static int pidfd_open(pid_t pid) {
 static int pidfd_open(pid_t pid) { (void)pid; errno = ENOSYS; return -1; }
 #endif
 
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
-    defined(__OpenBSD__)
-static int cloexec_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
-#else
-static int cloexec_pipe(int fds[2]) {
-  if (pipe(fds) < 0) return -1;
-  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-  return 0;
-}
-#endif
 
 #define CHILD_MT "mproc.Child"
 
@@ -300,7 +289,7 @@ static int l_fork(lua_State *L) {
   luaL_setmetatable(L, CHILD_MT);
   if (live_add(0, daemon) < 0) return mp_fail(L, "cannot fork");
   nlive--; /* room reserved, so the add after fork cannot fail */
-  if (!use_pidfd && cloexec_pipe(fds) < 0) return mp_fail(L, "cannot fork");
+  if (!use_pidfd && mp_cloexec_pipe(fds) < 0) return mp_fail(L, "cannot fork");
   fflush(NULL);
   pid = fork();
   if (pid < 0) {

@@ -45,14 +45,6 @@
 #define MAP_ANONYMOUS MAP_ANON
 #endif
 
-static struct timespec abs_timespec(double t) {
-  struct timespec ts;
-  double whole = floor(t);
-  ts.tv_sec = (time_t)whole;
-  ts.tv_nsec = (long)((t - whole) * 1e9);
-  if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-  return ts;
-}
 
 /* ---------------------------------------------------------------------
 ** Segments
@@ -87,10 +79,10 @@ static int timed_lock(pthread_mutex_t *m, double deadline) {
   struct timespec ts;
   if (deadline < 0) return pthread_mutex_lock(m);
 #if MP_HAVE_CLOCKLOCK
-  ts = abs_timespec(deadline);
+  ts = mp_timespec(deadline);
   return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
 #else
-  ts = abs_timespec(mp_walltime() + (deadline - mp_monotonic()));
+  ts = mp_timespec(mp_walltime() + (deadline - mp_monotonic()));
   return pthread_mutex_timedlock(m, &ts);
 #endif
 }
@@ -137,7 +129,7 @@ int mp_seq_wait(uint32_t *seq, uint32_t seen, double deadline) {
 #if MP_HAVE_FUTEX
   {
     struct timespec rel, *tp = NULL;
-    if (deadline >= 0) { rel = abs_timespec(left); tp = &rel; }
+    if (deadline >= 0) { rel = mp_timespec(left); tp = &rel; }
     if (syscall(SYS_futex, seq, FUTEX_WAIT, seen, tp, NULL, 0) < 0 &&
         errno == ETIMEDOUT)
       return ETIMEDOUT;

@@ -51,24 +51,7 @@ static int close_range_fds(unsigned lo, unsigned hi) {
 }
 #endif
 
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
-    defined(__OpenBSD__)
-static int cloexec_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
-#else
-static int cloexec_pipe(int fds[2]) {
-  if (pipe(fds) < 0) return -1;
-  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-  return 0;
-}
-#endif
 
-/* Bigger pipes mean fewer wake-ups when communicate moves megabytes. */
-#if defined(F_SETPIPE_SZ)
-static void grow_pipe(int fd) { (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20); }
-#else
-static void grow_pipe(int fd) { (void)fd; }
-#endif
 
 /* Output buffers: on Linux one private mapping grown with mremap (no
 ** copying) and marked for huge pages, since page faults dominate the cost
@@ -283,7 +266,7 @@ static pid_t start_fork(plan *p) {
   failure f;
   ssize_t n;
   pid_t pid;
-  if (cloexec_pipe(fds) < 0) return -1;
+  if (mp_cloexec_pipe(fds) < 0) return -1;
   p->err_fd = fds[1];
   p->keep[p->nkeep - 1] = fds[1];
   sort_ints(p->keep, p->nkeep);
@@ -530,7 +513,7 @@ static void close_parent_ends(stdio_set *io) {
 
 static int open_pipe(plan *p, stdio_set *io, int i) {
   int fds[2], mine = i == 0 ? 1 : 0;
-  if (cloexec_pipe(fds) < 0) return -1;
+  if (mp_cloexec_pipe(fds) < 0) return -1;
   io->s[i]->f = fdopen(fds[mine], i == 0 ? "w" : "r");
   if (io->s[i]->f == NULL) {
     int e = errno;
@@ -747,7 +730,7 @@ static int chan_open(chan *c, int i) {
   c->fd = fileno(c->s->f);
   c->flags = fcntl(c->fd, F_GETFL);
   fcntl(c->fd, F_SETFL, c->flags | O_NONBLOCK);
-  grow_pipe(c->fd);
+  mp_grow_pipe(c->fd);
   c->dry = 0;
   return 0;
 }

@@ -21,7 +21,7 @@ static double timespec_seconds(const struct timespec *ts) {
   return (double)ts->tv_sec + (double)ts->tv_nsec / 1e9;
 }
 
-static struct timespec seconds_timespec(double s) {
+struct timespec mp_timespec(double s) {
   struct timespec ts;
   double whole = floor(s);
   ts.tv_sec = (time_t)whole;
@@ -68,13 +68,13 @@ double mp_opt_deadline(lua_State *L, int idx) {
 /* Sleeps until the monotonic clock reaches deadline, through signals. */
 static void sleep_until(double deadline) {
 #if MP_HAVE_CLOCK_NANOSLEEP
-  struct timespec ts = seconds_timespec(deadline);
+  struct timespec ts = mp_timespec(deadline);
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
     ;
 #else
   double left;
   while ((left = deadline - mp_monotonic()) > 0) {
-    struct timespec ts = seconds_timespec(left);
+    struct timespec ts = mp_timespec(left);
     nanosleep(&ts, NULL);
   }
 #endif

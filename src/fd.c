@@ -1,0 +1,38 @@
+/*
+** fd.c: descriptor plumbing shared by the C files: pipes that are
+** close-on-exec from birth, and bigger pipe buffers where the system has
+** them.  The platform choices live here and nowhere else.
+*/
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "mproc.h"
+
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
+    defined(__OpenBSD__)
+#define MP_HAVE_PIPE2 1
+#else
+#define MP_HAVE_PIPE2 0
+#endif
+
+int mp_cloexec_pipe(int fds[2]) {
+#if MP_HAVE_PIPE2
+  return pipe2(fds, O_CLOEXEC);
+#else
+  if (pipe(fds) < 0) return -1;
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  return 0;
+#endif
+}
+
+/* Asks for a 1 MiB pipe buffer (capped by /proc/sys/fs/pipe-max-size);
+** fewer wake-ups when megabytes go through.  A no-op where unsupported. */
+void mp_grow_pipe(int fd) {
+#if defined(F_SETPIPE_SZ)
+  (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+#else
+  (void)fd;
+#endif
+}
