@@ -64,7 +64,8 @@ typedef struct mp_cell {
   uint32_t lock_gen;      /* the lock that goes with it (Condition, Value) */
   struct mp_cell *lock;
   uint64_t size;          /* header and body, in bytes */
-} mp_cell;                /* 32 bytes; the body follows */
+  uint64_t lock_origin;   /* origin of the lock's region (cell.c) */
+} mp_cell;                /* 40 bytes; the body follows */
 #define MP_CELL_BODY(c) ((void *)((c) + 1))
 
 typedef struct {
@@ -83,6 +84,8 @@ MP_HIDDEN void mp_handle_drop(mp_handle *h);
 MP_HIDDEN void mp_push_token(lua_State *L, mp_cell *cell);
 MP_HIDDEN mp_cell *mp_token_cell(const char *token, int type);
 MP_HIDDEN mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type);
+MP_HIDDEN void mp_cell_set_lock(mp_cell *cell, mp_cell *lock);
+MP_HIDDEN mp_cell *mp_cell_lock(mp_cell *cell);
 
 /* sync.c: what sharedctypes.c needs of locks */
 enum { MP_T_LOCK = 1, MP_T_RLOCK, MP_T_SEM, MP_T_EVENT, MP_T_COND,

@@ -570,8 +570,7 @@ static int l_Condition(lua_State *L) {
   b = (cond_body *)create_cell(L, h, sizeof *b, MP_T_COND);
   init_mutex(L, &b->m);
   slots_init(L, b->w, COND_SLOTS);
-  h->cell->lock = lk;
-  h->cell->lock_gen = lk->gen;
+  mp_cell_set_lock(h->cell, lk);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   return 1;
@@ -692,8 +691,10 @@ static int m_cond_send(lua_State *L) { return send_handle(L, COND_MT); }
 
 static int l_cond_recv(lua_State *L) {
   mp_cell *c = recv_cell(L, MP_T_COND, COND_MT);
-  mp_cell *lk = mp_cell_check(c->lock, c->lock_gen, 0);
-  if (lk == NULL) return luaL_error(L, "cannot receive a Condition: its lock is gone");
+  mp_cell *lk = mp_cell_lock(c);
+  if (lk == NULL)
+    return luaL_error(L, "cannot receive a Condition: its lock is unknown here "
+                      "(made after this process was forked?)");
   adopt(L, c, COND_MT, 1);
   mp_push_lock_handle(L, lk);
   lua_setiuservalue(L, -2, 1);
