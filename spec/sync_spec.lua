@@ -339,6 +339,56 @@ describe("Condition", function()
   end)
 end)
 
+describe("an object whose lock was closed", function()
+  -- What `local lk <close> = mproc.Lock()` does at the end of its scope,
+  -- while a Condition, Value or Array made with it lives on.
+  local function close(obj) getmetatable(obj).__close(obj) end
+  local cases = {
+    { "Condition:notify", function(c) c:notify() end, "notify: the Condition's lock is closed" },
+    { "Condition:notify_all", function(c) c:notify_all() end, "notify_all: the Condition's lock is closed" },
+    { "Condition:wait", function(c) c:wait(0) end, "wait: the Condition's lock is closed" },
+    { "Condition:wait_for", function(c) c:wait_for(function() return false end, 0.05) end,
+      "wait: the Condition's lock is closed" },
+    { "Condition:acquire", function(c) c:acquire() end, "the Lock is closed" },
+    { "Condition:guard", function(c) local _ <close> = c:guard() end, "the Lock is closed" },
+    { "Array:totable", "Array", function(a) a:totable() end, "the Lock is closed" },
+    { "Condition(closed lock)", "new", function(lk) mproc.Condition(lk) end, "the Lock is closed" },
+    { "Value(closed lock)", "new", function(lk) mproc.Value("i", 0, lk) end, "the Lock is closed" },
+    { "Array(closed lock)", "new", function(lk) mproc.Array("i", 2, lk) end, "the Lock is closed" },
+  }
+  for _, case in ipairs(cases) do
+    local name, kind, op, want = case[1], case[2], case[3], case[4]
+    if type(kind) == "function" then kind, op, want = "Condition", case[2], case[3] end
+    it("raises, never crashes, for " .. name, function()
+      -- in a child: a crash must not take the spec run with it
+      local p = spawn(function()
+        local lk = mproc.Lock()
+        local obj = kind == "Condition" and mproc.Condition(lk)
+          or kind == "Array" and mproc.Array("i", 2, lk) or lk
+        close(lk)
+        local ok, err = pcall(op, obj)
+        if ok or not tostring(err):find(want, 1, true) then
+          io.stderr:write("got: ", tostring(ok), " ", tostring(err), "\n")
+          os.exit(1)
+        end
+      end)
+      assert.are.equal(0, p:join(10))
+    end)
+  end
+
+  it("keeps the lock's memory for the Condition, so a copy received later has it", function()
+    local lk = mproc.Lock()
+    local cond = mproc.Condition(lk)
+    close(lk)
+    local _ = mproc.Lock()   -- would take the lock's memory, were it given back
+    local mt = getmetatable(cond)
+    local back = mt.__mproc_recv(mt.__mproc_send(cond))
+    assert.is_true(back:get_lock():acquire(false))
+    back:notify()
+    back:release()
+  end)
+end)
+
 describe("Barrier", function()
   it("releases all three parties together, running the action once", function()
     local arrived, ran = mproc.Value("i", 0), mproc.Value("i", 0)

@@ -43,6 +43,8 @@
 #define MIN_SHIFT 6            /* 64 bytes */
 #define NCLASS 7               /* 64 .. 4096 */
 #define OWN_MAPPING 255
+#define SENT 1                 /* mp_cell.shared bits */
+#define LOCK_OF 2
 
 typedef struct { char *base; size_t size; int cls; uint64_t origin; } region;
 
@@ -274,12 +276,23 @@ void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator) {
 ** sent. */
 int mp_handle_sole(const mp_handle *h) {
   return h->cell != NULL && h->creator == getpid() &&
-         h->epoch == fork_epoch && !h->cell->shared;
+         h->epoch == fork_epoch && !(h->cell->shared & SENT);
 }
 
+/* For __gc: the objects that use a lock hold its handle, so when the
+** handle is collected they are being collected too. */
 void mp_handle_drop(mp_handle *h) {
   if (h->cell == NULL) return;
   if (mp_handle_sole(h)) cell_recycle(h->cell);
+  h->cell = NULL;
+}
+
+/* For __close, which may come while a Condition or Value still uses the
+** lock: its cell then stays (the object raises "the lock is closed"; a
+** copy received elsewhere still has the lock). */
+void mp_handle_close(mp_handle *h) {
+  if (h->cell == NULL) return;
+  if (mp_handle_sole(h) && !(h->cell->shared & LOCK_OF)) cell_recycle(h->cell);
   h->cell = NULL;
 }
 
@@ -288,8 +301,8 @@ void mp_push_token(lua_State *L, mp_cell *cell) {
   char buf[80];
   region *r = region_of((char *)cell);
   if (r == NULL) luaL_error(L, "cannot send an object whose memory is not known here");
-  cell->shared = 1;
-  if (cell->lock != NULL) cell->lock->shared = 1;
+  cell->shared |= SENT;
+  if (cell->lock != NULL) cell->lock->shared |= SENT;
   snprintf(buf, sizeof buf, "%" PRIxPTR ":%016" PRIx64 ":%" PRIu32, (uintptr_t)cell,
            r->origin, cell->gen);
   lua_pushstring(L, buf);
@@ -306,9 +319,11 @@ mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type) {
   return cell;
 }
 
-/* Makes lock the lock that goes with cell (a Condition's, a Value's). */
+/* Makes lock the lock that goes with cell (a Condition's, a Value's); it
+** is not recycled when its handle is closed (mp_handle_close). */
 void mp_cell_set_lock(mp_cell *cell, mp_cell *lock) {
   region *r = region_of((char *)lock);
+  lock->shared |= LOCK_OF;
   cell->lock = lock;
   cell->lock_gen = lock->gen;
   cell->lock_origin = r != NULL ? r->origin : 0;

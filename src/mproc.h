@@ -59,7 +59,7 @@ typedef struct mp_cell {
   uint32_t magic;
   uint16_t type;
   uint8_t cls;            /* size class, 255: a mapping of its own */
-  uint8_t shared;         /* sent through the codec: never recycled */
+  uint8_t shared;         /* bits: 1 sent (never recycled), 2 a lock in use */
   uint32_t gen;           /* bumped on reuse: stale tokens do not match */
   uint32_t lock_gen;      /* the lock that goes with it (Condition, Value) */
   struct mp_cell *lock;
@@ -81,6 +81,7 @@ MP_HIDDEN mp_cell *mp_cell_alloc(size_t body, int type);
 MP_HIDDEN void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator);
 MP_HIDDEN int mp_handle_sole(const mp_handle *h);
 MP_HIDDEN void mp_handle_drop(mp_handle *h);
+MP_HIDDEN void mp_handle_close(mp_handle *h);
 MP_HIDDEN void mp_push_token(lua_State *L, mp_cell *cell);
 MP_HIDDEN mp_cell *mp_token_cell(const char *token, int type);
 MP_HIDDEN mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type);

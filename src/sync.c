@@ -274,10 +274,11 @@ static int lock_tostring(lua_State *L, const char *mt) {
 }
 
 /* Dropping the last handle of a Lock this process holds lets it go. */
-static int lock_gc(lua_State *L, const char *mt) {
+static int lock_gc(lua_State *L, const char *mt, int closing) {
   mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
   if (mp_handle_sole(h)) lock_give((lock_body *)MP_CELL_BODY(h->cell), 1);
-  mp_handle_drop(h);
+  if (closing) mp_handle_close(h);
+  else mp_handle_drop(h);
   return 0;
 }
 
@@ -287,8 +288,10 @@ static int m_lock_release(lua_State *L) { return lock_release(L, self_body(L), "
 static int m_rlock_release(lua_State *L) { return lock_release(L, self_body(L), "RLock"); }
 static int m_lock_tostring(lua_State *L) { return lock_tostring(L, LOCK_MT); }
 static int m_rlock_tostring(lua_State *L) { return lock_tostring(L, RLOCK_MT); }
-static int m_lock_gc(lua_State *L) { return lock_gc(L, LOCK_MT); }
-static int m_rlock_gc(lua_State *L) { return lock_gc(L, RLOCK_MT); }
+static int m_lock_gc(lua_State *L) { return lock_gc(L, LOCK_MT, 0); }
+static int m_rlock_gc(lua_State *L) { return lock_gc(L, RLOCK_MT, 0); }
+static int m_lock_close(lua_State *L) { return lock_gc(L, LOCK_MT, 1); }
+static int m_rlock_close(lua_State *L) { return lock_gc(L, RLOCK_MT, 1); }
 static int m_lock_send(lua_State *L) { return send_handle(L, LOCK_MT); }
 static int m_rlock_send(lua_State *L) { return send_handle(L, RLOCK_MT); }
 
@@ -308,10 +311,17 @@ static int l_rlock_recv(lua_State *L) {
   return 1;
 }
 
-mp_cell *mp_test_lock(lua_State *L, int idx) {
+static mp_handle *test_lock(lua_State *L, int idx) {
   mp_handle *h = (mp_handle *)luaL_testudata(L, idx, LOCK_MT);
-  if (h == NULL) h = (mp_handle *)luaL_testudata(L, idx, RLOCK_MT);
-  if (h == NULL || h->cell == NULL) return NULL;
+  return h != NULL ? h : (mp_handle *)luaL_testudata(L, idx, RLOCK_MT);
+}
+
+/* The cell of the Lock or RLock at idx, NULL if it is none; raises if it
+** is closed. */
+mp_cell *mp_test_lock(lua_State *L, int idx) {
+  mp_handle *h = test_lock(L, idx);
+  if (h == NULL) return NULL;
+  if (h->cell == NULL) luaL_argerror(L, idx, "the Lock is closed");
   return h->cell;
 }
 
@@ -577,10 +587,14 @@ static int l_Condition(lua_State *L) {
 }
 
 static lock_body *cond_lock(lua_State *L, const char *fname) {
+  mp_handle *h;
   lock_body *lk;
   lua_getiuservalue(L, 1, 1);
-  lk = (lock_body *)MP_CELL_BODY(mp_test_lock(L, -1));
-  lua_pop(L, 1);
+  h = test_lock(L, -1);
+  lua_pop(L, 1);   /* the Condition's user value keeps it */
+  if (h == NULL || h->cell == NULL)
+    luaL_error(L, "%s: the Condition's lock is closed", fname);
+  lk = (lock_body *)MP_CELL_BODY(h->cell);
   if (LOAD(&lk->owner) != mp_self())
     luaL_error(L, "%s: the Condition's lock is not held by this process", fname);
   return lk;
@@ -922,6 +936,7 @@ typedef struct {
   const char *name;
   const luaL_Reg *methods;
   lua_CFunction tostring, gc, send, recv, index;
+  lua_CFunction close;   /* NULL: gc */
 } type_spec;
 
 static void new_type(lua_State *L, const type_spec *t) {
@@ -930,7 +945,7 @@ static void new_type(lua_State *L, const type_spec *t) {
   lua_setfield(L, -2, "__tostring");
   lua_pushcfunction(L, t->gc);
   lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, t->gc);
+  lua_pushcfunction(L, t->close ? t->close : t->gc);
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, t->send);
   lua_setfield(L, -2, "__mproc_send");
@@ -973,14 +988,16 @@ static const luaL_Reg barrier_methods[] = {
 };
 
 static const type_spec types[] = {
-  {LOCK_MT, lock_methods, m_lock_tostring, m_lock_gc, m_lock_send, l_lock_recv, NULL},
-  {RLOCK_MT, rlock_methods, m_rlock_tostring, m_rlock_gc, m_rlock_send, l_rlock_recv, NULL},
-  {SEM_MT, sem_methods, m_sem_tostring, m_sem_gc, m_sem_send, l_sem_recv, NULL},
-  {EVENT_MT, event_methods, m_event_tostring, m_event_gc, m_event_send, l_event_recv, NULL},
-  {COND_MT, cond_methods, m_cond_tostring, m_cond_gc, m_cond_send, l_cond_recv, NULL},
+  {LOCK_MT, lock_methods, m_lock_tostring, m_lock_gc, m_lock_send, l_lock_recv, NULL,
+   m_lock_close},
+  {RLOCK_MT, rlock_methods, m_rlock_tostring, m_rlock_gc, m_rlock_send, l_rlock_recv, NULL,
+   m_rlock_close},
+  {SEM_MT, sem_methods, m_sem_tostring, m_sem_gc, m_sem_send, l_sem_recv, NULL, NULL},
+  {EVENT_MT, event_methods, m_event_tostring, m_event_gc, m_event_send, l_event_recv, NULL, NULL},
+  {COND_MT, cond_methods, m_cond_tostring, m_cond_gc, m_cond_send, l_cond_recv, NULL, NULL},
   {BARRIER_MT, barrier_methods, m_barrier_tostring, m_barrier_gc, m_barrier_send,
-   l_barrier_recv, m_barrier_index},
-  {NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+   l_barrier_recv, m_barrier_index, NULL},
+  {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
 };
 
 static const luaL_Reg sync_funcs[] = {

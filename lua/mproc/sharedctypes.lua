@@ -24,6 +24,7 @@ local function the_lock(fname, n, lock)
   if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
     util.argerror(fname, n, "lock must be a boolean, mproc.Lock or mproc.RLock, got " .. type(lock), 3)
   end
+  if not pcall(lock.held, lock) then util.argerror(fname, n, "the Lock is closed") end
   return lock
 end
 

@@ -118,6 +118,7 @@ function M.Condition(lock)
   if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
     util.argerror("Condition", 1, "mproc.Lock or mproc.RLock expected, got " .. type(lock))
   end
+  if not pcall(lock.held, lock) then util.argerror("Condition", 1, "the Lock is closed") end
   return core.Condition(lock)
 end
 
