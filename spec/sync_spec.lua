@@ -231,6 +231,38 @@ describe("Semaphore", function()
       "release: the BoundedSemaphore is released too many times")
   end)
 
+  it("lets as many processes hold units as it has when owned (17 of 20)", function()
+    local sem, held = mproc.Semaphore(20, { owned = true }), mproc.Semaphore(0)
+    local go = mproc.Event()
+    local ps = {}
+    for i = 1, 16 do
+      ps[i] = spawn(function() sem:acquire(); held:release(); go:wait(30); sem:release() end)
+    end
+    for _ = 1, 16 do assert.is_true(held:acquire(true, 30)) end
+    assert.are.equal(4, sem:get_value())
+    assert.is_true(sem:acquire(true, 5))
+    sem:release()
+    go:set()
+    assert.are.same(all_zero(16), join_all(ps))
+    assert.are.equal(20, sem:get_value())
+  end)
+
+  it("raises rather than waits when its table of holders is full", function()
+    -- the Lua layer sizes the table to min(value, 1024); the core takes it
+    local core = require "mproc.core"
+    local sem, held, go = core.Semaphore(3, -1, true, 2), mproc.Semaphore(0), mproc.Event()
+    local ps = {}
+    for i = 1, 2 do ps[i] = spawn(function() sem:acquire(); held:release(); go:wait(30) end) end
+    for _ = 1, 2 do assert.is_true(held:acquire(true, 30)) end
+    local t0 = mproc.monotonic()
+    assert.has_error(function() sem:acquire(true, 5) end,
+      "acquire: too many processes hold the Semaphore (at most 2)")
+    assert.is_true(mproc.monotonic() - t0 < 4, "acquire waited")
+    go:set()
+    assert.are.same(all_zero(2), join_all(ps))
+    assert.is_true(sem:acquire(false))
+  end)
+
   it("refuses a release from a process holding no unit when owned", function()
     local sem = mproc.Semaphore(1, { owned = true })
     assert.has_error(function() sem:release() end,

@@ -30,7 +30,7 @@
 #define BARRIER_MT "mproc.Barrier"
 
 #define POLL_S 0.05
-#define SEM_HOLDERS 16
+#define SEM_HOLDERS 1024   /* at most, for an owned Semaphore */
 #define COND_SLOTS 48
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
@@ -344,30 +344,35 @@ typedef struct {
   pthread_mutex_t m;
   uint32_t seq, waiters;
   int64_t value, max;   /* max < 0: unbounded */
-  uint32_t owned, pad;
-  holder h[SEM_HOLDERS];
+  uint32_t owned, nholders;
+  holder h[];           /* nholders, when owned */
 } sem_body;
 
-/* core.Semaphore(value, max, owned): max < 0 for no bound. */
+/* core.Semaphore(value, max, owned, [holders]): max < 0 for no bound; an
+** owned one has room for that many holders at once (default 1). */
 static int l_Semaphore(lua_State *L) {
   lua_Integer v = luaL_checkinteger(L, 1), max = luaL_checkinteger(L, 2);
-  int owned = lua_toboolean(L, 3), i;
+  int owned = lua_toboolean(L, 3);
+  lua_Integer n = owned ? luaL_optinteger(L, 4, 1) : 0, i;
   mp_handle *h;
   sem_body *b;
   luaL_argcheck(L, v >= 0 && v <= INT_MAX, 1, "value must be in 0..2^31-1");
+  luaL_argcheck(L, !owned || (n >= 1 && n <= SEM_HOLDERS), 4,
+                "holders must be in 1..1024");
   h = new_handle(L, SEM_MT, 0);
-  b = (sem_body *)create_cell(L, h, sizeof *b, MP_T_SEM);
+  b = (sem_body *)create_cell(L, h, sizeof *b + (size_t)n * sizeof(holder), MP_T_SEM);
   init_mutex(L, &b->m);
-  for (i = 0; i < SEM_HOLDERS; i++) init_mutex(L, &b->h[i].alive);
+  for (i = 0; i < n; i++) init_mutex(L, &b->h[i].alive);
   b->value = v;
   b->max = max;
   b->owned = (uint32_t)owned;
+  b->nholders = (uint32_t)n;
   return 1;
 }
 
 static holder *sem_mine(sem_body *b) {
-  int i;
-  for (i = 0; i < SEM_HOLDERS; i++)
+  uint32_t i;
+  for (i = 0; i < b->nholders; i++)
     if (b->h[i].who == mp_self()) return &b->h[i];
   return NULL;
 }
@@ -375,9 +380,9 @@ static holder *sem_mine(sem_body *b) {
 /* Records a unit taken by this process; 0 when no slot is free. */
 static int sem_record(sem_body *b) {
   holder *me = sem_mine(b);
-  int i;
+  uint32_t i;
   if (me != NULL) { me->count++; return 1; }
-  for (i = 0; i < SEM_HOLDERS; i++) {
+  for (i = 0; i < b->nholders; i++) {
     if (b->h[i].who != 0 || mp_mutex_trylock(&b->h[i].alive, NULL)) continue;
     b->h[i].who = mp_self();
     b->h[i].count = 1;
@@ -388,8 +393,9 @@ static int sem_record(sem_body *b) {
 
 /* Gives back the units of dead holders; 1 if any. */
 static int sem_reap(sem_body *b) {
-  int i, any = 0;
-  for (i = 0; i < SEM_HOLDERS; i++) {
+  uint32_t i;
+  int any = 0;
+  for (i = 0; i < b->nholders; i++) {
     holder *o = &b->h[i];
     if (o->who == 0 || o->who == mp_self()) continue;
     if (mp_mutex_trylock(&o->alive, NULL) != 0) continue;
@@ -402,9 +408,10 @@ static int sem_reap(sem_body *b) {
   return any;
 }
 
+/* 1 taken, 0 no unit free, -1 a unit but no room to record its holder. */
 static int sem_try(sem_body *b) {
   if (b->value <= 0) return 0;
-  if (b->owned && !sem_record(b)) return 0;
+  if (b->owned && !sem_record(b)) return -1;
   b->value--;
   return 1;
 }
@@ -416,9 +423,9 @@ static int m_sem_acquire(lua_State *L) {
   enter(&b->m, &died);
   for (;;) {
     uint32_t seen;
-    if ((ok = sem_try(b)) != 0) break;
+    if ((ok = sem_try(b)) > 0) break;
     if (b->owned && sem_reap(b)) { died = 1; continue; }
-    if (!block || passed(deadline)) break;
+    if (ok < 0 || !block || passed(deadline)) break;
     seen = LOAD(&b->seq);
     b->waiters++;
     mp_mutex_unlock(&b->m);
@@ -427,6 +434,9 @@ static int m_sem_acquire(lua_State *L) {
     b->waiters--;
   }
   mp_mutex_unlock(&b->m);
+  if (ok < 0)
+    return luaL_error(L, "acquire: too many processes hold the Semaphore (at most %d)",
+                      (int)b->nholders);
   return push_taken(L, ok, died);
 }
 

@@ -94,6 +94,7 @@ function M.Lock() return core.Lock() end
 function M.RLock() return core.RLock() end
 
 local SEM_OPTIONS = { owned = true }
+local MAX_HOLDERS = 1024   -- processes holding units of an owned Semaphore at once
 
 local function semaphore(fname, value, opts, bounded)
   if value == nil then value = 1 end
@@ -102,7 +103,11 @@ local function semaphore(fname, value, opts, bounded)
   end
   util.check_type(fname, 2, opts, "table", true)
   if opts then util.check_options(fname, 2, opts, SEM_OPTIONS) end
-  return core.Semaphore(value, bounded and value or -1, opts and opts.owned or false)
+  -- An owned Semaphore's value never exceeds its initial one (only holders
+  -- release), so that many holders at once is all there can be.
+  local owned = opts and opts.owned or false
+  return core.Semaphore(value, bounded and value or -1, owned,
+    owned and math.max(1, math.min(value, MAX_HOLDERS)) or nil)
 end
 
 -- Semaphore([value = 1], [{owned = true}])
