@@ -462,6 +462,23 @@ describe("Barrier", function()
     assert.is_true(b.broken)
   end)
 
+  it("times out while the previous round drains, without breaking it", function()
+    local go = mproc.Event()
+    local b = mproc.Barrier(2, function() go:wait(10) end)
+    local ps = {}
+    for i = 1, 2 do ps[i] = spawn(function() os.exit(b:wait(20) and 0 or 1) end) end
+    assert.is_true(support.eventually(function() return b.n_waiting == 2 end, 10))
+    local t0 = mproc.monotonic()
+    assert.are.same({ nil, "timeout" }, { b:wait(0.2) })  -- the action is running
+    assert.is_true(mproc.monotonic() - t0 < 5, "wait(0.2) took " .. (mproc.monotonic() - t0))
+    go:set()
+    assert.are.same({ 0, 0 }, join_all(ps))
+    assert.is_false(b.broken)
+    local p = spawn(function() os.exit(b:wait(10) and 0 or 1) end)
+    assert.is_not_nil(b:wait(10))
+    assert.are.equal(0, p:join(10))
+  end)
+
   it("breaks instead of wedging when a waiting party is killed", function()
     local b = mproc.Barrier(3)
     local a = spawn(function() b:wait() end)

@@ -788,16 +788,18 @@ static void barrier_nap(barrier_body *b, double deadline) {
   enter(&b->m, NULL);
 }
 
-/* A slot in the current round (waiting while the last one drains), or -1
-** when the barrier is broken. */
-static int barrier_join(barrier_body *b) {
+/* A slot in the current round (waiting while the last one drains), -1
+** when the barrier is broken, -2 when deadline passes first (the party
+** never joined a round: nothing breaks). */
+static int barrier_join(barrier_body *b, double deadline) {
   for (;;) {
     int i;
     if (b->broken) return -1;
     if (b->count < b->parties && (i = slot_take(b->w, (int)b->nslots)) >= 0)
       return i;
     if (barrier_reap(b)) { barrier_break(b); return -1; }
-    barrier_nap(b, -1);
+    if (passed(deadline)) return -2;
+    barrier_nap(b, deadline);
   }
 }
 
@@ -827,9 +829,11 @@ static int m_barrier_arrive(lua_State *L) {
   uint32_t idx;
   int i, r;
   enter(&b->m, NULL);
-  if ((i = barrier_join(b)) < 0) {
+  if ((i = barrier_join(b, deadline)) < 0) {
     mp_mutex_unlock(&b->m);
-    return lua_pushnil(L), lua_pushliteral(L, "broken"), 2;
+    lua_pushnil(L);
+    lua_pushstring(L, i == -1 ? "broken" : "timeout");
+    return 2;
   }
   idx = b->count++;
   b->w[i].ticket = b->gen;
