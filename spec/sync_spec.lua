@@ -542,6 +542,37 @@ describe("sync objects", function()
     assert.are.equal(kids, #support.children())
   end)
 
+  -- lock.guard() for lock:guard(): every public method names itself and
+  -- what it expected, never "attempt to index a nil value".
+  describe("raise for a method called with '.' instead of ':'", function()
+    local objects = {
+      mproc.Lock(), mproc.RLock(), mproc.Semaphore(), mproc.BoundedSemaphore(1, { owned = true }),
+      mproc.Event(), mproc.Condition(), mproc.Barrier(2), mproc.Value("i", 1), mproc.Array("i", 2),
+    }
+    for _, obj in ipairs(objects) do
+      local mt = getmetatable(obj)
+      local names = {}
+      for name in pairs(mt.__methods) do
+        if not name:find("^_") then names[#names + 1] = name end
+      end
+      table.sort(names)
+      for _, name in ipairs(names) do
+        for _, self in ipairs { "none", {}, 5 } do
+          local label = ("%s.%s(%s)"):format(mt.__name, name, self == "none" and "" or type(self))
+          it(label, function()
+            local f = obj[name]
+            local ok, err
+            if self == "none" then ok, err = pcall(function() f() end)
+            else ok, err = pcall(function() f(self, function() return true end) end) end
+            assert.is_false(ok)
+            assert.matches("bad argument #1 to '[%w_?]+' %(" .. mt.__name:gsub("%.", "%%.")
+              .. " expected, got " .. (self == "none" and "[%w ]+" or type(self)) .. "%)", err)
+          end)
+        end
+      end
+    end
+  end)
+
   describe("raise on bad arguments", function()
     local lock, sem, ev = mproc.Lock(), mproc.Semaphore(), mproc.Event()
     local cond, bar = mproc.Condition(), mproc.Barrier(2)

@@ -675,8 +675,7 @@ static int cond_signal(cond_body *b, lua_Integer n) {
   return k;
 }
 
-static int cond_notify(lua_State *L, lua_Integer n, const char *fname) {
-  cond_body *b = (cond_body *)self_body(L);
+static int cond_notify(lua_State *L, cond_body *b, lua_Integer n, const char *fname) {
   cond_lock(L, fname);
   enter(&b->m, NULL);
   cond_signal(b, n);
@@ -685,13 +684,14 @@ static int cond_notify(lua_State *L, lua_Integer n, const char *fname) {
 }
 
 static int m_cond_notify(lua_State *L) {
+  cond_body *b = (cond_body *)self_body(L);   /* self first: cond.notify(5) */
   lua_Integer n = luaL_optinteger(L, 2, 1);
   luaL_argcheck(L, n >= 0, 2, "n must be >= 0");
-  return cond_notify(L, n, "notify");
+  return cond_notify(L, b, n, "notify");
 }
 
 static int m_cond_notify_all(lua_State *L) {
-  return cond_notify(L, COND_SLOTS, "notify_all");
+  return cond_notify(L, (cond_body *)self_body(L), COND_SLOTS, "notify_all");
 }
 
 static int m_cond_get_lock(lua_State *L) {
