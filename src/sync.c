@@ -342,7 +342,7 @@ typedef struct {
 
 typedef struct {
   pthread_mutex_t m;
-  uint32_t seq, waiters;
+  uint32_t seq, waiters; /* waiters: a hint (see event_body) */
   int64_t value, max;   /* max < 0: unbounded */
   uint32_t owned, nholders;
   holder h[];           /* nholders, when owned */
@@ -509,6 +509,10 @@ static int l_sem_recv(lua_State *L) {
 ** Event
 ** --------------------------------------------------------------------- */
 
+/* waiters only spares set() a futex wake when nobody waits. A process
+** killed while waiting leaves it counted for good: every set() (release(),
+** for a Semaphore) then makes one wake call with no one to wake, which
+** costs a system call and is otherwise harmless. */
 typedef struct { uint32_t flag, seq, waiters; } event_body;
 
 static int l_Event(lua_State *L) {
