@@ -204,6 +204,17 @@ describe("Process", function()
     assert.is_false(support.pid_exists(pid))
   end)
 
+  it("lets mproc.wait report at once an object whose sentinel is false (ended)", function()
+    local ended = { sentinel = false }
+    local p = mproc.Process(function() mproc.sleep(30) end):start()
+    local t0 = mproc.monotonic()
+    assert.are.same({ ended }, mproc.wait({ p, ended }))
+    assert.is_true(mproc.monotonic() - t0 < 5)
+    p:kill()
+    p:join()
+    assert.are.same({ p, ended }, mproc.wait({ p, ended }, 10))
+  end)
+
   it("is a to-be-closed variable: leaving scope joins, and terminates a daemon", function()
     local kids = #support.children()
     local pid, dpid
@@ -267,6 +278,31 @@ describe("Process", function()
         assert.matches(case[3], tostring(err), 1, true)
       end)
     end
+  end)
+end)
+
+describe("Process without pidfd (pipe sentinels, as on macOS and BSD)", function()
+  it("has a sentinel that becomes ready when the child ends, not before", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p = mproc.Process(function() mproc.sleep(0.5) end):start()
+      print("early", #mproc.wait({ p }, 0.2))
+      print("join", p:join(0.1))
+      print("ended", p:join(), #mproc.wait({ p }, 5))
+      -- a grandchild must not hold its parent's sentinel open
+      local q = mproc.Process(function()
+        mproc.Process(function() mproc.sleep(1.5) end):start()
+        require("mproc.core").kill(mproc.getpid(), 9)
+      end):start()
+      local t0 = mproc.monotonic()
+      print("q ready", #mproc.wait({ q }, 5), mproc.monotonic() - t0 < 1.2)
+      print("q", q:join())
+    ]], { env = "MPROC_NO_PIDFD=1" })
+    assert.matches("early\t0\n", out, 1, true)
+    assert.matches("join\tnil\ttimeout\n", out, 1, true)
+    assert.matches("ended\t0\t1\n", out, 1, true)
+    assert.matches("q ready\t1\ttrue\n", out, 1, true)
+    assert.matches("q\t-9\n", out, 1, true)
   end)
 end)
 

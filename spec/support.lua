@@ -31,7 +31,7 @@ end
 function M.run_lua(code, opts)
   opts = opts or {}
   local path = opts.path or M.script(code)
-  local out, code_ = M.sh(M.LUA .. " " .. shell_quote(path) .. (opts.args or "")
+  local out, code_ = M.sh((opts.env and (opts.env .. " ") or "") .. M.LUA .. " " .. shell_quote(path) .. (opts.args or "")
     .. (opts.stderr == false and " 2>/dev/null" or ""), opts.stderr ~= false)
   if not opts.path then os.remove(path) end
   return out, code_

@@ -427,12 +427,19 @@ static int encode_error(Enc *e, int idx, const char *why) {
   lua_State *L = e->L;
   const Edge *x;
   luaL_Buffer B;
+  int n;
   if (!why) why = type_desc(L, idx);
   lua_pushstring(L, why);
   luaL_buffinit(L, &B);
   luaL_addstring(&B, "cannot send ");
   if (!e->edge) luaL_addstring(&B, "value");
-  for (x = e->edge; x; x = x->up) {
+  for (x = e->edge, n = 0; x; x = x->up, n++) {
+    if (n == 8 && x->up) {              /* deep paths: the innermost 8 */
+      int more = 0;
+      while (x->up) { x = x->up; more++; }
+      lua_pushfstring(L, "... (%d levels) in ", more);
+      luaL_addvalue(&B);
+    }
     describe_edge(&B, L, x);
     if (x->up) luaL_addstring(&B, " in ");
   }
@@ -960,6 +967,8 @@ static void decode_path(Dec *d) {
   push_str(d);
   lua_pushvalue(L, -1);
   if (lua_rawget(L, -3) == LUA_TNIL) {
+    /* with functions refused, no code runs: no require either */
+    if (!d->functions) bad(d, "module not loaded here");
     lua_pop(L, 1);
     lua_getglobal(L, "require");
     lua_pushvalue(L, -2);
@@ -974,6 +983,8 @@ static void decode_path(Dec *d) {
     lua_remove(L, -2);
   }
   if (lua_isnil(L, -1)) bad(d, "reference path leads nowhere");
+  if (!d->functions && lua_type(L, -1) == LUA_TFUNCTION)
+    bad(d, "functions not accepted here");
 }
 
 static void decode_mproc(Dec *d) {

@@ -54,8 +54,16 @@ static void die_with_parent(void) {}
 #define MAP_ANONYMOUS MAP_ANON
 #endif
 
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
-    defined(__OpenBSD__)
+#if defined(__linux__)
+/* A result pipe of 1 MiB (or what /proc/sys/fs/pipe-max-size allows): a
+** worker can finish a map chunk and take the next while the parent is
+** still submitting, instead of blocking on a 64 KiB pipe. */
+static int board_pipe(int fds[2]) {
+  if (pipe2(fds, O_CLOEXEC) < 0) return -1;
+  fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);
+  return 0;
+}
+#elif defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__)
 static int board_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 #else
 static int board_pipe(int fds[2]) {

@@ -25,7 +25,9 @@ M.dumps = core.dumps
 M.loads = core.loads
 
 -- The descriptor that tells when obj is ready: a number, a Lua file,
--- anything with a sentinel (Process) or a fileno() method (Connection).
+-- anything with a sentinel (Process, Popen) or a fileno() method
+-- (Connection). false: the object has ended already (a reaped Popen's
+-- sentinel is false), so it is ready without a descriptor.
 local function descriptor(obj, i)
   local t = type(obj)
   if math.type(obj) == "integer" then return obj end
@@ -35,9 +37,9 @@ local function descriptor(obj, i)
       if obj.sentinel ~= nil then return obj.sentinel end
       if util.is_callable(obj.fileno) then return obj:fileno() end
     end)
-    if ok and math.type(fd) == "integer" then return fd end
+    if ok and (fd == false or math.type(fd) == "integer") then return fd end
   end
-  util.argerror("wait", 1, ("object #%d has no descriptor to wait on (%s)"):format(i, t), 2)
+  util.argerror("wait", 1, ("object #%d has no descriptor to wait on (%s)"):format(i, t))
 end
 
 -- mproc.wait(objects, [timeout]) -> the ready ones among objects, in order;
@@ -45,12 +47,18 @@ end
 function M.wait(objects, timeout)
   util.check_type("wait", 1, objects, "table")
   timeout = util.check_timeout("wait", 2, timeout)
-  local fds = {}
-  for i, obj in ipairs(objects) do fds[i] = descriptor(obj, i) end
-  local ready, err, code = core.poll(fds, timeout)
+  local fds, at, ended = {}, {}, {}
+  for i, obj in ipairs(objects) do
+    local fd = descriptor(obj, i)
+    if fd then fds[#fds + 1], at[#fds + 1] = fd, i else ended[i] = true end
+  end
+  local ready, err, code = core.poll(fds, next(ended) and 0 or timeout)
   if not ready then return nil, err, code end
+  for _, k in ipairs(ready) do ended[at[k]] = true end
   local out = {}
-  for k, i in ipairs(ready) do out[k] = objects[i] end
+  for i, obj in ipairs(objects) do
+    if ended[i] then out[#out + 1] = obj end
+  end
   return out
 end
 
