@@ -77,6 +77,34 @@ describe("Pool", function()
     assert.is_false(r:successful())
   end)
 
+  describe("tracebacks end with the task's own frames", function()
+    local function inner() error("boom in task") end
+    local function task() inner() end
+    local function first(iter) return iter() end
+    local cases = {
+      { "apply", function() return pool:apply(task) end },
+      { "apply_async", function() return pool:apply_async(task):get(10) end },
+      { "map", function() return pool:map(task, {1, 2}) end },
+      { "map_async", function() return pool:map_async(task, {1}):get(10) end },
+      { "starmap", function() return pool:starmap(task, {{1}}) end },
+      { "starmap_async", function() return pool:starmap_async(task, {{1}}):get(10) end },
+      { "imap", function() return first(pool:imap(task, {1})) end },
+      { "imap_unordered", function() return first(pool:imap_unordered(task, {1}, 1)) end },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1], function()
+        local ok, err = pcall(case[2])
+        assert.is_false(ok)
+        assert.matches("boom in task\nstack traceback %(pool worker pid %d+%):\n", err)
+        assert.matches("in upvalue 'inner'", err, 1, true)
+        assert.is_nil(err:find("mproc/pool.lua", 1, true), err)
+        assert.is_nil(err:find("xpcall", 1, true), err)
+        local last = err:match("([^\n]*)$")
+        assert.matches("^\tspec/pool_spec%.lua:%d+: in ", last)
+      end)
+    end
+  end)
+
   it("returns nil, 'timeout' from get, and the value on a later get", function()
     local r = pool:apply_async(function() mproc.sleep(0.3) return "late" end)
     assert.are.same({nil, "timeout"}, { r:get(0.01) })
@@ -121,6 +149,68 @@ describe("Pool", function()
       end)
     end)
 
+    for _, name in ipairs({ "map", "map_async", "starmap", "starmap_async" }) do
+      it(name .. " submits nothing when a later chunk cannot be sent", function()
+        local path = tmp()
+        local function mark(x)
+          local fh = io.open(path, "a")
+          fh:write(tostring(x), "\n")
+          fh:close()
+          return x
+        end
+        local star = name:match("^star")
+        local items = { 1, 2, coroutine.create(print) }
+        if star then items = { {1}, {2}, {coroutine.create(print)} } end
+        local ok, err = pcall(pool[name], pool, mark, items, 1)
+        assert.is_false(ok)
+        assert.matches("bad argument #2 to '" .. name .. "' (cannot send the arguments", err, 1, true)
+        pool:close()
+        pool:join()
+        local ran = support.read_file(path)
+        os.remove(path)
+        assert.is_nil(ran)
+      end)
+    end
+
+    describe("takes an iterator function as input", function()
+      local function count_to(n)
+        local i = 0
+        return function() if i < n then i = i + 1 return i end end
+      end
+      local function pairs_to(n)
+        local next_i = count_to(n)
+        return function() local i = next_i() return i and { i, i } end
+      end
+      local sq = function(x) return x * x end
+      local mul = function(a, b) return a * b end
+      local cases = {
+        { "map", function() return pool:map(sq, count_to(10), 3) end },
+        { "map_async", function() return pool:map_async(sq, count_to(10)):get(10) end },
+        { "starmap", function() return pool:starmap(mul, pairs_to(10)) end },
+        { "starmap_async", function() return pool:starmap_async(mul, pairs_to(10), 4):get(10) end },
+      }
+      for _, case in ipairs(cases) do
+        it(case[1] .. " calls it until it returns nil", function()
+          local r = case[2]()
+          assert.are.equal(10, r.n)
+          for i = 1, 10 do assert.are.equal(i * i, r[i]) end
+        end)
+      end
+
+      it("such as string.gmatch; an empty one gives an empty list", function()
+        assert.are.same({ "A", "B", "C", n = 3 }, pool:map(string.upper, ("a b c"):gmatch("%a")))
+        assert.are.same({ n = 0 }, pool:map(string.upper, function() return nil end))
+      end)
+
+      it("is not called when another argument is bad", function()
+        local called = false
+        local function src() called = true end
+        assert.has_error(function() pool:map(print, src, 0) end)
+        assert.has_error(function() pool:map_async(print, src, nil, { callback = 1 }) end)
+        assert.is_false(called)
+      end)
+    end)
+
     it("map_async gives an AsyncResult; starmap spreads argument lists", function()
       local r = pool:map_async(function(s) return #s end, {"a", "bb", "ccc"})
       assert.are.same({1, 2, 3, n = 3}, r:get(10))
@@ -162,6 +252,65 @@ describe("Pool", function()
       end
       assert.are.equal(3000, yielded)
       assert.is_true(lag <= 600, "lag " .. lag)
+    end)
+  end)
+
+  describe("an imap iterator and terminate()", function()
+    local function three()
+      local i = 0
+      return function() if i < 3 then i = i + 1 return i end end
+    end
+    for _, name in ipairs({ "imap", "imap_unordered" }) do
+      for _, src in ipairs({ "list", "iterator" }) do
+        it(name .. " over a " .. src .. " raises when the pool was terminated before it was read", function()
+          local iter = pool[name](pool, function(x) return x end, src == "list" and {1, 2, 3} or three())
+          pool:terminate()
+          for _ = 1, 2 do -- and again on the next call
+            local ok, err = pcall(iter)
+            assert.is_false(ok)
+            assert.matches(name .. ": the pool was terminated before", err, 1, true)
+          end
+        end)
+      end
+    end
+
+    it("raises, after what was done, when terminated with input left mid-way", function()
+      local n = 0
+      local function endless() n = n + 1 return n end
+      local iter = pool:imap(function(x) return x end, endless)
+      assert.are.same({1, 1}, { iter() })
+      pool:terminate()
+      local ok, err, got = true, nil, 1
+      while ok do
+        local i
+        ok, i = pcall(iter)
+        if ok then
+          assert.are.equal(got + 1, i)
+          got = i
+        else
+          err = i
+        end
+      end
+      assert.matches("the pool was terminated before", err, 1, true)
+      assert.is_true(got < n)
+    end)
+
+    it("ends normally when its input was used up and read before terminate", function()
+      local iter = pool:imap(function(x) return x end, three())
+      assert.are.same({1, 1}, { iter() })
+      assert.are.same({2, 2}, { iter() })
+      assert.are.same({3, 3}, { iter() })
+      pool:terminate()
+      assert.is_nil(iter())
+    end)
+
+    it("yields everything after close() and join()", function()
+      local iter = pool:imap(function(x) return x * 2 end, three())
+      pool:close()
+      pool:join()
+      local out = {}
+      for i, v in iter do out[i] = v end
+      assert.are.same({2, 4, 6}, out)
     end)
   end)
 
@@ -280,7 +429,18 @@ describe("Pool", function()
       { "apply coroutine arg", function() pool:apply(f, { coroutine.create(f) }) end, "cannot send the arguments" },
       { "map(f, nil)", function() pool:map(f, nil) end, "bad argument #2 to 'map'" },
       { "map chunksize 0", function() pool:map(f, {}, 0) end, "chunksize must be an integer >= 1" },
-      { "starmap(f, 1)", function() pool:starmap(f, 1) end, "bad argument #2 to 'starmap'" },
+      { "starmap(f, 1)", function() pool:starmap(f, 1) end,
+        "bad argument #2 to 'starmap' (table or iterator function expected, got number)" },
+      { "map_async(f, 'x')", function() pool:map_async(f, "x") end,
+        "bad argument #2 to 'map_async' (table or iterator function expected, got string)" },
+      { "map_async callback 42", function() pool:map_async(f, {1}, nil, { callback = 42 }) end,
+        "bad argument #4 to 'map_async' (function expected, got number)" },
+      { "map_async error_callback", function() pool:map_async(f, {1}, nil, { error_callback = "x" }) end,
+        "bad argument #4 to 'map_async' (function expected, got string)" },
+      { "starmap_async callback", function() pool:starmap_async(f, {{1}}, 1, { callback = {} }) end,
+        "bad argument #4 to 'starmap_async' (function expected, got table)" },
+      { "map_async(f, {}, nil, 5)", function() pool:map_async(f, {}, nil, 5) end,
+        "bad argument #4 to 'map_async'" },
       { "imap(f, 5)", function() pool:imap(f, 5) end, "bad argument #2 to 'imap'" },
       { "imap_unordered(1)", function() pool:imap_unordered(1, {}) end, "bad argument #1 to 'imap_unordered'" },
       { "get('x')", function() pool:apply_async(f):get("x") end, "bad argument #1 to 'get'" },
@@ -294,6 +454,49 @@ describe("Pool", function()
         assert.matches(case[3], err, 1, true)
       end)
     end
+
+    describe("a method called with '.' instead of ':'", function()
+      local public = {
+        ["mproc.Pool"] = { "apply", "apply_async", "map", "map_async", "starmap", "starmap_async",
+                           "imap", "imap_unordered", "close", "terminate", "join" },
+        ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful" },
+      }
+      local function objects() return { ["mproc.Pool"] = pool, ["mproc.AsyncResult"] = pool:apply_async(f) } end
+
+      it("covers every public method", function()
+        for tname, obj in pairs(objects()) do
+          local listed = {}
+          for _, m in ipairs(public[tname]) do listed[m] = true end
+          for m in pairs(getmetatable(obj).__index) do
+            if not m:match("^_") then assert.is_true(listed[m], tname .. ":" .. m .. " has no case") end
+          end
+        end
+      end)
+
+      for tname, names in pairs(public) do
+        for _, m in ipairs(names) do
+          it(tname .. "." .. m .. "() raises naming the method and the type", function()
+            local objs = objects()
+            local fn = objs[tname][m]
+            local other = tname == "mproc.Pool" and "mproc.AsyncResult" or "mproc.Pool"
+            -- util.check_self names what it got: an mproc type by its name
+            for _, case in ipairs({ { nil, "nil" }, { 42, "number" }, { {}, "table" }, { objs[other], other } }) do
+              local ok, err = pcall(fn, case[1], f, {1})
+              assert.is_false(ok)
+              assert.matches(("bad argument #1 to '%s' (%s expected, got %s)"):format(m, tname, case[2]), err, 1, true)
+            end
+          end)
+        end
+      end
+    end)
+
+    it("a bad map_async callback is refused; later calls are unharmed", function()
+      local id = function(x) return x end
+      pcall(pool.map_async, pool, id, {1, 2}, 1, { callback = 42 })
+      pcall(pool.starmap_async, pool, id, {{1}, {2}}, 1, { error_callback = 42 })
+      assert.are.same({3, 4, n = 2}, pool:map(id, {3, 4}, 1))
+      assert.are.equal(5, pool:apply(function() return 5 end))
+    end)
   end)
 end)
 

@@ -40,13 +40,18 @@ local function error_text(err)
   return ("(error object is a %s value)"):format(type(err))
 end
 
--- The frames below the task are mproc's own: tracebacks leave them out.
+-- The frames below the task are mproc's own: tracebacks leave them out,
+-- cut at the first of xpcall (apply) or run_map/run_star (map, imap).
+local OWN_FRAMES = { "\n\t%[C%]: in function 'xpcall'", "\n[^\n]*mproc[/\\]pool%.lua:" }
+
 local function task_traceback(e)
   local tb = debug.traceback(error_text(e), 2)
-  tb = tb:match("^(.-)\n\t%[C%]: in function 'xpcall'") or
-       tb:match("^(.-)\n[^\n]*mproc[/\\]pool%.lua:") or tb
-  return (tb:gsub("\nstack traceback:", ("\nstack traceback (pool worker pid %d):")
-    :format(core.getpid()), 1))
+  local msg, frames = tb:match("^(.*)\nstack traceback:(.*)$")
+  if not msg then return tb end
+  local cut = #frames + 1
+  for _, pat in ipairs(OWN_FRAMES) do cut = math.min(cut, frames:find(pat) or cut) end
+  return ("%s\nstack traceback (pool worker pid %d):%s")
+    :format(msg, core.getpid(), frames:sub(1, cut - 1))
 end
 
 local function run_map(f, items)
@@ -175,6 +180,7 @@ end
 
 -- Waits until the result is ready or timeout passes; returns ready().
 function ar:wait(timeout)
+  util.check_self("wait", self, AsyncResult)
   timeout = util.check_timeout("wait", 1, timeout)
   local pool = self._pool
   local deadline = timeout and core.monotonic() + timeout
@@ -189,6 +195,7 @@ end
 
 -- The task's values; re-raises its error; nil, "timeout" if not ready in time.
 function ar:get(timeout)
+  util.check_self("get", self, AsyncResult)
   timeout = util.check_timeout("get", 1, timeout)
   if not self:wait(timeout) then return nil, "timeout" end
   if not self._ok then error(self._err, 0) end
@@ -196,12 +203,14 @@ function ar:get(timeout)
 end
 
 function ar:ready()
+  util.check_self("ready", self, AsyncResult)
   if not self._ready then self._pool:_pump(0) end
   return self._ready
 end
 
 function ar:successful()
-  if not self:ready() then error("successful: the result is not ready", 2) end
+  util.check_self("successful", self, AsyncResult)
+  if not self:ready() then util.misuse("successful: the result is not ready") end
   return self._ok
 end
 
@@ -347,38 +356,40 @@ end
 -- ---------------------------------------------------------------------
 
 local function check_running(self, fname)
-  if getmetatable(self) ~= Pool then
-    error(("bad argument #1 to '%s' (mproc.Pool expected, got %s)"):format(fname, type(self)), 3)
-  end
-  if self._state ~= "run" then error(("%s: the pool is not running (%s)"):format(fname, self._state), 3) end
+  if self._state ~= "run" then util.misuse(("%s: the pool is not running (%s)"):format(fname, self._state)) end
 end
 
 local function encode_function(fname, f, kind)
   util.check_callable(fname, 1, f)
   local ok, bytes = pcall(core.dumps, f)
-  if not ok then util.argerror(fname, 1, "cannot send the function: " .. error_text(bytes), 3) end
+  if not ok then util.argerror(fname, 1, "cannot send the function: " .. error_text(bytes)) end
   return kind .. bytes
 end
 
 local function encode_args(fname, n, v, i, j)
   local ok, bytes = pcall(core.dumps, v, i, j)
-  if not ok then util.argerror(fname, n, "cannot send the arguments: " .. error_text(bytes), 3) end
+  if not ok then util.argerror(fname, n, "cannot send the arguments: " .. error_text(bytes)) end
   return bytes
 end
 
 local RESULT_OPTIONS = { callback = true, error_callback = true }
 
+-- opts: nil or {callback = f, error_callback = f}
+local function check_result_options(fname, n, opts)
+  util.check_type(fname, n, opts, "table", true)
+  if not opts then return end
+  util.check_options(fname, n, opts, RESULT_OPTIONS)
+  util.check_callable(fname, n, opts.callback, true)
+  util.check_callable(fname, n, opts.error_callback, true)
+end
+
 -- apply_async(f, [args], [{callback, error_callback}]) -> AsyncResult
 function methods:apply_async(f, args, opts)
+  util.check_self("apply_async", self, Pool)
   check_running(self, "apply_async")
   local head = encode_function("apply_async", f, CALL)
   util.check_type("apply_async", 2, args, "table", true)
-  util.check_type("apply_async", 3, opts, "table", true)
-  if opts then
-    util.check_options("apply_async", 3, opts, RESULT_OPTIONS)
-    util.check_callable("apply_async", 3, opts.callback, true)
-    util.check_callable("apply_async", 3, opts.error_callback, true)
-  end
+  check_result_options("apply_async", 3, opts)
   local res = new_result(self, 1, opts)
   self:_submit(res, 1, head, encode_args("apply_async", 2, args or {}))
   return res
@@ -386,6 +397,7 @@ end
 
 -- apply(f, [args]) -> f(unpack(args)) run in a worker
 function methods:apply(f, args)
+  util.check_self("apply", self, Pool)
   check_running(self, "apply")
   return self:apply_async(f, args):get()
 end
@@ -399,49 +411,81 @@ end
 local function check_chunksize(fname, n, c)
   if c == nil then return nil end
   if math.type(c) ~= "integer" or c < 1 then
-    util.argerror(fname, n, "chunksize must be an integer >= 1", 3)
+    util.argerror(fname, n, "chunksize must be an integer >= 1")
   end
   return c
+end
+
+-- The input of map and imap: a list or an iterator function.
+local function check_source(fname, src)
+  local t = type(src)
+  if t ~= "table" and not util.is_callable(src) then
+    util.argerror(fname, 2, "table or iterator function expected, got " .. t)
+  end
+end
+
+-- Calls the iterator function src until it returns nil; returns the list.
+local function collect(src)
+  local list, n = {}, 0
+  while true do
+    local v = src()
+    if v == nil then return list end
+    n = n + 1
+    list[n] = v
+  end
+end
+
+-- Encodes list[1..n] in slices of chunksize; raises before anything is
+-- submitted if one cannot be sent.  Returns the bodies and their first indexes.
+local function encode_chunks(fname, list, n, chunksize)
+  local bodies, starts = {}, {}
+  for i = 1, n, chunksize do
+    starts[#starts + 1] = i
+    bodies[#bodies + 1] = encode_args(fname, 2, list, i, math.min(i + chunksize - 1, n))
+  end
+  return bodies, starts
 end
 
 local function map_async(self, fname, f, list, chunksize, opts, kind)
   check_running(self, fname)
   local head = encode_function(fname, f, kind)
-  util.check_type(fname, 2, list, "table")
-  chunksize = check_chunksize(fname, 3, chunksize) or default_chunksize(self, #list)
-  util.check_type(fname, 4, opts, "table", true)
-  if opts then util.check_options(fname, 4, opts, RESULT_OPTIONS) end
+  check_source(fname, list)
+  chunksize = check_chunksize(fname, 3, chunksize)
+  check_result_options(fname, 4, opts)
+  if type(list) ~= "table" then list = collect(list) end
   local n = #list
-  local res = new_result(self, (n + chunksize - 1) // chunksize, opts)
-  res._map, res._value, res._starts = true, { n = n }, {}
+  chunksize = chunksize or default_chunksize(self, n)
+  local bodies, starts = encode_chunks(fname, list, n, chunksize)
+  local res = new_result(self, #bodies, opts)
+  res._map, res._value, res._starts = true, { n = n }, starts
   if n == 0 then
     res._ready, res._ok = true, true
     if res._callback then self:_later(res._callback, res._value) end
     return res
   end
-  local k = 0
-  for i = 1, n, chunksize do
-    k = k + 1
-    res._starts[k] = i
-    self:_submit(res, k, head, encode_args(fname, 2, list, i, math.min(i + chunksize - 1, n)))
-  end
+  for k, body in ipairs(bodies) do self:_submit(res, k, head, body) end
   return res
 end
 
 function methods:map_async(f, list, chunksize, opts)
+  util.check_self("map_async", self, Pool)
   return map_async(self, "map_async", f, list, chunksize, opts, MAP)
 end
 
 function methods:starmap_async(f, list, chunksize, opts)
+  util.check_self("starmap_async", self, Pool)
   return map_async(self, "starmap_async", f, list, chunksize, opts, STAR)
 end
 
--- map(f, list, [chunksize]) -> {f(list[1]), ..., n = #list}
+-- map(f, list_or_iterator, [chunksize]) -> {f(list[1]), ..., n = #list};
+-- an iterator function is called until it returns nil, all before submitting.
 function methods:map(f, list, chunksize)
+  util.check_self("map", self, Pool)
   return map_async(self, "map", f, list, chunksize, nil, MAP):get()
 end
 
 function methods:starmap(f, list, chunksize)
+  util.check_self("starmap", self, Pool)
   return map_async(self, "starmap", f, list, chunksize, nil, STAR):get()
 end
 
@@ -472,8 +516,13 @@ function Imap:_next_chunk()
 end
 
 -- Submits chunks until ahead of the reader by limit chunks or exhausted.
+-- join() submits all the input first, so a pool that ended while input was
+-- left was terminated: raise, as AsyncResult:get does for its tasks.
 function Imap:_fill(limit)
-  if self.pool._state == "joined" then self.exhausted = true end
+  local state = self.pool._state
+  if not self.exhausted and (state == "joined" or state == "terminate") then
+    error(self.fname .. ": the pool was terminated before this iterator's input was used up", 0)
+  end
   while not self.exhausted and self.submitted - self.consumed < limit do
     local chunk = self:_next_chunk()
     if not chunk then break end
@@ -520,7 +569,7 @@ function Imap:step()
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
     else
-      if self.pool._state == "joined" then error("imap: the pool was joined or terminated", 0) end
+      if self.pool._state == "joined" then error(self.fname .. ": the pool was joined or terminated", 0) end
       self.pool:_pump(nil)
       self.pool:_run_later()
     end
@@ -530,13 +579,11 @@ end
 local function imap(self, fname, f, src, chunksize, ordered)
   check_running(self, fname)
   local head = encode_function(fname, f, MAP)
+  check_source(fname, src)
   local t = type(src)
-  if t ~= "table" and not util.is_callable(src) then
-    util.argerror(fname, 2, "table or iterator function expected, got " .. t, 2)
-  end
   chunksize = check_chunksize(fname, 3, chunksize) or 1
   local it = setmetatable({
-    pool = self, head = head, src = src, list = t == "table", n = t == "table" and #src or nil,
+    pool = self, fname = fname, head = head, src = src, list = t == "table", n = t == "table" and #src or nil,
     chunksize = chunksize, ordered = ordered, pos = 0, submitted = 0, consumed = 0,
     done = {}, starts = {}, exhausted = false,
   }, Imap)
@@ -548,11 +595,13 @@ end
 -- gives i and f(xs[i]) in input order; an iterator function as input is
 -- called until it returns nil, a bounded number of chunks ahead.
 function methods:imap(f, src, chunksize)
+  util.check_self("imap", self, Pool)
   return imap(self, "imap", f, src, chunksize, true)
 end
 
 -- imap_unordered: the same pairs, as they complete.
 function methods:imap_unordered(f, src, chunksize)
+  util.check_self("imap_unordered", self, Pool)
   return imap(self, "imap_unordered", f, src, chunksize, false)
 end
 
@@ -562,6 +611,7 @@ end
 
 -- No more tasks; the workers end once the submitted ones are done (join).
 function methods:close()
+  util.check_self("close", self, Pool)
   if self._state == "run" then self._state = "close" end
 end
 
@@ -587,6 +637,7 @@ end
 
 -- Stops the workers now, mid-task; tasks not done fail.
 function methods:terminate()
+  util.check_self("terminate", self, Pool)
   if self._state == "joined" or self._state == "terminate" then return end
   self._state = "terminate"
   for _, wk in pairs(self._workers) do wk.handle:signal(SIGTERM) end
@@ -597,8 +648,8 @@ end
 
 -- Waits for the workers to end, after close() (or terminate()).
 function methods:join()
-  if getmetatable(self) ~= Pool then error("bad argument #1 to 'join' (mproc.Pool expected)", 2) end
-  if self._state == "run" then error("join: the pool is still running; call close() or terminate() first", 2) end
+  util.check_self("join", self, Pool)
+  if self._state == "run" then util.misuse("join: the pool is still running; call close() or terminate() first") end
   if self._state ~= "close" then return end
   while next(self._imaps) do
     for it in pairs(self._imaps) do it:_fill(math.huge) end
@@ -651,13 +702,13 @@ local function check_options(a, b)
   opts = opts or {}
   util.check_options("Pool", n, opts, OPTIONS)
   if a ~= nil and (math.type(a) ~= "integer" or a < 1) then
-    util.argerror("Pool", 1, "processes must be an integer >= 1", 3)
+    util.argerror("Pool", 1, "processes must be an integer >= 1")
   end
   util.check_callable("Pool", n, opts.initializer, true)
   util.check_type("Pool", n, opts.initargs, "table", true)
   local m = opts.maxtasksperchild
   if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
-    util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1", 3)
+    util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1")
   end
   return a or core.cpu_count(), opts
 end

@@ -28,8 +28,11 @@ end
 -- Raises unless self is an object of the class mt (a method called with
 -- '.' instead of ':' gets a message naming it).
 function M.check_self(fname, self, mt)
-  if getmetatable(self) ~= mt then
-    M.argerror(fname, 1, ("%s expected, got %s"):format(mt.__name, type(self)))
+  local got = getmetatable(self)
+  if got ~= mt then
+    local name = type(got) == "table" and rawget(got, "__name")
+    M.argerror(fname, 1, ("%s expected, got %s"):format(mt.__name,
+      type(name) == "string" and name or type(self)))
   end
 end
 
