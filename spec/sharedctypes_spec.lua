@@ -170,6 +170,100 @@ describe("Array", function()
   end)
 end)
 
+describe("objects made after a fork", function()
+  -- Parent and child each map fresh shared memory after the fork, usually
+  -- at the same address: a token from the other side must be unknown
+  -- there, never resolve to an unrelated object of the receiver's own.
+  -- A fresh interpreter, so that both sides map their first chunks.
+  local SCRIPT = [[
+    local mproc = require "mproc"
+    local make = load("return " .. arg[1], "=make", "t", { mproc = mproc })
+    local path = os.tmpname()
+    local p = mproc.Process(function()
+      local f = assert(io.open(path, "wb"))
+      f:write(mproc.dumps(make()))
+      f:close()
+    end):start()
+    local mine = make()
+    assert(p:join(10) == 0)
+    local f = assert(io.open(path, "rb"))
+    local got, err = mproc.loads(f:read("a"))
+    f:close()
+    os.remove(path)
+    print(got and ("resolved to " .. tostring(got) .. " beside ours " .. tostring(mine)) or err)
+  ]]
+  local makers = {
+    'mproc.Value("i", 42)', 'mproc.Array("d", { 1, 2 })', "mproc.Lock()",
+    'mproc.Array("b", 100000)', "mproc.Event()", "mproc.Condition()", "mproc.Semaphore(3)",
+  }
+  for _, make in ipairs(makers) do
+    it("are unknown, not aliased, when a child's " .. make .. " reaches the parent", function()
+      local path = support.script(SCRIPT)
+      local out, code = support.run_lua(nil, { path = path, args = " " .. support.shell_quote(make) })
+      os.remove(path)
+      assert.are.equal(0, code, out)
+      assert.matches("unknown token", out, 1, true)
+    end)
+  end
+
+  -- The parent carves the object from a chunk the child inherited, but
+  -- its lock comes from a chunk mapped after the fork, at the address of
+  -- the child's own Lock: the child must not take that Lock for it.
+  local LOCK_SCRIPT = [[
+    local mproc = require "mproc"
+    local q = mproc.Queue()
+    local pre, make = load("return " .. arg[1], "=make", "t", { mproc = mproc })()
+    local p = mproc.Process(function()
+      local mine = mproc.Lock()
+      local ok, got = pcall(q.get, q, true, 10)
+      if not ok then print(got:find("its lock is unknown here", 1, true) and "refused" or got) return end
+      local lock = got:get_lock()
+      assert(lock:acquire(false))
+      print(mine:held() and "aliased: " .. tostring(lock) .. " is our " .. tostring(mine)
+        or "a lock of its own")
+    end):start()
+    q:put(make(mproc.Lock()))
+    assert(p:join(10) == 0)
+    local _ = pre
+  ]]
+  local with_lock = {
+    { "Condition", 'mproc.Array("b", 3000, false), function(l) return mproc.Condition(l) end' },
+    { "Value", 'mproc.Value("i", 0, false), function(l) return mproc.Value("i", 1, l) end' },
+    { "Array", 'mproc.Array("i", 2, false), function(l) return mproc.Array("i", 2, l) end' },
+  }
+  for _, case in ipairs(with_lock) do
+    it("never give a received " .. case[1] .. " the receiver's own Lock", function()
+      local path = support.script(LOCK_SCRIPT)
+      local out, code = support.run_lua(nil, { path = path, args = " " .. support.shell_quote(case[2]) })
+      os.remove(path)
+      assert.are.equal(0, code, out)
+      assert.are.equal("refused\n", out)
+    end)
+  end
+
+  it("are unknown when a Pool task returns a Value it made", function()
+    local out, code = support.run_lua([[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool(1)
+      local counter = mproc.Value("i", 0)
+      local ok, err = pcall(pool.apply, pool, function() return mproc.Value("i", 42) end)
+      print(ok, err, counter.value)
+    ]])
+    assert.are.equal(0, code, out)
+    assert.matches("^false\t.*unknown token.*\t0\n$", out)
+  end)
+
+  it("still travel within the process that made them", function()
+    local p = spawn(function()
+      local w = mproc.Value("i", 1)
+      local back = assert(mproc.loads(mproc.dumps(w)))
+      back.value = 3
+      os.exit(w.value == 3 and 0 or 1)
+    end)
+    assert.are.equal(0, p:join(10))
+  end)
+end)
+
 describe("Value and Array", function()
   local bad = {
     { "Value with typecode 'z'", function() mproc.Value("z") end, "bad typecode 'z'" },

@@ -231,6 +231,38 @@ describe("Semaphore", function()
       "release: the BoundedSemaphore is released too many times")
   end)
 
+  it("lets as many processes hold units as it has when owned (17 of 20)", function()
+    local sem, held = mproc.Semaphore(20, { owned = true }), mproc.Semaphore(0)
+    local go = mproc.Event()
+    local ps = {}
+    for i = 1, 16 do
+      ps[i] = spawn(function() sem:acquire(); held:release(); go:wait(30); sem:release() end)
+    end
+    for _ = 1, 16 do assert.is_true(held:acquire(true, 30)) end
+    assert.are.equal(4, sem:get_value())
+    assert.is_true(sem:acquire(true, 5))
+    sem:release()
+    go:set()
+    assert.are.same(all_zero(16), join_all(ps))
+    assert.are.equal(20, sem:get_value())
+  end)
+
+  it("raises rather than waits when its table of holders is full", function()
+    -- the Lua layer sizes the table to min(value, 1024); the core takes it
+    local core = require "mproc.core"
+    local sem, held, go = core.Semaphore(3, -1, true, 2), mproc.Semaphore(0), mproc.Event()
+    local ps = {}
+    for i = 1, 2 do ps[i] = spawn(function() sem:acquire(); held:release(); go:wait(30) end) end
+    for _ = 1, 2 do assert.is_true(held:acquire(true, 30)) end
+    local t0 = mproc.monotonic()
+    assert.has_error(function() sem:acquire(true, 5) end,
+      "acquire: too many processes hold the Semaphore (at most 2)")
+    assert.is_true(mproc.monotonic() - t0 < 4, "acquire waited")
+    go:set()
+    assert.are.same(all_zero(2), join_all(ps))
+    assert.is_true(sem:acquire(false))
+  end)
+
   it("refuses a release from a process holding no unit when owned", function()
     local sem = mproc.Semaphore(1, { owned = true })
     assert.has_error(function() sem:release() end,
@@ -339,6 +371,56 @@ describe("Condition", function()
   end)
 end)
 
+describe("an object whose lock was closed", function()
+  -- What `local lk <close> = mproc.Lock()` does at the end of its scope,
+  -- while a Condition, Value or Array made with it lives on.
+  local function close(obj) getmetatable(obj).__close(obj) end
+  local cases = {
+    { "Condition:notify", function(c) c:notify() end, "notify: the Condition's lock is closed" },
+    { "Condition:notify_all", function(c) c:notify_all() end, "notify_all: the Condition's lock is closed" },
+    { "Condition:wait", function(c) c:wait(0) end, "wait: the Condition's lock is closed" },
+    { "Condition:wait_for", function(c) c:wait_for(function() return false end, 0.05) end,
+      "wait: the Condition's lock is closed" },
+    { "Condition:acquire", function(c) c:acquire() end, "the Lock is closed" },
+    { "Condition:guard", function(c) local _ <close> = c:guard() end, "the Lock is closed" },
+    { "Array:totable", "Array", function(a) a:totable() end, "the Lock is closed" },
+    { "Condition(closed lock)", "new", function(lk) mproc.Condition(lk) end, "the Lock is closed" },
+    { "Value(closed lock)", "new", function(lk) mproc.Value("i", 0, lk) end, "the Lock is closed" },
+    { "Array(closed lock)", "new", function(lk) mproc.Array("i", 2, lk) end, "the Lock is closed" },
+  }
+  for _, case in ipairs(cases) do
+    local name, kind, op, want = case[1], case[2], case[3], case[4]
+    if type(kind) == "function" then kind, op, want = "Condition", case[2], case[3] end
+    it("raises, never crashes, for " .. name, function()
+      -- in a child: a crash must not take the spec run with it
+      local p = spawn(function()
+        local lk = mproc.Lock()
+        local obj = kind == "Condition" and mproc.Condition(lk)
+          or kind == "Array" and mproc.Array("i", 2, lk) or lk
+        close(lk)
+        local ok, err = pcall(op, obj)
+        if ok or not tostring(err):find(want, 1, true) then
+          io.stderr:write("got: ", tostring(ok), " ", tostring(err), "\n")
+          os.exit(1)
+        end
+      end)
+      assert.are.equal(0, p:join(10))
+    end)
+  end
+
+  it("keeps the lock's memory for the Condition, so a copy received later has it", function()
+    local lk = mproc.Lock()
+    local cond = mproc.Condition(lk)
+    close(lk)
+    local _ = mproc.Lock()   -- would take the lock's memory, were it given back
+    local mt = getmetatable(cond)
+    local back = mt.__mproc_recv(mt.__mproc_send(cond))
+    assert.is_true(back:get_lock():acquire(false))
+    back:notify()
+    back:release()
+  end)
+end)
+
 describe("Barrier", function()
   it("releases all three parties together, running the action once", function()
     local arrived, ran = mproc.Value("i", 0), mproc.Value("i", 0)
@@ -378,6 +460,23 @@ describe("Barrier", function()
     b:abort()
     assert.are.equal(0, p:join(10))
     assert.is_true(b.broken)
+  end)
+
+  it("times out while the previous round drains, without breaking it", function()
+    local go = mproc.Event()
+    local b = mproc.Barrier(2, function() go:wait(10) end)
+    local ps = {}
+    for i = 1, 2 do ps[i] = spawn(function() os.exit(b:wait(20) and 0 or 1) end) end
+    assert.is_true(support.eventually(function() return b.n_waiting == 2 end, 10))
+    local t0 = mproc.monotonic()
+    assert.are.same({ nil, "timeout" }, { b:wait(0.2) })  -- the action is running
+    assert.is_true(mproc.monotonic() - t0 < 5, "wait(0.2) took " .. (mproc.monotonic() - t0))
+    go:set()
+    assert.are.same({ 0, 0 }, join_all(ps))
+    assert.is_false(b.broken)
+    local p = spawn(function() os.exit(b:wait(10) and 0 or 1) end)
+    assert.is_not_nil(b:wait(10))
+    assert.are.equal(0, p:join(10))
   end)
 
   it("breaks instead of wedging when a waiting party is killed", function()
@@ -441,6 +540,37 @@ describe("sync objects", function()
     collectgarbage(); collectgarbage()
     assert.are.equal(fds, support.fd_listing())
     assert.are.equal(kids, #support.children())
+  end)
+
+  -- lock.guard() for lock:guard(): every public method names itself and
+  -- what it expected, never "attempt to index a nil value".
+  describe("raise for a method called with '.' instead of ':'", function()
+    local objects = {
+      mproc.Lock(), mproc.RLock(), mproc.Semaphore(), mproc.BoundedSemaphore(1, { owned = true }),
+      mproc.Event(), mproc.Condition(), mproc.Barrier(2), mproc.Value("i", 1), mproc.Array("i", 2),
+    }
+    for _, obj in ipairs(objects) do
+      local mt = getmetatable(obj)
+      local names = {}
+      for name in pairs(mt.__methods) do
+        if not name:find("^_") then names[#names + 1] = name end
+      end
+      table.sort(names)
+      for _, name in ipairs(names) do
+        for _, self in ipairs { "none", {}, 5 } do
+          local label = ("%s.%s(%s)"):format(mt.__name, name, self == "none" and "" or type(self))
+          it(label, function()
+            local f = obj[name]
+            local ok, err
+            if self == "none" then ok, err = pcall(function() f() end)
+            else ok, err = pcall(function() f(self, function() return true end) end) end
+            assert.is_false(ok)
+            assert.matches("bad argument #1 to '[%w_?]+' %(" .. mt.__name:gsub("%.", "%%.")
+              .. " expected, got " .. (self == "none" and "[%w ]+" or type(self)) .. "%)", err)
+          end)
+        end
+      end
+    end
   end)
 
   describe("raise on bad arguments", function()

@@ -12,7 +12,15 @@
 ** other process may still use it, and it stays until the processes end.
 **
 ** Handles (mproc.Lock, mproc.Value, ...) are userdata holding an mp_handle;
-** tokens "address:generation" name a cell across the process tree.
+** tokens "address:origin:generation" name a cell across the process tree.
+** The origin is drawn when a chunk (or a mapping of its own) is made, and
+** is unique across the process tree: after a fork, parent and child each
+** map new chunks, usually at the same addresses, with generations starting
+** at 1 on both sides, so the address and generation alone would let a
+** token from the other side resolve to an unrelated cell of our own. Each
+** process keeps its regions with their origins (a fork copies the table,
+** as it copies the mappings), and a token resolves only when its origin
+** is the one this process knows at that address.
 */
 #define _GNU_SOURCE
 #include <inttypes.h>
@@ -24,6 +32,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__linux__) || defined(__APPLE__)
+#include <sys/random.h>
+#endif
+
 #include "mproc.h"
 
 #define CELL_MAGIC 0x6d70636cu /* "mpcl" */
@@ -31,8 +43,10 @@
 #define MIN_SHIFT 6            /* 64 bytes */
 #define NCLASS 7               /* 64 .. 4096 */
 #define OWN_MAPPING 255
+#define SENT 1                 /* mp_cell.shared bits */
+#define LOCK_OF 2
 
-typedef struct { char *base; size_t size; int cls; } region;
+typedef struct { char *base; size_t size; int cls; uint64_t origin; } region;
 
 typedef struct {
   char *chunk;       /* chunk being carved, NULL: none */
@@ -45,19 +59,41 @@ static region *regions = NULL;
 static size_t nregions = 0, capregions = 0;
 static unsigned fork_epoch = 0;
 static uint64_t self_token = 0;
+static uint64_t origin_base = 0, origin_serial = 0;
 static int atfork_done = 0;
 
 /* ---------------------------------------------------------------------
 ** Who we are, and forks
 ** --------------------------------------------------------------------- */
 
+/* 64 bits from the kernel's random source; 0 when there is none. */
+static uint64_t random64(void) {
+  uint64_t r = 0;
+#if defined(__linux__)
+  if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = 0;
+#else
+  if (getentropy(&r, sizeof r) != 0) r = 0;
+#endif
+  return r;
+}
+
 /* pid in the high half, a per-process nonce in the low half: a reused pid
-** is not mistaken for a dead owner. */
+** is not mistaken for a dead owner. Origins of this process's regions
+** count up from a random base (pid and clock mixed in, should the random
+** source fail). */
 static void set_self(void) {
   struct timespec ts;
+  uint64_t mix;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  self_token = ((uint64_t)(uint32_t)getpid() << 32) |
-               (uint32_t)(ts.tv_nsec ^ (ts.tv_sec << 20) ^ 0x5bd1e995u);
+  mix = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ 0x5bd1e995u;
+  self_token = ((uint64_t)(uint32_t)getpid() << 32) | (uint32_t)mix;
+  origin_base = random64() ^ ((uint64_t)(uint32_t)getpid() << 40) ^ mix;
+  origin_serial = 0;
+}
+
+/* A new origin, for a region this process maps. */
+static uint64_t new_origin(void) {
+  return origin_base + ++origin_serial;
 }
 
 uint64_t mp_self(void) { return self_token; }
@@ -80,7 +116,13 @@ static void after_fork_child(void) {
 /* When the Lua state closes, every handle is gone: the table of regions
 ** goes too (the mappings stay, as a held robust mutex may sit in them). */
 static int regions_gc(lua_State *L) {
+  int i;
   (void)L;
+  for (i = 0; i < NCLASS; i++) {   /* a later state carves new chunks */
+    classes[i].chunk = NULL;
+    classes[i].used = 0;
+    classes[i].free = NULL;
+  }
   free(regions);
   regions = NULL;
   nregions = capregions = 0;
@@ -118,6 +160,7 @@ static int region_add(char *base, size_t size, int cls) {
   regions[nregions].base = base;
   regions[nregions].size = size;
   regions[nregions].cls = cls;
+  regions[nregions].origin = new_origin();
   nregions++;
   return 0;
 }
@@ -128,16 +171,21 @@ static void region_remove(char *base) {
     if (regions[i].base == base) { regions[i] = regions[--nregions]; return; }
 }
 
+/* Our region holding p, or NULL. */
+static region *region_of(const char *p) {
+  size_t i;
+  for (i = 0; i < nregions; i++)
+    if (p >= regions[i].base && p < regions[i].base + regions[i].size)
+      return &regions[i];
+  return NULL;
+}
+
 /* Is p the start of a cell in one of our regions? */
 static int is_cell_address(char *p) {
-  size_t i;
-  for (i = 0; i < nregions; i++) {
-    region *r = &regions[i];
-    if (p < r->base || p >= r->base + r->size) continue;
-    if (r->cls == OWN_MAPPING) return p == r->base;
-    return ((size_t)(p - r->base) & (((size_t)1 << (r->cls + MIN_SHIFT)) - 1)) == 0;
-  }
-  return 0;
+  region *r = region_of(p);
+  if (r == NULL) return 0;
+  if (r->cls == OWN_MAPPING) return p == r->base;
+  return ((size_t)(p - r->base) & (((size_t)1 << (r->cls + MIN_SHIFT)) - 1)) == 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -228,21 +276,35 @@ void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator) {
 ** sent. */
 int mp_handle_sole(const mp_handle *h) {
   return h->cell != NULL && h->creator == getpid() &&
-         h->epoch == fork_epoch && !h->cell->shared;
+         h->epoch == fork_epoch && !(h->cell->shared & SENT);
 }
 
+/* For __gc: the objects that use a lock hold its handle, so when the
+** handle is collected they are being collected too. */
 void mp_handle_drop(mp_handle *h) {
   if (h->cell == NULL) return;
   if (mp_handle_sole(h)) cell_recycle(h->cell);
   h->cell = NULL;
 }
 
+/* For __close, which may come while a Condition or Value still uses the
+** lock: its cell then stays (the object raises "the lock is closed"; a
+** copy received elsewhere still has the lock). */
+void mp_handle_close(mp_handle *h) {
+  if (h->cell == NULL) return;
+  if (mp_handle_sole(h) && !(h->cell->shared & LOCK_OF)) cell_recycle(h->cell);
+  h->cell = NULL;
+}
+
 /* Pushes the token of cell; marks it shared for good. */
 void mp_push_token(lua_State *L, mp_cell *cell) {
-  char buf[64];
-  cell->shared = 1;
-  if (cell->lock != NULL) cell->lock->shared = 1;
-  snprintf(buf, sizeof buf, "%" PRIxPTR ":%" PRIu32, (uintptr_t)cell, cell->gen);
+  char buf[80];
+  region *r = region_of((char *)cell);
+  if (r == NULL) luaL_error(L, "cannot send an object whose memory is not known here");
+  cell->shared |= SENT;
+  if (cell->lock != NULL) cell->lock->shared |= SENT;
+  snprintf(buf, sizeof buf, "%" PRIxPTR ":%016" PRIx64 ":%" PRIu32, (uintptr_t)cell,
+           r->origin, cell->gen);
   lua_pushstring(L, buf);
 }
 
@@ -257,14 +319,49 @@ mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type) {
   return cell;
 }
 
-/* The live cell of type named by token, or NULL. */
-mp_cell *mp_token_cell(const char *token, int type) {
+/* Makes lock the lock that goes with cell (a Condition's, a Value's); it
+** is not recycled when its handle is closed (mp_handle_close). */
+void mp_cell_set_lock(mp_cell *cell, mp_cell *lock) {
+  region *r = region_of((char *)lock);
+  lock->shared |= LOCK_OF;
+  cell->lock = lock;
+  cell->lock_gen = lock->gen;
+  cell->lock_origin = r != NULL ? r->origin : 0;
+}
+
+/* The lock that goes with cell, if it is the same lock here: the region at
+** its address must have the origin it had for the cell's maker. NULL
+** otherwise (or when cell has no lock). */
+mp_cell *mp_cell_lock(mp_cell *cell) {
+  region *r;
+  if (cell->lock == NULL) return NULL;
+  r = region_of((char *)cell->lock);
+  if (r == NULL || r->origin != cell->lock_origin) return NULL;
+  return mp_cell_check(cell->lock, cell->lock_gen, 0);
+}
+
+/* The hex or decimal number at *s up to stop, or 0 with *ok cleared. */
+static uint64_t token_field(const char **s, int base, char stop, int *ok) {
   char *end;
-  uintptr_t addr;
-  unsigned long gen;
-  addr = (uintptr_t)strtoull(token, &end, 16);
-  if (end == token || *end != ':') return NULL;
-  gen = strtoul(end + 1, &end, 10);
-  if (*end != '\0') return NULL;
-  return mp_cell_check((mp_cell *)addr, (uint32_t)gen, type);
+  uint64_t v;
+  if (!(**s >= '0' && **s <= '9') && !(base == 16 && ((**s | 0x20) >= 'a' && (**s | 0x20) <= 'f')))
+    return *ok = 0, 0;
+  v = (uint64_t)strtoull(*s, &end, base);
+  if (*end != stop) return *ok = 0, 0;
+  *s = end + (stop != '\0');
+  return v;
+}
+
+/* The live cell of type named by token, or NULL: its address must lie in
+** a region of ours whose origin is the token's. */
+mp_cell *mp_token_cell(const char *token, int type) {
+  int ok = 1;
+  uint64_t addr = token_field(&token, 16, ':', &ok);
+  uint64_t origin = ok ? token_field(&token, 16, ':', &ok) : 0;
+  uint64_t gen = ok ? token_field(&token, 10, '\0', &ok) : 0;
+  region *r;
+  if (!ok || addr > UINTPTR_MAX || gen > UINT32_MAX) return NULL;
+  r = region_of((const char *)(uintptr_t)addr);
+  if (r == NULL || r->origin != origin) return NULL;
+  return mp_cell_check((mp_cell *)(uintptr_t)addr, (uint32_t)gen, type);
 }

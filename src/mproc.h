@@ -67,12 +67,13 @@ typedef struct mp_cell {
   uint32_t magic;
   uint16_t type;
   uint8_t cls;            /* size class, 255: a mapping of its own */
-  uint8_t shared;         /* sent through the codec: never recycled */
+  uint8_t shared;         /* bits: 1 sent (never recycled), 2 a lock in use */
   uint32_t gen;           /* bumped on reuse: stale tokens do not match */
   uint32_t lock_gen;      /* the lock that goes with it (Condition, Value) */
   struct mp_cell *lock;
   uint64_t size;          /* header and body, in bytes */
-} mp_cell;                /* 32 bytes; the body follows */
+  uint64_t lock_origin;   /* origin of the lock's region (cell.c) */
+} mp_cell;                /* 40 bytes; the body follows */
 #define MP_CELL_BODY(c) ((void *)((c) + 1))
 
 typedef struct {
@@ -88,9 +89,12 @@ MP_HIDDEN mp_cell *mp_cell_alloc(size_t body, int type);
 MP_HIDDEN void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator);
 MP_HIDDEN int mp_handle_sole(const mp_handle *h);
 MP_HIDDEN void mp_handle_drop(mp_handle *h);
+MP_HIDDEN void mp_handle_close(mp_handle *h);
 MP_HIDDEN void mp_push_token(lua_State *L, mp_cell *cell);
 MP_HIDDEN mp_cell *mp_token_cell(const char *token, int type);
 MP_HIDDEN mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type);
+MP_HIDDEN void mp_cell_set_lock(mp_cell *cell, mp_cell *lock);
+MP_HIDDEN mp_cell *mp_cell_lock(mp_cell *cell);
 
 /* sync.c: what sharedctypes.c needs of locks */
 enum { MP_T_LOCK = 1, MP_T_RLOCK, MP_T_SEM, MP_T_EVENT, MP_T_COND,

@@ -165,7 +165,7 @@ static array_body *new_array(lua_State *L, const char *mt, int tc, lua_Integer n
                     mt[6] == 'V' ? MP_T_VALUE : MP_T_ARRAY);
   if (c == NULL) luaL_error(L, "cannot allocate shared memory: %s", strerror(errno));
   mp_handle_bind(h, c, 1);
-  if (lk != NULL) { c->lock = lk; c->lock_gen = lk->gen; }
+  if (lk != NULL) mp_cell_set_lock(c, lk);
   lua_pushvalue(L, lock_idx);
   lua_setiuservalue(L, -2, 1);
   b = (array_body *)MP_CELL_BODY(c);
@@ -350,8 +350,9 @@ static int recv(lua_State *L, const char *mt, int type) {
   if (c == NULL)
     return luaL_error(L, "cannot receive a %s: unknown token '%s' (objects travel "
                       "only to processes that inherited them)", mt + 6, token);
-  if (c->lock != NULL && (lk = mp_cell_check(c->lock, c->lock_gen, 0)) == NULL)
-    return luaL_error(L, "cannot receive a %s: its lock is gone", mt + 6);
+  if (c->lock != NULL && (lk = mp_cell_lock(c)) == NULL)
+    return luaL_error(L, "cannot receive a %s: its lock is unknown here (made "
+                      "after this process was forked?)", mt + 6);
   h = (mp_handle *)lua_newuserdatauv(L, sizeof *h, 1);
   h->cell = NULL;
   luaL_setmetatable(L, mt);

@@ -30,7 +30,7 @@
 #define BARRIER_MT "mproc.Barrier"
 
 #define POLL_S 0.05
-#define SEM_HOLDERS 16
+#define SEM_HOLDERS 1024   /* at most, for an owned Semaphore */
 #define COND_SLOTS 48
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
@@ -274,10 +274,11 @@ static int lock_tostring(lua_State *L, const char *mt) {
 }
 
 /* Dropping the last handle of a Lock this process holds lets it go. */
-static int lock_gc(lua_State *L, const char *mt) {
+static int lock_gc(lua_State *L, const char *mt, int closing) {
   mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
   if (mp_handle_sole(h)) lock_give((lock_body *)MP_CELL_BODY(h->cell), 1);
-  mp_handle_drop(h);
+  if (closing) mp_handle_close(h);
+  else mp_handle_drop(h);
   return 0;
 }
 
@@ -287,8 +288,10 @@ static int m_lock_release(lua_State *L) { return lock_release(L, self_body(L), "
 static int m_rlock_release(lua_State *L) { return lock_release(L, self_body(L), "RLock"); }
 static int m_lock_tostring(lua_State *L) { return lock_tostring(L, LOCK_MT); }
 static int m_rlock_tostring(lua_State *L) { return lock_tostring(L, RLOCK_MT); }
-static int m_lock_gc(lua_State *L) { return lock_gc(L, LOCK_MT); }
-static int m_rlock_gc(lua_State *L) { return lock_gc(L, RLOCK_MT); }
+static int m_lock_gc(lua_State *L) { return lock_gc(L, LOCK_MT, 0); }
+static int m_rlock_gc(lua_State *L) { return lock_gc(L, RLOCK_MT, 0); }
+static int m_lock_close(lua_State *L) { return lock_gc(L, LOCK_MT, 1); }
+static int m_rlock_close(lua_State *L) { return lock_gc(L, RLOCK_MT, 1); }
 static int m_lock_send(lua_State *L) { return send_handle(L, LOCK_MT); }
 static int m_rlock_send(lua_State *L) { return send_handle(L, RLOCK_MT); }
 
@@ -308,10 +311,17 @@ static int l_rlock_recv(lua_State *L) {
   return 1;
 }
 
-mp_cell *mp_test_lock(lua_State *L, int idx) {
+static mp_handle *test_lock(lua_State *L, int idx) {
   mp_handle *h = (mp_handle *)luaL_testudata(L, idx, LOCK_MT);
-  if (h == NULL) h = (mp_handle *)luaL_testudata(L, idx, RLOCK_MT);
-  if (h == NULL || h->cell == NULL) return NULL;
+  return h != NULL ? h : (mp_handle *)luaL_testudata(L, idx, RLOCK_MT);
+}
+
+/* The cell of the Lock or RLock at idx, NULL if it is none; raises if it
+** is closed. */
+mp_cell *mp_test_lock(lua_State *L, int idx) {
+  mp_handle *h = test_lock(L, idx);
+  if (h == NULL) return NULL;
+  if (h->cell == NULL) luaL_argerror(L, idx, "the Lock is closed");
   return h->cell;
 }
 
@@ -332,32 +342,37 @@ typedef struct {
 
 typedef struct {
   pthread_mutex_t m;
-  uint32_t seq, waiters;
+  uint32_t seq, waiters; /* waiters: a hint (see event_body) */
   int64_t value, max;   /* max < 0: unbounded */
-  uint32_t owned, pad;
-  holder h[SEM_HOLDERS];
+  uint32_t owned, nholders;
+  holder h[];           /* nholders, when owned */
 } sem_body;
 
-/* core.Semaphore(value, max, owned): max < 0 for no bound. */
+/* core.Semaphore(value, max, owned, [holders]): max < 0 for no bound; an
+** owned one has room for that many holders at once (default 1). */
 static int l_Semaphore(lua_State *L) {
   lua_Integer v = luaL_checkinteger(L, 1), max = luaL_checkinteger(L, 2);
-  int owned = lua_toboolean(L, 3), i;
+  int owned = lua_toboolean(L, 3);
+  lua_Integer n = owned ? luaL_optinteger(L, 4, 1) : 0, i;
   mp_handle *h;
   sem_body *b;
   luaL_argcheck(L, v >= 0 && v <= INT_MAX, 1, "value must be in 0..2^31-1");
+  luaL_argcheck(L, !owned || (n >= 1 && n <= SEM_HOLDERS), 4,
+                "holders must be in 1..1024");
   h = new_handle(L, SEM_MT, 0);
-  b = (sem_body *)create_cell(L, h, sizeof *b, MP_T_SEM);
+  b = (sem_body *)create_cell(L, h, sizeof *b + (size_t)n * sizeof(holder), MP_T_SEM);
   init_mutex(L, &b->m);
-  for (i = 0; i < SEM_HOLDERS; i++) init_mutex(L, &b->h[i].alive);
+  for (i = 0; i < n; i++) init_mutex(L, &b->h[i].alive);
   b->value = v;
   b->max = max;
   b->owned = (uint32_t)owned;
+  b->nholders = (uint32_t)n;
   return 1;
 }
 
 static holder *sem_mine(sem_body *b) {
-  int i;
-  for (i = 0; i < SEM_HOLDERS; i++)
+  uint32_t i;
+  for (i = 0; i < b->nholders; i++)
     if (b->h[i].who == mp_self()) return &b->h[i];
   return NULL;
 }
@@ -365,9 +380,9 @@ static holder *sem_mine(sem_body *b) {
 /* Records a unit taken by this process; 0 when no slot is free. */
 static int sem_record(sem_body *b) {
   holder *me = sem_mine(b);
-  int i;
+  uint32_t i;
   if (me != NULL) { me->count++; return 1; }
-  for (i = 0; i < SEM_HOLDERS; i++) {
+  for (i = 0; i < b->nholders; i++) {
     if (b->h[i].who != 0 || mp_mutex_trylock(&b->h[i].alive, NULL)) continue;
     b->h[i].who = mp_self();
     b->h[i].count = 1;
@@ -378,8 +393,9 @@ static int sem_record(sem_body *b) {
 
 /* Gives back the units of dead holders; 1 if any. */
 static int sem_reap(sem_body *b) {
-  int i, any = 0;
-  for (i = 0; i < SEM_HOLDERS; i++) {
+  uint32_t i;
+  int any = 0;
+  for (i = 0; i < b->nholders; i++) {
     holder *o = &b->h[i];
     if (o->who == 0 || o->who == mp_self()) continue;
     if (mp_mutex_trylock(&o->alive, NULL) != 0) continue;
@@ -392,9 +408,10 @@ static int sem_reap(sem_body *b) {
   return any;
 }
 
+/* 1 taken, 0 no unit free, -1 a unit but no room to record its holder. */
 static int sem_try(sem_body *b) {
   if (b->value <= 0) return 0;
-  if (b->owned && !sem_record(b)) return 0;
+  if (b->owned && !sem_record(b)) return -1;
   b->value--;
   return 1;
 }
@@ -406,9 +423,9 @@ static int m_sem_acquire(lua_State *L) {
   enter(&b->m, &died);
   for (;;) {
     uint32_t seen;
-    if ((ok = sem_try(b)) != 0) break;
+    if ((ok = sem_try(b)) > 0) break;
     if (b->owned && sem_reap(b)) { died = 1; continue; }
-    if (!block || passed(deadline)) break;
+    if (ok < 0 || !block || passed(deadline)) break;
     seen = LOAD(&b->seq);
     b->waiters++;
     mp_mutex_unlock(&b->m);
@@ -417,6 +434,9 @@ static int m_sem_acquire(lua_State *L) {
     b->waiters--;
   }
   mp_mutex_unlock(&b->m);
+  if (ok < 0)
+    return luaL_error(L, "acquire: too many processes hold the Semaphore (at most %d)",
+                      (int)b->nholders);
   return push_taken(L, ok, died);
 }
 
@@ -489,6 +509,10 @@ static int l_sem_recv(lua_State *L) {
 ** Event
 ** --------------------------------------------------------------------- */
 
+/* waiters only spares set() a futex wake when nobody waits. A process
+** killed while waiting leaves it counted for good: every set() (release(),
+** for a Semaphore) then makes one wake call with no one to wake, which
+** costs a system call and is otherwise harmless. */
 typedef struct { uint32_t flag, seq, waiters; } event_body;
 
 static int l_Event(lua_State *L) {
@@ -570,18 +594,21 @@ static int l_Condition(lua_State *L) {
   b = (cond_body *)create_cell(L, h, sizeof *b, MP_T_COND);
   init_mutex(L, &b->m);
   slots_init(L, b->w, COND_SLOTS);
-  h->cell->lock = lk;
-  h->cell->lock_gen = lk->gen;
+  mp_cell_set_lock(h->cell, lk);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   return 1;
 }
 
 static lock_body *cond_lock(lua_State *L, const char *fname) {
+  mp_handle *h;
   lock_body *lk;
   lua_getiuservalue(L, 1, 1);
-  lk = (lock_body *)MP_CELL_BODY(mp_test_lock(L, -1));
-  lua_pop(L, 1);
+  h = test_lock(L, -1);
+  lua_pop(L, 1);   /* the Condition's user value keeps it */
+  if (h == NULL || h->cell == NULL)
+    luaL_error(L, "%s: the Condition's lock is closed", fname);
+  lk = (lock_body *)MP_CELL_BODY(h->cell);
   if (LOAD(&lk->owner) != mp_self())
     luaL_error(L, "%s: the Condition's lock is not held by this process", fname);
   return lk;
@@ -652,8 +679,7 @@ static int cond_signal(cond_body *b, lua_Integer n) {
   return k;
 }
 
-static int cond_notify(lua_State *L, lua_Integer n, const char *fname) {
-  cond_body *b = (cond_body *)self_body(L);
+static int cond_notify(lua_State *L, cond_body *b, lua_Integer n, const char *fname) {
   cond_lock(L, fname);
   enter(&b->m, NULL);
   cond_signal(b, n);
@@ -662,13 +688,14 @@ static int cond_notify(lua_State *L, lua_Integer n, const char *fname) {
 }
 
 static int m_cond_notify(lua_State *L) {
+  cond_body *b = (cond_body *)self_body(L);   /* self first: cond.notify(5) */
   lua_Integer n = luaL_optinteger(L, 2, 1);
   luaL_argcheck(L, n >= 0, 2, "n must be >= 0");
-  return cond_notify(L, n, "notify");
+  return cond_notify(L, b, n, "notify");
 }
 
 static int m_cond_notify_all(lua_State *L) {
-  return cond_notify(L, COND_SLOTS, "notify_all");
+  return cond_notify(L, (cond_body *)self_body(L), COND_SLOTS, "notify_all");
 }
 
 static int m_cond_get_lock(lua_State *L) {
@@ -692,8 +719,10 @@ static int m_cond_send(lua_State *L) { return send_handle(L, COND_MT); }
 
 static int l_cond_recv(lua_State *L) {
   mp_cell *c = recv_cell(L, MP_T_COND, COND_MT);
-  mp_cell *lk = mp_cell_check(c->lock, c->lock_gen, 0);
-  if (lk == NULL) return luaL_error(L, "cannot receive a Condition: its lock is gone");
+  mp_cell *lk = mp_cell_lock(c);
+  if (lk == NULL)
+    return luaL_error(L, "cannot receive a Condition: its lock is unknown here "
+                      "(made after this process was forked?)");
   adopt(L, c, COND_MT, 1);
   mp_push_lock_handle(L, lk);
   lua_setiuservalue(L, -2, 1);
@@ -763,16 +792,18 @@ static void barrier_nap(barrier_body *b, double deadline) {
   enter(&b->m, NULL);
 }
 
-/* A slot in the current round (waiting while the last one drains), or -1
-** when the barrier is broken. */
-static int barrier_join(barrier_body *b) {
+/* A slot in the current round (waiting while the last one drains), -1
+** when the barrier is broken, -2 when deadline passes first (the party
+** never joined a round: nothing breaks). */
+static int barrier_join(barrier_body *b, double deadline) {
   for (;;) {
     int i;
     if (b->broken) return -1;
     if (b->count < b->parties && (i = slot_take(b->w, (int)b->nslots)) >= 0)
       return i;
     if (barrier_reap(b)) { barrier_break(b); return -1; }
-    barrier_nap(b, -1);
+    if (passed(deadline)) return -2;
+    barrier_nap(b, deadline);
   }
 }
 
@@ -802,9 +833,11 @@ static int m_barrier_arrive(lua_State *L) {
   uint32_t idx;
   int i, r;
   enter(&b->m, NULL);
-  if ((i = barrier_join(b)) < 0) {
+  if ((i = barrier_join(b, deadline)) < 0) {
     mp_mutex_unlock(&b->m);
-    return lua_pushnil(L), lua_pushliteral(L, "broken"), 2;
+    lua_pushnil(L);
+    lua_pushstring(L, i == -1 ? "broken" : "timeout");
+    return 2;
   }
   idx = b->count++;
   b->w[i].ticket = b->gen;
@@ -921,6 +954,7 @@ typedef struct {
   const char *name;
   const luaL_Reg *methods;
   lua_CFunction tostring, gc, send, recv, index;
+  lua_CFunction close;   /* NULL: gc */
 } type_spec;
 
 static void new_type(lua_State *L, const type_spec *t) {
@@ -929,7 +963,7 @@ static void new_type(lua_State *L, const type_spec *t) {
   lua_setfield(L, -2, "__tostring");
   lua_pushcfunction(L, t->gc);
   lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, t->gc);
+  lua_pushcfunction(L, t->close ? t->close : t->gc);
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, t->send);
   lua_setfield(L, -2, "__mproc_send");
@@ -972,14 +1006,16 @@ static const luaL_Reg barrier_methods[] = {
 };
 
 static const type_spec types[] = {
-  {LOCK_MT, lock_methods, m_lock_tostring, m_lock_gc, m_lock_send, l_lock_recv, NULL},
-  {RLOCK_MT, rlock_methods, m_rlock_tostring, m_rlock_gc, m_rlock_send, l_rlock_recv, NULL},
-  {SEM_MT, sem_methods, m_sem_tostring, m_sem_gc, m_sem_send, l_sem_recv, NULL},
-  {EVENT_MT, event_methods, m_event_tostring, m_event_gc, m_event_send, l_event_recv, NULL},
-  {COND_MT, cond_methods, m_cond_tostring, m_cond_gc, m_cond_send, l_cond_recv, NULL},
+  {LOCK_MT, lock_methods, m_lock_tostring, m_lock_gc, m_lock_send, l_lock_recv, NULL,
+   m_lock_close},
+  {RLOCK_MT, rlock_methods, m_rlock_tostring, m_rlock_gc, m_rlock_send, l_rlock_recv, NULL,
+   m_rlock_close},
+  {SEM_MT, sem_methods, m_sem_tostring, m_sem_gc, m_sem_send, l_sem_recv, NULL, NULL},
+  {EVENT_MT, event_methods, m_event_tostring, m_event_gc, m_event_send, l_event_recv, NULL, NULL},
+  {COND_MT, cond_methods, m_cond_tostring, m_cond_gc, m_cond_send, l_cond_recv, NULL, NULL},
   {BARRIER_MT, barrier_methods, m_barrier_tostring, m_barrier_gc, m_barrier_send,
-   l_barrier_recv, m_barrier_index},
-  {NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+   l_barrier_recv, m_barrier_index, NULL},
+  {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
 };
 
 static const luaL_Reg sync_funcs[] = {

@@ -24,6 +24,7 @@ local function the_lock(fname, n, lock)
   if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
     util.argerror(fname, n, "lock must be a boolean, mproc.Lock or mproc.RLock, got " .. type(lock), 3)
   end
+  if not pcall(lock.held, lock) then util.argerror(fname, n, "the Lock is closed") end
   return lock
 end
 
@@ -47,8 +48,10 @@ end
 
 -- a:totable() -> a plain table of the elements, read under the Array's
 -- lock (unless this process holds it already, or there is none).
-local array = debug.getregistry()["mproc.Array"].__methods
+local array_mt = debug.getregistry()["mproc.Array"]
+local array = array_mt.__methods
 function array:totable()
+  util.check_self("totable", self, array_mt)
   local ok, lock = pcall(self.get_lock, self)
   if not ok or lock:held() then return self:_totable() end
   lock:acquire()

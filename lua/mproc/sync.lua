@@ -38,18 +38,31 @@ local function guard(self, timeout)
 end
 
 for _, name in ipairs { "mproc.Lock", "mproc.RLock", "mproc.Semaphore", "mproc.Condition" } do
-  methods(name).guard = guard
+  local mt = registry[name]
+  methods(name).guard = function(self, timeout)
+    util.check_self("guard", self, mt)
+    return guard(self, timeout)
+  end
 end
 
 -- Condition --------------------------------------------------------------
 
-local cond = methods("mproc.Condition")
+local cond_mt = registry["mproc.Condition"]
+local cond = cond_mt.__methods
 
-function cond:acquire(block, timeout) return self:get_lock():acquire(block, timeout) end
-function cond:release() return self:get_lock():release() end
+function cond:acquire(block, timeout)
+  util.check_self("acquire", self, cond_mt)
+  return self:get_lock():acquire(block, timeout)
+end
+
+function cond:release()
+  util.check_self("release", self, cond_mt)
+  return self:get_lock():release()
+end
 
 -- wait_for(predicate, [timeout]) -> the predicate's last result
 function cond:wait_for(predicate, timeout)
+  util.check_self("wait_for", self, cond_mt)
   util.check_callable("wait_for", 1, predicate)
   timeout = util.check_timeout("wait_for", 2, timeout)
   local deadline = timeout and core.monotonic() + timeout
@@ -68,13 +81,15 @@ end
 
 -- Barrier ----------------------------------------------------------------
 
-local barrier = methods("mproc.Barrier")
+local barrier_mt = registry["mproc.Barrier"]
+local barrier = barrier_mt.__methods
 
 -- wait([timeout]) -> the arrival index (0 .. parties-1), or nil, "broken"
 -- (aborted, reset, a party timed out or died), or nil, "timeout" (which
 -- breaks the barrier for the others). The last party runs the action
 -- first; an error in it breaks the barrier and is raised again.
 function barrier:wait(timeout)
+  util.check_self("wait", self, barrier_mt)
   timeout = util.check_timeout("wait", 1, timeout)
   local index, last = self:_arrive(timeout)
   if index == nil then return nil, last end
@@ -94,6 +109,7 @@ function M.Lock() return core.Lock() end
 function M.RLock() return core.RLock() end
 
 local SEM_OPTIONS = { owned = true }
+local MAX_HOLDERS = 1024   -- processes holding units of an owned Semaphore at once
 
 local function semaphore(fname, value, opts, bounded)
   if value == nil then value = 1 end
@@ -102,7 +118,11 @@ local function semaphore(fname, value, opts, bounded)
   end
   util.check_type(fname, 2, opts, "table", true)
   if opts then util.check_options(fname, 2, opts, SEM_OPTIONS) end
-  return core.Semaphore(value, bounded and value or -1, opts and opts.owned or false)
+  -- An owned Semaphore's value never exceeds its initial one (only holders
+  -- release), so that many holders at once is all there can be.
+  local owned = opts and opts.owned or false
+  return core.Semaphore(value, bounded and value or -1, owned,
+    owned and math.max(1, math.min(value, MAX_HOLDERS)) or nil)
 end
 
 -- Semaphore([value = 1], [{owned = true}])
@@ -118,6 +138,7 @@ function M.Condition(lock)
   if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
     util.argerror("Condition", 1, "mproc.Lock or mproc.RLock expected, got " .. type(lock))
   end
+  if not pcall(lock.held, lock) then util.argerror("Condition", 1, "the Lock is closed") end
   return core.Condition(lock)
 end
 
