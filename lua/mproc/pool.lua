@@ -33,12 +33,7 @@ local unpack, pack = table.unpack, table.pack
 -- The worker's side (runs in the forked child)
 -- ---------------------------------------------------------------------
 
-local function error_text(err)
-  if type(err) == "string" then return err end
-  local mt = getmetatable(err)
-  if mt and mt.__tostring then return tostring(err) end
-  return ("(error object is a %s value)"):format(type(err))
-end
+local error_text = util.error_text
 
 -- The frames below the task are mproc's own: tracebacks leave them out,
 -- cut at the first of xpcall (apply) or run_map/run_star (map, imap).

@@ -89,12 +89,7 @@ local function check_started(self, fname)
   if not self._handle then util.misuse(("%s: the process was not started"):format(fname)) end
 end
 
-local function error_text(err)
-  if type(err) == "string" then return err end
-  local mt = getmetatable(err)
-  if mt and mt.__tostring then return tostring(err) end
-  return ("(error object is a %s value)"):format(type(err))
-end
+local error_text = util.error_text
 
 -- The frames below the target are mproc's own: tracebacks leave them out.
 local function child_traceback(e)

@@ -45,6 +45,14 @@ function M.check_type(fname, n, v, want, optional)
   return v
 end
 
+-- An error object as text, as lua.c shows it.
+function M.error_text(err)
+  if type(err) == "string" then return err end
+  local mt = getmetatable(err)
+  if mt and mt.__tostring then return tostring(err) end
+  return ("(error object is a %s value)"):format(type(err))
+end
+
 function M.is_callable(v)
   if type(v) == "function" then return true end
   local mt = getmetatable(v)
