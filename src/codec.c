@@ -157,10 +157,10 @@ static lua_Integer unzigzag(uint64_t u) {
   return (lua_Integer)((u >> 1) ^ (~(u & 1) + 1));
 }
 
-/* Encodes a nil, boolean or number into p (>= 11 bytes); returns length,
-** or 0 for other types. */
-static size_t encode_scalar(lua_State *L, int idx, char *p) {
-  switch (lua_type(L, idx)) {
+/* Encodes a nil, boolean or number (type t) into p (>= 11 bytes); returns
+** its length, or 0 for other types. */
+static size_t encode_scalar(lua_State *L, int idx, int t, char *p) {
+  switch (t) {
     case LUA_TNIL: p[0] = T_NIL; return 1;
     case LUA_TBOOLEAN: p[0] = lua_toboolean(L, idx) ? T_TRUE : T_FALSE; return 1;
     case LUA_TNUMBER:
@@ -691,17 +691,26 @@ static void encode_object(Enc *e, int idx) {
   }
 }
 
+/* STR len bytes, with one room check. */
+static void encode_string(Enc *e, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(e->L, idx, &n);
+  char *p = box_room(e->L, e->b, 11 + n);
+  size_t h;
+  p[0] = T_STR;
+  h = 1 + put_varint(p + 1, n);
+  memcpy(p + h, s, n);
+  e->b->n += h + n;
+}
+
 static void encode_value(Enc *e, int idx) {
   lua_State *L = e->L;
-  size_t n;
-  const char *s;
-  char *p = box_room(L, e->b, 11);
-  if ((n = encode_scalar(L, idx, p)) > 0) { e->b->n += n; return; }
-  if (lua_type(L, idx) == LUA_TSTRING) {
-    s = lua_tolstring(L, idx, &n);
-    box_tagvar(L, e->b, T_STR, n);
-    box_add(L, e->b, s, n);
-    return;
+  int t = lua_type(L, idx);
+  switch (t) {
+    case LUA_TSTRING: encode_string(e, idx); return;
+    case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER:
+      e->b->n += encode_scalar(L, idx, t, box_room(L, e->b, 11));
+      return;
   }
   if (e->depth >= MAX_DEPTH) encode_error(e, idx, "nesting too deep");
   luaL_checkstack(L, 16, "cannot send value: nesting too deep");
@@ -718,10 +727,11 @@ static void encode_value(Enc *e, int idx) {
 void mp_encode(lua_State *L, int idx, mp_bytes *out) {
   char head[16];
   size_t n;
+  int t = lua_type(L, idx);
   idx = lua_absindex(L, idx);
   out->p[1] = NULL;
   out->n[1] = 0;
-  if ((n = encode_scalar(L, idx, head)) > 0 || lua_type(L, idx) == LUA_TSTRING) {
+  if ((n = encode_scalar(L, idx, t, head)) > 0 || t == LUA_TSTRING) {
     if (n == 0) {
       out->p[1] = lua_tolstring(L, idx, &out->n[1]);
       head[0] = T_STR;
