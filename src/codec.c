@@ -884,6 +884,18 @@ static void remember(Dec *d) {
   lua_rawseti(d->L, d->objs, ++d->nobj);
 }
 
+/* Refuses a nil or NaN key before decoding it: only NIL and FLOAT can
+** give one (REF, PATH, MPROC and GLOBALS never decode to nil). */
+static void check_key(Dec *d) {
+  lua_Number f;
+  if (d->p >= d->end) bad(d, "truncated input");
+  if (*d->p == T_NIL) bad(d, "nil or NaN table key");
+  if (*d->p == T_FLOAT && left(d) > sizeof f) {
+    memcpy(&f, d->p + 1, sizeof f);
+    if (f != f) bad(d, "nil or NaN table key");
+  }
+}
+
 static void decode_table(Dec *d, int with_mt) {
   lua_State *L = d->L;
   size_t i, narr = get_len(d, 1);
@@ -902,10 +914,8 @@ static void decode_table(Dec *d, int with_mt) {
     lua_rawseti(L, t, (lua_Integer)i);
   }
   for (i = 0; i < nhash; i++) {
+    check_key(d);
     decode_value(d);
-    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
-                             lua_tonumber(L, -1) != lua_tonumber(L, -1)))
-      bad(d, "nil or NaN table key");
     decode_value(d);
     lua_rawset(L, t);
   }
