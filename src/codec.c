@@ -38,28 +38,46 @@ enum {
 #define MAX_DEPTH 1000          /* nesting, both ways */
 #define BOX_INIT 1024           /* bytes held inside the buffer userdata */
 #define INDEX_DEPTH 4           /* levels below a module the index walks */
+#define MEMO_INIT 32            /* memo slots held inside the userdata */
 #define BUFFER_MT "mproc.CodecBuffer"
 #define INDEX_KEY "mproc.codec.index"  /* registry: object -> path */
 
 /* ---------------------------------------------------------------------
-** Output buffer: a userdata owning its bytes (inline, then allocf'd), so
-** raising anywhere during encoding frees everything through __gc.
+** Encoder state: a userdata owning the output bytes and the identity memo
+** (inline, then allocf'd), so raising anywhere during encoding frees
+** everything through __gc.
 ** --------------------------------------------------------------------- */
+typedef struct {
+  const void *key;  /* lua_topointer of an object met before, or NULL */
+  lua_Integer ord;
+} Slot;
+
 typedef struct {
   char *p;
   size_t n, cap;
+  Slot *slots;      /* open addressing, linear probing; NULL until used */
+  size_t mask, used;
   char init[BOX_INIT];
+  Slot sinit[MEMO_INIT];
 } Box;
+
+static void box_free(lua_State *L, void *p, size_t n) {
+  void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  f(ud, p, n, 0);
+}
 
 static int box_gc(lua_State *L) {
   Box *b = (Box *)luaL_checkudata(L, 1, BUFFER_MT);
   if (b->p != b->init) {
-    void *ud;
-    lua_Alloc f = lua_getallocf(L, &ud);
-    f(ud, b->p, b->cap, 0);
+    box_free(L, b->p, b->cap);
     b->p = b->init;
     b->cap = BOX_INIT;
   }
+  if (b->slots && b->slots != b->sinit)
+    box_free(L, b->slots, (b->mask + 1) * sizeof(Slot));
+  b->slots = NULL;
+  b->mask = b->used = 0;
   b->n = 0;
   return 0;
 }
@@ -87,6 +105,8 @@ static Box *box_new(lua_State *L) {
   b->p = b->init;
   b->n = 0;
   b->cap = BOX_INIT;
+  b->slots = NULL;
+  b->mask = b->used = 0;
   box_metatable(L);
   lua_setmetatable(L, -2);
   return b;
@@ -146,6 +166,52 @@ static void box_varint(lua_State *L, Box *b, uint64_t v) {
 static void box_str(lua_State *L, Box *b, const char *s, size_t n) {
   box_varint(L, b, n);
   box_add(L, b, s, n);
+}
+
+/* The memo: object pointer -> ordinal, for REF.  Pointers stay valid
+** because the encoder also keeps every memoized object on a Lua list. */
+static size_t memo_hash(const void *k, size_t mask) {
+  return (size_t)(((uint64_t)(uintptr_t)k >> 3) * 0x9e3779b97f4a7c15u >> 32) & mask;
+}
+
+static lua_Integer memo_find(Box *b, const void *k) {
+  size_t i;
+  if (!b->slots) return 0;
+  for (i = memo_hash(k, b->mask); b->slots[i].key; i = (i + 1) & b->mask)
+    if (b->slots[i].key == k) return b->slots[i].ord;
+  return 0;
+}
+
+static void memo_put(Slot *s, size_t mask, const void *k, lua_Integer ord) {
+  size_t i = memo_hash(k, mask);
+  while (s[i].key) i = (i + 1) & mask;
+  s[i].key = k;
+  s[i].ord = ord;
+}
+
+/* Doubles the memo (or starts the inline one); raises when out of memory. */
+static void memo_grow(lua_State *L, Box *b) {
+  size_t i, n = b->slots ? 2 * (b->mask + 1) : MEMO_INIT;
+  Slot *s = b->sinit;
+  if (b->slots) {
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    s = (Slot *)f(ud, NULL, 0, n * sizeof(Slot));
+    if (!s) luaL_error(L, "cannot send value: not enough memory");
+  }
+  memset(s, 0, n * sizeof(Slot));
+  for (i = 0; b->slots && i <= b->mask; i++)
+    if (b->slots[i].key) memo_put(s, n - 1, b->slots[i].key, b->slots[i].ord);
+  if (b->slots && b->slots != b->sinit)
+    box_free(L, b->slots, (b->mask + 1) * sizeof(Slot));
+  b->slots = s;
+  b->mask = n - 1;
+}
+
+static void memo_add(lua_State *L, Box *b, const void *k, lua_Integer ord) {
+  if (!b->slots || 2 * (b->used + 1) > b->mask + 1) memo_grow(L, b);
+  memo_put(b->slots, b->mask, k, ord);
+  b->used++;
 }
 
 static uint64_t zigzag(lua_Integer i) {
@@ -458,21 +524,19 @@ static void enter(Enc *e, Edge *x, int kind, lua_Integer a, int b) {
   e->edge = x;
 }
 
-/* Gives the object at idx the next ordinal (after seen_before said no). */
+/* Gives the object at idx the next ordinal (after seen_before said no);
+** the seen list keeps it alive, so its pointer stays its own. */
 static void seen_add(Enc *e, int idx) {
-  lua_pushvalue(e->L, idx);
-  lua_pushinteger(e->L, ++e->nobj);
-  lua_rawset(e->L, e->seen);
+  lua_State *L = e->L;
+  memo_add(L, e->b, lua_topointer(L, idx), ++e->nobj);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, e->seen, e->nobj);
 }
 
 static int seen_before(Enc *e, int idx) {
-  lua_State *L = e->L;
-  int t;
-  lua_pushvalue(L, idx);
-  t = lua_rawget(L, e->seen);
-  if (t != LUA_TNIL) box_tagvar(L, e->b, T_REF, (uint64_t)lua_tointeger(L, -1));
-  lua_pop(L, 1);
-  return t != LUA_TNIL;
+  lua_Integer ord = memo_find(e->b, lua_topointer(e->L, idx));
+  if (ord) box_tagvar(e->L, e->b, T_REF, (uint64_t)ord);
+  return ord != 0;
 }
 
 static void encode_path(Enc *e) {
@@ -715,7 +779,7 @@ static void encode_value(Enc *e, int idx) {
   if (e->depth >= MAX_DEPTH) encode_error(e, idx, "nesting too deep");
   luaL_checkstack(L, 16, "cannot send value: nesting too deep");
   if (!e->seen) {
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 16, 0);
     lua_replace(L, e->seen = e->upvals - 1);
   }
   e->depth++;
@@ -767,7 +831,7 @@ static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer j) {
   Edge x;
   box_tagvar(L, e->b, T_TABLE, (uint64_t)(j - i + 1));
   box_add(L, e->b, (const char *)&none, 4);
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 16, 0);
   lua_replace(L, e->seen = e->upvals - 1);
   enter(e, &x, E_INDEX, 0, 0);
   for (k = i; k <= j; k++) {
