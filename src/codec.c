@@ -426,6 +426,7 @@ typedef struct {
   int nobj;
   int depth;
   const Edge *edge;
+  const void *globals;  /* the global table's pointer, once seen is made */
 } Enc;
 
 static void encode_value(Enc *e, int idx);
@@ -524,13 +525,27 @@ static void enter(Enc *e, Edge *x, int kind, lua_Integer a, int b) {
   e->edge = x;
 }
 
-/* Gives the object at idx the next ordinal (after seen_before said no);
-** the seen list keeps it alive, so its pointer stays its own. */
-static void seen_add(Enc *e, int idx) {
+/* Gives the object at idx (pointer p) the next ordinal (after seen_before
+** said no); the seen list keeps it alive, so its pointer stays its own. */
+static void seen_addp(Enc *e, int idx, const void *p) {
   lua_State *L = e->L;
-  memo_add(L, e->b, lua_topointer(L, idx), ++e->nobj);
+  memo_add(L, e->b, p, ++e->nobj);
   lua_pushvalue(L, idx);
   lua_rawseti(L, e->seen, e->nobj);
+}
+
+/* The seen list, on the first object; and the globals' pointer. */
+static void seen_start(Enc *e) {
+  lua_State *L = e->L;
+  lua_createtable(L, 16, 0);
+  lua_replace(L, e->seen = e->upvals - 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  e->globals = lua_topointer(L, -1);
+  lua_pop(L, 1);
+}
+
+static void seen_add(Enc *e, int idx) {
+  seen_addp(e, idx, lua_topointer(e->L, idx));
 }
 
 static int seen_before(Enc *e, int idx) {
@@ -728,23 +743,29 @@ static void encode_function(Enc *e, int f) {
   for (int i = 1; i <= n; i++) encode_upvalue(e, f, i, ord);
 }
 
-static void encode_object(Enc *e, int idx) {
+/* A table: REF, GLOBALS, MPROC, PATH or its contents; one pointer read
+** serves the memo and the globals test. */
+static void encode_table_object(Enc *e, int idx) {
   lua_State *L = e->L;
-  switch (lua_type(L, idx)) {
-    case LUA_TTABLE:
-      if (seen_before(e, idx)) return;
-      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-      if (lua_rawequal(L, -1, idx)) {
-        lua_pop(L, 1);
-        *box_room(L, e->b, 1) = T_GLOBALS;
-        e->b->n++;
-        return;
-      }
-      lua_pop(L, 1);
-      if (encode_mproc(e, idx) || encode_by_path(e, idx, 0)) return;
-      seen_add(e, idx);
-      encode_table(e, idx);
-      return;
+  const void *p = lua_topointer(L, idx);
+  lua_Integer ord = memo_find(e->b, p);
+  if (ord) {
+    box_tagvar(L, e->b, T_REF, (uint64_t)ord);
+    return;
+  }
+  if (p == e->globals) {
+    *box_room(L, e->b, 1) = T_GLOBALS;
+    e->b->n++;
+    return;
+  }
+  if (encode_mproc(e, idx) || encode_by_path(e, idx, 0)) return;
+  seen_addp(e, idx, p);
+  encode_table(e, idx);
+}
+
+static void encode_object(Enc *e, int idx, int t) {
+  switch (t) {
+    case LUA_TTABLE: encode_table_object(e, idx); return;
     case LUA_TFUNCTION: encode_function(e, idx); return;
     case LUA_TUSERDATA:
       if (seen_before(e, idx) || encode_mproc(e, idx) ||
@@ -778,12 +799,9 @@ static void encode_value(Enc *e, int idx) {
   }
   if (e->depth >= MAX_DEPTH) encode_error(e, idx, "nesting too deep");
   luaL_checkstack(L, 16, "cannot send value: nesting too deep");
-  if (!e->seen) {
-    lua_createtable(L, 16, 0);
-    lua_replace(L, e->seen = e->upvals - 1);
-  }
+  if (!e->seen) seen_start(e);
   e->depth++;
-  encode_object(e, idx);
+  encode_object(e, idx, t);
   e->depth--;
 }
 
@@ -831,8 +849,7 @@ static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer j) {
   Edge x;
   box_tagvar(L, e->b, T_TABLE, (uint64_t)(j - i + 1));
   box_add(L, e->b, (const char *)&none, 4);
-  lua_createtable(L, 16, 0);
-  lua_replace(L, e->seen = e->upvals - 1);
+  seen_start(e);
   enter(e, &x, E_INDEX, 0, 0);
   for (k = i; k <= j; k++) {
     x.a = k - i + 1;
