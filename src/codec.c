@@ -38,28 +38,46 @@ enum {
 #define MAX_DEPTH 1000          /* nesting, both ways */
 #define BOX_INIT 1024           /* bytes held inside the buffer userdata */
 #define INDEX_DEPTH 4           /* levels below a module the index walks */
+#define MEMO_INIT 32            /* memo slots held inside the userdata */
 #define BUFFER_MT "mproc.CodecBuffer"
 #define INDEX_KEY "mproc.codec.index"  /* registry: object -> path */
 
 /* ---------------------------------------------------------------------
-** Output buffer: a userdata owning its bytes (inline, then allocf'd), so
-** raising anywhere during encoding frees everything through __gc.
+** Encoder state: a userdata owning the output bytes and the identity memo
+** (inline, then allocf'd), so raising anywhere during encoding frees
+** everything through __gc.
 ** --------------------------------------------------------------------- */
+typedef struct {
+  const void *key;  /* lua_topointer of an object met before, or NULL */
+  lua_Integer ord;
+} Slot;
+
 typedef struct {
   char *p;
   size_t n, cap;
+  Slot *slots;      /* open addressing, linear probing; NULL until used */
+  size_t mask, used;
   char init[BOX_INIT];
+  Slot sinit[MEMO_INIT];
 } Box;
+
+static void box_free(lua_State *L, void *p, size_t n) {
+  void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  f(ud, p, n, 0);
+}
 
 static int box_gc(lua_State *L) {
   Box *b = (Box *)luaL_checkudata(L, 1, BUFFER_MT);
   if (b->p != b->init) {
-    void *ud;
-    lua_Alloc f = lua_getallocf(L, &ud);
-    f(ud, b->p, b->cap, 0);
+    box_free(L, b->p, b->cap);
     b->p = b->init;
     b->cap = BOX_INIT;
   }
+  if (b->slots && b->slots != b->sinit)
+    box_free(L, b->slots, (b->mask + 1) * sizeof(Slot));
+  b->slots = NULL;
+  b->mask = b->used = 0;
   b->n = 0;
   return 0;
 }
@@ -87,6 +105,8 @@ static Box *box_new(lua_State *L) {
   b->p = b->init;
   b->n = 0;
   b->cap = BOX_INIT;
+  b->slots = NULL;
+  b->mask = b->used = 0;
   box_metatable(L);
   lua_setmetatable(L, -2);
   return b;
@@ -148,6 +168,52 @@ static void box_str(lua_State *L, Box *b, const char *s, size_t n) {
   box_add(L, b, s, n);
 }
 
+/* The memo: object pointer -> ordinal, for REF.  Pointers stay valid
+** because the encoder also keeps every memoized object on a Lua list. */
+static size_t memo_hash(const void *k, size_t mask) {
+  return (size_t)(((uint64_t)(uintptr_t)k >> 3) * 0x9e3779b97f4a7c15u >> 32) & mask;
+}
+
+static lua_Integer memo_find(Box *b, const void *k) {
+  size_t i;
+  if (!b->slots) return 0;
+  for (i = memo_hash(k, b->mask); b->slots[i].key; i = (i + 1) & b->mask)
+    if (b->slots[i].key == k) return b->slots[i].ord;
+  return 0;
+}
+
+static void memo_put(Slot *s, size_t mask, const void *k, lua_Integer ord) {
+  size_t i = memo_hash(k, mask);
+  while (s[i].key) i = (i + 1) & mask;
+  s[i].key = k;
+  s[i].ord = ord;
+}
+
+/* Doubles the memo (or starts the inline one); raises when out of memory. */
+static void memo_grow(lua_State *L, Box *b) {
+  size_t i, n = b->slots ? 2 * (b->mask + 1) : MEMO_INIT;
+  Slot *s = b->sinit;
+  if (b->slots) {
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    s = (Slot *)f(ud, NULL, 0, n * sizeof(Slot));
+    if (!s) luaL_error(L, "cannot send value: not enough memory");
+  }
+  memset(s, 0, n * sizeof(Slot));
+  for (i = 0; b->slots && i <= b->mask; i++)
+    if (b->slots[i].key) memo_put(s, n - 1, b->slots[i].key, b->slots[i].ord);
+  if (b->slots && b->slots != b->sinit)
+    box_free(L, b->slots, (b->mask + 1) * sizeof(Slot));
+  b->slots = s;
+  b->mask = n - 1;
+}
+
+static void memo_add(lua_State *L, Box *b, const void *k, lua_Integer ord) {
+  if (!b->slots || 2 * (b->used + 1) > b->mask + 1) memo_grow(L, b);
+  memo_put(b->slots, b->mask, k, ord);
+  b->used++;
+}
+
 static uint64_t zigzag(lua_Integer i) {
   uint64_t u = (uint64_t)i;
   return (u << 1) ^ (i < 0 ? ~(uint64_t)0 : 0);
@@ -157,10 +223,10 @@ static lua_Integer unzigzag(uint64_t u) {
   return (lua_Integer)((u >> 1) ^ (~(u & 1) + 1));
 }
 
-/* Encodes a nil, boolean or number into p (>= 11 bytes); returns length,
-** or 0 for other types. */
-static size_t encode_scalar(lua_State *L, int idx, char *p) {
-  switch (lua_type(L, idx)) {
+/* Encodes a nil, boolean or number (type t) into p (>= 11 bytes); returns
+** its length, or 0 for other types. */
+static size_t encode_scalar(lua_State *L, int idx, int t, char *p) {
+  switch (t) {
     case LUA_TNIL: p[0] = T_NIL; return 1;
     case LUA_TBOOLEAN: p[0] = lua_toboolean(L, idx) ? T_TRUE : T_FALSE; return 1;
     case LUA_TNUMBER:
@@ -360,6 +426,7 @@ typedef struct {
   int nobj;
   int depth;
   const Edge *edge;
+  const void *globals;  /* the global table's pointer, once seen is made */
 } Enc;
 
 static void encode_value(Enc *e, int idx);
@@ -458,21 +525,33 @@ static void enter(Enc *e, Edge *x, int kind, lua_Integer a, int b) {
   e->edge = x;
 }
 
-/* Gives the object at idx the next ordinal (after seen_before said no). */
+/* Gives the object at idx (pointer p) the next ordinal (after seen_before
+** said no); the seen list keeps it alive, so its pointer stays its own. */
+static void seen_addp(Enc *e, int idx, const void *p) {
+  lua_State *L = e->L;
+  memo_add(L, e->b, p, ++e->nobj);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, e->seen, e->nobj);
+}
+
+/* The seen list, on the first object; and the globals' pointer. */
+static void seen_start(Enc *e) {
+  lua_State *L = e->L;
+  lua_createtable(L, 16, 0);
+  lua_replace(L, e->seen = e->upvals - 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  e->globals = lua_topointer(L, -1);
+  lua_pop(L, 1);
+}
+
 static void seen_add(Enc *e, int idx) {
-  lua_pushvalue(e->L, idx);
-  lua_pushinteger(e->L, ++e->nobj);
-  lua_rawset(e->L, e->seen);
+  seen_addp(e, idx, lua_topointer(e->L, idx));
 }
 
 static int seen_before(Enc *e, int idx) {
-  lua_State *L = e->L;
-  int t;
-  lua_pushvalue(L, idx);
-  t = lua_rawget(L, e->seen);
-  if (t != LUA_TNIL) box_tagvar(L, e->b, T_REF, (uint64_t)lua_tointeger(L, -1));
-  lua_pop(L, 1);
-  return t != LUA_TNIL;
+  lua_Integer ord = memo_find(e->b, lua_topointer(e->L, idx));
+  if (ord) box_tagvar(e->L, e->b, T_REF, (uint64_t)ord);
+  return ord != 0;
 }
 
 static void encode_path(Enc *e) {
@@ -664,23 +743,29 @@ static void encode_function(Enc *e, int f) {
   for (int i = 1; i <= n; i++) encode_upvalue(e, f, i, ord);
 }
 
-static void encode_object(Enc *e, int idx) {
+/* A table: REF, GLOBALS, MPROC, PATH or its contents; one pointer read
+** serves the memo and the globals test. */
+static void encode_table_object(Enc *e, int idx) {
   lua_State *L = e->L;
-  switch (lua_type(L, idx)) {
-    case LUA_TTABLE:
-      if (seen_before(e, idx)) return;
-      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-      if (lua_rawequal(L, -1, idx)) {
-        lua_pop(L, 1);
-        *box_room(L, e->b, 1) = T_GLOBALS;
-        e->b->n++;
-        return;
-      }
-      lua_pop(L, 1);
-      if (encode_mproc(e, idx) || encode_by_path(e, idx, 0)) return;
-      seen_add(e, idx);
-      encode_table(e, idx);
-      return;
+  const void *p = lua_topointer(L, idx);
+  lua_Integer ord = memo_find(e->b, p);
+  if (ord) {
+    box_tagvar(L, e->b, T_REF, (uint64_t)ord);
+    return;
+  }
+  if (p == e->globals) {
+    *box_room(L, e->b, 1) = T_GLOBALS;
+    e->b->n++;
+    return;
+  }
+  if (encode_mproc(e, idx) || encode_by_path(e, idx, 0)) return;
+  seen_addp(e, idx, p);
+  encode_table(e, idx);
+}
+
+static void encode_object(Enc *e, int idx, int t) {
+  switch (t) {
+    case LUA_TTABLE: encode_table_object(e, idx); return;
     case LUA_TFUNCTION: encode_function(e, idx); return;
     case LUA_TUSERDATA:
       if (seen_before(e, idx) || encode_mproc(e, idx) ||
@@ -691,26 +776,32 @@ static void encode_object(Enc *e, int idx) {
   }
 }
 
+/* STR len bytes, with one room check. */
+static void encode_string(Enc *e, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(e->L, idx, &n);
+  char *p = box_room(e->L, e->b, 11 + n);
+  size_t h;
+  p[0] = T_STR;
+  h = 1 + put_varint(p + 1, n);
+  memcpy(p + h, s, n);
+  e->b->n += h + n;
+}
+
 static void encode_value(Enc *e, int idx) {
   lua_State *L = e->L;
-  size_t n;
-  const char *s;
-  char *p = box_room(L, e->b, 11);
-  if ((n = encode_scalar(L, idx, p)) > 0) { e->b->n += n; return; }
-  if (lua_type(L, idx) == LUA_TSTRING) {
-    s = lua_tolstring(L, idx, &n);
-    box_tagvar(L, e->b, T_STR, n);
-    box_add(L, e->b, s, n);
-    return;
+  int t = lua_type(L, idx);
+  switch (t) {
+    case LUA_TSTRING: encode_string(e, idx); return;
+    case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER:
+      e->b->n += encode_scalar(L, idx, t, box_room(L, e->b, 11));
+      return;
   }
   if (e->depth >= MAX_DEPTH) encode_error(e, idx, "nesting too deep");
   luaL_checkstack(L, 16, "cannot send value: nesting too deep");
-  if (!e->seen) {
-    lua_createtable(L, 0, 4);
-    lua_replace(L, e->seen = e->upvals - 1);
-  }
+  if (!e->seen) seen_start(e);
   e->depth++;
-  encode_object(e, idx);
+  encode_object(e, idx, t);
   e->depth--;
 }
 
@@ -718,10 +809,11 @@ static void encode_value(Enc *e, int idx) {
 void mp_encode(lua_State *L, int idx, mp_bytes *out) {
   char head[16];
   size_t n;
+  int t = lua_type(L, idx);
   idx = lua_absindex(L, idx);
   out->p[1] = NULL;
   out->n[1] = 0;
-  if ((n = encode_scalar(L, idx, head)) > 0 || lua_type(L, idx) == LUA_TSTRING) {
+  if ((n = encode_scalar(L, idx, t, head)) > 0 || t == LUA_TSTRING) {
     if (n == 0) {
       out->p[1] = lua_tolstring(L, idx, &out->n[1]);
       head[0] = T_STR;
@@ -757,8 +849,7 @@ static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer j) {
   Edge x;
   box_tagvar(L, e->b, T_TABLE, (uint64_t)(j - i + 1));
   box_add(L, e->b, (const char *)&none, 4);
-  lua_createtable(L, 0, 4);
-  lua_replace(L, e->seen = e->upvals - 1);
+  seen_start(e);
   enter(e, &x, E_INDEX, 0, 0);
   for (k = i; k <= j; k++) {
     x.a = k - i + 1;
@@ -874,6 +965,18 @@ static void remember(Dec *d) {
   lua_rawseti(d->L, d->objs, ++d->nobj);
 }
 
+/* Refuses a nil or NaN key before decoding it: only NIL and FLOAT can
+** give one (REF, PATH, MPROC and GLOBALS never decode to nil). */
+static void check_key(Dec *d) {
+  lua_Number f;
+  if (d->p >= d->end) bad(d, "truncated input");
+  if (*d->p == T_NIL) bad(d, "nil or NaN table key");
+  if (*d->p == T_FLOAT && left(d) > sizeof f) {
+    memcpy(&f, d->p + 1, sizeof f);
+    if (f != f) bad(d, "nil or NaN table key");
+  }
+}
+
 static void decode_table(Dec *d, int with_mt) {
   lua_State *L = d->L;
   size_t i, narr = get_len(d, 1);
@@ -892,10 +995,8 @@ static void decode_table(Dec *d, int with_mt) {
     lua_rawseti(L, t, (lua_Integer)i);
   }
   for (i = 0; i < nhash; i++) {
+    check_key(d);
     decode_value(d);
-    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
-                             lua_tonumber(L, -1) != lua_tonumber(L, -1)))
-      bad(d, "nil or NaN table key");
     decode_value(d);
     lua_rawset(L, t);
   }
