@@ -408,6 +408,34 @@ describe("clocks", function()
     assert.is_true(took >= 0.2 and took < 2, "sleep(0.2) took " .. took)
   end)
 
+  -- lua.c turns SIGINT into a Lua error through a C signal handler, which
+  -- interrupts the system call under way: the waits must resume, with the
+  -- time left, and only then let the error through.
+  for _, case in ipairs({
+    { "sleep", "pcall(mproc.sleep, 0.6)" },
+    { "join with a timeout", "pcall(slow.join, slow, 0.6)" },
+    { "mproc.wait with a timeout", "pcall(mproc.wait, { slow }, 0.6)" },
+  }) do
+    it("resumes " .. case[1] .. " after a signal handler ran", function()
+      local out = support.run_lua(([[
+        local mproc = require "mproc"
+        local me = mproc.getpid()
+        local slow = mproc.Process(function() mproc.sleep(5) end):start()
+        local k = mproc.Process(function()
+          mproc.sleep(0.2)
+          require("mproc.core").kill(me, 2)
+        end):start()
+        local t0 = mproc.monotonic()
+        local ok, err = %s
+        print(ok, err, mproc.monotonic() - t0 >= 0.59)
+        k:join()
+        slow:kill()
+        slow:join()
+      ]]):format(case[2]))
+      assert.matches("^false\t[^\n]*interrupted!\ttrue\n$", out)
+    end)
+  end
+
   it("takes math.huge and other huge seconds as for ever", function()
     for _, forever in ipairs({ math.huge, 1e300, 2^63 }) do
       local p = mproc.Process(function() mproc.sleep(forever) end):start()
