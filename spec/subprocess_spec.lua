@@ -673,6 +673,19 @@ describe("subprocess", function()
     end
   end)
 
+  it("waits with a timeout on systems without pidfd (MPROC_NO_PIDFD=1)", function()
+    local out = support.run_lua([[
+      local sp = require "mproc.subprocess"
+      local mproc = require "mproc"
+      local p = sp.Popen{ "sleep", "0.3" }
+      local t0 = mproc.monotonic()
+      local code, err = p:wait(0.1)
+      print(code, err, mproc.monotonic() - t0 >= 0.09)
+      print(p:wait(5), mproc.monotonic() - t0 >= 0.29)
+    ]], { env = "MPROC_NO_PIDFD=1" })
+    assert.are.equal("nil\ttimeout\ttrue\n0\ttrue\n", out)
+  end)
+
   describe("tutorial example 04", function()
     it("prints the commands' output in order with stdout on a pipe", function()
       local out, code = support.run_lua(nil, { path = "examples/tutorial/04_subprocess.lua" })

@@ -207,16 +207,26 @@ static int l_child_poll(lua_State *L) {
   return 1;
 }
 
+/* Sleeps step seconds, or less when the deadline comes sooner. */
+static void nap_until(double deadline, double step) {
+  double left = deadline - mp_monotonic();
+  struct timespec ts;
+  if (left <= 0) return;
+  ts = mp_timespec(left < step ? left : step);
+  nanosleep(&ts, NULL);
+}
+
 /* child:wait([timeout]) -> exitcode, or nil, "timeout" */
 static int l_child_wait(lua_State *L) {
   mp_child *c = check_child(L);
   double deadline = mp_opt_deadline(L, 2);
   if (c->reaped) return push_status(L, c);
-  if (deadline < 0 || c->fd < 0) {
-    if (child_reap(c, deadline < 0)) return push_status(L, c);
+  if (deadline < 0) {
+    if (child_reap(c, 1)) return push_status(L, c);
   } else {
-    do {
-      wait_readable(c->fd, deadline);
+    do {  /* no descriptor (a spawned child without pidfd): poll the pid */
+      if (c->fd >= 0) wait_readable(c->fd, deadline);
+      else nap_until(deadline, 0.005);
       if (child_reap(c, 0)) return push_status(L, c);
     } while (mp_poll_ms(deadline) > 0);
   }

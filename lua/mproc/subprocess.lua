@@ -288,14 +288,6 @@ end
 function methods:wait(timeout)
   util.check_self("wait", self, Popen)
   timeout = util.check_timeout("wait", 1, timeout)
-  if self._child:fileno() < 0 and timeout then
-    -- no pidfd to sleep on (old kernels): poll the pid
-    local deadline = core.monotonic() + timeout
-    repeat
-      if self:poll() then return self.returncode end
-      core.sleep(0.005)
-    until core.monotonic() >= deadline
-  end
   local code, err = self._child:wait(timeout)
   if code then return settle(self, code) end
   return nil, err
