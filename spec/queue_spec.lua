@@ -385,3 +385,32 @@ describe("tutorial 03_queue.lua", function()
     assert.matches("Reader exitcode: %-15\n$", out)
   end)
 end)
+
+describe("Queue methods called with '.' instead of ':'", function()
+  local cases = {
+    { "Queue", { "put", "get", "put_nowait", "get_nowait", "qsize", "empty", "full", "close", "closed" } },
+    { "JoinableQueue", { "task_done", "join" } },
+    { "SimpleQueue", { "put", "get", "empty", "close", "closed" } },
+  }
+  for _, case in ipairs(cases) do
+    for _, m in ipairs(case[2]) do
+      it("raise naming " .. case[1] .. "." .. m .. " and what they got", function()
+        local q = mproc[case[1]]()
+        for _, bad in ipairs({ { nil, "nil" }, { 42, "number" }, { mproc.Lock(), "mproc.Lock" } }) do
+          local ok, err = pcall(q[m], bad[1])
+          assert.is_false(ok)
+          assert.matches(("bad argument #1 to '%s' (mproc.Queue expected, got %s)"):format(m, bad[2]), err, 1, true)
+        end
+        q:close()
+      end)
+    end
+  end
+
+  it("task_done past the items put raises at the caller's line", function()
+    local q = mproc.JoinableQueue()
+    local ok, err = pcall(function() q:task_done() end)
+    assert.is_false(ok)
+    assert.matches("^spec/queue_spec%.lua:%d+: .*task_done", err)
+    q:close()
+  end)
+end)

@@ -75,8 +75,12 @@ static void *self_body(lua_State *L) {
   mp_handle *h = (mp_handle *)lua_touserdata(L, 1);
   if (h == NULL || !lua_getmetatable(L, 1) ||
       !lua_rawequal(L, -1, lua_upvalueindex(1))) {
+    const char *name;
+    lua_settop(L, 1);  /* luaL_typeerror describes argument 1: keep it there */
     lua_getfield(L, lua_upvalueindex(1), "__name");
-    luaL_typeerror(L, 1, lua_tostring(L, -1));
+    name = lua_tostring(L, -1);  /* anchored in the metatable */
+    lua_pop(L, 1);
+    luaL_typeerror(L, 1, name);
   }
   lua_pop(L, 1);
   if (h->cell == NULL) {

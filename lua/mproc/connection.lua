@@ -3,6 +3,7 @@
 -- a socket pair, values through mproc's codec); this file makes the pair
 -- and lets Connections travel to processes that inherited them.
 local core = require "mproc.core"
+local util = require "mproc.util"
 
 local M = {}
 
@@ -36,7 +37,7 @@ end
 -- receives and conn2 only sends, as in Python.
 function M.Pipe(duplex)
   if duplex ~= nil and type(duplex) ~= "boolean" then
-    error("bad argument #1 to 'Pipe' (boolean expected, got " .. type(duplex) .. ")", 2)
+    util.argerror("Pipe", 1, "boolean expected, got " .. type(duplex))
   end
   local a, b, code = core.pipe(duplex ~= false)
   if not a then return nil, b, code end

@@ -16,61 +16,82 @@ local serial = 0
 
 local function check_block(fname, block, timeout)
   if block ~= nil and type(block) ~= "boolean" then
-    util.argerror(fname, 2, "boolean expected for block, got " .. type(block), 3)
+    util.argerror(fname, 2, "boolean expected for block, got " .. type(block))
   end
   if timeout ~= nil then util.check_timeout(fname, 3, timeout) end
+end
+
+-- The C handle of a queue; a method called with '.' instead of ':' gets a
+-- message naming it.
+local function handle(self, fname)
+  local h = type(self) == "table" and rawget(self, "_h")
+  if not h then
+    local mt = getmetatable(self)
+    local name = type(mt) == "table" and rawget(mt, "__name")
+    util.argerror(fname, 1, "mproc.Queue expected, got " ..
+      (type(name) == "string" and name or type(self)))
+  end
+  return h
 end
 
 local methods = {}
 
 -- put(v, [block], [timeout]) -> true, or nil, "full"
 function methods:put(v, block, timeout)
+  local h = handle(self, "put")
   check_block("put", block, timeout)
-  return self._h:put(v, block, timeout)
+  return h:put(v, block, timeout)
 end
 
 -- get([block], [timeout]) -> v (a got nil has no second value), or
 -- nil, "empty"
 function methods:get(block, timeout)
+  local h = handle(self, "get")
   check_block("get", block, timeout)
-  return self._h:get(block, timeout)
+  return h:get(block, timeout)
 end
 
-function methods:put_nowait(v) return self._h:put(v, false) end
+function methods:put_nowait(v) return handle(self, "put_nowait"):put(v, false) end
 
-function methods:get_nowait() return self._h:get(false) end
+function methods:get_nowait() return handle(self, "get_nowait"):get(false) end
 
-function methods:qsize() return (self._h:qsize()) end
+function methods:qsize() return (handle(self, "qsize"):qsize()) end
 
-function methods:empty() return (self._h:qsize()) == 0 end
+function methods:empty() return (handle(self, "empty"):qsize()) == 0 end
 
 function methods:full()
-  local n, maxsize = self._h:qsize()
+  local n, maxsize = handle(self, "full"):qsize()
   return maxsize > 0 and n >= maxsize
 end
 
 -- Lets go of this process's share of the queue; others keep using it.
-function methods:close() self._h:close() end
+function methods:close() handle(self, "close"):close() end
 
-function methods:closed() return self._h:closed() end
+function methods:closed() return handle(self, "closed"):closed() end
 
 -- JoinableQueue only
 local joinable = setmetatable({}, { __index = methods })
 
 -- task_done(): one item got earlier is processed; raises when called
 -- more times than items were put.
-function joinable:task_done() return self._h:task_done() end
+function joinable:task_done()
+  local h = handle(self, "task_done")
+  local ok, err = pcall(h.task_done, h)
+  if not ok then util.misuse(err) end
+  return err
+end
 
 -- join([timeout]) -> true once every item put is task_done, or nil, "timeout"
 function joinable:join(timeout)
+  local h = handle(self, "join")
   timeout = util.check_timeout("join", 1, timeout)
-  return self._h:join(timeout)
+  return h:join(timeout)
 end
 
 -- SimpleQueue: get, put, empty, close
 local simple = {
-  get = function(self) return self._h:get() end,
-  put = function(self, v) return self._h:put(v) end,
+  get = function(self) return handle(self, "get"):get() end,
+  put = function(self, v) return handle(self, "put"):put(v) end,
   empty = methods.empty,
   close = methods.close,
   closed = methods.closed,
@@ -102,7 +123,7 @@ local JoinableMT = class("mproc.JoinableQueue", joinable)
 
 local function new(fname, mt, maxsize)
   if maxsize ~= nil and math.type(maxsize) ~= "integer" then
-    util.argerror(fname, 1, "integer expected for maxsize, got " .. (math.type(maxsize) or type(maxsize)), 3)
+    util.argerror(fname, 1, "integer expected for maxsize, got " .. (math.type(maxsize) or type(maxsize)))
   end
   local h, err, code = core.queue_new(maxsize or 0)
   if not h then return nil, err, code end
