@@ -11,7 +11,7 @@ for c in ("bBhHiIlLqQfd"):gmatch(".") do TYPECODES[c] = true end
 local function check_typecode(fname, tc)
   if not TYPECODES[tc] then
     util.argerror(fname, 1, ("bad typecode %s (one of b B h H i I l L q Q f d)")
-      :format(type(tc) == "string" and ("'" .. tc .. "'") or type(tc)), 3)
+      :format(type(tc) == "string" and ("'" .. tc .. "'") or type(tc)))
   end
 end
 
@@ -22,7 +22,7 @@ local function the_lock(fname, n, lock)
   if lock == false then return false end
   local mt = getmetatable(lock)
   if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
-    util.argerror(fname, n, "lock must be a boolean, mproc.Lock or mproc.RLock, got " .. type(lock), 3)
+    util.argerror(fname, n, "lock must be a boolean, mproc.Lock or mproc.RLock, got " .. type(lock))
   end
   if not pcall(lock.held, lock) then util.argerror(fname, n, "the Lock is closed") end
   return lock

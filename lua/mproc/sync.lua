@@ -114,7 +114,7 @@ local MAX_HOLDERS = 1024   -- processes holding units of an owned Semaphore at o
 local function semaphore(fname, value, opts, bounded)
   if value == nil then value = 1 end
   if math.type(value) ~= "integer" or value < 0 or value > 0x7fffffff then
-    util.argerror(fname, 1, "value must be an integer in 0..2^31-1, got " .. tostring(value), 3)
+    util.argerror(fname, 1, "value must be an integer in 0..2^31-1, got " .. tostring(value))
   end
   util.check_type(fname, 2, opts, "table", true)
   if opts then util.check_options(fname, 2, opts, SEM_OPTIONS) end

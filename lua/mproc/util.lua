@@ -40,7 +40,7 @@ function M.check_type(fname, n, v, want, optional)
   if v == nil and optional then return v end
   local got = type(v)
   if got ~= want then
-    M.argerror(fname, n, ("%s expected, got %s"):format(want, got == "nil" and "no value" or got), 2)
+    M.argerror(fname, n, ("%s expected, got %s"):format(want, got == "nil" and "no value" or got))
   end
   return v
 end
@@ -62,7 +62,7 @@ end
 function M.check_callable(fname, n, v, optional)
   if v == nil and optional then return v end
   if not M.is_callable(v) then
-    M.argerror(fname, n, "function expected, got " .. type(v), 2)
+    M.argerror(fname, n, "function expected, got " .. type(v))
   end
   return v
 end
@@ -71,7 +71,7 @@ end
 function M.check_timeout(fname, n, v)
   if v == nil then return nil end
   if type(v) ~= "number" or v ~= v then
-    M.argerror(fname, n, "timeout must be a number of seconds, got " .. type(v), 2)
+    M.argerror(fname, n, "timeout must be a number of seconds, got " .. type(v))
   end
   return v < 0 and 0 or v
 end
@@ -80,7 +80,7 @@ end
 function M.check_options(fname, n, opts, allowed)
   for k in pairs(opts) do
     if type(k) ~= "number" and not allowed[k] then
-      M.argerror(fname, n, ("unknown option '%s'"):format(tostring(k)), 2)
+      M.argerror(fname, n, ("unknown option '%s'"):format(tostring(k)))
     end
   end
 end
