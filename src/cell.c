@@ -98,8 +98,6 @@ static uint64_t new_origin(void) {
 
 uint64_t mp_self(void) { return self_token; }
 
-unsigned mp_fork_epoch(void) { return fork_epoch; }
-
 static void after_fork_parent(void) { fork_epoch++; }
 
 static void after_fork_child(void) {
@@ -310,7 +308,7 @@ void mp_push_token(lua_State *L, mp_cell *cell) {
 
 /* cell if it is a live cell of this process tree with that generation
 ** and type (0: Lock or RLock), else NULL. */
-mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type) {
+static mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type) {
   if (cell == NULL || !is_cell_address((char *)cell)) return NULL;
   if (cell->magic != CELL_MAGIC || cell->gen != gen) return NULL;
   if (type == 0 ? (cell->type != MP_T_LOCK && cell->type != MP_T_RLOCK)

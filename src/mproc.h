@@ -84,7 +84,6 @@ typedef struct {
 
 MP_HIDDEN void mp_cell_init(lua_State *L);
 MP_HIDDEN uint64_t mp_self(void);
-MP_HIDDEN unsigned mp_fork_epoch(void);
 MP_HIDDEN mp_cell *mp_cell_alloc(size_t body, int type);
 MP_HIDDEN void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator);
 MP_HIDDEN int mp_handle_sole(const mp_handle *h);
@@ -92,7 +91,6 @@ MP_HIDDEN void mp_handle_drop(mp_handle *h);
 MP_HIDDEN void mp_handle_close(mp_handle *h);
 MP_HIDDEN void mp_push_token(lua_State *L, mp_cell *cell);
 MP_HIDDEN mp_cell *mp_token_cell(const char *token, int type);
-MP_HIDDEN mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type);
 MP_HIDDEN void mp_cell_set_lock(mp_cell *cell, mp_cell *lock);
 MP_HIDDEN mp_cell *mp_cell_lock(mp_cell *cell);
 
@@ -102,8 +100,6 @@ enum { MP_T_LOCK = 1, MP_T_RLOCK, MP_T_SEM, MP_T_EVENT, MP_T_COND,
 MP_HIDDEN int mp_push_lock_handle(lua_State *L, mp_cell *cell);
 MP_HIDDEN mp_cell *mp_test_lock(lua_State *L, int idx);
 
-/* proc.c: the fork path other concerns (pool workers) build on */
-MP_HIDDEN void mp_after_fork_child(void);
 
 /* codec.c: Lua values to bytes and back (format and trust notes there).
 ** mp_encode encodes the value at idx; its bytes are p[0] (n[0] bytes)

@@ -120,7 +120,7 @@ static int l_exit_hook_gc(lua_State *L) {
 /* What every child of mproc does first: it has no children of its own
 ** yet, its stdout is line-buffered so nothing printed is lost when it is
 ** terminated, and its stdin is /dev/null, as with Python's fork start. */
-void mp_after_fork_child(void) {
+static void mp_after_fork_child(void) {
   nlive = 0;
   live_owner = getpid();
   if (my_sentinel_w >= 0) { close(my_sentinel_w); my_sentinel_w = -1; }
