@@ -1,7 +1,7 @@
 /*
 ** fd.c: descriptor plumbing shared by the C files: pipes that are
 ** close-on-exec from birth, and bigger pipe buffers where the system has
-** them.  The platform choices live here and nowhere else.
+** them.  The pipe platform choices live here.
 */
 #define _GNU_SOURCE
 #include <fcntl.h>

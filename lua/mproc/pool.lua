@@ -317,7 +317,9 @@ function methods:_pump(timeout)
   if self._state == "joined" then return end
   self:_feed()
   local board = self._board
-  for _, w in ipairs(board:wait(timeout)) do
+  local ready, err = board:wait(timeout)
+  if not ready then error("Pool: " .. err, 0) end   -- poll(2) itself failed
+  for _, w in ipairs(ready) do
     self:_dispatch(w, board:recv(w))
     local code = self._workers[w].handle:poll()
     if code then self:_worker_ended(w, code) end
