@@ -1,6 +1,10 @@
 -- mproc.util: argument checks shared by the Lua layer.
 -- Misuse raises with a message that names the function and argument,
 -- in the words of luaL_argerror: "bad argument #2 to 'join' (...)".
+-- Also the helpers the Lua layer would otherwise write twice: token
+-- tables for objects that travel through the codec, and deadlines.
+local core = require "mproc.core"
+
 local M = {}
 
 -- The error level, seen from the function calling user_level's caller,
@@ -83,6 +87,32 @@ function M.check_options(fname, n, opts, allowed)
       M.argerror(fname, n, ("unknown option '%s'"):format(tostring(k)))
     end
   end
+end
+
+-- Objects of this process by token, for a class's __mproc_recv: an object
+-- travels (as a token) to processes that inherited it, which hold the same
+-- object. Returns add(obj) -> token, a new token naming obj, and
+-- find(kind, token, usable) -> obj, which raises, as if from the
+-- __mproc_recv calling it, when token names no live object of this process
+-- or usable(obj) is false; kind names the class in the message. Call find
+-- as a statement, not in a tail call, so the error's level stays right.
+function M.tokens()
+  local live = setmetatable({}, { __mode = "v" })
+  local serial = 0
+  local function add(obj)
+    serial = serial + 1
+    local token = core.getpid() .. ":" .. serial
+    live[token] = obj
+    return token
+  end
+  local function find(kind, token, usable)
+    local obj = live[token]
+    if obj == nil or not usable(obj) then
+      error(("cannot receive %s %q: not inherited by this process"):format(kind, tostring(token)), 3)
+    end
+    return obj
+  end
+  return add, find
 end
 
 return M
