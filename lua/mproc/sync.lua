@@ -65,14 +65,11 @@ function cond:wait_for(predicate, timeout)
   util.check_self("wait_for", self, cond_mt)
   util.check_callable("wait_for", 1, predicate)
   timeout = util.check_timeout("wait_for", 2, timeout)
-  local deadline = timeout and core.monotonic() + timeout
+  local deadline = util.deadline(timeout)
   local result = predicate()
   while not result do
-    local left
-    if deadline then
-      left = deadline - core.monotonic()
-      if left <= 0 then break end
-    end
+    local left = util.left(deadline)
+    if left == 0 then break end
     self:wait(left)
     result = predicate()
   end

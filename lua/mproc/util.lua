@@ -89,6 +89,17 @@ function M.check_options(fname, n, opts, allowed)
   end
 end
 
+-- A deadline on the monotonic clock timeout seconds from now; nil (no
+-- deadline) for a nil timeout.
+function M.deadline(timeout)
+  return timeout and core.monotonic() + timeout
+end
+
+-- Seconds left before deadline, never below 0; nil for no deadline.
+function M.left(deadline)
+  return deadline and math.max(deadline - core.monotonic(), 0)
+end
+
 -- Objects of this process by token, for a class's __mproc_recv: an object
 -- travels (as a token) to processes that inherited it, which hold the same
 -- object. Returns add(obj) -> token, a new token naming obj, and
