@@ -131,11 +131,7 @@ function M.Event() return core.Event() end
 -- Condition([lock]): lock is an mproc.Lock or mproc.RLock (default: a new RLock)
 function M.Condition(lock)
   if lock == nil then lock = core.RLock() end
-  local mt = getmetatable(lock)
-  if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
-    util.argerror("Condition", 1, "mproc.Lock or mproc.RLock expected, got " .. type(lock))
-  end
-  if not pcall(lock.held, lock) then util.argerror("Condition", 1, "the Lock is closed") end
+  util.check_lock("Condition", 1, lock, "mproc.Lock or mproc.RLock expected, got ")
   return core.Condition(lock)
 end
 

@@ -71,6 +71,17 @@ function M.check_callable(fname, n, v, optional)
   return v
 end
 
+-- Raises unless lock is an open mproc.Lock or mproc.RLock; for a value of
+-- another type the message is expected followed by the value's type.
+function M.check_lock(fname, n, lock, expected)
+  local mt = getmetatable(lock)
+  if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
+    M.argerror(fname, n, expected .. type(lock))
+  end
+  if not pcall(lock.held, lock) then M.argerror(fname, n, "the Lock is closed") end
+  return lock
+end
+
 -- A timeout is nil (wait for ever) or a number of seconds >= 0.
 function M.check_timeout(fname, n, v)
   if v == nil then return nil end
