@@ -11,12 +11,6 @@ local function roundtrip(v)
   return r, s
 end
 
-local function tmp()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
-
 local function is_nan(x) return x ~= x end
 
 describe("codec", function()
@@ -223,7 +217,7 @@ describe("codec", function()
     end)
 
     it("cross a fork with shared upvalues intact, both ways", function()
-      local out, back = tmp(), tmp()
+      local out, back = support.tmpname(), support.tmpname()
       local t = 0
       local function tick() t = t + 1; return t end
       support.write_file(back, mproc.dumps({ tick, function() return t end }))

@@ -5,12 +5,6 @@ local _ENV = _G -- luacheck: ignore 211
 local mproc = require "mproc"
 local support = require "support"
 
-local function tmp()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
-
 -- Waits for a file to hold a pid; returns it.
 local function pid_in(path)
   local pid
@@ -169,7 +163,7 @@ describe("Pool", function()
 
     for _, name in ipairs({ "map", "map_async", "starmap", "starmap_async" }) do
       it(name .. " submits nothing when a later chunk cannot be sent", function()
-        local path = tmp()
+        local path = support.tmpname()
         local function mark(x)
           local fh = io.open(path, "a")
           fh:write(tostring(x), "\n")
@@ -354,7 +348,7 @@ describe("Pool", function()
     }
     for _, case in ipairs(cases) do
       it("fails its task (" .. case[1] .. "), naming pid and cause; the others complete", function()
-        local pidfile = tmp()
+        local pidfile = support.tmpname()
         local others = {}
         for i = 1, 4 do others[i] = pool:apply_async(function(x) mproc.sleep(0.05) return x end, {i}) end
         local r = pool:apply_async(case[2], {pidfile})
@@ -521,7 +515,7 @@ end)
 describe("Pool and its parent", function()
   local function start_script(code, setsid)
     local path = support.script(code)
-    local out = tmp()
+    local out = support.tmpname()
     local p = assert(io.popen(("%s%s %s > %s 2>&1 & echo $!"):format(
       setsid and "setsid " or "", support.LUA, support.shell_quote(path), out)))
     local pid = tonumber(p:read("a"))

@@ -1,12 +1,6 @@
 local mproc = require "mproc"
 local support = require "support"
 
-local function tmp()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
-
 describe("mproc", function()
   it("runs under Lua 5.4", function()
     assert.are.equal("Lua 5.4", _VERSION)
@@ -20,7 +14,7 @@ end)
 
 describe("Process", function()
   it("runs the target with its arguments in another process", function()
-    local out = tmp()
+    local out = support.tmpname()
     local p = mproc.Process{target = function(a, b)
       support.write_file(out, ("%s %s %d"):format(a, b, mproc.getpid()))
     end, args = {"x", 42}}
@@ -125,7 +119,7 @@ describe("Process", function()
   end)
 
   it("names processes Process-N unless named, and knows itself in the child", function()
-    local out = tmp()
+    local out = support.tmpname()
     local p = mproc.Process{target = function()
       local me, parent = mproc.current_process(), mproc.parent_process()
       support.write_file(out, table.concat({ me.name, me.pid, parent.pid,
@@ -333,7 +327,7 @@ describe("fork hygiene", function()
   it("reseeds math.random in every child", function()
     local files, procs = {}, {}
     for i = 1, 4 do
-      files[i] = tmp()
+      files[i] = support.tmpname()
       procs[i] = mproc.Process(function()
         support.write_file(files[i], tostring(math.random(1 << 40)))
       end):start()
@@ -364,7 +358,7 @@ describe("fork hygiene", function()
   end)
 
   it("gives the child /dev/null as stdin", function()
-    local out = tmp()
+    local out = support.tmpname()
     mproc.Process(function()
       local p = io.popen("readlink /proc/" .. mproc.getpid() .. "/fd/0")
       support.write_file(out, p:read("l"))
@@ -378,7 +372,7 @@ end)
 describe("the parent's exit", function()
   for _, ending in ipairs({ "", "os.exit(0)", "os.exit(0, true)", "error('script fails')" }) do
     it("terminates daemonic children and joins the others (" .. (ending == "" and "end of script" or ending) .. ")", function()
-      local flag = tmp()
+      local flag = support.tmpname()
       local t0 = mproc.monotonic()
       local out = support.run_lua(([[
         local mproc = require "mproc"

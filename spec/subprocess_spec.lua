@@ -5,12 +5,6 @@ local support = require "support"
 
 local PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
 
-local function tmp()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
-
 -- Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session.
 local function stat_of(text)
   local pid, ppid, pgrp, session = text:match("^(%d+) %b() %S+ (%d+) (%d+) (%d+)")
@@ -88,7 +82,7 @@ describe("subprocess", function()
   end)
 
   describe("a program that cannot start", function()
-    local dir = tmp()
+    local dir = support.tmpname()
     local cases = {
       { "is missing", { "no-such-program-here" }, nil,
         "cannot run 'no-such-program-here': No such file or directory", 2 },
@@ -294,7 +288,7 @@ describe("subprocess", function()
     end)
 
     it("takes Lua files and descriptor numbers for stdio", function()
-      local path = tmp()
+      local path = support.tmpname()
       local f = assert(io.open(path, "w"))
       local cmd = { "sh", "-c", "echo to-file; echo to-err >&2" }
       assert.are.equal(0, subprocess.call(cmd, { stdout = f, stderr = core.fileno(f) }))
@@ -311,7 +305,7 @@ describe("subprocess", function()
         local subprocess = require "mproc.subprocess"
         subprocess.call({ "sh", "-c", "echo to-out; echo to-err >&2" }, { stdout = 2, stderr = 1 })
       ]])
-      local o, e = tmp(), tmp()
+      local o, e = support.tmpname(), support.tmpname()
       support.sh(("%s %s >%s 2>%s"):format(support.LUA, script, o, e))
       assert.are.same({ "to-err\n", "to-out\n" }, { support.read_file(o), support.read_file(e) })
       os.remove(script); os.remove(o); os.remove(e)
@@ -551,7 +545,7 @@ describe("subprocess", function()
     }
     for _, case in ipairs(ready_cases) do
       it("stops at its deadline when " .. case[1], function()
-        local path = tmp()
+        local path = support.tmpname()
         local st = case[2](path)
         assert.are.same({ nil, "timeout" }, { core.communicate(st, 0) })
         assert.is_true(case[3](st) < 32 * 1024 * 1024)
@@ -701,7 +695,7 @@ describe("subprocess", function()
     end)
 
     it("prints nil for a program that cannot start instead of failing at the print", function()
-      local dir = tmp() -- a PATH with sh and no getent
+      local dir = support.tmpname() -- a PATH with sh and no getent
       assert.is_true(os.execute(("mkdir %s && ln -s /bin/sh %s/sh"):format(dir, dir)))
       local out, code = support.sh(("PATH=%s \"$(command -v %s)\" examples/tutorial/04_subprocess.lua 2>/dev/null")
         :format(dir, support.LUA))

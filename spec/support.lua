@@ -18,6 +18,13 @@ function M.script(code)
   return path
 end
 
+-- A fresh temporary path, with no file there yet.
+function M.tmpname()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+
 -- Runs a shell command; returns its output (stdout, and stderr when
 -- merge is true) and its exit code.
 function M.sh(cmd, merge)

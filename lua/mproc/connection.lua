@@ -11,26 +11,22 @@ local mt = debug.getregistry()["mproc.Connection"]
 
 -- Connections of this process by token, and back, for the codec: a
 -- Connection travels to processes that inherited its descriptor.
-local live = setmetatable({}, { __mode = "v" })
+local add, find = util.tokens()
 local tokens = setmetatable({}, { __mode = "k" })
-local serial = 0
 
 function mt.__mproc_send(c)
   return tokens[c] or error("cannot send a Connection that mproc.Pipe did not make", 2)
 end
 
+local function usable(c) return not c:closed() end
+
 function mt.__mproc_recv(token)
-  local c = live[token]
-  if c == nil or c:closed() then
-    error(("cannot receive mproc.Connection %q: not inherited by this process"):format(tostring(token)), 2)
-  end
+  local c = find("mproc.Connection", token, usable)
   return c
 end
 
 local function remember(c)
-  serial = serial + 1
-  local token = core.getpid() .. ":" .. serial
-  live[token], tokens[c] = c, token
+  tokens[c] = add(c)
 end
 
 -- mproc.Pipe([duplex = true]) -> conn1, conn2. One-way: conn1 only

@@ -178,9 +178,9 @@ function ar:wait(timeout)
   util.check_self("wait", self, AsyncResult)
   timeout = util.check_timeout("wait", 1, timeout)
   local pool = self._pool
-  local deadline = timeout and core.monotonic() + timeout
+  local deadline = util.deadline(timeout)
   while not self._ready do
-    local left = deadline and math.max(deadline - core.monotonic(), 0)
+    local left = util.left(deadline)
     pool:_pump(left)
     if left == 0 then break end
   end
@@ -626,9 +626,9 @@ function methods:close()
 end
 
 local function reap_all(self, timeout)
-  local deadline = core.monotonic() + timeout
+  local deadline = util.deadline(timeout)
   for _, wk in pairs(self._workers) do
-    wk.handle:wait(math.max(deadline - core.monotonic(), 0))
+    wk.handle:wait(util.left(deadline))
   end
   for _, wk in pairs(self._workers) do
     if not wk.handle:poll() then

@@ -214,9 +214,9 @@ M.ParentProcess.__index = M.ParentProcess
 function M.ParentProcess:is_alive() return core.getppid() == self.pid end
 function M.ParentProcess:join(timeout)
   timeout = util.check_timeout("join", 1, timeout)
-  local deadline = timeout and core.monotonic() + timeout
+  local deadline = util.deadline(timeout)
   while self:is_alive() do
-    if deadline and core.monotonic() >= deadline then return nil, "timeout" end
+    if util.left(deadline) == 0 then return nil, "timeout" end
     core.sleep(0.01)
   end
   return true

@@ -11,8 +11,8 @@ local M = {}
 
 -- Queues of this process by token, for the codec's __mproc_recv: a queue
 -- travels to processes that inherited it, which hold the same object.
-local live = setmetatable({}, { __mode = "v" })
-local serial = 0
+-- One table for the three classes, so a token names one queue of one class.
+local add, find = util.tokens()
 
 local function check_block(fname, block, timeout)
   if block ~= nil and type(block) ~= "boolean" then
@@ -106,11 +106,9 @@ local function class(name, index)
   end
   function mt.__close(self) self._h:close() end
   function mt.__mproc_send(self) return self._token end
+  local function usable(q) return getmetatable(q) == mt and not q._h:closed() end
   function mt.__mproc_recv(token)
-    local q = live[token]
-    if q == nil or getmetatable(q) ~= mt or q._h:closed() then
-      error(("cannot receive %s %q: not inherited by this process"):format(name, tostring(token)), 2)
-    end
+    local q = find(name, token, usable)
     return q
   end
   debug.getregistry()[name] = mt
@@ -127,9 +125,8 @@ local function new(fname, mt, maxsize)
   end
   local h, err, code = core.queue_new(maxsize or 0)
   if not h then return nil, err, code end
-  serial = serial + 1
-  local q = setmetatable({ _h = h, _token = core.getpid() .. ":" .. serial }, mt)
-  live[q._token] = q
+  local q = setmetatable({ _h = h }, mt)
+  q._token = add(q)
   return q
 end
 

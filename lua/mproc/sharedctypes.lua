@@ -20,12 +20,7 @@ end
 local function the_lock(fname, n, lock)
   if lock == nil or lock == true then return core.RLock() end
   if lock == false then return false end
-  local mt = getmetatable(lock)
-  if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
-    util.argerror(fname, n, "lock must be a boolean, mproc.Lock or mproc.RLock, got " .. type(lock))
-  end
-  if not pcall(lock.held, lock) then util.argerror(fname, n, "the Lock is closed") end
-  return lock
+  return util.check_lock(fname, n, lock, "lock must be a boolean, mproc.Lock or mproc.RLock, got ")
 end
 
 -- Value(typecode, [init = 0], [lock = true])

@@ -313,11 +313,10 @@ local function communicate(self, input, timeout)
     st = { stdin = self.stdin, input = input, pos = 0, stdout = self.stdout, stderr = self.stderr }
     self._comm = st
   end
-  local t0 = core.monotonic()
+  local deadline = util.deadline(timeout)
   local ok, cerr, code = core.communicate(st, timeout)
   if not ok then return false, cerr, code end
-  local left = timeout and math.max(0, timeout - (core.monotonic() - t0))
-  local rc, werr = self:wait(left)
+  local rc, werr = self:wait(util.left(deadline))
   if not rc then return false, werr end
   local out, err = captured(st, "stdout", "out"), captured(st, "stderr", "err")
   -- the buffers' memory is mapped, unseen by the collector: free it now

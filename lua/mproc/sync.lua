@@ -65,14 +65,11 @@ function cond:wait_for(predicate, timeout)
   util.check_self("wait_for", self, cond_mt)
   util.check_callable("wait_for", 1, predicate)
   timeout = util.check_timeout("wait_for", 2, timeout)
-  local deadline = timeout and core.monotonic() + timeout
+  local deadline = util.deadline(timeout)
   local result = predicate()
   while not result do
-    local left
-    if deadline then
-      left = deadline - core.monotonic()
-      if left <= 0 then break end
-    end
+    local left = util.left(deadline)
+    if left == 0 then break end
     self:wait(left)
     result = predicate()
   end
@@ -134,11 +131,7 @@ function M.Event() return core.Event() end
 -- Condition([lock]): lock is an mproc.Lock or mproc.RLock (default: a new RLock)
 function M.Condition(lock)
   if lock == nil then lock = core.RLock() end
-  local mt = getmetatable(lock)
-  if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
-    util.argerror("Condition", 1, "mproc.Lock or mproc.RLock expected, got " .. type(lock))
-  end
-  if not pcall(lock.held, lock) then util.argerror("Condition", 1, "the Lock is closed") end
+  util.check_lock("Condition", 1, lock, "mproc.Lock or mproc.RLock expected, got ")
   return core.Condition(lock)
 end
 

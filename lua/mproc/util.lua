@@ -1,6 +1,10 @@
 -- mproc.util: argument checks shared by the Lua layer.
 -- Misuse raises with a message that names the function and argument,
 -- in the words of luaL_argerror: "bad argument #2 to 'join' (...)".
+-- Also the helpers the Lua layer would otherwise write twice: token
+-- tables for objects that travel through the codec, and deadlines.
+local core = require "mproc.core"
+
 local M = {}
 
 -- The error level, seen from the function calling user_level's caller,
@@ -67,6 +71,17 @@ function M.check_callable(fname, n, v, optional)
   return v
 end
 
+-- Raises unless lock is an open mproc.Lock or mproc.RLock; for a value of
+-- another type the message is expected followed by the value's type.
+function M.check_lock(fname, n, lock, expected)
+  local mt = getmetatable(lock)
+  if type(mt) ~= "table" or (mt.__name ~= "mproc.Lock" and mt.__name ~= "mproc.RLock") then
+    M.argerror(fname, n, expected .. type(lock))
+  end
+  if not pcall(lock.held, lock) then M.argerror(fname, n, "the Lock is closed") end
+  return lock
+end
+
 -- A timeout is nil (wait for ever) or a number of seconds >= 0.
 function M.check_timeout(fname, n, v)
   if v == nil then return nil end
@@ -83,6 +98,43 @@ function M.check_options(fname, n, opts, allowed)
       M.argerror(fname, n, ("unknown option '%s'"):format(tostring(k)))
     end
   end
+end
+
+-- A deadline on the monotonic clock timeout seconds from now; nil (no
+-- deadline) for a nil timeout.
+function M.deadline(timeout)
+  return timeout and core.monotonic() + timeout
+end
+
+-- Seconds left before deadline, never below 0; nil for no deadline.
+function M.left(deadline)
+  return deadline and math.max(deadline - core.monotonic(), 0)
+end
+
+-- Objects of this process by token, for a class's __mproc_recv: an object
+-- travels (as a token) to processes that inherited it, which hold the same
+-- object. Returns add(obj) -> token, a new token naming obj, and
+-- find(kind, token, usable) -> obj, which raises, as if from the
+-- __mproc_recv calling it, when token names no live object of this process
+-- or usable(obj) is false; kind names the class in the message. Call find
+-- as a statement, not in a tail call, so the error's level stays right.
+function M.tokens()
+  local live = setmetatable({}, { __mode = "v" })
+  local serial = 0
+  local function add(obj)
+    serial = serial + 1
+    local token = core.getpid() .. ":" .. serial
+    live[token] = obj
+    return token
+  end
+  local function find(kind, token, usable)
+    local obj = live[token]
+    if obj == nil or not usable(obj) then
+      error(("cannot receive %s %q: not inherited by this process"):format(kind, tostring(token)), 3)
+    end
+    return obj
+  end
+  return add, find
 end
 
 return M
