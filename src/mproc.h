@@ -93,6 +93,16 @@ MP_HIDDEN void mp_push_token(lua_State *L, mp_cell *cell);
 MP_HIDDEN mp_cell *mp_token_cell(const char *token, int type);
 MP_HIDDEN void mp_cell_set_lock(mp_cell *cell, mp_cell *lock);
 MP_HIDDEN mp_cell *mp_cell_lock(mp_cell *cell);
+/* cell.c: handle userdata, alike for every type (mt is "mproc.Name") */
+MP_HIDDEN mp_handle *mp_handle_new(lua_State *L, const char *mt, int nuv);
+MP_HIDDEN void *mp_handle_alloc(lua_State *L, mp_handle *h, size_t body, int type);
+MP_HIDDEN void *mp_handle_body(lua_State *L, int idx, const char *mt);
+MP_HIDDEN int mp_handle_gc(lua_State *L, const char *mt);
+MP_HIDDEN int mp_handle_send(lua_State *L, const char *mt);
+MP_HIDDEN mp_handle *mp_handle_adopt(lua_State *L, mp_cell *cell, const char *mt, int nuv);
+MP_HIDDEN mp_handle *mp_handle_recv(lua_State *L, int type, const char *mt, int nuv);
+MP_HIDDEN void mp_handle_type(lua_State *L, const char *mt, const luaL_Reg *meta,
+                              const luaL_Reg *methods, lua_CFunction index);
 
 /* sync.c: what sharedctypes.c needs of locks */
 enum { MP_T_LOCK = 1, MP_T_RLOCK, MP_T_SEM, MP_T_EVENT, MP_T_COND,
