@@ -131,6 +131,8 @@ MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions
 ** the exit hook's live table; push before spawning, attach after. */
 MP_HIDDEN void mp_child_push(lua_State *L);
 MP_HIDDEN void mp_child_attach(lua_State *L, int idx, pid_t pid);
+/* proc.c: waitpid(pid, status, flags), looping on EINTR */
+MP_HIDDEN pid_t mp_waitpid(pid_t pid, int *status, int flags);
 
 /* spawn.c: core.spawn and core.communicate, for mproc.subprocess */
 MP_HIDDEN void mp_open_spawn(lua_State *L);
