@@ -37,8 +37,10 @@ MP_HIDDEN int mp_poll_ms(double deadline);
 /* Deadline for a Lua timeout argument at idx: none/nil gives -1. */
 MP_HIDDEN double mp_opt_deadline(lua_State *L, int idx);
 
-/* fd.c: pipe2(O_CLOEXEC) or its equivalent; a 1 MiB pipe buffer if possible */
+/* fd.c: pipe2(O_CLOEXEC) and socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC)
+** or their equivalents; a 1 MiB pipe buffer if possible */
 MP_HIDDEN int mp_cloexec_pipe(int fds[2]);
+MP_HIDDEN int mp_cloexec_socketpair(int sv[2]);
 MP_HIDDEN void mp_grow_pipe(int fd);
 
 /* time.c: seconds (a duration or a point on a clock) as a timespec */
