@@ -55,6 +55,7 @@ MP_HIDDEN int mp_fail(lua_State *L, const char *what);
 #include <pthread.h>
 #include <stdint.h>
 MP_HIDDEN void *mp_shm_alloc(size_t size);
+MP_HIDDEN void *mp_shm_reserve(size_t size);
 MP_HIDDEN void mp_shm_free(void *p, size_t size);
 MP_HIDDEN int mp_mutex_init(pthread_mutex_t *m);
 MP_HIDDEN int mp_mutex_lock(pthread_mutex_t *m, double deadline, int *owner_died);

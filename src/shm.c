@@ -44,16 +44,29 @@
 #ifndef MAP_ANONYMOUS
 #define MAP_ANONYMOUS MAP_ANON
 #endif
-
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
 
 /* ---------------------------------------------------------------------
 ** Segments
 ** --------------------------------------------------------------------- */
 
-void *mp_shm_alloc(size_t size) {
+static void *shm_map(size_t size, int flags) {
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+                 MAP_SHARED | MAP_ANONYMOUS | flags, -1, 0);
   return p == MAP_FAILED ? NULL : p;
+}
+
+/* A zeroed shared segment, or NULL (errno set). */
+void *mp_shm_alloc(size_t size) {
+  return shm_map(size, 0);
+}
+
+/* The same with no swap reserved up front (MAP_NORESERVE where it
+** exists): for big regions of which little may ever be touched. */
+void *mp_shm_reserve(size_t size) {
+  return shm_map(size, MAP_NORESERVE);
 }
 
 void mp_shm_free(void *p, size_t size) {
