@@ -12,7 +12,9 @@
 ** other process may still use it, and it stays until the processes end.
 **
 ** Handles (mproc.Lock, mproc.Value, ...) are userdata holding an mp_handle;
-** tokens "address:origin:generation" name a cell across the process tree.
+** what every type of them does alike (make, check, send, receive, collect,
+** register its metatable) is at the end of this file, for sync.c and
+** sharedctypes.c. Tokens "address:origin:generation" name a cell across the process tree.
 ** The origin is drawn when a chunk (or a mapping of its own) is made, and
 ** is unique across the process tree: after a fork, parent and child each
 ** map new chunks, usually at the same addresses, with generations starting
@@ -23,6 +25,7 @@
 ** is the one this process knows at that address.
 */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -362,4 +365,95 @@ mp_cell *mp_token_cell(const char *token, int type) {
   r = region_of((const char *)(uintptr_t)addr);
   if (r == NULL || r->origin != origin) return NULL;
   return mp_cell_check((mp_cell *)(uintptr_t)addr, (uint32_t)gen, type);
+}
+
+/* ---------------------------------------------------------------------
+** Handle userdata: what sync.c and sharedctypes.c do alike
+** --------------------------------------------------------------------- */
+
+/* Pushes a closed handle with metatable mt and nuv user values (made
+** before its cell, so an allocation error leaks nothing). */
+mp_handle *mp_handle_new(lua_State *L, const char *mt, int nuv) {
+  mp_handle *h = (mp_handle *)lua_newuserdatauv(L, sizeof *h, nuv);
+  h->cell = NULL;
+  h->epoch = 0;
+  h->creator = 0;
+  luaL_setmetatable(L, mt);
+  return h;
+}
+
+/* Gives h a new cell of type with room for body bytes; returns the body. */
+void *mp_handle_alloc(lua_State *L, mp_handle *h, size_t body, int type) {
+  mp_cell *c = mp_cell_alloc(body, type);
+  if (c == NULL)
+    luaL_error(L, "cannot allocate shared memory: %s", strerror(errno));
+  mp_handle_bind(h, c, 1);
+  return MP_CELL_BODY(c);
+}
+
+/* The body of the handle of type mt at idx; raises if it is closed. */
+void *mp_handle_body(lua_State *L, int idx, const char *mt) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, idx, mt);
+  if (h->cell == NULL) luaL_error(L, "the %s is closed", mt + 6);
+  return MP_CELL_BODY(h->cell);
+}
+
+/* __gc (and __close) of a handle with nothing else to let go. */
+int mp_handle_gc(lua_State *L, const char *mt) {
+  mp_handle_drop((mp_handle *)luaL_checkudata(L, 1, mt));
+  return 0;
+}
+
+/* __mproc_send: the token of the handle at 1. */
+int mp_handle_send(lua_State *L, const char *mt) {
+  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
+  if (h->cell == NULL) luaL_error(L, "cannot send a closed %s", mt + 6);
+  mp_push_token(L, h->cell);
+  return 1;
+}
+
+/* Pushes a handle on an existing cell, as a receiver. */
+mp_handle *mp_handle_adopt(lua_State *L, mp_cell *cell, const char *mt, int nuv) {
+  mp_handle *h = mp_handle_new(L, mt, nuv);
+  mp_handle_bind(h, cell, 0);
+  return h;
+}
+
+/* __mproc_recv: pushes a handle of type mt (nuv user values) on the cell
+** of type named by the token at 1; when the cell has a lock (a Condition,
+** a Value), that lock's handle is user value 1. Raises when the token, or
+** the lock, is unknown here. */
+mp_handle *mp_handle_recv(lua_State *L, int type, const char *mt, int nuv) {
+  const char *token = luaL_checkstring(L, 1);
+  mp_cell *c = mp_token_cell(token, type), *lk = NULL;
+  mp_handle *h;
+  if (c == NULL)
+    luaL_error(L, "cannot receive a %s: unknown token '%s' (objects travel "
+               "only to processes that inherited them)", mt + 6, token);
+  if (c->lock != NULL && (lk = mp_cell_lock(c)) == NULL)
+    luaL_error(L, "cannot receive a %s: its lock is unknown here (made "
+               "after this process was forked?)", mt + 6);
+  h = mp_handle_adopt(L, c, mt, nuv);
+  if (lk != NULL) {
+    mp_push_lock_handle(L, lk);
+    lua_setiuservalue(L, -2, 1);
+  }
+  return h;
+}
+
+/* Registers the metatable mt: the metamethods in meta; the methods in a
+** table that is its __methods (each with the metatable as upvalue 1) and
+** its __index, or with index (a closure over that table) as __index. */
+void mp_handle_type(lua_State *L, const char *mt, const luaL_Reg *meta,
+                    const luaL_Reg *methods, lua_CFunction index) {
+  luaL_newmetatable(L, mt);
+  luaL_setfuncs(L, meta, 0);
+  lua_newtable(L);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__methods");
+  if (index) lua_pushcclosure(L, index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
 }

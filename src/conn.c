@@ -11,7 +11,6 @@
 */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -22,22 +21,9 @@
 #include "mproc.h"
 
 /* ---------------------------------------------------------------------
-** Portability: SOCK_CLOEXEC and MSG_NOSIGNAL where they exist; elsewhere
-** FD_CLOEXEC right after and SO_NOSIGPIPE (macOS).
+** Portability: MSG_NOSIGNAL where it exists; elsewhere SO_NOSIGPIPE
+** (macOS). The close-on-exec socket pair is fd.c's.
 ** --------------------------------------------------------------------- */
-#if defined(SOCK_CLOEXEC)
-static int cloexec_socketpair(int sv[2]) {
-  return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
-}
-#else
-static int cloexec_socketpair(int sv[2]) {
-  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
-  fcntl(sv[0], F_SETFD, FD_CLOEXEC);
-  fcntl(sv[1], F_SETFD, FD_CLOEXEC);
-  return 0;
-}
-#endif
-
 #if !defined(MSG_NOSIGNAL)
 #define MSG_NOSIGNAL 0
 static void no_sigpipe(int fd) {
@@ -78,7 +64,7 @@ static int l_pipe(lua_State *L) {
   int duplex = lua_isnoneornil(L, 1) || lua_toboolean(L, 1);
   mp_conn *a = new_conn(L, 1, duplex), *b = new_conn(L, duplex, 1);
   int sv[2];
-  if (cloexec_socketpair(sv) < 0) return mp_fail(L, "cannot create a pipe");
+  if (mp_cloexec_socketpair(sv) < 0) return mp_fail(L, "cannot create a pipe");
   a->fd = sv[0];
   b->fd = sv[1];
   no_sigpipe(a->fd);

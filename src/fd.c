@@ -1,10 +1,11 @@
 /*
-** fd.c: descriptor plumbing shared by the C files: pipes that are
-** close-on-exec from birth, and bigger pipe buffers where the system has
-** them.  The pipe platform choices live here.
+** fd.c: descriptor plumbing shared by the C files: pipes and socket pairs
+** that are close-on-exec from birth, and bigger pipe buffers where the
+** system has them.  The pipe and socket platform choices live here.
 */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "mproc.h"
@@ -23,6 +24,19 @@ int mp_cloexec_pipe(int fds[2]) {
   if (pipe(fds) < 0) return -1;
   fcntl(fds[0], F_SETFD, FD_CLOEXEC);
   fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  return 0;
+#endif
+}
+
+/* A Unix stream socket pair, with SOCK_CLOEXEC where it exists, else
+** FD_CLOEXEC right after. */
+int mp_cloexec_socketpair(int sv[2]) {
+#if defined(SOCK_CLOEXEC)
+  return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+#else
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
+  fcntl(sv[0], F_SETFD, FD_CLOEXEC);
+  fcntl(sv[1], F_SETFD, FD_CLOEXEC);
   return 0;
 #endif
 }

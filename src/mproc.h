@@ -37,8 +37,10 @@ MP_HIDDEN int mp_poll_ms(double deadline);
 /* Deadline for a Lua timeout argument at idx: none/nil gives -1. */
 MP_HIDDEN double mp_opt_deadline(lua_State *L, int idx);
 
-/* fd.c: pipe2(O_CLOEXEC) or its equivalent; a 1 MiB pipe buffer if possible */
+/* fd.c: pipe2(O_CLOEXEC) and socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC)
+** or their equivalents; a 1 MiB pipe buffer if possible */
 MP_HIDDEN int mp_cloexec_pipe(int fds[2]);
+MP_HIDDEN int mp_cloexec_socketpair(int sv[2]);
 MP_HIDDEN void mp_grow_pipe(int fd);
 
 /* time.c: seconds (a duration or a point on a clock) as a timespec */
@@ -53,6 +55,7 @@ MP_HIDDEN int mp_fail(lua_State *L, const char *what);
 #include <pthread.h>
 #include <stdint.h>
 MP_HIDDEN void *mp_shm_alloc(size_t size);
+MP_HIDDEN void *mp_shm_reserve(size_t size);
 MP_HIDDEN void mp_shm_free(void *p, size_t size);
 MP_HIDDEN int mp_mutex_init(pthread_mutex_t *m);
 MP_HIDDEN int mp_mutex_lock(pthread_mutex_t *m, double deadline, int *owner_died);
@@ -93,6 +96,16 @@ MP_HIDDEN void mp_push_token(lua_State *L, mp_cell *cell);
 MP_HIDDEN mp_cell *mp_token_cell(const char *token, int type);
 MP_HIDDEN void mp_cell_set_lock(mp_cell *cell, mp_cell *lock);
 MP_HIDDEN mp_cell *mp_cell_lock(mp_cell *cell);
+/* cell.c: handle userdata, alike for every type (mt is "mproc.Name") */
+MP_HIDDEN mp_handle *mp_handle_new(lua_State *L, const char *mt, int nuv);
+MP_HIDDEN void *mp_handle_alloc(lua_State *L, mp_handle *h, size_t body, int type);
+MP_HIDDEN void *mp_handle_body(lua_State *L, int idx, const char *mt);
+MP_HIDDEN int mp_handle_gc(lua_State *L, const char *mt);
+MP_HIDDEN int mp_handle_send(lua_State *L, const char *mt);
+MP_HIDDEN mp_handle *mp_handle_adopt(lua_State *L, mp_cell *cell, const char *mt, int nuv);
+MP_HIDDEN mp_handle *mp_handle_recv(lua_State *L, int type, const char *mt, int nuv);
+MP_HIDDEN void mp_handle_type(lua_State *L, const char *mt, const luaL_Reg *meta,
+                              const luaL_Reg *methods, lua_CFunction index);
 
 /* sync.c: what sharedctypes.c needs of locks */
 enum { MP_T_LOCK = 1, MP_T_RLOCK, MP_T_SEM, MP_T_EVENT, MP_T_COND,
@@ -121,6 +134,8 @@ MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions
 ** the exit hook's live table; push before spawning, attach after. */
 MP_HIDDEN void mp_child_push(lua_State *L);
 MP_HIDDEN void mp_child_attach(lua_State *L, int idx, pid_t pid);
+/* proc.c: waitpid(pid, status, flags), looping on EINTR */
+MP_HIDDEN pid_t mp_waitpid(pid_t pid, int *status, int flags);
 
 /* spawn.c: core.spawn and core.communicate, for mproc.subprocess */
 MP_HIDDEN void mp_open_spawn(lua_State *L);

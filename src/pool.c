@@ -30,7 +30,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -45,13 +44,6 @@
 static void die_with_parent(void) { prctl(PR_SET_PDEATHSIG, SIGKILL); }
 #else
 static void die_with_parent(void) {}
-#endif
-
-#ifndef MAP_NORESERVE
-#define MAP_NORESERVE 0
-#endif
-#ifndef MAP_ANONYMOUS
-#define MAP_ANONYMOUS MAP_ANON
 #endif
 
 /* A result pipe of 1 MiB where the system allows: a worker can finish a
@@ -144,7 +136,7 @@ static int l_board_close(lua_State *L) {
   }
   free(b->freelist);
   b->freelist = NULL;
-  if (b->sh) { munmap(b->sh, b->maplen); b->sh = NULL; }
+  if (b->sh) { mp_shm_free(b->sh, b->maplen); b->sh = NULL; }
   return 0;
 }
 
@@ -165,7 +157,6 @@ static int board_alloc(board *b, int nworkers, uint32_t nslots, size_t dsize) {
   uint32_t i;
   size_t meta = align8(sizeof(board_shared)) + align8(nslots * sizeof(board_slot)) +
                 align8(nslots * sizeof(uint32_t));
-  void *p;
   b->w = (board_worker *)calloc((size_t)nworkers, sizeof(board_worker));
   b->freelist = (uint32_t *)malloc(nslots * sizeof(uint32_t));
   if (b->w == NULL || b->freelist == NULL) return -1;
@@ -173,10 +164,7 @@ static int board_alloc(board *b, int nworkers, uint32_t nslots, size_t dsize) {
     b->w[i].rfd = b->w[i].wfd = b->w[i].sentinel = -1;
   b->nworkers = nworkers;
   b->maplen = ((meta + 4095) & ~(size_t)4095) + dsize;
-  p = mmap(NULL, b->maplen, PROT_READ | PROT_WRITE,
-           MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return -1;
-  b->sh = (board_shared *)p;
+  if ((b->sh = (board_shared *)mp_shm_reserve(b->maplen)) == NULL) return -1;
   b->sh->nslots = nslots;
   board_layout(b, nslots);
   b->dsize = dsize;

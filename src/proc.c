@@ -83,7 +83,8 @@ static void live_remove(pid_t pid) {
   }
 }
 
-static pid_t waitpid_eintr(pid_t pid, int *status, int flags) {
+/* waitpid through EINTR; spawn.c reaps with it too. */
+pid_t mp_waitpid(pid_t pid, int *status, int flags) {
   pid_t r;
   while ((r = waitpid(pid, status, flags)) < 0 && errno == EINTR)
     ;
@@ -100,7 +101,7 @@ static void exit_hook(void) {
     if (live[i].daemon) kill(live[i].pid, SIGTERM);
   for (i = 0; i < nlive; i++) {
     int st;
-    waitpid_eintr(live[i].pid, &st, 0);
+    mp_waitpid(live[i].pid, &st, 0);
   }
   free(live);
   live = NULL;
@@ -173,7 +174,7 @@ static int child_reap(mp_child *c, int blocking) {
   int st;
   pid_t r;
   if (c->reaped) return 1;
-  r = waitpid_eintr(c->pid, &st, blocking ? 0 : WNOHANG);
+  r = mp_waitpid(c->pid, &st, blocking ? 0 : WNOHANG);
   if (r == c->pid) { mark_reaped(c, st); return 1; }
   /* reaped elsewhere (SIGCHLD ignored, or someone's waitpid(-1)): the
   ** status is lost; like Python's subprocess, report 0 */

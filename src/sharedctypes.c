@@ -7,7 +7,6 @@
 ** (an mproc.Lock or mproc.RLock, or nil for lock = false).
 */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -142,33 +141,21 @@ static void push_element(lua_State *L, const typecode *t, const char *p) {
 ** Construction
 ** --------------------------------------------------------------------- */
 
-static array_body *body_of(lua_State *L, int idx, const char *mt) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, idx, mt);
-  if (h->cell == NULL) luaL_error(L, "the %s is closed", mt + 6);
-  return (array_body *)MP_CELL_BODY(h->cell);
-}
-
 /* Pushes a handle on a new cell for n elements of typecode tc; the lock
 ** (a Lock/RLock handle or nil/false) at lock_idx goes with it. */
 static array_body *new_array(lua_State *L, const char *mt, int tc, lua_Integer n,
                              int lock_idx) {
   mp_cell *lk = mp_test_lock(L, lock_idx);
   mp_handle *h;
-  mp_cell *c;
   array_body *b;
   luaL_argexpected(L, lk != NULL || !lua_toboolean(L, lock_idx), lock_idx,
                    "mproc.Lock, mproc.RLock or false");
-  h = (mp_handle *)lua_newuserdatauv(L, sizeof *h, 1);
-  h->cell = NULL;
-  luaL_setmetatable(L, mt);
-  c = mp_cell_alloc(sizeof *b + (size_t)n * typecodes[tc].size,
-                    mt[6] == 'V' ? MP_T_VALUE : MP_T_ARRAY);
-  if (c == NULL) luaL_error(L, "cannot allocate shared memory: %s", strerror(errno));
-  mp_handle_bind(h, c, 1);
-  if (lk != NULL) mp_cell_set_lock(c, lk);
+  h = mp_handle_new(L, mt, 1);
+  b = mp_handle_alloc(L, h, sizeof *b + (size_t)n * typecodes[tc].size,
+                      mt[6] == 'V' ? MP_T_VALUE : MP_T_ARRAY);
+  if (lk != NULL) mp_cell_set_lock(h->cell, lk);
   lua_pushvalue(L, lock_idx);
   lua_setiuservalue(L, -2, 1);
-  b = (array_body *)MP_CELL_BODY(c);
   b->tc = (uint32_t)tc;
   b->n = (uint64_t)n;
   return b;
@@ -227,7 +214,7 @@ static int method(lua_State *L, array_body *b) {
 }
 
 static int m_value_index(lua_State *L) {
-  array_body *b = body_of(L, 1, VALUE_MT);
+  array_body *b = mp_handle_body(L, 1, VALUE_MT);
   if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "value") == 0) {
     push_element(L, &typecodes[b->tc], ELEMENTS(b));
     return 1;
@@ -236,7 +223,7 @@ static int m_value_index(lua_State *L) {
 }
 
 static int m_value_newindex(lua_State *L) {
-  array_body *b = body_of(L, 1, VALUE_MT);
+  array_body *b = mp_handle_body(L, 1, VALUE_MT);
   const typecode *t = &typecodes[b->tc];
   if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "value") != 0)
     return luaL_error(L, "cannot set field '%s' of a Value (only 'value')",
@@ -259,7 +246,7 @@ static lua_Integer array_index(lua_State *L, array_body *b, int reading) {
 }
 
 static int m_array_index(lua_State *L) {
-  array_body *b = body_of(L, 1, ARRAY_MT);
+  array_body *b = mp_handle_body(L, 1, ARRAY_MT);
   const typecode *t = &typecodes[b->tc];
   lua_Integer i;
   if (lua_type(L, 2) == LUA_TSTRING) return method(L, b);
@@ -269,7 +256,7 @@ static int m_array_index(lua_State *L) {
 }
 
 static int m_array_newindex(lua_State *L) {
-  array_body *b = body_of(L, 1, ARRAY_MT);
+  array_body *b = mp_handle_body(L, 1, ARRAY_MT);
   const typecode *t = &typecodes[b->tc];
   lua_Integer i = array_index(L, b, 0);
   store(ELEMENTS(b) + i * t->size, t->size, to_bits(L, 3, t, "Array"));
@@ -277,13 +264,14 @@ static int m_array_newindex(lua_State *L) {
 }
 
 static int m_array_len(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)body_of(L, 1, ARRAY_MT)->n);
+  array_body *b = mp_handle_body(L, 1, ARRAY_MT);
+  lua_pushinteger(L, (lua_Integer)b->n);
   return 1;
 }
 
 /* a:_totable() -> a new table of the elements (the Lua side locks) */
 static int m_array_totable(lua_State *L) {
-  array_body *b = body_of(L, 1, ARRAY_MT);
+  array_body *b = mp_handle_body(L, 1, ARRAY_MT);
   const typecode *t = &typecodes[b->tc];
   uint64_t i;
   lua_createtable(L, b->n > INT32_MAX ? 0 : (int)b->n, 0);
@@ -295,7 +283,7 @@ static int m_array_totable(lua_State *L) {
 }
 
 static int get_lock(lua_State *L, const char *mt) {
-  body_of(L, 1, mt);
+  mp_handle_body(L, 1, mt);
   lua_getiuservalue(L, 1, 1);
   if (!lua_toboolean(L, -1))
     return luaL_error(L, "get_lock: this %s was made with lock = false", mt + 6);
@@ -325,41 +313,19 @@ static int tostring(lua_State *L, const char *mt) {
 static int m_value_tostring(lua_State *L) { return tostring(L, VALUE_MT); }
 static int m_array_tostring(lua_State *L) { return tostring(L, ARRAY_MT); }
 
-static int gc(lua_State *L, const char *mt) {
-  mp_handle_drop((mp_handle *)luaL_checkudata(L, 1, mt));
-  return 0;
-}
+static int m_value_gc(lua_State *L) { return mp_handle_gc(L, VALUE_MT); }
+static int m_array_gc(lua_State *L) { return mp_handle_gc(L, ARRAY_MT); }
 
-static int m_value_gc(lua_State *L) { return gc(L, VALUE_MT); }
-static int m_array_gc(lua_State *L) { return gc(L, ARRAY_MT); }
+static int m_value_send(lua_State *L) { return mp_handle_send(L, VALUE_MT); }
+static int m_array_send(lua_State *L) { return mp_handle_send(L, ARRAY_MT); }
 
-static int send(lua_State *L, const char *mt) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
-  if (h->cell == NULL) luaL_error(L, "cannot send a closed %s", mt + 6);
-  mp_push_token(L, h->cell);
-  return 1;
-}
-
-static int m_value_send(lua_State *L) { return send(L, VALUE_MT); }
-static int m_array_send(lua_State *L) { return send(L, ARRAY_MT); }
-
+/* User value 1 is the lock's handle, or false (made with lock = false). */
 static int recv(lua_State *L, const char *mt, int type) {
-  const char *token = luaL_checkstring(L, 1);
-  mp_cell *c = mp_token_cell(token, type), *lk = NULL;
-  mp_handle *h;
-  if (c == NULL)
-    return luaL_error(L, "cannot receive a %s: unknown token '%s' (objects travel "
-                      "only to processes that inherited them)", mt + 6, token);
-  if (c->lock != NULL && (lk = mp_cell_lock(c)) == NULL)
-    return luaL_error(L, "cannot receive a %s: its lock is unknown here (made "
-                      "after this process was forked?)", mt + 6);
-  h = (mp_handle *)lua_newuserdatauv(L, sizeof *h, 1);
-  h->cell = NULL;
-  luaL_setmetatable(L, mt);
-  mp_handle_bind(h, c, 0);
-  if (lk != NULL) mp_push_lock_handle(L, lk);
-  else lua_pushboolean(L, 0);
-  lua_setiuservalue(L, -2, 1);
+  mp_handle *h = mp_handle_recv(L, type, mt, 1);
+  if (h->cell->lock == NULL) {
+    lua_pushboolean(L, 0);
+    lua_setiuservalue(L, -2, 1);
+  }
   return 1;
 }
 
@@ -382,23 +348,10 @@ static const luaL_Reg array_methods[] = {
   {"get_lock", m_array_get_lock}, {"_totable", m_array_totable}, {NULL, NULL}
 };
 
-static void new_type(lua_State *L, const char *mt, const luaL_Reg *meta,
-                     const luaL_Reg *methods, lua_CFunction index) {
-  luaL_newmetatable(L, mt);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");
-  lua_pushcclosure(L, index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 static const luaL_Reg funcs[] = {{"Value", l_Value}, {"Array", l_Array}, {NULL, NULL}};
 
 void mp_open_sharedctypes(lua_State *L) {
-  new_type(L, VALUE_MT, value_meta, value_methods, m_value_index);
-  new_type(L, ARRAY_MT, array_meta, array_methods, m_array_index);
+  mp_handle_type(L, VALUE_MT, value_meta, value_methods, m_value_index);
+  mp_handle_type(L, ARRAY_MT, array_meta, array_methods, m_array_index);
   luaL_setfuncs(L, funcs, 0);
 }

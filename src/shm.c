@@ -44,16 +44,29 @@
 #ifndef MAP_ANONYMOUS
 #define MAP_ANONYMOUS MAP_ANON
 #endif
-
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
 
 /* ---------------------------------------------------------------------
 ** Segments
 ** --------------------------------------------------------------------- */
 
-void *mp_shm_alloc(size_t size) {
+static void *shm_map(size_t size, int flags) {
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+                 MAP_SHARED | MAP_ANONYMOUS | flags, -1, 0);
   return p == MAP_FAILED ? NULL : p;
+}
+
+/* A zeroed shared segment, or NULL (errno set). */
+void *mp_shm_alloc(size_t size) {
+  return shm_map(size, 0);
+}
+
+/* The same with no swap reserved up front (MAP_NORESERVE where it
+** exists): for big regions of which little may ever be touched. */
+void *mp_shm_reserve(size_t size) {
+  return shm_map(size, MAP_NORESERVE);
 }
 
 void mp_shm_free(void *p, size_t size) {
@@ -87,11 +100,10 @@ static int timed_lock(pthread_mutex_t *m, double deadline) {
 #endif
 }
 
-/* Locks m before deadline (<0: none). 0 when locked, ETIMEDOUT, or another
-** error. *owner_died is set when the previous holder died holding it; the
-** mutex is then made consistent again and the caller holds it. */
-int mp_mutex_lock(pthread_mutex_t *m, double deadline, int *owner_died) {
-  int r = timed_lock(m, deadline);
+/* r, the result of locking m, with EOWNERDEAD turned into 0: the previous
+** holder died holding m, which is made consistent again and is the
+** caller's; *owner_died (if not NULL) tells which. */
+static int recover(pthread_mutex_t *m, int r, int *owner_died) {
   if (owner_died) *owner_died = 0;
   if (r == EOWNERDEAD) {
     pthread_mutex_consistent(m);
@@ -101,15 +113,16 @@ int mp_mutex_lock(pthread_mutex_t *m, double deadline, int *owner_died) {
   return r;
 }
 
+/* Locks m before deadline (<0: none). 0 when locked, ETIMEDOUT, or another
+** error. *owner_died is set when the previous holder died holding it; the
+** mutex is then made consistent again and the caller holds it. */
+int mp_mutex_lock(pthread_mutex_t *m, double deadline, int *owner_died) {
+  return recover(m, timed_lock(m, deadline), owner_died);
+}
+
+/* The same without waiting: EBUSY when someone holds m. */
 int mp_mutex_trylock(pthread_mutex_t *m, int *owner_died) {
-  int r = pthread_mutex_trylock(m);
-  if (owner_died) *owner_died = 0;
-  if (r == EOWNERDEAD) {
-    pthread_mutex_consistent(m);
-    if (owner_died) *owner_died = 1;
-    r = 0;
-  }
-  return r;
+  return recover(m, pthread_mutex_trylock(m), owner_died);
 }
 
 void mp_mutex_unlock(pthread_mutex_t *m) {

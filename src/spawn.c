@@ -31,7 +31,6 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "mproc.h"
@@ -246,13 +245,6 @@ static void child_main(plan *p) {
 ** The parent: starting the child, learning whether it runs
 ** --------------------------------------------------------------------- */
 
-static pid_t waitpid_eintr(pid_t pid, int *st) {
-  pid_t r;
-  while ((r = waitpid(pid, st, 0)) < 0 && errno == EINTR)
-    ;
-  return r;
-}
-
 /* vfork: returns when the child has exec'd or failed (plan->step set). */
 static pid_t start_vfork(plan *p) {
   pid_t pid = vfork();
@@ -299,7 +291,7 @@ static pid_t start_child(plan *p) {
   pthread_sigmask(SIG_SETMASK, &p->oldmask, NULL);
   if (pid > 0 && p->step != STEP_NONE) {
     int st;
-    waitpid_eintr(pid, &st);
+    mp_waitpid(pid, &st, 0);
   }
   errno = e;
   return pid;

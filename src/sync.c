@@ -40,32 +40,9 @@
 ** Shared helpers
 ** --------------------------------------------------------------------- */
 
-static mp_handle *new_handle(lua_State *L, const char *mt, int nuv) {
-  mp_handle *h = (mp_handle *)lua_newuserdatauv(L, sizeof *h, nuv);
-  h->cell = NULL;
-  h->epoch = 0;
-  h->creator = 0;
-  luaL_setmetatable(L, mt);
-  return h;
-}
-
-static void *create_cell(lua_State *L, mp_handle *h, size_t body, int type) {
-  mp_cell *c = mp_cell_alloc(body, type);
-  if (c == NULL)
-    luaL_error(L, "cannot allocate shared memory: %s", strerror(errno));
-  mp_handle_bind(h, c, 1);
-  return MP_CELL_BODY(c);
-}
-
 static void init_mutex(lua_State *L, pthread_mutex_t *m) {
   int r = mp_mutex_init(m);
   if (r) luaL_error(L, "cannot make a shared mutex: %s", strerror(r));
-}
-
-static void *body_of(lua_State *L, int idx, const char *mt) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, idx, mt);
-  if (h->cell == NULL) luaL_error(L, "the %s is closed", mt + 6);
-  return MP_CELL_BODY(h->cell);
 }
 
 /* The body of the handle at 1 for a method whose upvalue 1 is the
@@ -124,34 +101,6 @@ static void enter(pthread_mutex_t *m, int *died) {
   if (d && died) *died = 1;
 }
 
-static int gc_handle(lua_State *L, const char *mt) {
-  mp_handle_drop((mp_handle *)luaL_checkudata(L, 1, mt));
-  return 0;
-}
-
-static int send_handle(lua_State *L, const char *mt) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
-  if (h->cell == NULL) luaL_error(L, "cannot send a closed %s", mt + 6);
-  mp_push_token(L, h->cell);
-  return 1;
-}
-
-/* Pushes a handle on an existing cell, as a receiver. */
-static mp_handle *adopt(lua_State *L, mp_cell *cell, const char *mt, int nuv) {
-  mp_handle *h = new_handle(L, mt, nuv);
-  mp_handle_bind(h, cell, 0);
-  return h;
-}
-
-static mp_cell *recv_cell(lua_State *L, int type, const char *mt) {
-  const char *token = luaL_checkstring(L, 1);
-  mp_cell *c = mp_token_cell(token, type);
-  if (c == NULL)
-    luaL_error(L, "cannot receive a %s: unknown token '%s' (objects travel "
-               "only to processes that inherited them)", mt + 6, token);
-  return c;
-}
-
 /* ---------------------------------------------------------------------
 ** Slots: a process waiting in (or holding) an object holds its slot's
 ** robust "alive" mutex, so its death is seen by the others.
@@ -208,8 +157,8 @@ typedef struct {
 } lock_body;
 
 static int new_lock(lua_State *L, const char *mt, int type) {
-  mp_handle *h = new_handle(L, mt, 0);
-  lock_body *b = (lock_body *)create_cell(L, h, sizeof *b, type);
+  mp_handle *h = mp_handle_new(L, mt, 0);
+  lock_body *b = (lock_body *)mp_handle_alloc(L, h, sizeof *b, type);
   init_mutex(L, &b->m);
   b->recursive = type == MP_T_RLOCK;
   return 1;
@@ -296,8 +245,8 @@ static int m_lock_gc(lua_State *L) { return lock_gc(L, LOCK_MT, 0); }
 static int m_rlock_gc(lua_State *L) { return lock_gc(L, RLOCK_MT, 0); }
 static int m_lock_close(lua_State *L) { return lock_gc(L, LOCK_MT, 1); }
 static int m_rlock_close(lua_State *L) { return lock_gc(L, RLOCK_MT, 1); }
-static int m_lock_send(lua_State *L) { return send_handle(L, LOCK_MT); }
-static int m_rlock_send(lua_State *L) { return send_handle(L, RLOCK_MT); }
+static int m_lock_send(lua_State *L) { return mp_handle_send(L, LOCK_MT); }
+static int m_rlock_send(lua_State *L) { return mp_handle_send(L, RLOCK_MT); }
 
 /* held() -> whether this process holds it (Python's RLock._is_owned) */
 static int lock_held(lua_State *L) {
@@ -306,12 +255,12 @@ static int lock_held(lua_State *L) {
 }
 
 static int l_lock_recv(lua_State *L) {
-  adopt(L, recv_cell(L, MP_T_LOCK, LOCK_MT), LOCK_MT, 0);
+  mp_handle_recv(L, MP_T_LOCK, LOCK_MT, 0);
   return 1;
 }
 
 static int l_rlock_recv(lua_State *L) {
-  adopt(L, recv_cell(L, MP_T_RLOCK, RLOCK_MT), RLOCK_MT, 0);
+  mp_handle_recv(L, MP_T_RLOCK, RLOCK_MT, 0);
   return 1;
 }
 
@@ -330,7 +279,7 @@ mp_cell *mp_test_lock(lua_State *L, int idx) {
 }
 
 int mp_push_lock_handle(lua_State *L, mp_cell *cell) {
-  adopt(L, cell, cell->type == MP_T_RLOCK ? RLOCK_MT : LOCK_MT, 0);
+  mp_handle_adopt(L, cell, cell->type == MP_T_RLOCK ? RLOCK_MT : LOCK_MT, 0);
   return 1;
 }
 
@@ -363,8 +312,8 @@ static int l_Semaphore(lua_State *L) {
   luaL_argcheck(L, v >= 0 && v <= INT_MAX, 1, "value must be in 0..2^31-1");
   luaL_argcheck(L, !owned || (n >= 1 && n <= SEM_HOLDERS), 4,
                 "holders must be in 1..1024");
-  h = new_handle(L, SEM_MT, 0);
-  b = (sem_body *)create_cell(L, h, sizeof *b + (size_t)n * sizeof(holder), MP_T_SEM);
+  h = mp_handle_new(L, SEM_MT, 0);
+  b = (sem_body *)mp_handle_alloc(L, h, sizeof *b + (size_t)n * sizeof(holder), MP_T_SEM);
   init_mutex(L, &b->m);
   for (i = 0; i < n; i++) init_mutex(L, &b->h[i].alive);
   b->value = v;
@@ -502,10 +451,10 @@ static int m_sem_gc(lua_State *L) {
   return 0;
 }
 
-static int m_sem_send(lua_State *L) { return send_handle(L, SEM_MT); }
+static int m_sem_send(lua_State *L) { return mp_handle_send(L, SEM_MT); }
 
 static int l_sem_recv(lua_State *L) {
-  adopt(L, recv_cell(L, MP_T_SEM, SEM_MT), SEM_MT, 0);
+  mp_handle_recv(L, MP_T_SEM, SEM_MT, 0);
   return 1;
 }
 
@@ -520,8 +469,8 @@ static int l_sem_recv(lua_State *L) {
 typedef struct { uint32_t flag, seq, waiters; } event_body;
 
 static int l_Event(lua_State *L) {
-  mp_handle *h = new_handle(L, EVENT_MT, 0);
-  create_cell(L, h, sizeof(event_body), MP_T_EVENT);
+  mp_handle *h = mp_handle_new(L, EVENT_MT, 0);
+  mp_handle_alloc(L, h, sizeof(event_body), MP_T_EVENT);
   return 1;
 }
 
@@ -570,11 +519,11 @@ static int m_event_tostring(lua_State *L) {
   return 1;
 }
 
-static int m_event_gc(lua_State *L) { return gc_handle(L, EVENT_MT); }
-static int m_event_send(lua_State *L) { return send_handle(L, EVENT_MT); }
+static int m_event_gc(lua_State *L) { return mp_handle_gc(L, EVENT_MT); }
+static int m_event_send(lua_State *L) { return mp_handle_send(L, EVENT_MT); }
 
 static int l_event_recv(lua_State *L) {
-  adopt(L, recv_cell(L, MP_T_EVENT, EVENT_MT), EVENT_MT, 0);
+  mp_handle_recv(L, MP_T_EVENT, EVENT_MT, 0);
   return 1;
 }
 
@@ -594,8 +543,8 @@ static int l_Condition(lua_State *L) {
   mp_handle *h;
   cond_body *b;
   luaL_argexpected(L, lk != NULL, 1, "mproc.Lock or mproc.RLock");
-  h = new_handle(L, COND_MT, 1);
-  b = (cond_body *)create_cell(L, h, sizeof *b, MP_T_COND);
+  h = mp_handle_new(L, COND_MT, 1);
+  b = (cond_body *)mp_handle_alloc(L, h, sizeof *b, MP_T_COND);
   init_mutex(L, &b->m);
   slots_init(L, b->w, COND_SLOTS);
   mp_cell_set_lock(h->cell, lk);
@@ -703,7 +652,7 @@ static int m_cond_notify_all(lua_State *L) {
 }
 
 static int m_cond_get_lock(lua_State *L) {
-  body_of(L, 1, COND_MT);
+  mp_handle_body(L, 1, COND_MT);
   lua_getiuservalue(L, 1, 1);
   return 1;
 }
@@ -718,18 +667,11 @@ static int m_cond_tostring(lua_State *L) {
   return 1;
 }
 
-static int m_cond_gc(lua_State *L) { return gc_handle(L, COND_MT); }
-static int m_cond_send(lua_State *L) { return send_handle(L, COND_MT); }
+static int m_cond_gc(lua_State *L) { return mp_handle_gc(L, COND_MT); }
+static int m_cond_send(lua_State *L) { return mp_handle_send(L, COND_MT); }
 
 static int l_cond_recv(lua_State *L) {
-  mp_cell *c = recv_cell(L, MP_T_COND, COND_MT);
-  mp_cell *lk = mp_cell_lock(c);
-  if (lk == NULL)
-    return luaL_error(L, "cannot receive a Condition: its lock is unknown here "
-                      "(made after this process was forked?)");
-  adopt(L, c, COND_MT, 1);
-  mp_push_lock_handle(L, lk);
-  lua_setiuservalue(L, -2, 1);
+  mp_handle_recv(L, MP_T_COND, COND_MT, 1);   /* its lock is user value 1 */
   return 1;
 }
 
@@ -752,9 +694,8 @@ static int l_Barrier(lua_State *L) {
   barrier_body *b;
   luaL_argcheck(L, n >= 1 && n <= 10000, 1, "parties must be in 1..10000");
   luaL_argcheck(L, t == t, 3, "timeout is not a number (nan)");
-  h = new_handle(L, BARRIER_MT, 1);
-  b = (barrier_body *)create_cell(L, h, sizeof *b + 2 * (size_t)n * sizeof(wslot),
-                                  MP_T_BARRIER);
+  h = mp_handle_new(L, BARRIER_MT, 1);
+  b = mp_handle_alloc(L, h, sizeof *b + 2 * (size_t)n * sizeof(wslot), MP_T_BARRIER);
   init_mutex(L, &b->m);
   slots_init(L, b->w, 2 * (size_t)n);
   b->parties = (uint32_t)n;
@@ -832,7 +773,7 @@ static double barrier_deadline(lua_State *L, barrier_body *b) {
 
 /* b:_arrive([timeout]) -> index, is_last | nil, "broken" | nil, "timeout" */
 static int m_barrier_arrive(lua_State *L) {
-  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   double deadline = barrier_deadline(L, b);
   uint32_t idx;
   int i, r;
@@ -861,7 +802,7 @@ static int m_barrier_arrive(lua_State *L) {
 /* b:_release(ok): the last party, after the action, lets the round go.
 ** true, or false when the barrier broke meanwhile (or ok is false). */
 static int m_barrier_release(lua_State *L) {
-  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   int ok = lua_toboolean(L, 2);
   uint32_t i, k = b->nslots;
   enter(&b->m, NULL);
@@ -890,7 +831,7 @@ static int m_barrier_release(lua_State *L) {
 }
 
 static int m_barrier_reset(lua_State *L) {
-  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   enter(&b->m, NULL);
   barrier_break(b);
   b->broken = 0;
@@ -899,7 +840,7 @@ static int m_barrier_reset(lua_State *L) {
 }
 
 static int m_barrier_abort(lua_State *L) {
-  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   enter(&b->m, NULL);
   barrier_break(b);
   mp_mutex_unlock(&b->m);
@@ -907,14 +848,14 @@ static int m_barrier_abort(lua_State *L) {
 }
 
 static int m_barrier_action(lua_State *L) {
-  body_of(L, 1, BARRIER_MT);
+  mp_handle_body(L, 1, BARRIER_MT);
   lua_getiuservalue(L, 1, 1);
   return 1;
 }
 
 /* Fields parties, n_waiting, broken; methods from upvalue 1. */
 static int m_barrier_index(lua_State *L) {
-  barrier_body *b = (barrier_body *)body_of(L, 1, BARRIER_MT);
+  barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   const char *k = lua_tostring(L, 2);
   if (k != NULL && strcmp(k, "parties") == 0) lua_pushinteger(L, b->parties);
   else if (k != NULL && strcmp(k, "n_waiting") == 0)
@@ -941,47 +882,18 @@ static int m_barrier_tostring(lua_State *L) {
   return 1;
 }
 
-static int m_barrier_gc(lua_State *L) { return gc_handle(L, BARRIER_MT); }
-static int m_barrier_send(lua_State *L) { return send_handle(L, BARRIER_MT); }
+static int m_barrier_gc(lua_State *L) { return mp_handle_gc(L, BARRIER_MT); }
+static int m_barrier_send(lua_State *L) { return mp_handle_send(L, BARRIER_MT); }
 
 /* A received Barrier has no action: functions do not travel. */
 static int l_barrier_recv(lua_State *L) {
-  adopt(L, recv_cell(L, MP_T_BARRIER, BARRIER_MT), BARRIER_MT, 1);
+  mp_handle_recv(L, MP_T_BARRIER, BARRIER_MT, 1);
   return 1;
 }
 
 /* ---------------------------------------------------------------------
 ** Registration
 ** --------------------------------------------------------------------- */
-
-typedef struct {
-  const char *name;
-  const luaL_Reg *methods;
-  lua_CFunction tostring, gc, send, recv, index;
-  lua_CFunction close;   /* NULL: gc */
-} type_spec;
-
-static void new_type(lua_State *L, const type_spec *t) {
-  luaL_newmetatable(L, t->name);
-  lua_pushcfunction(L, t->tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushcfunction(L, t->gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, t->close ? t->close : t->gc);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, t->send);
-  lua_setfield(L, -2, "__mproc_send");
-  lua_pushcfunction(L, t->recv);
-  lua_setfield(L, -2, "__mproc_recv");
-  lua_newtable(L);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, t->methods, 1);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");
-  if (t->index) lua_pushcclosure(L, t->index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
 
 static const luaL_Reg lock_methods[] = {
   {"acquire", m_lock_acquire}, {"release", m_lock_release}, {"held", lock_held},
@@ -1009,17 +921,43 @@ static const luaL_Reg barrier_methods[] = {
   {"abort", m_barrier_abort}, {NULL, NULL}
 };
 
-static const type_spec types[] = {
-  {LOCK_MT, lock_methods, m_lock_tostring, m_lock_gc, m_lock_send, l_lock_recv, NULL,
-   m_lock_close},
-  {RLOCK_MT, rlock_methods, m_rlock_tostring, m_rlock_gc, m_rlock_send, l_rlock_recv, NULL,
-   m_rlock_close},
-  {SEM_MT, sem_methods, m_sem_tostring, m_sem_gc, m_sem_send, l_sem_recv, NULL, NULL},
-  {EVENT_MT, event_methods, m_event_tostring, m_event_gc, m_event_send, l_event_recv, NULL, NULL},
-  {COND_MT, cond_methods, m_cond_tostring, m_cond_gc, m_cond_send, l_cond_recv, NULL, NULL},
-  {BARRIER_MT, barrier_methods, m_barrier_tostring, m_barrier_gc, m_barrier_send,
-   l_barrier_recv, m_barrier_index, NULL},
-  {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+static const luaL_Reg lock_meta[] = {
+  {"__tostring", m_lock_tostring}, {"__gc", m_lock_gc}, {"__close", m_lock_close},
+  {"__mproc_send", m_lock_send}, {"__mproc_recv", l_lock_recv}, {NULL, NULL}
+};
+static const luaL_Reg rlock_meta[] = {
+  {"__tostring", m_rlock_tostring}, {"__gc", m_rlock_gc}, {"__close", m_rlock_close},
+  {"__mproc_send", m_rlock_send}, {"__mproc_recv", l_rlock_recv}, {NULL, NULL}
+};
+static const luaL_Reg sem_meta[] = {
+  {"__tostring", m_sem_tostring}, {"__gc", m_sem_gc}, {"__close", m_sem_gc},
+  {"__mproc_send", m_sem_send}, {"__mproc_recv", l_sem_recv}, {NULL, NULL}
+};
+static const luaL_Reg event_meta[] = {
+  {"__tostring", m_event_tostring}, {"__gc", m_event_gc}, {"__close", m_event_gc},
+  {"__mproc_send", m_event_send}, {"__mproc_recv", l_event_recv}, {NULL, NULL}
+};
+static const luaL_Reg cond_meta[] = {
+  {"__tostring", m_cond_tostring}, {"__gc", m_cond_gc}, {"__close", m_cond_gc},
+  {"__mproc_send", m_cond_send}, {"__mproc_recv", l_cond_recv}, {NULL, NULL}
+};
+static const luaL_Reg barrier_meta[] = {
+  {"__tostring", m_barrier_tostring}, {"__gc", m_barrier_gc}, {"__close", m_barrier_gc},
+  {"__mproc_send", m_barrier_send}, {"__mproc_recv", l_barrier_recv}, {NULL, NULL}
+};
+
+/* Methods see their metatable as upvalue 1 (self_body). */
+static const struct {
+  const char *name;
+  const luaL_Reg *meta, *methods;
+  lua_CFunction index;   /* NULL: the methods table */
+} types[] = {
+  {LOCK_MT, lock_meta, lock_methods, NULL},
+  {RLOCK_MT, rlock_meta, rlock_methods, NULL},
+  {SEM_MT, sem_meta, sem_methods, NULL},
+  {EVENT_MT, event_meta, event_methods, NULL},
+  {COND_MT, cond_meta, cond_methods, NULL},
+  {BARRIER_MT, barrier_meta, barrier_methods, m_barrier_index},
 };
 
 static const luaL_Reg sync_funcs[] = {
@@ -1029,8 +967,9 @@ static const luaL_Reg sync_funcs[] = {
 };
 
 void mp_open_sync(lua_State *L) {
-  const type_spec *t;
+  size_t i;
   mp_cell_init(L);
-  for (t = types; t->name != NULL; t++) new_type(L, t);
+  for (i = 0; i < sizeof types / sizeof types[0]; i++)
+    mp_handle_type(L, types[i].name, types[i].meta, types[i].methods, types[i].index);
   luaL_setfuncs(L, sync_funcs, 0);
 }
