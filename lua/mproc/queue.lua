@@ -23,31 +23,34 @@ end
 
 -- The C handle of a queue; a method called with '.' instead of ':' gets a
 -- message naming it.
+local function bad_self(fname, self)
+  local mt = getmetatable(self)
+  local name = type(mt) == "table" and rawget(mt, "__name")
+  util.argerror(fname, 1, "mproc.Queue expected, got " ..
+    (type(name) == "string" and name or type(self)))
+end
+
 local function handle(self, fname)
   local h = type(self) == "table" and rawget(self, "_h")
-  if not h then
-    local mt = getmetatable(self)
-    local name = type(mt) == "table" and rawget(mt, "__name")
-    util.argerror(fname, 1, "mproc.Queue expected, got " ..
-      (type(name) == "string" and name or type(self)))
-  end
+  if not h then bad_self(fname, self) end
   return h
 end
 
 local methods = {}
 
 -- put(v, [block], [timeout]) -> true, or nil, "full"
+-- put and get check inline and only what was passed: they are the hot path
 function methods:put(v, block, timeout)
-  local h = handle(self, "put")
-  check_block("put", block, timeout)
+  local h = getmetatable(self) and self._h or bad_self("put", self)
+  if block ~= nil or timeout ~= nil then check_block("put", block, timeout) end
   return h:put(v, block, timeout)
 end
 
 -- get([block], [timeout]) -> v (a got nil has no second value), or
 -- nil, "empty"
 function methods:get(block, timeout)
-  local h = handle(self, "get")
-  check_block("get", block, timeout)
+  local h = getmetatable(self) and self._h or bad_self("get", self)
+  if block ~= nil or timeout ~= nil then check_block("get", block, timeout) end
   return h:get(block, timeout)
 end
 
