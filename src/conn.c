@@ -293,11 +293,7 @@ static const luaL_Reg conn_meta[] = {
 };
 
 void mp_open_conn(lua_State *L) {
-  luaL_newmetatable(L, CONN_MT);
-  luaL_setfuncs(L, conn_meta, 0);
-  luaL_newlib(L, conn_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  mp_new_type(L, CONN_MT, conn_meta, conn_methods);
   lua_pushcfunction(L, l_pipe);
   lua_setfield(L, -2, "pipe");
 }

@@ -17,6 +17,19 @@ int mp_fail(lua_State *L, const char *what) {
   return 3;
 }
 
+/* Registers the metatable name, once per Lua state: the metamethods in
+** meta, the methods in a table that is its __index. */
+void mp_new_type(lua_State *L, const char *name, const luaL_Reg *meta,
+                 const luaL_Reg *methods) {
+  if (luaL_newmetatable(L, name)) {
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
+
 /* core.fileno(file) -> the descriptor under a Lua file */
 static int l_fileno(lua_State *L) {
   luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);

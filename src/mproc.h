@@ -47,6 +47,10 @@ MP_HIDDEN void mp_grow_pipe(int fd);
 #include <time.h>
 MP_HIDDEN struct timespec mp_timespec(double seconds);
 
+/* core.c: one metatable per type, methods in __index */
+MP_HIDDEN void mp_new_type(lua_State *L, const char *name, const luaL_Reg *meta,
+                           const luaL_Reg *methods);
+
 /* Returns nil, "what: strerror(errno)", errno: the expected-failure shape. */
 MP_HIDDEN int mp_fail(lua_State *L, const char *what);
 

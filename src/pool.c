@@ -610,12 +610,7 @@ static const luaL_Reg board_meta[] = {
 };
 
 void mp_open_pool(lua_State *L) {
-  if (luaL_newmetatable(L, BOARD_MT)) {
-    luaL_setfuncs(L, board_meta, 0);
-    luaL_newlib(L, board_methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  mp_new_type(L, BOARD_MT, board_meta, board_methods);
   lua_pushcfunction(L, l_board_new);
   lua_setfield(L, -2, "pool_board");
 }

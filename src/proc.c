@@ -468,12 +468,7 @@ static void install_exit_hook(lua_State *L) {
 }
 
 void mp_open_proc(lua_State *L) {
-  if (luaL_newmetatable(L, CHILD_MT)) {
-    luaL_setfuncs(L, child_meta, 0);
-    luaL_newlib(L, child_methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  mp_new_type(L, CHILD_MT, child_meta, child_methods);
   probe_pidfd();
   open_devnull();
   install_exit_hook(L);

@@ -479,11 +479,7 @@ static const luaL_Reg queue_meta[] = {
 };
 
 void mp_open_queue(lua_State *L) {
-  luaL_newmetatable(L, QUEUE_MT);
-  luaL_setfuncs(L, queue_meta, 0);
-  luaL_newlib(L, queue_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  mp_new_type(L, QUEUE_MT, queue_meta, queue_methods);
   lua_pushcfunction(L, l_queue_new);
   lua_setfield(L, -2, "queue_new");
 }
