@@ -489,6 +489,18 @@ describe("Barrier", function()
     assert.is_true(b.broken)
   end)
 
+  it("breaks when a party was killed in wait before the last one arrived", function()
+    for _ = 1, 20 do
+      local b = mproc.Barrier(3)
+      local a = spawn(function() b:wait() end)
+      local c = spawn(function() local _, why = b:wait(20); os.exit(why == "broken" and 0 or 1) end)
+      assert.is_true(support.eventually(function() return b.n_waiting == 2 end, 10))
+      kill_and_join(a)
+      assert.are.same({ nil, "broken" }, { b:wait(10) })   -- the last party
+      assert.are.equal(0, c:join(10))
+    end
+  end)
+
   it("breaks and raises again when the action fails", function()
     local b = mproc.Barrier(1, function() error("action failed") end)
     assert.has_error(function() b:wait() end, "action failed")

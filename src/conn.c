@@ -8,6 +8,10 @@
 ** EPIPE instead of a SIGPIPE that would kill the Lua process.
 ** Reads are never buffered in user space, so fileno() with poll/mproc.wait
 ** tells the truth about what recv can get.
+** Every transfer is non-blocking (MSG_DONTWAIT) and waits with poll in
+** slices: the descriptor may be left non-blocking by an event loop, and
+** Ctrl-C may strike between slices. A transfer interrupted part-way leaves
+** a torn stream: the connection says so rather than misread what follows.
 */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,6 +45,7 @@ typedef struct {
   int fd;        /* -1 once closed */
   int readable;
   int writable;
+  int torn;      /* a send or recv was interrupted in a message */
 } mp_conn;
 
 static mp_conn *check_conn(lua_State *L) {
@@ -49,11 +54,21 @@ static mp_conn *check_conn(lua_State *L) {
   return c;
 }
 
+/* check_conn, for send and recv: a torn stream cannot carry messages. */
+static mp_conn *check_stream(lua_State *L) {
+  mp_conn *c = check_conn(L);
+  if (c->torn)
+    luaL_error(L, "the connection is broken: a send or recv was interrupted "
+               "in the middle of a message");
+  return c;
+}
+
 static mp_conn *new_conn(lua_State *L, int readable, int writable) {
   mp_conn *c = (mp_conn *)lua_newuserdatauv(L, sizeof *c, 0);
   c->fd = -1;
   c->readable = readable;
   c->writable = writable;
+  c->torn = 0;
   luaL_setmetatable(L, CONN_MT);
   return c;
 }
@@ -80,18 +95,36 @@ static int l_pipe(lua_State *L) {
 ** Frames
 ** --------------------------------------------------------------------- */
 
-/* Sends all of iov through EINTR and short writes. 0 or -1 (errno). */
-static int send_all(int fd, struct iovec *iov, int n) {
+/* Waits one slice for c to be ready for events; between slices Ctrl-C
+** may strike, which tears the stream when part of a message has moved. */
+static void conn_block(lua_State *L, mp_conn *c, short events, int partial) {
+  struct pollfd p;
+  p.fd = c->fd;
+  p.events = events;
+  p.revents = 0;
+  if (poll(&p, 1, mp_poll_ms(mp_slice_deadline(-1))) > 0) return;
+  if (!mp_interrupt_pending(L)) return;
+  c->torn = partial;
+  mp_interrupt_point(L);
+  c->torn = 0;   /* another hook than Ctrl-C's: the transfer goes on */
+}
+
+/* Sends all of iov through EINTR, short writes and a full socket.
+** 0 or -1 (errno). */
+static int send_all(lua_State *L, mp_conn *c, struct iovec *iov, int n) {
   struct msghdr m;
+  int partial = 0;
   memset(&m, 0, sizeof m);
   m.msg_iov = iov;
   m.msg_iovlen = n;
   while (m.msg_iovlen > 0) {
-    ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) conn_block(L, c, POLLOUT, partial);
+      else if (errno != EINTR) return -1;
+      continue;
     }
+    partial = 1;
     while (m.msg_iovlen > 0 && (size_t)w >= m.msg_iov->iov_len) {
       w -= (ssize_t)m.msg_iov->iov_len;
       m.msg_iov++;
@@ -105,14 +138,17 @@ static int send_all(int fd, struct iovec *iov, int n) {
   return 0;
 }
 
-/* Reads exactly n bytes. n: done; 0..n-1: end of file first; -1: errno. */
-static ssize_t read_all(int fd, char *p, size_t n) {
+/* Reads exactly n bytes (partial: some of the message came before).
+** n: done; 0..n-1: end of file first; -1: errno. */
+static ssize_t read_all(lua_State *L, mp_conn *c, char *p, size_t n, int partial) {
   size_t got = 0;
   while (got < n) {
-    ssize_t r = read(fd, p + got, n - got);
+    ssize_t r = recv(c->fd, p + got, n - got, MSG_DONTWAIT);
     if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        conn_block(L, c, POLLIN, partial || got > 0);
+      else if (errno != EINTR) return -1;
+      continue;
     }
     if (r == 0) break;
     got += (size_t)r;
@@ -138,7 +174,7 @@ static int send_frame(lua_State *L, mp_conn *c, const mp_bytes *b) {
     iov[n].iov_base = (void *)b->p[i];
     iov[n++].iov_len = b->n[i];
   }
-  if (send_all(c->fd, iov, n) < 0)
+  if (send_all(L, c, iov, n) < 0)
     return mp_fail(L, "cannot send on the connection");
   lua_pushboolean(L, 1);
   return 1;
@@ -146,7 +182,7 @@ static int send_frame(lua_State *L, mp_conn *c, const mp_bytes *b) {
 
 /* conn:send_bytes(s) -> true, or nil, message, errno */
 static int l_conn_send_bytes(lua_State *L) {
-  mp_conn *c = check_conn(L);
+  mp_conn *c = check_stream(L);
   mp_bytes b;
   b.p[0] = luaL_checklstring(L, 2, &b.n[0]);
   b.p[1] = NULL;
@@ -157,7 +193,7 @@ static int l_conn_send_bytes(lua_State *L) {
 
 /* conn:send(v) -> true, or nil, message, errno; an unencodable v raises */
 static int l_conn_send(lua_State *L) {
-  mp_conn *c = check_conn(L);
+  mp_conn *c = check_stream(L);
   mp_bytes b;
   luaL_checkany(L, 2);
   luaL_argcheck(L, c->writable, 1, "the connection is read-only");
@@ -174,7 +210,7 @@ static int recv_frame(lua_State *L, mp_conn *c, luaL_Buffer *b,
   ssize_t r;
   char *p;
   luaL_argcheck(L, c->readable, 1, "the connection is write-only");
-  r = read_all(c->fd, (char *)&n64, 8);
+  r = read_all(L, c, (char *)&n64, 8, 0);
   if (r < 0) return -mp_fail(L, "cannot receive on the connection");
   if (r < 8) return -push_closed(L);
   if (n64 > FRAME_MAX) {
@@ -182,7 +218,7 @@ static int recv_frame(lua_State *L, mp_conn *c, luaL_Buffer *b,
     return -mp_fail(L, "cannot receive on the connection");
   }
   p = luaL_buffinitsize(L, b, (size_t)n64);
-  r = read_all(c->fd, p, (size_t)n64);
+  r = read_all(L, c, p, (size_t)n64, 1);
   if (r < 0) return -mp_fail(L, "cannot receive on the connection");
   if ((uint64_t)r < n64) return -push_closed(L);
   *out = p;
@@ -195,7 +231,7 @@ static int l_conn_recv_bytes(lua_State *L) {
   luaL_Buffer b;
   const char *p;
   size_t n;
-  int r = recv_frame(L, check_conn(L), &b, &p, &n);
+  int r = recv_frame(L, check_stream(L), &b, &p, &n);
   if (r < 0) return -r;
   luaL_pushresultsize(&b, n);
   return 1;
@@ -207,7 +243,7 @@ static int l_conn_recv(lua_State *L) {
   luaL_Buffer b;
   const char *s;
   size_t n;
-  int r = recv_frame(L, check_conn(L), &b, &s, &n);
+  int r = recv_frame(L, check_stream(L), &b, &s, &n);
   if (r < 0) return -r;
   if (!mp_decode(L, s, n))
     return luaL_error(L, "cannot decode a message: %s", lua_tostring(L, -1));
@@ -223,10 +259,13 @@ static int l_conn_poll(lua_State *L) {
   luaL_argcheck(L, c->readable, 1, "the connection is write-only");
   p.fd = c->fd;
   p.events = POLLIN;
-  do {
+  for (;;) {
     p.revents = 0;
-    r = poll(&p, 1, mp_poll_ms(deadline));
-  } while (r < 0 && errno == EINTR);
+    r = poll(&p, 1, mp_poll_ms(mp_slice_deadline(deadline)));
+    if (r > 0 || (r < 0 && errno != EINTR)) break;
+    if (mp_poll_ms(deadline) == 0) { r = 0; break; }
+    mp_interrupt_point(L);
+  }
   if (r < 0) return mp_fail(L, "cannot poll the connection");
   lua_pushboolean(L, r > 0);
   return 1;

@@ -36,6 +36,16 @@ MP_HIDDEN double mp_walltime(void);
 MP_HIDDEN int mp_poll_ms(double deadline);
 /* Deadline for a Lua timeout argument at idx: none/nil gives -1. */
 MP_HIDDEN double mp_opt_deadline(lua_State *L, int idx);
+/* Blocking waits go in slices of at most MP_SLICE seconds, calling
+** mp_interrupt_point between them while holding nothing: it lets a pending
+** hook (lua.c's Ctrl-C) raise there. mp_slice_deadline is the sooner of
+** deadline (<0: none) and the end of the next slice. */
+#define MP_SLICE 0.05
+MP_HIDDEN double mp_slice_deadline(double deadline);
+MP_HIDDEN void mp_interrupt_point(lua_State *L);
+/* Whether a hook is set, that mp_interrupt_point would let run: waits that
+** hold something (a slot, a count) give it up first. */
+MP_HIDDEN int mp_interrupt_pending(lua_State *L);
 
 /* fd.c: pipe2(O_CLOEXEC) and socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC)
 ** or their equivalents; a 1 MiB pipe buffer if possible */
@@ -62,7 +72,8 @@ MP_HIDDEN void *mp_shm_alloc(size_t size);
 MP_HIDDEN void *mp_shm_reserve(size_t size);
 MP_HIDDEN void mp_shm_free(void *p, size_t size);
 MP_HIDDEN int mp_mutex_init(pthread_mutex_t *m);
-MP_HIDDEN int mp_mutex_lock(pthread_mutex_t *m, double deadline, int *owner_died);
+MP_HIDDEN int mp_mutex_lock(lua_State *L, pthread_mutex_t *m, double deadline,
+                            int *owner_died);
 MP_HIDDEN int mp_mutex_trylock(pthread_mutex_t *m, int *owner_died);
 MP_HIDDEN void mp_mutex_unlock(pthread_mutex_t *m);
 MP_HIDDEN int mp_seq_wait(uint32_t *seq, uint32_t seen, double deadline);

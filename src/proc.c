@@ -182,17 +182,14 @@ static int child_reap(mp_child *c, int blocking) {
   return 0;
 }
 
-/* Waits for the sentinel to become readable until deadline. 1: ready. */
+/* Waits for the sentinel to become readable until deadline, or one
+** slice, or a signal. 1: ready. */
 static int wait_readable(int fd, double deadline) {
   struct pollfd p;
-  int r;
   p.fd = fd;
   p.events = POLLIN;
-  do {
-    p.revents = 0;
-    r = poll(&p, 1, mp_poll_ms(deadline));
-  } while (r < 0 && errno == EINTR);
-  return r > 0;
+  p.revents = 0;
+  return poll(&p, 1, mp_poll_ms(mp_slice_deadline(deadline))) > 0;
 }
 
 static int push_status(lua_State *L, mp_child *c) {
@@ -222,14 +219,12 @@ static int l_child_wait(lua_State *L) {
   mp_child *c = check_child(L);
   double deadline = mp_opt_deadline(L, 2);
   if (c->reaped) return push_status(L, c);
-  if (deadline < 0) {
-    if (child_reap(c, 1)) return push_status(L, c);
-  } else {
-    do {  /* no descriptor (a spawned child without pidfd): poll the pid */
-      if (c->fd >= 0) wait_readable(c->fd, deadline);
-      else nap_until(deadline, 0.005);
-      if (child_reap(c, 0)) return push_status(L, c);
-    } while (mp_poll_ms(deadline) > 0);
+  for (;;) {  /* no descriptor (a spawned child without pidfd): poll the pid */
+    if (c->fd >= 0) wait_readable(c->fd, deadline);
+    else nap_until(mp_slice_deadline(deadline), 0.005);
+    if (child_reap(c, 0)) return push_status(L, c);
+    if (deadline >= 0 && mp_poll_ms(deadline) == 0) break;
+    mp_interrupt_point(L);
   }
   lua_pushnil(L);
   lua_pushliteral(L, "timeout");
@@ -398,8 +393,11 @@ static int l_poll(lua_State *L) {
     p[i].revents = 0;
     lua_pop(L, 1);
   }
-  while ((r = poll(p, (nfds_t)n, mp_poll_ms(deadline))) < 0 && errno == EINTR)
-    ;
+  while ((r = poll(p, (nfds_t)n, mp_poll_ms(mp_slice_deadline(deadline)))) == 0 ||
+         (r < 0 && errno == EINTR)) {
+    if (deadline >= 0 && mp_poll_ms(deadline) == 0) { r = 0; break; }
+    mp_interrupt_point(L);
+  }
   if (r < 0) return mp_fail(L, "cannot poll");
   lua_createtable(L, r, 0);
   for (i = 0; i < n; i++) {

@@ -201,14 +201,15 @@ static void ring_pop(q_handle *h, q_state *s, size_t len) {
 ** dies is recovered from (EOWNERDEAD), so this waits without deadline:
 ** "empty" and "full" then always mean just that. 0 or an errno. */
 static int q_lock(q_handle *h) {
-  return mp_mutex_lock(&h->sh->lock, -1, NULL);
+  return mp_mutex_lock(NULL, &h->sh->lock, -1, NULL);
 }
 
 static void q_unlock(q_handle *h) { mp_mutex_unlock(&h->sh->lock); }
 
-/* Called locked; waits for seq to move, then locks again. 0 or an errno
-** (ETIMEDOUT once the deadline passed; the lock is not held then). */
-static int q_wait(q_handle *h, uint32_t *seq, uint32_t *waiters,
+/* Called locked; waits for seq to move (or one slice), then locks again.
+** 0 or an errno (ETIMEDOUT once the deadline passed; the lock is not held
+** then). Ctrl-C may strike while it waits unlocked. */
+static int q_wait(lua_State *L, q_handle *h, uint32_t *seq, uint32_t *waiters,
                   double deadline) {
   uint32_t seen;
   int r;
@@ -218,6 +219,7 @@ static int q_wait(q_handle *h, uint32_t *seq, uint32_t *waiters,
   r = mp_seq_wait(seq, seen, deadline);
   __atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
   if (r == ETIMEDOUT) return r;
+  mp_interrupt_point(L);
   return q_lock(h);
 }
 
@@ -297,7 +299,7 @@ static int l_queue_put(lua_State *L) {
   mp_encode(L, 2, &v);
   if ((e = q_lock(h)) != 0) return push_result(L, e, "full", "cannot put on the queue");
   while (s = current(sh), sh->maxsize > 0 && s.count >= sh->maxsize)
-    if ((e = q_wait(h, &sh->wseq, &sh->wwait, deadline)) != 0)
+    if ((e = q_wait(L, h, &sh->wseq, &sh->wwait, deadline)) != 0)
       return push_result(L, e, "full", "cannot put on the queue");
   if ((e = ring_put(h, &s, &v)) != 0) {
     q_unlock(h);
@@ -374,7 +376,7 @@ static int l_queue_get(lua_State *L) {
   int e;
   if ((e = q_lock(h)) != 0) return push_result(L, e, "empty", "cannot get from the queue");
   while (s = current(sh), s.count == 0)
-    if ((e = q_wait(h, &sh->rseq, &sh->rwait, deadline)) != 0)
+    if ((e = q_wait(L, h, &sh->rseq, &sh->rwait, deadline)) != 0)
       return push_result(L, e, "empty", "cannot get from the queue");
   if ((e = ensure_map(h, s.cap)) != 0) {
     q_unlock(h);
@@ -425,7 +427,7 @@ static int l_queue_join(lua_State *L) {
   int e = q_lock(h);
   if (e != 0) return push_result(L, e, "timeout", "cannot use the queue");
   while (current(sh).unfinished > 0)
-    if ((e = q_wait(h, &sh->wseq, &sh->wwait, deadline)) != 0)
+    if ((e = q_wait(L, h, &sh->wseq, &sh->wwait, deadline)) != 0)
       return push_result(L, e, "timeout", "cannot use the queue");
   q_unlock(h);
   lua_pushboolean(L, 1);

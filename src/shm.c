@@ -90,7 +90,6 @@ int mp_mutex_init(pthread_mutex_t *m) {
 
 static int timed_lock(pthread_mutex_t *m, double deadline) {
   struct timespec ts;
-  if (deadline < 0) return pthread_mutex_lock(m);
 #if MP_HAVE_CLOCKLOCK
   ts = mp_timespec(deadline);
   return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
@@ -115,9 +114,22 @@ static int recover(pthread_mutex_t *m, int r, int *owner_died) {
 
 /* Locks m before deadline (<0: none). 0 when locked, ETIMEDOUT, or another
 ** error. *owner_died is set when the previous holder died holding it; the
-** mutex is then made consistent again and the caller holds it. */
-int mp_mutex_lock(pthread_mutex_t *m, double deadline, int *owner_died) {
-  return recover(m, timed_lock(m, deadline), owner_died);
+** mutex is then made consistent again and the caller holds it.
+** The wait goes in slices, each a fresh try on the mutex word: a wake-up
+** lost with a waiter that died right after it was woken then costs one
+** slice, not the rest of time. With L, Ctrl-C may strike between slices,
+** where nothing is held (see mp_interrupt_point). */
+int mp_mutex_lock(lua_State *L, pthread_mutex_t *m, double deadline,
+                  int *owner_died) {
+  int r = pthread_mutex_trylock(m);
+  while (r == EBUSY) {
+    if (deadline >= 0 && mp_monotonic() >= deadline) { r = ETIMEDOUT; break; }
+    r = timed_lock(m, mp_slice_deadline(deadline));
+    if (r != ETIMEDOUT) break;
+    r = EBUSY;
+    if (L != NULL) mp_interrupt_point(L);
+  }
+  return recover(m, r, owner_died);
 }
 
 /* The same without waiting: EBUSY when someone holds m. */
@@ -133,27 +145,22 @@ void mp_mutex_unlock(pthread_mutex_t *m) {
 ** Wait and wake on a sequence word
 ** --------------------------------------------------------------------- */
 
-/* Waits until *seq differs from seen, a wake-up, a signal or deadline.
-** Callers re-check their condition: a return is only a hint.
+/* Waits until *seq differs from seen, a wake-up, a signal, the end of
+** one slice (MP_SLICE) or deadline. Callers re-check their condition and
+** call mp_interrupt_point before they wait again: a return is only a hint.
 ** 0, or ETIMEDOUT once the deadline has passed. */
 int mp_seq_wait(uint32_t *seq, uint32_t seen, double deadline) {
-  double left = deadline < 0 ? -1 : deadline - mp_monotonic();
-  if (deadline >= 0 && left <= 0) return ETIMEDOUT;
+  double left = mp_slice_deadline(deadline) - mp_monotonic();
+  if (left > 0) {
 #if MP_HAVE_FUTEX
-  {
-    struct timespec rel, *tp = NULL;
-    if (deadline >= 0) { rel = mp_timespec(left); tp = &rel; }
-    if (syscall(SYS_futex, seq, FUTEX_WAIT, seen, tp, NULL, 0) < 0 &&
-        errno == ETIMEDOUT)
-      return ETIMEDOUT;
-  }
+    struct timespec rel = mp_timespec(left);
+    syscall(SYS_futex, seq, FUTEX_WAIT, seen, &rel, NULL, 0);
 #else
-  {
     struct timespec ms = {0, 1000000L};
     if (__atomic_load_n(seq, __ATOMIC_ACQUIRE) == seen) nanosleep(&ms, NULL);
-  }
 #endif
-  return 0;
+  }
+  return (deadline >= 0 && mp_monotonic() >= deadline) ? ETIMEDOUT : 0;
 }
 
 /* Bumps *seq and wakes every process waiting on it. */

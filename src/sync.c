@@ -97,7 +97,7 @@ static int push_taken(lua_State *L, int ok, int died) {
 /* Locks an object's own mutex; notes a holder that died inside. */
 static void enter(pthread_mutex_t *m, int *died) {
   int d = 0;
-  mp_mutex_lock(m, -1, &d);
+  mp_mutex_lock(NULL, m, -1, &d);
   if (d && died) *died = 1;
 }
 
@@ -167,8 +167,10 @@ static int new_lock(lua_State *L, const char *mt, int type) {
 static int l_Lock(lua_State *L) { return new_lock(L, LOCK_MT, MP_T_LOCK); }
 static int l_RLock(lua_State *L) { return new_lock(L, RLOCK_MT, MP_T_RLOCK); }
 
-/* 0 when taken (then *died tells), else ETIMEDOUT/EBUSY or an error. */
-static int lock_take(lock_body *b, int block, double deadline, int *died) {
+/* 0 when taken (then *died tells), else ETIMEDOUT/EBUSY or an error.
+** Ctrl-C may strike while it waits (nothing is taken then). */
+static int lock_take(lua_State *L, lock_body *b, int block, double deadline,
+                     int *died) {
   int r;
   uint64_t me = mp_self();
   *died = 0;
@@ -176,10 +178,10 @@ static int lock_take(lock_body *b, int block, double deadline, int *died) {
     if (b->recursive) { b->count++; return 0; }
     if (!block) return EBUSY;
     if (deadline < 0) return EDEADLK;
-    while (mp_seq_wait(&b->count, b->count, deadline) == 0) {}
+    while (mp_seq_wait(&b->count, b->count, deadline) == 0) mp_interrupt_point(L);
     return ETIMEDOUT;
   }
-  r = block ? mp_mutex_lock(&b->m, deadline, died) : mp_mutex_trylock(&b->m, died);
+  r = block ? mp_mutex_lock(L, &b->m, deadline, died) : mp_mutex_trylock(&b->m, died);
   if (r) return r;
   STORE(&b->owner, me);
   b->count = 1;
@@ -199,7 +201,7 @@ static int lock_give(lock_body *b, int all) {
 static int lock_acquire(lua_State *L, lock_body *b) {
   int block, died, r;
   double deadline = block_deadline(L, 2, &block);
-  r = lock_take(b, block, deadline, &died);
+  r = lock_take(L, b, block, deadline, &died);
   if (r == 0) return push_taken(L, 1, died);
   if (r == ETIMEDOUT || r == EBUSY) return push_taken(L, 0, 0);
   if (r == EDEADLK)
@@ -385,6 +387,11 @@ static int m_sem_acquire(lua_State *L) {
     mp_seq_wait(&b->seq, seen, b->owned ? poll_deadline(deadline) : deadline);
     enter(&b->m, &died);
     b->waiters--;
+    if (mp_interrupt_pending(L)) {
+      mp_mutex_unlock(&b->m);
+      mp_interrupt_point(L);
+      enter(&b->m, &died);
+    }
   }
   mp_mutex_unlock(&b->m);
   if (ok < 0)
@@ -505,6 +512,11 @@ static int m_event_wait(lua_State *L) {
       set = LOAD(&b->flag);
       break;
     }
+    if (mp_interrupt_pending(L)) {
+      __atomic_sub_fetch(&b->waiters, 1, __ATOMIC_SEQ_CST);
+      mp_interrupt_point(L);
+      __atomic_add_fetch(&b->waiters, 1, __ATOMIC_SEQ_CST);
+    }
   }
   __atomic_sub_fetch(&b->waiters, 1, __ATOMIC_SEQ_CST);
   lua_pushboolean(L, set);
@@ -567,14 +579,16 @@ static lock_body *cond_lock(lua_State *L, const char *fname) {
   return lk;
 }
 
-/* Waits in slot s until notified or deadline; 1 when notified. */
-static int cond_sleep(cond_body *b, wslot *s, double deadline) {
+/* Waits in slot s until notified or deadline; 1 when notified, -1 when
+** an interrupt is pending (the slot is given up all the same). */
+static int cond_sleep(lua_State *L, cond_body *b, wslot *s, double deadline) {
   int ok;
   enter(&b->m, NULL);
   for (;;) {
     uint32_t seen;
     if (s->state == W_SIGNALLED) { ok = 1; break; }
     if (passed(deadline)) { ok = 0; break; }
+    if (mp_interrupt_pending(L)) { ok = -1; break; }
     seen = LOAD(&b->seq);
     mp_mutex_unlock(&b->m);
     mp_seq_wait(&b->seq, seen, deadline);
@@ -603,9 +617,13 @@ static int m_cond_wait(lua_State *L) {
                       "(at most %d)", COND_SLOTS);
   depth = lk->count;
   lock_give(lk, 1);
-  ok = cond_sleep(b, &b->w[i], deadline);
-  lock_take(lk, 1, -1, &died);
+  ok = cond_sleep(L, b, &b->w[i], deadline);
+  lock_take(L, lk, 1, -1, &died);
   lk->count = depth;
+  if (ok < 0) {   /* the lock is held again, as after any wait */
+    mp_interrupt_point(L);
+    ok = 1;       /* no interrupt after all (another hook): a spurious wake */
+  }
   lua_pushboolean(L, ok);
   if (!died) return 1;
   lua_pushliteral(L, "owner died");
@@ -738,27 +756,31 @@ static void barrier_nap(barrier_body *b, double deadline) {
 }
 
 /* A slot in the current round (waiting while the last one drains), -1
-** when the barrier is broken, -2 when deadline passes first (the party
-** never joined a round: nothing breaks). */
-static int barrier_join(barrier_body *b, double deadline) {
+** when the barrier is broken (a party of the round died: it breaks now),
+** -2 when deadline passes first or -3 when an interrupt is pending (the
+** party never joined a round: nothing breaks). */
+static int barrier_join(lua_State *L, barrier_body *b, double deadline) {
   for (;;) {
     int i;
     if (b->broken) return -1;
+    if (barrier_reap(b)) { barrier_break(b); return -1; }
     if (b->count < b->parties && (i = slot_take(b->w, (int)b->nslots)) >= 0)
       return i;
-    if (barrier_reap(b)) { barrier_break(b); return -1; }
     if (passed(deadline)) return -2;
+    if (mp_interrupt_pending(L)) return -3;
     barrier_nap(b, deadline);
   }
 }
 
-/* 0 released, 1 broken, 2 timed out (which breaks the barrier). */
-static int barrier_sleep(barrier_body *b, wslot *s, double deadline) {
+/* 0 released, 1 broken, 2 timed out, 4 interrupted (both break the
+** barrier, as an exception inside Python's Barrier.wait does). */
+static int barrier_sleep(lua_State *L, barrier_body *b, wslot *s, double deadline) {
   int r;
   for (;;) {
     if (s->state == W_SIGNALLED) { r = 0; break; }
     if (s->state == W_BROKEN) { r = 1; break; }
     if (passed(deadline)) { barrier_break(b); r = 2; break; }
+    if (mp_interrupt_pending(L)) { barrier_break(b); r = 4; break; }
     if (barrier_reap(b)) { barrier_break(b); continue; }
     barrier_nap(b, deadline);
   }
@@ -778,8 +800,9 @@ static int m_barrier_arrive(lua_State *L) {
   uint32_t idx;
   int i, r;
   enter(&b->m, NULL);
-  if ((i = barrier_join(b, deadline)) < 0) {
+  if ((i = barrier_join(L, b, deadline)) < 0) {
     mp_mutex_unlock(&b->m);
+    if (i == -3) mp_interrupt_point(L);
     lua_pushnil(L);
     lua_pushstring(L, i == -1 ? "broken" : "timeout");
     return 2;
@@ -787,8 +810,9 @@ static int m_barrier_arrive(lua_State *L) {
   idx = b->count++;
   b->w[i].ticket = b->gen;
   b->w[i].state = b->count == b->parties ? W_LEADER : W_WAITING;
-  r = b->w[i].state == W_LEADER ? 3 : barrier_sleep(b, &b->w[i], deadline);
+  r = b->w[i].state == W_LEADER ? 3 : barrier_sleep(L, b, &b->w[i], deadline);
   mp_mutex_unlock(&b->m);
+  if (r == 4) { mp_interrupt_point(L); r = 1; }
   if (r == 1 || r == 2) {
     lua_pushnil(L);
     lua_pushstring(L, r == 1 ? "broken" : "timeout");
@@ -815,7 +839,7 @@ static int m_barrier_release(lua_State *L) {
     return luaL_error(L, "release: this process is not the last party of a round");
   }
   if (b->w[k].state == W_BROKEN) ok = 0;
-  else if (!ok) barrier_break(b);
+  else if (!ok || barrier_reap(b)) { barrier_break(b); ok = 0; }
   else {
     for (i = 0; i < b->nslots; i++)
       if (b->w[i].state == W_WAITING && b->w[i].ticket == b->gen)

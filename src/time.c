@@ -2,6 +2,14 @@
 ** time.c: clocks, deadlines and sleep for mproc.core.
 ** Every timeout in mproc is a deadline on the monotonic clock, so a wait
 ** that is interrupted by a signal resumes with the time that is left.
+**
+** Interrupts: lua.c answers Ctrl-C by setting a hook that raises
+** "interrupted!" at the next Lua instruction, which a wait inside C never
+** reaches. So every blocking wait in mproc is cut into slices of at most
+** MP_SLICE seconds (futex and mutex waits are restarted by the kernel
+** after a signal; poll and sleep return EINTR), and between slices, where
+** it holds nothing, calls mp_interrupt_point, which runs a Lua function
+** when a hook is set so that the hook fires there.
 */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -16,6 +24,9 @@
 #else
 #define MP_HAVE_CLOCK_NANOSLEEP 1
 #endif
+
+/* The empty Lua function that mp_interrupt_point calls. */
+static const char noop_key = 0;
 
 static double timespec_seconds(const struct timespec *ts) {
   return (double)ts->tv_sec + (double)ts->tv_nsec / 1e9;
@@ -65,15 +76,50 @@ double mp_opt_deadline(lua_State *L, int idx) {
   return mp_monotonic() + t;
 }
 
-/* Sleeps until the monotonic clock reaches deadline, through signals. */
-static void sleep_until(double deadline) {
+double mp_slice_deadline(double deadline) {
+  double s = mp_monotonic() + MP_SLICE;
+  return (deadline < 0 || s < deadline) ? s : deadline;
+}
+
+/* The hook set on L, or else the one lua.c sets on the main thread on
+** Ctrl-C (every event, count 1: its signature), moved to L when L is a
+** coroutine: the interrupt is then raised (and caught, or not) once, in
+** the coroutine that waits, as in a main thread that waits. */
+#define CTRL_C_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT)
+static lua_Hook pending_hook(lua_State *L) {
+  lua_State *M;
+  lua_Hook h = lua_gethook(L);
+  if (h != NULL) return h;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  M = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (M == NULL || M == L || (h = lua_gethook(M)) == NULL ||
+      lua_gethookmask(M) != CTRL_C_MASK || lua_gethookcount(M) != 1)
+    return NULL;
+  lua_sethook(M, NULL, 0, 0);
+  lua_sethook(L, h, CTRL_C_MASK, 1);
+  return h;
+}
+
+int mp_interrupt_pending(lua_State *L) {
+  return pending_hook(L) != NULL;
+}
+
+void mp_interrupt_point(lua_State *L) {
+  if (pending_hook(L) == NULL) return;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &noop_key);
+  lua_call(L, 0, 0);
+}
+
+/* Sleeps until the monotonic clock reaches deadline, or for one slice. */
+static void sleep_slice(double deadline) {
+  double until = mp_slice_deadline(deadline);
 #if MP_HAVE_CLOCK_NANOSLEEP
-  struct timespec ts = mp_timespec(deadline);
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-    ;
+  struct timespec ts = mp_timespec(until);
+  clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 #else
-  double left;
-  while ((left = deadline - mp_monotonic()) > 0) {
+  double left = until - mp_monotonic();
+  if (left > 0) {
     struct timespec ts = mp_timespec(left);
     nanosleep(&ts, NULL);
   }
@@ -81,10 +127,13 @@ static void sleep_until(double deadline) {
 }
 
 static int l_sleep(lua_State *L) {
-  double s = (double)luaL_checknumber(L, 1);
+  double s = (double)luaL_checknumber(L, 1), deadline;
   luaL_argcheck(L, s == s && s >= 0, 1, "seconds must be a number >= 0");
-  while (s > MP_FOREVER) sleep_until(mp_monotonic() + MP_FOREVER);
-  if (s > 0) sleep_until(mp_monotonic() + s);
+  deadline = s > MP_FOREVER ? -1 : mp_monotonic() + s;
+  while (deadline < 0 || mp_monotonic() < deadline) {
+    sleep_slice(deadline);
+    mp_interrupt_point(L);
+  }
   return 0;
 }
 
@@ -107,4 +156,6 @@ static const luaL_Reg time_funcs[] = {
 
 void mp_open_time(lua_State *L) {
   luaL_setfuncs(L, time_funcs, 0);
+  luaL_loadbuffer(L, "return", 6, "=(a wait in mproc)");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &noop_key);
 }

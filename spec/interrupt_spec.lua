@@ -1,0 +1,97 @@
+-- Ctrl-C in a blocking wait: lua.c turns SIGINT into an "interrupted!"
+-- error at the next Lua instruction; every wait in mproc must let it
+-- through promptly (it waits in slices and lets the hook run between
+-- them), leaving nothing taken and lost.
+local support = require "support"
+
+-- Runs setup, then `wait` under pcall with a SIGINT sent to the script
+-- 0.3 s in; the wait alone would last for ever (or a minute). Prints the
+-- pcall's results, whether the wait ended well before the minute, then
+-- what `after` prints.
+local function interrupted(setup, wait, after)
+  return support.run_lua(([[
+    local mproc = require "mproc"
+    local core = require "mproc.core"
+    local me = mproc.getpid()
+    %s
+    local killer = mproc.Process(function()
+      mproc.sleep(0.3)
+      core.kill(me, 2)
+    end):start()
+    local t0 = mproc.monotonic()
+    local ok, err = pcall(function() %s end)
+    print(ok, err, mproc.monotonic() - t0 < 30)
+    killer:join()
+    %s
+  ]]):format(setup, wait, after or ""), { env = "timeout 60" })
+end
+
+local EXPECT = "^false\t[^\n]*interrupted!\ttrue\n"
+
+describe("Ctrl-C (SIGINT) in lua5.4", function()
+  for _, case in ipairs({
+    { "mproc.sleep", "", "mproc.sleep(60)" },
+    { "Process:join", "local p = mproc.Process(function() mproc.sleep(60) end):start()",
+      "p:join()", "p:kill(); print(p:join())", "%-9\n" },
+    { "Queue:get, leaving the queue whole",
+      "local q = mproc.Queue()", "q:get()",
+      "q:put('x'); print(q:get(true, 5))", "x\n" },
+    { "Queue:put on a full queue, putting nothing",
+      "local q = mproc.Queue(1); q:put('first')", "q:put('second')",
+      "print(q:qsize(), q:get(), q:get(false))", "1\tfirst\tnil\tempty\n" },
+    { "JoinableQueue:join", "local q = mproc.JoinableQueue(); q:put(1)", "q:join()" },
+    { "Lock:acquire, taking nothing",
+      [[local l, e = mproc.Lock(), mproc.Event()
+        local h = mproc.Process(function() l:acquire(); e:set(); mproc.sleep(60) end)
+        h.daemon = true; h:start(); e:wait()]],
+      "l:acquire()", "print(l:held(), tostring(l) == ('mproc.Lock (held by pid ' .. h.pid .. ')'))",
+      "false\ttrue\n" },
+    { "RLock:acquire with a timeout",
+      [[local l, e = mproc.RLock(), mproc.Event()
+        local h = mproc.Process(function() l:acquire(); e:set(); mproc.sleep(60) end)
+        h.daemon = true; h:start(); e:wait()]],
+      "l:acquire(true, 50)", "print(l:held())", "false\n" },
+    { "Semaphore:acquire, taking no unit", "local s = mproc.Semaphore(0)", "s:acquire()",
+      "s:release(); print(s:get_value(), s:acquire(false), s:get_value())", "1\ttrue\t0\n" },
+    { "Event:wait", "local e = mproc.Event()", "e:wait()" },
+    { "Condition:wait, holding the lock again after",
+      "local c = mproc.Condition(); c:acquire()", "c:wait()",
+      "print(c:get_lock():held())", "true\n" },
+    { "Barrier:wait, which breaks the barrier",
+      "local b = mproc.Barrier(2)", "b:wait()", "print(b.broken)", "true\n" },
+    { "Connection:recv, leaving the stream whole",
+      "local a, b = mproc.Pipe()", "a:recv()", "b:send(42); print(a:recv())", "42\n" },
+    { "Connection:send on a full socket",
+      "local a, b = mproc.Pipe(); local big = string.rep('x', 64 * 1024 * 1024)", "b:send(big)",
+      "print(pcall(b.send, b, 1))", "false\t[^\n]*interrupted in the middle of a message\n" },
+    { "Connection:poll(math.huge)", "local a = mproc.Pipe()", "a:poll(math.huge)" },
+    { "mproc.wait", "local a = mproc.Pipe()", "mproc.wait({ a })" },
+    { "a wait inside a coroutine", "local q = mproc.Queue()",
+      "coroutine.wrap(function() q:get() end)()" },
+  }) do
+    local name, setup, wait, after, expect = table.unpack(case)
+    it("interrupts " .. name, function()
+      local out = interrupted(setup, wait, after)
+      assert.matches(EXPECT .. (expect or "") .. "$", out)
+    end)
+  end
+
+  it("is caught by pcall, and the script goes on to use the objects", function()
+    local out = interrupted("local q = mproc.Queue()",
+      "for _ = 1, 3 do q:get() end", "for i = 1, 3 do q:put(i) end; print(q:get(), q:get(), q:get())")
+    assert.matches(EXPECT .. "1\t2\t3\n$", out)
+  end)
+
+  it("resumes a wait after a signal whose handler raises nothing", function()
+    -- SIGCHLD of a child that ends: a handled signal that is no Ctrl-C
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p = mproc.Process(function() end):start()
+      local q = mproc.Queue()
+      local t0 = mproc.monotonic()
+      print(q:get(true, 0.5), mproc.monotonic() - t0 >= 0.5)
+      p:join()
+    ]])
+    assert.are.equal("nil\ttrue\n", out)
+  end)
+end)
