@@ -558,6 +558,27 @@ describe("Pool and its parent", function()
   end)
 end)
 
+-- Runs code in a fresh interpreter, killed after 20 s (a hang fails the
+-- spec instead of hanging the suite); returns its output and exit code.
+local function run_bounded(code, prefix)
+  return support.run_lua(code, { env = (prefix or "") .. "timeout 20" })
+end
+
+describe("process_cpu_count", function()
+  it("is the number of CPUs this process may run on, and Pool()'s default size", function()
+    local out, code = run_bounded([[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool()
+      print(mproc.process_cpu_count(), tostring(pool):match("%((%d+) processes"))
+    ]], "taskset -c 0 ")
+    assert.are.equal(0, code, out)
+    assert.are.equal("1\t1\n", out)
+    local n = mproc.process_cpu_count()
+    assert.are.equal("integer", math.type(n))
+    assert.is_true(n >= 1 and n <= mproc.cpu_count())
+  end)
+end)
+
 describe("tutorial example 02_pool.lua", function()
   it("runs five tasks on at most four workers, with different sleeps", function()
     local out, code = support.run_lua(nil, { path = "examples/tutorial/02_pool.lua" })

@@ -720,7 +720,7 @@ local function check_options(a, b)
   if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
     util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1")
   end
-  return a or core.cpu_count(), opts
+  return a or core.process_cpu_count(), opts
 end
 
 -- mproc.Pool([processes], [{initializer, initargs, maxtasksperchild}])
