@@ -432,7 +432,11 @@ describe("Pool", function()
   describe("rejects bad arguments", function()
     local f = function() end
     local cases = {
-      { "Pool(0)", function() mproc.Pool(0) end, "processes must be an integer >= 1" },
+      { "Pool(0)", function() mproc.Pool(0) end, "processes must be an integer in 1..4096, got 0" },
+      { "Pool(5000)", function() mproc.Pool(5000) end,
+        "bad argument #1 to 'Pool' (processes must be an integer in 1..4096, got 5000)" },
+      { "Pool{processes = 5000}", function() mproc.Pool{ processes = 5000 } end,
+        "bad argument #1 to 'Pool' (processes must be an integer in 1..4096, got 5000)" },
       { "Pool('x')", function() mproc.Pool("x") end, "processes must be an integer" },
       { "Pool{bogus}", function() mproc.Pool{ bogus = 1 } end, "unknown option 'bogus'" },
       { "maxtasksperchild 0", function() mproc.Pool(1, { maxtasksperchild = 0 }) end, "maxtasksperchild" },
@@ -443,6 +447,10 @@ describe("Pool", function()
       { "map chunksize 0", function() pool:map(f, {}, 0) end, "chunksize must be an integer >= 1" },
       { "starmap(f, 1)", function() pool:starmap(f, 1) end,
         "bad argument #2 to 'starmap' (table or iterator function expected, got number)" },
+      { "starmap(f, {{1}, 2})", function() pool:starmap(f, {{1}, 2}) end,
+        "bad argument #2 to 'starmap' (item 2 is a number, not a table of arguments)" },
+      { "starmap_async over an iterator of strings", function() pool:starmap_async(f, ("a b"):gmatch("%a")) end,
+        "bad argument #2 to 'starmap_async' (item 1 is a string, not a table of arguments)" },
       { "map_async(f, 'x')", function() pool:map_async(f, "x") end,
         "bad argument #2 to 'map_async' (table or iterator function expected, got string)" },
       { "map_async callback 42", function() pool:map_async(f, {1}, nil, { callback = 42 }) end,
@@ -464,6 +472,7 @@ describe("Pool", function()
         local ok, err = pcall(case[2])
         assert.is_false(ok)
         assert.matches(case[3], err, 1, true)
+        assert.matches("^spec/pool_spec%.lua:%d+: ", err) -- the caller's line, not mproc's
       end)
     end
 

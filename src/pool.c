@@ -67,6 +67,7 @@ static int board_pipe(int fds[2]) {
 #define SOFT_LAP ((uint64_t)1 << 20) /* wrap early past this when the start is free */
 #define READ_CHUNK 65536
 #define READ_BUDGET ((size_t)4 << 20)
+#define MAX_WORKERS 4096           /* core.POOL_MAX_WORKERS, checked by Pool() */
 
 typedef struct {
   uint32_t state;
@@ -179,7 +180,7 @@ static int l_board_new(lua_State *L) {
   lua_Integer ns = luaL_checkinteger(L, 2);
   lua_Integer ds = luaL_checkinteger(L, 3);
   board *b;
-  luaL_argcheck(L, nw >= 1 && nw <= 4096, 1, "worker count out of range");
+  luaL_argcheck(L, nw >= 1 && nw <= MAX_WORKERS, 1, "worker count out of range");
   luaL_argcheck(L, ns >= 1 && ns <= (1 << 20), 2, "slot count out of range");
   luaL_argcheck(L, ds >= 4096 && ds % 4096 == 0 && ds <= ((lua_Integer)1 << 40), 3,
                 "data size must be a multiple of 4096");
@@ -613,4 +614,6 @@ void mp_open_pool(lua_State *L) {
   mp_new_type(L, BOARD_MT, board_meta, board_methods);
   lua_pushcfunction(L, l_board_new);
   lua_setfield(L, -2, "pool_board");
+  lua_pushinteger(L, MAX_WORKERS);
+  lua_setfield(L, -2, "POOL_MAX_WORKERS");
 }

@@ -443,6 +443,16 @@ local function collect(src)
   end
 end
 
+-- starmap's items are argument lists: each is checked before anything is sent.
+local function check_arg_lists(fname, list, n)
+  for i = 1, n do
+    local t = type(rawget(list, i))
+    if t ~= "table" then
+      util.argerror(fname, 2, ("item %d is %s, not a table of arguments"):format(i, t == "nil" and t or "a " .. t))
+    end
+  end
+end
+
 -- Encodes list[1..n] in slices of chunksize; raises before anything is
 -- submitted if one cannot be sent.  Returns the bodies and their first indexes.
 local function encode_chunks(fname, list, n, chunksize)
@@ -462,6 +472,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   check_result_options(fname, 4, opts)
   if type(list) ~= "table" then list = collect(list) end
   local n = #list
+  if kind == STAR then check_arg_lists(fname, list, n) end
   chunksize = chunksize or default_chunksize(self, n)
   local bodies, starts = encode_chunks(fname, list, n, chunksize)
   for _, body in ipairs(bodies) do check_fits(self, fname, head, body) end
@@ -711,8 +722,9 @@ local function check_options(a, b)
   util.check_type("Pool", n, opts, "table", true)
   opts = opts or {}
   util.check_options("Pool", n, opts, OPTIONS)
-  if a ~= nil and (math.type(a) ~= "integer" or a < 1) then
-    util.argerror("Pool", 1, "processes must be an integer >= 1")
+  local max = core.POOL_MAX_WORKERS
+  if a ~= nil and (math.type(a) ~= "integer" or a < 1 or a > max) then
+    util.argerror("Pool", 1, ("processes must be an integer in 1..%d, got %s"):format(max, tostring(a)))
   end
   util.check_callable("Pool", n, opts.initializer, true)
   util.check_type("Pool", n, opts.initargs, "table", true)
