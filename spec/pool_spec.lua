@@ -267,6 +267,36 @@ describe("Pool", function()
     end)
   end)
 
+  describe("a task whose argument's metamethod raises", function()
+    -- one metamethod each (the codec cannot yet send a slice holding two
+    -- functions that share an upvalue)
+    local function no_index()
+      return setmetatable({ 1 }, { __index = function(_, k) error("no field " .. tostring(k) .. " here", 0) end })
+    end
+    local function no_len()
+      return setmetatable({ 1 }, { __len = function() error("no length here", 0) end })
+    end
+
+    it("fails that task with the metamethod's error; the worker and the pool go on", function()
+      local before = support.children()
+      local r = pool:apply_async(function(x) return x end, no_index())
+      local ok, err = pcall(r.get, r, 10)
+      assert.is_false(ok)
+      assert.matches("^no field n here", err)
+      ok, err = pcall(pool.apply, pool, print, no_len())
+      assert.is_false(ok)
+      assert.matches("^no length here", err)
+      ok, err = pcall(pool.starmap, pool, function(x) return x end, { no_index() })
+      assert.is_false(ok)
+      assert.matches("^no field n here", err)
+      ok, err = pcall(pool.map, pool, function(t) return #t end, { no_len() })
+      assert.is_false(ok)
+      assert.matches("^no length here", err)
+      assert.are.equal(5, pool:apply(function() return 5 end))
+      assert.are.same(before, support.children()) -- the same workers: none died
+    end)
+  end)
+
   describe("an imap iterator and terminate()", function()
     local function three()
       local i = 0

@@ -36,7 +36,7 @@ local unpack, pack = table.unpack, table.pack
 local error_text = util.error_text
 
 -- The frames below the task are mproc's own: tracebacks leave them out,
--- cut at the first of xpcall (apply) or run_map/run_star (map, imap).
+-- cut at the first of xpcall or run_call/run_map/run_star.
 local OWN_FRAMES = { "\n\t%[C%]: in function 'xpcall'", "\n[^\n]*mproc[/\\]pool%.lua:" }
 
 local function task_traceback(e)
@@ -47,6 +47,15 @@ local function task_traceback(e)
   for _, pat in ipairs(OWN_FRAMES) do cut = math.min(cut, frames:find(pat) or cut) end
   return ("%s\nstack traceback (pool worker pid %d):%s")
     :format(msg, core.getpid(), frames:sub(1, cut - 1))
+end
+
+local function pass(...) return ... end
+
+-- The arguments are unpacked under xpcall too: a metamethod of theirs
+-- that raises fails the task, not the worker.  f is not tail-called, so
+-- a traceback shows run_call below it and is cut there.
+local function run_call(f, args)
+  return pass(f(unpack(args, 1, args.n or #args)))
 end
 
 local function run_map(f, items)
@@ -91,7 +100,7 @@ local function run_task(cache, head, body)
       r = { false, "cannot decode the task's arguments: " .. err }
     else
       local kind = head:sub(1, 1)
-      if kind == CALL then r = pack(xpcall(f, task_traceback, unpack(args, 1, args.n or #args)))
+      if kind == CALL then r = pack(xpcall(run_call, task_traceback, f, args))
       elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args))
       else r = pack(xpcall(run_star, task_traceback, f, args)) end
     end
