@@ -267,6 +267,36 @@ describe("Pool", function()
     end)
   end)
 
+  describe("lists with n (table.pack's)", function()
+    local isnil = function(x) return x == nil end
+    local three_nils = function() return table.pack(nil, nil, nil) end
+    local function collect(iter)
+      local out, n = {}, 0
+      for i, v in iter do out[i], n = v, n + 1 end
+      out.n = n
+      return out
+    end
+    local cases = {
+      { "map", function() return pool:map(isnil, three_nils()) end },
+      { "map_async", function() return pool:map_async(isnil, three_nils(), 1):get(10) end },
+      { "imap", function() return collect(pool:imap(isnil, three_nils())) end },
+      { "imap_unordered", function() return collect(pool:imap_unordered(isnil, three_nils(), 2)) end },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1] .. " runs a task for each of the n items, nils included", function()
+        assert.are.same({ true, true, true, n = 3 }, case[2]())
+      end)
+    end
+
+    it("an n shorter than the list limits map and starmap to the first n", function()
+      local id = function(x) return x end
+      assert.are.same({ 1, 2, n = 2 }, pool:map(id, { 1, 2, 3, n = 2 }))
+      assert.are.same({ 1, 2, n = 2 }, pool:starmap(math.max, { { 1 }, { 2 }, { 3 }, n = 2 }))
+      assert.are.same({ n = 0 }, pool:map(id, { 1, 2, n = 0 }))
+      assert.are.same({ [1] = 1, n = 1 }, collect(pool:imap(id, { 1, 2, n = 1 })))
+    end)
+  end)
+
   describe("a task whose argument's metamethod raises", function()
     -- one metamethod each (the codec cannot yet send a slice holding two
     -- functions that share an upvalue)
@@ -481,6 +511,8 @@ describe("Pool", function()
         "bad argument #2 to 'starmap' (item 2 is a number, not a table of arguments)" },
       { "starmap_async over an iterator of strings", function() pool:starmap_async(f, ("a b"):gmatch("%a")) end,
         "bad argument #2 to 'starmap_async' (item 1 is a string, not a table of arguments)" },
+      { "map(f, {n = -1})", function() pool:map(f, { n = -1 }) end,
+        "bad argument #2 to 'map' (n must be >= 0, got -1)" },
       { "map_async(f, 'x')", function() pool:map_async(f, "x") end,
         "bad argument #2 to 'map_async' (table or iterator function expected, got string)" },
       { "map_async callback 42", function() pool:map_async(f, {1}, nil, { callback = 42 }) end,

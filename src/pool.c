@@ -4,7 +4,7 @@
 ** One anonymous shared mapping, made before the workers fork, holds:
 **   - a header: the futex sequence word, the waiter count, the claim
 **     ring's head (advanced by workers) and tail (advanced by the parent);
-**   - slots: {state, task id, payload position, length}; a slot is FREE,
+**   - slots: {state, task id, payload position, length, item count}; a slot is FREE,
 **     QUEUED, or CLAIMED+w (worker w took it);
 **   - the claim ring: slot numbers in the order the parent published them;
 **   - the data ring: payload records {len, flags} + bytes (MAP_NORESERVE:
@@ -74,6 +74,7 @@ typedef struct {
   uint32_t len;
   uint64_t pos;                    /* data-ring position of the record */
   int64_t task;
+  uint32_t count;                  /* items in a map chunk (its list may end in nils) */
 } board_slot;
 
 typedef struct {
@@ -261,17 +262,20 @@ static int l_board_room(lua_State *L) {
   return 1;
 }
 
-/* board:put(task_id, head, body) -> true, or false while the board is
-** full.  The record holds {u32 #head, head, body}; take() splits it. */
+/* board:put(task_id, head, body, [count]) -> true, or false while the
+** board is full.  The record holds {u32 #head, head, body}; take() splits
+** it and gives count back. */
 static int l_board_put(lua_State *L) {
   board *b = check_board(L);
   lua_Integer id = luaL_checkinteger(L, 2);
   size_t hlen, blen, len;
   const char *h = luaL_checklstring(L, 3, &hlen);
   const char *s = luaL_checklstring(L, 4, &blen);
+  lua_Integer count = luaL_optinteger(L, 5, 0);
   uint64_t pos, tail = b->sh->tail;
   uint32_t slot, h32 = (uint32_t)hlen;
   char *dst;
+  luaL_argcheck(L, count >= 0 && count <= UINT32_MAX, 5, "item count out of range");
   len = 4 + hlen + blen;
   if (len > b->dsize - REC_HDR || len > UINT32_MAX)
     return luaL_error(L, "a task of %I bytes does not fit the pool's board "
@@ -289,6 +293,7 @@ static int l_board_put(lua_State *L) {
   b->slots[slot].task = id;
   b->slots[slot].pos = pos;
   b->slots[slot].len = (uint32_t)len;
+  b->slots[slot].count = (uint32_t)count;
   __atomic_store_n(&b->slots[slot].state, SLOT_QUEUED, __ATOMIC_RELEASE);
   b->ring[tail % b->sh->nslots] = slot;
   __atomic_store_n(&b->sh->tail, tail + 1, __ATOMIC_SEQ_CST);
@@ -521,8 +526,8 @@ static int64_t claim_wait(board *b, uint32_t w) {
   }
 }
 
-/* board:take(w) -> slot, task id, head, body; nil once the pool shuts down or
-** the parent is gone */
+/* board:take(w) -> slot, task id, head, body, count; nil once the pool
+** shuts down or the parent is gone */
 static int l_board_take(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
@@ -538,7 +543,8 @@ static int l_board_take(lua_State *L) {
   lua_pushinteger(L, sl->task);
   lua_pushlstring(L, rec + 4, hlen);
   lua_pushlstring(L, rec + 4 + hlen, sl->len - 4 - hlen);
-  return 4;
+  lua_pushinteger(L, sl->count);
+  return 5;
 }
 
 static int write_all(int fd, struct iovec *iov, int n) {

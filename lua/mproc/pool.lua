@@ -58,15 +58,16 @@ local function run_call(f, args)
   return pass(f(unpack(args, 1, args.n or #args)))
 end
 
-local function run_map(f, items)
-  local out = { n = #items }
-  for i = 1, out.n do out[i] = f(items[i]) end
+-- A chunk of map or imap: count items, nils included.
+local function run_map(f, items, count)
+  local out = { n = count }
+  for i = 1, count do out[i] = f(items[i]) end
   return out
 end
 
-local function run_star(f, items)
-  local out = { n = #items }
-  for i = 1, out.n do
+local function run_star(f, items, count)
+  local out = { n = count }
+  for i = 1, count do
     local a = items[i]
     out[i] = f(unpack(a, 1, a.n or #a))
   end
@@ -91,7 +92,7 @@ local function task_function(cache, head)
 end
 
 -- Runs one task; returns the encoded {ok, ...} to send back.
-local function run_task(cache, head, body)
+local function run_task(cache, head, body, count)
   local r
   local ok, f = pcall(task_function, cache, head)
   if ok then
@@ -101,8 +102,8 @@ local function run_task(cache, head, body)
     else
       local kind = head:sub(1, 1)
       if kind == CALL then r = pack(xpcall(run_call, task_traceback, f, args))
-      elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args))
-      else r = pack(xpcall(run_star, task_traceback, f, args)) end
+      elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args, count))
+      else r = pack(xpcall(run_star, task_traceback, f, args, count)) end
     end
   else
     r = { false, error_text(f) }
@@ -130,9 +131,9 @@ local function worker_main(pool, w)
   end
   local cache, max, done = { n = 0 }, pool._maxtasks, 0
   while not max or done < max do
-    local slot, id, head, body = board:take(w)
+    local slot, id, head, body, count = board:take(w)
     if not slot then break end
-    local bytes = run_task(cache, head, body)
+    local bytes = run_task(cache, head, body, count)
     if not board:send(w, slot, id, bytes) then return 1 end
     done = done + 1
   end
@@ -284,22 +285,23 @@ end
 -- Pool: tasks and results
 -- ---------------------------------------------------------------------
 
--- Queues one task of job (part idx); it reaches the board now or later.
-function methods:_submit(job, idx, head, body)
+-- Queues one task of job (part idx; count items for a map chunk); it
+-- reaches the board now or later.
+function methods:_submit(job, idx, head, body, count)
   local id = self._nextid + 1
   self._nextid, self._nout = id, self._nout + 1
   self._job[id], self._part[id] = job, idx
   if self._broken then return self:_finish(id, { false, self._broken }) end
-  if self._ptail < self._phead and self._board:put(id, head, body) then return end
+  if self._ptail < self._phead and self._board:put(id, head, body, count) then return end
   local t = self._ptail + 1
-  self._ptail, self._pending[t] = t, { id, head, body }
+  self._ptail, self._pending[t] = t, { id, head, body, count }
 end
 
 function methods:_feed()
   local board, pending = self._board, self._pending
   while self._phead <= self._ptail do
     local t = pending[self._phead]
-    if not board:put(t[1], t[2], t[3]) then break end
+    if not board:put(t[1], t[2], t[3], t[4]) then break end
     pending[self._phead], self._phead = nil, self._phead + 1
   end
 end
@@ -433,6 +435,14 @@ local function check_chunksize(fname, n, c)
   return c
 end
 
+-- The length of a list: its n when an integer (table.pack's), else #list.
+local function list_length(fname, list)
+  local n = rawget(list, "n")
+  if math.type(n) ~= "integer" then return #list end
+  if n < 0 then util.argerror(fname, 2, ("n must be >= 0, got %d"):format(n)) end
+  return n
+end
+
 -- The input of map and imap: a list or an iterator function.
 local function check_source(fname, src)
   local t = type(src)
@@ -441,12 +451,13 @@ local function check_source(fname, src)
   end
 end
 
--- Calls the iterator function src until it returns nil; returns the list.
+-- Calls the iterator function src until it returns nil; returns the list
+-- (with n).
 local function collect(src)
   local list, n = {}, 0
   while true do
     local v = src()
-    if v == nil then return list end
+    if v == nil then list.n = n return list end
     n = n + 1
     list[n] = v
   end
@@ -463,14 +474,16 @@ local function check_arg_lists(fname, list, n)
 end
 
 -- Encodes list[1..n] in slices of chunksize; raises before anything is
--- submitted if one cannot be sent.  Returns the bodies and their first indexes.
+-- submitted if one cannot be sent.  Returns the bodies, their first
+-- indexes and their item counts.
 local function encode_chunks(fname, list, n, chunksize)
-  local bodies, starts = {}, {}
+  local bodies, starts, counts = {}, {}, {}
   for i = 1, n, chunksize do
-    starts[#starts + 1] = i
-    bodies[#bodies + 1] = encode_args(fname, 2, list, i, math.min(i + chunksize - 1, n))
+    local k, j = #starts + 1, math.min(i + chunksize - 1, n)
+    starts[k], counts[k] = i, j - i + 1
+    bodies[k] = encode_args(fname, 2, list, i, j)
   end
-  return bodies, starts
+  return bodies, starts, counts
 end
 
 local function map_async(self, fname, f, list, chunksize, opts, kind)
@@ -480,10 +493,10 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   chunksize = check_chunksize(fname, 3, chunksize)
   check_result_options(fname, 4, opts)
   if type(list) ~= "table" then list = collect(list) end
-  local n = #list
+  local n = list_length(fname, list)
   if kind == STAR then check_arg_lists(fname, list, n) end
   chunksize = chunksize or default_chunksize(self, n)
-  local bodies, starts = encode_chunks(fname, list, n, chunksize)
+  local bodies, starts, counts = encode_chunks(fname, list, n, chunksize)
   for _, body in ipairs(bodies) do check_fits(self, fname, head, body) end
   local res = new_result(self, #bodies, opts)
   res._map, res._value, res._starts = true, { n = n }, starts
@@ -492,7 +505,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
     if res._callback then self:_later(res._callback, res._value) end
     return res
   end
-  for k, body in ipairs(bodies) do self:_submit(res, k, head, body) end
+  for k, body in ipairs(bodies) do self:_submit(res, k, head, body, counts[k]) end
   return res
 end
 
@@ -525,9 +538,10 @@ end
 local Imap = {}
 Imap.__index = Imap
 
--- Pulls up to chunksize items from the source; nil when it is exhausted.
+-- Pulls up to chunksize items from the source: the chunk and its item
+-- count (a list's items may be nil); nil when the source is exhausted.
 function Imap:_next_chunk()
-  local src, chunk = self.src, {}
+  local src, chunk, count = self.src, {}, 0
   for i = 1, self.chunksize do
     local v
     if self.list then
@@ -538,10 +552,10 @@ function Imap:_next_chunk()
       v = src()
       if v == nil then break end
     end
-    chunk[i] = v
+    chunk[i], count = v, i
   end
-  if #chunk == 0 then self.exhausted = true return nil end
-  return chunk
+  if count == 0 then self.exhausted = true return nil end
+  return chunk, count
 end
 
 -- Submits chunks until ahead of the reader by limit chunks or exhausted.
@@ -553,13 +567,13 @@ function Imap:_fill(limit)
     error(self.fname .. ": the pool was terminated before this iterator's input was used up", 0)
   end
   while not self.exhausted and self.submitted - self.consumed < limit do
-    local chunk = self:_next_chunk()
+    local chunk, count = self:_next_chunk()
     if not chunk then break end
     local body = check_fits(self.pool, self.fname, self.head, core.dumps(chunk))
     self.submitted = self.submitted + 1
     self.starts[self.submitted] = self.pos + 1
-    self.pos = self.pos + #chunk
-    self.pool:_submit(self, self.submitted, self.head, body)
+    self.pos = self.pos + count
+    self.pool:_submit(self, self.submitted, self.head, body, count)
   end
   if self.exhausted then self.pool._imaps[self] = nil end
 end
@@ -610,10 +624,10 @@ local function imap(self, fname, f, src, chunksize, ordered)
   check_running(self, fname)
   local head = encode_function(fname, f, MAP)
   check_source(fname, src)
-  local t = type(src)
+  local list = type(src) == "table"
   chunksize = check_chunksize(fname, 3, chunksize) or 1
   local it = setmetatable({
-    pool = self, fname = fname, head = head, src = src, list = t == "table", n = t == "table" and #src or nil,
+    pool = self, fname = fname, head = head, src = src, list = list, n = list and list_length(fname, src) or nil,
     chunksize = chunksize, ordered = ordered, pos = 0, submitted = 0, consumed = 0,
     done = {}, starts = {}, exhausted = false,
   }, Imap)
