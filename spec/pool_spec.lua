@@ -297,6 +297,35 @@ describe("Pool", function()
     end)
   end)
 
+  describe("multiple return values", function()
+    local function two(x) return x, x * 10 end
+    for _, name in ipairs({ "imap", "imap_unordered" }) do
+      it(name .. " gives the index, then every value the function returned", function()
+        local got = {}
+        for i, a, b in pool[name](pool, two, { 1, 2, 3 }) do got[i] = { a, b } end
+        assert.are.same({ { 1, 10 }, { 2, 20 }, { 3, 30 } }, got)
+        local iter = pool[name](pool, function(x) return nil, x, nil end, { 7 })
+        assert.are.same({ 1, nil, 7, nil, n = 4 }, table.pack(iter()))
+        iter = pool[name](pool, function() end, { 7 })
+        assert.are.same({ 1, n = 1 }, table.pack(iter()))
+      end)
+    end
+
+    it("map and starmap keep each task's first value, as Python's map does", function()
+      assert.are.same({ 1, 2, n = 2 }, pool:map(two, { 1, 2 }))
+      assert.are.same({ 3, n = 1 }, pool:starmap(function(a, b) return a + b, "x" end, { { 1, 2 } }))
+    end)
+
+    it("apply and apply_async's get and callback give them all", function()
+      assert.are.same({ 2, 20, n = 2 }, table.pack(pool:apply(two, { 2 })))
+      local got
+      local r = pool:apply_async(function() return nil, "b", nil end, nil,
+        { callback = function(...) got = table.pack(...) end })
+      assert.are.same({ nil, "b", nil, n = 3 }, table.pack(r:get(10)))
+      assert.are.same({ nil, "b", nil, n = 3 }, got)
+    end)
+  end)
+
   describe("a task whose argument's metamethod raises", function()
     -- one metamethod each (the codec cannot yet send a slice holding two
     -- functions that share an upvalue)

@@ -19,7 +19,7 @@ local IMAP_AHEAD = 512            -- chunks an imap keeps submitted ahead of its
 local FCACHE_MAX = 64             -- decoded functions a worker keeps
 
 -- Task kinds, the first byte of a task's head (the rest: the function)
-local CALL, MAP, STAR = "c", "m", "s"
+local CALL, MAP, STAR, IMAP = "c", "m", "s", "i"
 
 local SIGNALS = {
   [1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL", [6] = "SIGABRT",
@@ -36,7 +36,7 @@ local unpack, pack = table.unpack, table.pack
 local error_text = util.error_text
 
 -- The frames below the task are mproc's own: tracebacks leave them out,
--- cut at the first of xpcall or run_call/run_map/run_star.
+-- cut at the first of xpcall or run_call/run_map/run_star/run_imap.
 local OWN_FRAMES = { "\n\t%[C%]: in function 'xpcall'", "\n[^\n]*mproc[/\\]pool%.lua:" }
 
 local function task_traceback(e)
@@ -62,6 +62,23 @@ end
 local function run_map(f, items, count)
   local out = { n = count }
   for i = 1, count do out[i] = f(items[i]) end
+  return out
+end
+
+-- imap keeps every value f returns: out[i] when it is exactly one,
+-- out.more[i] (packed) otherwise.
+local function keep(out, i, ...)
+  if select("#", ...) == 1 then
+    out[i] = ...
+  else
+    out.more = out.more or {}
+    out.more[i] = pack(...)
+  end
+end
+
+local function run_imap(f, items, count)
+  local out = { n = count }
+  for i = 1, count do keep(out, i, f(items[i])) end
   return out
 end
 
@@ -103,6 +120,7 @@ local function run_task(cache, head, body, count)
       local kind = head:sub(1, 1)
       if kind == CALL then r = pack(xpcall(run_call, task_traceback, f, args))
       elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args, count))
+      elseif kind == IMAP then r = pack(xpcall(run_imap, task_traceback, f, args, count))
       else r = pack(xpcall(run_star, task_traceback, f, args, count)) end
     end
   else
@@ -600,6 +618,8 @@ function Imap:step()
       local i = self.cur_i + 1
       if i <= self.cur.n then
         self.cur_i = i
+        local more = self.cur.more and self.cur.more[i]
+        if more then return self.cur_base + i - 1, unpack(more, 1, more.n) end
         return self.cur_base + i - 1, self.cur[i]
       end
       self.cur = nil
@@ -622,7 +642,7 @@ end
 
 local function imap(self, fname, f, src, chunksize, ordered)
   check_running(self, fname)
-  local head = encode_function(fname, f, MAP)
+  local head = encode_function(fname, f, IMAP)
   check_source(fname, src)
   local list = type(src) == "table"
   chunksize = check_chunksize(fname, 3, chunksize) or 1
@@ -636,7 +656,7 @@ local function imap(self, fname, f, src, chunksize, ordered)
 end
 
 -- imap(f, list_or_iterator, [chunksize]): for i, v in pool:imap(f, xs) do
--- gives i and f(xs[i]) in input order; an iterator function as input is
+-- gives i and f(xs[i]) (all its values) in input order; an iterator function as input is
 -- called until it returns nil, a bounded number of chunks ahead.
 function methods:imap(f, src, chunksize)
   util.check_self("imap", self, Pool)
