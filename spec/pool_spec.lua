@@ -356,6 +356,40 @@ describe("Pool", function()
     end)
   end)
 
+  describe("an imap iterator closed early", function()
+    for _, name in ipairs({ "imap", "imap_unordered" }) do
+      it(name .. ": close() stops pulling its input; calling it again raises", function()
+        local pulled = 0
+        local iter = pool[name](pool, function(x) return x end, function() pulled = pulled + 1 return pulled end)
+        local i = iter()
+        assert.is_truthy(i)
+        local seen = pulled
+        iter:close()
+        iter:close() -- twice is harmless
+        assert.are.same({ 2, 4, n = 2 }, pool:map(function(x) return 2 * x end, { 1, 2 }))
+        assert.are.equal(seen, pulled)
+        local ok, err = pcall(iter)
+        assert.is_false(ok)
+        assert.matches(name .. ": the iterator is closed", err, 1, true)
+        pool:close()
+        pool:join()
+        assert.are.equal(seen, pulled)
+      end)
+
+      it(name .. " works as a to-be-closed variable", function()
+        local pulled = 0
+        do
+          local iter <close> = pool[name](pool, function(x) return x end, function() pulled = pulled + 1 return pulled end)
+          assert.is_truthy(iter())
+        end
+        local seen = pulled
+        pool:close()
+        pool:join()
+        assert.are.equal(seen, pulled)
+      end)
+    end
+  end)
+
   describe("an imap iterator and terminate()", function()
     local function three()
       local i = 0
@@ -572,8 +606,12 @@ describe("Pool", function()
         ["mproc.Pool"] = { "apply", "apply_async", "map", "map_async", "starmap", "starmap_async",
                            "imap", "imap_unordered", "close", "terminate", "join" },
         ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful" },
+        ["mproc.IMapIterator"] = { "close" },
       }
-      local function objects() return { ["mproc.Pool"] = pool, ["mproc.AsyncResult"] = pool:apply_async(f) } end
+      local function objects()
+        return { ["mproc.Pool"] = pool, ["mproc.AsyncResult"] = pool:apply_async(f),
+                 ["mproc.IMapIterator"] = (pool:imap(f, {})) }
+      end
 
       it("covers every public method", function()
         for tname, obj in pairs(objects()) do
@@ -663,6 +701,65 @@ end)
 local function run_bounded(code, prefix)
   return support.run_lua(code, { env = (prefix or "") .. "timeout 20" })
 end
+
+describe("Pool and imap over an endless input", function()
+  local ENDLESS = [[
+    local mproc = require "mproc"
+    local pulled = 0
+    local function endless() pulled = pulled + 1 return pulled end
+    local t0 = mproc.monotonic()
+  ]]
+
+  for _, name in ipairs({ "imap", "imap_unordered" }) do
+    it(name .. ": break stops pulling, and the pool's <close> scope ends without running the rest", function()
+      local out, code = run_bounded(ENDLESS .. ([[
+        local at_break
+        do
+          local pool <close> = mproc.Pool(2)
+          local n = 0
+          for _ in pool:%s(function(x) mproc.sleep(0.05) return x end, endless) do
+            n = n + 1
+            if n == 3 then at_break = pulled break end
+          end
+        end
+        print(at_break, pulled, mproc.monotonic() - t0)
+      ]]):format(name))
+      assert.are.equal(0, code, out)
+      local at_break, pulled, secs = out:match("^(%d+)\t(%d+)\t(%S+)\n$")
+      assert.are.equal(at_break, pulled, out)
+      -- 512 tasks of 50 ms ahead, on 2 workers, would take 13 s
+      assert.is_true(tonumber(secs) < 8, out)
+    end)
+
+    for _, ending in ipairs({ "", "pool:close() pool:join()", "pool:terminate()" }) do
+      local how = ending == "" and "its <close> scope ends" or ending
+      it(name .. " dropped unfinished: the pool stops pulling its input when " .. how, function()
+        local out, code = run_bounded(ENDLESS .. ([[
+          local iter
+          do
+            local pool <close> = mproc.Pool(2)
+            iter = pool:%s(function(x) return x end, endless)
+            iter() iter()
+            %s
+          end
+          local seen = pulled
+          local ok, err = true, nil
+          while ok do ok, err = pcall(iter) end
+          print(pulled, seen, err)
+        ]]):format(name, ending))
+        assert.are.equal(0, code, out)
+        local pulled, seen, err = out:match("^(%d+)\t(%d+)\t(.-)\n$")
+        assert.are.equal(seen, pulled, out)
+        assert.is_true(tonumber(pulled) <= 1100, out) -- its look-ahead, not more
+        if ending:match("terminate") then
+          assert.matches("the pool was terminated before", err, 1, true)
+        else
+          assert.matches(name .. ": the pool was closed before this iterator's input was used up", err, 1, true)
+        end
+      end)
+    end
+  end
+end)
 
 describe("process_cpu_count", function()
   it("is the number of CPUs this process may run on, and Pool()'s default size", function()

@@ -20,7 +20,9 @@
 ** Results come back on one pipe per worker, in frames
 **   {u32 length, u32 slot, i64 task id} + payload,
 ** read by the parent without blocking; a slot is freed when its result
-** arrives, and data-ring space is reclaimed in order.
+** arrives, or when the parent takes back a task no worker has claimed
+** (cancel, by the same compare-and-swap from QUEUED), and data-ring space
+** is reclaimed in order.
 */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -237,12 +239,16 @@ static void data_reclaim(board *b) {
   }
 }
 
-static void slot_free(board *b, uint32_t s) {
-  board_slot *sl = &b->slots[s];
-  rec_at(b, sl->pos)[1] |= REC_FREED;
-  __atomic_store_n(&sl->state, SLOT_FREE, __ATOMIC_RELEASE);
+/* Slot s is FREE already: its record and the slot go back for reuse. */
+static void slot_release(board *b, uint32_t s) {
+  rec_at(b, b->slots[s].pos)[1] |= REC_FREED;
   b->freelist[b->nfree++] = s;
   data_reclaim(b);
+}
+
+static void slot_free(board *b, uint32_t s) {
+  __atomic_store_n(&b->slots[s].state, SLOT_FREE, __ATOMIC_RELEASE);
+  slot_release(b, s);
 }
 
 /* ---------------------------------------------------------------------
@@ -448,6 +454,35 @@ static int l_board_fail(lua_State *L) {
   return 1;
 }
 
+/* board:cancel({[task id] = true, ...}) -> {id, ...}: those of the tasks
+** still queued, taken back.  The cancel and a worker's claim are both a
+** compare-and-swap from QUEUED, so exactly one of them wins.  The ring
+** keeps the slot's old position: a worker that reaches it later finds
+** the slot FREE, or queued again with a newer task, which it may take
+** early; the newer task's own position is then skipped. */
+static int l_board_cancel(lua_State *L) {
+  board *b = check_board(L);
+  uint32_t s;
+  lua_Integer k = 0;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_newtable(L);
+  for (s = 0; s < b->sh->nslots; s++) {
+    board_slot *sl = &b->slots[s];
+    uint32_t expect = SLOT_QUEUED;
+    int wanted;
+    if (__atomic_load_n(&sl->state, __ATOMIC_ACQUIRE) != SLOT_QUEUED) continue;
+    wanted = lua_rawgeti(L, 2, sl->task) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!wanted || !__atomic_compare_exchange_n(&sl->state, &expect, SLOT_FREE, 0,
+                                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+      continue;
+    lua_pushinteger(L, sl->task);
+    lua_rawseti(L, -2, ++k);
+    slot_release(b, s);
+  }
+  return 1;
+}
+
 /* board:shutdown(): workers exit once nothing is left to claim */
 static int l_board_shutdown(lua_State *L) {
   board *b = check_board(L);
@@ -600,6 +635,7 @@ static const luaL_Reg board_methods[] = {
   {"wait", l_board_wait},
   {"recv", l_board_recv},
   {"fail", l_board_fail},
+  {"cancel", l_board_cancel},
   {"shutdown", l_board_shutdown},
   {"counts", l_board_counts},
   {"worker_init", l_board_worker_init},

@@ -28,6 +28,7 @@ local SIGNALS = {
 }
 
 local unpack, pack = table.unpack, table.pack
+local WEAK_KEYS = { __mode = "k" }  -- a pool's imaps: one dropped unread is not fed
 
 -- ---------------------------------------------------------------------
 -- The worker's side (runs in the forked child)
@@ -273,8 +274,10 @@ function methods:_spawn(w)
   self._workers[w] = { handle = h, pid = h:pid(), done = 0 }
 end
 
+-- After close(), workers stay while tasks are out or an imap may still
+-- submit some (its reader goes on after close()).
 function methods:_needs_workers()
-  return self._state == "run" or (self._state == "close" and self._nout > 0)
+  return self._state == "run" or (self._state == "close" and (self._nout > 0 or next(self._imaps) ~= nil))
 end
 
 -- Worker w has ended: fail what it had claimed, replace it if needed.
@@ -324,10 +327,44 @@ function methods:_feed()
   end
 end
 
+function methods:_forget(id)
+  self._job[id], self._part[id], self._nout = nil, nil, self._nout - 1
+end
+
+-- Takes back the tasks of job no worker has claimed yet, queued here or
+-- on the board; returns how many.  Claimed ones run to their end.
+function methods:_cancel(job)
+  local ids = {}
+  for id, j in pairs(self._job) do
+    if j == job then ids[id] = true end
+  end
+  if not next(ids) then return 0 end
+  local n, pending, k = 0, self._pending, self._phead - 1
+  for i = self._phead, self._ptail do
+    local t = pending[i]
+    pending[i] = nil
+    if ids[t[1]] then
+      self:_forget(t[1])
+      n = n + 1
+    else
+      k = k + 1
+      pending[k] = t
+    end
+  end
+  self._ptail = k
+  if self._state ~= "joined" then
+    for _, id in ipairs(self._board:cancel(ids)) do
+      self:_forget(id)
+      n = n + 1
+    end
+  end
+  return n
+end
+
 function methods:_finish(id, r)
   local job, idx = self._job[id], self._part[id]
   if not job then return end
-  self._job[id], self._part[id], self._nout = nil, nil, self._nout - 1
+  self:_forget(id)
   job:_deliver(idx, r)
 end
 
@@ -553,8 +590,15 @@ end
 -- imap: results as an iterator, input pulled lazily
 -- ---------------------------------------------------------------------
 
+-- The iterator is an mproc.IMapIterator: callable, and closable, so a
+-- generic for closes it when the loop is left early (break, an error) and
+-- `local it <close> = pool:imap(...)` works.  Closing takes back the tasks
+-- of it still queued and pulls no more input.  join() gives an open
+-- iterator its look-ahead, no more: an endless source is never pulled to
+-- its end.
+local IMapIterator = { __name = "mproc.IMapIterator" }
 local Imap = {}
-Imap.__index = Imap
+IMapIterator.__index = Imap
 
 -- Pulls up to chunksize items from the source: the chunk and its item
 -- count (a list's items may be nil); nil when the source is exhausted.
@@ -576,19 +620,29 @@ function Imap:_next_chunk()
   return chunk, count
 end
 
+-- No more input will be pulled: the reader gets what was submitted, then
+-- the error "<fname>: the pool was <how> before ...".
+function Imap:_cut(how)
+  self.cut = self.cut or ("%s: the pool was %s before this iterator's input was used up"):format(self.fname, how)
+  self.pool._imaps[self] = nil
+end
+
+-- Cut, and the tasks no worker has claimed yet are taken back.
+function Imap:_abandon(how)
+  self:_cut(how)
+  self.out = self.out - self.pool:_cancel(self)
+end
+
 -- Submits chunks until ahead of the reader by limit chunks or exhausted.
--- join() submits all the input first, so a pool that ended while input was
--- left was terminated: raise, as AsyncResult:get does for its tasks.
 function Imap:_fill(limit)
+  if self.cut or self.exhausted then return end
   local state = self.pool._state
-  if not self.exhausted and (state == "joined" or state == "terminate") then
-    error(self.fname .. ": the pool was terminated before this iterator's input was used up", 0)
-  end
+  if state ~= "run" and state ~= "close" then return self:_cut("terminated") end
   while not self.exhausted and self.submitted - self.consumed < limit do
     local chunk, count = self:_next_chunk()
     if not chunk then break end
     local body = check_fits(self.pool, self.fname, self.head, core.dumps(chunk))
-    self.submitted = self.submitted + 1
+    self.submitted, self.out = self.submitted + 1, self.out + 1
     self.starts[self.submitted] = self.pos + 1
     self.pos = self.pos + count
     self.pool:_submit(self, self.submitted, self.head, body, count)
@@ -597,7 +651,8 @@ function Imap:_fill(limit)
 end
 
 function Imap:_deliver(idx, r)
-  self.done[idx] = r
+  self.out = self.out - 1
+  if not self.closed then self.done[idx] = r end
 end
 
 -- The next chunk to hand out: the next in order, or any that is done.
@@ -612,18 +667,21 @@ function Imap:_take_done()
   return r, k
 end
 
-function Imap:step()
+-- The next item of the current chunk: its index and values.
+local function next_item(self)
+  local cur, i = self.cur, self.cur_i + 1
+  self.cur_i = i
+  local more = cur.more and cur.more[i]
+  if more then return self.cur_base + i - 1, unpack(more, 1, more.n) end
+  return self.cur_base + i - 1, cur[i]
+end
+
+function Imap:_step()
   while true do
-    if self.cur then
-      local i = self.cur_i + 1
-      if i <= self.cur.n then
-        self.cur_i = i
-        local more = self.cur.more and self.cur.more[i]
-        if more then return self.cur_base + i - 1, unpack(more, 1, more.n) end
-        return self.cur_base + i - 1, self.cur[i]
-      end
-      self.cur = nil
-    end
+    local cur = self.cur
+    if cur and self.cur_i < cur.n then return next_item(self) end
+    self.cur = nil
+    if self.closed then util.misuse(self.fname .. ": the iterator is closed") end
     self:_fill(IMAP_AHEAD)
     if self.exhausted and self.consumed == self.submitted then return nil end
     local r, k = self:_take_done()
@@ -632,12 +690,31 @@ function Imap:step()
       if not r[1] then error(r[2], 0) end
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
-    else
-      if self.pool._state == "joined" then error(self.fname .. ": the pool was joined or terminated", 0) end
+    elseif self.out > 0 and self.pool._state ~= "joined" then
       self.pool:_pump(nil)
       self.pool:_run_later()
+    else -- nothing more will come: the pool ended, or took back the tasks
+      error(self.cut or (self.fname .. ": the pool was joined or terminated"), 0)
     end
   end
+end
+
+-- close(): no more input is pulled, its queued tasks are taken back, and
+-- the iterator cannot be called again.  Safe to call twice.
+function Imap:close()
+  util.check_self("close", self, IMapIterator)
+  if self.closed then return end
+  self.closed, self.cur, self.done = true, nil, {}
+  self:_abandon("closed")
+end
+
+IMapIterator.__call = Imap._step
+IMapIterator.__close = Imap.close
+
+function IMapIterator.__tostring(self)
+  local state = self.closed and "closed" or (self.exhausted and self.consumed == self.submitted) and "done"
+    or self.cut and "cut short" or "open"
+  return ("mproc.IMapIterator (%s, %s, %d chunks of %d read)"):format(self.fname, state, self.consumed, self.submitted)
 end
 
 local function imap(self, fname, f, src, chunksize, ordered)
@@ -648,16 +725,18 @@ local function imap(self, fname, f, src, chunksize, ordered)
   chunksize = check_chunksize(fname, 3, chunksize) or 1
   local it = setmetatable({
     pool = self, fname = fname, head = head, src = src, list = list, n = list and list_length(fname, src) or nil,
-    chunksize = chunksize, ordered = ordered, pos = 0, submitted = 0, consumed = 0,
-    done = {}, starts = {}, exhausted = false,
-  }, Imap)
+    chunksize = chunksize, ordered = ordered, pos = 0, submitted = 0, consumed = 0, out = 0,
+    done = {}, starts = {}, exhausted = false, closed = false,
+  }, IMapIterator)
   self._imaps[it] = true
-  return function() return it:step() end
+  return it, nil, nil, it
 end
 
 -- imap(f, list_or_iterator, [chunksize]): for i, v in pool:imap(f, xs) do
--- gives i and f(xs[i]) (all its values) in input order; an iterator function as input is
--- called until it returns nil, a bounded number of chunks ahead.
+-- gives i and f(xs[i]) (all its values) in input order; an iterator
+-- function as input is called until it returns nil, a bounded number of
+-- chunks ahead.  Returns the iterator, nil, nil and the iterator again: a
+-- generic for closes it when left early.
 function methods:imap(f, src, chunksize)
   util.check_self("imap", self, Pool)
   return imap(self, "imap", f, src, chunksize, true)
@@ -694,6 +773,13 @@ local function reap_all(self, timeout)
   self._workers = {}
 end
 
+-- The imap iterators whose input is not used up and that may still pull.
+local function open_imaps(self)
+  local list = {}
+  for it in pairs(self._imaps) do list[#list + 1] = it end
+  return list
+end
+
 local function release(self)
   self._state = "joined"
   self._board:close()
@@ -704,6 +790,7 @@ function methods:terminate()
   util.check_self("terminate", self, Pool)
   if self._state == "joined" or self._state == "terminate" then return end
   self._state = "terminate"
+  for _, it in ipairs(open_imaps(self)) do it:_cut("terminated") end
   for _, wk in pairs(self._workers) do wk.handle:signal(SIGTERM) end
   reap_all(self, 1)
   self:_fail_all("the pool was terminated before this task completed")
@@ -715,8 +802,9 @@ function methods:join()
   util.check_self("join", self, Pool)
   if self._state == "run" then util.misuse("join: the pool is still running; call close() or terminate() first") end
   if self._state ~= "close" then return end
-  while next(self._imaps) do
-    for it in pairs(self._imaps) do it:_fill(math.huge) end
+  for _, it in ipairs(open_imaps(self)) do
+    it:_fill(IMAP_AHEAD)
+    it:_cut("closed")
   end
   while self._nout > 0 do self:_pump(nil) end
   self._board:shutdown()
@@ -726,10 +814,13 @@ function methods:join()
 end
 
 -- Leaving the scope of a <close> variable: close and join, so every task
--- submitted completes; when leaving by an error, terminate instead.
+-- submitted completes; when leaving by an error, terminate instead.  An
+-- imap iterator still open is abandoned first: its input is not pulled
+-- further and its look-ahead tasks no worker took are not run.
 function Pool.__close(self, err)
   if self._owner ~= core.getpid() then return end
   if err ~= nil then return self:terminate() end
+  for _, it in ipairs(open_imaps(self)) do it:_abandon("closed") end
   self:close()
   self:join()
 end
@@ -788,7 +879,7 @@ local function new(_, a, b)
     _processes = processes, _board = board, _workers = {}, _state = "run",
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
-    _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = {},
+    _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = setmetatable({}, WEAK_KEYS),
     _pending = {}, _phead = 1, _ptail = 0, _later_q = {}, _lhead = 1, _ltail = 0,
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
