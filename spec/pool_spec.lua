@@ -761,6 +761,39 @@ describe("Pool and imap over an endless input", function()
   end
 end)
 
+describe("a Pool collected without close()", function()
+  it("leaves no zombie workers: 30 pools made and dropped in a loop", function()
+    local out, code = support.run_lua([[
+      local mproc = require "mproc"
+      local me = mproc.getpid()
+      local function children() -- running and zombie
+        local f = assert(io.open(("/proc/%d/task/%d/children"):format(me, me)))
+        local n = select(2, f:read("a"):gsub("%d+", ""))
+        f:close()
+        return n
+      end
+      local most = 0
+      for _ = 1, 30 do
+        local p = mproc.Pool(2)
+        assert(p:map(function(x) return x end, { 1, 2, 3, 4 }).n == 4)
+        p = nil -- luacheck: ignore 311
+        collectgarbage()
+        most = math.max(most, children())
+      end
+      local deadline = mproc.monotonic() + 10
+      while children() > 0 and mproc.monotonic() < deadline do
+        collectgarbage() -- a long-running program collects now and then
+        mproc.sleep(0.01)
+      end
+      print(most, children())
+    ]], { env = "timeout 60" })
+    assert.are.equal(0, code, out)
+    local most, left = out:match("^(%d+)\t(%d+)\n$")
+    assert.are.equal("0", left, out)
+    assert.is_true(tonumber(most) <= 8, out) -- not 60
+  end)
+end)
+
 describe("process_cpu_count", function()
   it("is the number of CPUs this process may run on, and Pool()'s default size", function()
     local out, code = run_bounded([[

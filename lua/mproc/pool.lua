@@ -251,6 +251,32 @@ local Pool = { __name = "mproc.Pool" }
 local methods = {}
 Pool.__index = methods
 
+-- Workers of pools collected unjoined, not reaped yet: handle -> when
+-- they were sent SIGTERM.  Reaped without blocking at the next chance (a
+-- new Pool, any pool's wait, the next garbage collection), so a program
+-- that drops a Pool per call does not pile up zombies; one that ignores
+-- SIGTERM gets SIGKILL a second later.
+local orphans = {}
+
+local function reap_orphans()
+  for h, since in pairs(orphans) do
+    if h:poll() then
+      orphans[h] = nil
+      h:close()
+    elseif core.monotonic() - since > 1 then
+      h:signal(SIGKILL)
+    end
+  end
+end
+
+-- A finalizer that reaps at each collection while orphans are left.
+local function reap_at_next_gc()
+  setmetatable({}, { __gc = function()
+    reap_orphans()
+    if next(orphans) then reap_at_next_gc() end
+  end })
+end
+
 local function how_died(pid, code)
   if code < 0 then
     return ("pool worker (pid %d) was killed by signal %d (%s)")
@@ -381,6 +407,7 @@ end
 -- Collects what is ready, waiting up to timeout (nil: until something is).
 function methods:_pump(timeout)
   if self._state == "joined" then return end
+  if next(orphans) then reap_orphans() end
   self:_feed()
   local board = self._board
   local ready, err = board:wait(timeout)
@@ -825,16 +852,19 @@ function Pool.__close(self, err)
   self:join()
 end
 
--- Collected without close/join: stop the workers without blocking; the
--- exit hook reaps them.
+-- Collected without close/join: stop the workers without blocking (__gc
+-- must not wait) and leave them to reap_orphans.
 function Pool.__gc(self)
   if self._owner ~= core.getpid() or self._state == "joined" then return end
   self._state = "joined"
+  local now, armed = core.monotonic(), next(orphans) ~= nil
   for _, wk in pairs(self._workers) do
     wk.handle:signal(SIGTERM)
-    wk.handle:close()
+    orphans[wk.handle] = now
   end
   self._board:close()
+  reap_orphans()
+  if not armed and next(orphans) then reap_at_next_gc() end
 end
 
 function Pool.__tostring(self)
@@ -873,6 +903,7 @@ end
 -- mproc.Pool{processes = n, initializer = f, ...}
 local function new(_, a, b)
   local processes, opts = check_options(a, b)
+  if next(orphans) then reap_orphans() end
   local board, err, code = core.pool_board(processes, NSLOTS, DATA_BYTES)
   if not board then return nil, err, code end
   local self = setmetatable({
