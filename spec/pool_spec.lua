@@ -427,7 +427,7 @@ describe("Pool", function()
         end
       end
       assert.matches("the pool was terminated before", err, 1, true)
-      assert.is_true(got < n)
+      assert.is_true(got <= n) -- all that was done may have come back before terminate
     end)
 
     it("ends normally when its input was used up and read before terminate", function()
