@@ -267,6 +267,129 @@ describe("Pool", function()
     end)
   end)
 
+  describe("lists with n (table.pack's)", function()
+    local isnil = function(x) return x == nil end
+    local three_nils = function() return table.pack(nil, nil, nil) end
+    local function collect(iter)
+      local out, n = {}, 0
+      for i, v in iter do out[i], n = v, n + 1 end
+      out.n = n
+      return out
+    end
+    local cases = {
+      { "map", function() return pool:map(isnil, three_nils()) end },
+      { "map_async", function() return pool:map_async(isnil, three_nils(), 1):get(10) end },
+      { "imap", function() return collect(pool:imap(isnil, three_nils())) end },
+      { "imap_unordered", function() return collect(pool:imap_unordered(isnil, three_nils(), 2)) end },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1] .. " runs a task for each of the n items, nils included", function()
+        assert.are.same({ true, true, true, n = 3 }, case[2]())
+      end)
+    end
+
+    it("an n shorter than the list limits map and starmap to the first n", function()
+      local id = function(x) return x end
+      assert.are.same({ 1, 2, n = 2 }, pool:map(id, { 1, 2, 3, n = 2 }))
+      assert.are.same({ 1, 2, n = 2 }, pool:starmap(math.max, { { 1 }, { 2 }, { 3 }, n = 2 }))
+      assert.are.same({ n = 0 }, pool:map(id, { 1, 2, n = 0 }))
+      assert.are.same({ [1] = 1, n = 1 }, collect(pool:imap(id, { 1, 2, n = 1 })))
+    end)
+  end)
+
+  describe("multiple return values", function()
+    local function two(x) return x, x * 10 end
+    for _, name in ipairs({ "imap", "imap_unordered" }) do
+      it(name .. " gives the index, then every value the function returned", function()
+        local got = {}
+        for i, a, b in pool[name](pool, two, { 1, 2, 3 }) do got[i] = { a, b } end
+        assert.are.same({ { 1, 10 }, { 2, 20 }, { 3, 30 } }, got)
+        local iter = pool[name](pool, function(x) return nil, x, nil end, { 7 })
+        assert.are.same({ 1, nil, 7, nil, n = 4 }, table.pack(iter()))
+        iter = pool[name](pool, function() end, { 7 })
+        assert.are.same({ 1, n = 1 }, table.pack(iter()))
+      end)
+    end
+
+    it("map and starmap keep each task's first value, as Python's map does", function()
+      assert.are.same({ 1, 2, n = 2 }, pool:map(two, { 1, 2 }))
+      assert.are.same({ 3, n = 1 }, pool:starmap(function(a, b) return a + b, "x" end, { { 1, 2 } }))
+    end)
+
+    it("apply and apply_async's get and callback give them all", function()
+      assert.are.same({ 2, 20, n = 2 }, table.pack(pool:apply(two, { 2 })))
+      local got
+      local r = pool:apply_async(function() return nil, "b", nil end, nil,
+        { callback = function(...) got = table.pack(...) end })
+      assert.are.same({ nil, "b", nil, n = 3 }, table.pack(r:get(10)))
+      assert.are.same({ nil, "b", nil, n = 3 }, got)
+    end)
+  end)
+
+  describe("a task whose argument's metamethod raises", function()
+    -- one metamethod each (the codec cannot yet send a slice holding two
+    -- functions that share an upvalue)
+    local function no_index()
+      return setmetatable({ 1 }, { __index = function(_, k) error("no field " .. tostring(k) .. " here", 0) end })
+    end
+    local function no_len()
+      return setmetatable({ 1 }, { __len = function() error("no length here", 0) end })
+    end
+
+    it("fails that task with the metamethod's error; the worker and the pool go on", function()
+      local before = support.children()
+      local r = pool:apply_async(function(x) return x end, no_index())
+      local ok, err = pcall(r.get, r, 10)
+      assert.is_false(ok)
+      assert.matches("^no field n here", err)
+      ok, err = pcall(pool.apply, pool, print, no_len())
+      assert.is_false(ok)
+      assert.matches("^no length here", err)
+      ok, err = pcall(pool.starmap, pool, function(x) return x end, { no_index() })
+      assert.is_false(ok)
+      assert.matches("^no field n here", err)
+      ok, err = pcall(pool.map, pool, function(t) return #t end, { no_len() })
+      assert.is_false(ok)
+      assert.matches("^no length here", err)
+      assert.are.equal(5, pool:apply(function() return 5 end))
+      assert.are.same(before, support.children()) -- the same workers: none died
+    end)
+  end)
+
+  describe("an imap iterator closed early", function()
+    for _, name in ipairs({ "imap", "imap_unordered" }) do
+      it(name .. ": close() stops pulling its input; calling it again raises", function()
+        local pulled = 0
+        local iter = pool[name](pool, function(x) return x end, function() pulled = pulled + 1 return pulled end)
+        local i = iter()
+        assert.is_truthy(i)
+        local seen = pulled
+        iter:close()
+        iter:close() -- twice is harmless
+        assert.are.same({ 2, 4, n = 2 }, pool:map(function(x) return 2 * x end, { 1, 2 }))
+        assert.are.equal(seen, pulled)
+        local ok, err = pcall(iter)
+        assert.is_false(ok)
+        assert.matches(name .. ": the iterator is closed", err, 1, true)
+        pool:close()
+        pool:join()
+        assert.are.equal(seen, pulled)
+      end)
+
+      it(name .. " works as a to-be-closed variable", function()
+        local pulled = 0
+        do
+          local iter <close> = pool[name](pool, function(x) return x end, function() pulled = pulled + 1 return pulled end)
+          assert.is_truthy(iter())
+        end
+        local seen = pulled
+        pool:close()
+        pool:join()
+        assert.are.equal(seen, pulled)
+      end)
+    end
+  end)
+
   describe("an imap iterator and terminate()", function()
     local function three()
       local i = 0
@@ -304,7 +427,7 @@ describe("Pool", function()
         end
       end
       assert.matches("the pool was terminated before", err, 1, true)
-      assert.is_true(got < n)
+      assert.is_true(got <= n) -- all that was done may have come back before terminate
     end)
 
     it("ends normally when its input was used up and read before terminate", function()
@@ -432,7 +555,11 @@ describe("Pool", function()
   describe("rejects bad arguments", function()
     local f = function() end
     local cases = {
-      { "Pool(0)", function() mproc.Pool(0) end, "processes must be an integer >= 1" },
+      { "Pool(0)", function() mproc.Pool(0) end, "processes must be an integer in 1..4096, got 0" },
+      { "Pool(5000)", function() mproc.Pool(5000) end,
+        "bad argument #1 to 'Pool' (processes must be an integer in 1..4096, got 5000)" },
+      { "Pool{processes = 5000}", function() mproc.Pool{ processes = 5000 } end,
+        "bad argument #1 to 'Pool' (processes must be an integer in 1..4096, got 5000)" },
       { "Pool('x')", function() mproc.Pool("x") end, "processes must be an integer" },
       { "Pool{bogus}", function() mproc.Pool{ bogus = 1 } end, "unknown option 'bogus'" },
       { "maxtasksperchild 0", function() mproc.Pool(1, { maxtasksperchild = 0 }) end, "maxtasksperchild" },
@@ -443,6 +570,12 @@ describe("Pool", function()
       { "map chunksize 0", function() pool:map(f, {}, 0) end, "chunksize must be an integer >= 1" },
       { "starmap(f, 1)", function() pool:starmap(f, 1) end,
         "bad argument #2 to 'starmap' (table or iterator function expected, got number)" },
+      { "starmap(f, {{1}, 2})", function() pool:starmap(f, {{1}, 2}) end,
+        "bad argument #2 to 'starmap' (item 2 is a number, not a table of arguments)" },
+      { "starmap_async over an iterator of strings", function() pool:starmap_async(f, ("a b"):gmatch("%a")) end,
+        "bad argument #2 to 'starmap_async' (item 1 is a string, not a table of arguments)" },
+      { "map(f, {n = -1})", function() pool:map(f, { n = -1 }) end,
+        "bad argument #2 to 'map' (n must be >= 0, got -1)" },
       { "map_async(f, 'x')", function() pool:map_async(f, "x") end,
         "bad argument #2 to 'map_async' (table or iterator function expected, got string)" },
       { "map_async callback 42", function() pool:map_async(f, {1}, nil, { callback = 42 }) end,
@@ -464,6 +597,7 @@ describe("Pool", function()
         local ok, err = pcall(case[2])
         assert.is_false(ok)
         assert.matches(case[3], err, 1, true)
+        assert.matches("^spec/pool_spec%.lua:%d+: ", err) -- the caller's line, not mproc's
       end)
     end
 
@@ -472,8 +606,12 @@ describe("Pool", function()
         ["mproc.Pool"] = { "apply", "apply_async", "map", "map_async", "starmap", "starmap_async",
                            "imap", "imap_unordered", "close", "terminate", "join" },
         ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful" },
+        ["mproc.IMapIterator"] = { "close" },
       }
-      local function objects() return { ["mproc.Pool"] = pool, ["mproc.AsyncResult"] = pool:apply_async(f) } end
+      local function objects()
+        return { ["mproc.Pool"] = pool, ["mproc.AsyncResult"] = pool:apply_async(f),
+                 ["mproc.IMapIterator"] = (pool:imap(f, {})) }
+      end
 
       it("covers every public method", function()
         for tname, obj in pairs(objects()) do
@@ -555,6 +693,119 @@ describe("Pool and its parent", function()
     assert.is_true(support.eventually(function() return all_gone(workers) end, 3))
     assert.matches("interrupted", support.read_file(out))
     os.remove(out) os.remove(path)
+  end)
+end)
+
+-- Runs code in a fresh interpreter, killed after 20 s (a hang fails the
+-- spec instead of hanging the suite); returns its output and exit code.
+local function run_bounded(code, prefix)
+  return support.run_lua(code, { env = (prefix or "") .. "timeout 20" })
+end
+
+describe("Pool and imap over an endless input", function()
+  local ENDLESS = [[
+    local mproc = require "mproc"
+    local pulled = 0
+    local function endless() pulled = pulled + 1 return pulled end
+    local t0 = mproc.monotonic()
+  ]]
+
+  for _, name in ipairs({ "imap", "imap_unordered" }) do
+    it(name .. ": break stops pulling, and the pool's <close> scope ends without running the rest", function()
+      local out, code = run_bounded(ENDLESS .. ([[
+        local at_break
+        do
+          local pool <close> = mproc.Pool(2)
+          local n = 0
+          for _ in pool:%s(function(x) mproc.sleep(0.05) return x end, endless) do
+            n = n + 1
+            if n == 3 then at_break = pulled break end
+          end
+        end
+        print(at_break, pulled, mproc.monotonic() - t0)
+      ]]):format(name))
+      assert.are.equal(0, code, out)
+      local at_break, pulled, secs = out:match("^(%d+)\t(%d+)\t(%S+)\n$")
+      assert.are.equal(at_break, pulled, out)
+      -- 512 tasks of 50 ms ahead, on 2 workers, would take 13 s
+      assert.is_true(tonumber(secs) < 8, out)
+    end)
+
+    for _, ending in ipairs({ "", "pool:close() pool:join()", "pool:terminate()" }) do
+      local how = ending == "" and "its <close> scope ends" or ending
+      it(name .. " dropped unfinished: the pool stops pulling its input when " .. how, function()
+        local out, code = run_bounded(ENDLESS .. ([[
+          local iter
+          do
+            local pool <close> = mproc.Pool(2)
+            iter = pool:%s(function(x) return x end, endless)
+            iter() iter()
+            %s
+          end
+          local seen = pulled
+          local ok, err = true, nil
+          while ok do ok, err = pcall(iter) end
+          print(pulled, seen, err)
+        ]]):format(name, ending))
+        assert.are.equal(0, code, out)
+        local pulled, seen, err = out:match("^(%d+)\t(%d+)\t(.-)\n$")
+        assert.are.equal(seen, pulled, out)
+        assert.is_true(tonumber(pulled) <= 1100, out) -- its look-ahead, not more
+        if ending:match("terminate") then
+          assert.matches("the pool was terminated before", err, 1, true)
+        else
+          assert.matches(name .. ": the pool was closed before this iterator's input was used up", err, 1, true)
+        end
+      end)
+    end
+  end
+end)
+
+describe("a Pool collected without close()", function()
+  it("leaves no zombie workers: 30 pools made and dropped in a loop", function()
+    local out, code = support.run_lua([[
+      local mproc = require "mproc"
+      local me = mproc.getpid()
+      local function children() -- running and zombie
+        local f = assert(io.open(("/proc/%d/task/%d/children"):format(me, me)))
+        local n = select(2, f:read("a"):gsub("%d+", ""))
+        f:close()
+        return n
+      end
+      local most = 0
+      for _ = 1, 30 do
+        local p = mproc.Pool(2)
+        assert(p:map(function(x) return x end, { 1, 2, 3, 4 }).n == 4)
+        p = nil -- luacheck: ignore 311
+        collectgarbage()
+        most = math.max(most, children())
+      end
+      local deadline = mproc.monotonic() + 10
+      while children() > 0 and mproc.monotonic() < deadline do
+        collectgarbage() -- a long-running program collects now and then
+        mproc.sleep(0.01)
+      end
+      print(most, children())
+    ]], { env = "timeout 60" })
+    assert.are.equal(0, code, out)
+    local most, left = out:match("^(%d+)\t(%d+)\n$")
+    assert.are.equal("0", left, out)
+    assert.is_true(tonumber(most) <= 8, out) -- not 60
+  end)
+end)
+
+describe("process_cpu_count", function()
+  it("is the number of CPUs this process may run on, and Pool()'s default size", function()
+    local out, code = run_bounded([[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool()
+      print(mproc.process_cpu_count(), tostring(pool):match("%((%d+) processes"))
+    ]], "taskset -c 0 ")
+    assert.are.equal(0, code, out)
+    assert.are.equal("1\t1\n", out)
+    local n = mproc.process_cpu_count()
+    assert.are.equal("integer", math.type(n))
+    assert.is_true(n >= 1 and n <= mproc.cpu_count())
   end)
 end)
 

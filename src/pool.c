@@ -4,7 +4,7 @@
 ** One anonymous shared mapping, made before the workers fork, holds:
 **   - a header: the futex sequence word, the waiter count, the claim
 **     ring's head (advanced by workers) and tail (advanced by the parent);
-**   - slots: {state, task id, payload position, length}; a slot is FREE,
+**   - slots: {state, task id, payload position, length, item count}; a slot is FREE,
 **     QUEUED, or CLAIMED+w (worker w took it);
 **   - the claim ring: slot numbers in the order the parent published them;
 **   - the data ring: payload records {len, flags} + bytes (MAP_NORESERVE:
@@ -20,7 +20,9 @@
 ** Results come back on one pipe per worker, in frames
 **   {u32 length, u32 slot, i64 task id} + payload,
 ** read by the parent without blocking; a slot is freed when its result
-** arrives, and data-ring space is reclaimed in order.
+** arrives, or when the parent takes back a task no worker has claimed
+** (cancel, by the same compare-and-swap from QUEUED), and data-ring space
+** is reclaimed in order.
 */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -67,12 +69,14 @@ static int board_pipe(int fds[2]) {
 #define SOFT_LAP ((uint64_t)1 << 20) /* wrap early past this when the start is free */
 #define READ_CHUNK 65536
 #define READ_BUDGET ((size_t)4 << 20)
+#define MAX_WORKERS 4096           /* core.POOL_MAX_WORKERS, checked by Pool() */
 
 typedef struct {
   uint32_t state;
   uint32_t len;
   uint64_t pos;                    /* data-ring position of the record */
   int64_t task;
+  uint32_t count;                  /* items in a map chunk (its list may end in nils) */
 } board_slot;
 
 typedef struct {
@@ -179,7 +183,7 @@ static int l_board_new(lua_State *L) {
   lua_Integer ns = luaL_checkinteger(L, 2);
   lua_Integer ds = luaL_checkinteger(L, 3);
   board *b;
-  luaL_argcheck(L, nw >= 1 && nw <= 4096, 1, "worker count out of range");
+  luaL_argcheck(L, nw >= 1 && nw <= MAX_WORKERS, 1, "worker count out of range");
   luaL_argcheck(L, ns >= 1 && ns <= (1 << 20), 2, "slot count out of range");
   luaL_argcheck(L, ds >= 4096 && ds % 4096 == 0 && ds <= ((lua_Integer)1 << 40), 3,
                 "data size must be a multiple of 4096");
@@ -235,12 +239,16 @@ static void data_reclaim(board *b) {
   }
 }
 
-static void slot_free(board *b, uint32_t s) {
-  board_slot *sl = &b->slots[s];
-  rec_at(b, sl->pos)[1] |= REC_FREED;
-  __atomic_store_n(&sl->state, SLOT_FREE, __ATOMIC_RELEASE);
+/* Slot s is FREE already: its record and the slot go back for reuse. */
+static void slot_release(board *b, uint32_t s) {
+  rec_at(b, b->slots[s].pos)[1] |= REC_FREED;
   b->freelist[b->nfree++] = s;
   data_reclaim(b);
+}
+
+static void slot_free(board *b, uint32_t s) {
+  __atomic_store_n(&b->slots[s].state, SLOT_FREE, __ATOMIC_RELEASE);
+  slot_release(b, s);
 }
 
 /* ---------------------------------------------------------------------
@@ -260,17 +268,20 @@ static int l_board_room(lua_State *L) {
   return 1;
 }
 
-/* board:put(task_id, head, body) -> true, or false while the board is
-** full.  The record holds {u32 #head, head, body}; take() splits it. */
+/* board:put(task_id, head, body, [count]) -> true, or false while the
+** board is full.  The record holds {u32 #head, head, body}; take() splits
+** it and gives count back. */
 static int l_board_put(lua_State *L) {
   board *b = check_board(L);
   lua_Integer id = luaL_checkinteger(L, 2);
   size_t hlen, blen, len;
   const char *h = luaL_checklstring(L, 3, &hlen);
   const char *s = luaL_checklstring(L, 4, &blen);
+  lua_Integer count = luaL_optinteger(L, 5, 0);
   uint64_t pos, tail = b->sh->tail;
   uint32_t slot, h32 = (uint32_t)hlen;
   char *dst;
+  luaL_argcheck(L, count >= 0 && count <= UINT32_MAX, 5, "item count out of range");
   len = 4 + hlen + blen;
   if (len > b->dsize - REC_HDR || len > UINT32_MAX)
     return luaL_error(L, "a task of %I bytes does not fit the pool's board "
@@ -288,6 +299,7 @@ static int l_board_put(lua_State *L) {
   b->slots[slot].task = id;
   b->slots[slot].pos = pos;
   b->slots[slot].len = (uint32_t)len;
+  b->slots[slot].count = (uint32_t)count;
   __atomic_store_n(&b->slots[slot].state, SLOT_QUEUED, __ATOMIC_RELEASE);
   b->ring[tail % b->sh->nslots] = slot;
   __atomic_store_n(&b->sh->tail, tail + 1, __ATOMIC_SEQ_CST);
@@ -442,6 +454,35 @@ static int l_board_fail(lua_State *L) {
   return 1;
 }
 
+/* board:cancel({[task id] = true, ...}) -> {id, ...}: those of the tasks
+** still queued, taken back.  The cancel and a worker's claim are both a
+** compare-and-swap from QUEUED, so exactly one of them wins.  The ring
+** keeps the slot's old position: a worker that reaches it later finds
+** the slot FREE, or queued again with a newer task, which it may take
+** early; the newer task's own position is then skipped. */
+static int l_board_cancel(lua_State *L) {
+  board *b = check_board(L);
+  uint32_t s;
+  lua_Integer k = 0;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_newtable(L);
+  for (s = 0; s < b->sh->nslots; s++) {
+    board_slot *sl = &b->slots[s];
+    uint32_t expect = SLOT_QUEUED;
+    int wanted;
+    if (__atomic_load_n(&sl->state, __ATOMIC_ACQUIRE) != SLOT_QUEUED) continue;
+    wanted = lua_rawgeti(L, 2, sl->task) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!wanted || !__atomic_compare_exchange_n(&sl->state, &expect, SLOT_FREE, 0,
+                                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+      continue;
+    lua_pushinteger(L, sl->task);
+    lua_rawseti(L, -2, ++k);
+    slot_release(b, s);
+  }
+  return 1;
+}
+
 /* board:shutdown(): workers exit once nothing is left to claim */
 static int l_board_shutdown(lua_State *L) {
   board *b = check_board(L);
@@ -520,8 +561,8 @@ static int64_t claim_wait(board *b, uint32_t w) {
   }
 }
 
-/* board:take(w) -> slot, task id, head, body; nil once the pool shuts down or
-** the parent is gone */
+/* board:take(w) -> slot, task id, head, body, count; nil once the pool
+** shuts down or the parent is gone */
 static int l_board_take(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
@@ -537,7 +578,8 @@ static int l_board_take(lua_State *L) {
   lua_pushinteger(L, sl->task);
   lua_pushlstring(L, rec + 4, hlen);
   lua_pushlstring(L, rec + 4 + hlen, sl->len - 4 - hlen);
-  return 4;
+  lua_pushinteger(L, sl->count);
+  return 5;
 }
 
 static int write_all(int fd, struct iovec *iov, int n) {
@@ -593,6 +635,7 @@ static const luaL_Reg board_methods[] = {
   {"wait", l_board_wait},
   {"recv", l_board_recv},
   {"fail", l_board_fail},
+  {"cancel", l_board_cancel},
   {"shutdown", l_board_shutdown},
   {"counts", l_board_counts},
   {"worker_init", l_board_worker_init},
@@ -613,4 +656,6 @@ void mp_open_pool(lua_State *L) {
   mp_new_type(L, BOARD_MT, board_meta, board_methods);
   lua_pushcfunction(L, l_board_new);
   lua_setfield(L, -2, "pool_board");
+  lua_pushinteger(L, MAX_WORKERS);
+  lua_setfield(L, -2, "POOL_MAX_WORKERS");
 }

@@ -35,6 +35,28 @@ static int pidfd_open(pid_t pid) {
 static int pidfd_open(pid_t pid) { (void)pid; errno = ENOSYS; return -1; }
 #endif
 
+/* The CPUs this process may run on: its affinity mask where the system
+** has sched_getaffinity (Python's os.process_cpu_count), else 0 (unknown). */
+#if defined(__linux__)
+#include <sched.h>
+static long affinity_cpus(void) {
+  int ncpu;
+  for (ncpu = 1024; ncpu <= (1 << 22); ncpu *= 2) {  /* masks grow past CPU_SETSIZE */
+    cpu_set_t *set = CPU_ALLOC(ncpu);
+    size_t size = CPU_ALLOC_SIZE(ncpu);
+    long n = -1;
+    if (set == NULL) return 0;
+    if (sched_getaffinity(0, size, set) == 0) n = CPU_COUNT_S(size, set);
+    else if (errno != EINVAL) n = 0;
+    CPU_FREE(set);
+    if (n >= 0) return n;
+  }
+  return 0;
+}
+#else
+static long affinity_cpus(void) { return 0; }
+#endif
+
 
 #define CHILD_MT "mproc.Child"
 
@@ -366,6 +388,15 @@ static int l_cpu_count(lua_State *L) {
   return 1;
 }
 
+/* core.process_cpu_count() -> the CPUs this process may use; cpu_count()
+** where the system cannot tell */
+static int l_process_cpu_count(lua_State *L) {
+  long n = affinity_cpus();
+  if (n <= 0) return l_cpu_count(L);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 /* core.kill(pid, sig) -> true, or nil, message, errno */
 static int l_kill(lua_State *L) {
   pid_t pid = (pid_t)luaL_checkinteger(L, 1);
@@ -434,6 +465,7 @@ static const luaL_Reg proc_funcs[] = {
   {"getpid", l_getpid},
   {"getppid", l_getppid},
   {"cpu_count", l_cpu_count},
+  {"process_cpu_count", l_process_cpu_count},
   {"kill", l_kill},
   {"poll", l_poll},
   {NULL, NULL}

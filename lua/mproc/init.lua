@@ -15,6 +15,7 @@ M.active_children = process.active_children
 M.getpid = core.getpid
 M.getppid = core.getppid
 M.cpu_count = core.cpu_count
+M.process_cpu_count = core.process_cpu_count -- the CPUs this process may run on
 M.sleep = core.sleep
 M.time = core.time
 M.monotonic = core.monotonic

@@ -19,7 +19,7 @@ local IMAP_AHEAD = 512            -- chunks an imap keeps submitted ahead of its
 local FCACHE_MAX = 64             -- decoded functions a worker keeps
 
 -- Task kinds, the first byte of a task's head (the rest: the function)
-local CALL, MAP, STAR = "c", "m", "s"
+local CALL, MAP, STAR, IMAP = "c", "m", "s", "i"
 
 local SIGNALS = {
   [1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL", [6] = "SIGABRT",
@@ -28,6 +28,7 @@ local SIGNALS = {
 }
 
 local unpack, pack = table.unpack, table.pack
+local WEAK_KEYS = { __mode = "k" }  -- a pool's imaps: one dropped unread is not fed
 
 -- ---------------------------------------------------------------------
 -- The worker's side (runs in the forked child)
@@ -36,7 +37,7 @@ local unpack, pack = table.unpack, table.pack
 local error_text = util.error_text
 
 -- The frames below the task are mproc's own: tracebacks leave them out,
--- cut at the first of xpcall (apply) or run_map/run_star (map, imap).
+-- cut at the first of xpcall or run_call/run_map/run_star/run_imap.
 local OWN_FRAMES = { "\n\t%[C%]: in function 'xpcall'", "\n[^\n]*mproc[/\\]pool%.lua:" }
 
 local function task_traceback(e)
@@ -49,15 +50,42 @@ local function task_traceback(e)
     :format(msg, core.getpid(), frames:sub(1, cut - 1))
 end
 
-local function run_map(f, items)
-  local out = { n = #items }
-  for i = 1, out.n do out[i] = f(items[i]) end
+local function pass(...) return ... end
+
+-- The arguments are unpacked under xpcall too: a metamethod of theirs
+-- that raises fails the task, not the worker.  f is not tail-called, so
+-- a traceback shows run_call below it and is cut there.
+local function run_call(f, args)
+  return pass(f(unpack(args, 1, args.n or #args)))
+end
+
+-- A chunk of map or imap: count items, nils included.
+local function run_map(f, items, count)
+  local out = { n = count }
+  for i = 1, count do out[i] = f(items[i]) end
   return out
 end
 
-local function run_star(f, items)
-  local out = { n = #items }
-  for i = 1, out.n do
+-- imap keeps every value f returns: out[i] when it is exactly one,
+-- out.more[i] (packed) otherwise.
+local function keep(out, i, ...)
+  if select("#", ...) == 1 then
+    out[i] = ...
+  else
+    out.more = out.more or {}
+    out.more[i] = pack(...)
+  end
+end
+
+local function run_imap(f, items, count)
+  local out = { n = count }
+  for i = 1, count do keep(out, i, f(items[i])) end
+  return out
+end
+
+local function run_star(f, items, count)
+  local out = { n = count }
+  for i = 1, count do
     local a = items[i]
     out[i] = f(unpack(a, 1, a.n or #a))
   end
@@ -82,7 +110,7 @@ local function task_function(cache, head)
 end
 
 -- Runs one task; returns the encoded {ok, ...} to send back.
-local function run_task(cache, head, body)
+local function run_task(cache, head, body, count)
   local r
   local ok, f = pcall(task_function, cache, head)
   if ok then
@@ -91,9 +119,10 @@ local function run_task(cache, head, body)
       r = { false, "cannot decode the task's arguments: " .. err }
     else
       local kind = head:sub(1, 1)
-      if kind == CALL then r = pack(xpcall(f, task_traceback, unpack(args, 1, args.n or #args)))
-      elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args))
-      else r = pack(xpcall(run_star, task_traceback, f, args)) end
+      if kind == CALL then r = pack(xpcall(run_call, task_traceback, f, args))
+      elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args, count))
+      elseif kind == IMAP then r = pack(xpcall(run_imap, task_traceback, f, args, count))
+      else r = pack(xpcall(run_star, task_traceback, f, args, count)) end
     end
   else
     r = { false, error_text(f) }
@@ -121,9 +150,9 @@ local function worker_main(pool, w)
   end
   local cache, max, done = { n = 0 }, pool._maxtasks, 0
   while not max or done < max do
-    local slot, id, head, body = board:take(w)
+    local slot, id, head, body, count = board:take(w)
     if not slot then break end
-    local bytes = run_task(cache, head, body)
+    local bytes = run_task(cache, head, body, count)
     if not board:send(w, slot, id, bytes) then return 1 end
     done = done + 1
   end
@@ -222,6 +251,32 @@ local Pool = { __name = "mproc.Pool" }
 local methods = {}
 Pool.__index = methods
 
+-- Workers of pools collected unjoined, not reaped yet: handle -> when
+-- they were sent SIGTERM.  Reaped without blocking at the next chance (a
+-- new Pool, any pool's wait, the next garbage collection), so a program
+-- that drops a Pool per call does not pile up zombies; one that ignores
+-- SIGTERM gets SIGKILL a second later.
+local orphans = {}
+
+local function reap_orphans()
+  for h, since in pairs(orphans) do
+    if h:poll() then
+      orphans[h] = nil
+      h:close()
+    elseif core.monotonic() - since > 1 then
+      h:signal(SIGKILL)
+    end
+  end
+end
+
+-- A finalizer that reaps at each collection while orphans are left.
+local function reap_at_next_gc()
+  setmetatable({}, { __gc = function()
+    reap_orphans()
+    if next(orphans) then reap_at_next_gc() end
+  end })
+end
+
 local function how_died(pid, code)
   if code < 0 then
     return ("pool worker (pid %d) was killed by signal %d (%s)")
@@ -245,8 +300,10 @@ function methods:_spawn(w)
   self._workers[w] = { handle = h, pid = h:pid(), done = 0 }
 end
 
+-- After close(), workers stay while tasks are out or an imap may still
+-- submit some (its reader goes on after close()).
 function methods:_needs_workers()
-  return self._state == "run" or (self._state == "close" and self._nout > 0)
+  return self._state == "run" or (self._state == "close" and (self._nout > 0 or next(self._imaps) ~= nil))
 end
 
 -- Worker w has ended: fail what it had claimed, replace it if needed.
@@ -275,30 +332,65 @@ end
 -- Pool: tasks and results
 -- ---------------------------------------------------------------------
 
--- Queues one task of job (part idx); it reaches the board now or later.
-function methods:_submit(job, idx, head, body)
+-- Queues one task of job (part idx; count items for a map chunk); it
+-- reaches the board now or later.
+function methods:_submit(job, idx, head, body, count)
   local id = self._nextid + 1
   self._nextid, self._nout = id, self._nout + 1
   self._job[id], self._part[id] = job, idx
   if self._broken then return self:_finish(id, { false, self._broken }) end
-  if self._ptail < self._phead and self._board:put(id, head, body) then return end
+  if self._ptail < self._phead and self._board:put(id, head, body, count) then return end
   local t = self._ptail + 1
-  self._ptail, self._pending[t] = t, { id, head, body }
+  self._ptail, self._pending[t] = t, { id, head, body, count }
 end
 
 function methods:_feed()
   local board, pending = self._board, self._pending
   while self._phead <= self._ptail do
     local t = pending[self._phead]
-    if not board:put(t[1], t[2], t[3]) then break end
+    if not board:put(t[1], t[2], t[3], t[4]) then break end
     pending[self._phead], self._phead = nil, self._phead + 1
   end
+end
+
+function methods:_forget(id)
+  self._job[id], self._part[id], self._nout = nil, nil, self._nout - 1
+end
+
+-- Takes back the tasks of job no worker has claimed yet, queued here or
+-- on the board; returns how many.  Claimed ones run to their end.
+function methods:_cancel(job)
+  local ids = {}
+  for id, j in pairs(self._job) do
+    if j == job then ids[id] = true end
+  end
+  if not next(ids) then return 0 end
+  local n, pending, k = 0, self._pending, self._phead - 1
+  for i = self._phead, self._ptail do
+    local t = pending[i]
+    pending[i] = nil
+    if ids[t[1]] then
+      self:_forget(t[1])
+      n = n + 1
+    else
+      k = k + 1
+      pending[k] = t
+    end
+  end
+  self._ptail = k
+  if self._state ~= "joined" then
+    for _, id in ipairs(self._board:cancel(ids)) do
+      self:_forget(id)
+      n = n + 1
+    end
+  end
+  return n
 end
 
 function methods:_finish(id, r)
   local job, idx = self._job[id], self._part[id]
   if not job then return end
-  self._job[id], self._part[id], self._nout = nil, nil, self._nout - 1
+  self:_forget(id)
   job:_deliver(idx, r)
 end
 
@@ -315,6 +407,7 @@ end
 -- Collects what is ready, waiting up to timeout (nil: until something is).
 function methods:_pump(timeout)
   if self._state == "joined" then return end
+  if next(orphans) then reap_orphans() end
   self:_feed()
   local board = self._board
   local ready, err = board:wait(timeout)
@@ -424,6 +517,14 @@ local function check_chunksize(fname, n, c)
   return c
 end
 
+-- The length of a list: its n when an integer (table.pack's), else #list.
+local function list_length(fname, list)
+  local n = rawget(list, "n")
+  if math.type(n) ~= "integer" then return #list end
+  if n < 0 then util.argerror(fname, 2, ("n must be >= 0, got %d"):format(n)) end
+  return n
+end
+
 -- The input of map and imap: a list or an iterator function.
 local function check_source(fname, src)
   local t = type(src)
@@ -432,26 +533,39 @@ local function check_source(fname, src)
   end
 end
 
--- Calls the iterator function src until it returns nil; returns the list.
+-- Calls the iterator function src until it returns nil; returns the list
+-- (with n).
 local function collect(src)
   local list, n = {}, 0
   while true do
     local v = src()
-    if v == nil then return list end
+    if v == nil then list.n = n return list end
     n = n + 1
     list[n] = v
   end
 end
 
--- Encodes list[1..n] in slices of chunksize; raises before anything is
--- submitted if one cannot be sent.  Returns the bodies and their first indexes.
-local function encode_chunks(fname, list, n, chunksize)
-  local bodies, starts = {}, {}
-  for i = 1, n, chunksize do
-    starts[#starts + 1] = i
-    bodies[#bodies + 1] = encode_args(fname, 2, list, i, math.min(i + chunksize - 1, n))
+-- starmap's items are argument lists: each is checked before anything is sent.
+local function check_arg_lists(fname, list, n)
+  for i = 1, n do
+    local t = type(rawget(list, i))
+    if t ~= "table" then
+      util.argerror(fname, 2, ("item %d is %s, not a table of arguments"):format(i, t == "nil" and t or "a " .. t))
+    end
   end
-  return bodies, starts
+end
+
+-- Encodes list[1..n] in slices of chunksize; raises before anything is
+-- submitted if one cannot be sent.  Returns the bodies, their first
+-- indexes and their item counts.
+local function encode_chunks(fname, list, n, chunksize)
+  local bodies, starts, counts = {}, {}, {}
+  for i = 1, n, chunksize do
+    local k, j = #starts + 1, math.min(i + chunksize - 1, n)
+    starts[k], counts[k] = i, j - i + 1
+    bodies[k] = encode_args(fname, 2, list, i, j)
+  end
+  return bodies, starts, counts
 end
 
 local function map_async(self, fname, f, list, chunksize, opts, kind)
@@ -461,9 +575,10 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   chunksize = check_chunksize(fname, 3, chunksize)
   check_result_options(fname, 4, opts)
   if type(list) ~= "table" then list = collect(list) end
-  local n = #list
+  local n = list_length(fname, list)
+  if kind == STAR then check_arg_lists(fname, list, n) end
   chunksize = chunksize or default_chunksize(self, n)
-  local bodies, starts = encode_chunks(fname, list, n, chunksize)
+  local bodies, starts, counts = encode_chunks(fname, list, n, chunksize)
   for _, body in ipairs(bodies) do check_fits(self, fname, head, body) end
   local res = new_result(self, #bodies, opts)
   res._map, res._value, res._starts = true, { n = n }, starts
@@ -472,7 +587,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
     if res._callback then self:_later(res._callback, res._value) end
     return res
   end
-  for k, body in ipairs(bodies) do self:_submit(res, k, head, body) end
+  for k, body in ipairs(bodies) do self:_submit(res, k, head, body, counts[k]) end
   return res
 end
 
@@ -502,12 +617,20 @@ end
 -- imap: results as an iterator, input pulled lazily
 -- ---------------------------------------------------------------------
 
+-- The iterator is an mproc.IMapIterator: callable, and closable, so a
+-- generic for closes it when the loop is left early (break, an error) and
+-- `local it <close> = pool:imap(...)` works.  Closing takes back the tasks
+-- of it still queued and pulls no more input.  join() gives an open
+-- iterator its look-ahead, no more: an endless source is never pulled to
+-- its end.
+local IMapIterator = { __name = "mproc.IMapIterator" }
 local Imap = {}
-Imap.__index = Imap
+IMapIterator.__index = Imap
 
--- Pulls up to chunksize items from the source; nil when it is exhausted.
+-- Pulls up to chunksize items from the source: the chunk and its item
+-- count (a list's items may be nil); nil when the source is exhausted.
 function Imap:_next_chunk()
-  local src, chunk = self.src, {}
+  local src, chunk, count = self.src, {}, 0
   for i = 1, self.chunksize do
     local v
     if self.list then
@@ -518,34 +641,45 @@ function Imap:_next_chunk()
       v = src()
       if v == nil then break end
     end
-    chunk[i] = v
+    chunk[i], count = v, i
   end
-  if #chunk == 0 then self.exhausted = true return nil end
-  return chunk
+  if count == 0 then self.exhausted = true return nil end
+  return chunk, count
+end
+
+-- No more input will be pulled: the reader gets what was submitted, then
+-- the error "<fname>: the pool was <how> before ...".
+function Imap:_cut(how)
+  self.cut = self.cut or ("%s: the pool was %s before this iterator's input was used up"):format(self.fname, how)
+  self.pool._imaps[self] = nil
+end
+
+-- Cut, and the tasks no worker has claimed yet are taken back.
+function Imap:_abandon(how)
+  self:_cut(how)
+  self.out = self.out - self.pool:_cancel(self)
 end
 
 -- Submits chunks until ahead of the reader by limit chunks or exhausted.
--- join() submits all the input first, so a pool that ended while input was
--- left was terminated: raise, as AsyncResult:get does for its tasks.
 function Imap:_fill(limit)
+  if self.cut or self.exhausted then return end
   local state = self.pool._state
-  if not self.exhausted and (state == "joined" or state == "terminate") then
-    error(self.fname .. ": the pool was terminated before this iterator's input was used up", 0)
-  end
+  if state ~= "run" and state ~= "close" then return self:_cut("terminated") end
   while not self.exhausted and self.submitted - self.consumed < limit do
-    local chunk = self:_next_chunk()
+    local chunk, count = self:_next_chunk()
     if not chunk then break end
     local body = check_fits(self.pool, self.fname, self.head, core.dumps(chunk))
-    self.submitted = self.submitted + 1
+    self.submitted, self.out = self.submitted + 1, self.out + 1
     self.starts[self.submitted] = self.pos + 1
-    self.pos = self.pos + #chunk
-    self.pool:_submit(self, self.submitted, self.head, body)
+    self.pos = self.pos + count
+    self.pool:_submit(self, self.submitted, self.head, body, count)
   end
   if self.exhausted then self.pool._imaps[self] = nil end
 end
 
 function Imap:_deliver(idx, r)
-  self.done[idx] = r
+  self.out = self.out - 1
+  if not self.closed then self.done[idx] = r end
 end
 
 -- The next chunk to hand out: the next in order, or any that is done.
@@ -560,16 +694,21 @@ function Imap:_take_done()
   return r, k
 end
 
-function Imap:step()
+-- The next item of the current chunk: its index and values.
+local function next_item(self)
+  local cur, i = self.cur, self.cur_i + 1
+  self.cur_i = i
+  local more = cur.more and cur.more[i]
+  if more then return self.cur_base + i - 1, unpack(more, 1, more.n) end
+  return self.cur_base + i - 1, cur[i]
+end
+
+function Imap:_step()
   while true do
-    if self.cur then
-      local i = self.cur_i + 1
-      if i <= self.cur.n then
-        self.cur_i = i
-        return self.cur_base + i - 1, self.cur[i]
-      end
-      self.cur = nil
-    end
+    local cur = self.cur
+    if cur and self.cur_i < cur.n then return next_item(self) end
+    self.cur = nil
+    if self.closed then util.misuse(self.fname .. ": the iterator is closed") end
     self:_fill(IMAP_AHEAD)
     if self.exhausted and self.consumed == self.submitted then return nil end
     local r, k = self:_take_done()
@@ -578,32 +717,53 @@ function Imap:step()
       if not r[1] then error(r[2], 0) end
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
-    else
-      if self.pool._state == "joined" then error(self.fname .. ": the pool was joined or terminated", 0) end
+    elseif self.out > 0 and self.pool._state ~= "joined" then
       self.pool:_pump(nil)
       self.pool:_run_later()
+    else -- nothing more will come: the pool ended, or took back the tasks
+      error(self.cut or (self.fname .. ": the pool was joined or terminated"), 0)
     end
   end
 end
 
+-- close(): no more input is pulled, its queued tasks are taken back, and
+-- the iterator cannot be called again.  Safe to call twice.
+function Imap:close()
+  util.check_self("close", self, IMapIterator)
+  if self.closed then return end
+  self.closed, self.cur, self.done = true, nil, {}
+  self:_abandon("closed")
+end
+
+IMapIterator.__call = Imap._step
+IMapIterator.__close = Imap.close
+
+function IMapIterator.__tostring(self)
+  local state = self.closed and "closed" or (self.exhausted and self.consumed == self.submitted) and "done"
+    or self.cut and "cut short" or "open"
+  return ("mproc.IMapIterator (%s, %s, %d chunks of %d read)"):format(self.fname, state, self.consumed, self.submitted)
+end
+
 local function imap(self, fname, f, src, chunksize, ordered)
   check_running(self, fname)
-  local head = encode_function(fname, f, MAP)
+  local head = encode_function(fname, f, IMAP)
   check_source(fname, src)
-  local t = type(src)
+  local list = type(src) == "table"
   chunksize = check_chunksize(fname, 3, chunksize) or 1
   local it = setmetatable({
-    pool = self, fname = fname, head = head, src = src, list = t == "table", n = t == "table" and #src or nil,
-    chunksize = chunksize, ordered = ordered, pos = 0, submitted = 0, consumed = 0,
-    done = {}, starts = {}, exhausted = false,
-  }, Imap)
+    pool = self, fname = fname, head = head, src = src, list = list, n = list and list_length(fname, src) or nil,
+    chunksize = chunksize, ordered = ordered, pos = 0, submitted = 0, consumed = 0, out = 0,
+    done = {}, starts = {}, exhausted = false, closed = false,
+  }, IMapIterator)
   self._imaps[it] = true
-  return function() return it:step() end
+  return it, nil, nil, it
 end
 
 -- imap(f, list_or_iterator, [chunksize]): for i, v in pool:imap(f, xs) do
--- gives i and f(xs[i]) in input order; an iterator function as input is
--- called until it returns nil, a bounded number of chunks ahead.
+-- gives i and f(xs[i]) (all its values) in input order; an iterator
+-- function as input is called until it returns nil, a bounded number of
+-- chunks ahead.  Returns the iterator, nil, nil and the iterator again: a
+-- generic for closes it when left early.
 function methods:imap(f, src, chunksize)
   util.check_self("imap", self, Pool)
   return imap(self, "imap", f, src, chunksize, true)
@@ -640,6 +800,13 @@ local function reap_all(self, timeout)
   self._workers = {}
 end
 
+-- The imap iterators whose input is not used up and that may still pull.
+local function open_imaps(self)
+  local list = {}
+  for it in pairs(self._imaps) do list[#list + 1] = it end
+  return list
+end
+
 local function release(self)
   self._state = "joined"
   self._board:close()
@@ -650,6 +817,7 @@ function methods:terminate()
   util.check_self("terminate", self, Pool)
   if self._state == "joined" or self._state == "terminate" then return end
   self._state = "terminate"
+  for _, it in ipairs(open_imaps(self)) do it:_cut("terminated") end
   for _, wk in pairs(self._workers) do wk.handle:signal(SIGTERM) end
   reap_all(self, 1)
   self:_fail_all("the pool was terminated before this task completed")
@@ -661,8 +829,9 @@ function methods:join()
   util.check_self("join", self, Pool)
   if self._state == "run" then util.misuse("join: the pool is still running; call close() or terminate() first") end
   if self._state ~= "close" then return end
-  while next(self._imaps) do
-    for it in pairs(self._imaps) do it:_fill(math.huge) end
+  for _, it in ipairs(open_imaps(self)) do
+    it:_fill(IMAP_AHEAD)
+    it:_cut("closed")
   end
   while self._nout > 0 do self:_pump(nil) end
   self._board:shutdown()
@@ -672,24 +841,30 @@ function methods:join()
 end
 
 -- Leaving the scope of a <close> variable: close and join, so every task
--- submitted completes; when leaving by an error, terminate instead.
+-- submitted completes; when leaving by an error, terminate instead.  An
+-- imap iterator still open is abandoned first: its input is not pulled
+-- further and its look-ahead tasks no worker took are not run.
 function Pool.__close(self, err)
   if self._owner ~= core.getpid() then return end
   if err ~= nil then return self:terminate() end
+  for _, it in ipairs(open_imaps(self)) do it:_abandon("closed") end
   self:close()
   self:join()
 end
 
--- Collected without close/join: stop the workers without blocking; the
--- exit hook reaps them.
+-- Collected without close/join: stop the workers without blocking (__gc
+-- must not wait) and leave them to reap_orphans.
 function Pool.__gc(self)
   if self._owner ~= core.getpid() or self._state == "joined" then return end
   self._state = "joined"
+  local now, armed = core.monotonic(), next(orphans) ~= nil
   for _, wk in pairs(self._workers) do
     wk.handle:signal(SIGTERM)
-    wk.handle:close()
+    orphans[wk.handle] = now
   end
   self._board:close()
+  reap_orphans()
+  if not armed and next(orphans) then reap_at_next_gc() end
 end
 
 function Pool.__tostring(self)
@@ -711,8 +886,9 @@ local function check_options(a, b)
   util.check_type("Pool", n, opts, "table", true)
   opts = opts or {}
   util.check_options("Pool", n, opts, OPTIONS)
-  if a ~= nil and (math.type(a) ~= "integer" or a < 1) then
-    util.argerror("Pool", 1, "processes must be an integer >= 1")
+  local max = core.POOL_MAX_WORKERS
+  if a ~= nil and (math.type(a) ~= "integer" or a < 1 or a > max) then
+    util.argerror("Pool", 1, ("processes must be an integer in 1..%d, got %s"):format(max, tostring(a)))
   end
   util.check_callable("Pool", n, opts.initializer, true)
   util.check_type("Pool", n, opts.initargs, "table", true)
@@ -720,20 +896,21 @@ local function check_options(a, b)
   if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
     util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1")
   end
-  return a or core.cpu_count(), opts
+  return a or core.process_cpu_count(), opts
 end
 
 -- mproc.Pool([processes], [{initializer, initargs, maxtasksperchild}])
 -- mproc.Pool{processes = n, initializer = f, ...}
 local function new(_, a, b)
   local processes, opts = check_options(a, b)
+  if next(orphans) then reap_orphans() end
   local board, err, code = core.pool_board(processes, NSLOTS, DATA_BYTES)
   if not board then return nil, err, code end
   local self = setmetatable({
     _processes = processes, _board = board, _workers = {}, _state = "run",
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
-    _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = {},
+    _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = setmetatable({}, WEAK_KEYS),
     _pending = {}, _phead = 1, _ptail = 0, _later_q = {}, _lhead = 1, _ltail = 0,
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
