@@ -489,7 +489,7 @@ describe("subprocess", function()
       local data = string.rep("0123456789abcdef", 4 * 1024 * 1024)
       local p = subprocess.Popen({ "cat" }, { stdin = PIPE, stdout = PIPE })
       local out, err = p:communicate(data)
-      assert.is_nil(err)
+      assert.is_false(err)
       assert.are.equal(#data, #out)
       assert.is_true(out == data)
       assert.are.equal(0, p.returncode)
@@ -556,11 +556,25 @@ describe("subprocess", function()
       end)
     end
 
-    it("waits for a child with no pipes", function()
+    it("waits for a child with no pipes, giving false for both streams", function()
       local p = subprocess.Popen{ "sh", "-c", "exit 5" }
-      assert.are.same({}, { p:communicate() })
+      assert.are.same({ n = 2, false, false }, table.pack(p:communicate()))
       assert.are.equal(5, p.returncode)
     end)
+
+    -- nil first means failure or timeout, never a stream that was not piped.
+    local shape_cases = {
+      { "stdout only", { stdout = PIPE, stderr = DEVNULL }, { "timeout", false } },
+      { "stderr only", { stdout = DEVNULL, stderr = PIPE }, { false, "timeout" } },
+      { "both", { stdout = PIPE, stderr = PIPE }, { "timeout", "timeout" } },
+    }
+    for _, case in ipairs(shape_cases) do
+      it("gives false for a stream not piped (" .. case[1] .. "), so a child's output is never a timeout", function()
+        local p = subprocess.Popen({ "sh", "-c", "printf timeout; printf timeout >&2" }, case[2])
+        assert.are.same({ n = 2, case[3][1], case[3][2] }, table.pack(p:communicate()))
+        assert.are.equal(0, p.returncode)
+      end)
+    end
   end)
 
   describe("a child gone before its stdin was flushed", function()
@@ -568,7 +582,7 @@ describe("subprocess", function()
     -- Flushing it gives EPIPE, and must not raise SIGPIPE on the script;
     -- afterwards SIGPIPE is neither blocked nor pending (bit 13 of the masks).
     local cases = {
-      { "communicate", "print(p:communicate())", "\tnil" },
+      { "communicate", "print(p:communicate())", "\tfalse" },
       { "closing the pipe", "print(p.stdin:close())", "nil\tBroken pipe\t32" },
       { "leaving a Popen's <close> scope", "do local q <close> = p end print(p.returncode)", "0" },
       { "collecting the file", "p.stdin = nil collectgarbage() collectgarbage() print(p.returncode)", "0" },

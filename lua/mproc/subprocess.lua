@@ -325,15 +325,16 @@ local function communicate(self, input, timeout)
   return true, out, err
 end
 
--- p:communicate([input], [timeout]) -> stdout, stderr (nil for streams
--- not piped), or nil, "timeout": what was read so far is kept for the
--- next call, which goes on where this one stopped.
+-- p:communicate([input], [timeout]) -> stdout, stderr (false for a stream
+-- not piped, so a nil first value always means failure), or nil, "timeout"
+-- (what was read so far is kept for the next call, which goes on where
+-- this one stopped), or nil, message, errno.
 function methods:communicate(input, timeout)
   util.check_self("communicate", self, Popen)
   util.check_type("communicate", 1, input, "string", true)
   timeout = util.check_timeout("communicate", 2, timeout)
   local ok, out, err = communicate(self, input, timeout)
-  if ok then return out, err end
+  if ok then return out or false, err or false end
   return nil, out, err
 end
 
