@@ -612,7 +612,7 @@ describe("subprocess", function()
     local cases = {
       { "call", function() subprocess.call() end, "bad argument #1 to 'call'" },
       { "check_call", function() subprocess.check_call(42) end, "bad argument #1 to 'check_call'" },
-      { "check_output", function() subprocess.check_output{ "true", stdout = PIPE } end, "bad argument #2 to 'check_output'" },
+      { "check_output", function() subprocess.check_output{ "true", stdout = PIPE } end, "bad argument #1 to 'check_output'" },
       { "run", function() subprocess.run{ "true", bogus = 1 } end, "unknown option 'bogus'" },
       { "Popen", function() subprocess.Popen{ "true", stdin = "pipe" } end, "stdin must be PIPE" },
       { "Popen stderr", function() subprocess.Popen{ "true", stdout = STDOUT } end, "stdout must be PIPE" },
@@ -635,6 +635,55 @@ describe("subprocess", function()
         assert.is_truthy(tostring(err):find(case[3], 1, true), tostring(err))
       end)
     end
+  end)
+
+  describe("a bad option", function()
+    -- f({"true"}, opts) names argument #2, f{"true", ...opts} argument #1;
+    -- either way the message names the option.
+    local cases = {
+      { "timeout", "1", "timeout must be a number of seconds, got string" },
+      { "input", 1, "input: string expected, got number" },
+      { "cwd", 42, "cwd: string expected, got number" },
+      { "executable", true, "executable: string expected, got boolean" },
+      { "env", "PATH=/bin", "env: table expected, got string" },
+      { "env", { A = {} }, "env must map strings to strings" },
+      { "env", { ["A=B"] = "c" }, "env name has '=': A=B" },
+      { "pass_fds", 3, "pass_fds: table expected, got number" },
+      { "pass_fds", { -1 }, "pass_fds must list descriptors" },
+      { "stdin", "pipe", "stdin must be PIPE, DEVNULL, a file or a descriptor, got pipe" },
+      { "stderr", 2.5, "stderr must be PIPE, DEVNULL, STDOUT, a file or a descriptor, got 2.5" },
+      { "umask", -1, "umask must be an integer >= 0" },
+      { "process_group", 1.5, "process_group must be an integer >= 0" },
+      { "preexec_fn", 1, "preexec_fn: function expected, got number" },
+    }
+    local takes = {
+      Popen = { timeout = false, input = false },
+      call = { input = false }, check_call = { input = false },
+      check_output = {}, run = {},
+    }
+    for _, fname in ipairs({ "run", "call", "check_call", "check_output", "Popen" }) do
+      for _, case in ipairs(cases) do
+        local name, value, msg = case[1], case[2], case[3]
+        if takes[fname][name] ~= false then
+          it(("makes %s raise naming %s, in both calling forms"):format(fname, name), function()
+            local f = subprocess[fname]
+            local ok2, err2 = pcall(function() f({ "true" }, { [name] = value }) end)
+            local ok1, err1 = pcall(function() f{ "true", [name] = value } end)
+            assert.are.same({ false, ("spec/subprocess_spec.lua: bad argument #2 to '%s' (%s)"):format(fname, msg) },
+              { ok2, (err2:gsub(":%d+:", ":")) })
+            assert.are.same({ false, ("spec/subprocess_spec.lua: bad argument #1 to '%s' (%s)"):format(fname, msg) },
+              { ok1, (err1:gsub(":%d+:", ":")) })
+          end)
+        end
+      end
+    end
+
+    it("makes check_output raise naming stdout, in both calling forms", function()
+      assert.has_error(function() subprocess.check_output({ "true" }, { stdout = PIPE }) end,
+        "bad argument #2 to 'check_output' (stdout is not allowed: it is captured)")
+      assert.has_error(function() subprocess.check_output{ "true", stdout = PIPE } end,
+        "bad argument #1 to 'check_output' (stdout is not allowed: it is captured)")
+    end)
   end)
 
   describe("methods called with '.' instead of ':'", function()

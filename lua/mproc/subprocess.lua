@@ -36,7 +36,8 @@ local OUTPUT_OPTIONS = with(POPEN_OPTIONS, { "input", "timeout" })
 ---------------------------------------------------------------------------
 
 -- f({"ls", "-l"}, {cwd = "/tmp"}), f{"ls", "-l", cwd = "/tmp"}, f("ls"):
--- returns the argument list and the options (the hash parts of both).
+-- returns the argument list, the options (the hash parts of both) and the
+-- argument the options came in, for messages: 2, or 1 in the one-table form.
 -- An integer n (table.pack's) is the list's length, not an option.
 local function split_call(fname, a, b, allowed)
   local args, opts = {}, {}
@@ -55,8 +56,18 @@ local function split_call(fname, a, b, allowed)
     util.check_type(fname, 2, b, "table")
     for k, v in pairs(b) do opts[k] = v end
   end
-  util.check_options(fname, b ~= nil and 2 or 1, opts, allowed)
-  return args, opts
+  local n = b ~= nil and 2 or 1
+  util.check_options(fname, n, opts, allowed)
+  return args, opts, n
+end
+
+-- Raises for option name of argument n when v is neither nil nor a want:
+-- "bad argument #1 to 'run' (cwd: string expected, got number)".
+local function check_option(fname, n, name, v, want)
+  if v ~= nil and type(v) ~= want and not (want == "function" and util.is_callable(v)) then
+    util.argerror(fname, n, ("%s: %s expected, got %s"):format(name, want, type(v)))
+  end
+  return v
 end
 
 -- The length of an argument list: its n, else its largest positive
@@ -106,15 +117,15 @@ local function candidates(prog, env)
   return list
 end
 
-local function make_env(fname, env)
+local function make_env(fname, n, env)
   if env == nil then return nil end
-  util.check_type(fname, 2, env, "table")
+  check_option(fname, n, "env", env, "table")
   local list = {}
   for k, v in pairs(env) do
     if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
-      util.argerror(fname, 2, "env must map strings to strings")
+      util.argerror(fname, n, "env must map strings to strings")
     end
-    if k:find("=", 1, true) then util.argerror(fname, 2, "env name has '=': " .. k) end
+    if k:find("=", 1, true) then util.argerror(fname, n, "env name has '=': " .. k) end
     list[#list + 1] = k .. "=" .. v
   end
   return list
@@ -123,7 +134,7 @@ end
 local STREAM_NAMES = { "stdin", "stdout", "stderr" }
 
 -- PIPE, DEVNULL, STDOUT (stderr only), a Lua file, a descriptor, or nil.
-local function stdio_target(fname, name, v)
+local function stdio_target(fname, n, name, v)
   if v == nil then return nil end
   if io.type(v) == "file" then return core.fileno(v) end
   if math.type(v) == "integer" then
@@ -131,45 +142,45 @@ local function stdio_target(fname, name, v)
       return v
     end
   end
-  util.argerror(fname, 2, ("%s must be PIPE, DEVNULL%s, a file or a descriptor, got %s")
+  util.argerror(fname, n, ("%s must be PIPE, DEVNULL%s, a file or a descriptor, got %s")
     :format(name, name == "stderr" and ", STDOUT" or "", tostring(v)))
 end
 
-local function check_fds(fname, fds)
+local function check_fds(fname, n, fds)
   if fds == nil then return {} end
-  util.check_type(fname, 2, fds, "table")
+  check_option(fname, n, "pass_fds", fds, "table")
   for _, fd in ipairs(fds) do
     if math.type(fd) ~= "integer" or fd < 0 then
-      util.argerror(fname, 2, "pass_fds must list descriptors")
+      util.argerror(fname, n, "pass_fds must list descriptors")
     end
   end
   return fds
 end
 
-local function opt_int(fname, name, v, min)
+local function opt_int(fname, n, name, v, min)
   if v == nil then return nil end
   if math.type(v) ~= "integer" or v < min then
-    util.argerror(fname, 2, ("%s must be an integer >= %d"):format(name, min))
+    util.argerror(fname, n, ("%s must be an integer >= %d"):format(name, min))
   end
   return v
 end
 
--- The spec core.spawn reads.
-local function make_spec(fname, args, o)
+-- The spec core.spawn reads; n is the options' argument.
+local function make_spec(fname, args, o, n)
   local argv = make_argv(fname, args, o.shell)
-  util.check_type(fname, 2, o.cwd, "string", true)
-  util.check_type(fname, 2, o.executable, "string", true)
-  util.check_callable(fname, 2, o.preexec_fn, true)
+  check_option(fname, n, "cwd", o.cwd, "string")
+  check_option(fname, n, "executable", o.executable, "string")
+  check_option(fname, n, "preexec_fn", o.preexec_fn, "function")
   local env = o.env
   local spec = {
-    name = o.executable or argv[1], argv = argv, env = make_env(fname, env), cwd = o.cwd,
-    close_fds = o.close_fds ~= false, pass_fds = check_fds(fname, o.pass_fds),
+    name = o.executable or argv[1], argv = argv, env = make_env(fname, n, env), cwd = o.cwd,
+    close_fds = o.close_fds ~= false, pass_fds = check_fds(fname, n, o.pass_fds),
     start_new_session = o.start_new_session and true or false,
-    process_group = opt_int(fname, "process_group", o.process_group, 0),
-    umask = opt_int(fname, "umask", o.umask, 0),
+    process_group = opt_int(fname, n, "process_group", o.process_group, 0),
+    umask = opt_int(fname, n, "umask", o.umask, 0),
   }
   spec.exe = candidates(spec.name, env)
-  for _, name in ipairs(STREAM_NAMES) do spec[name] = stdio_target(fname, name, o[name]) end
+  for _, name in ipairs(STREAM_NAMES) do spec[name] = stdio_target(fname, n, name, o[name]) end
   return spec
 end
 
@@ -247,8 +258,8 @@ function Popen.__tostring(self)
 end
 
 -- Starts the child; returns the Popen, or nil, message, errno.
-local function spawn(fname, args, opts)
-  local spec = make_spec(fname, args, opts)
+local function spawn(fname, args, opts, n)
+  local spec = make_spec(fname, args, opts, n)
   cleanup()
   local child, stdin, stdout, stderr = core.spawn(spec, opts.preexec_fn)
   if not child then return nil, stdin, stdout end
@@ -261,8 +272,8 @@ local function spawn(fname, args, opts)
 end
 
 local function new(_, a, b)
-  local args, opts = split_call("Popen", a, b, POPEN_OPTIONS)
-  return spawn("Popen", args, opts)
+  local args, opts, n = split_call("Popen", a, b, POPEN_OPTIONS)
+  return spawn("Popen", args, opts, n)
 end
 setmetatable(Popen, { __call = new })
 
@@ -408,9 +419,9 @@ local function kill_on_timeout(p)
   close_streams(p)
 end
 
-local function popen_opts(fname, opts)
+local function popen_opts(fname, n, opts)
   if opts.input ~= nil then
-    util.check_type(fname, 2, opts.input, "string")
+    check_option(fname, n, "input", opts.input, "string")
     if opts.stdin ~= nil then util.misuse(fname .. ": stdin and input may not both be used") end
     opts.stdin = M.PIPE
   end
@@ -426,10 +437,10 @@ local function popen_opts(fname, opts)
 end
 
 -- The core of run: returns a CompletedProcess, or nil, "timeout", partial,
--- or nil, message, errno.
-local function run(fname, args, opts)
-  local timeout = util.check_timeout(fname, 2, opts.timeout)
-  local p, err, code = spawn(fname, args, popen_opts(fname, opts))
+-- or nil, message, errno. n is the options' argument.
+local function run(fname, args, opts, n)
+  local timeout = util.check_timeout(fname, n, opts.timeout)
+  local p, err, code = spawn(fname, args, popen_opts(fname, n, opts), n)
   if not p then return nil, err, code end
   local ok, out, errout = communicate(p, opts.input, timeout)
   if not ok then
@@ -448,14 +459,14 @@ end
 -- run(args, [opts]) -> CompletedProcess, or nil, "timeout", partial, or
 -- nil, message, errno; raises CalledProcessError with check = true.
 function M.run(a, b)
-  local args, opts = split_call("run", a, b, RUN_OPTIONS)
-  return run("run", args, opts)
+  local args, opts, n = split_call("run", a, b, RUN_OPTIONS)
+  return run("run", args, opts, n)
 end
 
 -- call(args, [opts]) -> returncode, or nil, "timeout", or nil, message, errno
 function M.call(a, b)
-  local args, opts = split_call("call", a, b, CALL_OPTIONS)
-  local done, err, code = run("call", args, opts)
+  local args, opts, n = split_call("call", a, b, CALL_OPTIONS)
+  local done, err, code = run("call", args, opts, n)
   if not done then return nil, err, err ~= "timeout" and code or nil end
   return done.returncode
 end
@@ -472,19 +483,19 @@ end
 
 -- check_call(args, [opts]) -> 0; raises CalledProcessError otherwise
 function M.check_call(a, b)
-  local args, opts = split_call("check_call", a, b, CALL_OPTIONS)
+  local args, opts, n = split_call("check_call", a, b, CALL_OPTIONS)
   opts.check = true
-  local done, err = run("check_call", args, opts)
+  local done, err = run("check_call", args, opts, n)
   if not done then raise_failure(err, opts) end
   return 0
 end
 
 -- check_output(args, [opts]) -> stdout; raises CalledProcessError
 function M.check_output(a, b)
-  local args, opts = split_call("check_output", a, b, OUTPUT_OPTIONS)
-  if opts.stdout ~= nil then util.argerror("check_output", 2, "stdout is not allowed: it is captured") end
+  local args, opts, n = split_call("check_output", a, b, OUTPUT_OPTIONS)
+  if opts.stdout ~= nil then util.argerror("check_output", n, "stdout is not allowed: it is captured") end
   opts.stdout, opts.check = M.PIPE, true
-  local done, err = run("check_output", args, opts)
+  local done, err = run("check_output", args, opts, n)
   if not done then raise_failure(err, opts) end
   return done.stdout
 end
@@ -496,7 +507,7 @@ function M.getstatusoutput(cmd)
     util.argerror("getstatusoutput", 1, "string or table expected, got " .. type(cmd))
   end
   local done, err, code = run("getstatusoutput", cmd,
-    { shell = true, stdout = M.PIPE, stderr = M.STDOUT })
+    { shell = true, stdout = M.PIPE, stderr = M.STDOUT }, 1)
   if not done then return nil, err, code end
   return done.returncode, (done.stdout:gsub("\n$", ""))
 end
