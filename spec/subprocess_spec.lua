@@ -57,6 +57,49 @@ describe("subprocess", function()
       end
     end)
 
+    -- A C string ends at its first NUL: "a\0b" would reach the child as "a".
+    local nul_cases = {
+      { "an argument", function(f) f{ "echo", "a\0b" } end, 1, "argument #2 contains a NUL byte" },
+      { "the program", function(f) f{ "/bin/sh\0junk", "-c", "true" } end, 1, "argument #1 contains a NUL byte" },
+      { "a string command", function(f) f("true\0junk") end, 1, "the command contains a NUL byte" },
+      { "a shell command", function(f) f("true\0; exit 3", { shell = true }) end, 1, "the command contains a NUL byte" },
+      { "cwd", function(f) f({ "pwd" }, { cwd = "/tmp\0/x" }) end, 2, "cwd contains a NUL byte" },
+      { "cwd, one table", function(f) f{ "pwd", cwd = "/tmp\0/x" } end, 1, "cwd contains a NUL byte" },
+      { "executable", function(f) f({ "x" }, { executable = "/bin/true\0x" }) end, 2, "executable contains a NUL byte" },
+      { "an env name", function(f) f({ "true" }, { env = { ["A\0B"] = "1" } }) end, 2,
+        [[env name "A\0B" contains a NUL byte]] },
+      { "an env value", function(f) f{ "true", env = { A = "x\0y" } } end, 1, [[env["A"] contains a NUL byte]] },
+    }
+    for _, case in ipairs(nul_cases) do
+      for _, fname in ipairs({ "run", "call", "check_output", "Popen" }) do
+        it(("makes %s refuse a NUL byte in %s"):format(fname, case[1]), function()
+          local f = subprocess[fname]
+          local ok, err = pcall(case[2], function(...) return f(...) end)
+          assert.is_false(ok)
+          assert.are.equal(("bad argument #%d to '%s' (%s)"):format(case[3], fname, case[4]),
+            (tostring(err):gsub("^[^:]+:%d+: ", "")))
+        end)
+      end
+    end
+
+    it("makes getstatusoutput refuse a NUL byte in its command", function()
+      assert.has_error(function() subprocess.getstatusoutput("true\0; exit 3") end,
+        "bad argument #1 to 'getstatusoutput' (the command contains a NUL byte)")
+    end)
+
+    it("makes core.spawn refuse a NUL byte in any string it passes to C", function()
+      local base = { name = "true", argv = { "true" }, exe = { "/bin/true" } }
+      for field, value in pairs({ name = "tr\0ue", argv = { "true", "a\0b" }, exe = { "/bin/true\0x" },
+                                  env = { "A=x\0y" }, cwd = "/tmp\0x" }) do
+        local spec = {}
+        for k, v in pairs(base) do spec[k] = v end
+        spec[field] = value
+        local ok, err = pcall(core.spawn, spec)
+        assert.is_false(ok)
+        assert.matches("bad argument #1 to .-%(" .. field .. " contains a NUL byte%)$", err)
+      end
+    end)
+
     it("takes the count of a list from its n field", function()
       assert.are.equal("a b\n", subprocess.check_output(table.pack("echo", "a", "b")))
       assert.are.equal("a\n", subprocess.check_output{ "echo", "a", "b", n = 2 })

@@ -331,6 +331,17 @@ static int spawn_failure(lua_State *L, plan *p) {
 ** Reading the spec table into a plan
 ** --------------------------------------------------------------------- */
 
+/* The string at the top of the stack as a C string; a NUL inside would end
+** it early (argv "a\0b" reaching the child as "a"), so it raises.  The Lua
+** layer refuses these first, naming the user's argument. */
+static const char *c_string(lua_State *L, const char *field) {
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  if (s != NULL && strlen(s) != len)
+    luaL_argerror(L, 1, lua_pushfstring(L, "%s contains a NUL byte", field));
+  return s;
+}
+
 /* spec[field], a list of strings, as a NULL-terminated array in a userdata
 ** left on the stack (the strings stay anchored in spec). */
 static const char **string_list(lua_State *L, const char *field, int *n, int opt) {
@@ -342,7 +353,7 @@ static const char **string_list(lua_State *L, const char *field, int *n, int opt
   v = (const char **)lua_newuserdatauv(L, (size_t)(len + 1) * sizeof *v, 0);
   for (i = 1; i <= len; i++) {
     luaL_argcheck(L, lua_geti(L, -2, i) == LUA_TSTRING, 1, field);
-    v[i - 1] = lua_tostring(L, -1);
+    v[i - 1] = c_string(L, field);
     lua_pop(L, 1);
   }
   v[len] = NULL;
@@ -371,7 +382,7 @@ static int bool_field(lua_State *L, const char *field) {
 static const char *string_field(lua_State *L, const char *field) {
   const char *s;
   lua_getfield(L, 1, field);
-  s = lua_tostring(L, -1);
+  s = c_string(L, field);
   lua_pop(L, 1);
   return s;
 }

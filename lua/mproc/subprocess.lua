@@ -81,6 +81,14 @@ local function arg_count(args)
   return n
 end
 
+-- A C string ends at its first NUL: a string holding one would reach the
+-- child cut short ("a\0b" as "a"), so it is refused, as Python does.
+-- what (a format, with its arguments) names the string in the message.
+local function check_nul(fname, n, s, what, ...)
+  if s:find("\0", 1, true) then util.argerror(fname, n, what:format(...) .. " contains a NUL byte") end
+  return s
+end
+
 local function check_argv(fname, args)
   local n = arg_count(args)
   if n <= 0 then util.argerror(fname, 1, "empty command") end
@@ -92,14 +100,14 @@ local function check_argv(fname, args)
     if type(v) ~= "string" then
       util.argerror(fname, 1, ("argument #%d is a %s, not a string"):format(i, type(v)))
     end
-    argv[i] = v
+    argv[i] = check_nul(fname, 1, v, "argument #%d", i)
   end
   return argv
 end
 
 -- The argv the child gets: a string is one program, unless shell.
 local function make_argv(fname, args, shell)
-  if type(args) == "string" then args = { args } end
+  if type(args) == "string" then args = { check_nul(fname, 1, args, "the command") } end
   local argv = check_argv(fname, args)
   if shell then table.insert(argv, 1, "-c"); table.insert(argv, 1, "/bin/sh") end
   return argv
@@ -125,7 +133,9 @@ local function make_env(fname, n, env)
     if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
       util.argerror(fname, n, "env must map strings to strings")
     end
+    check_nul(fname, n, k, "env name %q", k)
     if k:find("=", 1, true) then util.argerror(fname, n, "env name has '=': " .. k) end
+    check_nul(fname, n, tostring(v), "env[%q]", k)
     list[#list + 1] = k .. "=" .. v
   end
   return list
@@ -170,6 +180,8 @@ local function make_spec(fname, args, o, n)
   local argv = make_argv(fname, args, o.shell)
   check_option(fname, n, "cwd", o.cwd, "string")
   check_option(fname, n, "executable", o.executable, "string")
+  if o.cwd then check_nul(fname, n, o.cwd, "cwd") end
+  if o.executable then check_nul(fname, n, o.executable, "executable") end
   check_option(fname, n, "preexec_fn", o.preexec_fn, "function")
   local env = o.env
   local spec = {
