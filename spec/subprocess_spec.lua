@@ -439,6 +439,34 @@ describe("subprocess", function()
       end)
     end
 
+    -- A number the C int cannot hold used to be truncated: (1 << 32) + 9
+    -- sent SIGKILL.  Every bad number raises and leaves the child alone.
+    local bad_signals = {
+      { (1 << 32) + 9, "4294967305" }, { -1, "-1" }, { core.NSIG, tostring(core.NSIG) },
+      { 2^32 + 9, "4294967305.0" }, { 9.0, "9.0" }, { "9", "string" }, { nil, "no value" },
+    }
+    for _, case in ipairs(bad_signals) do
+      it("send_signal raises for " .. case[2] .. " without signalling the child", function()
+        local p = subprocess.Popen{ "sleep", "30" }
+        local ok, err = pcall(function() p:send_signal(case[1]) end)
+        assert.are.same({ false, ("spec/subprocess_spec.lua: bad argument #1 to 'send_signal' "
+          .. "(signal number from 0 to %d expected, got %s)"):format(core.NSIG - 1, case[2]) },
+          { ok, (tostring(err):gsub(":%d+:", ":")) })
+        assert.are.same({ nil, "timeout" }, { p:wait(0.2) })
+        p:kill()
+        assert.are.equal(-9, p:wait())
+      end)
+    end
+
+    it("send_signal takes 0 (is it there?) and the highest signal number", function()
+      assert.is_true(core.NSIG > 31)
+      local p = subprocess.Popen{ "sleep", "30" }
+      assert.is_true(p:send_signal(0))
+      assert.is_nil(p:poll())
+      assert.is_true(p:send_signal(core.NSIG - 1)) -- a real-time signal: its default ends the child
+      assert.are.equal(-(core.NSIG - 1), p:wait())
+    end)
+
     it("kill(true) reaches the child's whole group", function()
       local p = subprocess.Popen({ "sh", "-c", "sleep 30 & echo $!; wait" }, { stdout = PIPE, process_group = 0 })
       local grandchild = tonumber(p.stdout:read("l"))

@@ -377,9 +377,14 @@ local function signal(self, fname, sig, group)
 end
 
 -- p:send_signal(sig, [group]); with group, the child's whole process group.
+-- sig runs from 0 (kill's "is it there?") to NSIG - 1; checked here, as C
+-- would cut a larger integer to an int ((1 << 32) + 9 became SIGKILL).
 function methods:send_signal(sig, group)
   util.check_self("send_signal", self, Popen)
-  if math.type(sig) ~= "integer" then util.argerror("send_signal", 1, "signal number expected") end
+  if math.type(sig) ~= "integer" or sig < 0 or sig >= core.NSIG then
+    local got = type(sig) == "number" and tostring(sig) or sig == nil and "no value" or type(sig)
+    util.argerror("send_signal", 1, ("signal number from 0 to %d expected, got %s"):format(core.NSIG - 1, got))
+  end
   return signal(self, "send_signal", sig, group)
 end
 
