@@ -5,6 +5,9 @@ local support = require "support"
 
 local PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
 
+-- What a string command that is not found gets added to its message.
+local HINT = " (a string is one program's name unless shell = true; pass arguments in a list)"
+
 -- Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session.
 local function stat_of(text)
   local pid, ppid, pgrp, session = text:match("^(%d+) %b() %S+ (%d+) (%d+) (%d+)")
@@ -34,10 +37,45 @@ describe("subprocess", function()
       end)
     end
 
-    it("runs a string as one program unless shell is set", function()
-      local ok, err = subprocess.call("echo hi")
-      assert.is_nil(ok)
-      assert.are.equal("cannot run 'echo hi': No such file or directory", err)
+    it("runs a string as one program unless shell is set, and says so when it is not found", function()
+      local ok, err, code = subprocess.call("echo hi")
+      assert.are.same({ nil, "cannot run 'echo hi': No such file or directory" .. HINT, 2 }, { ok, err, code })
+    end)
+
+    local dir = support.tmpname()
+    local hint_cases = {
+      { "run", { "ls -l" }, true },
+      { "Popen", { "ls -l" }, true },
+      { "call", { "ls\t-l" }, true },
+      { "run", { "ls -l", { stdout = PIPE } }, true },
+      { "run", { "no-such-program-here" }, false },      -- no space: a name, not a command line
+      { "run", { { "ls -l" } }, false },                 -- a list: the name was meant
+      { "run", { "ls -l", { cwd = dir } }, false },      -- chdir failed, not the program
+      { "run", { "ls -l", { executable = "/nope/x" } }, false }, -- the program is executable's
+      { "run", { "/bin/ls -l" }, true },
+    }
+    for _, case in ipairs(hint_cases) do
+      local what = type(case[2][1]) == "table" and "a list" or ("%q"):format(case[2][1])
+      it(("makes %s %s the hint for %s%s"):format(case[1], case[3] and "add" or "leave out", what,
+        case[2][2] and " with options" or ""), function()
+        local r, err = subprocess[case[1]](table.unpack(case[2]))
+        assert.is_nil(r)
+        assert.matches("^cannot run '", err)
+        assert.are.equal(case[3], err:sub(-#HINT) == HINT, err)
+      end)
+    end
+
+    it("leaves out the hint for a program with a space in its name that is found but cannot run", function()
+      local path = support.tmpname() .. " x"
+      support.write_file(path, "")
+      local r, err, code = subprocess.run(path)
+      os.remove(path)
+      assert.are.same({ nil, ("cannot run '%s': Permission denied"):format(path), 13 }, { r, err, code })
+    end)
+
+    it("makes check_output raise with the hint", function()
+      assert.has_error(function() subprocess.check_output("ls -l") end,
+        "cannot run 'ls -l': No such file or directory" .. HINT)
     end)
 
     it("passes the rest of a list to the shell as $0, $1 ...", function()

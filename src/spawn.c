@@ -91,9 +91,13 @@ static void take_signal(const sigset_t *set) {
 #define MP_STDOUT (-2)
 #define MP_DEVNULL (-3)
 
-/* What failed in the child; the parent turns it into a message. */
+/* What failed in the child; the parent turns it into a message, and
+** names the step for the Lua side (which adds hints of its own). */
 enum { STEP_NONE, STEP_EXEC, STEP_CHDIR, STEP_DUP, STEP_SESSION,
        STEP_GROUP, STEP_PREEXEC };
+static const char *const step_names[] = {
+  "none", "exec", "chdir", "dup", "session", "group", "preexec"
+};
 
 #define MSG_MAX 512
 
@@ -297,8 +301,8 @@ static pid_t start_child(plan *p) {
   return pid;
 }
 
-/* nil, "cannot run 'prog': why", errno; a preexec_fn's error has no
-** errno, only its message. */
+/* nil, "cannot run 'prog': why", errno, step; a preexec_fn's error has no
+** errno (nil), only its message. */
 static int spawn_failure(lua_State *L, plan *p) {
   const char *why = strerror(p->err);
   lua_pushnil(L);
@@ -322,9 +326,10 @@ static int spawn_failure(lua_State *L, plan *p) {
     default:
       lua_pushfstring(L, "cannot run '%s': %s", p->name, why);
   }
-  if (p->step == STEP_PREEXEC) return 2;
-  lua_pushinteger(L, p->err);
-  return 3;
+  if (p->step == STEP_PREEXEC) lua_pushnil(L);
+  else lua_pushinteger(L, p->err);
+  lua_pushstring(L, step_names[p->step]);
+  return 4;
 }
 
 /* ---------------------------------------------------------------------
@@ -547,7 +552,8 @@ static int open_stdio(plan *p, stdio_set *io) {
 
 /* ---------------------------------------------------------------------
 ** core.spawn(spec) -> child, stdin|false, stdout|false, stderr|false
-** or nil, message, errno
+** or nil, message, errno: a step ("exec", "chdir", ...) follows when the
+** child failed before exec
 ** --------------------------------------------------------------------- */
 
 /* Pushes the child handle and one closed file per piped stream. */

@@ -9,6 +9,7 @@ local util = require "mproc.util"
 local M = { PIPE = -1, STDOUT = -2, DEVNULL = -3 }
 
 local SIGTERM, SIGKILL = 15, 9
+local ENOENT = 2
 
 -- Options Popen takes; run and friends add theirs.
 local POPEN_OPTIONS = {
@@ -269,12 +270,23 @@ function Popen.__tostring(self)
   return ("mproc.Popen (pid %d, returncode %s)"):format(self.pid, tostring(self.returncode))
 end
 
+-- run("ls -l") looks for a program named "ls -l": a string with a space
+-- that is not found gets a hint.
+local function spawn_failure(args, opts, msg, code, step)
+  if step == "exec" and code == ENOENT and type(args) == "string" and not opts.shell
+      and not opts.executable and args:find("%s") then
+    msg = msg .. " (a string is one program's name unless shell = true; pass arguments in a list)"
+  end
+  return nil, msg, code
+end
+
 -- Starts the child; returns the Popen, or nil, message, errno.
 local function spawn(fname, args, opts, n)
   local spec = make_spec(fname, args, opts, n)
   cleanup()
   local child, stdin, stdout, stderr = core.spawn(spec, opts.preexec_fn)
-  if not child then return nil, stdin, stdout end
+  -- a failure is nil, message, errno, step
+  if not child then return spawn_failure(args, opts, stdin, stdout, stderr) end
   local leads = opts.start_new_session or opts.process_group == 0
   return setmetatable({
     pid = child:pid(), args = args, returncode = nil,
