@@ -5,6 +5,9 @@ local support = require "support"
 
 local PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
 
+-- What a string command that is not found gets added to its message.
+local HINT = " (a string is one program's name unless shell = true; pass arguments in a list)"
+
 -- Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session.
 local function stat_of(text)
   local pid, ppid, pgrp, session = text:match("^(%d+) %b() %S+ (%d+) (%d+) (%d+)")
@@ -34,10 +37,45 @@ describe("subprocess", function()
       end)
     end
 
-    it("runs a string as one program unless shell is set", function()
-      local ok, err = subprocess.call("echo hi")
-      assert.is_nil(ok)
-      assert.are.equal("cannot run 'echo hi': No such file or directory", err)
+    it("runs a string as one program unless shell is set, and says so when it is not found", function()
+      local ok, err, code = subprocess.call("echo hi")
+      assert.are.same({ nil, "cannot run 'echo hi': No such file or directory" .. HINT, 2 }, { ok, err, code })
+    end)
+
+    local dir = support.tmpname()
+    local hint_cases = {
+      { "run", { "ls -l" }, true },
+      { "Popen", { "ls -l" }, true },
+      { "call", { "ls\t-l" }, true },
+      { "run", { "ls -l", { stdout = PIPE } }, true },
+      { "run", { "no-such-program-here" }, false },      -- no space: a name, not a command line
+      { "run", { { "ls -l" } }, false },                 -- a list: the name was meant
+      { "run", { "ls -l", { cwd = dir } }, false },      -- chdir failed, not the program
+      { "run", { "ls -l", { executable = "/nope/x" } }, false }, -- the program is executable's
+      { "run", { "/bin/ls -l" }, true },
+    }
+    for _, case in ipairs(hint_cases) do
+      local what = type(case[2][1]) == "table" and "a list" or ("%q"):format(case[2][1])
+      it(("makes %s %s the hint for %s%s"):format(case[1], case[3] and "add" or "leave out", what,
+        case[2][2] and " with options" or ""), function()
+        local r, err = subprocess[case[1]](table.unpack(case[2]))
+        assert.is_nil(r)
+        assert.matches("^cannot run '", err)
+        assert.are.equal(case[3], err:sub(-#HINT) == HINT, err)
+      end)
+    end
+
+    it("leaves out the hint for a program with a space in its name that is found but cannot run", function()
+      local path = support.tmpname() .. " x"
+      support.write_file(path, "")
+      local r, err, code = subprocess.run(path)
+      os.remove(path)
+      assert.are.same({ nil, ("cannot run '%s': Permission denied"):format(path), 13 }, { r, err, code })
+    end)
+
+    it("makes check_output raise with the hint", function()
+      assert.has_error(function() subprocess.check_output("ls -l") end,
+        "cannot run 'ls -l': No such file or directory" .. HINT)
     end)
 
     it("passes the rest of a list to the shell as $0, $1 ...", function()
@@ -54,6 +92,49 @@ describe("subprocess", function()
       }
       for _, case in ipairs(holes) do
         assert.has_error(case[1], ("bad argument #1 to '%s' (argument #%d is nil)"):format(case[2], case[3]))
+      end
+    end)
+
+    -- A C string ends at its first NUL: "a\0b" would reach the child as "a".
+    local nul_cases = {
+      { "an argument", function(f) f{ "echo", "a\0b" } end, 1, "argument #2 contains a NUL byte" },
+      { "the program", function(f) f{ "/bin/sh\0junk", "-c", "true" } end, 1, "argument #1 contains a NUL byte" },
+      { "a string command", function(f) f("true\0junk") end, 1, "the command contains a NUL byte" },
+      { "a shell command", function(f) f("true\0; exit 3", { shell = true }) end, 1, "the command contains a NUL byte" },
+      { "cwd", function(f) f({ "pwd" }, { cwd = "/tmp\0/x" }) end, 2, "cwd contains a NUL byte" },
+      { "cwd, one table", function(f) f{ "pwd", cwd = "/tmp\0/x" } end, 1, "cwd contains a NUL byte" },
+      { "executable", function(f) f({ "x" }, { executable = "/bin/true\0x" }) end, 2, "executable contains a NUL byte" },
+      { "an env name", function(f) f({ "true" }, { env = { ["A\0B"] = "1" } }) end, 2,
+        [[env name "A\0B" contains a NUL byte]] },
+      { "an env value", function(f) f{ "true", env = { A = "x\0y" } } end, 1, [[env["A"] contains a NUL byte]] },
+    }
+    for _, case in ipairs(nul_cases) do
+      for _, fname in ipairs({ "run", "call", "check_output", "Popen" }) do
+        it(("makes %s refuse a NUL byte in %s"):format(fname, case[1]), function()
+          local f = subprocess[fname]
+          local ok, err = pcall(case[2], function(...) return f(...) end)
+          assert.is_false(ok)
+          assert.are.equal(("bad argument #%d to '%s' (%s)"):format(case[3], fname, case[4]),
+            (tostring(err):gsub("^[^:]+:%d+: ", "")))
+        end)
+      end
+    end
+
+    it("makes getstatusoutput refuse a NUL byte in its command", function()
+      assert.has_error(function() subprocess.getstatusoutput("true\0; exit 3") end,
+        "bad argument #1 to 'getstatusoutput' (the command contains a NUL byte)")
+    end)
+
+    it("makes core.spawn refuse a NUL byte in any string it passes to C", function()
+      local base = { name = "true", argv = { "true" }, exe = { "/bin/true" } }
+      for field, value in pairs({ name = "tr\0ue", argv = { "true", "a\0b" }, exe = { "/bin/true\0x" },
+                                  env = { "A=x\0y" }, cwd = "/tmp\0x" }) do
+        local spec = {}
+        for k, v in pairs(base) do spec[k] = v end
+        spec[field] = value
+        local ok, err = pcall(core.spawn, spec)
+        assert.is_false(ok)
+        assert.matches("bad argument #1 to .-%(" .. field .. " contains a NUL byte%)$", err)
       end
     end)
 
@@ -396,6 +477,34 @@ describe("subprocess", function()
       end)
     end
 
+    -- A number the C int cannot hold used to be truncated: (1 << 32) + 9
+    -- sent SIGKILL.  Every bad number raises and leaves the child alone.
+    local bad_signals = {
+      { (1 << 32) + 9, "4294967305" }, { -1, "-1" }, { core.NSIG, tostring(core.NSIG) },
+      { 2^32 + 9, "4294967305.0" }, { 9.0, "9.0" }, { "9", "string" }, { nil, "no value" },
+    }
+    for _, case in ipairs(bad_signals) do
+      it("send_signal raises for " .. case[2] .. " without signalling the child", function()
+        local p = subprocess.Popen{ "sleep", "30" }
+        local ok, err = pcall(function() p:send_signal(case[1]) end)
+        assert.are.same({ false, ("spec/subprocess_spec.lua: bad argument #1 to 'send_signal' "
+          .. "(signal number from 0 to %d expected, got %s)"):format(core.NSIG - 1, case[2]) },
+          { ok, (tostring(err):gsub(":%d+:", ":")) })
+        assert.are.same({ nil, "timeout" }, { p:wait(0.2) })
+        p:kill()
+        assert.are.equal(-9, p:wait())
+      end)
+    end
+
+    it("send_signal takes 0 (is it there?) and the highest signal number", function()
+      assert.is_true(core.NSIG > 31)
+      local p = subprocess.Popen{ "sleep", "30" }
+      assert.is_true(p:send_signal(0))
+      assert.is_nil(p:poll())
+      assert.is_true(p:send_signal(core.NSIG - 1)) -- a real-time signal: its default ends the child
+      assert.are.equal(-(core.NSIG - 1), p:wait())
+    end)
+
     it("kill(true) reaches the child's whole group", function()
       local p = subprocess.Popen({ "sh", "-c", "sleep 30 & echo $!; wait" }, { stdout = PIPE, process_group = 0 })
       local grandchild = tonumber(p.stdout:read("l"))
@@ -489,7 +598,7 @@ describe("subprocess", function()
       local data = string.rep("0123456789abcdef", 4 * 1024 * 1024)
       local p = subprocess.Popen({ "cat" }, { stdin = PIPE, stdout = PIPE })
       local out, err = p:communicate(data)
-      assert.is_nil(err)
+      assert.is_false(err)
       assert.are.equal(#data, #out)
       assert.is_true(out == data)
       assert.are.equal(0, p.returncode)
@@ -556,11 +665,25 @@ describe("subprocess", function()
       end)
     end
 
-    it("waits for a child with no pipes", function()
+    it("waits for a child with no pipes, giving false for both streams", function()
       local p = subprocess.Popen{ "sh", "-c", "exit 5" }
-      assert.are.same({}, { p:communicate() })
+      assert.are.same({ n = 2, false, false }, table.pack(p:communicate()))
       assert.are.equal(5, p.returncode)
     end)
+
+    -- nil first means failure or timeout, never a stream that was not piped.
+    local shape_cases = {
+      { "stdout only", { stdout = PIPE, stderr = DEVNULL }, { "timeout", false } },
+      { "stderr only", { stdout = DEVNULL, stderr = PIPE }, { false, "timeout" } },
+      { "both", { stdout = PIPE, stderr = PIPE }, { "timeout", "timeout" } },
+    }
+    for _, case in ipairs(shape_cases) do
+      it("gives false for a stream not piped (" .. case[1] .. "), so a child's output is never a timeout", function()
+        local p = subprocess.Popen({ "sh", "-c", "printf timeout; printf timeout >&2" }, case[2])
+        assert.are.same({ n = 2, case[3][1], case[3][2] }, table.pack(p:communicate()))
+        assert.are.equal(0, p.returncode)
+      end)
+    end
   end)
 
   describe("a child gone before its stdin was flushed", function()
@@ -568,7 +691,7 @@ describe("subprocess", function()
     -- Flushing it gives EPIPE, and must not raise SIGPIPE on the script;
     -- afterwards SIGPIPE is neither blocked nor pending (bit 13 of the masks).
     local cases = {
-      { "communicate", "print(p:communicate())", "\tnil" },
+      { "communicate", "print(p:communicate())", "\tfalse" },
       { "closing the pipe", "print(p.stdin:close())", "nil\tBroken pipe\t32" },
       { "leaving a Popen's <close> scope", "do local q <close> = p end print(p.returncode)", "0" },
       { "collecting the file", "p.stdin = nil collectgarbage() collectgarbage() print(p.returncode)", "0" },
@@ -598,7 +721,7 @@ describe("subprocess", function()
     local cases = {
       { "call", function() subprocess.call() end, "bad argument #1 to 'call'" },
       { "check_call", function() subprocess.check_call(42) end, "bad argument #1 to 'check_call'" },
-      { "check_output", function() subprocess.check_output{ "true", stdout = PIPE } end, "bad argument #2 to 'check_output'" },
+      { "check_output", function() subprocess.check_output{ "true", stdout = PIPE } end, "bad argument #1 to 'check_output'" },
       { "run", function() subprocess.run{ "true", bogus = 1 } end, "unknown option 'bogus'" },
       { "Popen", function() subprocess.Popen{ "true", stdin = "pipe" } end, "stdin must be PIPE" },
       { "Popen stderr", function() subprocess.Popen{ "true", stdout = STDOUT } end, "stdout must be PIPE" },
@@ -621,6 +744,55 @@ describe("subprocess", function()
         assert.is_truthy(tostring(err):find(case[3], 1, true), tostring(err))
       end)
     end
+  end)
+
+  describe("a bad option", function()
+    -- f({"true"}, opts) names argument #2, f{"true", ...opts} argument #1;
+    -- either way the message names the option.
+    local cases = {
+      { "timeout", "1", "timeout must be a number of seconds, got string" },
+      { "input", 1, "input: string expected, got number" },
+      { "cwd", 42, "cwd: string expected, got number" },
+      { "executable", true, "executable: string expected, got boolean" },
+      { "env", "PATH=/bin", "env: table expected, got string" },
+      { "env", { A = {} }, "env must map strings to strings" },
+      { "env", { ["A=B"] = "c" }, "env name has '=': A=B" },
+      { "pass_fds", 3, "pass_fds: table expected, got number" },
+      { "pass_fds", { -1 }, "pass_fds must list descriptors" },
+      { "stdin", "pipe", "stdin must be PIPE, DEVNULL, a file or a descriptor, got pipe" },
+      { "stderr", 2.5, "stderr must be PIPE, DEVNULL, STDOUT, a file or a descriptor, got 2.5" },
+      { "umask", -1, "umask must be an integer >= 0" },
+      { "process_group", 1.5, "process_group must be an integer >= 0" },
+      { "preexec_fn", 1, "preexec_fn: function expected, got number" },
+    }
+    local takes = {
+      Popen = { timeout = false, input = false },
+      call = { input = false }, check_call = { input = false },
+      check_output = {}, run = {},
+    }
+    for _, fname in ipairs({ "run", "call", "check_call", "check_output", "Popen" }) do
+      for _, case in ipairs(cases) do
+        local name, value, msg = case[1], case[2], case[3]
+        if takes[fname][name] ~= false then
+          it(("makes %s raise naming %s, in both calling forms"):format(fname, name), function()
+            local f = subprocess[fname]
+            local ok2, err2 = pcall(function() f({ "true" }, { [name] = value }) end)
+            local ok1, err1 = pcall(function() f{ "true", [name] = value } end)
+            assert.are.same({ false, ("spec/subprocess_spec.lua: bad argument #2 to '%s' (%s)"):format(fname, msg) },
+              { ok2, (err2:gsub(":%d+:", ":")) })
+            assert.are.same({ false, ("spec/subprocess_spec.lua: bad argument #1 to '%s' (%s)"):format(fname, msg) },
+              { ok1, (err1:gsub(":%d+:", ":")) })
+          end)
+        end
+      end
+    end
+
+    it("makes check_output raise naming stdout, in both calling forms", function()
+      assert.has_error(function() subprocess.check_output({ "true" }, { stdout = PIPE }) end,
+        "bad argument #2 to 'check_output' (stdout is not allowed: it is captured)")
+      assert.has_error(function() subprocess.check_output{ "true", stdout = PIPE } end,
+        "bad argument #1 to 'check_output' (stdout is not allowed: it is captured)")
+    end)
   end)
 
   describe("methods called with '.' instead of ':'", function()

@@ -91,9 +91,13 @@ static void take_signal(const sigset_t *set) {
 #define MP_STDOUT (-2)
 #define MP_DEVNULL (-3)
 
-/* What failed in the child; the parent turns it into a message. */
+/* What failed in the child; the parent turns it into a message, and
+** names the step for the Lua side (which adds hints of its own). */
 enum { STEP_NONE, STEP_EXEC, STEP_CHDIR, STEP_DUP, STEP_SESSION,
        STEP_GROUP, STEP_PREEXEC };
+static const char *const step_names[] = {
+  "none", "exec", "chdir", "dup", "session", "group", "preexec"
+};
 
 #define MSG_MAX 512
 
@@ -297,8 +301,8 @@ static pid_t start_child(plan *p) {
   return pid;
 }
 
-/* nil, "cannot run 'prog': why", errno; a preexec_fn's error has no
-** errno, only its message. */
+/* nil, "cannot run 'prog': why", errno, step; a preexec_fn's error has no
+** errno (nil), only its message. */
 static int spawn_failure(lua_State *L, plan *p) {
   const char *why = strerror(p->err);
   lua_pushnil(L);
@@ -322,14 +326,26 @@ static int spawn_failure(lua_State *L, plan *p) {
     default:
       lua_pushfstring(L, "cannot run '%s': %s", p->name, why);
   }
-  if (p->step == STEP_PREEXEC) return 2;
-  lua_pushinteger(L, p->err);
-  return 3;
+  if (p->step == STEP_PREEXEC) lua_pushnil(L);
+  else lua_pushinteger(L, p->err);
+  lua_pushstring(L, step_names[p->step]);
+  return 4;
 }
 
 /* ---------------------------------------------------------------------
 ** Reading the spec table into a plan
 ** --------------------------------------------------------------------- */
+
+/* The string at the top of the stack as a C string; a NUL inside would end
+** it early (argv "a\0b" reaching the child as "a"), so it raises.  The Lua
+** layer refuses these first, naming the user's argument. */
+static const char *c_string(lua_State *L, const char *field) {
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  if (s != NULL && strlen(s) != len)
+    luaL_argerror(L, 1, lua_pushfstring(L, "%s contains a NUL byte", field));
+  return s;
+}
 
 /* spec[field], a list of strings, as a NULL-terminated array in a userdata
 ** left on the stack (the strings stay anchored in spec). */
@@ -342,7 +358,7 @@ static const char **string_list(lua_State *L, const char *field, int *n, int opt
   v = (const char **)lua_newuserdatauv(L, (size_t)(len + 1) * sizeof *v, 0);
   for (i = 1; i <= len; i++) {
     luaL_argcheck(L, lua_geti(L, -2, i) == LUA_TSTRING, 1, field);
-    v[i - 1] = lua_tostring(L, -1);
+    v[i - 1] = c_string(L, field);
     lua_pop(L, 1);
   }
   v[len] = NULL;
@@ -371,7 +387,7 @@ static int bool_field(lua_State *L, const char *field) {
 static const char *string_field(lua_State *L, const char *field) {
   const char *s;
   lua_getfield(L, 1, field);
-  s = lua_tostring(L, -1);
+  s = c_string(L, field);
   lua_pop(L, 1);
   return s;
 }
@@ -536,7 +552,8 @@ static int open_stdio(plan *p, stdio_set *io) {
 
 /* ---------------------------------------------------------------------
 ** core.spawn(spec) -> child, stdin|false, stdout|false, stderr|false
-** or nil, message, errno
+** or nil, message, errno: a step ("exec", "chdir", ...) follows when the
+** child failed before exec
 ** --------------------------------------------------------------------- */
 
 /* Pushes the child handle and one closed file per piped stream. */
@@ -870,4 +887,8 @@ void mp_open_spawn(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_setfuncs(L, spawn_funcs, 0);
+  /* Signal numbers are below NSIG: Popen:send_signal checks them (0 to
+  ** NSIG - 1) before they reach kill()'s int. */
+  lua_pushinteger(L, NSIG);
+  lua_setfield(L, -2, "NSIG");
 }

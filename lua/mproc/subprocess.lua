@@ -9,6 +9,7 @@ local util = require "mproc.util"
 local M = { PIPE = -1, STDOUT = -2, DEVNULL = -3 }
 
 local SIGTERM, SIGKILL = 15, 9
+local ENOENT = 2
 
 -- Options Popen takes; run and friends add theirs.
 local POPEN_OPTIONS = {
@@ -36,7 +37,8 @@ local OUTPUT_OPTIONS = with(POPEN_OPTIONS, { "input", "timeout" })
 ---------------------------------------------------------------------------
 
 -- f({"ls", "-l"}, {cwd = "/tmp"}), f{"ls", "-l", cwd = "/tmp"}, f("ls"):
--- returns the argument list and the options (the hash parts of both).
+-- returns the argument list, the options (the hash parts of both) and the
+-- argument the options came in, for messages: 2, or 1 in the one-table form.
 -- An integer n (table.pack's) is the list's length, not an option.
 local function split_call(fname, a, b, allowed)
   local args, opts = {}, {}
@@ -55,8 +57,18 @@ local function split_call(fname, a, b, allowed)
     util.check_type(fname, 2, b, "table")
     for k, v in pairs(b) do opts[k] = v end
   end
-  util.check_options(fname, b ~= nil and 2 or 1, opts, allowed)
-  return args, opts
+  local n = b ~= nil and 2 or 1
+  util.check_options(fname, n, opts, allowed)
+  return args, opts, n
+end
+
+-- Raises for option name of argument n when v is neither nil nor a want:
+-- "bad argument #1 to 'run' (cwd: string expected, got number)".
+local function check_option(fname, n, name, v, want)
+  if v ~= nil and type(v) ~= want and not (want == "function" and util.is_callable(v)) then
+    util.argerror(fname, n, ("%s: %s expected, got %s"):format(name, want, type(v)))
+  end
+  return v
 end
 
 -- The length of an argument list: its n, else its largest positive
@@ -70,6 +82,14 @@ local function arg_count(args)
   return n
 end
 
+-- A C string ends at its first NUL: a string holding one would reach the
+-- child cut short ("a\0b" as "a"), so it is refused, as Python does.
+-- what (a format, with its arguments) names the string in the message.
+local function check_nul(fname, n, s, what, ...)
+  if s:find("\0", 1, true) then util.argerror(fname, n, what:format(...) .. " contains a NUL byte") end
+  return s
+end
+
 local function check_argv(fname, args)
   local n = arg_count(args)
   if n <= 0 then util.argerror(fname, 1, "empty command") end
@@ -81,14 +101,14 @@ local function check_argv(fname, args)
     if type(v) ~= "string" then
       util.argerror(fname, 1, ("argument #%d is a %s, not a string"):format(i, type(v)))
     end
-    argv[i] = v
+    argv[i] = check_nul(fname, 1, v, "argument #%d", i)
   end
   return argv
 end
 
 -- The argv the child gets: a string is one program, unless shell.
 local function make_argv(fname, args, shell)
-  if type(args) == "string" then args = { args } end
+  if type(args) == "string" then args = { check_nul(fname, 1, args, "the command") } end
   local argv = check_argv(fname, args)
   if shell then table.insert(argv, 1, "-c"); table.insert(argv, 1, "/bin/sh") end
   return argv
@@ -106,15 +126,17 @@ local function candidates(prog, env)
   return list
 end
 
-local function make_env(fname, env)
+local function make_env(fname, n, env)
   if env == nil then return nil end
-  util.check_type(fname, 2, env, "table")
+  check_option(fname, n, "env", env, "table")
   local list = {}
   for k, v in pairs(env) do
     if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
-      util.argerror(fname, 2, "env must map strings to strings")
+      util.argerror(fname, n, "env must map strings to strings")
     end
-    if k:find("=", 1, true) then util.argerror(fname, 2, "env name has '=': " .. k) end
+    check_nul(fname, n, k, "env name %q", k)
+    if k:find("=", 1, true) then util.argerror(fname, n, "env name has '=': " .. k) end
+    check_nul(fname, n, tostring(v), "env[%q]", k)
     list[#list + 1] = k .. "=" .. v
   end
   return list
@@ -123,7 +145,7 @@ end
 local STREAM_NAMES = { "stdin", "stdout", "stderr" }
 
 -- PIPE, DEVNULL, STDOUT (stderr only), a Lua file, a descriptor, or nil.
-local function stdio_target(fname, name, v)
+local function stdio_target(fname, n, name, v)
   if v == nil then return nil end
   if io.type(v) == "file" then return core.fileno(v) end
   if math.type(v) == "integer" then
@@ -131,45 +153,47 @@ local function stdio_target(fname, name, v)
       return v
     end
   end
-  util.argerror(fname, 2, ("%s must be PIPE, DEVNULL%s, a file or a descriptor, got %s")
+  util.argerror(fname, n, ("%s must be PIPE, DEVNULL%s, a file or a descriptor, got %s")
     :format(name, name == "stderr" and ", STDOUT" or "", tostring(v)))
 end
 
-local function check_fds(fname, fds)
+local function check_fds(fname, n, fds)
   if fds == nil then return {} end
-  util.check_type(fname, 2, fds, "table")
+  check_option(fname, n, "pass_fds", fds, "table")
   for _, fd in ipairs(fds) do
     if math.type(fd) ~= "integer" or fd < 0 then
-      util.argerror(fname, 2, "pass_fds must list descriptors")
+      util.argerror(fname, n, "pass_fds must list descriptors")
     end
   end
   return fds
 end
 
-local function opt_int(fname, name, v, min)
+local function opt_int(fname, n, name, v, min)
   if v == nil then return nil end
   if math.type(v) ~= "integer" or v < min then
-    util.argerror(fname, 2, ("%s must be an integer >= %d"):format(name, min))
+    util.argerror(fname, n, ("%s must be an integer >= %d"):format(name, min))
   end
   return v
 end
 
--- The spec core.spawn reads.
-local function make_spec(fname, args, o)
+-- The spec core.spawn reads; n is the options' argument.
+local function make_spec(fname, args, o, n)
   local argv = make_argv(fname, args, o.shell)
-  util.check_type(fname, 2, o.cwd, "string", true)
-  util.check_type(fname, 2, o.executable, "string", true)
-  util.check_callable(fname, 2, o.preexec_fn, true)
+  check_option(fname, n, "cwd", o.cwd, "string")
+  check_option(fname, n, "executable", o.executable, "string")
+  if o.cwd then check_nul(fname, n, o.cwd, "cwd") end
+  if o.executable then check_nul(fname, n, o.executable, "executable") end
+  check_option(fname, n, "preexec_fn", o.preexec_fn, "function")
   local env = o.env
   local spec = {
-    name = o.executable or argv[1], argv = argv, env = make_env(fname, env), cwd = o.cwd,
-    close_fds = o.close_fds ~= false, pass_fds = check_fds(fname, o.pass_fds),
+    name = o.executable or argv[1], argv = argv, env = make_env(fname, n, env), cwd = o.cwd,
+    close_fds = o.close_fds ~= false, pass_fds = check_fds(fname, n, o.pass_fds),
     start_new_session = o.start_new_session and true or false,
-    process_group = opt_int(fname, "process_group", o.process_group, 0),
-    umask = opt_int(fname, "umask", o.umask, 0),
+    process_group = opt_int(fname, n, "process_group", o.process_group, 0),
+    umask = opt_int(fname, n, "umask", o.umask, 0),
   }
   spec.exe = candidates(spec.name, env)
-  for _, name in ipairs(STREAM_NAMES) do spec[name] = stdio_target(fname, name, o[name]) end
+  for _, name in ipairs(STREAM_NAMES) do spec[name] = stdio_target(fname, n, name, o[name]) end
   return spec
 end
 
@@ -246,12 +270,23 @@ function Popen.__tostring(self)
   return ("mproc.Popen (pid %d, returncode %s)"):format(self.pid, tostring(self.returncode))
 end
 
+-- run("ls -l") looks for a program named "ls -l": a string with a space
+-- that is not found gets a hint.
+local function spawn_failure(args, opts, msg, code, step)
+  if step == "exec" and code == ENOENT and type(args) == "string" and not opts.shell
+      and not opts.executable and args:find("%s") then
+    msg = msg .. " (a string is one program's name unless shell = true; pass arguments in a list)"
+  end
+  return nil, msg, code
+end
+
 -- Starts the child; returns the Popen, or nil, message, errno.
-local function spawn(fname, args, opts)
-  local spec = make_spec(fname, args, opts)
+local function spawn(fname, args, opts, n)
+  local spec = make_spec(fname, args, opts, n)
   cleanup()
   local child, stdin, stdout, stderr = core.spawn(spec, opts.preexec_fn)
-  if not child then return nil, stdin, stdout end
+  -- a failure is nil, message, errno, step
+  if not child then return spawn_failure(args, opts, stdin, stdout, stderr) end
   local leads = opts.start_new_session or opts.process_group == 0
   return setmetatable({
     pid = child:pid(), args = args, returncode = nil,
@@ -261,8 +296,8 @@ local function spawn(fname, args, opts)
 end
 
 local function new(_, a, b)
-  local args, opts = split_call("Popen", a, b, POPEN_OPTIONS)
-  return spawn("Popen", args, opts)
+  local args, opts, n = split_call("Popen", a, b, POPEN_OPTIONS)
+  return spawn("Popen", args, opts, n)
 end
 setmetatable(Popen, { __call = new })
 
@@ -325,15 +360,16 @@ local function communicate(self, input, timeout)
   return true, out, err
 end
 
--- p:communicate([input], [timeout]) -> stdout, stderr (nil for streams
--- not piped), or nil, "timeout": what was read so far is kept for the
--- next call, which goes on where this one stopped.
+-- p:communicate([input], [timeout]) -> stdout, stderr (false for a stream
+-- not piped, so a nil first value always means failure), or nil, "timeout"
+-- (what was read so far is kept for the next call, which goes on where
+-- this one stopped), or nil, message, errno.
 function methods:communicate(input, timeout)
   util.check_self("communicate", self, Popen)
   util.check_type("communicate", 1, input, "string", true)
   timeout = util.check_timeout("communicate", 2, timeout)
   local ok, out, err = communicate(self, input, timeout)
-  if ok then return out, err end
+  if ok then return out or false, err or false end
   return nil, out, err
 end
 
@@ -353,9 +389,14 @@ local function signal(self, fname, sig, group)
 end
 
 -- p:send_signal(sig, [group]); with group, the child's whole process group.
+-- sig runs from 0 (kill's "is it there?") to NSIG - 1; checked here, as C
+-- would cut a larger integer to an int ((1 << 32) + 9 became SIGKILL).
 function methods:send_signal(sig, group)
   util.check_self("send_signal", self, Popen)
-  if math.type(sig) ~= "integer" then util.argerror("send_signal", 1, "signal number expected") end
+  if math.type(sig) ~= "integer" or sig < 0 or sig >= core.NSIG then
+    local got = type(sig) == "number" and tostring(sig) or sig == nil and "no value" or type(sig)
+    util.argerror("send_signal", 1, ("signal number from 0 to %d expected, got %s"):format(core.NSIG - 1, got))
+  end
   return signal(self, "send_signal", sig, group)
 end
 
@@ -407,9 +448,9 @@ local function kill_on_timeout(p)
   close_streams(p)
 end
 
-local function popen_opts(fname, opts)
+local function popen_opts(fname, n, opts)
   if opts.input ~= nil then
-    util.check_type(fname, 2, opts.input, "string")
+    check_option(fname, n, "input", opts.input, "string")
     if opts.stdin ~= nil then util.misuse(fname .. ": stdin and input may not both be used") end
     opts.stdin = M.PIPE
   end
@@ -425,10 +466,10 @@ local function popen_opts(fname, opts)
 end
 
 -- The core of run: returns a CompletedProcess, or nil, "timeout", partial,
--- or nil, message, errno.
-local function run(fname, args, opts)
-  local timeout = util.check_timeout(fname, 2, opts.timeout)
-  local p, err, code = spawn(fname, args, popen_opts(fname, opts))
+-- or nil, message, errno. n is the options' argument.
+local function run(fname, args, opts, n)
+  local timeout = util.check_timeout(fname, n, opts.timeout)
+  local p, err, code = spawn(fname, args, popen_opts(fname, n, opts), n)
   if not p then return nil, err, code end
   local ok, out, errout = communicate(p, opts.input, timeout)
   if not ok then
@@ -447,14 +488,14 @@ end
 -- run(args, [opts]) -> CompletedProcess, or nil, "timeout", partial, or
 -- nil, message, errno; raises CalledProcessError with check = true.
 function M.run(a, b)
-  local args, opts = split_call("run", a, b, RUN_OPTIONS)
-  return run("run", args, opts)
+  local args, opts, n = split_call("run", a, b, RUN_OPTIONS)
+  return run("run", args, opts, n)
 end
 
 -- call(args, [opts]) -> returncode, or nil, "timeout", or nil, message, errno
 function M.call(a, b)
-  local args, opts = split_call("call", a, b, CALL_OPTIONS)
-  local done, err, code = run("call", args, opts)
+  local args, opts, n = split_call("call", a, b, CALL_OPTIONS)
+  local done, err, code = run("call", args, opts, n)
   if not done then return nil, err, err ~= "timeout" and code or nil end
   return done.returncode
 end
@@ -471,19 +512,19 @@ end
 
 -- check_call(args, [opts]) -> 0; raises CalledProcessError otherwise
 function M.check_call(a, b)
-  local args, opts = split_call("check_call", a, b, CALL_OPTIONS)
+  local args, opts, n = split_call("check_call", a, b, CALL_OPTIONS)
   opts.check = true
-  local done, err = run("check_call", args, opts)
+  local done, err = run("check_call", args, opts, n)
   if not done then raise_failure(err, opts) end
   return 0
 end
 
 -- check_output(args, [opts]) -> stdout; raises CalledProcessError
 function M.check_output(a, b)
-  local args, opts = split_call("check_output", a, b, OUTPUT_OPTIONS)
-  if opts.stdout ~= nil then util.argerror("check_output", 2, "stdout is not allowed: it is captured") end
+  local args, opts, n = split_call("check_output", a, b, OUTPUT_OPTIONS)
+  if opts.stdout ~= nil then util.argerror("check_output", n, "stdout is not allowed: it is captured") end
   opts.stdout, opts.check = M.PIPE, true
-  local done, err = run("check_output", args, opts)
+  local done, err = run("check_output", args, opts, n)
   if not done then raise_failure(err, opts) end
   return done.stdout
 end
@@ -495,7 +536,7 @@ function M.getstatusoutput(cmd)
     util.argerror("getstatusoutput", 1, "string or table expected, got " .. type(cmd))
   end
   local done, err, code = run("getstatusoutput", cmd,
-    { shell = true, stdout = M.PIPE, stderr = M.STDOUT })
+    { shell = true, stdout = M.PIPE, stderr = M.STDOUT }, 1)
   if not done then return nil, err, code end
   return done.returncode, (done.stdout:gsub("\n$", ""))
 end
