@@ -68,6 +68,20 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     { "mproc.wait", "local a = mproc.Pipe()", "mproc.wait({ a })" },
     { "a wait inside a coroutine", "local q = mproc.Queue()",
       "coroutine.wrap(function() q:get() end)()" },
+    { "subprocess.run, killing the child", "local sp = require 'mproc.subprocess'",
+      "sp.run({ 'sleep', '61.25' }, { stdout = sp.PIPE })",
+      "print(os.execute('pgrep -xf \"sleep 61.25\" >/dev/null') and 'alive' or 'gone')", "gone\n" },
+    { "Popen:communicate, keeping what came",
+      [[local sp = require 'mproc.subprocess'
+        local p = sp.Popen({ 'sh', '-c', 'echo early; exec sleep 60' }, { stdout = sp.PIPE })]],
+      "p:communicate()", "p:kill(); print(p:communicate())", "early\n\tfalse\n" },
+    { "Popen:wait", "local p = require('mproc.subprocess').Popen({ 'sleep', '60' })",
+      "p:wait()", "p:kill(); print(p:wait())", "%-9\n" },
+    { "Pool:apply, the pool still working after",
+      "local pool = mproc.Pool(2)", "pool:apply(mproc.sleep, { 60 })",
+      "print(pool:apply(function() return 5 end)); pool:terminate()", "5\n" },
+    { "an imap loop", "local pool = mproc.Pool(1)",
+      "for _ in pool:imap(mproc.sleep, { 60 }) do end", "pool:terminate()" },
   }) do
     local name, setup, wait, after, expect = table.unpack(case)
     it("interrupts " .. name, function()

@@ -792,8 +792,9 @@ static int chans_open(const chan *c) {
 /* One round of poll over the open channels (not sleeping while a FILE
 ** may hold bytes), then the deadline: a child that never stops writing
 ** cannot keep communicate past it.  1 when all are done, 0 to go on, -2
-** at the deadline, -1 on an error (errno). */
-static int comm_round(chan *c, input *in, double deadline) {
+** at the deadline, -3 when Ctrl-C may strike (a slice passed, or a signal
+** came, with a hook pending), -1 on an error (errno). */
+static int comm_round(lua_State *L, chan *c, input *in, double deadline) {
   struct pollfd pf[3];
   int i, n = 0, r, who[3], wet = 0;
   for (i = 0; i < 3; i++) {
@@ -805,8 +806,9 @@ static int comm_round(chan *c, input *in, double deadline) {
     who[n++] = i;
   }
   if (n == 0) return 1;
-  r = poll(pf, (nfds_t)n, wet ? 0 : mp_poll_ms(deadline));
+  r = poll(pf, (nfds_t)n, wet ? 0 : mp_poll_ms(mp_slice_deadline(deadline)));
   if (r < 0 && errno != EINTR) return -1;
+  if (r <= 0 && !wet && mp_interrupt_pending(L)) return -3;
   for (i = 0; i < n; i++) {
     chan *ch = &c[who[i]];
     if (!pf[i].revents && (who[i] == 0 || ch->dry)) continue;
@@ -820,7 +822,7 @@ static int comm_round(chan *c, input *in, double deadline) {
 
 /* Opens the channels and moves data until all are done, the deadline, or
 ** an error; leaves the descriptors as they were. */
-static int comm_run(chan *c, input *in, double deadline) {
+static int comm_run(lua_State *L, chan *c, input *in, double deadline) {
   int i, r = 0, e;
   for (i = 0; i < 3 && r >= 0; i++) {
     r = chan_open(&c[i], i);
@@ -828,7 +830,7 @@ static int comm_run(chan *c, input *in, double deadline) {
   }
   if (r >= 0) {
     if (c[0].fd >= 0 && in->pos >= in->len) chan_done(&c[0]);
-    while ((r = comm_round(c, in, deadline)) == 0)
+    while ((r = comm_round(L, c, in, deadline)) == 0)
       ;
   }
   e = errno;
@@ -845,17 +847,20 @@ static int l_communicate(lua_State *L) {
   double deadline;
   luaL_checktype(L, 1, LUA_TTABLE);
   deadline = mp_opt_deadline(L, 2);
-  lua_settop(L, 2);
-  for (i = 0; i < 3; i++) chan_find(L, &c[i], i);
-  input_read(L, &in);
-  guard_begin(&g);
-  r = comm_run(c, &in, deadline);
-  guard_end(&g);
-  e = errno;
-  if (in.s) {
-    lua_pushinteger(L, (lua_Integer)in.pos);
-    lua_setfield(L, 1, "pos");
-  }
+  do {  /* Ctrl-C strikes between rounds, all restored, what came kept */
+    lua_settop(L, 2);
+    for (i = 0; i < 3; i++) chan_find(L, &c[i], i);
+    input_read(L, &in);
+    guard_begin(&g);
+    r = comm_run(L, c, &in, deadline);
+    guard_end(&g);
+    e = errno;
+    if (in.s) {
+      lua_pushinteger(L, (lua_Integer)in.pos);
+      lua_setfield(L, 1, "pos");
+    }
+    if (r == -3) mp_interrupt_point(L);
+  } while (r == -3);
   if (r == 1) { lua_pushboolean(L, 1); return 1; }
   if (r == -2) { lua_pushnil(L); lua_pushliteral(L, "timeout"); return 2; }
   errno = e;

@@ -471,7 +471,13 @@ local function run(fname, args, opts, n)
   local timeout = util.check_timeout(fname, n, opts.timeout)
   local p, err, code = spawn(fname, args, popen_opts(fname, n, opts), n)
   if not p then return nil, err, code end
-  local ok, out, errout = communicate(p, opts.input, timeout)
+  local done_, ok, out, errout = pcall(communicate, p, opts.input, timeout)
+  if not done_ then   -- Ctrl-C (or a failing write): the child goes too, as in Python
+    if p._leader then p:kill(true) else p:kill() end
+    p:wait()
+    close_streams(p)
+    error(ok, 0)
+  end
   if not ok then
     kill_on_timeout(p)
     if out == "timeout" then return nil, "timeout", partial(p, args, p._comm) end
