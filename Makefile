@@ -8,7 +8,7 @@ CFLAGS   ?= -O2 -g
 WERROR   ?=
 WARN      = -Wall -Wextra $(WERROR)
 LIBS      = -lpthread -lm
-DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks
+DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks lua-luv lua-cqueues
 
 SRC   = $(wildcard src/*.c)
 HDR   = $(wildcard src/*.h)

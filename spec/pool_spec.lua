@@ -605,8 +605,8 @@ describe("Pool", function()
       local public = {
         ["mproc.Pool"] = { "apply", "apply_async", "map", "map_async", "starmap", "starmap_async",
                            "imap", "imap_unordered", "close", "terminate", "join" },
-        ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful" },
-        ["mproc.IMapIterator"] = { "close" },
+        ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful", "fileno" },
+        ["mproc.IMapIterator"] = { "close", "ready", "fileno" },
       }
       local function objects()
         return { ["mproc.Pool"] = pool, ["mproc.AsyncResult"] = pool:apply_async(f),

@@ -394,6 +394,23 @@ describe("the parent's exit", function()
   end
 end)
 
+describe("mproc loaded again in the same Lua state", function()
+  it("does not join the children mid-way when the first load's hook is collected", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local a, b = mproc.Pipe()
+      local p = mproc.Process(function() b:recv() end):start()
+      for k in pairs(package.loaded) do if k:match("^mproc") then package.loaded[k] = nil end end
+      require "mproc"
+      collectgarbage(); collectgarbage()
+      print("not joined mid-way")
+      a:send(1)
+      print(p:join())
+    ]], { env = "timeout 20" })
+    assert.are.equal("not joined mid-way\n0\n", out)
+  end)
+end)
+
 describe("clocks", function()
   it("sleeps fractional seconds", function()
     local t0 = mproc.monotonic()

@@ -4,11 +4,20 @@
 ** system has them.  The pipe and socket platform choices live here.
 */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "mproc.h"
+
+#if defined(__linux__)
+#include <sys/eventfd.h>
+#define MP_HAVE_EVENTFD 1
+#else
+#define MP_HAVE_EVENTFD 0
+#endif
 
 #if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
     defined(__OpenBSD__)
@@ -49,4 +58,45 @@ void mp_grow_pipe(int fd) {
 #else
   (void)fd;
 #endif
+}
+
+/* ---------------------------------------------------------------------
+** Notifiers: a descriptor that an object makes readable when it may be
+** ready, for event loops (an eventfd on Linux, else a pipe), both ends
+** non-blocking and close-on-exec, inherited by fork.
+** --------------------------------------------------------------------- */
+
+int mp_notifier_open(mp_notifier *n) {
+#if MP_HAVE_EVENTFD
+  n->rfd = n->wfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  return n->rfd < 0 ? -1 : 0;
+#else
+  int fds[2];
+  if (mp_cloexec_pipe(fds) < 0) return -1;
+  fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+  fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+  n->rfd = fds[0];
+  n->wfd = fds[1];
+  return 0;
+#endif
+}
+
+/* Makes it readable (a full pipe is readable already). */
+void mp_notifier_signal(mp_notifier *n) {
+  uint64_t one = 1;
+  ssize_t r;
+  do r = write(n->wfd, &one, MP_HAVE_EVENTFD ? 8 : 1);
+  while (r < 0 && errno == EINTR);
+}
+
+/* Makes it unreadable again. */
+void mp_notifier_drain(mp_notifier *n) {
+  uint64_t buf[8];
+  while (read(n->rfd, buf, sizeof buf) > 0 || errno == EINTR) {}
+}
+
+void mp_notifier_close(mp_notifier *n) {
+  if (n->rfd >= 0) close(n->rfd);
+  if (n->wfd >= 0 && n->wfd != n->rfd) close(n->wfd);
+  n->rfd = n->wfd = -1;
 }

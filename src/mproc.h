@@ -52,6 +52,13 @@ MP_HIDDEN int mp_interrupt_pending(lua_State *L);
 MP_HIDDEN int mp_cloexec_pipe(int fds[2]);
 MP_HIDDEN int mp_cloexec_socketpair(int sv[2]);
 MP_HIDDEN void mp_grow_pipe(int fd);
+/* fd.c: a descriptor made readable when an object may be ready, for event
+** loops: signal makes it readable, drain unreadable. -1 when closed. */
+typedef struct { int rfd, wfd; } mp_notifier;
+MP_HIDDEN int mp_notifier_open(mp_notifier *n);
+MP_HIDDEN void mp_notifier_signal(mp_notifier *n);
+MP_HIDDEN void mp_notifier_drain(mp_notifier *n);
+MP_HIDDEN void mp_notifier_close(mp_notifier *n);
 
 /* time.c: seconds (a duration or a point on a clock) as a timespec */
 #include <time.h>

@@ -48,6 +48,25 @@ static void die_with_parent(void) { prctl(PR_SET_PDEATHSIG, SIGKILL); }
 static void die_with_parent(void) {}
 #endif
 
+/* ---------------------------------------------------------------------
+** Portability: board:fileno() is an epoll descriptor over the workers'
+** result pipes and sentinels (Linux); elsewhere there is none.
+** --------------------------------------------------------------------- */
+#if defined(__linux__)
+#include <sys/epoll.h>
+static int watch_open(void) { return epoll_create1(EPOLL_CLOEXEC); }
+static void watch_fd(int ep, int fd, int add) {
+  struct epoll_event ev;
+  if (ep < 0 || fd < 0) return;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  epoll_ctl(ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev);
+}
+#else
+static int watch_open(void) { errno = ENOSYS; return -1; }
+static void watch_fd(int ep, int fd, int add) { (void)ep; (void)fd; (void)add; }
+#endif
+
 /* A result pipe of 1 MiB where the system allows: a worker can finish a
 ** map chunk and take the next while the parent is still submitting,
 ** instead of blocking on a 64 KiB pipe. */
@@ -108,6 +127,7 @@ typedef struct {
   uint32_t *freelist, nfree;       /* free slots (parent only) */
   int nworkers;
   pid_t parent;
+  int watch;                       /* fileno()'s descriptor, -1: none yet */
   board_worker *w;
 } board;
 
@@ -140,6 +160,7 @@ static int l_board_close(lua_State *L) {
   }
   free(b->freelist);
   b->freelist = NULL;
+  close_fd(&b->watch);
   if (b->sh) { mp_shm_free(b->sh, b->maplen); b->sh = NULL; }
   return 0;
 }
@@ -189,6 +210,7 @@ static int l_board_new(lua_State *L) {
                 "data size must be a multiple of 4096");
   b = (board *)lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
+  b->watch = -1;
   b->parent = getpid();
   luaL_setmetatable(L, BOARD_MT);
   if (board_alloc(b, (int)nw, (uint32_t)ns, (size_t)ds) < 0)
@@ -319,6 +341,8 @@ static int l_board_open_worker(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   int fds[2];
+  watch_fd(b->watch, wk->rfd, 0);
+  watch_fd(b->watch, wk->sentinel, 0);
   close_fd(&wk->rfd);
   close_fd(&wk->wfd);
   wk->len = 0;
@@ -337,6 +361,8 @@ static int l_board_started(lua_State *L) {
   board_worker *wk = check_worker(L, b, 2);
   wk->sentinel = (int)luaL_checkinteger(L, 3);
   close_fd(&wk->wfd);
+  watch_fd(b->watch, wk->rfd, 1);
+  watch_fd(b->watch, wk->sentinel, 1);
   return 0;
 }
 
@@ -344,11 +370,31 @@ static int l_board_started(lua_State *L) {
 static int l_board_drop_worker(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
+  watch_fd(b->watch, wk->rfd, 0);
+  watch_fd(b->watch, wk->sentinel, 0);
   close_fd(&wk->rfd);
   close_fd(&wk->wfd);
   wk->sentinel = -1;
   wk->len = 0;
   return 0;
+}
+
+/* board:fileno() -> a descriptor readable when a worker has sent results
+** or ended (made on first use, in the parent), or nil, message, errno */
+static int l_board_fileno(lua_State *L) {
+  board *b = check_board(L);
+  int i;
+  if (b->watch < 0) {
+    if ((b->watch = watch_open()) < 0)
+      return mp_fail(L, "cannot make a descriptor for the pool's results");
+    for (i = 0; i < b->nworkers; i++) {
+      if (b->w[i].sentinel < 0) continue;   /* not started */
+      watch_fd(b->watch, b->w[i].rfd, 1);
+      watch_fd(b->watch, b->w[i].sentinel, 1);
+    }
+  }
+  lua_pushinteger(L, b->watch);
+  return 1;
 }
 
 /* board:wait([timeout]) -> {w, ...}: workers with results or ended.
@@ -514,6 +560,7 @@ static int l_board_worker_init(lua_State *L) {
   int i;
   die_with_parent();
   signal(SIGINT, SIG_DFL);
+  close_fd(&b->watch);
   for (i = 0; i < b->nworkers; i++) {
     close_fd(&b->w[i].rfd);
     if (&b->w[i] != wk) close_fd(&b->w[i].wfd);
@@ -631,6 +678,7 @@ static const luaL_Reg board_methods[] = {
   {"room", l_board_room},
   {"open_worker", l_board_open_worker},
   {"started", l_board_started},
+  {"fileno", l_board_fileno},
   {"drop_worker", l_board_drop_worker},
   {"wait", l_board_wait},
   {"recv", l_board_recv},

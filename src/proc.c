@@ -489,6 +489,14 @@ static void install_exit_hook(lua_State *L) {
   static int registered = 0;
   if (!registered && atexit(exit_hook) == 0) registered = 1;
   if (live_owner == 0) live_owner = getpid();
+  /* once per Lua state: the module may be loaded again (busted insulates
+  ** each spec file), and the old hook, collected, would join every child
+  ** in the middle of the program */
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "mproc.exit_hook") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
   lua_newuserdatauv(L, 1, 0);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, l_exit_hook_gc);

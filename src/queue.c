@@ -18,6 +18,14 @@
 ** state, which is whole; the next locker gets EOWNERDEAD and goes on from
 ** it. A killed putter's item was never published; a killed getter's item
 ** is still in the queue.
+**
+** For event loops, fileno() gives a notifier (fd.c) that is readable
+** whenever an item is there (and now and then when none is: a get then says
+** "empty"). Until some process asks for it, put and get only test a flag.
+** Once watched, the notifier is signalled under the lock before an empty
+** queue's first item is published, and drained under the lock once the
+** queue is found or left empty: at every instant a process may be killed,
+** items there means the notifier is readable.
 */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -82,10 +90,12 @@ typedef struct {
   uint32_t rseq, wseq;   /* bumped when items arrive / room or tasks end */
   uint32_t rwait, wwait; /* processes waiting on rseq / wseq */
   int64_t maxsize;       /* <= 0: unbounded */
+  uint32_t watched;      /* fileno() was asked for: keep the notifier */
 } q_shared;
 
 typedef struct {
   q_shared *sh;   /* NULL once closed */
+  mp_notifier note;
   int fd;
   char *map;      /* this process's mapping of the item file */
   size_t mapsize;
@@ -258,7 +268,9 @@ static int l_queue_new(lua_State *L) {
   void *map;
   h->sh = NULL; h->fd = -1; h->map = NULL; h->mapsize = 0;
   h->buf = NULL; h->bufsize = 0;
+  h->note.rfd = h->note.wfd = -1;
   luaL_setmetatable(L, QUEUE_MT);
+  if (mp_notifier_open(&h->note) < 0) return mp_fail(L, "cannot create a queue");
   if ((h->fd = open_item_file()) < 0) return mp_fail(L, "cannot create a queue");
   if (ftruncate(h->fd, (off_t)RING_MIN) < 0) return mp_fail(L, "cannot create a queue");
   map = mmap(NULL, RING_MIN, PROT_READ | PROT_WRITE, MAP_SHARED, h->fd, 0);
@@ -301,6 +313,7 @@ static int l_queue_put(lua_State *L) {
   while (s = current(sh), sh->maxsize > 0 && s.count >= sh->maxsize)
     if ((e = q_wait(L, h, &sh->wseq, &sh->wwait, deadline)) != 0)
       return push_result(L, e, "full", "cannot put on the queue");
+  if (sh->watched && s.count == 0) mp_notifier_signal(&h->note);
   if ((e = ring_put(h, &s, &v)) != 0) {
     q_unlock(h);
     return push_result(L, e, "full", "cannot put on the queue");
@@ -349,6 +362,7 @@ static int take_head(lua_State *L, q_handle *h, q_state *s) {
   ring_read(h, s, (s->head + 8) % s->cap, p, len);
   ring_pop(h, s, len);
   publish(sh, s);
+  if (sh->watched && s->count == 0) mp_notifier_drain(&h->note);
   wake = has_waiters(&sh->wwait);
   q_unlock(h);
   if (wake) mp_seq_wake(&sh->wseq);
@@ -375,9 +389,11 @@ static int l_queue_get(lua_State *L) {
   q_state s;
   int e;
   if ((e = q_lock(h)) != 0) return push_result(L, e, "empty", "cannot get from the queue");
-  while (s = current(sh), s.count == 0)
+  while (s = current(sh), s.count == 0) {
+    if (sh->watched) mp_notifier_drain(&h->note);
     if ((e = q_wait(L, h, &sh->rseq, &sh->rwait, deadline)) != 0)
       return push_result(L, e, "empty", "cannot get from the queue");
+  }
   if ((e = ensure_map(h, s.cap)) != 0) {
     q_unlock(h);
     return push_result(L, e, "empty", "cannot get from the queue");
@@ -392,6 +408,7 @@ static int l_queue_qsize(lua_State *L) {
   int e = q_lock(h);
   if (e != 0) return push_result(L, e, "timeout", "cannot use the queue");
   s = current(h->sh);
+  if (h->sh->watched && s.count == 0) mp_notifier_drain(&h->note);
   q_unlock(h);
   lua_pushinteger(L, (lua_Integer)s.count);
   lua_pushinteger(L, (lua_Integer)h->sh->maxsize);
@@ -434,12 +451,27 @@ static int l_queue_join(lua_State *L) {
   return 1;
 }
 
+/* h:fileno() -> a descriptor readable while an item may be there */
+static int l_queue_fileno(lua_State *L) {
+  q_handle *h = check_queue(L);
+  int e = q_lock(h);
+  if (e != 0) return push_result(L, e, "", "cannot use the queue");
+  if (!h->sh->watched) {
+    h->sh->watched = 1;
+    if (current(h->sh).count > 0) mp_notifier_signal(&h->note);
+  }
+  q_unlock(h);
+  lua_pushinteger(L, h->note.rfd);
+  return 1;
+}
+
 /* __gc, __close and close(): lets go of this process's share; the queue
 ** lives on in the others. */
 static int l_queue_close(lua_State *L) {
   q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
   if (h->map != NULL) { munmap(h->map, h->mapsize); h->map = NULL; }
   if (h->fd >= 0) { close(h->fd); h->fd = -1; }
+  mp_notifier_close(&h->note);
   if (h->sh != NULL) { mp_shm_free(h->sh, sizeof *h->sh); h->sh = NULL; }
   free(h->buf);
   h->buf = NULL;
@@ -470,6 +502,7 @@ static const luaL_Reg queue_methods[] = {
   {"join", l_queue_join},
   {"close", l_queue_close},
   {"closed", l_queue_closed},
+  {"fileno", l_queue_fileno},
   {NULL, NULL}
 };
 

@@ -25,6 +25,16 @@ M.monotonic = core.monotonic
 M.dumps = core.dumps
 M.loads = core.loads
 
+-- mproc.fileno(file) -> the descriptor under a Lua file (a Popen's
+-- stdout, say), for an event loop to watch; the file still owns it.
+M.fileno = core.fileno
+
+-- mproc.read_nowait(file, [max = 65536]) -> the bytes that can be read now
+-- ("" when none yet), nil at end of file, or nil, message, errno: for a
+-- loop that watches mproc.fileno(file). It reads the descriptor, not the
+-- file's buffer: do not mix it with file:read on the same file.
+M.read_nowait = core.read_nowait
+
 -- The descriptor that tells when obj is ready: a number, a Lua file,
 -- anything with a sentinel (Process, Popen) or a fileno() method
 -- (Connection). false: the object has ended already (a reaped Popen's
@@ -43,6 +53,18 @@ local function descriptor(obj, i)
   util.argerror("wait", 1, ("object #%d has no descriptor to wait on (%s)"):format(i, t))
 end
 
+-- An object's own word on whether it is ready, or nil when its descriptor
+-- alone tells: a Pool result's descriptor is the pool's, and a Queue's may
+-- fire for an item another process took, so those objects say themselves.
+local function own_ready(obj)
+  if type(obj) ~= "table" and type(obj) ~= "userdata" then return nil end
+  local ok, v = pcall(function()
+    if util.is_callable(obj.ready) then return obj:ready() and true or false end
+    if util.is_callable(obj.empty) then return not obj:empty() end
+  end)
+  if ok then return v end
+end
+
 -- mproc.wait(objects, [timeout]) -> the ready ones among objects, in order;
 -- an empty list when the timeout passes first.
 function M.wait(objects, timeout)
@@ -53,14 +75,27 @@ function M.wait(objects, timeout)
     local fd = descriptor(obj, i)
     if fd then fds[#fds + 1], at[#fds + 1] = fd, i else ended[i] = true end
   end
-  local ready, err, code = core.poll(fds, next(ended) and 0 or timeout)
-  if not ready then return nil, err, code end
-  for _, k in ipairs(ready) do ended[at[k]] = true end
-  local out = {}
-  for i, obj in ipairs(objects) do
-    if ended[i] then out[#out + 1] = obj end
+  local deadline = util.deadline(timeout)
+  while true do
+    local own, any = {}, next(ended) ~= nil
+    for i, obj in ipairs(objects) do
+      own[i] = own_ready(obj)
+      any = any or own[i] == true
+    end
+    local left = util.left(deadline)
+    local ready, err, code = core.poll(fds, any and 0 or left)
+    if not ready then return nil, err, code end
+    local fired = {}
+    for _, k in ipairs(ready) do fired[at[k]] = true end
+    local out = {}
+    for i, obj in ipairs(objects) do
+      local r = ended[i] or own[i]
+      if own[i] == nil then r = ended[i] or fired[i]
+      elseif own[i] == false and fired[i] then r = own_ready(obj) end
+      if r then out[#out + 1] = obj end
+    end
+    if #out > 0 or left == 0 or #ready == 0 then return out end
   end
-  return out
 end
 
 -- Parts loaded on first use: name -> { module, field } (field nil: the module).

@@ -232,6 +232,14 @@ function ar:ready()
   return self._ready
 end
 
+-- fileno() -> a descriptor that is readable when a result of the pool may
+-- have come (spurious wake-ups happen: check ready()), for mproc.wait and
+-- event loops; the pool owns it. nil, message on systems without epoll.
+function ar:fileno()
+  util.check_self("fileno", self, AsyncResult)
+  return self._pool:_fileno("fileno")
+end
+
 function ar:successful()
   util.check_self("successful", self, AsyncResult)
   if not self:ready() then util.misuse("successful: the result is not ready") end
@@ -402,6 +410,11 @@ function methods:_dispatch(w, frames)
     wk.done = wk.done + 1
     self:_finish(frames[i], r)
   end
+end
+
+function methods:_fileno(fname)
+  if self._state == "joined" then util.misuse(fname .. ": the pool was joined or terminated") end
+  return self._board:fileno()
 end
 
 -- Collects what is ready, waiting up to timeout (nil: until something is).
@@ -733,6 +746,24 @@ function Imap:close()
   if self.closed then return end
   self.closed, self.cur, self.done = true, nil, {}
   self:_abandon("closed")
+end
+
+-- ready() -> whether the next call gives an item (or ends or raises)
+-- without waiting; fileno() as AsyncResult's, for event loops.
+function Imap:ready()
+  util.check_self("ready", self, IMapIterator)
+  local cur = self.cur
+  if self.closed or (cur and self.cur_i < cur.n) then return true end
+  if self.exhausted and self.consumed == self.submitted then return true end
+  self:_fill(IMAP_AHEAD)
+  self.pool:_pump(0)
+  local k = self.ordered and self.consumed + 1 or next(self.done)
+  return (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == "joined"
+end
+
+function Imap:fileno()
+  util.check_self("fileno", self, IMapIterator)
+  return self.pool:_fileno("fileno")
 end
 
 IMapIterator.__call = Imap._step

@@ -72,6 +72,11 @@ function methods:close() handle(self, "close"):close() end
 
 function methods:closed() return handle(self, "closed"):closed() end
 
+-- fileno() -> a descriptor that is readable while an item may be there
+-- (readiness can be spurious: get_nowait then says "empty"), for
+-- mproc.wait and event loops. The queue owns it: do not close it.
+function methods:fileno() return handle(self, "fileno"):fileno() end
+
 -- JoinableQueue only
 local joinable = setmetatable({}, { __index = methods })
 
@@ -98,6 +103,7 @@ local simple = {
   empty = methods.empty,
   close = methods.close,
   closed = methods.closed,
+  fileno = methods.fileno,
 }
 
 local function class(name, index)

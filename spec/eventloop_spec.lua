@@ -1,0 +1,164 @@
+-- Waiting from an event loop: every waitable object has a descriptor that
+-- is readable when it may be ready, mproc.wait takes them all, and
+-- Connections work on descriptors a loop made non-blocking.
+local mproc = require "mproc"
+local support = require "support"
+
+-- Whether fd is readable now.
+local function readable(fd)
+  return #require("mproc.core").poll({ fd }, 0) == 1
+end
+
+describe("Queue:fileno()", function()
+  it("is readable exactly while an item is there, across processes", function()
+    local q = mproc.Queue()
+    local fd = q:fileno()
+    assert.is_false(readable(fd))
+    local p = mproc.Process(function() q:put(1); q:put(2) end):start()
+    p:join()
+    assert.is_true(readable(fd))
+    assert.are.equal(1, q:get_nowait())
+    assert.is_true(readable(fd))
+    assert.are.equal(2, q:get_nowait())
+    assert.is_false(readable(fd))
+    assert.are.same({}, mproc.wait({ q }, 0))
+  end)
+
+  it("becomes readable for an item put before fileno() was asked for", function()
+    for _, make in ipairs({ mproc.Queue, mproc.JoinableQueue, mproc.SimpleQueue }) do
+      local q = make()
+      q:put("x")
+      assert.is_true(readable(q:fileno()))
+    end
+  end)
+
+  it("stays valid when the processes that put and got are gone", function()
+    local q = mproc.Queue()
+    local fd = q:fileno()
+    mproc.Process(function() q:put("a") end):start():join()
+    mproc.Process(function() q:get() end):start():join()
+    assert.is_false(readable(fd))
+    mproc.Process(function() q:put("b") end):start():join()
+    assert.is_true(readable(fd))
+    assert.are.equal("b", q:get_nowait())
+  end)
+
+  it("never misses an item over many puts and gets from two processes", function()
+    local q, done = mproc.Queue(), mproc.Event()
+    local fd = q:fileno()
+    local p = mproc.Process(function()
+      for i = 1, 2000 do q:put(i) end
+      done:set()
+    end):start()
+    local got = 0
+    while got < 2000 do
+      assert.are.equal(1, #mproc.wait({ fd }, 10))   -- it is readable, or nothing comes
+      while q:get_nowait() do got = got + 1 end
+    end
+    p:join()
+    assert.is_false(readable(fd))
+  end)
+end)
+
+describe("mproc.wait", function()
+  it("takes every waitable object and returns the ready ones in order", function()
+    local pool = mproc.Pool(2)
+    local q, a, b = mproc.Queue(), mproc.Pipe()
+    local p = mproc.Process(function() mproc.sleep(30) end):start()
+    local ar = pool:apply_async(function() return 1 end)
+    local slow = pool:apply_async(mproc.sleep, { 30 })
+    local it = pool:imap(function(x) return x end, { 1 })
+    ar:wait(10)
+    assert.is_true(it:ready() or #mproc.wait({ it }, 10) == 1)
+    q:put(1)
+    b:send("x")
+    local objs = { p, q, a, ar, slow, it }
+    assert.are.same({ q, a, ar, it }, mproc.wait(objs, 0))
+    q:get(); a:recv()
+    assert.are.same({ ar, it }, mproc.wait(objs, 0))
+    p:kill(); p:join()
+    assert.are.same({ p, ar, it }, mproc.wait(objs, 5))
+    pool:terminate()
+  end)
+
+  it("waits for a Pool result by its descriptor, not by polling", function()
+    local pool = mproc.Pool(2)
+    local fast = pool:apply_async(function() return "fast" end)
+    local slow = pool:apply_async(mproc.sleep, { 30 })
+    assert.are.same({ fast }, mproc.wait({ slow, fast }, 10))
+    assert.is_number(fast:fileno())
+    assert.are.equal(fast:fileno(), slow:fileno())
+    pool:terminate()
+  end)
+end)
+
+describe("mproc.read_nowait", function()
+  it("gives what a pipe holds now, '' when nothing yet, nil at its end", function()
+    local sp = require "mproc.subprocess"
+    local p = sp.Popen({ "sh", "-c", "echo one; read x; echo two" }, { stdin = sp.PIPE, stdout = sp.PIPE })
+    assert.are.equal(1, #mproc.wait({ mproc.fileno(p.stdout) }, 10))
+    assert.are.equal("one\n", mproc.read_nowait(p.stdout))
+    assert.are.equal("", mproc.read_nowait(p.stdout))
+    p.stdin:write("\n"); p.stdin:close()
+    local rest = ""
+    while true do
+      mproc.wait({ mproc.fileno(p.stdout) }, 10)
+      local s = mproc.read_nowait(p.stdout)
+      if s == nil then break end
+      rest = rest .. s
+    end
+    assert.are.equal("two\n", rest)
+    assert.are.equal(0, p:wait())
+  end)
+end)
+
+local has_luv = pcall(require, "luv")
+local has_cqueues = pcall(require, "cqueues")
+
+describe("with luv", function()
+  it("sends and receives 8 MiB messages on descriptors luv made non-blocking, none torn", function()
+    if not has_luv then pending("lua-luv is not installed") return end
+    local uv = require "luv"
+    local a, b = mproc.Pipe()
+    local pa, pb = uv.new_poll(a:fileno()), uv.new_poll(b:fileno())   -- sets O_NONBLOCK
+    local p = mproc.Process(function()
+      for i = 1, 100 do
+        local m = assert(b:recv())
+        assert(#m == 8 * 1024 * 1024 and m:byte(1) == i % 256 and m:byte(-1) == i % 256, "torn")
+        b:send(i)
+      end
+    end):start()
+    b:close()   -- the child's now: if this process fails, the child sees the end
+    for i = 1, 100 do
+      assert.is_true(a:send(string.rep(string.char(i % 256), 8 * 1024 * 1024)))
+      assert.are.equal(i, a:recv())
+    end
+    assert.are.equal(0, p:join(60))
+    pa:close(); pb:close()
+    uv.run("nowait")   -- lets the closes finish before the state ends
+  end)
+
+  it("runs examples/eventloop/luv.lua: everything arrives, the parent idles", function()
+    if not has_luv then pending("lua-luv is not installed") return end
+    local out = support.run_lua(nil, { path = "examples/eventloop/luv.lua", env = "timeout 60" })
+    for _, line in ipairs({ "process ended with exitcode 0", "popen: line 1", "popen: line 3", "popen ended",
+                            "connection: 3 messages, then closed", "pool: task 4 gave 16", "queue: 6 items" }) do
+      assert.matches(line, out, 1, true)
+    end
+    local cpu = tonumber(out:match("parent CPU while waiting: ([%d.]+) s"))
+    assert.is_true(cpu ~= nil and cpu < 0.3, "the parent busy-waited: " .. tostring(cpu))
+  end)
+end)
+
+describe("with cqueues", function()
+  it("runs examples/eventloop/cqueues.lua: everything arrives, the parent idles", function()
+    if not has_cqueues then pending("lua-cqueues is not installed") return end
+    local out = support.run_lua(nil, { path = "examples/eventloop/cqueues.lua", env = "timeout 60" })
+    for _, line in ipairs({ "process ended with exitcode 0", "popen: line 1", "popen: line 3", "popen ended",
+                            "connection: 3 messages, then closed", "pool: task 4 gave 16", "queue: 6 items" }) do
+      assert.matches(line, out, 1, true)
+    end
+    local cpu = tonumber(out:match("parent CPU while waiting: ([%d.]+) s"))
+    assert.is_true(cpu ~= nil and cpu < 0.3, "the parent busy-waited: " .. tostring(cpu))
+  end)
+end)
