@@ -38,7 +38,10 @@ function Process.__index(self, k)
   end
   if k == "sentinel" then
     if self._closed then util.misuse("the process is closed") end
-    return self._handle and self._handle:fileno() or nil
+    if not self._handle then return nil end
+    -- no descriptor: the child had ended, reaped elsewhere, when started
+    local fd = self._handle:fileno()
+    return fd >= 0 and fd or false
   end
   return methods[k]
 end
