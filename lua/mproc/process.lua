@@ -55,6 +55,13 @@ local function new(_, a, b)
   local opts, argn = a, 1
   if type(a) == "table" and getmetatable(a) == nil then
     util.check_options("Process", 1, a, OPTIONS)
+    -- Process{f} would run nothing: the options table has only names
+    for k in pairs(a) do
+      if type(k) == "number" then
+        util.argerror("Process", 1, "unnamed value in the options table; " ..
+          "pass target = f, or call mproc.Process(f, args)")
+      end
+    end
   elseif util.is_callable(a) then
     opts, argn = { target = a, args = b }, 2
   else
