@@ -321,6 +321,39 @@ describe("Queue", function()
     assert.are.equal(kids, #support.children())
   end)
 
+  it("raises at the caller's line for every use of a closed queue", function()
+    local cases = {
+      { "Queue", "put", function(q) q:put(1) end },
+      { "Queue", "get", function(q) q:get() end },
+      { "Queue", "put_nowait", function(q) q:put_nowait(1) end },
+      { "Queue", "get_nowait", function(q) q:get_nowait() end },
+      { "Queue", "qsize", function(q) q:qsize() end },
+      { "Queue", "empty", function(q) q:empty() end },
+      { "Queue", "full", function(q) q:full() end },
+      { "Queue", "#", function(q) local _ = #q end },
+      { "JoinableQueue", "task_done", function(q) q:task_done() end },
+      { "JoinableQueue", "join", function(q) q:join() end },
+      { "SimpleQueue", "put", function(q) q:put(1) end },
+      { "SimpleQueue", "get", function(q) q:get() end },
+      { "SimpleQueue", "empty", function(q) q:empty() end },
+    }
+    for _, case in ipairs(cases) do
+      local q = mproc[case[1]]()
+      q:close()
+      local ok, err = pcall(case[3], q)
+      assert.is_false(ok)
+      assert.matches("^spec/queue_spec%.lua:%d+: the queue is closed", err, nil, false,
+        case[1] .. " " .. case[2] .. ": " .. tostring(err))
+    end
+  end)
+
+  it("raises at the caller's line for a value that cannot be encoded", function()
+    local q = mproc.Queue()
+    local ok, err = pcall(function() q:put({ f = io.stdin, co = coroutine.create(print) }) end)
+    assert.is_false(ok)
+    assert.matches("^spec/queue_spec%.lua:%d+: cannot send field 'co': coroutine", err)
+  end)
+
   it("shows its size in tostring", function()
     local q = mproc.Queue(5)
     q:put(1)

@@ -133,7 +133,7 @@ static int box_grow(lua_State *L, Box *b, size_t need) {
 
 static char *box_room(lua_State *L, Box *b, size_t need) {
   if (b->cap - b->n < need && !box_grow(L, b, need))
-    luaL_error(L, "cannot send value: not enough memory");
+    mp_error(L, "cannot send value: not enough memory");
   return b->p + b->n;
 }
 
@@ -197,7 +197,7 @@ static void memo_grow(lua_State *L, Box *b) {
     void *ud;
     lua_Alloc f = lua_getallocf(L, &ud);
     s = (Slot *)f(ud, NULL, 0, n * sizeof(Slot));
-    if (!s) luaL_error(L, "cannot send value: not enough memory");
+    if (!s) mp_error(L, "cannot send value: not enough memory");
   }
   memset(s, 0, n * sizeof(Slot));
   for (i = 0; b->slots && i <= b->mask; i++)
@@ -489,7 +489,8 @@ static const char *type_desc(lua_State *L, int idx) {
   }
 }
 
-/* Raises "cannot send <where>: <why>"; why NULL: the value's type. */
+/* Raises "cannot send <where>: <why>" at the user's line; why NULL: the
+** value's type. */
 static int encode_error(Enc *e, int idx, const char *why) {
   lua_State *L = e->L;
   const Edge *x;
@@ -498,6 +499,8 @@ static int encode_error(Enc *e, int idx, const char *why) {
   if (!why) why = type_desc(L, idx);
   lua_pushstring(L, why);
   luaL_buffinit(L, &B);
+  mp_where(L);
+  luaL_addvalue(&B);
   luaL_addstring(&B, "cannot send ");
   if (!e->edge) luaL_addstring(&B, "value");
   for (x = e->edge, n = 0; x; x = x->up, n++) {

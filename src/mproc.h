@@ -53,6 +53,11 @@ MP_HIDDEN void mp_new_type(lua_State *L, const char *name, const luaL_Reg *meta,
 
 /* Returns nil, "what: strerror(errno)", errno: the expected-failure shape. */
 MP_HIDDEN int mp_fail(lua_State *L, const char *what);
+/* error.c: misuse at the user's line. mp_where pushes "file:line: " of the
+** first frame above the running C function outside mproc's Lua files ("" if
+** it is a C function); mp_error raises like luaL_error with that position. */
+MP_HIDDEN void mp_where(lua_State *L);
+MP_HIDDEN int mp_error(lua_State *L, const char *fmt, ...);
 
 /* shm.c: anonymous shared segments (inherited by fork), robust
 ** process-shared mutexes, and wait/wake on a 32-bit sequence word. */

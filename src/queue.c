@@ -232,7 +232,7 @@ static int has_waiters(uint32_t *waiters) {
 
 static q_handle *check_queue(lua_State *L) {
   q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
-  if (h->sh == NULL) luaL_error(L, "the queue is closed");
+  if (h->sh == NULL) mp_error(L, "the queue is closed");
   return h;
 }
 
@@ -325,7 +325,7 @@ static char *item_buffer(q_handle *h, size_t len) {
 /* Decodes the item at p and pushes it; raises if it cannot be decoded. */
 static int push_item(lua_State *L, const char *p, size_t len) {
   if (!mp_decode(L, p, len))
-    return luaL_error(L, "cannot decode a queue item: %s", lua_tostring(L, -1));
+    return mp_error(L, "cannot decode a queue item: %s", lua_tostring(L, -1));
   return 1;
 }
 
@@ -361,7 +361,7 @@ static int take_head(lua_State *L, q_handle *h, q_state *s) {
   } else {
     free(p);
   }
-  if (!ok) return luaL_error(L, "cannot decode a queue item: %s", lua_tostring(L, -1));
+  if (!ok) return mp_error(L, "cannot decode a queue item: %s", lua_tostring(L, -1));
   return 1;
 }
 
@@ -406,7 +406,7 @@ static int l_queue_task_done(lua_State *L) {
   s = current(sh);
   if (s.unfinished <= 0) {
     q_unlock(h);
-    return luaL_error(L, "task_done() called more times than items were put");
+    return mp_error(L, "task_done() called more times than items were put");
   }
   s.unfinished--;
   publish(sh, &s);

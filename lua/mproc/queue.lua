@@ -77,12 +77,7 @@ local joinable = setmetatable({}, { __index = methods })
 
 -- task_done(): one item got earlier is processed; raises when called
 -- more times than items were put.
-function joinable:task_done()
-  local h = handle(self, "task_done")
-  local ok, err = pcall(h.task_done, h)
-  if not ok then util.misuse(err) end
-  return err
-end
+function joinable:task_done() return handle(self, "task_done"):task_done() end
 
 -- join([timeout]) -> true once every item put is task_done, or nil, "timeout"
 function joinable:join(timeout)
