@@ -321,6 +321,19 @@ describe("Queue", function()
     assert.are.equal(kids, #support.children())
   end)
 
+  it("gives #q the number of items, as qsize() does (all three kinds)", function()
+    for _, kind in ipairs({ "Queue", "JoinableQueue", "SimpleQueue" }) do
+      local q = mproc[kind]()
+      assert.are.equal(0, #q, kind)
+      q:put("a"); q:put(nil); q:put({})
+      assert.are.equal(3, #q, kind)
+      q:get()
+      assert.are.equal(2, #q, kind)
+      if kind ~= "SimpleQueue" then assert.are.equal(q:qsize(), #q) end
+      q:close()
+    end
+  end)
+
   it("raises at the caller's line for every use of a closed queue", function()
     local cases = {
       { "Queue", "put", function(q) q:put(1) end },

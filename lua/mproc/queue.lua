@@ -103,6 +103,8 @@ local function class(name, index)
     return ("%s (%d items%s)"):format(name, n, maxsize > 0 and (", maxsize " .. maxsize) or "")
   end
   function mt.__close(self) self._h:close() end
+  -- #q: the number of items, qsize() (SimpleQueue too, which has no qsize)
+  function mt.__len(self) return (self._h:qsize()) end
   function mt.__mproc_send(self) return self._token end
   local function usable(q) return getmetatable(q) == mt and not q._h:closed() end
   function mt.__mproc_recv(token)
