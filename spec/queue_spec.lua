@@ -334,6 +334,22 @@ describe("Queue", function()
     end
   end)
 
+  it("requires put's value: put() raises, put(nil) queues nil", function()
+    local cases = { { "Queue", "put" }, { "Queue", "put_nowait" }, { "JoinableQueue", "put" },
+                    { "SimpleQueue", "put" } }
+    for _, case in ipairs(cases) do
+      local q, m = mproc[case[1]](), case[2]
+      local ok, err = pcall(function() q[m](q) end)
+      assert.is_false(ok)
+      assert.matches("^spec/queue_spec%.lua:%d+: bad argument #1 to '" .. m .. "' %(value expected%)", err)
+      assert.is_true(q:empty(), case[1] .. ":" .. m .. "() queued something")
+      assert.is_true(q[m](q, nil))
+      local got = table.pack(q:get())
+      assert.are.same({ n = 1 }, got)
+      q:close()
+    end
+  end)
+
   it("raises at the caller's line for every use of a closed queue", function()
     local cases = {
       { "Queue", "put", function(q) q:put(1) end },

@@ -38,12 +38,18 @@ end
 
 local methods = {}
 
--- put(v, [block], [timeout]) -> true, or nil, "full"
+-- put(v, [block], [timeout]) -> true, or nil, "full"; v is required
+-- (put(nil) puts nil, put() raises).
 -- put and get check inline and only what was passed: they are the hot path
-function methods:put(v, block, timeout)
+function methods:put(...)
   local h = getmetatable(self) and self._h or bad_self("put", self)
-  if block ~= nil or timeout ~= nil then check_block("put", block, timeout) end
-  return h:put(v, block, timeout)
+  local n = select("#", ...)
+  if n ~= 1 then
+    if n == 0 then util.argerror("put", 1, "value expected") end
+    local _, block, timeout = ...
+    check_block("put", block, timeout)
+  end
+  return h:put(...)
 end
 
 -- get([block], [timeout]) -> v (a got nil has no second value), or
@@ -54,7 +60,11 @@ function methods:get(block, timeout)
   return h:get(block, timeout)
 end
 
-function methods:put_nowait(v) return handle(self, "put_nowait"):put(v, false) end
+function methods:put_nowait(...)
+  local h = handle(self, "put_nowait")
+  if select("#", ...) == 0 then util.argerror("put_nowait", 1, "value expected") end
+  return h:put((...), false)
+end
 
 function methods:get_nowait() return handle(self, "get_nowait"):get(false) end
 
@@ -89,7 +99,11 @@ end
 -- SimpleQueue: get, put, empty, close
 local simple = {
   get = function(self) return handle(self, "get"):get() end,
-  put = function(self, v) return handle(self, "put"):put(v) end,
+  put = function(self, ...)
+    local h = handle(self, "put")
+    if select("#", ...) == 0 then util.argerror("put", 1, "value expected") end
+    return h:put((...))
+  end,
   empty = methods.empty,
   close = methods.close,
   closed = methods.closed,
