@@ -134,6 +134,19 @@ describe("Pipe", function()
     f:close()
   end)
 
+  it("tells a Pool worker that a Connection made after it was forked is not inherited", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local pool = mproc.Pool(1)
+      local a = mproc.Pipe()
+      print(pcall(pool.apply, pool, function(c) return tostring(c) end, { a }))
+      pool:close()
+      pool:join()
+    ]])
+    assert.matches("false\t[^\n]*cannot receive mproc%.Connection \"%d+:%d+\": not inherited by this "
+      .. "process %(make it before starting the Process or Pool it is sent to%)", out)
+  end)
+
   it("raises for bad arguments", function()
     local a = mproc.Pipe()
     assert.has_error(function() mproc.Pipe("yes") end, "bad argument #1 to 'Pipe' (boolean expected, got string)")

@@ -383,6 +383,25 @@ describe("Queue", function()
     assert.matches("^spec/queue_spec%.lua:%d+: cannot send field 'co': coroutine", err)
   end)
 
+  it("tells a Pool worker that a Queue made after it was forked is not inherited, and what to do", function()
+    -- in a fresh interpreter, so that the first Queue is the script's first
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local pool = mproc.Pool(1)
+      for i = 1, 2 do
+        local q = mproc.Queue()
+        local ok, err = pcall(pool.apply, pool, function(x) return tostring(x) end, { q })
+        print(i, ok, err)
+      end
+      pool:close()
+      pool:join()
+    ]])
+    for i = 1, 2 do
+      assert.matches(i .. "\tfalse\t[^\n]*cannot receive mproc%.Queue \"%d+:%d+\": not inherited by this "
+        .. "process %(make it before starting the Process or Pool it is sent to%)", out)
+    end
+  end)
+
   it("shows its size in tostring", function()
     local q = mproc.Queue(5)
     q:put(1)

@@ -1091,16 +1091,29 @@ static void decode_path(Dec *d) {
     bad(d, "functions not accepted here");
 }
 
+/* MPROC name token: registry[name].__mproc_recv(token). A type unknown
+** here was first used in the sender after this process was forked, so the
+** object was made after that too: the message is the one util.lua's
+** tokens() gives for an object of a known type that is not inherited. */
 static void decode_mproc(Dec *d) {
   lua_State *L = d->L;
-  push_str(d);
+  int base = lua_gettop(L);
+  push_str(d);                        /* base + 1: type name */
+  push_str(d);                        /* base + 2: token */
+  lua_pushvalue(L, base + 1);
   if (lua_gettable(L, LUA_REGISTRYINDEX) != LUA_TTABLE ||
-      lua_getfield(L, -1, "__mproc_recv") != LUA_TFUNCTION)
-    bad(d, "unknown mproc object type");
-  push_str(d);
+      lua_getfield(L, base + 3, "__mproc_recv") != LUA_TFUNCTION) {
+    lua_pushfstring(L, "cannot receive %s \"%s\": not inherited by this "
+                    "process (make it before starting the Process or Pool "
+                    "it is sent to)", lua_tostring(L, base + 1),
+                    lua_tostring(L, base + 2));
+    lua_error(L);
+  }
+  lua_pushvalue(L, base + 2);
   lua_call(L, 1, 1);
   if (lua_isnil(L, -1)) bad(d, "__mproc_recv returned nil");
-  lua_remove(L, -2);
+  lua_replace(L, base + 1);
+  lua_settop(L, base + 1);
   remember(d);
 }
 
