@@ -83,6 +83,28 @@ describe("codec", function()
       assert.has_error(function() mproc.dumps(t, 3, 1) end)
     end)
 
+    it("encodes slices that end at math.maxinteger, and refuses ones that would overflow", function()
+      -- the slice loop once stepped past math.maxinteger and never ended:
+      -- run in a child, so a regression fails instead of hanging
+      local max, min = math.maxinteger, math.mininteger
+      local p = mproc.Process(function()
+        local t = { [max - 2] = "a", [max] = "last" }
+        local one = mproc.loads(mproc.dumps(t, max, max))
+        local three = mproc.loads(mproc.dumps(t, max - 2, max))
+        local none = mproc.loads(mproc.dumps({}, max, max - 1))
+        local ok = one[1] == "last" and rawlen(one) == 1 and next(one, 1) == nil
+          and three[1] == "a" and three[2] == nil and three[3] == "last"
+          and next(none) == nil
+        os.exit(ok and 0 or 3)
+      end):start()
+      local code = p:join(10)
+      if code == nil then p:kill(); p:join() end
+      assert.are.equal(0, code)
+      for _, r in ipairs({ { min, 1 }, { 1, min }, { min, max }, { 1, max }, { max, min }, { 2, max } }) do
+        assert.has_error(function() mproc.dumps({}, r[1], r[2]) end)
+      end
+    end)
+
     it("keeps every key of tables whose sequence lives in the hash part", function()
       local samples = {}
       local a = {}

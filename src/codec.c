@@ -842,21 +842,22 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
   }
 }
 
-/* The slice t[i..j] as if it were a table of its own: a sequence of
-** j - i + 1 values (nils kept) and no other keys. */
-static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer j) {
+/* The slice t[i..i+n-1] as if it were a table of its own: a sequence of
+** n values (nils kept) and no other keys. Counted by n, not up to j: a
+** slice may end at math.maxinteger, where k <= j never turns false. */
+static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer n) {
   lua_State *L = e->L;
   lua_Integer k;
   uint32_t none = 0;
   int v = lua_gettop(L) + 1;
   Edge x;
-  box_tagvar(L, e->b, T_TABLE, (uint64_t)(j - i + 1));
+  box_tagvar(L, e->b, T_TABLE, (uint64_t)n);
   box_add(L, e->b, (const char *)&none, 4);
   seen_start(e);
   enter(e, &x, E_INDEX, 0, 0);
-  for (k = i; k <= j; k++) {
-    x.a = k - i + 1;
-    lua_rawgeti(L, t, k);
+  for (k = 0; k < n; k++) {
+    x.a = k + 1;
+    lua_rawgeti(L, t, i + k);
     encode_value(e, v);
     lua_pop(L, 1);
   }
@@ -869,6 +870,7 @@ static int l_dumps_slice(lua_State *L) {
   lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
   Enc e;
   luaL_checktype(L, 1, LUA_TTABLE);
+  /* i >= 1, so neither i - 1 nor j - i can overflow */
   luaL_argcheck(L, i >= 1, 2, "slice must start at 1 or after");
   luaL_argcheck(L, j >= i - 1 && j - i < INT_MAX, 3, "slice end out of range");
   lua_settop(L, 1);
@@ -878,7 +880,7 @@ static int l_dumps_slice(lua_State *L) {
   e.upvals = 3;
   e.b = box_new(L);                    /* 5 */
   e.depth = 1;
-  encode_slice(&e, 1, i, j);
+  encode_slice(&e, 1, i, j - i + 1);
   lua_pushlstring(L, e.b->p, e.b->n);
   return 1;
 }
