@@ -264,6 +264,10 @@ describe("Process", function()
       { "mproc.wait of a non-table", function() mproc.wait(3) end, "bad argument #1 to 'wait'" },
       { "mproc.wait of an object without descriptor", function() mproc.wait({{}}) end, "no descriptor" },
       { "sleep(-1)", function() mproc.sleep(-1) end, "bad argument #1 to 'sleep'" },
+      { "core.poll of a list whose __len overflows its size", function()
+          require("mproc.core").poll(setmetatable({}, {
+            __len = function() return 1 << 61 end, __index = function() return 0 end }))
+        end, "bad argument #1 to 'poll' (too many descriptors)" },
     }
     for _, m in ipairs({ "start", "join", "is_alive", "terminate", "kill", "close", "run" }) do
       table.insert(cases, { m .. " called with '.'", function() mproc.Process(print)[m]() end,

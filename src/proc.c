@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -488,6 +489,8 @@ static int l_poll(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   deadline = mp_opt_deadline(L, 2);
   n = luaL_len(L, 1);
+  /* a __len can say anything: n * sizeof *p must not wrap around */
+  luaL_argcheck(L, n >= 0 && n <= INT_MAX, 1, "too many descriptors");
   p = (struct pollfd *)lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *p, 0);
   for (i = 0; i < n; i++) {
     lua_geti(L, 1, i + 1);
