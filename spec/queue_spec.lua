@@ -402,6 +402,53 @@ describe("Queue", function()
     end
   end)
 
+  it("keeps an item that get has no memory for, and gives it once memory is freed", function()
+    -- AddressSanitizer reserves more address space than any ulimit -v allows
+    if os.getenv("MPROC_ASAN") then pending("not under AddressSanitizer (ulimit -v)") return end
+    -- In a child interpreter limited to 128 MiB: queue a 16 MiB item, fill
+    -- memory, then free 1 MiB at a time and try get after each: get fails
+    -- first for want of its copy buffer, then for want of the Lua string.
+    local path = support.script([[
+      local mproc = require "mproc"
+      local MiB = 1024 * 1024
+      local q = mproc.Queue()
+      assert(q:put(string.rep("q", 16 * MiB - 1) .. "!"))
+      collectgarbage(); collectgarbage()
+      local blocks = {}
+      while true do
+        local ok, b = pcall(string.rep, "f", MiB)
+        if not ok then break end
+        blocks[#blocks + 1] = b
+      end
+      local failed, item = 0, nil
+      while #blocks > 0 and not item do
+        local ok, v, err, code = pcall(q.get, q, false)
+        if not ok then print("raised", v) break end
+        if err == "empty" then print("lost") break end
+        if v ~= nil then item = v
+        else
+          assert(err == "cannot get from the queue: Cannot allocate memory" and code == 12, err)
+          failed = failed + 1
+          blocks[#blocks] = nil
+          collectgarbage(); collectgarbage()
+        end
+      end
+      blocks = nil
+      collectgarbage(); collectgarbage()
+      item = item or q:get(false)
+      print("failed gets", failed)
+      print("item whole", item ~= nil and #item == 16 * MiB and item:find("^q+!$") ~= nil)
+      print("left", q:qsize())
+    ]])
+    local out, code = support.sh("ulimit -v 131072 && " .. support.LUA .. " " .. support.shell_quote(path), true)
+    os.remove(path)
+    assert.are.equal(0, code, out)
+    assert.is_nil(out:find("raised", 1, true), out)
+    assert.is_nil(out:find("lost", 1, true), out)
+    assert.is_truthy(tonumber(out:match("failed gets\t(%d+)")) > 0, out)
+    assert.matches("item whole\ttrue\nleft\t0\n", out)
+  end)
+
   it("shows its size in tostring", function()
     local q = mproc.Queue(5)
     q:put(1)

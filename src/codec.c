@@ -1177,8 +1177,9 @@ static int decode_protected(lua_State *L) {
   return 1;
 }
 
-/* Scalars and strings at the top level skip the protected call. */
-static int decode_fast(lua_State *L, const char *p, size_t n) {
+/* Scalars and (with strings) strings at the top level skip the protected
+** call; without strings nothing here allocates, so nothing can raise. */
+static int decode_fast(lua_State *L, const char *p, size_t n, int strings) {
   int tag = n ? (unsigned char)p[0] : -1;
   lua_Number f;
   if (n == 1 && tag >= T_SMALLINT) lua_pushinteger(L, tag & 0x7f);
@@ -1194,7 +1195,7 @@ static int decode_fast(lua_State *L, const char *p, size_t n) {
     for (i = 1; i < n; i++) u |= (uint64_t)(p[i] & 0x7f) << (7 * (i - 1));
     for (i = 1; i < n - 1; i++) if (!(p[i] & 0x80)) return 0;
     lua_pushinteger(L, unzigzag(u));
-  } else if (tag == T_STR && n >= 2) {
+  } else if (strings && tag == T_STR && n >= 2) {
     uint64_t len = 0;
     size_t i = 1;
     int shift = 0;
@@ -1210,19 +1211,31 @@ static int decode_fast(lua_State *L, const char *p, size_t n) {
   return 1;
 }
 
-/* mp_decode_opt: see mproc.h. */
-int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions) {
-  if (decode_fast(L, p, n)) return 1;
+/* The protected decode: LUA_OK with the value pushed, or the failure's
+** status with its error object pushed. */
+static int decode_call(lua_State *L, const char *p, size_t n, int functions) {
   lua_pushcfunction(L, decode_protected);
   lua_pushlightuserdata(L, (void *)p);
   lua_pushinteger(L, (lua_Integer)n);
   lua_pushboolean(L, functions);
-  if (lua_pcall(L, 3, 1, 0) == LUA_OK) return 1;
+  return lua_pcall(L, 3, 1, 0);
+}
+
+/* mp_decode_opt: see mproc.h. */
+int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions) {
+  if (decode_fast(L, p, n, 1)) return 1;
+  if (decode_call(L, p, n, functions) == LUA_OK) return 1;
   if (lua_type(L, -1) != LUA_TSTRING) {
     lua_pop(L, 1);
     lua_pushliteral(L, "cannot decode: error object is not a string");
   }
   return 0;
+}
+
+/* mp_decode_status: see mproc.h. */
+int mp_decode_status(lua_State *L, const char *p, size_t n) {
+  if (decode_fast(L, p, n, 0)) return LUA_OK;
+  return decode_call(L, p, n, 1);
 }
 
 int mp_decode(lua_State *L, const char *p, size_t n) {

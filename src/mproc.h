@@ -139,6 +139,12 @@ typedef struct mp_bytes {
 MP_HIDDEN void mp_encode(lua_State *L, int idx, mp_bytes *out);
 MP_HIDDEN int mp_decode(lua_State *L, const char *p, size_t n);
 MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions);
+/* mp_decode_status decodes like mp_decode but raises nothing, not even for
+** want of memory (a top-level string too is made under the protected
+** call): returns LUA_OK with the value pushed, or the failure's status
+** (LUA_ERRMEM: out of memory) with its error object pushed, which may not
+** be a string. */
+MP_HIDDEN int mp_decode_status(lua_State *L, const char *p, size_t n);
 /* proc.c: mproc.Child handles for spawned children (spawn.c), kept out of
 ** the exit hook's live table; push before spawning, attach after. */
 MP_HIDDEN void mp_child_push(lua_State *L);
