@@ -1177,11 +1177,31 @@ static int decode_protected(lua_State *L) {
   return 1;
 }
 
+/* Whether the n bytes at p are one whole STR: its bytes are *s, *len. */
+static int top_string(const char *p, size_t n, const char **s, size_t *len) {
+  uint64_t v = 0;
+  size_t i = 1;
+  int shift = 0;
+  if (n < 2 || (unsigned char)p[0] != T_STR) return 0;
+  while (i < n && i < 10 && (p[i] & 0x80)) {
+    v |= (uint64_t)(p[i++] & 0x7f) << shift;
+    shift += 7;
+  }
+  if (i >= n || (p[i] & 0x80)) return 0;
+  v |= (uint64_t)(unsigned char)p[i++] << shift;
+  if (v != n - i) return 0;
+  *s = p + i;
+  *len = (size_t)v;
+  return 1;
+}
+
 /* Scalars and (with strings) strings at the top level skip the protected
 ** call; without strings nothing here allocates, so nothing can raise. */
 static int decode_fast(lua_State *L, const char *p, size_t n, int strings) {
   int tag = n ? (unsigned char)p[0] : -1;
   lua_Number f;
+  const char *s;
+  size_t len;
   if (n == 1 && tag >= T_SMALLINT) lua_pushinteger(L, tag & 0x7f);
   else if (n == 1 && tag <= T_TRUE) {
     if (tag == T_NIL) lua_pushnil(L);
@@ -1195,18 +1215,8 @@ static int decode_fast(lua_State *L, const char *p, size_t n, int strings) {
     for (i = 1; i < n; i++) u |= (uint64_t)(p[i] & 0x7f) << (7 * (i - 1));
     for (i = 1; i < n - 1; i++) if (!(p[i] & 0x80)) return 0;
     lua_pushinteger(L, unzigzag(u));
-  } else if (strings && tag == T_STR && n >= 2) {
-    uint64_t len = 0;
-    size_t i = 1;
-    int shift = 0;
-    while (i < n && i < 10 && (p[i] & 0x80)) {
-      len |= (uint64_t)(p[i++] & 0x7f) << shift;
-      shift += 7;
-    }
-    if (i >= n || (p[i] & 0x80)) return 0;
-    len |= (uint64_t)(unsigned char)p[i++] << shift;
-    if (len != n - i) return 0;
-    lua_pushlstring(L, p + i, (size_t)len);
+  } else if (strings && top_string(p, n, &s, &len)) {
+    lua_pushlstring(L, s, len);
   } else return 0;
   return 1;
 }
@@ -1232,10 +1242,22 @@ int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions) {
   return 0;
 }
 
-/* mp_decode_status: see mproc.h. */
+/* lua_pcall'd: (lightuserdata mp_bytes) -> its first piece as a string */
+static int push_string_protected(lua_State *L) {
+  const mp_bytes *b = (const mp_bytes *)lua_touserdata(L, 1);
+  lua_pushlstring(L, b->p[0], b->n[0]);
+  return 1;
+}
+
+/* mp_decode_status: see mproc.h. A top-level string, the common big item,
+** takes a shorter protected call than the decoder's. */
 int mp_decode_status(lua_State *L, const char *p, size_t n) {
+  mp_bytes b;
   if (decode_fast(L, p, n, 0)) return LUA_OK;
-  return decode_call(L, p, n, 1);
+  if (!top_string(p, n, &b.p[0], &b.n[0])) return decode_call(L, p, n, 1);
+  lua_pushcfunction(L, push_string_protected);
+  lua_pushlightuserdata(L, &b);
+  return lua_pcall(L, 1, 1, 0);
 }
 
 int mp_decode(lua_State *L, const char *p, size_t n) {
