@@ -310,7 +310,8 @@ static int l_queue_put(lua_State *L) {
   mp_bytes v;
   q_state s;
   int e, wake;
-  luaL_checkany(L, 2);
+  if (lua_isnone(L, 2))   /* queue.lua's put passes its arguments as they came */
+    return mp_error(L, "bad argument #1 to 'put' (value expected)");
   mp_encode(L, 2, &v);
   if ((e = q_lock(h)) != 0) return push_result(L, e, "full", "cannot put on the queue");
   while (s = current(sh), sh->maxsize > 0 && s.count >= sh->maxsize)

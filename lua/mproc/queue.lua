@@ -39,16 +39,13 @@ end
 local methods = {}
 
 -- put(v, [block], [timeout]) -> true, or nil, "full"; v is required
--- (put(nil) puts nil, put() raises).
+-- (put(nil) puts nil, put() raises: the C put tells none from nil, so the
+-- arguments go to it as they came).
 -- put and get check inline and only what was passed: they are the hot path
 function methods:put(...)
   local h = getmetatable(self) and self._h or bad_self("put", self)
-  local n = select("#", ...)
-  if n ~= 1 then
-    if n == 0 then util.argerror("put", 1, "value expected") end
-    local _, block, timeout = ...
-    check_block("put", block, timeout)
-  end
+  local _, block, timeout = ...
+  if block ~= nil or timeout ~= nil then check_block("put", block, timeout) end
   return h:put(...)
 end
 
