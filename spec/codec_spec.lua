@@ -3,6 +3,13 @@ local support = require "support"
 
 local dumps, loads = mproc.dumps, mproc.loads
 
+-- busted runs this file with an _ENV of its own, not _G: a function made
+-- here would carry that environment by value, and with it all of busted's
+-- state, objects of other spec files included (a closed Queue then fails
+-- to decode). Reachable from package.loaded, it travels by reference, as
+-- _G itself does.
+package.loaded["spec.codec_spec.env"] = _ENV
+
 local function roundtrip(v)
   local s = dumps(v)
   assert.is_string(s)
@@ -81,6 +88,28 @@ describe("codec", function()
       assert.has_error(function() mproc.dumps(t, 0, 2) end)
       assert.has_error(function() mproc.dumps("s", 1, 2) end)
       assert.has_error(function() mproc.dumps(t, 3, 1) end)
+    end)
+
+    it("encodes slices that end at math.maxinteger, and refuses ones that would overflow", function()
+      -- the slice loop once stepped past math.maxinteger and never ended:
+      -- run in a child, so a regression fails instead of hanging
+      local max, min = math.maxinteger, math.mininteger
+      local p = mproc.Process(function()
+        local t = { [max - 2] = "a", [max] = "last" }
+        local one = mproc.loads(mproc.dumps(t, max, max))
+        local three = mproc.loads(mproc.dumps(t, max - 2, max))
+        local none = mproc.loads(mproc.dumps({}, max, max - 1))
+        local ok = one[1] == "last" and rawlen(one) == 1 and next(one, 1) == nil
+          and three[1] == "a" and three[2] == nil and three[3] == "last"
+          and next(none) == nil
+        os.exit(ok and 0 or 3)
+      end):start()
+      local code = p:join(10)
+      if code == nil then p:kill(); p:join() end
+      assert.are.equal(0, code)
+      for _, r in ipairs({ { min, 1 }, { 1, min }, { min, max }, { 1, max }, { max, min }, { 2, max } }) do
+        assert.has_error(function() mproc.dumps({}, r[1], r[2]) end)
+      end
     end)
 
     it("keeps every key of tables whose sequence lives in the hash part", function()
@@ -402,7 +431,9 @@ describe("codec", function()
       v, err = loads(s)
       registry["mproc.CodecSpecThing"] = mt
       assert.is_nil(v)
-      assert.matches("unknown mproc object type", err, 1, true)
+      -- a type unknown to the receiver was first used after it was forked
+      assert.matches('cannot receive mproc.CodecSpecThing "token:1": not inherited by this process (make it '
+        .. "before starting the Process or Pool it is sent to)", err, 1, true)
     end)
   end)
 
@@ -518,6 +549,11 @@ describe("codec", function()
   describe("misuse raises", function()
     it("dumps() without a value", function()
       assert.has_error(function() dumps() end, "bad argument #1 to 'dumps' (value expected)")
+    end)
+    it("an unsendable value, raising at the caller's line", function()
+      local ok, err = pcall(function() mproc.dumps({ co = coroutine.create(print) }) end)
+      assert.is_false(ok)
+      assert.matches("^spec/codec_spec%.lua:%d+: cannot send field 'co': coroutine", err)
     end)
     it("loads of a non-string", function()
       assert.has_error(function() loads({}) end, "bad argument #1 to 'loads' (string expected, got table)")

@@ -121,6 +121,32 @@ describe("Pipe", function()
     assert.are.equal(before, support.fd_count())
   end)
 
+  it("raises at the caller's line for a value that cannot be sent, or none", function()
+    local a = mproc.Pipe()
+    local f = io.tmpfile()
+    local ok, err = pcall(function() a:send(f) end)
+    assert.is_false(ok)
+    assert.matches("^spec/pipe_spec%.lua:%d+: cannot send value: userdata %(FILE%*%)", err)
+    ok, err = pcall(function() a:send({ log = f }) end)
+    assert.matches("^spec/pipe_spec%.lua:%d+: cannot send field 'log': userdata %(FILE%*%)", err)
+    ok, err = pcall(function() a:send() end)
+    assert.matches("^spec/pipe_spec%.lua:%d+: bad argument #1 to 'send' %(value expected%)", err)
+    f:close()
+  end)
+
+  it("tells a Pool worker that a Connection made after it was forked is not inherited", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local pool = mproc.Pool(1)
+      local a = mproc.Pipe()
+      print(pcall(pool.apply, pool, function(c) return tostring(c) end, { a }))
+      pool:close()
+      pool:join()
+    ]])
+    assert.matches("false\t[^\n]*cannot receive mproc%.Connection \"%d+:%d+\": not inherited by this "
+      .. "process %(make it before starting the Process or Pool it is sent to%)", out)
+  end)
+
   it("raises for bad arguments", function()
     local a = mproc.Pipe()
     assert.has_error(function() mproc.Pipe("yes") end, "bad argument #1 to 'Pipe' (boolean expected, got string)")

@@ -321,6 +321,134 @@ describe("Queue", function()
     assert.are.equal(kids, #support.children())
   end)
 
+  it("gives #q the number of items, as qsize() does (all three kinds)", function()
+    for _, kind in ipairs({ "Queue", "JoinableQueue", "SimpleQueue" }) do
+      local q = mproc[kind]()
+      assert.are.equal(0, #q, kind)
+      q:put("a"); q:put(nil); q:put({})
+      assert.are.equal(3, #q, kind)
+      q:get()
+      assert.are.equal(2, #q, kind)
+      if kind ~= "SimpleQueue" then assert.are.equal(q:qsize(), #q) end
+      q:close()
+    end
+  end)
+
+  it("requires put's value: put() raises, put(nil) queues nil", function()
+    local cases = { { "Queue", "put" }, { "Queue", "put_nowait" }, { "JoinableQueue", "put" },
+                    { "SimpleQueue", "put" } }
+    for _, case in ipairs(cases) do
+      local q, m = mproc[case[1]](), case[2]
+      local ok, err = pcall(function() q[m](q) end)
+      assert.is_false(ok)
+      assert.matches("^spec/queue_spec%.lua:%d+: bad argument #1 to '" .. m .. "' %(value expected%)", err)
+      assert.is_true(q:empty(), case[1] .. ":" .. m .. "() queued something")
+      assert.is_true(q[m](q, nil))
+      local got = table.pack(q:get())
+      assert.are.same({ n = 1 }, got)
+      q:close()
+    end
+  end)
+
+  it("raises at the caller's line for every use of a closed queue", function()
+    local cases = {
+      { "Queue", "put", function(q) q:put(1) end },
+      { "Queue", "get", function(q) q:get() end },
+      { "Queue", "put_nowait", function(q) q:put_nowait(1) end },
+      { "Queue", "get_nowait", function(q) q:get_nowait() end },
+      { "Queue", "qsize", function(q) q:qsize() end },
+      { "Queue", "empty", function(q) q:empty() end },
+      { "Queue", "full", function(q) q:full() end },
+      { "Queue", "#", function(q) local _ = #q end },
+      { "JoinableQueue", "task_done", function(q) q:task_done() end },
+      { "JoinableQueue", "join", function(q) q:join() end },
+      { "SimpleQueue", "put", function(q) q:put(1) end },
+      { "SimpleQueue", "get", function(q) q:get() end },
+      { "SimpleQueue", "empty", function(q) q:empty() end },
+    }
+    for _, case in ipairs(cases) do
+      local q = mproc[case[1]]()
+      q:close()
+      local ok, err = pcall(case[3], q)
+      assert.is_false(ok)
+      assert.matches("^spec/queue_spec%.lua:%d+: the queue is closed", err, nil, false,
+        case[1] .. " " .. case[2] .. ": " .. tostring(err))
+    end
+  end)
+
+  it("raises at the caller's line for a value that cannot be encoded", function()
+    local q = mproc.Queue()
+    local ok, err = pcall(function() q:put({ f = io.stdin, co = coroutine.create(print) }) end)
+    assert.is_false(ok)
+    assert.matches("^spec/queue_spec%.lua:%d+: cannot send field 'co': coroutine", err)
+  end)
+
+  it("tells a Pool worker that a Queue made after it was forked is not inherited, and what to do", function()
+    -- in a fresh interpreter, so that the first Queue is the script's first
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local pool = mproc.Pool(1)
+      for i = 1, 2 do
+        local q = mproc.Queue()
+        local ok, err = pcall(pool.apply, pool, function(x) return tostring(x) end, { q })
+        print(i, ok, err)
+      end
+      pool:close()
+      pool:join()
+    ]])
+    for i = 1, 2 do
+      assert.matches(i .. "\tfalse\t[^\n]*cannot receive mproc%.Queue \"%d+:%d+\": not inherited by this "
+        .. "process %(make it before starting the Process or Pool it is sent to%)", out)
+    end
+  end)
+
+  it("keeps an item that get has no memory for, and gives it once memory is freed", function()
+    -- AddressSanitizer reserves more address space than any ulimit -v allows
+    if os.getenv("MPROC_ASAN") then pending("not under AddressSanitizer (ulimit -v)") return end
+    -- In a child interpreter limited to 128 MiB: queue a 16 MiB item, fill
+    -- memory, then free 1 MiB at a time and try get after each: get fails
+    -- first for want of its copy buffer, then for want of the Lua string.
+    local path = support.script([[
+      local mproc = require "mproc"
+      local MiB = 1024 * 1024
+      local q = mproc.Queue()
+      assert(q:put(string.rep("q", 16 * MiB - 1) .. "!"))
+      collectgarbage(); collectgarbage()
+      local blocks = {}
+      while true do
+        local ok, b = pcall(string.rep, "f", MiB)
+        if not ok then break end
+        blocks[#blocks + 1] = b
+      end
+      local failed, item = 0, nil
+      while #blocks > 0 and not item do
+        local ok, v, err, code = pcall(q.get, q, false)
+        if not ok then print("raised", v) break end
+        if err == "empty" then print("lost") break end
+        if v ~= nil then item = v
+        else
+          assert(err == "cannot get from the queue: Cannot allocate memory" and code == 12, err)
+          failed = failed + 1
+          blocks[#blocks] = nil
+          collectgarbage(); collectgarbage()
+        end
+      end
+      blocks = nil
+      collectgarbage(); collectgarbage()
+      item = item or q:get(false)
+      print("failed gets", failed)
+      print("item whole", item ~= nil and #item == 16 * MiB and item:find("^q+!$") ~= nil)
+      print("left", q:qsize())
+    ]])
+    local out, code = support.sh("ulimit -v 131072 && " .. support.LUA .. " " .. support.shell_quote(path), true)
+    os.remove(path)
+    assert.are.equal(0, code, out)
+    assert.is_nil(out:find("raised", 1, true), out)
+    assert.is_nil(out:find("lost", 1, true), out)
+    assert.is_truthy(tonumber(out:match("failed gets\t(%d+)")) > 0, out)
+    assert.matches("item whole\ttrue\nleft\t0\n", out)
+  end)
+
   it("shows its size in tostring", function()
     local q = mproc.Queue(5)
     q:put(1)

@@ -133,7 +133,7 @@ static int box_grow(lua_State *L, Box *b, size_t need) {
 
 static char *box_room(lua_State *L, Box *b, size_t need) {
   if (b->cap - b->n < need && !box_grow(L, b, need))
-    luaL_error(L, "cannot send value: not enough memory");
+    mp_error(L, "cannot send value: not enough memory");
   return b->p + b->n;
 }
 
@@ -197,7 +197,7 @@ static void memo_grow(lua_State *L, Box *b) {
     void *ud;
     lua_Alloc f = lua_getallocf(L, &ud);
     s = (Slot *)f(ud, NULL, 0, n * sizeof(Slot));
-    if (!s) luaL_error(L, "cannot send value: not enough memory");
+    if (!s) mp_error(L, "cannot send value: not enough memory");
   }
   memset(s, 0, n * sizeof(Slot));
   for (i = 0; b->slots && i <= b->mask; i++)
@@ -489,7 +489,8 @@ static const char *type_desc(lua_State *L, int idx) {
   }
 }
 
-/* Raises "cannot send <where>: <why>"; why NULL: the value's type. */
+/* Raises "cannot send <where>: <why>" at the user's line; why NULL: the
+** value's type. */
 static int encode_error(Enc *e, int idx, const char *why) {
   lua_State *L = e->L;
   const Edge *x;
@@ -498,6 +499,8 @@ static int encode_error(Enc *e, int idx, const char *why) {
   if (!why) why = type_desc(L, idx);
   lua_pushstring(L, why);
   luaL_buffinit(L, &B);
+  mp_where(L);
+  luaL_addvalue(&B);
   luaL_addstring(&B, "cannot send ");
   if (!e->edge) luaL_addstring(&B, "value");
   for (x = e->edge, n = 0; x; x = x->up, n++) {
@@ -839,21 +842,22 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
   }
 }
 
-/* The slice t[i..j] as if it were a table of its own: a sequence of
-** j - i + 1 values (nils kept) and no other keys. */
-static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer j) {
+/* The slice t[i..i+n-1] as if it were a table of its own: a sequence of
+** n values (nils kept) and no other keys. Counted by n, not up to j: a
+** slice may end at math.maxinteger, where k <= j never turns false. */
+static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer n) {
   lua_State *L = e->L;
   lua_Integer k;
   uint32_t none = 0;
   int v = lua_gettop(L) + 1;
   Edge x;
-  box_tagvar(L, e->b, T_TABLE, (uint64_t)(j - i + 1));
+  box_tagvar(L, e->b, T_TABLE, (uint64_t)n);
   box_add(L, e->b, (const char *)&none, 4);
   seen_start(e);
   enter(e, &x, E_INDEX, 0, 0);
-  for (k = i; k <= j; k++) {
-    x.a = k - i + 1;
-    lua_rawgeti(L, t, k);
+  for (k = 0; k < n; k++) {
+    x.a = k + 1;
+    lua_rawgeti(L, t, i + k);
     encode_value(e, v);
     lua_pop(L, 1);
   }
@@ -866,6 +870,7 @@ static int l_dumps_slice(lua_State *L) {
   lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
   Enc e;
   luaL_checktype(L, 1, LUA_TTABLE);
+  /* i >= 1, so neither i - 1 nor j - i can overflow */
   luaL_argcheck(L, i >= 1, 2, "slice must start at 1 or after");
   luaL_argcheck(L, j >= i - 1 && j - i < INT_MAX, 3, "slice end out of range");
   lua_settop(L, 1);
@@ -875,7 +880,7 @@ static int l_dumps_slice(lua_State *L) {
   e.upvals = 3;
   e.b = box_new(L);                    /* 5 */
   e.depth = 1;
-  encode_slice(&e, 1, i, j);
+  encode_slice(&e, 1, i, j - i + 1);
   lua_pushlstring(L, e.b->p, e.b->n);
   return 1;
 }
@@ -1088,16 +1093,29 @@ static void decode_path(Dec *d) {
     bad(d, "functions not accepted here");
 }
 
+/* MPROC name token: registry[name].__mproc_recv(token). A type unknown
+** here was first used in the sender after this process was forked, so the
+** object was made after that too: the message is the one util.lua's
+** tokens() gives for an object of a known type that is not inherited. */
 static void decode_mproc(Dec *d) {
   lua_State *L = d->L;
-  push_str(d);
+  int base = lua_gettop(L);
+  push_str(d);                        /* base + 1: type name */
+  push_str(d);                        /* base + 2: token */
+  lua_pushvalue(L, base + 1);
   if (lua_gettable(L, LUA_REGISTRYINDEX) != LUA_TTABLE ||
-      lua_getfield(L, -1, "__mproc_recv") != LUA_TFUNCTION)
-    bad(d, "unknown mproc object type");
-  push_str(d);
+      lua_getfield(L, base + 3, "__mproc_recv") != LUA_TFUNCTION) {
+    lua_pushfstring(L, "cannot receive %s \"%s\": not inherited by this "
+                    "process (make it before starting the Process or Pool "
+                    "it is sent to)", lua_tostring(L, base + 1),
+                    lua_tostring(L, base + 2));
+    lua_error(L);
+  }
+  lua_pushvalue(L, base + 2);
   lua_call(L, 1, 1);
   if (lua_isnil(L, -1)) bad(d, "__mproc_recv returned nil");
-  lua_remove(L, -2);
+  lua_replace(L, base + 1);
+  lua_settop(L, base + 1);
   remember(d);
 }
 
@@ -1159,10 +1177,31 @@ static int decode_protected(lua_State *L) {
   return 1;
 }
 
-/* Scalars and strings at the top level skip the protected call. */
-static int decode_fast(lua_State *L, const char *p, size_t n) {
+/* Whether the n bytes at p are one whole STR: its bytes are *s, *len. */
+static int top_string(const char *p, size_t n, const char **s, size_t *len) {
+  uint64_t v = 0;
+  size_t i = 1;
+  int shift = 0;
+  if (n < 2 || (unsigned char)p[0] != T_STR) return 0;
+  while (i < n && i < 10 && (p[i] & 0x80)) {
+    v |= (uint64_t)(p[i++] & 0x7f) << shift;
+    shift += 7;
+  }
+  if (i >= n || (p[i] & 0x80)) return 0;
+  v |= (uint64_t)(unsigned char)p[i++] << shift;
+  if (v != n - i) return 0;
+  *s = p + i;
+  *len = (size_t)v;
+  return 1;
+}
+
+/* Scalars and (with strings) strings at the top level skip the protected
+** call; without strings nothing here allocates, so nothing can raise. */
+static int decode_fast(lua_State *L, const char *p, size_t n, int strings) {
   int tag = n ? (unsigned char)p[0] : -1;
   lua_Number f;
+  const char *s;
+  size_t len;
   if (n == 1 && tag >= T_SMALLINT) lua_pushinteger(L, tag & 0x7f);
   else if (n == 1 && tag <= T_TRUE) {
     if (tag == T_NIL) lua_pushnil(L);
@@ -1176,35 +1215,49 @@ static int decode_fast(lua_State *L, const char *p, size_t n) {
     for (i = 1; i < n; i++) u |= (uint64_t)(p[i] & 0x7f) << (7 * (i - 1));
     for (i = 1; i < n - 1; i++) if (!(p[i] & 0x80)) return 0;
     lua_pushinteger(L, unzigzag(u));
-  } else if (tag == T_STR && n >= 2) {
-    uint64_t len = 0;
-    size_t i = 1;
-    int shift = 0;
-    while (i < n && i < 10 && (p[i] & 0x80)) {
-      len |= (uint64_t)(p[i++] & 0x7f) << shift;
-      shift += 7;
-    }
-    if (i >= n || (p[i] & 0x80)) return 0;
-    len |= (uint64_t)(unsigned char)p[i++] << shift;
-    if (len != n - i) return 0;
-    lua_pushlstring(L, p + i, (size_t)len);
+  } else if (strings && top_string(p, n, &s, &len)) {
+    lua_pushlstring(L, s, len);
   } else return 0;
   return 1;
 }
 
-/* mp_decode_opt: see mproc.h. */
-int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions) {
-  if (decode_fast(L, p, n)) return 1;
+/* The protected decode: LUA_OK with the value pushed, or the failure's
+** status with its error object pushed. */
+static int decode_call(lua_State *L, const char *p, size_t n, int functions) {
   lua_pushcfunction(L, decode_protected);
   lua_pushlightuserdata(L, (void *)p);
   lua_pushinteger(L, (lua_Integer)n);
   lua_pushboolean(L, functions);
-  if (lua_pcall(L, 3, 1, 0) == LUA_OK) return 1;
+  return lua_pcall(L, 3, 1, 0);
+}
+
+/* mp_decode_opt: see mproc.h. */
+int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions) {
+  if (decode_fast(L, p, n, 1)) return 1;
+  if (decode_call(L, p, n, functions) == LUA_OK) return 1;
   if (lua_type(L, -1) != LUA_TSTRING) {
     lua_pop(L, 1);
     lua_pushliteral(L, "cannot decode: error object is not a string");
   }
   return 0;
+}
+
+/* lua_pcall'd: (lightuserdata mp_bytes) -> its first piece as a string */
+static int push_string_protected(lua_State *L) {
+  const mp_bytes *b = (const mp_bytes *)lua_touserdata(L, 1);
+  lua_pushlstring(L, b->p[0], b->n[0]);
+  return 1;
+}
+
+/* mp_decode_status: see mproc.h. A top-level string, the common big item,
+** takes a shorter protected call than the decoder's. */
+int mp_decode_status(lua_State *L, const char *p, size_t n) {
+  mp_bytes b;
+  if (decode_fast(L, p, n, 0)) return LUA_OK;
+  if (!top_string(p, n, &b.p[0], &b.n[0])) return decode_call(L, p, n, 1);
+  lua_pushcfunction(L, push_string_protected);
+  lua_pushlightuserdata(L, &b);
+  return lua_pcall(L, 1, 1, 0);
 }
 
 int mp_decode(lua_State *L, const char *p, size_t n) {

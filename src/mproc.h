@@ -70,6 +70,11 @@ MP_HIDDEN void mp_new_type(lua_State *L, const char *name, const luaL_Reg *meta,
 
 /* Returns nil, "what: strerror(errno)", errno: the expected-failure shape. */
 MP_HIDDEN int mp_fail(lua_State *L, const char *what);
+/* error.c: misuse at the user's line. mp_where pushes "file:line: " of the
+** first frame above the running C function outside mproc's Lua files ("" if
+** it is a C function); mp_error raises like luaL_error with that position. */
+MP_HIDDEN void mp_where(lua_State *L);
+MP_HIDDEN int mp_error(lua_State *L, const char *fmt, ...);
 
 /* shm.c: anonymous shared segments (inherited by fork), robust
 ** process-shared mutexes, and wait/wake on a 32-bit sequence word. */
@@ -152,6 +157,12 @@ typedef struct mp_bytes {
 MP_HIDDEN void mp_encode(lua_State *L, int idx, mp_bytes *out);
 MP_HIDDEN int mp_decode(lua_State *L, const char *p, size_t n);
 MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions);
+/* mp_decode_status decodes like mp_decode but raises nothing, not even for
+** want of memory (a top-level string too is made under the protected
+** call): returns LUA_OK with the value pushed, or the failure's status
+** (LUA_ERRMEM: out of memory) with its error object pushed, which may not
+** be a string. */
+MP_HIDDEN int mp_decode_status(lua_State *L, const char *p, size_t n);
 /* proc.c: mproc.Child handles for spawned children (spawn.c), kept out of
 ** the exit hook's live table; push before spawning, attach after. */
 MP_HIDDEN void mp_child_push(lua_State *L);

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,14 +26,21 @@
 ** once the child ends, inherited by nobody), else the read end of a pipe
 ** whose write end only the child holds.
 ** --------------------------------------------------------------------- */
-#if defined(__linux__) && defined(SYS_pidfd_open)
+#if defined(__linux__) && defined(SYS_pidfd_open) && \
+    defined(SYS_pidfd_send_signal)
 #define MP_HAVE_PIDFD 1
 static int pidfd_open(pid_t pid) {
   return (int)syscall(SYS_pidfd_open, pid, 0);
 }
+static int pidfd_send_signal(int fd, int sig) {
+  return (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
+}
 #else
 #define MP_HAVE_PIDFD 0
 static int pidfd_open(pid_t pid) { (void)pid; errno = ENOSYS; return -1; }
+static int pidfd_send_signal(int fd, int sig) {
+  (void)fd; (void)sig; errno = ENOSYS; return -1;
+}
 #endif
 
 /* The CPUs this process may run on: its affinity mask where the system
@@ -113,6 +121,15 @@ pid_t mp_waitpid(pid_t pid, int *status, int flags) {
   return r;
 }
 
+/* Whether pid is a child of ours that still runs (one that ended is
+** reaped on the way). Only such a pid may be signalled by number: once a
+** child is reaped (by the kernel at once when SIGCHLD is ignored) its pid
+** may be another process's. */
+static int running_child(pid_t pid) {
+  int st;
+  return mp_waitpid(pid, &st, WNOHANG) == 0;
+}
+
 /* Python's rule at exit: terminate daemonic children, then wait for all.
 ** Runs from atexit and from the Lua state's close; only in the process
 ** that forked them. */
@@ -120,7 +137,8 @@ static void exit_hook(void) {
   size_t i;
   if (live_owner != getpid()) return;
   for (i = 0; i < nlive; i++)
-    if (live[i].daemon) kill(live[i].pid, SIGTERM);
+    if (live[i].daemon && running_child(live[i].pid))
+      kill(live[i].pid, SIGTERM);
   for (i = 0; i < nlive; i++) {
     int st;
     mp_waitpid(live[i].pid, &st, 0);
@@ -191,6 +209,11 @@ static void mark_reaped(mp_child *c, int status) {
   live_remove(c->pid);
 }
 
+/* c ended and was reaped elsewhere: by the kernel when SIGCHLD is ignored
+** (or SA_NOCLDWAIT is set), or by someone's waitpid(-1). Its status is
+** lost; like Python's subprocess, mproc reports 0. */
+static void mark_gone(mp_child *c) { mark_reaped(c, 0); }
+
 /* Reaps c if it has ended; blocking waits until it has. 1: reaped. */
 static int child_reap(mp_child *c, int blocking) {
   int st;
@@ -198,9 +221,7 @@ static int child_reap(mp_child *c, int blocking) {
   if (c->reaped) return 1;
   r = mp_waitpid(c->pid, &st, blocking ? 0 : WNOHANG);
   if (r == c->pid) { mark_reaped(c, st); return 1; }
-  /* reaped elsewhere (SIGCHLD ignored, or someone's waitpid(-1)): the
-  ** status is lost; like Python's subprocess, report 0 */
-  if (r < 0 && errno == ECHILD) { mark_reaped(c, 0); return 1; }
+  if (r < 0 && errno == ECHILD) { mark_gone(c); return 1; }
   return 0;
 }
 
@@ -253,13 +274,25 @@ static int l_child_wait(lua_State *L) {
   return 2;
 }
 
-/* child:signal(sig) -> true; a reaped child is not signalled (its pid may
-** belong to another process by now). */
+/* Sends sig to c unless it has ended: through its pidfd where it has one
+** (which cannot name another process), else by pid once a WNOHANG reap
+** said it still runs. 0, or -1 with errno. */
+static int child_kill(mp_child *c, int sig) {
+  if (c->reaped) return 0;
+  if (use_pidfd && c->fd >= 0) {
+    if (pidfd_send_signal(c->fd, sig) == 0 || errno == ESRCH) return 0;
+    return -1;
+  }
+  if (child_reap(c, 0)) return 0;
+  return kill(c->pid, sig) == 0 || errno == ESRCH ? 0 : -1;
+}
+
+/* child:signal(sig) -> true; a child that ended is not signalled (its pid
+** may belong to another process by now). */
 static int l_child_signal(lua_State *L) {
   mp_child *c = check_child(L);
   int sig = (int)luaL_checkinteger(L, 2);
-  if (!c->reaped && kill(c->pid, sig) < 0 && errno != ESRCH)
-    return mp_fail(L, "cannot signal child");
+  if (child_kill(c, sig) < 0) return mp_fail(L, "cannot signal child");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -298,19 +331,99 @@ static int l_child_tostring(lua_State *L) {
 ** core.fork
 ** --------------------------------------------------------------------- */
 
-static int open_sentinel_parent(mp_child *c, pid_t pid, int pipe_r) {
+/* Whether the kernel reaps children as they end (SIGCHLD ignored, or
+** SA_NOCLDWAIT): a quick child could then be gone, and its pid reused,
+** before the parent opens a pidfd for it. */
+static int children_autoreaped(void) {
+  struct sigaction sa;
+  if (sigaction(SIGCHLD, NULL, &sa) < 0) return 0;
+  return sa.sa_handler == SIG_IGN || (sa.sa_flags & SA_NOCLDWAIT) != 0;
+}
+
+/* In the child: waits at the gate until the parent holds a pidfd for us
+** (it closes its end); a byte instead means the parent could not watch
+** us, and we leave at once. */
+static void pass_gate(int gate[2]) {
+  char b;
+  ssize_t r;
+  if (gate[0] < 0) return;
+  close(gate[1]);
+  while ((r = read(gate[0], &b, 1)) < 0 && errno == EINTR)
+    ;
+  close(gate[0]);
+  if (r > 0) _exit(127);
+}
+
+/* In the parent: lets the child at the gate go on (or, with stop, end). */
+static void open_gate(int gate[2], int stop) {
+  if (gate[1] < 0) return;
+  if (stop && write(gate[1], "x", 1) < 0) { /* the child has ended */ }
+  close(gate[1]);
+  gate[1] = -1;
+}
+
+/* Gives c its sentinel: a pidfd where the kernel has them, else the read
+** end of the pipe. 0, or -1 with errno (ESRCH: c was reaped already). */
+static int open_sentinel_parent(mp_child *c, int pipe_r) {
   if (use_pidfd) {
-    c->fd = pidfd_open(pid);
-    return c->fd;
+    c->fd = pidfd_open(c->pid);
+    return c->fd < 0 ? -1 : 0;
   }
   c->fd = pipe_r;
   return 0;
 }
 
-/* core.fork([daemon]) -> child handle in the parent, false in the child */
+/* The fork happened but the child cannot be watched: it must not run on
+** unseen. A child held at the gate is told to end; any other is still
+** ours unreaped (the kernel does not reap it), so its pid is safe to kill. */
+static int fork_unwatched(lua_State *L, mp_child *c, int gate[2]) {
+  int e = errno;
+  if (gate[1] >= 0) {
+    open_gate(gate, 1);
+    mark_gone(c);
+  } else {
+    kill(c->pid, SIGKILL);
+    child_reap(c, 1);
+  }
+  errno = e;
+  return mp_fail(L, "cannot open a pidfd for the child");
+}
+
+/* Forks; the child gets 0 and its pipe ends set up. With children reaped
+** by the kernel, the child waits at a gate until the parent has its pidfd
+** (gate[1], -1 otherwise, is the parent's end then). */
+static pid_t fork_child(int fds[2], int gate[2]) {
+  pid_t pid;
+  fflush(NULL);
+  pid = fork();
+  if (pid < 0) {
+    int e = errno, i;
+    for (i = 0; i < 2; i++) {
+      if (fds[i] >= 0) close(fds[i]);
+      if (gate[i] >= 0) close(gate[i]);
+    }
+    errno = e;
+    return pid;
+  }
+  if (pid == 0) {
+    pass_gate(gate);
+    /* first close what a parent's sentinel pipe left us (ours is new),
+    ** then keep our own write end for as long as we live */
+    mp_after_fork_child();
+    if (fds[0] >= 0) { close(fds[0]); my_sentinel_w = fds[1]; }
+    return 0;
+  }
+  if (fds[1] >= 0) close(fds[1]);
+  if (gate[0] >= 0) close(gate[0]);
+  return pid;
+}
+
+/* core.fork([daemon]) -> child handle in the parent, false in the child.
+** A child that has ended and been reaped before the parent could watch it
+** gives a handle that reports it ended (exitcode 0: the status is lost). */
 static int l_fork(lua_State *L) {
   int daemon = lua_toboolean(L, 1);
-  int fds[2] = {-1, -1};
+  int fds[2] = {-1, -1}, gate[2] = {-1, -1};
   pid_t pid;
   mp_child *c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
   c->pid = 0; c->fd = -1; c->status = 0; c->reaped = 0; c->daemon = daemon;
@@ -318,33 +431,20 @@ static int l_fork(lua_State *L) {
   if (live_add(0, daemon) < 0) return mp_fail(L, "cannot fork");
   nlive--; /* room reserved, so the add after fork cannot fail */
   if (!use_pidfd && mp_cloexec_pipe(fds) < 0) return mp_fail(L, "cannot fork");
-  fflush(NULL);
-  pid = fork();
-  if (pid < 0) {
-    int e = errno;
-    if (fds[0] >= 0) { close(fds[0]); close(fds[1]); }
-    errno = e;
+  if (use_pidfd && children_autoreaped() && mp_cloexec_pipe(gate) < 0)
     return mp_fail(L, "cannot fork");
-  }
+  if ((pid = fork_child(fds, gate)) < 0) return mp_fail(L, "cannot fork");
   if (pid == 0) {
-    /* first close what a parent's sentinel pipe left us (ours is new),
-    ** then keep our own write end for as long as we live */
-    mp_after_fork_child();
-    if (fds[0] >= 0) { close(fds[0]); my_sentinel_w = fds[1]; }
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (fds[1] >= 0) close(fds[1]);
   c->pid = pid;
   live_add(pid, daemon);
-  if (open_sentinel_parent(c, pid, fds[0]) < 0) {
-    /* no way to watch it: the child must not run on unseen */
-    int e = errno;
-    kill(pid, SIGKILL);
-    child_reap(c, 1);
-    errno = e;
-    return mp_fail(L, "cannot open a pidfd for the child");
+  if (open_sentinel_parent(c, fds[0]) < 0) {
+    if (errno != ESRCH) return fork_unwatched(L, c, gate);
+    mark_gone(c);  /* reaped elsewhere already: never signal its pid */
   }
+  open_gate(gate, 0);
   return 1;
 }
 
@@ -415,6 +515,8 @@ static int l_poll(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   deadline = mp_opt_deadline(L, 2);
   n = luaL_len(L, 1);
+  /* a __len can say anything: n * sizeof *p must not wrap around */
+  luaL_argcheck(L, n >= 0 && n <= INT_MAX, 1, "too many descriptors");
   p = (struct pollfd *)lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *p, 0);
   for (i = 0; i < n; i++) {
     lua_geti(L, 1, i + 1);

@@ -203,6 +203,23 @@ static void ring_pop(q_handle *h, q_state *s, size_t len) {
   }
 }
 
+/* Puts a record of len bytes back in front of the head of s (a get took
+** it but had no memory to decode it). Changes s only; the caller
+** publishes. 0 or an errno. */
+static int ring_unget(q_handle *h, q_state *s, const char *p, size_t len) {
+  uint64_t rec = record_size(len), n64 = len, head;
+  int e;
+  if ((e = ensure_map(h, s->cap)) != 0) return e;
+  if (s->cap - s->used < rec && (e = ring_grow(h, s, rec)) != 0) return e;
+  head = (s->head + s->cap - rec) % s->cap;
+  memcpy(h->map + head, &n64, 8);
+  ring_write(h, s, (head + 8) % s->cap, p, len);
+  s->head = head;
+  s->used += rec;
+  s->count++;
+  return 0;
+}
+
 /* ---------------------------------------------------------------------
 ** Locking and waiting
 ** --------------------------------------------------------------------- */
@@ -244,7 +261,7 @@ static int has_waiters(uint32_t *waiters) {
 
 static q_handle *check_queue(lua_State *L) {
   q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
-  if (h->sh == NULL) luaL_error(L, "the queue is closed");
+  if (h->sh == NULL) mp_error(L, "the queue is closed");
   return h;
 }
 
@@ -307,7 +324,8 @@ static int l_queue_put(lua_State *L) {
   mp_bytes v;
   q_state s;
   int e, wake;
-  luaL_checkany(L, 2);
+  if (lua_isnone(L, 2))   /* queue.lua's put passes its arguments as they came */
+    return mp_error(L, "bad argument #1 to 'put' (value expected)");
   mp_encode(L, 2, &v);
   if ((e = q_lock(h)) != 0) return push_result(L, e, "full", "cannot put on the queue");
   while (s = current(sh), sh->maxsize > 0 && s.count >= sh->maxsize)
@@ -337,22 +355,60 @@ static char *item_buffer(q_handle *h, size_t len) {
   return h->buf;
 }
 
-/* Decodes the item at p and pushes it; raises if it cannot be decoded. */
-static int push_item(lua_State *L, const char *p, size_t len) {
-  if (!mp_decode(L, p, len))
-    return luaL_error(L, "cannot decode a queue item: %s", lua_tostring(L, -1));
-  return 1;
+/* A get that took an item and then had no memory to decode it puts it
+** back at the head: nothing is lost and a later get has it. (It is not in
+** order with items other processes got meanwhile, and a bounded queue may
+** hold one item over maxsize until then.) 0 or an errno. */
+static int put_back(q_handle *h, const char *p, size_t len) {
+  q_shared *sh = h->sh;
+  q_state s;
+  int e, wake;
+  if (sh == NULL) return EBADF;    /* closed by Lua code the decode ran */
+  if ((e = q_lock(h)) != 0) return e;
+  s = current(sh);
+  if ((e = ring_unget(h, &s, p, len)) == 0) publish(sh, &s);
+  wake = e == 0 && has_waiters(&sh->rwait);
+  q_unlock(h);
+  if (wake) mp_seq_wake(&sh->rseq);
+  return e;
+}
+
+/* Decodes the item taken into p and pushes it, as get's results. The
+** decode raises nothing, so the buffer (detached from h meanwhile: a close
+** from Lua code the decode runs is safe) always comes back or is freed;
+** out of memory, the item goes back on the queue. */
+static int decode_item(lua_State *L, q_handle *h, char *p, size_t len,
+                       size_t cap) {
+  int st = mp_decode_status(L, p, len), e = 0;
+  if (st == LUA_ERRMEM) e = put_back(h, p, len);
+  if (cap > 0) {
+    if (h->buf == NULL && h->sh != NULL && cap <= BUF_KEEP) {
+      h->buf = p;
+      h->bufsize = cap;
+    } else {
+      free(p);
+    }
+  }
+  if (st == LUA_OK) return 1;
+  if (st == LUA_ERRMEM && e == 0) {
+    errno = ENOMEM;
+    return mp_fail(L, "cannot get from the queue");
+  }
+  if (st == LUA_ERRMEM)
+    return mp_error(L, "cannot get from the queue: not enough memory, and "
+                    "the item could not be put back: %s", strerror(e));
+  return mp_error(L, "cannot decode a queue item: %s", luaL_tolstring(L, -1, NULL));
 }
 
 /* Called locked with an item at the head of s: copies it out, publishes,
 ** unlocks, and pushes it decoded (a decode runs Lua code: never locked).
-** The buffer is detached meanwhile, so a close from that code is safe. */
+** No buffer for it: nil, message, ENOMEM, and the item stays queued. */
 static int take_head(lua_State *L, q_handle *h, q_state *s) {
   q_shared *sh = h->sh;
   char small[SMALL_ITEM], *p = small;
   uint64_t n64;
-  size_t len, cap;
-  int wake, ok;
+  size_t len, cap = 0;
+  int wake;
   memcpy(&n64, h->map + s->head, 8);
   len = (size_t)n64;
   if (len > SMALL_ITEM && (p = item_buffer(h, len)) == NULL) {
@@ -366,19 +422,12 @@ static int take_head(lua_State *L, q_handle *h, q_state *s) {
   wake = has_waiters(&sh->wwait);
   q_unlock(h);
   if (wake) mp_seq_wake(&sh->wseq);
-  if (p == small) return push_item(L, p, len);
-  cap = h->bufsize;
-  h->buf = NULL;
-  h->bufsize = 0;
-  ok = mp_decode(L, p, len);
-  if (h->buf == NULL && h->sh != NULL && cap <= BUF_KEEP) {
-    h->buf = p;
-    h->bufsize = cap;
-  } else {
-    free(p);
+  if (p != small) {
+    cap = h->bufsize;
+    h->buf = NULL;
+    h->bufsize = 0;
   }
-  if (!ok) return luaL_error(L, "cannot decode a queue item: %s", lua_tostring(L, -1));
-  return 1;
+  return decode_item(L, h, p, len, cap);
 }
 
 /* h:get([block], [timeout]) -> v, or nil, "empty", or nil, msg, errno */
@@ -425,7 +474,7 @@ static int l_queue_task_done(lua_State *L) {
   s = current(sh);
   if (s.unfinished <= 0) {
     q_unlock(h);
-    return luaL_error(L, "task_done() called more times than items were put");
+    return mp_error(L, "task_done() called more times than items were put");
   }
   s.unfinished--;
   publish(sh, &s);

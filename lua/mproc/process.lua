@@ -38,7 +38,10 @@ function Process.__index(self, k)
   end
   if k == "sentinel" then
     if self._closed then util.misuse("the process is closed") end
-    return self._handle and self._handle:fileno() or nil
+    if not self._handle then return nil end
+    -- no descriptor: the child had ended, reaped elsewhere, when started
+    local fd = self._handle:fileno()
+    return fd >= 0 and fd or false
   end
   return methods[k]
 end
@@ -52,6 +55,13 @@ local function new(_, a, b)
   local opts, argn = a, 1
   if type(a) == "table" and getmetatable(a) == nil then
     util.check_options("Process", 1, a, OPTIONS)
+    -- Process{f} would run nothing: the options table has only names
+    for k in pairs(a) do
+      if type(k) == "number" then
+        util.argerror("Process", 1, "unnamed value in the options table; " ..
+          "pass target = f, or call mproc.Process(f, args)")
+      end
+    end
   elseif util.is_callable(a) then
     opts, argn = { target = a, args = b }, 2
   else

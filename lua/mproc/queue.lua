@@ -38,12 +38,15 @@ end
 
 local methods = {}
 
--- put(v, [block], [timeout]) -> true, or nil, "full"
+-- put(v, [block], [timeout]) -> true, or nil, "full"; v is required
+-- (put(nil) puts nil, put() raises: the C put tells none from nil, so the
+-- arguments go to it as they came).
 -- put and get check inline and only what was passed: they are the hot path
-function methods:put(v, block, timeout)
+function methods:put(...)
   local h = getmetatable(self) and self._h or bad_self("put", self)
+  local _, block, timeout = ...
   if block ~= nil or timeout ~= nil then check_block("put", block, timeout) end
-  return h:put(v, block, timeout)
+  return h:put(...)
 end
 
 -- get([block], [timeout]) -> v (a got nil has no second value), or
@@ -54,7 +57,11 @@ function methods:get(block, timeout)
   return h:get(block, timeout)
 end
 
-function methods:put_nowait(v) return handle(self, "put_nowait"):put(v, false) end
+function methods:put_nowait(...)
+  local h = handle(self, "put_nowait")
+  if select("#", ...) == 0 then util.argerror("put_nowait", 1, "value expected") end
+  return h:put((...), false)
+end
 
 function methods:get_nowait() return handle(self, "get_nowait"):get(false) end
 
@@ -82,12 +89,7 @@ local joinable = setmetatable({}, { __index = methods })
 
 -- task_done(): one item got earlier is processed; raises when called
 -- more times than items were put.
-function joinable:task_done()
-  local h = handle(self, "task_done")
-  local ok, err = pcall(h.task_done, h)
-  if not ok then util.misuse(err) end
-  return err
-end
+function joinable:task_done() return handle(self, "task_done"):task_done() end
 
 -- join([timeout]) -> true once every item put is task_done, or nil, "timeout"
 function joinable:join(timeout)
@@ -99,7 +101,11 @@ end
 -- SimpleQueue: get, put, empty, close
 local simple = {
   get = function(self) return handle(self, "get"):get() end,
-  put = function(self, v) return handle(self, "put"):put(v) end,
+  put = function(self, ...)
+    local h = handle(self, "put")
+    if select("#", ...) == 0 then util.argerror("put", 1, "value expected") end
+    return h:put((...))
+  end,
   empty = methods.empty,
   close = methods.close,
   closed = methods.closed,
@@ -114,6 +120,8 @@ local function class(name, index)
     return ("%s (%d items%s)"):format(name, n, maxsize > 0 and (", maxsize " .. maxsize) or "")
   end
   function mt.__close(self) self._h:close() end
+  -- #q: the number of items, qsize() (SimpleQueue too, which has no qsize)
+  function mt.__len(self) return (self._h:qsize()) end
   function mt.__mproc_send(self) return self._token end
   local function usable(q) return getmetatable(q) == mt and not q._h:closed() end
   function mt.__mproc_recv(token)

@@ -130,7 +130,9 @@ function M.tokens()
   local function find(kind, token, usable)
     local obj = live[token]
     if obj == nil or not usable(obj) then
-      error(("cannot receive %s %q: not inherited by this process"):format(kind, tostring(token)), 3)
+      -- codec.c's decode_mproc says the same of an object of an unknown type
+      error(("cannot receive %s %q: not inherited by this process (make it before "
+        .. "starting the Process or Pool it is sent to)"):format(kind, tostring(token)), 3)
     end
     return obj
   end
