@@ -366,6 +366,7 @@ static int put_back(q_handle *h, const char *p, size_t len) {
   if (sh == NULL) return EBADF;    /* closed by Lua code the decode ran */
   if ((e = q_lock(h)) != 0) return e;
   s = current(sh);
+  if (sh->watched && s.count == 0) mp_notifier_signal(&h->note);
   if ((e = ring_unget(h, &s, p, len)) == 0) publish(sh, &s);
   wake = e == 0 && has_waiters(&sh->rwait);
   q_unlock(h);
