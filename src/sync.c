@@ -299,6 +299,7 @@ typedef struct {
   pthread_mutex_t m;
   uint32_t seq, waiters; /* waiters: a hint (see event_body) */
   int64_t value, max;   /* max < 0: unbounded */
+  int64_t init;         /* an owned one: value + the holders' counts */
   uint32_t owned, nholders;
   holder h[];           /* nholders, when owned */
 } sem_body;
@@ -318,7 +319,7 @@ static int l_Semaphore(lua_State *L) {
   b = (sem_body *)mp_handle_alloc(L, h, sizeof *b + (size_t)n * sizeof(holder), MP_T_SEM);
   init_mutex(L, &b->m);
   for (i = 0; i < n; i++) init_mutex(L, &b->h[i].alive);
-  b->value = v;
+  b->value = b->init = v;
   b->max = max;
   b->owned = (uint32_t)owned;
   b->nholders = (uint32_t)n;
@@ -371,11 +372,28 @@ static int sem_try(sem_body *b) {
   return 1;
 }
 
+/* Locks an owned Semaphore's mutex; when a process died inside, its
+** value is made whole again from the holders' counts (the dead one may
+** have stopped between a count and the value). */
+static void sem_enter(sem_body *b, int *died) {
+  uint32_t i;
+  int d = 0;
+  int64_t held = 0;
+  enter(&b->m, &d);
+  if (d && died) *died = 1;
+  if (!d || !b->owned) return;
+  for (i = 0; i < b->nholders; i++) {
+    if (b->h[i].who == 0) b->h[i].count = 0;
+    held += b->h[i].count;
+  }
+  b->value = b->init - held;
+}
+
 static int m_sem_acquire(lua_State *L) {
   sem_body *b = (sem_body *)self_body(L);
   int block, died = 0, ok;
   double deadline = block_deadline(L, 2, &block);
-  enter(&b->m, &died);
+  sem_enter(b, &died);
   for (;;) {
     uint32_t seen;
     if ((ok = sem_try(b)) > 0) break;
@@ -385,12 +403,12 @@ static int m_sem_acquire(lua_State *L) {
     b->waiters++;
     mp_mutex_unlock(&b->m);
     mp_seq_wait(&b->seq, seen, b->owned ? poll_deadline(deadline) : deadline);
-    enter(&b->m, &died);
+    sem_enter(b, &died);
     b->waiters--;
     if (mp_interrupt_pending(L)) {
       mp_mutex_unlock(&b->m);
       mp_interrupt_point(L);
-      enter(&b->m, &died);
+      sem_enter(b, &died);
     }
   }
   mp_mutex_unlock(&b->m);
@@ -419,7 +437,7 @@ static const char *sem_give(sem_body *b) {
 static int m_sem_release(lua_State *L) {
   sem_body *b = (sem_body *)self_body(L);
   const char *err;
-  enter(&b->m, NULL);
+  sem_enter(b, NULL);
   err = sem_give(b);
   mp_mutex_unlock(&b->m);
   if (err) return luaL_error(L, "%s", err);
@@ -451,8 +469,16 @@ static int m_sem_gc(lua_State *L) {
   mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, SEM_MT);
   if (mp_handle_sole(h)) {
     sem_body *b = (sem_body *)MP_CELL_BODY(h->cell);
-    holder *me = sem_mine(b);
-    if (me != NULL) { me->who = 0; mp_mutex_unlock(&me->alive); }
+    holder *me;
+    sem_enter(b, NULL);
+    if ((me = sem_mine(b)) != NULL) {
+      b->value += me->count;
+      me->count = 0;
+      me->who = 0;
+      mp_mutex_unlock(&me->alive);
+      if (b->waiters) mp_seq_wake(&b->seq);
+    }
+    mp_mutex_unlock(&b->m);
   }
   mp_handle_drop(h);
   return 0;
