@@ -47,10 +47,18 @@ local function ratio(g, r)
   return r.value / mine
 end
 
+-- A value with three significant digits or so, never in e-notation.
 local function fmt(v)
+  if v >= 1e6 then return ("%.2f M"):format(v / 1e6) end
   if v >= 100 then return ("%.0f"):format(v) end
   if v >= 10 then return ("%.1f"):format(v) end
-  return ("%.2f"):format(v)
+  if v >= 1 then return ("%.2f"):format(v) end
+  return ("%.3g"):format(v)
+end
+
+-- A ratio: "0.48x", "11.4x".
+local function times(q)
+  return (q >= 10 and "%.1fx" or "%.2fx"):format(q)
 end
 
 local function esc(s)
@@ -104,7 +112,7 @@ local function write_tables(groups, path, source)
     out[#out + 1] = "| --- | ---: | ---: |"
     for i, r in ipairs(g.rows) do
       out[#out + 1] = ("| %s | %s | %s |"):format(r.side, fmt(r.value),
-        i == 1 and "" or ("%.2fx"):format(1 / ratio(g, r)))
+        i == 1 and "1x" or times(ratio(g, r)))
     end
   end
   local f = assert(io.open(path, "w"))
@@ -161,7 +169,7 @@ local function write_chart(groups, path, source)
         local q = ratio(g, r)
         local a, b = x(math.min(q, 1)), x(math.max(q, 1))
         add('<rect x="%.1f" y="%d" width="%.1f" height="10" fill="%s"/>', a, y - 12, math.max(b - a, 1), COLOURS[k])
-        local label = fmt(q) .. "x"
+        local label = times(q)
         if q >= 1 then
           add('<text x="%.1f" y="%d">%s</text>', b + 4, y - 3, label)
         else
