@@ -124,7 +124,7 @@ end
 -- The chart
 ---------------------------------------------------------------------------
 
-local W, LABEL_W, PLOT_X0, PLOT_X1 = 980, 420, 440, 940
+local W, PLOT_X0, PLOT_X1 = 980, 440, 940
 local LINE, TOP = 15, 92
 local COLOURS = { floor = "#8a8a8a", floor2 = "#c4c4c4", python = "#e08a1e", mproc = "#2160a8" }
 
