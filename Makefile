@@ -22,7 +22,7 @@ LUAENV = LUA=$(LUA) LUA_PATH_5_4='./lua/?.lua;./lua/?/init.lua;./spec/?.lua;./?.
 BUSTED = $(LUA) "$$(command -v busted)"
 EXAMPLES = $(sort $(wildcard examples/tutorial/*.lua))
 
-.PHONY: all deps demo test asan bench lint clean fuzz
+.PHONY: all deps demo test asan bench lint clean fuzz rock
 
 all: $(SO)
 
@@ -68,6 +68,11 @@ bench: deps all
 
 lint:
 	luacheck lua spec examples bench
+
+# A LuaRocks source rock of the commit checked out, made offline; it
+# installs anywhere with `luarocks --lua-version=5.4 install <rock>`.
+rock:
+	@sh tools/pack-rock rockspec/mproc-0.1.0-1.rockspec build/rock
 
 clean:
 	rm -rf build build-asan

@@ -61,8 +61,14 @@ pool:close()
 pool:join()
 print(("\nPool(2) imap of identity over %d items from a lazy iterator, chunksize 1000 (%.1f s)")
   :format(N_IMAP, secs))
+local mine_end = peak_rss_mib()
 print(("  mproc peak RSS after %d items: %.1f MiB; after %d: %.1f MiB")
-  :format(N_IMAP // 10, at_tenth, N_IMAP, peak_rss_mib()))
+  :format(N_IMAP // 10, at_tenth, N_IMAP, mine_end))
+local py_tenth = common.external("python3 bench/pool_imap.py " .. N_IMAP // 10)
+local py_end = common.external("python3 bench/pool_imap.py " .. N_IMAP)
 print(("  Python multiprocessing.Pool peak RSS after %d: %.1f MiB (after %d: %.1f MiB)"):format(
-  N_IMAP // 10, common.external("python3 bench/pool_imap.py " .. N_IMAP // 10),
-  N_IMAP, common.external("python3 bench/pool_imap.py " .. N_IMAP)))
+  N_IMAP // 10, py_tenth, N_IMAP, py_end))
+common.record(("Pool(2) imap over %d items from a lazy iterator, peak RSS"):format(N_IMAP), "MiB", {
+  { "mproc", mine_end },
+  { "Python multiprocessing.Pool", py_end },
+})

@@ -2,12 +2,23 @@ rockspec_format = "3.0"
 package = "mproc"
 version = "scm-1"
 source = {
-  url = "git+file:///dev/null",
+  url = "git+https://github.com/mproc-lua/mproc.git",
+  branch = "main",
 }
 description = {
   summary = "Python's multiprocessing and subprocess for Lua 5.4, on a native fork/pipe core",
+  detailed = [[
+Process, Pool, Queue, Pipe, locks, shared values and subprocess
+(call/run/Popen), after Python's multiprocessing and subprocess, on a C core
+that forks, spawns with vfork and keeps its shared objects in robust
+process-shared memory: a process killed at any instant corrupts no queue and
+wedges no lock, and a pool worker that dies fails only its own tasks.
+Linux only (glibc or musl): it needs robust process-shared mutexes.
+]],
+  homepage = "https://github.com/mproc-lua/mproc",
   license = "MIT",
 }
+supported_platforms = { "linux" }
 dependencies = {
   "lua >= 5.4, < 5.5",
 }
@@ -42,4 +53,5 @@ build = {
     ["mproc.connection"] = "lua/mproc/connection.lua",
     ["mproc.util"] = "lua/mproc/util.lua",
   },
+  copy_directories = { "docs" },
 }
