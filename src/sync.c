@@ -364,29 +364,45 @@ static int sem_reap(sem_body *b) {
   return any;
 }
 
-/* 1 taken, 0 no unit free, -1 a unit but no room to record its holder. */
-static int sem_try(sem_body *b) {
-  if (b->value <= 0) return 0;
-  if (b->owned && !sem_record(b)) return -1;
-  b->value--;
-  return 1;
-}
-
-/* Locks an owned Semaphore's mutex; when a process died inside, its
-** value is made whole again from the holders' counts (the dead one may
-** have stopped between a count and the value). */
-static void sem_enter(sem_body *b, int *died) {
+/* An owned Semaphore's value, from the holders' counts: a process killed
+** anywhere between recording itself and counting the unit leaves nothing
+** to repair. */
+static void sem_recount(sem_body *b) {
   uint32_t i;
-  int d = 0;
   int64_t held = 0;
-  enter(&b->m, &d);
-  if (d && died) *died = 1;
-  if (!d || !b->owned) return;
   for (i = 0; i < b->nholders; i++) {
     if (b->h[i].who == 0) b->h[i].count = 0;
     held += b->h[i].count;
   }
   b->value = b->init - held;
+}
+
+/* Whether a holder's slot holds no unit: its process died between giving
+** the last one back and freeing the slot, and the kernel has not yet let
+** go of its alive mutex. The slot is reaped soon: wait, do not raise. */
+static int sem_dying(sem_body *b) {
+  uint32_t i;
+  for (i = 0; i < b->nholders; i++)
+    if (b->h[i].who != 0 && b->h[i].count == 0) return 1;
+  return 0;
+}
+
+/* 1 taken, 0 no unit free (for now), -1 a unit but no room to record its
+** holder. */
+static int sem_try(sem_body *b) {
+  if (b->owned) sem_recount(b);
+  if (b->value <= 0) return 0;
+  if (b->owned && !sem_record(b)) return sem_dying(b) ? 0 : -1;
+  b->value--;
+  return 1;
+}
+
+/* Locks the Semaphore's mutex (owned: recounted when a process died in). */
+static void sem_enter(sem_body *b, int *died) {
+  int d = 0;
+  enter(&b->m, &d);
+  if (d && died) *died = 1;
+  if (d && b->owned) sem_recount(b);
 }
 
 static int m_sem_acquire(lua_State *L) {
