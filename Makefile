@@ -12,12 +12,25 @@ DEB_PKGS  = lua5.4 liblua5.4-dev lua-busted luarocks lua-luv lua-cqueues
 
 SRC   = $(wildcard src/*.c)
 HDR   = $(wildcard src/*.h)
-SO    = build/mproc/core.so
+# PORTABLE=1 builds every non-Linux fallback on Linux (no futex, memfd,
+# mremap, pidfd, eventfd, epoll, close_range, PDEATHSIG, pipe2, ...) into
+# build-portable/, so `make test PORTABLE=1` tests them.
+PORTABLE ?=
+ifneq ($(PORTABLE),)
+BUILD   = build-portable
+PORTDEF = -DMP_PORTABLE
+PORTENV = MPROC_PORTABLE=1
+else
+BUILD   = build
+PORTDEF =
+PORTENV =
+endif
+SO    = $(BUILD)/mproc/core.so
 ASAN_SO = build-asan/mproc/core.so
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 # Specs and examples use the tree, not an installed copy.
-LUAENV = LUA=$(LUA) LUA_PATH_5_4='./lua/?.lua;./lua/?/init.lua;./spec/?.lua;./?.lua;;' \
+LUAENV = LUA=$(LUA) $(PORTENV) LUA_PATH_5_4='./lua/?.lua;./lua/?/init.lua;./spec/?.lua;./?.lua;;' \
          LUA_CPATH_5_4='./$(1)/?.so;;'
 BUSTED = $(LUA) "$$(command -v busted)"
 EXAMPLES = $(sort $(wildcard examples/tutorial/*.lua))
@@ -28,7 +41,7 @@ all: $(SO)
 
 $(SO): $(SRC) $(HDR)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -fvisibility=hidden -I$(LUA_INC) \
+	$(CC) $(CFLAGS) $(PORTDEF) $(WARN) -fPIC -shared -fvisibility=hidden -I$(LUA_INC) \
 	  -o $@ $(SRC) $(LDFLAGS) $(LIBS)
 
 $(ASAN_SO): $(SRC) $(HDR)
@@ -50,11 +63,11 @@ deps:
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@for f in $(EXAMPLES); do \
-	  echo "== $$f"; $(call LUAENV,build) $(LUA) $$f || exit 1; done
+	  echo "== $$f"; $(call LUAENV,$(BUILD)) $(LUA) $$f || exit 1; done
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	$(call LUAENV,build) $(BUSTED) $(BUSTED_ARGS)
+	$(call LUAENV,$(BUILD)) $(BUSTED) $(BUSTED_ARGS)
 
 # The specs again, with the core built under AddressSanitizer and UBSan.
 asan: deps $(ASAN_SO)
@@ -75,7 +88,7 @@ rock:
 	@sh tools/pack-rock rockspec/mproc-0.1.0-1.rockspec build/rock
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-portable
 
 # The decoder under libFuzzer (clang, -fsanitize=fuzzer): FUZZ_TIME seconds,
 # seeded with fuzz/seeds.lua; findings land in build/fuzz/.

@@ -530,7 +530,7 @@ describe("subprocess", function()
 
     it("is ready at once for mproc.wait once reaped (sentinel false)", function()
       local done = subprocess.Popen{ "true" }
-      assert.is_number(done.sentinel)
+      if not support.PORTABLE then assert.is_number(done.sentinel) end -- no pidfd there
       assert.are.equal(0, done:wait())
       assert.is_false(done.sentinel)
       local polled = subprocess.Popen{ "true" }
@@ -567,6 +567,7 @@ describe("subprocess", function()
     end)
 
     it("reaps children whose Popen was collected", function()
+      if support.PORTABLE then return pending("not in the portable build: reaped through its pidfd") end
       local kids = #support.children()
       local p = subprocess.Popen{ "true" }
       local pid = p.pid

@@ -72,7 +72,7 @@ static int atfork_done = 0;
 /* 64 bits from the kernel's random source; 0 when there is none. */
 static uint64_t random64(void) {
   uint64_t r = 0;
-#if defined(__linux__)
+#if MP_LINUX
   if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = 0;
 #else
   if (getentropy(&r, sizeof r) != 0) r = 0;

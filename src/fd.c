@@ -12,15 +12,15 @@
 
 #include "mproc.h"
 
-#if defined(__linux__)
+#if MP_LINUX
 #include <sys/eventfd.h>
 #define MP_HAVE_EVENTFD 1
 #else
 #define MP_HAVE_EVENTFD 0
 #endif
 
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
-    defined(__OpenBSD__)
+#if (defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || \
+     defined(__OpenBSD__)) && !defined(MP_PORTABLE)
 #define MP_HAVE_PIPE2 1
 #else
 #define MP_HAVE_PIPE2 0
@@ -40,7 +40,7 @@ int mp_cloexec_pipe(int fds[2]) {
 /* A Unix stream socket pair, with SOCK_CLOEXEC where it exists, else
 ** FD_CLOEXEC right after. */
 int mp_cloexec_socketpair(int sv[2]) {
-#if defined(SOCK_CLOEXEC)
+#if defined(SOCK_CLOEXEC) && !defined(MP_PORTABLE)
   return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
 #else
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
@@ -53,7 +53,7 @@ int mp_cloexec_socketpair(int sv[2]) {
 /* Asks for a 1 MiB pipe buffer (capped by /proc/sys/fs/pipe-max-size);
 ** fewer wake-ups when megabytes go through.  A no-op where unsupported. */
 void mp_grow_pipe(int fd) {
-#if defined(F_SETPIPE_SZ)
+#if defined(F_SETPIPE_SZ) && !defined(MP_PORTABLE)
   (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20);
 #else
   (void)fd;

@@ -11,6 +11,16 @@
 #include "lua.h"
 #include "lauxlib.h"
 
+/* Platform: MP_LINUX is 1 on Linux, 0 elsewhere and when MP_PORTABLE is
+** defined (make PORTABLE=1), which builds every non-Linux fallback here so
+** that the specs test them. Each file's platform choices test it in one
+** block near its top. */
+#if defined(__linux__) && !defined(MP_PORTABLE)
+#define MP_LINUX 1
+#else
+#define MP_LINUX 0
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define MP_HIDDEN __attribute__((visibility("hidden")))
 #define MP_EXPORT __attribute__((visibility("default")))

@@ -41,7 +41,7 @@
 ** Portability: a worker asks to be killed with its parent on Linux; on
 ** other systems it notices within a wait period (getppid changes).
 ** --------------------------------------------------------------------- */
-#if defined(__linux__)
+#if MP_LINUX
 #include <sys/prctl.h>
 static void die_with_parent(void) { prctl(PR_SET_PDEATHSIG, SIGKILL); }
 #else
@@ -52,7 +52,7 @@ static void die_with_parent(void) {}
 ** Portability: board:fileno() is an epoll descriptor over the workers'
 ** result pipes and sentinels (Linux); elsewhere there is none.
 ** --------------------------------------------------------------------- */
-#if defined(__linux__)
+#if MP_LINUX
 #include <sys/epoll.h>
 static int watch_open(void) { return epoll_create1(EPOLL_CLOEXEC); }
 static void watch_fd(int ep, int fd, int add) {

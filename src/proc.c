@@ -26,7 +26,7 @@
 ** once the child ends, inherited by nobody), else the read end of a pipe
 ** whose write end only the child holds.
 ** --------------------------------------------------------------------- */
-#if defined(__linux__) && defined(SYS_pidfd_open) && \
+#if MP_LINUX && defined(SYS_pidfd_open) && \
     defined(SYS_pidfd_send_signal)
 #define MP_HAVE_PIDFD 1
 static int pidfd_open(pid_t pid) {
@@ -45,7 +45,7 @@ static int pidfd_send_signal(int fd, int sig) {
 
 /* The CPUs this process may run on: its affinity mask where the system
 ** has sched_getaffinity (Python's os.process_cpu_count), else 0 (unknown). */
-#if defined(__linux__)
+#if MP_LINUX
 #include <sched.h>
 static long affinity_cpus(void) {
   int ncpu;

@@ -44,7 +44,7 @@
 ** file unlinked at once. The mapping grows with mremap on Linux, elsewhere
 ** by mapping it anew.
 ** --------------------------------------------------------------------- */
-#if defined(__linux__)
+#if MP_LINUX
 static int open_item_file(void) {
   return memfd_create("mproc-queue", MFD_CLOEXEC);
 }

@@ -26,7 +26,7 @@
 ** pthread_mutex_clocklock (glibc 2.30) takes the monotonic clock;
 ** elsewhere the deadline is turned into a CLOCK_REALTIME one.
 ** --------------------------------------------------------------------- */
-#if defined(__linux__)
+#if MP_LINUX
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #define MP_HAVE_FUTEX 1
@@ -34,11 +34,17 @@
 #define MP_HAVE_FUTEX 0
 #endif
 
-#if defined(__GLIBC__) && \
+#if defined(__GLIBC__) && !defined(MP_PORTABLE) && \
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
 #define MP_HAVE_CLOCKLOCK 1
 #else
 #define MP_HAVE_CLOCKLOCK 0
+#endif
+
+/* Robust process-shared mutexes have no fallback: without them a process
+** killed holding a lock would wedge every other. macOS has none. */
+#if defined(__APPLE__)
+#error "mproc needs robust process-shared mutexes (pthread_mutexattr_setrobust), which macOS lacks; mproc runs on Linux (see README.md, Platforms)"
 #endif
 
 #ifndef MAP_ANONYMOUS

@@ -40,7 +40,7 @@ extern char **environ;
 /* ---------------------------------------------------------------------
 ** Portability
 ** --------------------------------------------------------------------- */
-#if defined(__linux__) && defined(SYS_close_range)
+#if MP_LINUX && defined(SYS_close_range)
 static int close_range_fds(unsigned lo, unsigned hi) {
   return (int)syscall(SYS_close_range, lo, hi, 0);
 }
@@ -55,7 +55,7 @@ static int close_range_fds(unsigned lo, unsigned hi) {
 /* Output buffers: on Linux one private mapping grown with mremap (no
 ** copying) and marked for huge pages, since page faults dominate the cost
 ** of reading 64 MiB; elsewhere realloc. */
-#if defined(__linux__) && defined(MREMAP_MAYMOVE) && defined(MADV_HUGEPAGE)
+#if MP_LINUX && defined(MREMAP_MAYMOVE) && defined(MADV_HUGEPAGE)
 static char *region_grow(char *p, size_t old, size_t cap) {
   void *q = p ? mremap(p, old, cap, MREMAP_MAYMOVE)
               : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -73,7 +73,7 @@ static void region_free(char *p, size_t cap) { (void)cap; free(p); }
 #endif
 
 /* Takes back a SIGPIPE known to be pending (and blocked): at once. */
-#if defined(__APPLE__)
+#if defined(__APPLE__) || defined(MP_PORTABLE)
 static void take_signal(const sigset_t *set) {
   int sig;
   (void)sigwait(set, &sig);

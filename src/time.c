@@ -19,7 +19,7 @@
 #include "mproc.h"
 
 /* macOS has no clock_nanosleep: sleep relative, recomputing what is left. */
-#if defined(__APPLE__)
+#if defined(__APPLE__) || defined(MP_PORTABLE)
 #define MP_HAVE_CLOCK_NANOSLEEP 0
 #else
 #define MP_HAVE_CLOCK_NANOSLEEP 1

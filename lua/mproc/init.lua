@@ -48,9 +48,20 @@ local function descriptor(obj, i)
       if obj.sentinel ~= nil then return obj.sentinel end
       if util.is_callable(obj.fileno) then return obj:fileno() end
     end)
-    if ok and (fd == false or math.type(fd) == "integer") then return fd end
+    if ok and (fd == false or math.type(fd) == "integer") and fd ~= -1 then return fd end
+    -- none on this system (a Pool result without epoll, a Popen without
+    -- pidfd): asked every POLL_PERIOD instead
+    if util.is_callable(obj.ready) or util.is_callable(obj.poll) then return nil end
   end
   util.argerror("wait", 1, ("object #%d has no descriptor to wait on (%s)"):format(i, t))
+end
+
+local POLL_PERIOD = 0.01
+
+-- Whether an object that has no descriptor is ready.
+local function polled_ready(obj)
+  if util.is_callable(obj.ready) then return obj:ready() and true or false end
+  return obj:poll() ~= nil
 end
 
 -- An object's own word on whether it is ready, or nil when its descriptor
@@ -70,20 +81,24 @@ end
 function M.wait(objects, timeout)
   util.check_type("wait", 1, objects, "table")
   timeout = util.check_timeout("wait", 2, timeout)
-  local fds, at, ended = {}, {}, {}
+  local fds, at, ended, polled = {}, {}, {}, {}
   for i, obj in ipairs(objects) do
     local fd = descriptor(obj, i)
-    if fd then fds[#fds + 1], at[#fds + 1] = fd, i else ended[i] = true end
+    if fd then fds[#fds + 1], at[#fds + 1] = fd, i
+    elseif fd == false then ended[i] = true
+    else polled[i] = true end
   end
   local deadline = util.deadline(timeout)
   while true do
     local own, any = {}, next(ended) ~= nil
     for i, obj in ipairs(objects) do
-      own[i] = own_ready(obj)
+      if polled[i] then own[i] = polled_ready(obj) else own[i] = own_ready(obj) end
       any = any or own[i] == true
     end
     local left = util.left(deadline)
-    local ready, err, code = core.poll(fds, any and 0 or left)
+    local nap = left
+    if next(polled) then nap = math.min(left or POLL_PERIOD, POLL_PERIOD) end
+    local ready, err, code = core.poll(fds, any and 0 or nap)
     if not ready then return nil, err, code end
     local fired = {}
     for _, k in ipairs(ready) do fired[at[k]] = true end
@@ -94,7 +109,7 @@ function M.wait(objects, timeout)
       elseif own[i] == false and fired[i] then r = own_ready(obj) end
       if r then out[#out + 1] = obj end
     end
-    if #out > 0 or left == 0 or #ready == 0 then return out end
+    if #out > 0 or left == 0 or (#ready == 0 and not next(polled)) then return out end
   end
 end
 
