@@ -68,9 +68,12 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     { "mproc.wait", "local a = mproc.Pipe()", "mproc.wait({ a })" },
     { "a wait inside a coroutine", "local q = mproc.Queue()",
       "coroutine.wrap(function() q:get() end)()" },
-    { "subprocess.run, killing the child", "local sp = require 'mproc.subprocess'",
-      "sp.run({ 'sleep', '61.25' }, { stdout = sp.PIPE })",
-      "print(os.execute('pgrep -xf \"sleep 61.25\" >/dev/null') and 'alive' or 'gone')", "gone\n" },
+    { "subprocess.run, killing the child",
+      "local sp = require 'mproc.subprocess'; local pidfile = os.tmpname()",
+      "sp.run({ 'sh', '-c', 'echo $$ > ' .. pidfile .. '; exec sleep 60' }, { stdout = sp.PIPE })",
+      [[local pid = io.open(pidfile):read('n'); os.remove(pidfile)
+        local stat = io.open('/proc/' .. pid .. '/stat')   -- gone, not even a zombie
+        print(stat and 'alive' or 'gone')]], "gone\n" },
     { "Popen:communicate, keeping what came",
       [[local sp = require 'mproc.subprocess'
         local p = sp.Popen({ 'sh', '-c', 'echo early; exec sleep 60' }, { stdout = sp.PIPE })]],
