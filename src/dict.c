@@ -478,13 +478,15 @@ static int check(lua_State *L, const char *mt) {
   return 2;
 }
 
-/* d:_sizes() -> bytes of data in the shared file, bytes of heap in use */
+/* d:_sizes() -> bytes of data in the shared file, bytes of heap in use,
+** transactions of killed holders undone */
 static int sizes(lua_State *L, const char *mt) {
-  uint64_t data, top;
-  mp_store_sizes(mp_store_check(L, 1, mt), &data, &top);
+  uint64_t data, top, rollbacks;
+  mp_store_sizes(mp_store_check(L, 1, mt), &data, &top, &rollbacks);
   lua_pushinteger(L, (lua_Integer)data);
   lua_pushinteger(L, (lua_Integer)top);
-  return 2;
+  lua_pushinteger(L, (lua_Integer)rollbacks);
+  return 3;
 }
 
 /* ---------------------------------------------------------------------

@@ -477,11 +477,12 @@ static int m_check(lua_State *L) {
 }
 
 static int m_sizes(lua_State *L) {
-  uint64_t data, top;
-  mp_store_sizes(check_list(L), &data, &top);
+  uint64_t data, top, rollbacks;
+  mp_store_sizes(check_list(L), &data, &top, &rollbacks);
   lua_pushinteger(L, (lua_Integer)data);
   lua_pushinteger(L, (lua_Integer)top);
-  return 2;
+  lua_pushinteger(L, (lua_Integer)rollbacks);
+  return 3;
 }
 
 static int pairs_next(lua_State *L) {

@@ -205,7 +205,8 @@ MP_HIDDEN uint64_t mp_store_seed(mp_store *s);
 MP_HIDDEN int mp_store_held(mp_store *s);
 MP_HIDDEN int mp_store_locked(lua_State *L, mp_store *s);
 MP_HIDDEN const char *mp_store_check_heap(lua_State *L, mp_store *s, uint64_t *nfree);
-MP_HIDDEN void mp_store_sizes(mp_store *s, uint64_t *data, uint64_t *top);
+MP_HIDDEN void mp_store_sizes(mp_store *s, uint64_t *data, uint64_t *top,
+                             uint64_t *rollbacks);
 MP_HIDDEN uint64_t mp_store_block_size(mp_store *s, uint64_t off);
 /* Log entries an mp_store_alloc, an mp_store_free, mp_store_reset take. */
 #define MP_STORE_ALLOC_LOG 3

@@ -119,6 +119,7 @@ typedef struct {
   uint64_t log_peak;      /* most log entries since the log was trimmed */
   int32_t maker_pid;      /* the process that made it, and its descriptor */
   int32_t maker_fd;
+  uint64_t rollbacks;     /* transactions of dead holders undone */
   mp_store_state st, saved;
   st_undo log[];          /* to the end of the header */
 } st_header;
@@ -310,7 +311,10 @@ int mp_store_lock(lua_State *L, mp_store *s) {
   r = mp_mutex_lock(L, &s->hdr->lock, -1, &died);
   if (r != 0) return r;
   if ((e = ensure_map(s)) != 0) { mp_mutex_unlock(&s->hdr->lock); return e; }
-  if (died && s->hdr->active) txn_rollback(s);
+  if (died && s->hdr->active) {
+    txn_rollback(s);
+    s->hdr->rollbacks++;
+  }
   txn_begin(s);
   return 0;
 }
@@ -622,10 +626,12 @@ bad:
   return why;
 }
 
-/* Bytes of the data in the file, and of the heap in use (top). */
-void mp_store_sizes(mp_store *s, uint64_t *data, uint64_t *top) {
+/* Bytes of the data in the file, of the heap in use (top), and how many
+** dead holders' transactions were undone. */
+void mp_store_sizes(mp_store *s, uint64_t *data, uint64_t *top, uint64_t *rollbacks) {
   *data = s->hdr->data_size;
   *top = s->hdr->st.bump;
+  *rollbacks = s->hdr->rollbacks;
 }
 
 /* ---------------------------------------------------------------------
