@@ -69,7 +69,7 @@ static uint64_t hash_bytes(uint64_t h, const char *p, size_t n) {
     h ^= h >> 29;
   }
   w = 0;
-  memcpy(&w, p, n);
+  if (n > 0) memcpy(&w, p, n);
   h = (h ^ w ^ ((uint64_t)n << 56)) * K;
   return h ^ (h >> 32);
 }

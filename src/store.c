@@ -768,7 +768,26 @@ static int l_store_is(lua_State *L) {
   return 1;
 }
 
+/* When the Lua state closes (and this library may be unloaded), the
+** scratch buffer goes. */
+static int scratch_gc(lua_State *L) {
+  (void)L;
+  free(scratch.p);
+  scratch.p = NULL;
+  scratch.cap = 0;
+  return 0;
+}
+
 void mp_open_store(lua_State *L) {
+  if (luaL_newmetatable(L, "mproc.store.scratch")) {
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newuserdatauv(L, 1, 0);
+    lua_pushvalue(L, -2);
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "mproc.store.sentinel");
+  }
+  lua_pop(L, 1);
   lua_pushcfunction(L, l_store_interpose);
   lua_setfield(L, -2, "store_interpose");
   lua_pushcfunction(L, l_store_is);
