@@ -161,6 +161,20 @@ describe("Dict", function()
     assert.are.same({ a = 0, b = 10 }, d:copy())
   end)
 
+  it("update_key: more changes than the undo log holds raise and are undone", function()
+    local d = mproc.Dict { n = 1 }
+    local ok, err = pcall(d.update_key, d, "n", function(n)
+      for i = 1, 400000 do d[i] = i end
+      return n + 1
+    end)
+    assert.is_false(ok)
+    assert.matches("cannot store in the Dict: too many changes in one atomic operation", err, 1, true)
+    assert.are.same({ n = 1 }, d:copy())
+    assert.is_true(whole(d))
+    d:update_key("n", function(n) return n + 1 end)   -- usable, and the log is whole
+    assert.are.equal(2, d.n)
+  end)
+
   it("holds Dicts, Lists and Namespaces by reference, as Python's nested proxies", function()
     local d, inner, l = mproc.Dict(), mproc.Dict(), mproc.List()
     d.inner, d.list = inner, l
@@ -496,12 +510,12 @@ describe("objects made at any time", function()
     local pool <close> = mproc.Pool(1)
     local d = pool:apply(function()
       local made = mproc.Dict { made_in = mproc.getpid() }
-      _G.KEEP = made        -- the worker keeps it while the parent maps it
+      mproc.KEEP = made     -- the worker keeps it while the parent maps it
       return made
     end)
     assert.are.equal("number", type(d.made_in))
     d.seen_by_parent = true
-    assert.is_true(pool:apply(function() return _G.KEEP.seen_by_parent end))
+    assert.is_true(pool:apply(function() return mproc.KEEP.seen_by_parent end))
   end)
 
   it("travel from one child to a sibling through a Queue", function()

@@ -97,7 +97,7 @@ static uint64_t random64(void) {
 
 #define ST_MAGIC 0x6d707374u          /* "mpst" */
 #define BLK_MAGIC ((uint64_t)0x626c6b00u << 32)
-#define HDR_SIZE ((uint64_t)16 << 20) /* header + undo log (sparse) */
+#define HDR_SIZE ((uint64_t)4 << 20)  /* header + undo log (sparse) */
 #define LOG_KEEP ((uint64_t)64 << 10) /* log bytes kept after a big txn */
 #define DATA_MIN ((uint64_t)64 << 10) /* a new or emptied store's data */
 #define HEADS_OFF 64                  /* free-list heads in the data */
