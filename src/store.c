@@ -303,15 +303,17 @@ void mp_store_put(mp_store *s, uint64_t off, uint64_t v) {
 
 /* Locks s for a change or a read and starts a transaction; within
 ** store_locked (depth > 0) it is held already and this does nothing.
-** The wait goes in slices, Ctrl-C may strike between them. A holder that
-** died is undone first. 0 or an errno (the lock is not held then). */
+** The wait goes in slices, Ctrl-C may strike between them. A transaction
+** found under way was left by a holder that died (EOWNERDEAD; or by a
+** locker that could not map the data to undo it): it is undone first.
+** 0 or an errno (the lock is not held then). */
 int mp_store_lock(lua_State *L, mp_store *s) {
-  int died = 0, r, e;
+  int r, e;
   if (s->depth > 0) return 0;
-  r = mp_mutex_lock(L, &s->hdr->lock, -1, &died);
+  r = mp_mutex_lock(L, &s->hdr->lock, -1, NULL);
   if (r != 0) return r;
   if ((e = ensure_map(s)) != 0) { mp_mutex_unlock(&s->hdr->lock); return e; }
-  if (died && s->hdr->active) {
+  if (s->hdr->active) {
     txn_rollback(s);
     s->hdr->rollbacks++;
   }
