@@ -323,6 +323,32 @@ describe("Dict", function()
   end)
 end)
 
+describe("a wait for a container's lock", function()
+  it("is interrupted by Ctrl-C (SIGINT in lua5.4), taking nothing", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local core = require "mproc.core"
+      local me = mproc.getpid()
+      local d, inside = mproc.Dict { n = 1 }, mproc.Event()
+      local holder = mproc.Process(function()
+        d:update_key("n", function(n) d.half = true; inside:set(); mproc.sleep(60); return n + 1 end)
+      end)
+      holder.daemon = true
+      holder:start()
+      inside:wait()
+      local killer = mproc.Process(function() mproc.sleep(0.3); core.kill(me, 2) end):start()
+      local t0 = mproc.monotonic()
+      local ok, err = pcall(function() d.x = 1 end)
+      print(ok, err, mproc.monotonic() - t0 < 30)
+      killer:join()
+      holder:kill()
+      holder:join()
+      print(d.n, d.half, d.x, d:_check())
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\ttrue\n1\tnil\tnil\ttrue\n$", out)
+  end)
+end)
+
 describe("List", function()
   it("indexes from 1: l[#l+1] = v appends, reading past the end gives nil", function()
     local l = mproc.List { "a", "b" }
