@@ -57,6 +57,22 @@ local kinds = {
     usable = function() l:append("end"); return l[#l] == "end" and l:pop() == "end" end
     obj = l
   ]],
+  ["List insert, pop(1), sort"] = [[
+    local l = mproc.List { 0 }
+    step = function(slot, i)
+      l:insert(math.random(#l + 1 > 1 and 2 or 1), slot * 1000000 + i)
+      if #l > 40 then l:pop(1) end
+      if i % 10 == 0 then l:sort() end
+    end
+    verify = function()
+      for _, v in ipairs(l:totable()) do
+        if math.type(v) ~= "integer" then return false end
+      end
+      return #l <= 40 + 3 + 100 and l:_check()   -- a kill between insert and pop adds one
+    end
+    usable = function() l:sort(); return l:update_key(1, function(v) return v end) ~= nil end
+    obj = l
+  ]],
   update_key = [[
     local d = mproc.Dict { n = 0 }
     step = function(slot, i)
