@@ -33,6 +33,7 @@ build = {
         "src/cell.c",
         "src/conn.c",
         "src/core.c",
+        "src/error.c",
         "src/fd.c",
         "src/proc.c",
         "src/queue.c",

@@ -31,6 +31,7 @@ build = {
         "src/cell.c",
         "src/conn.c",
         "src/core.c",
+        "src/error.c",
         "src/dict.c",
         "src/fd.c",
         "src/list.c",
