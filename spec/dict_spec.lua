@@ -622,16 +622,3 @@ describe("examples/mp_newtype.lua", function()
     assert.matches("op.add(23, 45) =\t68", out, 1, true)
   end)
 end)
-
-describe("docs/shared.md", function()
-  it("has code blocks that each run on their own", function()
-    local doc = assert(support.read_file("docs/shared.md"))
-    local n = 0
-    for block in doc:gmatch("```lua\n(.-)```") do
-      n = n + 1
-      local out, code = support.run_lua(block)
-      assert(code == 0, ("block %d failed:\n%s\n%s"):format(n, block, out))
-    end
-    assert.is_true(n >= 8)
-  end)
-end)
