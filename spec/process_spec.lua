@@ -524,3 +524,20 @@ describe("tutorial example 01_process", function()
     assert.are_not.equal(parent, child)
   end)
 end)
+
+describe("mproc.core opened twice in one Lua state (busted reloads modules per spec file)", function()
+  it("does not wait for running children at a later garbage collection", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local q = mproc.Queue()
+      local p = mproc.Process(function() q:get() end):start()
+      package.loaded["mproc.core"] = nil
+      require "mproc.core"
+      collectgarbage(); collectgarbage()
+      print("not blocked")
+      q:put(1)
+      p:join()
+    ]], { env = "timeout 20" })
+    assert.are.equal("not blocked\n", out)
+  end)
+end)

@@ -81,5 +81,8 @@ MP_EXPORT int luaopen_mproc_core(lua_State *L) {
   mp_open_sharedctypes(L);
   mp_open_queue(L);
   mp_open_conn(L);
+  mp_open_store(L);
+  mp_open_dict(L);
+  mp_open_list(L);
   return 1;
 }

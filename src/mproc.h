@@ -38,6 +38,8 @@ MP_HIDDEN void mp_open_sync(lua_State *L);
 MP_HIDDEN void mp_open_sharedctypes(lua_State *L);
 MP_HIDDEN void mp_open_queue(lua_State *L);
 MP_HIDDEN void mp_open_conn(lua_State *L);
+MP_HIDDEN void mp_open_dict(lua_State *L);
+MP_HIDDEN void mp_open_list(lua_State *L);
 
 /* time.c: clocks and deadlines, in seconds as doubles */
 MP_HIDDEN double mp_monotonic(void);
@@ -179,6 +181,63 @@ MP_HIDDEN void mp_child_push(lua_State *L);
 MP_HIDDEN void mp_child_attach(lua_State *L, int idx, pid_t pid);
 /* proc.c: waitpid(pid, status, flags), looping on EINTR */
 MP_HIDDEN pid_t mp_waitpid(pid_t pid, int *status, int flags);
+
+/* store.c: the shared store under Dict, List and Namespace (dict.c,
+** list.c): a memfd with a robust lock, a growing heap of blocks, and
+** transactions undone by an undo log when a holder dies (see store.c).
+** Data offsets below MP_STORE_HEAP are the store's own. */
+typedef struct mp_store mp_store;
+typedef struct {
+  uint64_t bump;          /* top of the heap */
+  uint64_t a_off, a_cap;  /* the container's tables, as it likes */
+  uint64_t b_off, b_cap;
+  uint64_t n, count;
+} mp_store_state;
+typedef struct { uint64_t log_n; mp_store_state st; int npunch; } mp_store_mark_t;
+#define MP_STORE_HEAP 1024
+enum { MP_STORE_DICT = 1, MP_STORE_LIST, MP_STORE_NAMESPACE };
+MP_HIDDEN mp_store *mp_store_new(int kind);
+MP_HIDDEN void mp_store_ref(mp_store *s);
+MP_HIDDEN void mp_store_release(mp_store *s);
+MP_HIDDEN int mp_store_lock(lua_State *L, mp_store *s);
+MP_HIDDEN void mp_store_unlock(mp_store *s);
+MP_HIDDEN void mp_store_fail(mp_store *s, const mp_store_mark_t *m);
+MP_HIDDEN void mp_store_mark(mp_store *s, mp_store_mark_t *m);
+MP_HIDDEN void mp_store_undo(mp_store *s, const mp_store_mark_t *m);
+MP_HIDDEN int mp_store_room(mp_store *s, uint64_t n);
+MP_HIDDEN void mp_store_put(mp_store *s, uint64_t off, uint64_t v);
+MP_HIDDEN int mp_store_alloc(mp_store *s, uint64_t n, uint64_t *off);
+MP_HIDDEN void mp_store_free(mp_store *s, uint64_t off);
+MP_HIDDEN void mp_store_reset(mp_store *s);
+MP_HIDDEN mp_store_state *mp_store_st(mp_store *s);
+MP_HIDDEN char *mp_store_data(mp_store *s);
+MP_HIDDEN uint64_t mp_store_seed(mp_store *s);
+MP_HIDDEN int mp_store_held(mp_store *s);
+MP_HIDDEN int mp_store_locked(lua_State *L, mp_store *s);
+MP_HIDDEN const char *mp_store_check_heap(lua_State *L, mp_store *s, uint64_t *nfree);
+MP_HIDDEN void mp_store_sizes(mp_store *s, uint64_t *data, uint64_t *top,
+                             uint64_t *rollbacks);
+MP_HIDDEN uint64_t mp_store_block_size(mp_store *s, uint64_t off);
+/* Log entries an mp_store_alloc, an mp_store_free, mp_store_reset take. */
+#define MP_STORE_ALLOC_LOG 3
+#define MP_STORE_FREE_LOG 3
+#define MP_STORE_RESET_LOG 80
+/* A process-wide scratch buffer for bytes copied out under a lock: taken
+** (or a new one) with room for n bytes, given back when decoded. */
+typedef struct { char *p; size_t cap; } mp_buf;
+MP_HIDDEN int mp_buf_take(mp_buf *b, size_t n);
+MP_HIDDEN void mp_buf_give(mp_buf *b);
+/* Userdata on a store, alike for the three types (mt is "mproc.Name") */
+MP_HIDDEN mp_store *mp_store_check(lua_State *L, int idx, const char *mt);
+MP_HIDDEN mp_store *mp_store_test(lua_State *L, int idx, const char *mt);
+MP_HIDDEN void mp_store_push(lua_State *L, mp_store *s, const char *mt);
+MP_HIDDEN mp_store *mp_store_make(lua_State *L, const char *mt, int kind);
+MP_HIDDEN int mp_store_gc(lua_State *L, const char *mt);
+MP_HIDDEN int mp_store_send(lua_State *L, const char *mt);
+MP_HIDDEN int mp_store_recv(lua_State *L, const char *mt, int kind);
+MP_HIDDEN int mp_store_eq(lua_State *L, const char *mt);
+MP_HIDDEN int mp_store_raise(lua_State *L, const char *what, int e);
+MP_HIDDEN void mp_open_store(lua_State *L);
 
 /* spawn.c: core.spawn and core.communicate, for mproc.subprocess */
 MP_HIDDEN void mp_open_spawn(lua_State *L);

@@ -130,6 +130,10 @@ local lazy = {
   SimpleQueue = { "mproc.queue", "SimpleQueue" },
   JoinableQueue = { "mproc.queue", "JoinableQueue" },
   Pipe = { "mproc.connection", "Pipe" },
+  Dict = { "mproc.managers", "Dict" },
+  List = { "mproc.managers", "List" },
+  Namespace = { "mproc.managers", "Namespace" },
+  Manager = { "mproc.managers", "Manager" },
 }
 
 return setmetatable(M, {

@@ -1,0 +1,797 @@
+/*
+** store.c: the shared store under mproc.Dict, mproc.List and
+** mproc.Namespace (dict.c and list.c lay their tables out in it).
+**
+** One store is one memfd (elsewhere, an unlinked temporary file):
+** - the header, mapped once at offset 0 and never moved: a robust
+**   process-shared mutex, the published state, the undo log;
+** - the data, mapped after it, which grows (ftruncate, then every process
+**   remaps when it sees a larger data_size under the lock) and shrinks
+**   when the heap's high-water mark falls (clear, a drained container).
+** Blocks of the data come from size classes (x1.5 steps) with a free list
+** each, else from the top of the heap. Offsets, never pointers, are kept
+** in shared memory: every process maps the data at its own address.
+**
+** Crash consistency: every change happens under the mutex, inside a
+** transaction. Its start copies the state aside and empties the undo log;
+** each word changed in place that the published state can reach goes
+** through mp_store_put, which first logs its old value; new bytes go only
+** into blocks the old state counts as free. The end clears one flag.
+** A holder killed at any point leaves the flag set; the next locker gets
+** EOWNERDEAD and puts every logged word and the state back, which undoes
+** the whole transaction. Giving memory back (ftruncate smaller, punching
+** holes in large freed blocks) comes after the end, so a rollback never
+** needs bytes that were given back.
+**
+** Handles: a process keeps one mp_store per file it has mapped, found by
+** device and inode; userdata of any of the three types point at it. A
+** token (pid:fd:dev:ino:nonce) names the store across processes: a
+** process that has it mapped (inherited by fork) uses its own mapping, and
+** one that has not opens /proc/<pid>/fd/<fd> of the sender (Linux), checked
+** by inode and by the nonce in the header.
+*/
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#if defined(__linux__)
+#include <sys/random.h>
+#endif
+
+#include "mproc.h"
+
+/* ---------------------------------------------------------------------
+** Portability: a memfd and fallocate's hole punching on Linux; elsewhere
+** an unlinked temporary file, memory given back by ftruncate only, and
+** no reaching a store through /proc.
+** --------------------------------------------------------------------- */
+#if defined(__linux__)
+static int open_store_file(void) {
+  return memfd_create("mproc-store", MFD_CLOEXEC);
+}
+static void *remap(void *old, size_t oldsize, size_t size, int fd, off_t off) {
+  (void)fd; (void)off;
+  return mremap(old, oldsize, size, MREMAP_MAYMOVE);
+}
+static void punch(int fd, off_t off, off_t len) {
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) < 0) {
+    /* only memory is kept */
+  }
+}
+static uint64_t random64(void) {
+  uint64_t r = 0;
+  if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = 0;
+  return r;
+}
+#define MP_HAVE_PROC_FD 1
+#else
+static int open_store_file(void) {
+  char path[] = "/tmp/mproc-store-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return -1;
+  unlink(path);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+static void *remap(void *old, size_t oldsize, size_t size, int fd, off_t off) {
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+  if (p != MAP_FAILED) munmap(old, oldsize);
+  return p;
+}
+static void punch(int fd, off_t off, off_t len) { (void)fd; (void)off; (void)len; }
+static uint64_t random64(void) {
+  uint64_t r = 0;
+  if (getentropy(&r, sizeof r) != 0) r = 0;
+  return r;
+}
+#define MP_HAVE_PROC_FD 0
+#endif
+
+#define ST_MAGIC 0x6d707374u          /* "mpst" */
+#define BLK_MAGIC ((uint64_t)0x626c6b00u << 32)
+#define HDR_SIZE ((uint64_t)4 << 20)  /* header + undo log (sparse) */
+#define LOG_KEEP ((uint64_t)64 << 10) /* log bytes kept after a big txn */
+#define DATA_MIN ((uint64_t)64 << 10) /* a new or emptied store's data */
+#define HEADS_OFF 64                  /* free-list heads in the data */
+#define NCLASS 80
+#define PUNCH_MIN ((uint64_t)64 << 10) /* freed blocks this big give pages back */
+#define PUNCH_MAX 64
+
+typedef struct { uint64_t off, old; } st_undo;
+
+typedef struct {
+  uint32_t magic, kind;
+  uint64_t nonce;
+  uint64_t data_size;     /* bytes of data in the file (not in a txn) */
+  uint64_t txn;           /* serial of the current or last transaction */
+  pthread_mutex_t lock;
+  uint32_t active;        /* a transaction is under way */
+  uint32_t pad;
+  uint64_t log_n;
+  uint64_t log_peak;      /* most log entries since the log was trimmed */
+  int32_t maker_pid;      /* the process that made it, and its descriptor */
+  int32_t maker_fd;
+  uint64_t rollbacks;     /* transactions of dead holders undone */
+  mp_store_state st, saved;
+  st_undo log[];          /* to the end of the header */
+} st_header;
+
+#define LOG_MAX ((HDR_SIZE - sizeof(st_header)) / sizeof(st_undo))
+
+struct mp_store {
+  mp_store *next;
+  uint64_t dev, ino, nonce;
+  int fd;
+  int kind;
+  st_header *hdr;
+  char *data;             /* this process's mapping of the data */
+  size_t mapsize;
+  int refs;               /* userdata pointing here */
+  int depth;              /* > 0: this process holds the lock (store_locked) */
+  int npunch;
+  uint64_t punch[PUNCH_MAX];
+};
+
+static mp_store *stores = NULL;   /* this process's, inherited by fork */
+static int atfork_done = 0;
+
+#define WORD(s, off) (*(uint64_t *)((s)->data + (off)))
+#define BARRIER() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+
+/* ---------------------------------------------------------------------
+** Size classes: 16, 24, 32, 48, 64, 96 ... bytes, header included.
+** --------------------------------------------------------------------- */
+
+static uint64_t class_size(int c) {
+  return (uint64_t)((c & 1) ? 24 : 16) << (c >> 1);
+}
+
+/* The smallest class holding total bytes (at least 24: a free block holds
+** two words), or -1. */
+static int class_of(uint64_t total) {
+  int c = 1;
+  while (c < NCLASS && class_size(c) < total) c++;
+  return c < NCLASS ? c : -1;
+}
+
+/* ---------------------------------------------------------------------
+** Mappings
+** --------------------------------------------------------------------- */
+
+/* Maps at least the data the header announces. 0 or an errno. */
+static int ensure_map(mp_store *s) {
+  uint64_t want = s->hdr->data_size;
+  void *p;
+  if (s->mapsize >= want) return 0;
+  if (s->data == NULL)
+    p = mmap(NULL, (size_t)want, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, (off_t)HDR_SIZE);
+  else
+    p = remap(s->data, s->mapsize, (size_t)want, s->fd, (off_t)HDR_SIZE);
+  if (p == MAP_FAILED) return errno;
+  s->data = (char *)p;
+  s->mapsize = (size_t)want;
+  return 0;
+}
+
+static uint64_t round_page(uint64_t n) {
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  return (n + page - 1) / page * page;
+}
+
+/* Grows the data to hold end bytes (at least doubling). 0 or an errno. */
+static int grow(mp_store *s, uint64_t end) {
+  st_header *h = s->hdr;
+  uint64_t size = h->data_size * 2;
+  if (size < end) size = round_page(end);
+  if (ftruncate(s->fd, (off_t)(HDR_SIZE + size)) < 0) return errno;
+  h->data_size = size;
+  return ensure_map(s);
+}
+
+/* After a commit: a heap whose top fell below a quarter of the data gives
+** the rest back. data_size falls before the file does, so no process
+** ever counts on bytes past the end of the file. */
+static void shrink(mp_store *s) {
+  st_header *h = s->hdr;
+  uint64_t size = DATA_MIN;
+  if (h->data_size <= DATA_MIN || h->st.bump > h->data_size / 4) return;
+  while (size < h->st.bump * 2) size *= 2;
+  if (size >= h->data_size) return;
+  h->data_size = size;
+  BARRIER();
+  if (ftruncate(s->fd, (off_t)(HDR_SIZE + size)) < 0) { /* only memory is kept */ }
+}
+
+/* After a commit: the pages of large freed blocks, but their first page
+** (the free-list link), go back; so do the log's pages after a big one. */
+static void give_back(mp_store *s) {
+  int i;
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  for (i = 0; i < s->npunch; i++) {
+    uint64_t blk = s->punch[i], c = WORD(s, blk) & 0xff;
+    uint64_t from = round_page(blk + 24), to = (blk + class_size((int)c)) / page * page;
+    if (to > from) punch(s->fd, (off_t)(HDR_SIZE + from), (off_t)(to - from));
+  }
+  s->npunch = 0;
+  if (s->hdr->log_peak * sizeof(st_undo) > LOG_KEEP) {
+    uint64_t from = round_page(sizeof(st_header) + LOG_KEEP);
+    punch(s->fd, (off_t)from, (off_t)(HDR_SIZE - from));
+    s->hdr->log_peak = 0;
+  }
+}
+
+/* ---------------------------------------------------------------------
+** Transactions
+** --------------------------------------------------------------------- */
+
+static void txn_begin(mp_store *s) {
+  st_header *h = s->hdr;
+  h->saved = h->st;
+  h->log_n = 0;
+  h->txn++;
+  BARRIER();
+  h->active = 1;
+  BARRIER();
+  s->npunch = 0;
+}
+
+static void txn_commit(mp_store *s) {
+  BARRIER();
+  s->hdr->active = 0;
+  BARRIER();
+}
+
+/* Puts the logged words back, newest first, down to entry mark. */
+static void undo_to(mp_store *s, uint64_t mark) {
+  st_header *h = s->hdr;
+  while (h->log_n > mark) {
+    st_undo *u = &h->log[h->log_n - 1];
+    WORD(s, u->off) = u->old;
+    BARRIER();
+    h->log_n--;
+  }
+}
+
+/* Undoes the transaction under way (a killed holder's, or our own). */
+static void txn_rollback(mp_store *s) {
+  st_header *h = s->hdr;
+  undo_to(s, 0);
+  h->st = h->saved;
+  BARRIER();
+  h->active = 0;
+  BARRIER();
+  s->npunch = 0;
+}
+
+void mp_store_mark(mp_store *s, mp_store_mark_t *m) {
+  m->log_n = s->hdr->log_n;
+  m->st = s->hdr->st;
+  m->npunch = s->npunch;
+}
+
+void mp_store_undo(mp_store *s, const mp_store_mark_t *m) {
+  undo_to(s, m->log_n);
+  s->hdr->st = m->st;
+  s->npunch = m->npunch;
+}
+
+int mp_store_room(mp_store *s, uint64_t n) {
+  return s->hdr->log_n + n <= LOG_MAX;
+}
+
+/* Sets the word at data offset off to v, its old value logged first. The
+** caller made sure of room (mp_store_room). */
+void mp_store_put(mp_store *s, uint64_t off, uint64_t v) {
+  st_header *h = s->hdr;
+  uint64_t n = h->log_n;
+  h->log[n].off = off;
+  h->log[n].old = WORD(s, off);
+  BARRIER();
+  h->log_n = n + 1;
+  if (n + 1 > h->log_peak) h->log_peak = n + 1;
+  BARRIER();
+  WORD(s, off) = v;
+}
+
+/* Locks s for a change or a read and starts a transaction; within
+** store_locked (depth > 0) it is held already and this does nothing.
+** The wait goes in slices, Ctrl-C may strike between them. A transaction
+** found under way was left by a holder that died (EOWNERDEAD; or by a
+** locker that could not map the data to undo it): it is undone first.
+** 0 or an errno (the lock is not held then). */
+int mp_store_lock(lua_State *L, mp_store *s) {
+  int r, e;
+  if (s->depth > 0) return 0;
+  r = mp_mutex_lock(L, &s->hdr->lock, -1, NULL);
+  if (r != 0) return r;
+  if ((e = ensure_map(s)) != 0) { mp_mutex_unlock(&s->hdr->lock); return e; }
+  if (s->hdr->active) {
+    txn_rollback(s);
+    s->hdr->rollbacks++;
+  }
+  txn_begin(s);
+  return 0;
+}
+
+/* Ends what mp_store_lock started: commits, gives memory back, unlocks. */
+void mp_store_unlock(mp_store *s) {
+  if (s->depth > 0) return;
+  txn_commit(s);
+  give_back(s);
+  shrink(s);
+  mp_mutex_unlock(&s->hdr->lock);
+}
+
+/* Undoes what was changed since mp_store_lock, and unlocks; within
+** store_locked only the caller's mark is undone (it passes it). */
+void mp_store_fail(mp_store *s, const mp_store_mark_t *m) {
+  if (s->depth > 0) { mp_store_undo(s, m); return; }
+  txn_rollback(s);
+  mp_mutex_unlock(&s->hdr->lock);
+}
+
+mp_store_state *mp_store_st(mp_store *s) { return &s->hdr->st; }
+char *mp_store_data(mp_store *s) { return s->data; }
+uint64_t mp_store_seed(mp_store *s) { return s->nonce; }
+
+/* ---------------------------------------------------------------------
+** Blocks
+** --------------------------------------------------------------------- */
+
+/* A block with room for n bytes; *off is where they go. Never a block
+** freed in this transaction (a rollback would want its bytes back). May
+** remap: pointers into the data are stale after it. 0 or an errno. */
+int mp_store_alloc(mp_store *s, uint64_t n, uint64_t *off) {
+  st_header *h = s->hdr;
+  int c = class_of(n + 8), e;
+  uint64_t head, blk;
+  if (c < 0) return EFBIG;
+  head = WORD(s, HEADS_OFF + 8 * (uint64_t)c);
+  if (head != 0 && WORD(s, head + 16) != h->txn) {
+    mp_store_put(s, head + 8, WORD(s, head + 8));   /* logged, as its */
+    mp_store_put(s, head + 16, WORD(s, head + 16)); /* bytes will change */
+    mp_store_put(s, HEADS_OFF + 8 * (uint64_t)c, WORD(s, head + 8));
+    *off = head + 8;
+    return 0;
+  }
+  blk = h->st.bump;
+  if (blk + class_size(c) > h->data_size && (e = grow(s, blk + class_size(c))) != 0)
+    return e;
+  WORD(s, blk) = BLK_MAGIC | (uint64_t)c;
+  h->st.bump = blk + class_size(c);
+  *off = blk + 8;
+  return 0;
+}
+
+/* Log entries an alloc and a free may take. */
+#define ALLOC_LOG 3
+#define FREE_LOG 3
+
+/* Puts the block holding off on its free list, marked with this
+** transaction; a large one gives its pages back after the commit. */
+void mp_store_free(mp_store *s, uint64_t off) {
+  st_header *h = s->hdr;
+  uint64_t blk = off - 8, c = WORD(s, blk) & 0xff, hoff = HEADS_OFF + 8 * c;
+  mp_store_put(s, blk + 8, WORD(s, hoff));
+  mp_store_put(s, blk + 16, h->txn);
+  mp_store_put(s, hoff, blk);
+  if (class_size((int)c) >= PUNCH_MIN && s->npunch < PUNCH_MAX)
+    s->punch[s->npunch++] = blk;
+}
+
+/* Bytes the block at off holds (its class, less the header). */
+uint64_t mp_store_block_size(mp_store *s, uint64_t off) {
+  return class_size((int)(WORD(s, off - 8) & 0xff)) - 8;
+}
+
+/* Empties the heap: every block free, the top back at the start. The
+** state's fields beyond bump are the caller's to reset. */
+void mp_store_reset(mp_store *s) {
+  int c;
+  for (c = 0; c < NCLASS; c++)
+    if (WORD(s, HEADS_OFF + 8 * (uint64_t)c) != 0)
+      mp_store_put(s, HEADS_OFF + 8 * (uint64_t)c, 0);
+  s->hdr->st.bump = MP_STORE_HEAP;
+  s->npunch = 0;
+}
+
+int mp_store_reset_room(mp_store *s) { return mp_store_room(s, NCLASS); }
+
+/* ---------------------------------------------------------------------
+** Making, finding and letting go of stores
+** --------------------------------------------------------------------- */
+
+static void after_fork_child(void) {
+  mp_store *s;
+  for (s = stores; s != NULL; s = s->next) s->depth = 0;
+}
+
+static void store_destroy(mp_store *s) {
+  mp_store **p;
+  for (p = &stores; *p != NULL; p = &(*p)->next)
+    if (*p == s) { *p = s->next; break; }
+  if (s->data != NULL) munmap(s->data, s->mapsize);
+  if (s->hdr != NULL) munmap(s->hdr, (size_t)HDR_SIZE);
+  if (s->fd >= 0) close(s->fd);
+  free(s);
+}
+
+/* Maps the header of the store file fd into a new mp_store, checks it
+** (nonce 0: any) and links it. NULL with errno set. */
+static mp_store *store_attach(int fd, uint64_t nonce) {
+  mp_store *s = (mp_store *)calloc(1, sizeof *s);
+  struct stat sb;
+  void *p;
+  if (s == NULL) { close(fd); errno = ENOMEM; return NULL; }
+  s->fd = fd;
+  if (fstat(fd, &sb) < 0) goto fail;
+  s->dev = (uint64_t)sb.st_dev;
+  s->ino = (uint64_t)sb.st_ino;
+  p = mmap(NULL, (size_t)HDR_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) goto fail;
+  s->hdr = (st_header *)p;
+  if (nonce != 0 && (s->hdr->magic != ST_MAGIC || s->hdr->nonce != nonce)) {
+    errno = ESTALE;
+    goto fail;
+  }
+  s->nonce = s->hdr->nonce;
+  s->kind = (int)s->hdr->kind;
+  s->next = stores;
+  stores = s;
+  if (!atfork_done) { atfork_done = 1; pthread_atfork(NULL, NULL, after_fork_child); }
+  return s;
+fail:
+  { int e = errno; store_destroy(s); errno = e; }
+  return NULL;
+}
+
+/* A new store of kind, or NULL with errno set. */
+mp_store *mp_store_new(int kind) {
+  int fd = open_store_file(), e;
+  mp_store *s;
+  st_header *h;
+  if (fd < 0) return NULL;
+  if (ftruncate(fd, (off_t)(HDR_SIZE + DATA_MIN)) < 0) { e = errno; close(fd); errno = e; return NULL; }
+  if ((s = store_attach(fd, 0)) == NULL) return NULL;
+  h = s->hdr;
+  if ((e = mp_mutex_init(&h->lock)) != 0) { store_destroy(s); errno = e; return NULL; }
+  h->kind = (uint32_t)kind;
+  h->nonce = random64() | 1;
+  h->maker_pid = (int32_t)getpid();
+  h->maker_fd = fd;
+  h->data_size = DATA_MIN;
+  h->st.bump = MP_STORE_HEAP;
+  if ((e = ensure_map(s)) != 0) { store_destroy(s); errno = e; return NULL; }
+  h->magic = ST_MAGIC;
+  s->nonce = h->nonce;
+  s->kind = kind;
+  s->refs = 1;
+  return s;
+}
+
+void mp_store_ref(mp_store *s) { s->refs++; }
+
+/* One userdata fewer points at s; the last one unmaps it, unless a
+** store_locked on it is still under way (which then does). */
+void mp_store_release(mp_store *s) {
+  if (--s->refs <= 0 && s->depth == 0) store_destroy(s);
+}
+
+int mp_store_kind(mp_store *s) { return s->kind; }
+
+/* Pushes the token naming s: pid:fd (ours), pid:fd (its maker's),
+** dev:ino:nonce, in hex. */
+static void mp_store_push_token(lua_State *L, mp_store *s) {
+  char buf[160];
+  snprintf(buf, sizeof buf, "%lx:%x:%lx:%x:%" PRIx64 ":%" PRIx64 ":%" PRIx64,
+           (unsigned long)getpid(), (unsigned)s->fd, (unsigned long)s->hdr->maker_pid,
+           (unsigned)s->hdr->maker_fd, s->dev, s->ino, s->nonce);
+  lua_pushstring(L, buf);
+}
+
+/* Maps the store that process pid holds as descriptor fd, if it is the
+** one with that device, inode and nonce; NULL (errno set) otherwise. */
+static mp_store *store_open(pid_t pid, int fd, uint64_t dev, uint64_t ino, uint64_t nonce) {
+#if MP_HAVE_PROC_FD
+  char path[64];
+  struct stat sb;
+  mp_store *s;
+  int f, e;
+  if (pid <= 0 || fd < 0) { errno = ENOENT; return NULL; }
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+  if ((f = open(path, O_RDWR | O_CLOEXEC)) < 0) return NULL;
+  if (fstat(f, &sb) < 0 || (uint64_t)sb.st_dev != dev || (uint64_t)sb.st_ino != ino) {
+    close(f);
+    errno = ENOENT;
+    return NULL;
+  }
+  if ((s = store_attach(f, nonce)) == NULL) return NULL;   /* closes f */
+  if ((e = ensure_map(s)) != 0) { store_destroy(s); errno = e; return NULL; }
+  return s;
+#else
+  (void)pid; (void)fd; (void)dev; (void)ino; (void)nonce;
+  errno = ENOENT;
+  return NULL;
+#endif
+}
+
+/* The store named by token, with a reference taken: ours if this process
+** has it mapped, else reached through a descriptor of a live process
+** that holds it: the sender, its maker, or our parent (which a sibling
+** sender may have inherited it from). NULL with a message pushed. */
+static mp_store *mp_store_from_token(lua_State *L, const char *token, int kind) {
+  unsigned long pid, mpid;
+  unsigned fd, mfd;
+  uint64_t dev, ino, nonce;
+  mp_store *s;
+  if (sscanf(token, "%lx:%x:%lx:%x:%" SCNx64 ":%" SCNx64 ":%" SCNx64, &pid, &fd, &mpid,
+             &mfd, &dev, &ino, &nonce) != 7) {
+    lua_pushfstring(L, "malformed token '%s'", token);
+    return NULL;
+  }
+  for (s = stores; s != NULL; s = s->next)
+    if (s->dev == dev && s->ino == ino && s->nonce == nonce) break;
+  if (s == NULL && (s = store_open((pid_t)pid, (int)fd, dev, ino, nonce)) == NULL &&
+      (s = store_open((pid_t)mpid, (int)mfd, dev, ino, nonce)) == NULL &&
+      (s = store_open(getppid(), (int)fd, dev, ino, nonce)) == NULL &&
+      (s = store_open(getppid(), (int)mfd, dev, ino, nonce)) == NULL) {
+#if MP_HAVE_PROC_FD
+    lua_pushfstring(L, "no live process holds it any more (process %d sent it, "
+                    "process %d made it)", (int)pid, (int)mpid);
+#else
+    lua_pushliteral(L, "not inherited by this process");
+#endif
+    return NULL;
+  }
+  if (s->kind != kind) {
+    lua_pushliteral(L, "the token names an object of another type");
+    if (s->refs <= 0 && s->depth == 0) store_destroy(s);
+    return NULL;
+  }
+  s->refs++;
+  return s;
+}
+
+/* ---------------------------------------------------------------------
+** store_locked: f(...) as one transaction, for the Lua layer
+** --------------------------------------------------------------------- */
+
+/* Calls the function at 2 with the arguments after it, holding s's lock:
+** what it changes through the store's handles is one transaction,
+** committed when it returns and undone when it raises (the error then
+** goes on). Within another store_locked on s, it simply calls. */
+int mp_store_locked(lua_State *L, mp_store *s) {
+  int n = lua_gettop(L), e, r;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (s->depth > 0) {
+    lua_call(L, n - 2, LUA_MULTRET);
+    return lua_gettop(L) - 1;
+  }
+  if ((e = mp_store_lock(L, s)) != 0)
+    return luaL_error(L, "cannot lock the shared object: %s", strerror(e));
+  s->depth = 1;
+  r = lua_pcall(L, n - 2, LUA_MULTRET, 0);
+  s->depth = 0;
+  if (r == LUA_OK) {
+    mp_store_unlock(s);
+  } else {
+    txn_rollback(s);
+    mp_mutex_unlock(&s->hdr->lock);
+  }
+  if (s->refs <= 0) store_destroy(s);   /* closed from inside */
+  if (r != LUA_OK) return lua_error(L);
+  return lua_gettop(L) - 1;
+}
+
+/* Whether this process is inside store_locked on s. */
+int mp_store_held(mp_store *s) { return s->depth > 0; }
+
+/* ---------------------------------------------------------------------
+** Checks, for the specs: the heap's blocks and free lists are whole.
+** --------------------------------------------------------------------- */
+
+/* NULL when the heap is whole, else what is wrong. Locks s. */
+const char *mp_store_check_heap(lua_State *L, mp_store *s, uint64_t *nfree) {
+  static char why[120];
+  uint64_t off, n = 0;
+  int c;
+  if (mp_store_lock(L, s) != 0) return "cannot lock";
+  for (off = MP_STORE_HEAP; off < s->hdr->st.bump; off += class_size((int)(WORD(s, off) & 0xff)))
+    if ((WORD(s, off) & ~(uint64_t)0xff) != BLK_MAGIC || (WORD(s, off) & 0xff) >= NCLASS) {
+      snprintf(why, sizeof why, "bad block header at %" PRIu64, off);
+      goto bad;
+    }
+  if (off != s->hdr->st.bump) { snprintf(why, sizeof why, "blocks overrun the top"); goto bad; }
+  for (c = 0; c < NCLASS; c++) {
+    uint64_t b, steps = 0;
+    for (b = WORD(s, HEADS_OFF + 8 * (uint64_t)c); b != 0; b = WORD(s, b + 8), n++) {
+      if (b < MP_STORE_HEAP || b >= s->hdr->st.bump || (WORD(s, b) & 0xff) != (uint64_t)c ||
+          ++steps > s->hdr->st.bump / 16) {
+        snprintf(why, sizeof why, "bad free list of class %d", c);
+        goto bad;
+      }
+    }
+  }
+  mp_store_unlock(s);
+  *nfree = n;
+  return NULL;
+bad:
+  mp_store_unlock(s);
+  return why;
+}
+
+/* Bytes of the data in the file, of the heap in use (top), and how many
+** dead holders' transactions were undone. */
+void mp_store_sizes(mp_store *s, uint64_t *data, uint64_t *top, uint64_t *rollbacks) {
+  *data = s->hdr->data_size;
+  *top = s->hdr->st.bump;
+  *rollbacks = s->hdr->rollbacks;
+}
+
+/* ---------------------------------------------------------------------
+** The scratch buffer
+** --------------------------------------------------------------------- */
+
+#define BUF_KEEP (4 * 1024 * 1024)  /* a larger scratch buffer is not kept */
+static mp_buf scratch = {NULL, 0};
+
+int mp_buf_take(mp_buf *b, size_t n) {
+  *b = scratch;
+  scratch.p = NULL;
+  scratch.cap = 0;
+  if (b->cap < n) {
+    char *p = (char *)realloc(b->p, n);
+    if (p == NULL) { free(b->p); b->p = NULL; b->cap = 0; return ENOMEM; }
+    b->p = p;
+    b->cap = n;
+  }
+  return 0;
+}
+
+void mp_buf_give(mp_buf *b) {
+  if (scratch.p == NULL && b->cap <= BUF_KEEP) scratch = *b;
+  else free(b->p);
+  b->p = NULL;
+  b->cap = 0;
+}
+
+/* ---------------------------------------------------------------------
+** Userdata on a store: what dict.c and list.c do alike
+** --------------------------------------------------------------------- */
+
+typedef struct { mp_store *s; } store_ud;
+
+/* The store of the userdata of type mt at idx; raises if it is closed. */
+mp_store *mp_store_check(lua_State *L, int idx, const char *mt) {
+  store_ud *u = (store_ud *)luaL_checkudata(L, idx, mt);
+  if (u->s == NULL) luaL_error(L, "the %s is closed", mt + 6);
+  return u->s;
+}
+
+/* The store of the userdata of type mt at idx, NULL if it is closed. */
+mp_store *mp_store_test(lua_State *L, int idx, const char *mt) {
+  return ((store_ud *)luaL_checkudata(L, idx, mt))->s;
+}
+
+/* Pushes a userdata of type mt on s, which has a reference for it. */
+void mp_store_push(lua_State *L, mp_store *s, const char *mt) {
+  store_ud *u = (store_ud *)lua_newuserdatauv(L, sizeof *u, 0);
+  u->s = s;
+  luaL_setmetatable(L, mt);
+}
+
+/* Pushes a new userdata of type mt on a new store of kind (the userdata
+** first, so an allocation error leaks nothing); on failure it pushes
+** nil, message, errno instead and returns NULL. */
+mp_store *mp_store_make(lua_State *L, const char *mt, int kind) {
+  store_ud *u = (store_ud *)lua_newuserdatauv(L, sizeof *u, 0);
+  u->s = NULL;
+  luaL_setmetatable(L, mt);
+  if ((u->s = mp_store_new(kind)) == NULL) {
+    int e = errno;
+    const char *what = lua_pushfstring(L, "cannot make a %s", mt + 6);
+    errno = e;
+    mp_fail(L, what);
+    lua_remove(L, -4);   /* the message given to mp_fail */
+    return NULL;
+  }
+  return u->s;
+}
+
+/* __gc and __close: lets go of this process's share. */
+int mp_store_gc(lua_State *L, const char *mt) {
+  store_ud *u = (store_ud *)luaL_checkudata(L, 1, mt);
+  if (u->s != NULL) { mp_store_release(u->s); u->s = NULL; }
+  return 0;
+}
+
+int mp_store_send(lua_State *L, const char *mt) {
+  store_ud *u = (store_ud *)luaL_checkudata(L, 1, mt);
+  if (u->s == NULL) luaL_error(L, "cannot send a closed %s", mt + 6);
+  mp_store_push_token(L, u->s);
+  return 1;
+}
+
+int mp_store_recv(lua_State *L, const char *mt, int kind) {
+  const char *token = luaL_checkstring(L, 1);
+  mp_store *s = mp_store_from_token(L, token, kind);
+  if (s == NULL)
+    return luaL_error(L, "cannot receive a %s: %s", mt + 6, lua_tostring(L, -1));
+  mp_store_push(L, s, mt);
+  return 1;
+}
+
+/* __eq: two handles on one store are equal. */
+int mp_store_eq(lua_State *L, const char *mt) {
+  store_ud *a = (store_ud *)luaL_testudata(L, 1, mt);
+  store_ud *b = (store_ud *)luaL_testudata(L, 2, mt);
+  lua_pushboolean(L, a != NULL && b != NULL && a->s != NULL && a->s == b->s);
+  return 1;
+}
+
+/* Raises "cannot <what>: <reason>" for errno e (E2BIG: the log is full). */
+int mp_store_raise(lua_State *L, const char *what, int e) {
+  if (e == E2BIG)
+    return luaL_error(L, "cannot %s: too many changes in one atomic operation", what);
+  return luaL_error(L, "cannot %s: %s", what, strerror(e));
+}
+
+/* core.store_interpose(typename, name, f) -> the method it replaces: how
+** the Lua layer adds methods to Dict, List and Namespace. */
+static const char *const store_types[] = {"mproc.Dict", "mproc.List", "mproc.Namespace", NULL};
+
+static int l_store_interpose(lua_State *L) {
+  const char *mt = store_types[luaL_checkoption(L, 1, NULL, store_types)];
+  luaL_checkstring(L, 2);
+  luaL_checkany(L, 3);
+  luaL_getmetatable(L, mt);
+  lua_getfield(L, -1, "__methods");
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -4);
+  return 1;
+}
+
+/* core.store_is(v, typename) -> whether v is an open object of that type */
+static int l_store_is(lua_State *L) {
+  const char *mt = store_types[luaL_checkoption(L, 2, NULL, store_types)];
+  store_ud *u = (store_ud *)luaL_testudata(L, 1, mt);
+  lua_pushboolean(L, u != NULL && u->s != NULL);
+  return 1;
+}
+
+/* When the Lua state closes (and this library may be unloaded), the
+** scratch buffer goes. */
+static int scratch_gc(lua_State *L) {
+  (void)L;
+  free(scratch.p);
+  scratch.p = NULL;
+  scratch.cap = 0;
+  return 0;
+}
+
+void mp_open_store(lua_State *L) {
+  if (luaL_newmetatable(L, "mproc.store.scratch")) {
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newuserdatauv(L, 1, 0);
+    lua_pushvalue(L, -2);
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "mproc.store.sentinel");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_store_interpose);
+  lua_setfield(L, -2, "store_interpose");
+  lua_pushcfunction(L, l_store_is);
+  lua_setfield(L, -2, "store_is");
+}
