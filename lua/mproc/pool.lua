@@ -40,14 +40,35 @@ local error_text = util.error_text
 -- cut at the first of xpcall or run_call/run_map/run_star/run_imap.
 local OWN_FRAMES = { "\n\t%[C%]: in function 'xpcall'", "\n[^\n]*mproc[/\\]pool%.lua:" }
 
+-- The text of the running task's error as lua.c would print it: the
+-- error as text, then the task's own frames.  The message handler keeps
+-- it here for run_task and passes a value that is not a string on as it
+-- is, so the value itself can travel back; a string error becomes the text.
+local last_traceback
+
 local function task_traceback(e)
   local tb = debug.traceback(error_text(e), 2)
   local msg, frames = tb:match("^(.*)\nstack traceback:(.*)$")
-  if not msg then return tb end
-  local cut = #frames + 1
-  for _, pat in ipairs(OWN_FRAMES) do cut = math.min(cut, frames:find(pat) or cut) end
-  return ("%s\nstack traceback (pool worker pid %d):%s")
-    :format(msg, core.getpid(), frames:sub(1, cut - 1))
+  if msg then
+    local cut = #frames + 1
+    for _, pat in ipairs(OWN_FRAMES) do cut = math.min(cut, frames:find(pat) or cut) end
+    tb = ("%s\nstack traceback (pool worker pid %d):%s")
+      :format(msg, core.getpid(), frames:sub(1, cut - 1))
+  end
+  last_traceback = tb
+  if type(e) == "string" then return tb end
+  return e
+end
+
+-- A failed task's result, as sent back: {false, text, true} for a string
+-- error (text: it and the traceback); {false, text, bytes} for another
+-- value, bytes its encoding, or false when the codec cannot carry it (the
+-- text stands in).  The pool's own failures are {false, message}.
+local function task_failure(e)
+  if type(e) == "string" then return { false, e, true } end
+  local ok, bytes = pcall(core.dumps, e)
+  local text = last_traceback or ("(error object is a %s value)"):format(type(e))
+  return { false, text, e ~= nil and ok and bytes }
 end
 
 local function pass(...) return ... end
@@ -119,10 +140,12 @@ local function run_task(cache, head, body, count)
       r = { false, "cannot decode the task's arguments: " .. err }
     else
       local kind = head:sub(1, 1)
+      last_traceback = nil
       if kind == CALL then r = pack(xpcall(run_call, task_traceback, f, args))
       elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args, count))
       elseif kind == IMAP then r = pack(xpcall(run_imap, task_traceback, f, args, count))
       else r = pack(xpcall(run_star, task_traceback, f, args, count)) end
+      if not r[1] then r = task_failure(r[2]) end
     end
   else
     r = { false, error_text(f) }
@@ -160,6 +183,23 @@ local function worker_main(pool, w)
 end
 
 -- ---------------------------------------------------------------------
+-- Failures, in the parent
+-- ---------------------------------------------------------------------
+
+-- A failed result's error value and traceback text (see task_failure):
+-- the value the task raised when the codec carried it, else its text; the
+-- traceback is nil for the pool's own failures (a worker died, terminate).
+local function failure(r)
+  local text, how = r[2], r[3]
+  if type(how) == "string" then
+    local ok, v = pcall(core.loads, how)
+    if ok and v ~= nil then return v, text end
+    return text, text
+  end
+  return text, how ~= nil and text or nil
+end
+
+-- ---------------------------------------------------------------------
 -- AsyncResult
 -- ---------------------------------------------------------------------
 
@@ -177,7 +217,7 @@ end
 -- A part of the job finished: value is the worker's packed {ok, ...}.
 function ar:_deliver(idx, r)
   if self._ready then return end
-  if not r[1] then return self:_fail(r[2]) end
+  if not r[1] then return self:_fail(failure(r)) end
   if self._map then
     local out = r[2]
     table.move(out, 1, out.n, self._starts[idx], self._value)
@@ -191,10 +231,10 @@ function ar:_deliver(idx, r)
   end
 end
 
-function ar:_fail(msg)
+function ar:_fail(err, traceback)
   if self._ready then return end
-  self._ready, self._ok, self._err = true, false, msg
-  if self._error_callback then self._pool:_later(self._error_callback, msg) end
+  self._ready, self._ok, self._err, self._tb = true, false, err, traceback
+  if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
 end
 
 function ar:_values()
@@ -217,13 +257,22 @@ function ar:wait(timeout)
   return self._ready
 end
 
--- The task's values; re-raises its error; nil, "timeout" if not ready in time.
+-- The task's values; re-raises its error value (a string error carries the
+-- worker's traceback in it); nil, "timeout" if not ready in time.
 function ar:get(timeout)
   util.check_self("get", self, AsyncResult)
   timeout = util.check_timeout("get", 1, timeout)
   if not self:wait(timeout) then return nil, "timeout" end
   if not self._ok then error(self._err, 0) end
   return self:_values()
+end
+
+-- The worker's traceback of the task's error: the error as text, then the
+-- task's frames; nil unless the task raised (a worker that died or
+-- terminate() fails a task with a message and no traceback).
+function ar:traceback()
+  util.check_self("traceback", self, AsyncResult)
+  return self._tb
 end
 
 function ar:ready()
@@ -727,7 +776,7 @@ function Imap:_step()
     local r, k = self:_take_done()
     if r then
       self.consumed = self.consumed + 1
-      if not r[1] then error(r[2], 0) end
+      if not r[1] then error((failure(r)), 0) end
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
     elseif self.out > 0 and self.pool._state ~= "joined" then
