@@ -395,10 +395,14 @@ function methods:_submit(job, idx, head, body, count)
   local id = self._nextid + 1
   self._nextid, self._nout = id, self._nout + 1
   self._job[id], self._part[id] = job, idx
-  if self._broken then return self:_finish(id, { false, self._broken }) end
-  if self._ptail < self._phead and self._board:put(id, head, body, count) then return end
+  if self._broken then
+    self:_finish(id, { false, self._broken })
+    return id
+  end
+  if self._ptail < self._phead and self._board:put(id, head, body, count) then return id end
   local t = self._ptail + 1
   self._ptail, self._pending[t] = t, { id, head, body, count }
+  return id
 end
 
 function methods:_feed()
@@ -414,21 +418,17 @@ function methods:_forget(id)
   self._job[id], self._part[id], self._nout = nil, nil, self._nout - 1
 end
 
--- Takes back the tasks of job no worker has claimed yet, queued here or
--- on the board; returns how many.  Claimed ones run to their end.
-function methods:_cancel(job)
-  local ids = {}
-  for id, j in pairs(self._job) do
-    if j == job then ids[id] = true end
-  end
-  if not next(ids) then return 0 end
-  local n, pending, k = 0, self._pending, self._phead - 1
+-- Of the tasks ids (a set), takes back those no worker has claimed yet,
+-- queued here or on the board; returns them, a list.  Claimed ones run to
+-- their end.
+function methods:_take_back(ids)
+  local out, pending, k = {}, self._pending, self._phead - 1
   for i = self._phead, self._ptail do
     local t = pending[i]
     pending[i] = nil
     if ids[t[1]] then
       self:_forget(t[1])
-      n = n + 1
+      out[#out + 1] = t[1]
     else
       k = k + 1
       pending[k] = t
@@ -438,10 +438,20 @@ function methods:_cancel(job)
   if self._state ~= "joined" then
     for _, id in ipairs(self._board:cancel(ids)) do
       self:_forget(id)
-      n = n + 1
+      out[#out + 1] = id
     end
   end
-  return n
+  return out
+end
+
+-- Takes back the tasks of job no worker has claimed yet; returns how many.
+function methods:_cancel(job)
+  local ids = {}
+  for id, j in pairs(self._job) do
+    if j == job then ids[id] = true end
+  end
+  if not next(ids) then return 0 end
+  return #self:_take_back(ids)
 end
 
 function methods:_finish(id, r)
@@ -997,6 +1007,79 @@ local function new(_, a, b)
   return self
 end
 
+-- ---------------------------------------------------------------------
+-- Jobs: the interface for modules built on a Pool (mproc.futures)
+-- ---------------------------------------------------------------------
+-- A job is an object with a method job:_deliver(part, r), called once for
+-- each of its tasks when the task's result is in, and never for a task
+-- taken back: r is {true, values..., n = k} or a failure, whose error
+-- value and traceback jobs.failure(r) gives.  AsyncResult and the imap
+-- iterator are jobs too.  Results are delivered only inside jobs.pump:
+-- when the parent calls into the pool.
+
+local jobs = { failure = failure }
+
+-- The encoded head and body of a call f(unpack(args)) (args with its n);
+-- raises at the caller's line, as apply_async does, when the pool is not
+-- running or f or args cannot be sent or do not fit (fname: the caller's
+-- name; its argument #1 is f, #2 on the arguments).
+function jobs.encode_call(pool, fname, f, args)
+  check_running(pool, fname)
+  local head = encode_function(fname, f, CALL)
+  return head, check_fits(pool, fname, head, encode_args(fname, 2, args))
+end
+
+-- The same for a chunk: f(items[i]) for i = 1..count; the task's result is
+-- {true, out}: out[i] the value of item i when f returned exactly one,
+-- else out.more[i], its values packed.
+function jobs.encode_chunk(pool, fname, f, items, count)
+  check_running(pool, fname)
+  local head = encode_function(fname, f, IMAP)
+  return head, check_fits(pool, fname, head, encode_args(fname, 2, items, 1, count))
+end
+
+-- Submits a task of job (its part 1; count: a chunk's); returns the task's id.
+function jobs.submit(pool, job, head, body, count)
+  return pool:_submit(job, 1, head, body, count)
+end
+
+-- Of the task ids (a set), takes back those no worker has claimed; returns them, a list.
+function jobs.take_back(pool, ids)
+  return pool:_take_back(ids)
+end
+
+-- Whether a worker has claimed task id and not sent its result yet.
+function jobs.running(pool, id)
+  return pool._job[id] ~= nil and pool._state ~= "joined" and pool._board:claimed(id)
+end
+
+-- Delivers the results that are in, waiting up to timeout (nil: until
+-- one comes or a worker ends), then runs the callbacks queued.
+function jobs.pump(pool, timeout)
+  pool:_pump(timeout)
+  pool:_run_later()
+end
+
+-- Queues f(...) to run after the results being delivered (a callback).
+function jobs.later(pool, f, ...)
+  pool:_later(f, ...)
+end
+
+-- The descriptors that become readable when pump has something to do:
+-- to wait on them beside others, then pump(pool, 0).
+function jobs.descriptors(pool)
+  if pool._state == "joined" then return {} end
+  return pool._board:fds()
+end
+
+-- The pool's one descriptor for event loops (as AsyncResult:fileno());
+-- false once the pool is joined; nil, message where there is none.
+function jobs.fileno(pool)
+  if pool._state == "joined" then return false end
+  return pool._board:fileno()
+end
+
+M.jobs = jobs
 M.Pool = setmetatable(Pool, { __call = new })
 M.AsyncResult = AsyncResult
 
