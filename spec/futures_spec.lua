@@ -737,3 +737,28 @@ describe("futures: bad arguments", function()
     end
   end)
 end)
+
+describe("examples/futures_grep.lua", function()
+  it("prints the matching lines of each file as its future completes", function()
+    local dir = support.tmpname()
+    os.execute("mkdir -p " .. support.shell_quote(dir .. "/sub"))
+    support.write_file(dir .. "/a.txt", "alpha\nneedle one\nbeta\n")
+    support.write_file(dir .. "/sub/b.txt", "needle two\nneedle three\n")
+    support.write_file(dir .. "/c.txt", "nothing here\n")
+    local out, code = support.sh(("%s examples/futures_grep.lua -r needle %s"):format(
+      support.LUA, support.shell_quote(dir)), true)
+    assert.are.equal(0, code, out)
+    local lines = support.lines(out)
+    table.sort(lines)
+    assert.are.same({ dir .. "/a.txt: needle one", dir .. "/sub/b.txt: needle three",
+                      dir .. "/sub/b.txt: needle two" }, lines)
+    out, code = support.sh(("%s examples/futures_grep.lua -l needle %s/a.txt %s/c.txt"):format(
+      support.LUA, support.shell_quote(dir), support.shell_quote(dir)), true)
+    assert.are.equal(0, code, out)
+    assert.are.same({ dir .. "/a.txt" }, support.lines(out))
+    local _, none = support.sh(("%s examples/futures_grep.lua needle %s/c.txt"):format(
+      support.LUA, support.shell_quote(dir)), true)
+    assert.are.equal(1, none)
+    os.execute("rm -rf " .. support.shell_quote(dir))
+  end)
+end)
