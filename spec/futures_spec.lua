@@ -597,6 +597,42 @@ describe("a worker that dies mid-task", function()
   end
 end)
 
+describe("an executor under SIGKILL of its workers at random instants", function()
+  it("fails at most one future per kill, completes the rest, and never wedges", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local futures = require "mproc.futures"
+      local KILLS, N = 40, 4000
+      local me = mproc.getpid()
+      local function workers()
+        local s = io.open(("/proc/%d/task/%d/children"):format(me, me)):read("a")
+        local t = {}
+        for p in s:gmatch("%d+") do t[#t + 1] = tonumber(p) end
+        return t
+      end
+      local ex <close> = futures.ProcessPoolExecutor(2)
+      local fs = {}
+      for i = 1, N do fs[i] = ex:submit(function(x) if x % 7 == 0 then mproc.sleep(0.001) end return x end, i) end
+      for _ = 1, KILLS do
+        futures.wait(fs, { timeout = math.random() * 0.01 })
+        local ws = workers()
+        if #ws > 0 then require("mproc.core").kill(ws[math.random(#ws)], 9) end
+      end
+      local done, not_done = futures.wait(fs, { timeout = 60 })
+      local ok, failed, other = 0, 0, 0
+      for i, f in ipairs(fs) do
+        local err = f:exception(0)
+        if err == nil and f:result() == i then ok = ok + 1
+        elseif tostring(err):match("^pool worker %(pid %d+%) was killed by signal 9 %(SIGKILL%) while running this task$") then
+          failed = failed + 1
+        else other = other + 1 end
+      end
+      print(#done, #not_done, ok + failed, failed <= KILLS, other)
+    ]], { env = "timeout 120" })
+    assert.are.equal("4000\t0\t4000\ttrue\t0\n", out)
+  end)
+end)
+
 describe("mproc.wait and futures", function()
   it("waits for a future beside other waitables; an empty list on timeout", function()
     local ex <close> = futures.ProcessPoolExecutor(1)
