@@ -55,6 +55,7 @@ build = {
     ["mproc.sharedctypes"] = "lua/mproc/sharedctypes.lua",
     ["mproc.sync"] = "lua/mproc/sync.lua",
     ["mproc.pool"] = "lua/mproc/pool.lua",
+    ["mproc.futures"] = "lua/mproc/futures.lua",
     ["mproc.queue"] = "lua/mproc/queue.lua",
     ["mproc.connection"] = "lua/mproc/connection.lua",
     ["mproc.util"] = "lua/mproc/util.lua",

@@ -91,6 +91,63 @@ describe("Pool", function()
     assert.is_false(r:successful())
   end)
 
+  describe("errors travel as values", function()
+    it("a table raised in a task arrives equal, its traceback beside it", function()
+      local function inner() error({ code = 42, why = { "nested" } }) end
+      local r = pool:apply_async(function() inner() end)
+      local ok, err = pcall(r.get, r)
+      assert.is_false(ok)
+      assert.are.same({ code = 42, why = { "nested" } }, err)
+      local tb = r:traceback()
+      assert.matches("^%(error object is a table value%)\nstack traceback %(pool worker pid %d+%):\n", tb)
+      assert.matches("in upvalue 'inner'", tb, 1, true)
+      assert.is_nil(tb:find("mproc/pool.lua", 1, true), tb)
+    end)
+
+    it("a CalledProcessError from check_call keeps its returncode and metatable", function()
+      local r = pool:apply_async(function()
+        return mproc.subprocess.check_call({ "sh", "-c", "exit 3" })
+      end)
+      local ok, err = pcall(r.get, r)
+      assert.is_false(ok)
+      assert.are.equal(mproc.subprocess.CalledProcessError, getmetatable(err))
+      assert.are.equal(3, err.returncode)
+      assert.matches("returned non%-zero exit status 3", r:traceback())
+    end)
+
+    it("a value the codec cannot carry arrives as its text with the traceback", function()
+      local r = pool:apply_async(function() error({ co = coroutine.create(print) }) end)
+      local ok, err = pcall(r.get, r)
+      assert.is_false(ok)
+      assert.matches("^%(error object is a table value%)\nstack traceback %(pool worker pid %d+%):", err)
+      assert.are.equal(err, r:traceback())
+    end)
+
+    it("a string error keeps its traceback in it; traceback() gives the same text", function()
+      local r = pool:apply_async(function() error("plain") end)
+      local ok, err = pcall(r.get, r)
+      assert.is_false(ok)
+      assert.matches("plain\nstack traceback %(pool worker pid %d+%):", err)
+      assert.are.equal(err, r:traceback())
+      assert.is_nil(pool:apply_async(function() return 1 end):traceback())
+    end)
+
+    it("error_callback gets the value and the traceback; map and imap raise the value", function()
+      local got
+      pool:apply_async(function() error({ n = 1 }) end, nil,
+        { error_callback = function(e, tb) got = { e, tb } end }):wait(10)
+      assert.are.same({ n = 1 }, got[1])
+      assert.matches("stack traceback %(pool worker pid", got[2])
+      local boom = function(x) if x == 2 then error({ item = x }) end return x end
+      local ok, err = pcall(pool.map, pool, boom, { 1, 2, 3 })
+      assert.is_false(ok)
+      assert.are.same({ item = 2 }, err)
+      ok, err = pcall(function() for _ in pool:imap(boom, { 1, 2, 3 }) do end end)
+      assert.is_false(ok)
+      assert.are.same({ item = 2 }, err)
+    end)
+  end)
+
   describe("tracebacks end with the task's own frames", function()
     local function inner() error("boom in task") end
     local function task() inner() end
@@ -607,7 +664,7 @@ describe("Pool", function()
       local public = {
         ["mproc.Pool"] = { "apply", "apply_async", "map", "map_async", "starmap", "starmap_async",
                            "imap", "imap_unordered", "close", "terminate", "join" },
-        ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful", "fileno" },
+        ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful", "fileno", "traceback" },
         ["mproc.IMapIterator"] = { "close", "ready", "fileno" },
       }
       local function objects()

@@ -548,6 +548,41 @@ static int l_board_counts(lua_State *L) {
   return 2;
 }
 
+/* board:claimed(task_id) -> whether a worker has claimed that task and
+** its result is not in yet (it is running) */
+static int l_board_claimed(lua_State *L) {
+  board *b = check_board(L);
+  int64_t id = (int64_t)luaL_checkinteger(L, 2);
+  uint32_t s;
+  for (s = 0; s < b->sh->nslots; s++) {
+    if (b->slots[s].task == id &&
+        __atomic_load_n(&b->slots[s].state, __ATOMIC_ACQUIRE) >= SLOT_CLAIMED) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* board:fds() -> {fd, ...}: the result pipes and sentinels wait() polls,
+** for a caller that waits on them beside other descriptors */
+static int l_board_fds(lua_State *L) {
+  board *b = check_board(L);
+  int i;
+  lua_Integer k = 0;
+  lua_newtable(L);
+  for (i = 0; i < b->nworkers; i++) {
+    if (b->w[i].rfd < 0) continue;
+    lua_pushinteger(L, b->w[i].rfd);
+    lua_rawseti(L, -2, ++k);
+    if (b->w[i].sentinel < 0) continue;
+    lua_pushinteger(L, b->w[i].sentinel);
+    lua_rawseti(L, -2, ++k);
+  }
+  return 1;
+}
+
 /* ---------------------------------------------------------------------
 ** The worker's side: set up, claim, send
 ** --------------------------------------------------------------------- */
@@ -686,6 +721,8 @@ static const luaL_Reg board_methods[] = {
   {"cancel", l_board_cancel},
   {"shutdown", l_board_shutdown},
   {"counts", l_board_counts},
+  {"claimed", l_board_claimed},
+  {"fds", l_board_fds},
   {"worker_init", l_board_worker_init},
   {"take", l_board_take},
   {"send", l_board_send},

@@ -49,9 +49,11 @@ local function descriptor(obj, i)
       if util.is_callable(obj.fileno) then return obj:fileno() end
     end)
     if ok and (fd == false or math.type(fd) == "integer") and fd ~= -1 then return fd end
-    -- none on this system (a Pool result without epoll, a Popen without
-    -- pidfd): asked every POLL_PERIOD instead
-    if util.is_callable(obj.ready) or util.is_callable(obj.poll) then return nil end
+    -- none on this system (a Pool result or a Future without epoll, a
+    -- Popen without pidfd): asked every POLL_PERIOD instead
+    if util.is_callable(obj.ready) or util.is_callable(obj.done) or util.is_callable(obj.poll) then
+      return nil
+    end
   end
   util.argerror("wait", 1, ("object #%d has no descriptor to wait on (%s)"):format(i, t))
 end
@@ -61,16 +63,19 @@ local POLL_PERIOD = 0.01
 -- Whether an object that has no descriptor is ready.
 local function polled_ready(obj)
   if util.is_callable(obj.ready) then return obj:ready() and true or false end
+  if util.is_callable(obj.done) then return obj:done() and true or false end
   return obj:poll() ~= nil
 end
 
 -- An object's own word on whether it is ready, or nil when its descriptor
--- alone tells: a Pool result's descriptor is the pool's, and a Queue's may
--- fire for an item another process took, so those objects say themselves.
+-- alone tells: a Pool result's or a Future's descriptor is the pool's, and
+-- a Queue's may fire for an item another process took, so those objects
+-- say themselves (ready(), a Future's done(), not empty()).
 local function own_ready(obj)
   if type(obj) ~= "table" and type(obj) ~= "userdata" then return nil end
   local ok, v = pcall(function()
     if util.is_callable(obj.ready) then return obj:ready() and true or false end
+    if util.is_callable(obj.done) then return obj:done() and true or false end
     if util.is_callable(obj.empty) then return not obj:empty() end
   end)
   if ok then return v end
@@ -126,6 +131,7 @@ local lazy = {
   Value = { "mproc.sharedctypes", "Value" },
   Array = { "mproc.sharedctypes", "Array" },
   Pool = { "mproc.pool", "Pool" },
+  futures = { "mproc.futures" },
   Queue = { "mproc.queue", "Queue" },
   SimpleQueue = { "mproc.queue", "SimpleQueue" },
   JoinableQueue = { "mproc.queue", "JoinableQueue" },

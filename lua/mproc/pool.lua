@@ -40,14 +40,35 @@ local error_text = util.error_text
 -- cut at the first of xpcall or run_call/run_map/run_star/run_imap.
 local OWN_FRAMES = { "\n\t%[C%]: in function 'xpcall'", "\n[^\n]*mproc[/\\]pool%.lua:" }
 
+-- The text of the running task's error as lua.c would print it: the
+-- error as text, then the task's own frames.  The message handler keeps
+-- it here for run_task and passes a value that is not a string on as it
+-- is, so the value itself can travel back; a string error becomes the text.
+local last_traceback
+
 local function task_traceback(e)
   local tb = debug.traceback(error_text(e), 2)
   local msg, frames = tb:match("^(.*)\nstack traceback:(.*)$")
-  if not msg then return tb end
-  local cut = #frames + 1
-  for _, pat in ipairs(OWN_FRAMES) do cut = math.min(cut, frames:find(pat) or cut) end
-  return ("%s\nstack traceback (pool worker pid %d):%s")
-    :format(msg, core.getpid(), frames:sub(1, cut - 1))
+  if msg then
+    local cut = #frames + 1
+    for _, pat in ipairs(OWN_FRAMES) do cut = math.min(cut, frames:find(pat) or cut) end
+    tb = ("%s\nstack traceback (pool worker pid %d):%s")
+      :format(msg, core.getpid(), frames:sub(1, cut - 1))
+  end
+  last_traceback = tb
+  if type(e) == "string" then return tb end
+  return e
+end
+
+-- A failed task's result, as sent back: {false, text, true} for a string
+-- error (text: it and the traceback); {false, text, bytes} for another
+-- value, bytes its encoding, or false when the codec cannot carry it (the
+-- text stands in).  The pool's own failures are {false, message}.
+local function task_failure(e)
+  if type(e) == "string" then return { false, e, true } end
+  local ok, bytes = pcall(core.dumps, e)
+  local text = last_traceback or ("(error object is a %s value)"):format(type(e))
+  return { false, text, e ~= nil and ok and bytes }
 end
 
 local function pass(...) return ... end
@@ -119,10 +140,12 @@ local function run_task(cache, head, body, count)
       r = { false, "cannot decode the task's arguments: " .. err }
     else
       local kind = head:sub(1, 1)
+      last_traceback = nil
       if kind == CALL then r = pack(xpcall(run_call, task_traceback, f, args))
       elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args, count))
       elseif kind == IMAP then r = pack(xpcall(run_imap, task_traceback, f, args, count))
       else r = pack(xpcall(run_star, task_traceback, f, args, count)) end
+      if not r[1] then r = task_failure(r[2]) end
     end
   else
     r = { false, error_text(f) }
@@ -160,6 +183,23 @@ local function worker_main(pool, w)
 end
 
 -- ---------------------------------------------------------------------
+-- Failures, in the parent
+-- ---------------------------------------------------------------------
+
+-- A failed result's error value and traceback text (see task_failure):
+-- the value the task raised when the codec carried it, else its text; the
+-- traceback is nil for the pool's own failures (a worker died, terminate).
+local function failure(r)
+  local text, how = r[2], r[3]
+  if type(how) == "string" then
+    local ok, v = pcall(core.loads, how)
+    if ok and v ~= nil then return v, text end
+    return text, text
+  end
+  return text, how ~= nil and text or nil
+end
+
+-- ---------------------------------------------------------------------
 -- AsyncResult
 -- ---------------------------------------------------------------------
 
@@ -177,7 +217,7 @@ end
 -- A part of the job finished: value is the worker's packed {ok, ...}.
 function ar:_deliver(idx, r)
   if self._ready then return end
-  if not r[1] then return self:_fail(r[2]) end
+  if not r[1] then return self:_fail(failure(r)) end
   if self._map then
     local out = r[2]
     table.move(out, 1, out.n, self._starts[idx], self._value)
@@ -191,10 +231,10 @@ function ar:_deliver(idx, r)
   end
 end
 
-function ar:_fail(msg)
+function ar:_fail(err, traceback)
   if self._ready then return end
-  self._ready, self._ok, self._err = true, false, msg
-  if self._error_callback then self._pool:_later(self._error_callback, msg) end
+  self._ready, self._ok, self._err, self._tb = true, false, err, traceback
+  if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
 end
 
 function ar:_values()
@@ -217,13 +257,22 @@ function ar:wait(timeout)
   return self._ready
 end
 
--- The task's values; re-raises its error; nil, "timeout" if not ready in time.
+-- The task's values; re-raises its error value (a string error carries the
+-- worker's traceback in it); nil, "timeout" if not ready in time.
 function ar:get(timeout)
   util.check_self("get", self, AsyncResult)
   timeout = util.check_timeout("get", 1, timeout)
   if not self:wait(timeout) then return nil, "timeout" end
   if not self._ok then error(self._err, 0) end
   return self:_values()
+end
+
+-- The worker's traceback of the task's error: the error as text, then the
+-- task's frames; nil unless the task raised (a worker that died or
+-- terminate() fails a task with a message and no traceback).
+function ar:traceback()
+  util.check_self("traceback", self, AsyncResult)
+  return self._tb
 end
 
 function ar:ready()
@@ -346,10 +395,14 @@ function methods:_submit(job, idx, head, body, count)
   local id = self._nextid + 1
   self._nextid, self._nout = id, self._nout + 1
   self._job[id], self._part[id] = job, idx
-  if self._broken then return self:_finish(id, { false, self._broken }) end
-  if self._ptail < self._phead and self._board:put(id, head, body, count) then return end
+  if self._broken then
+    self:_finish(id, { false, self._broken })
+    return id
+  end
+  if self._ptail < self._phead and self._board:put(id, head, body, count) then return id end
   local t = self._ptail + 1
   self._ptail, self._pending[t] = t, { id, head, body, count }
+  return id
 end
 
 function methods:_feed()
@@ -365,21 +418,17 @@ function methods:_forget(id)
   self._job[id], self._part[id], self._nout = nil, nil, self._nout - 1
 end
 
--- Takes back the tasks of job no worker has claimed yet, queued here or
--- on the board; returns how many.  Claimed ones run to their end.
-function methods:_cancel(job)
-  local ids = {}
-  for id, j in pairs(self._job) do
-    if j == job then ids[id] = true end
-  end
-  if not next(ids) then return 0 end
-  local n, pending, k = 0, self._pending, self._phead - 1
+-- Of the tasks ids (a set), takes back those no worker has claimed yet,
+-- queued here or on the board; returns them, a list.  Claimed ones run to
+-- their end.
+function methods:_take_back(ids)
+  local out, pending, k = {}, self._pending, self._phead - 1
   for i = self._phead, self._ptail do
     local t = pending[i]
     pending[i] = nil
     if ids[t[1]] then
       self:_forget(t[1])
-      n = n + 1
+      out[#out + 1] = t[1]
     else
       k = k + 1
       pending[k] = t
@@ -389,10 +438,20 @@ function methods:_cancel(job)
   if self._state ~= "joined" then
     for _, id in ipairs(self._board:cancel(ids)) do
       self:_forget(id)
-      n = n + 1
+      out[#out + 1] = id
     end
   end
-  return n
+  return out
+end
+
+-- Takes back the tasks of job no worker has claimed yet; returns how many.
+function methods:_cancel(job)
+  local ids = {}
+  for id, j in pairs(self._job) do
+    if j == job then ids[id] = true end
+  end
+  if not next(ids) then return 0 end
+  return #self:_take_back(ids)
 end
 
 function methods:_finish(id, r)
@@ -727,7 +786,7 @@ function Imap:_step()
     local r, k = self:_take_done()
     if r then
       self.consumed = self.consumed + 1
-      if not r[1] then error(r[2], 0) end
+      if not r[1] then error((failure(r)), 0) end
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
     elseif self.out > 0 and self.pool._state ~= "joined" then
@@ -948,6 +1007,79 @@ local function new(_, a, b)
   return self
 end
 
+-- ---------------------------------------------------------------------
+-- Jobs: the interface for modules built on a Pool (mproc.futures)
+-- ---------------------------------------------------------------------
+-- A job is an object with a method job:_deliver(part, r), called once for
+-- each of its tasks when the task's result is in, and never for a task
+-- taken back: r is {true, values..., n = k} or a failure, whose error
+-- value and traceback jobs.failure(r) gives.  AsyncResult and the imap
+-- iterator are jobs too.  Results are delivered only inside jobs.pump:
+-- when the parent calls into the pool.
+
+local jobs = { failure = failure }
+
+-- The encoded head and body of a call f(unpack(args)) (args with its n);
+-- raises at the caller's line, as apply_async does, when the pool is not
+-- running or f or args cannot be sent or do not fit (fname: the caller's
+-- name; its argument #1 is f, #2 on the arguments).
+function jobs.encode_call(pool, fname, f, args)
+  check_running(pool, fname)
+  local head = encode_function(fname, f, CALL)
+  return head, check_fits(pool, fname, head, encode_args(fname, 2, args))
+end
+
+-- The same for a chunk: f(items[i]) for i = 1..count; the task's result is
+-- {true, out}: out[i] the value of item i when f returned exactly one,
+-- else out.more[i], its values packed.
+function jobs.encode_chunk(pool, fname, f, items, count)
+  check_running(pool, fname)
+  local head = encode_function(fname, f, IMAP)
+  return head, check_fits(pool, fname, head, encode_args(fname, 2, items, 1, count))
+end
+
+-- Submits a task of job (its part 1; count: a chunk's); returns the task's id.
+function jobs.submit(pool, job, head, body, count)
+  return pool:_submit(job, 1, head, body, count)
+end
+
+-- Of the task ids (a set), takes back those no worker has claimed; returns them, a list.
+function jobs.take_back(pool, ids)
+  return pool:_take_back(ids)
+end
+
+-- Whether a worker has claimed task id and not sent its result yet.
+function jobs.running(pool, id)
+  return pool._job[id] ~= nil and pool._state ~= "joined" and pool._board:claimed(id)
+end
+
+-- Delivers the results that are in, waiting up to timeout (nil: until
+-- one comes or a worker ends), then runs the callbacks queued.
+function jobs.pump(pool, timeout)
+  pool:_pump(timeout)
+  pool:_run_later()
+end
+
+-- Queues f(...) to run after the results being delivered (a callback).
+function jobs.later(pool, f, ...)
+  pool:_later(f, ...)
+end
+
+-- The descriptors that become readable when pump has something to do:
+-- to wait on them beside others, then pump(pool, 0).
+function jobs.descriptors(pool)
+  if pool._state == "joined" then return {} end
+  return pool._board:fds()
+end
+
+-- The pool's one descriptor for event loops (as AsyncResult:fileno());
+-- false once the pool is joined; nil, message where there is none.
+function jobs.fileno(pool)
+  if pool._state == "joined" then return false end
+  return pool._board:fileno()
+end
+
+M.jobs = jobs
 M.Pool = setmetatable(Pool, { __call = new })
 M.AsyncResult = AsyncResult
 
