@@ -377,13 +377,15 @@ static void sem_recount(sem_body *b) {
   b->value = b->init - held;
 }
 
-/* Whether a holder's slot holds no unit: its process died between giving
-** the last one back and freeing the slot, and the kernel has not yet let
-** go of its alive mutex. The slot is reaped soon: wait, do not raise. */
+/* Whether a slot that could not be taken holds no unit: free but with its
+** alive mutex still locked, or recorded with a count of 0. Either way its
+** process died inside acquire or release (a live one does neither outside
+** the mutex), and the kernel has not yet let go of its alive mutex. The
+** slot is reaped soon: wait, do not raise. */
 static int sem_dying(sem_body *b) {
   uint32_t i;
   for (i = 0; i < b->nholders; i++)
-    if (b->h[i].who != 0 && b->h[i].count == 0) return 1;
+    if (b->h[i].who == 0 || b->h[i].count == 0) return 1;
   return 0;
 }
 
