@@ -27,6 +27,7 @@ build = {
   modules = {
     ["mproc.core"] = {
       sources = {
+        "src/auxlib.c",
         "src/codec.c",
         "src/cell.c",
         "src/conn.c",

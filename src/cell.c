@@ -419,6 +419,11 @@ mp_handle *mp_handle_adopt(lua_State *L, mp_cell *cell, const char *mt, int nuv)
   return h;
 }
 
+/* Pushes a handle on the Lock or RLock cell lk, as a receiver. */
+static void push_lock_handle(lua_State *L, mp_cell *lk) {
+  mp_handle_adopt(L, lk, lk->type == MP_T_RLOCK ? MP_RLOCK_MT : MP_LOCK_MT, 0);
+}
+
 /* __mproc_recv: pushes a handle of type mt (nuv user values) on the cell
 ** of type named by the token at 1; when the cell has a lock (a Condition,
 ** a Value), that lock's handle is user value 1. Raises when the token, or
@@ -435,7 +440,7 @@ mp_handle *mp_handle_recv(lua_State *L, int type, const char *mt, int nuv) {
                "after this process was forked?)", mt + 6);
   h = mp_handle_adopt(L, c, mt, nuv);
   if (lk != NULL) {
-    mp_push_lock_handle(L, lk);
+    push_lock_handle(L, lk);
     lua_setiuservalue(L, -2, 1);
   }
   return h;

@@ -2,11 +2,14 @@
 ** fd.c: descriptor plumbing shared by the C files: pipes and socket pairs
 ** that are close-on-exec from birth, and bigger pipe buffers where the
 ** system has them.  The pipe and socket platform choices live here.
+** core.fileno and core.read_nowait, on Lua files, are here too.
 */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -99,4 +102,49 @@ void mp_notifier_close(mp_notifier *n) {
   if (n->rfd >= 0) close(n->rfd);
   if (n->wfd >= 0 && n->wfd != n->rfd) close(n->wfd);
   n->rfd = n->wfd = -1;
+}
+
+/* ---------------------------------------------------------------------
+** Lua files' descriptors
+** --------------------------------------------------------------------- */
+
+/* core.fileno(file) -> the descriptor under a Lua file */
+static int l_fileno(lua_State *L) {
+  luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  luaL_argcheck(L, s->closef != NULL, 1, "file is closed");
+  lua_pushinteger(L, fileno(s->f));
+  return 1;
+}
+
+/* core.read_nowait(file, [max]) -> what can be read now from the file's
+** descriptor without waiting, up to max bytes ("" when nothing is there
+** yet), or nil at end of file, or nil, message, errno. It reads the
+** descriptor itself, past the file's buffer: for a pipe an event loop
+** watches, not mixed with file:read. */
+static int l_read_nowait(lua_State *L) {
+  luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  lua_Integer max = luaL_optinteger(L, 2, 65536);
+  struct pollfd p;
+  luaL_Buffer b;
+  ssize_t r;
+  luaL_argcheck(L, s->closef != NULL, 1, "file is closed");
+  luaL_argcheck(L, max >= 1 && max <= (1 << 30), 2, "max must be in 1..2^30");
+  p.fd = fileno(s->f);
+  p.events = POLLIN;
+  p.revents = 0;
+  if (poll(&p, 1, 0) <= 0) return lua_pushliteral(L, ""), 1;
+  do r = read(p.fd, luaL_buffinitsize(L, &b, (size_t)max), (size_t)max);
+  while (r < 0 && errno == EINTR);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) r = 0;
+  else if (r < 0) return mp_fail(L, "cannot read");
+  else if (r == 0) return lua_pushnil(L), 1;
+  luaL_pushresultsize(&b, (size_t)r);
+  return 1;
+}
+
+void mp_open_fd(lua_State *L) {
+  lua_pushcfunction(L, l_fileno);
+  lua_setfield(L, -2, "fileno");
+  lua_pushcfunction(L, l_read_nowait);
+  lua_setfield(L, -2, "read_nowait");
 }

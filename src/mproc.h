@@ -30,6 +30,7 @@
 #endif
 
 /* Each concern registers its functions into the module table on the top. */
+MP_HIDDEN void mp_open_fd(lua_State *L);
 MP_HIDDEN void mp_open_proc(lua_State *L);
 MP_HIDDEN void mp_open_time(lua_State *L);
 MP_HIDDEN void mp_open_pool(lua_State *L);
@@ -76,7 +77,7 @@ MP_HIDDEN void mp_notifier_close(mp_notifier *n);
 #include <time.h>
 MP_HIDDEN struct timespec mp_timespec(double seconds);
 
-/* core.c: one metatable per type, methods in __index */
+/* auxlib.c: one metatable per type, methods in __index */
 MP_HIDDEN void mp_new_type(lua_State *L, const char *name, const luaL_Reg *meta,
                            const luaL_Reg *methods);
 
@@ -124,6 +125,13 @@ typedef struct {
   pid_t creator;          /* pid that made the cell, 0: received */
 } mp_handle;
 
+/* mp_cell.type, and the metatables of the locks cell.c gives a received
+** Condition or Value */
+enum { MP_T_LOCK = 1, MP_T_RLOCK, MP_T_SEM, MP_T_EVENT, MP_T_COND,
+       MP_T_BARRIER, MP_T_VALUE, MP_T_ARRAY };
+#define MP_LOCK_MT "mproc.Lock"
+#define MP_RLOCK_MT "mproc.RLock"
+
 MP_HIDDEN void mp_cell_init(lua_State *L);
 MP_HIDDEN uint64_t mp_self(void);
 MP_HIDDEN mp_cell *mp_cell_alloc(size_t body, int type);
@@ -147,9 +155,6 @@ MP_HIDDEN void mp_handle_type(lua_State *L, const char *mt, const luaL_Reg *meta
                               const luaL_Reg *methods, lua_CFunction index);
 
 /* sync.c: what sharedctypes.c needs of locks */
-enum { MP_T_LOCK = 1, MP_T_RLOCK, MP_T_SEM, MP_T_EVENT, MP_T_COND,
-       MP_T_BARRIER, MP_T_VALUE, MP_T_ARRAY };
-MP_HIDDEN int mp_push_lock_handle(lua_State *L, mp_cell *cell);
 MP_HIDDEN mp_cell *mp_test_lock(lua_State *L, int idx);
 
 

@@ -22,8 +22,8 @@
 
 #include "mproc.h"
 
-#define LOCK_MT "mproc.Lock"
-#define RLOCK_MT "mproc.RLock"
+#define LOCK_MT MP_LOCK_MT
+#define RLOCK_MT MP_RLOCK_MT
 #define SEM_MT "mproc.Semaphore"
 #define EVENT_MT "mproc.Event"
 #define COND_MT "mproc.Condition"
@@ -278,11 +278,6 @@ mp_cell *mp_test_lock(lua_State *L, int idx) {
   if (h == NULL) return NULL;
   if (h->cell == NULL) luaL_argerror(L, idx, "the Lock is closed");
   return h->cell;
-}
-
-int mp_push_lock_handle(lua_State *L, mp_cell *cell) {
-  mp_handle_adopt(L, cell, cell->type == MP_T_RLOCK ? RLOCK_MT : LOCK_MT, 0);
-  return 1;
 }
 
 /* ---------------------------------------------------------------------
