@@ -17,14 +17,19 @@ int mp_fail(lua_State *L, const char *what) {
   return 3;
 }
 
-/* Registers the metatable name, once per Lua state: the metamethods in
-** meta, the methods in a table that is its __index. */
-void mp_new_type(lua_State *L, const char *name, const luaL_Reg *meta,
-                 const luaL_Reg *methods) {
-  if (luaL_newmetatable(L, name)) {
-    luaL_setfuncs(L, meta, 0);
+/* mp_type: see mproc.h. */
+void mp_type(lua_State *L, const char *tname, const luaL_Reg *meta,
+             const luaL_Reg *methods, lua_CFunction index) {
+  luaL_newmetatable(L, tname);
+  lua_pushvalue(L, -1);
+  luaL_setfuncs(L, meta, 1);
+  if (methods != NULL) {
     lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, methods, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__methods");
+    if (index != NULL) lua_pushcclosure(L, index, 1);
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);

@@ -12,8 +12,8 @@
 ** other process may still use it, and it stays until the processes end.
 **
 ** Handles (mproc.Lock, mproc.Value, ...) are userdata holding an mp_handle;
-** what every type of them does alike (make, check, send, receive, collect,
-** register its metatable) is at the end of this file, for sync.c and
+** what every type of them does alike (make, check, send, receive,
+** collect) is at the end of this file, for sync.c and
 ** sharedctypes.c. Tokens "address:origin:generation" name a cell across the process tree.
 ** The origin is drawn when a chunk (or a mapping of its own) is made, and
 ** is unique across the process tree: after a fork, parent and child each
@@ -391,22 +391,20 @@ void *mp_handle_alloc(lua_State *L, mp_handle *h, size_t body, int type) {
   return MP_CELL_BODY(c);
 }
 
-/* The body of the handle of type mt at idx; raises if it is closed. */
-void *mp_handle_body(lua_State *L, int idx, const char *mt) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, idx, mt);
-  if (h->cell == NULL) luaL_error(L, "the %s is closed", mt + 6);
-  return MP_CELL_BODY(h->cell);
+/* mp_handle_body's error: the handle of type mt is closed. */
+void mp_handle_closed(lua_State *L, const char *mt) {
+  luaL_error(L, "the %s is closed", mt + 6);
 }
 
 /* __gc (and __close) of a handle with nothing else to let go. */
 int mp_handle_gc(lua_State *L, const char *mt) {
-  mp_handle_drop((mp_handle *)luaL_checkudata(L, 1, mt));
+  mp_handle_drop((mp_handle *)mp_checkudata(L, 1, mt));
   return 0;
 }
 
 /* __mproc_send: the token of the handle at 1. */
 int mp_handle_send(lua_State *L, const char *mt) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
+  mp_handle *h = (mp_handle *)mp_checkudata(L, 1, mt);
   if (h->cell == NULL) luaL_error(L, "cannot send a closed %s", mt + 6);
   mp_push_token(L, h->cell);
   return 1;
@@ -444,21 +442,4 @@ mp_handle *mp_handle_recv(lua_State *L, int type, const char *mt, int nuv) {
     lua_setiuservalue(L, -2, 1);
   }
   return h;
-}
-
-/* Registers the metatable mt: the metamethods in meta; the methods in a
-** table that is its __methods (each with the metatable as upvalue 1) and
-** its __index, or with index (a closure over that table) as __index. */
-void mp_handle_type(lua_State *L, const char *mt, const luaL_Reg *meta,
-                    const luaL_Reg *methods, lua_CFunction index) {
-  luaL_newmetatable(L, mt);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, methods, 1);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__methods");
-  if (index) lua_pushcclosure(L, index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
 }

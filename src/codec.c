@@ -68,7 +68,7 @@ static void box_free(lua_State *L, void *p, size_t n) {
 }
 
 static int box_gc(lua_State *L) {
-  Box *b = (Box *)luaL_checkudata(L, 1, BUFFER_MT);
+  Box *b = (Box *)mp_checkudata(L, 1, BUFFER_MT);
   if (b->p != b->init) {
     box_free(L, b->p, b->cap);
     b->p = b->init;
@@ -83,21 +83,22 @@ static int box_gc(lua_State *L) {
 }
 
 static int box_tostring(lua_State *L) {
-  Box *b = (Box *)luaL_checkudata(L, 1, BUFFER_MT);
+  Box *b = (Box *)mp_checkudata(L, 1, BUFFER_MT);
   lua_pushfstring(L, BUFFER_MT " (%I bytes)", (lua_Integer)b->n);
   return 1;
 }
 
-/* Pushes the buffer metatable, creating it the first time. */
+static const luaL_Reg box_meta[] = {
+  {"__gc", box_gc}, {"__close", box_gc}, {"__tostring", box_tostring}, {NULL, NULL}
+};
+
+/* Pushes the buffer metatable, registering it the first time (the fuzz
+** target encodes without opening mproc.core). */
 static void box_metatable(lua_State *L) {
-  if (luaL_newmetatable(L, BUFFER_MT)) {
-    lua_pushcfunction(L, box_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, box_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, box_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
+  if (luaL_getmetatable(L, BUFFER_MT) != LUA_TNIL) return;
+  lua_pop(L, 1);
+  mp_type(L, BUFFER_MT, box_meta, NULL, NULL);
+  luaL_getmetatable(L, BUFFER_MT);
 }
 
 static Box *box_new(lua_State *L) {

@@ -49,7 +49,7 @@ typedef struct {
 } mp_conn;
 
 static mp_conn *check_conn(lua_State *L) {
-  mp_conn *c = (mp_conn *)luaL_checkudata(L, 1, CONN_MT);
+  mp_conn *c = (mp_conn *)mp_checkudata(L, 1, CONN_MT);
   if (c->fd < 0) luaL_error(L, "the connection is closed");
   return c;
 }
@@ -278,13 +278,13 @@ static int l_conn_fileno(lua_State *L) {
 
 /* __gc, __close and close(); safe to call twice */
 static int l_conn_close(lua_State *L) {
-  mp_conn *c = (mp_conn *)luaL_checkudata(L, 1, CONN_MT);
+  mp_conn *c = (mp_conn *)mp_checkudata(L, 1, CONN_MT);
   if (c->fd >= 0) { close(c->fd); c->fd = -1; }
   return 0;
 }
 
 static int l_conn_closed(lua_State *L) {
-  mp_conn *c = (mp_conn *)luaL_checkudata(L, 1, CONN_MT);
+  mp_conn *c = (mp_conn *)mp_checkudata(L, 1, CONN_MT);
   lua_pushboolean(L, c->fd < 0);
   return 1;
 }
@@ -300,7 +300,7 @@ static int l_conn_writable(lua_State *L) {
 }
 
 static int l_conn_tostring(lua_State *L) {
-  mp_conn *c = (mp_conn *)luaL_checkudata(L, 1, CONN_MT);
+  mp_conn *c = (mp_conn *)mp_checkudata(L, 1, CONN_MT);
   if (c->fd < 0)
     lua_pushliteral(L, "mproc.Connection (closed)");
   else
@@ -332,7 +332,7 @@ static const luaL_Reg conn_meta[] = {
 };
 
 void mp_open_conn(lua_State *L) {
-  mp_new_type(L, CONN_MT, conn_meta, conn_methods);
+  mp_type(L, CONN_MT, conn_meta, conn_methods, NULL);
   lua_pushcfunction(L, l_pipe);
   lua_setfield(L, -2, "pipe");
 }

@@ -703,7 +703,7 @@ static const luaL_Reg funcs[] = {
 };
 
 void mp_open_dict(lua_State *L) {
-  mp_handle_type(L, DICT_MT, dict_meta, dict_methods, m_dict_index);
-  mp_handle_type(L, NS_MT, ns_meta, no_methods, m_ns_index);
+  mp_type(L, DICT_MT, dict_meta, dict_methods, m_dict_index);
+  mp_type(L, NS_MT, ns_meta, no_methods, m_ns_index);
   luaL_setfuncs(L, funcs, 0);
 }

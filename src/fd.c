@@ -110,7 +110,7 @@ void mp_notifier_close(mp_notifier *n) {
 
 /* core.fileno(file) -> the descriptor under a Lua file */
 static int l_fileno(lua_State *L) {
-  luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  luaL_Stream *s = (luaL_Stream *)mp_checkudata(L, 1, LUA_FILEHANDLE);
   luaL_argcheck(L, s->closef != NULL, 1, "file is closed");
   lua_pushinteger(L, fileno(s->f));
   return 1;
@@ -122,7 +122,7 @@ static int l_fileno(lua_State *L) {
 ** descriptor itself, past the file's buffer: for a pipe an event loop
 ** watches, not mixed with file:read. */
 static int l_read_nowait(lua_State *L) {
-  luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  luaL_Stream *s = (luaL_Stream *)mp_checkudata(L, 1, LUA_FILEHANDLE);
   lua_Integer max = luaL_optinteger(L, 2, 65536);
   struct pollfd p;
   luaL_Buffer b;

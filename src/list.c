@@ -527,7 +527,7 @@ static const luaL_Reg list_methods[] = {
 };
 
 void mp_open_list(lua_State *L) {
-  mp_handle_type(L, LIST_MT, list_meta, list_methods, m_index);
+  mp_type(L, LIST_MT, list_meta, list_methods, m_index);
   lua_pushcfunction(L, l_list_new);
   lua_setfield(L, -2, "list_new");
 }

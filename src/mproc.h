@@ -77,9 +77,28 @@ MP_HIDDEN void mp_notifier_close(mp_notifier *n);
 #include <time.h>
 MP_HIDDEN struct timespec mp_timespec(double seconds);
 
-/* auxlib.c: one metatable per type, methods in __index */
-MP_HIDDEN void mp_new_type(lua_State *L, const char *name, const luaL_Reg *meta,
-                           const luaL_Reg *methods);
+/* auxlib.c: the one way to define a C type, and the one way to check one.
+** mp_type registers the metatable tname (again, should the module be
+** loaded again): the metamethods in meta; the methods (if any) in a table
+** that is its __methods and its __index, unless index, a closure over that
+** table, is its __index. Every function in meta and methods has the
+** metatable as upvalue 1. The Lua layer extends a type only through
+** core.interpose (auxlib.c).
+** mp_checkudata is luaL_checkudata, with a cheaper path for the hot
+** methods: self (idx 1) in a function mp_type registered is checked against
+** the function's upvalue 1 first, with no look-up in the registry. So a
+** function registered for a type checks its self as that type only. */
+MP_HIDDEN void mp_type(lua_State *L, const char *tname, const luaL_Reg *meta,
+                       const luaL_Reg *methods, lua_CFunction index);
+static inline void *mp_checkudata(lua_State *L, int idx, const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (idx == 1 && p != NULL && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return p;
+  }
+  return luaL_checkudata(L, idx, tname);
+}
 
 /* Returns nil, "what: strerror(errno)", errno: the expected-failure shape. */
 MP_HIDDEN int mp_fail(lua_State *L, const char *what);
@@ -146,13 +165,17 @@ MP_HIDDEN mp_cell *mp_cell_lock(mp_cell *cell);
 /* cell.c: handle userdata, alike for every type (mt is "mproc.Name") */
 MP_HIDDEN mp_handle *mp_handle_new(lua_State *L, const char *mt, int nuv);
 MP_HIDDEN void *mp_handle_alloc(lua_State *L, mp_handle *h, size_t body, int type);
-MP_HIDDEN void *mp_handle_body(lua_State *L, int idx, const char *mt);
+MP_HIDDEN void mp_handle_closed(lua_State *L, const char *mt);
+/* The body of the handle of type mt at idx; raises if it is closed. */
+static inline void *mp_handle_body(lua_State *L, int idx, const char *mt) {
+  mp_handle *h = (mp_handle *)mp_checkudata(L, idx, mt);
+  if (h->cell == NULL) mp_handle_closed(L, mt);
+  return MP_CELL_BODY(h->cell);
+}
 MP_HIDDEN int mp_handle_gc(lua_State *L, const char *mt);
 MP_HIDDEN int mp_handle_send(lua_State *L, const char *mt);
 MP_HIDDEN mp_handle *mp_handle_adopt(lua_State *L, mp_cell *cell, const char *mt, int nuv);
 MP_HIDDEN mp_handle *mp_handle_recv(lua_State *L, int type, const char *mt, int nuv);
-MP_HIDDEN void mp_handle_type(lua_State *L, const char *mt, const luaL_Reg *meta,
-                              const luaL_Reg *methods, lua_CFunction index);
 
 /* sync.c: what sharedctypes.c needs of locks */
 MP_HIDDEN mp_cell *mp_test_lock(lua_State *L, int idx);

@@ -136,7 +136,7 @@ typedef struct {
 ** --------------------------------------------------------------------- */
 
 static board *check_board(lua_State *L) {
-  board *b = (board *)luaL_checkudata(L, 1, BOARD_MT);
+  board *b = (board *)mp_checkudata(L, 1, BOARD_MT);
   if (b->sh == NULL) luaL_error(L, "the pool's task board is closed");
   return b;
 }
@@ -146,7 +146,7 @@ static void close_fd(int *fd) {
 }
 
 static int l_board_close(lua_State *L) {
-  board *b = (board *)luaL_checkudata(L, 1, BOARD_MT);
+  board *b = (board *)mp_checkudata(L, 1, BOARD_MT);
   int i;
   if (b->w) {
     for (i = 0; i < b->nworkers; i++) {
@@ -701,7 +701,7 @@ static int l_board_send(lua_State *L) {
 }
 
 static int l_board_tostring(lua_State *L) {
-  board *b = (board *)luaL_checkudata(L, 1, BOARD_MT);
+  board *b = (board *)mp_checkudata(L, 1, BOARD_MT);
   if (b->sh == NULL) lua_pushliteral(L, BOARD_MT " (closed)");
   else lua_pushfstring(L, BOARD_MT " (%d slots, %d in use)", (int)b->sh->nslots,
                        (int)(b->sh->nslots - b->nfree));
@@ -738,7 +738,7 @@ static const luaL_Reg board_meta[] = {
 };
 
 void mp_open_pool(lua_State *L) {
-  mp_new_type(L, BOARD_MT, board_meta, board_methods);
+  mp_type(L, BOARD_MT, board_meta, board_methods, NULL);
   lua_pushcfunction(L, l_board_new);
   lua_setfield(L, -2, "pool_board");
   lua_pushinteger(L, MAX_WORKERS);

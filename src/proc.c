@@ -194,7 +194,7 @@ static int l_child_main(lua_State *L) {
 ** --------------------------------------------------------------------- */
 
 static mp_child *check_child(lua_State *L) {
-  return (mp_child *)luaL_checkudata(L, 1, CHILD_MT);
+  return (mp_child *)mp_checkudata(L, 1, CHILD_MT);
 }
 
 static int exitcode_of(int status) {
@@ -463,7 +463,7 @@ void mp_child_push(lua_State *L) {
 /* Gives the handle at idx its pid and, where there are pidfds, a sentinel.
 ** A child that cannot have one is still waited for by pid. */
 void mp_child_attach(lua_State *L, int idx, pid_t pid) {
-  mp_child *c = (mp_child *)luaL_checkudata(L, idx, CHILD_MT);
+  mp_child *c = (mp_child *)mp_checkudata(L, idx, CHILD_MT);
   c->pid = pid;
   if (use_pidfd) c->fd = pidfd_open(pid);
 }
@@ -608,7 +608,7 @@ static void install_exit_hook(lua_State *L) {
 }
 
 void mp_open_proc(lua_State *L) {
-  mp_new_type(L, CHILD_MT, child_meta, child_methods);
+  mp_type(L, CHILD_MT, child_meta, child_methods, NULL);
   probe_pidfd();
   open_devnull();
   install_exit_hook(L);

@@ -260,7 +260,7 @@ static int has_waiters(uint32_t *waiters) {
 ** --------------------------------------------------------------------- */
 
 static q_handle *check_queue(lua_State *L) {
-  q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
+  q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
   if (h->sh == NULL) mp_error(L, "the queue is closed");
   return h;
 }
@@ -518,7 +518,7 @@ static int l_queue_fileno(lua_State *L) {
 /* __gc, __close and close(): lets go of this process's share; the queue
 ** lives on in the others. */
 static int l_queue_close(lua_State *L) {
-  q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
+  q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
   if (h->map != NULL) { munmap(h->map, h->mapsize); h->map = NULL; }
   if (h->fd >= 0) { close(h->fd); h->fd = -1; }
   mp_notifier_close(&h->note);
@@ -530,13 +530,13 @@ static int l_queue_close(lua_State *L) {
 }
 
 static int l_queue_closed(lua_State *L) {
-  q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
+  q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
   lua_pushboolean(L, h->sh == NULL);
   return 1;
 }
 
 static int l_queue_tostring(lua_State *L) {
-  q_handle *h = (q_handle *)luaL_checkudata(L, 1, QUEUE_MT);
+  q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
   if (h->sh == NULL)
     lua_pushliteral(L, "mproc.shmqueue (closed)");
   else
@@ -564,7 +564,7 @@ static const luaL_Reg queue_meta[] = {
 };
 
 void mp_open_queue(lua_State *L) {
-  mp_new_type(L, QUEUE_MT, queue_meta, queue_methods);
+  mp_type(L, QUEUE_MT, queue_meta, queue_methods, NULL);
   lua_pushcfunction(L, l_queue_new);
   lua_setfield(L, -2, "queue_new");
 }

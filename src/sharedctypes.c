@@ -298,7 +298,7 @@ static int m_array_get_lock(lua_State *L) { return get_lock(L, ARRAY_MT); }
 ** --------------------------------------------------------------------- */
 
 static int tostring(lua_State *L, const char *mt) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
+  mp_handle *h = (mp_handle *)mp_checkudata(L, 1, mt);
   array_body *b;
   if (h->cell == NULL) return lua_pushfstring(L, "%s (closed)", mt), 1;
   b = (array_body *)MP_CELL_BODY(h->cell);
@@ -351,7 +351,7 @@ static const luaL_Reg array_methods[] = {
 static const luaL_Reg funcs[] = {{"Value", l_Value}, {"Array", l_Array}, {NULL, NULL}};
 
 void mp_open_sharedctypes(lua_State *L) {
-  mp_handle_type(L, VALUE_MT, value_meta, value_methods, m_value_index);
-  mp_handle_type(L, ARRAY_MT, array_meta, array_methods, m_array_index);
+  mp_type(L, VALUE_MT, value_meta, value_methods, m_value_index);
+  mp_type(L, ARRAY_MT, array_meta, array_methods, m_array_index);
   luaL_setfuncs(L, funcs, 0);
 }

@@ -467,14 +467,14 @@ static void guard_end(pipe_guard *g) {
 ** --------------------------------------------------------------------- */
 
 static int stream_close(lua_State *L) {
-  luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  luaL_Stream *s = (luaL_Stream *)mp_checkudata(L, 1, LUA_FILEHANDLE);
   return luaL_fileresult(L, fclose(s->f) == 0, NULL);
 }
 
 /* The child's stdin: flushing what the FILE holds to a child that has
 ** gone gives nil, "Broken pipe", EPIPE instead of a SIGPIPE. */
 static int stream_close_in(lua_State *L) {
-  luaL_Stream *s = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  luaL_Stream *s = (luaL_Stream *)mp_checkudata(L, 1, LUA_FILEHANDLE);
   pipe_guard g;
   int ok;
   guard_begin(&g);
@@ -615,7 +615,7 @@ static int l_spawn(lua_State *L) {
 typedef struct { char *p; size_t n, cap; } buffer;
 
 static int buffer_gc(lua_State *L) {
-  buffer *b = (buffer *)luaL_checkudata(L, 1, BUFFER_MT);
+  buffer *b = (buffer *)mp_checkudata(L, 1, BUFFER_MT);
   if (b->p) region_free(b->p, b->cap);
   b->p = NULL;
   b->n = b->cap = 0;
@@ -624,13 +624,13 @@ static int buffer_gc(lua_State *L) {
 
 /* buffer:text() -> what was read so far */
 static int buffer_text(lua_State *L) {
-  buffer *b = (buffer *)luaL_checkudata(L, 1, BUFFER_MT);
+  buffer *b = (buffer *)mp_checkudata(L, 1, BUFFER_MT);
   lua_pushlstring(L, b->p ? b->p : "", b->n);
   return 1;
 }
 
 static int buffer_tostring(lua_State *L) {
-  buffer *b = (buffer *)luaL_checkudata(L, 1, BUFFER_MT);
+  buffer *b = (buffer *)mp_checkudata(L, 1, BUFFER_MT);
   lua_pushfstring(L, "mproc.Buffer (%I bytes)", (lua_Integer)b->n);
   return 1;
 }
@@ -652,7 +652,7 @@ static int buffer_reserve(buffer *b, size_t want) {
 static buffer *state_buffer(lua_State *L, const char *field) {
   buffer *b;
   if (lua_getfield(L, 1, field) == LUA_TUSERDATA) {
-    b = (buffer *)luaL_checkudata(L, -1, BUFFER_MT);
+    b = (buffer *)mp_checkudata(L, -1, BUFFER_MT);
     lua_pop(L, 1);
     return b;
   }
@@ -873,6 +873,12 @@ static const luaL_Reg spawn_funcs[] = {
   {NULL, NULL}
 };
 
+static const luaL_Reg buffer_methods[] = {
+  {"text", buffer_text},
+  {"free", buffer_gc},
+  {NULL, NULL}
+};
+
 static const luaL_Reg buffer_meta[] = {
   {"__gc", buffer_gc},
   {"__close", buffer_gc},
@@ -881,16 +887,7 @@ static const luaL_Reg buffer_meta[] = {
 };
 
 void mp_open_spawn(lua_State *L) {
-  if (luaL_newmetatable(L, BUFFER_MT)) {
-    luaL_setfuncs(L, buffer_meta, 0);
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, buffer_text);
-    lua_setfield(L, -2, "text");
-    lua_pushcfunction(L, buffer_gc);
-    lua_setfield(L, -2, "free");
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  mp_type(L, BUFFER_MT, buffer_meta, buffer_methods, NULL);
   luaL_setfuncs(L, spawn_funcs, 0);
   /* Signal numbers are below NSIG: Popen:send_signal checks them (0 to
   ** NSIG - 1) before they reach kill()'s int. */

@@ -671,14 +671,14 @@ typedef struct { mp_store *s; } store_ud;
 
 /* The store of the userdata of type mt at idx; raises if it is closed. */
 mp_store *mp_store_check(lua_State *L, int idx, const char *mt) {
-  store_ud *u = (store_ud *)luaL_checkudata(L, idx, mt);
+  store_ud *u = (store_ud *)mp_checkudata(L, idx, mt);
   if (u->s == NULL) luaL_error(L, "the %s is closed", mt + 6);
   return u->s;
 }
 
 /* The store of the userdata of type mt at idx, NULL if it is closed. */
 mp_store *mp_store_test(lua_State *L, int idx, const char *mt) {
-  return ((store_ud *)luaL_checkudata(L, idx, mt))->s;
+  return ((store_ud *)mp_checkudata(L, idx, mt))->s;
 }
 
 /* Pushes a userdata of type mt on s, which has a reference for it. */
@@ -708,13 +708,13 @@ mp_store *mp_store_make(lua_State *L, const char *mt, int kind) {
 
 /* __gc and __close: lets go of this process's share. */
 int mp_store_gc(lua_State *L, const char *mt) {
-  store_ud *u = (store_ud *)luaL_checkudata(L, 1, mt);
+  store_ud *u = (store_ud *)mp_checkudata(L, 1, mt);
   if (u->s != NULL) { mp_store_release(u->s); u->s = NULL; }
   return 0;
 }
 
 int mp_store_send(lua_State *L, const char *mt) {
-  store_ud *u = (store_ud *)luaL_checkudata(L, 1, mt);
+  store_ud *u = (store_ud *)mp_checkudata(L, 1, mt);
   if (u->s == NULL) luaL_error(L, "cannot send a closed %s", mt + 6);
   mp_store_push_token(L, u->s);
   return 1;

@@ -45,28 +45,6 @@ static void init_mutex(lua_State *L, pthread_mutex_t *m) {
   if (r) luaL_error(L, "cannot make a shared mutex: %s", strerror(r));
 }
 
-/* The body of the handle at 1 for a method whose upvalue 1 is the
-** metatable of its type: the hot paths skip luaL_checkudata's registry
-** lookup by name. */
-static void *self_body(lua_State *L) {
-  mp_handle *h = (mp_handle *)lua_touserdata(L, 1);
-  if (h == NULL || !lua_getmetatable(L, 1) ||
-      !lua_rawequal(L, -1, lua_upvalueindex(1))) {
-    const char *name;
-    lua_settop(L, 1);  /* luaL_typeerror describes argument 1: keep it there */
-    lua_getfield(L, lua_upvalueindex(1), "__name");
-    name = lua_tostring(L, -1);  /* anchored in the metatable */
-    lua_pop(L, 1);
-    luaL_typeerror(L, 1, name);
-  }
-  lua_pop(L, 1);
-  if (h->cell == NULL) {
-    lua_getfield(L, lua_upvalueindex(1), "__name");
-    luaL_error(L, "the %s is closed", lua_tostring(L, -1) + 6);
-  }
-  return MP_CELL_BODY(h->cell);
-}
-
 /* acquire([block], [timeout]) arguments from idx: 0 for a try, else a
 ** deadline (-1: none) */
 static double block_deadline(lua_State *L, int idx, int *block) {
@@ -217,7 +195,7 @@ static int lock_release(lua_State *L, lock_body *b, const char *what) {
 }
 
 static int lock_tostring(lua_State *L, const char *mt) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
+  mp_handle *h = (mp_handle *)mp_checkudata(L, 1, mt);
   lock_body *b;
   uint64_t owner;
   if (h->cell == NULL) return lua_pushfstring(L, "%s (closed)", mt), 1;
@@ -230,17 +208,17 @@ static int lock_tostring(lua_State *L, const char *mt) {
 
 /* Dropping the last handle of a Lock this process holds lets it go. */
 static int lock_gc(lua_State *L, const char *mt, int closing) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, mt);
+  mp_handle *h = (mp_handle *)mp_checkudata(L, 1, mt);
   if (mp_handle_sole(h)) lock_give((lock_body *)MP_CELL_BODY(h->cell), 1);
   if (closing) mp_handle_close(h);
   else mp_handle_drop(h);
   return 0;
 }
 
-static int m_lock_acquire(lua_State *L) { return lock_acquire(L, self_body(L)); }
-static int m_rlock_acquire(lua_State *L) { return lock_acquire(L, self_body(L)); }
-static int m_lock_release(lua_State *L) { return lock_release(L, self_body(L), "Lock"); }
-static int m_rlock_release(lua_State *L) { return lock_release(L, self_body(L), "RLock"); }
+static int m_lock_acquire(lua_State *L) { return lock_acquire(L, mp_handle_body(L, 1, LOCK_MT)); }
+static int m_rlock_acquire(lua_State *L) { return lock_acquire(L, mp_handle_body(L, 1, RLOCK_MT)); }
+static int m_lock_release(lua_State *L) { return lock_release(L, mp_handle_body(L, 1, LOCK_MT), "Lock"); }
+static int m_rlock_release(lua_State *L) { return lock_release(L, mp_handle_body(L, 1, RLOCK_MT), "RLock"); }
 static int m_lock_tostring(lua_State *L) { return lock_tostring(L, LOCK_MT); }
 static int m_rlock_tostring(lua_State *L) { return lock_tostring(L, RLOCK_MT); }
 static int m_lock_gc(lua_State *L) { return lock_gc(L, LOCK_MT, 0); }
@@ -251,10 +229,13 @@ static int m_lock_send(lua_State *L) { return mp_handle_send(L, LOCK_MT); }
 static int m_rlock_send(lua_State *L) { return mp_handle_send(L, RLOCK_MT); }
 
 /* held() -> whether this process holds it (Python's RLock._is_owned) */
-static int lock_held(lua_State *L) {
-  lua_pushboolean(L, LOAD(&((lock_body *)self_body(L))->owner) == mp_self());
+static int lock_held(lua_State *L, lock_body *b) {
+  lua_pushboolean(L, LOAD(&b->owner) == mp_self());
   return 1;
 }
+
+static int m_lock_held(lua_State *L) { return lock_held(L, mp_handle_body(L, 1, LOCK_MT)); }
+static int m_rlock_held(lua_State *L) { return lock_held(L, mp_handle_body(L, 1, RLOCK_MT)); }
 
 static int l_lock_recv(lua_State *L) {
   mp_handle_recv(L, MP_T_LOCK, LOCK_MT, 0);
@@ -403,7 +384,7 @@ static void sem_enter(sem_body *b, int *died) {
 }
 
 static int m_sem_acquire(lua_State *L) {
-  sem_body *b = (sem_body *)self_body(L);
+  sem_body *b = (sem_body *)mp_handle_body(L, 1, SEM_MT);
   int block, died = 0, ok;
   double deadline = block_deadline(L, 2, &block);
   sem_enter(b, &died);
@@ -448,7 +429,7 @@ static const char *sem_give(sem_body *b) {
 }
 
 static int m_sem_release(lua_State *L) {
-  sem_body *b = (sem_body *)self_body(L);
+  sem_body *b = (sem_body *)mp_handle_body(L, 1, SEM_MT);
   const char *err;
   sem_enter(b, NULL);
   err = sem_give(b);
@@ -458,7 +439,7 @@ static int m_sem_release(lua_State *L) {
 }
 
 static int m_sem_get_value(lua_State *L) {
-  sem_body *b = (sem_body *)self_body(L);
+  sem_body *b = (sem_body *)mp_handle_body(L, 1, SEM_MT);
   lua_pushinteger(L, (lua_Integer)LOAD(&b->value));
   return 1;
 }
@@ -468,7 +449,7 @@ static const char *sem_kind(sem_body *b) {
 }
 
 static int m_sem_tostring(lua_State *L) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, SEM_MT);
+  mp_handle *h = (mp_handle *)mp_checkudata(L, 1, SEM_MT);
   sem_body *b;
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Semaphore (closed)"), 1;
   b = (sem_body *)MP_CELL_BODY(h->cell);
@@ -479,7 +460,7 @@ static int m_sem_tostring(lua_State *L) {
 
 /* Units this process holds go back when its last handle goes. */
 static int m_sem_gc(lua_State *L) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, SEM_MT);
+  mp_handle *h = (mp_handle *)mp_checkudata(L, 1, SEM_MT);
   if (mp_handle_sole(h)) {
     sem_body *b = (sem_body *)MP_CELL_BODY(h->cell);
     holder *me;
@@ -521,7 +502,7 @@ static int l_Event(lua_State *L) {
 }
 
 static int m_event_set(lua_State *L) {
-  event_body *b = (event_body *)self_body(L);
+  event_body *b = (event_body *)mp_handle_body(L, 1, EVENT_MT);
   STORE(&b->flag, 1);
   if (LOAD(&b->waiters)) mp_seq_wake(&b->seq);
   else __atomic_add_fetch(&b->seq, 1, __ATOMIC_SEQ_CST);
@@ -529,17 +510,17 @@ static int m_event_set(lua_State *L) {
 }
 
 static int m_event_clear(lua_State *L) {
-  STORE(&((event_body *)self_body(L))->flag, 0);
+  STORE(&((event_body *)mp_handle_body(L, 1, EVENT_MT))->flag, 0);
   return 0;
 }
 
 static int m_event_is_set(lua_State *L) {
-  lua_pushboolean(L, LOAD(&((event_body *)self_body(L))->flag));
+  lua_pushboolean(L, LOAD(&((event_body *)mp_handle_body(L, 1, EVENT_MT))->flag));
   return 1;
 }
 
 static int m_event_wait(lua_State *L) {
-  event_body *b = (event_body *)self_body(L);
+  event_body *b = (event_body *)mp_handle_body(L, 1, EVENT_MT);
   double deadline = mp_opt_deadline(L, 2);
   int set = 0;
   if (LOAD(&b->flag)) return lua_pushboolean(L, 1), 1;
@@ -563,7 +544,7 @@ static int m_event_wait(lua_State *L) {
 }
 
 static int m_event_tostring(lua_State *L) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, EVENT_MT);
+  mp_handle *h = (mp_handle *)mp_checkudata(L, 1, EVENT_MT);
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Event (closed)"), 1;
   lua_pushstring(L, LOAD(&((event_body *)MP_CELL_BODY(h->cell))->flag)
                     ? "mproc.Event (set)" : "mproc.Event (clear)");
@@ -639,7 +620,7 @@ static int cond_sleep(lua_State *L, cond_body *b, wslot *s, double deadline) {
 }
 
 static int m_cond_wait(lua_State *L) {
-  cond_body *b = (cond_body *)self_body(L);
+  cond_body *b = (cond_body *)mp_handle_body(L, 1, COND_MT);
   double deadline = mp_opt_deadline(L, 2);
   lock_body *lk = cond_lock(L, "wait");
   uint32_t depth;
@@ -698,14 +679,14 @@ static int cond_notify(lua_State *L, cond_body *b, lua_Integer n, const char *fn
 }
 
 static int m_cond_notify(lua_State *L) {
-  cond_body *b = (cond_body *)self_body(L);   /* self first: cond.notify(5) */
+  cond_body *b = (cond_body *)mp_handle_body(L, 1, COND_MT);   /* self first: cond.notify(5) */
   lua_Integer n = luaL_optinteger(L, 2, 1);
   luaL_argcheck(L, n >= 0, 2, "n must be >= 0");
   return cond_notify(L, b, n, "notify");
 }
 
 static int m_cond_notify_all(lua_State *L) {
-  return cond_notify(L, (cond_body *)self_body(L), COND_SLOTS, "notify_all");
+  return cond_notify(L, (cond_body *)mp_handle_body(L, 1, COND_MT), COND_SLOTS, "notify_all");
 }
 
 static int m_cond_get_lock(lua_State *L) {
@@ -715,7 +696,7 @@ static int m_cond_get_lock(lua_State *L) {
 }
 
 static int m_cond_tostring(lua_State *L) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, COND_MT);
+  mp_handle *h = (mp_handle *)mp_checkudata(L, 1, COND_MT);
   int i, n = 0;
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Condition (closed)"), 1;
   for (i = 0; i < COND_SLOTS; i++)
@@ -933,7 +914,7 @@ static int m_barrier_index(lua_State *L) {
 }
 
 static int m_barrier_tostring(lua_State *L) {
-  mp_handle *h = (mp_handle *)luaL_checkudata(L, 1, BARRIER_MT);
+  mp_handle *h = (mp_handle *)mp_checkudata(L, 1, BARRIER_MT);
   barrier_body *b;
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Barrier (closed)"), 1;
   b = (barrier_body *)MP_CELL_BODY(h->cell);
@@ -959,11 +940,11 @@ static int l_barrier_recv(lua_State *L) {
 ** --------------------------------------------------------------------- */
 
 static const luaL_Reg lock_methods[] = {
-  {"acquire", m_lock_acquire}, {"release", m_lock_release}, {"held", lock_held},
+  {"acquire", m_lock_acquire}, {"release", m_lock_release}, {"held", m_lock_held},
   {NULL, NULL}
 };
 static const luaL_Reg rlock_methods[] = {
-  {"acquire", m_rlock_acquire}, {"release", m_rlock_release}, {"held", lock_held},
+  {"acquire", m_rlock_acquire}, {"release", m_rlock_release}, {"held", m_rlock_held},
   {NULL, NULL}
 };
 static const luaL_Reg sem_methods[] = {
@@ -1009,7 +990,7 @@ static const luaL_Reg barrier_meta[] = {
   {"__mproc_send", m_barrier_send}, {"__mproc_recv", l_barrier_recv}, {NULL, NULL}
 };
 
-/* Methods see their metatable as upvalue 1 (self_body). */
+/* Methods see their metatable as upvalue 1 (mp_type). */
 static const struct {
   const char *name;
   const luaL_Reg *meta, *methods;
@@ -1033,6 +1014,6 @@ void mp_open_sync(lua_State *L) {
   size_t i;
   mp_cell_init(L);
   for (i = 0; i < sizeof types / sizeof types[0]; i++)
-    mp_handle_type(L, types[i].name, types[i].meta, types[i].methods, types[i].index);
+    mp_type(L, types[i].name, types[i].meta, types[i].methods, types[i].index);
   luaL_setfuncs(L, sync_funcs, 0);
 }
