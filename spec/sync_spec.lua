@@ -564,10 +564,11 @@ describe("sync objects", function()
     for _, obj in ipairs(objects) do
       local mt = getmetatable(obj)
       local names = {}
-      for name in pairs(mt.__methods) do
-        if not name:find("^_") then names[#names + 1] = name end
-      end
+      for name in pairs(mt.__methods) do names[#names + 1] = name end
       table.sort(names)
+      it(mt.__name .. " has no private function among its methods", function()
+        for _, name in ipairs(names) do assert.is_nil(name:find("^_"), name) end
+      end)
       for _, name in ipairs(names) do
         for _, self in ipairs { "none", {}, 5 } do
           local label = ("%s.%s(%s)"):format(mt.__name, name, self == "none" and "" or type(self))

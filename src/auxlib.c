@@ -34,3 +34,46 @@ void mp_type(lua_State *L, const char *tname, const luaL_Reg *meta,
   }
   lua_pop(L, 1);
 }
+
+/* ---------------------------------------------------------------------
+** The Lua layer's hook into C types
+** --------------------------------------------------------------------- */
+
+/* The metatable of the C type named at idx, pushed; raises if none. */
+static void push_type(lua_State *L, int idx) {
+  const char *tname = luaL_checkstring(L, idx);
+  if (luaL_getmetatable(L, tname) != LUA_TTABLE)
+    luaL_argerror(L, idx, lua_pushfstring(L, "no C type named '%s'", tname));
+}
+
+/* core.interpose(typename, key, value) -> the value it replaces: the one
+** way the Lua layer extends a C type. A key starting with "__" is a
+** metamethod (__mproc_send, __mproc_recv), any other a method. */
+static int l_interpose(lua_State *L) {
+  const char *key = luaL_checkstring(L, 2);
+  luaL_checkany(L, 3);
+  push_type(L, 1);
+  if (strncmp(key, "__", 2) != 0 &&
+      lua_getfield(L, -1, "__methods") != LUA_TTABLE)
+    return luaL_argerror(L, 1, "a type without methods");
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -4);
+  return 1;
+}
+
+/* core.istype(v, typename) -> whether v is a userdata of that C type */
+static int l_istype(lua_State *L) {
+  luaL_checkstring(L, 2);
+  lua_pushboolean(L, luaL_testudata(L, 1, lua_tostring(L, 2)) != NULL);
+  return 1;
+}
+
+void mp_open_auxlib(lua_State *L) {
+  lua_pushcfunction(L, l_interpose);
+  lua_setfield(L, -2, "interpose");
+  lua_pushcfunction(L, l_istype);
+  lua_setfield(L, -2, "istype");
+}

@@ -1274,9 +1274,24 @@ static int l_loads(lua_State *L) {
   return 2;
 }
 
+/* core.register_type(mt): registers a type the Lua layer makes (a class
+** with __name and __mproc_send/__mproc_recv, as queue.lua's) under its
+** __name, where the codec finds every mproc type (C types are registered
+** by mp_type). */
+static int l_register_type(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_getfield(L, 1, "__name") != LUA_TSTRING)
+    return luaL_argerror(L, 1, "a metatable with a __name expected");
+  lua_pushvalue(L, 1);
+  lua_settable(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
 void mp_open_codec(lua_State *L) {
   box_metatable(L);
   lua_pop(L, 1);
+  lua_pushcfunction(L, l_register_type);
+  lua_setfield(L, -2, "register_type");
   lua_pushcfunction(L, l_dumps);
   lua_setfield(L, -2, "dumps");
   lua_pushcfunction(L, l_loads);

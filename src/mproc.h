@@ -30,6 +30,7 @@
 #endif
 
 /* Each concern registers its functions into the module table on the top. */
+MP_HIDDEN void mp_open_auxlib(lua_State *L);
 MP_HIDDEN void mp_open_fd(lua_State *L);
 MP_HIDDEN void mp_open_proc(lua_State *L);
 MP_HIDDEN void mp_open_time(lua_State *L);
@@ -83,7 +84,8 @@ MP_HIDDEN struct timespec mp_timespec(double seconds);
 ** that is its __methods and its __index, unless index, a closure over that
 ** table, is its __index. Every function in meta and methods has the
 ** metatable as upvalue 1. The Lua layer extends a type only through
-** core.interpose (auxlib.c).
+** core.interpose (auxlib.c); functions private to it are core functions
+** taking the object (core.barrier_arrive(b)), never methods.
 ** mp_checkudata is luaL_checkudata, with a cheaper path for the hot
 ** methods: self (idx 1) in a function mp_type registered is checked against
 ** the function's upvalue 1 first, with no look-up in the registry. So a

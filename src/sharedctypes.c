@@ -269,7 +269,7 @@ static int m_array_len(lua_State *L) {
   return 1;
 }
 
-/* a:_totable() -> a new table of the elements (the Lua side locks) */
+/* core.array_totable(a) -> a new table of the elements (the Lua side locks) */
 static int m_array_totable(lua_State *L) {
   array_body *b = mp_handle_body(L, 1, ARRAY_MT);
   const typecode *t = &typecodes[b->tc];
@@ -345,10 +345,14 @@ static const luaL_Reg array_meta[] = {
   {"__mproc_send", m_array_send}, {"__mproc_recv", m_array_recv}, {NULL, NULL}
 };
 static const luaL_Reg array_methods[] = {
-  {"get_lock", m_array_get_lock}, {"_totable", m_array_totable}, {NULL, NULL}
+  {"get_lock", m_array_get_lock}, {NULL, NULL}
 };
 
-static const luaL_Reg funcs[] = {{"Value", l_Value}, {"Array", l_Array}, {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+  {"Value", l_Value}, {"Array", l_Array},
+  {"array_totable", m_array_totable},   /* private to sharedctypes.lua */
+  {NULL, NULL}
+};
 
 void mp_open_sharedctypes(lua_State *L) {
   mp_type(L, VALUE_MT, value_meta, value_methods, m_value_index);

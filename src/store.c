@@ -744,23 +744,7 @@ int mp_store_raise(lua_State *L, const char *what, int e) {
   return luaL_error(L, "cannot %s: %s", what, strerror(e));
 }
 
-/* core.store_interpose(typename, name, f) -> the method it replaces: how
-** the Lua layer adds methods to Dict, List and Namespace. */
 static const char *const store_types[] = {"mproc.Dict", "mproc.List", "mproc.Namespace", NULL};
-
-static int l_store_interpose(lua_State *L) {
-  const char *mt = store_types[luaL_checkoption(L, 1, NULL, store_types)];
-  luaL_checkstring(L, 2);
-  luaL_checkany(L, 3);
-  luaL_getmetatable(L, mt);
-  lua_getfield(L, -1, "__methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 3);
-  lua_rawset(L, -4);
-  return 1;
-}
 
 /* core.store_is(v, typename) -> whether v is an open object of that type */
 static int l_store_is(lua_State *L) {
@@ -790,8 +774,6 @@ void mp_open_store(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "mproc.store.sentinel");
   }
   lua_pop(L, 1);
-  lua_pushcfunction(L, l_store_interpose);
-  lua_setfield(L, -2, "store_interpose");
   lua_pushcfunction(L, l_store_is);
   lua_setfield(L, -2, "store_is");
 }

@@ -813,7 +813,7 @@ static double barrier_deadline(lua_State *L, barrier_body *b) {
   return b->timeout < 0 ? -1 : mp_monotonic() + b->timeout;
 }
 
-/* b:_arrive([timeout]) -> index, is_last | nil, "broken" | nil, "timeout" */
+/* core.barrier_arrive(b, [timeout]) -> index, is_last | nil, "broken" | nil, "timeout" */
 static int m_barrier_arrive(lua_State *L) {
   barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   double deadline = barrier_deadline(L, b);
@@ -843,7 +843,7 @@ static int m_barrier_arrive(lua_State *L) {
   return 2;
 }
 
-/* b:_release(ok): the last party, after the action, lets the round go.
+/* core.barrier_release(b, ok): the last party, after the action, lets the round go.
 ** true, or false when the barrier broke meanwhile (or ok is false). */
 static int m_barrier_release(lua_State *L) {
   barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
@@ -960,9 +960,7 @@ static const luaL_Reg cond_methods[] = {
   {"notify_all", m_cond_notify_all}, {"get_lock", m_cond_get_lock}, {NULL, NULL}
 };
 static const luaL_Reg barrier_methods[] = {
-  {"_arrive", m_barrier_arrive}, {"_release", m_barrier_release},
-  {"_action", m_barrier_action}, {"reset", m_barrier_reset},
-  {"abort", m_barrier_abort}, {NULL, NULL}
+  {"reset", m_barrier_reset}, {"abort", m_barrier_abort}, {NULL, NULL}
 };
 
 static const luaL_Reg lock_meta[] = {
@@ -1007,6 +1005,9 @@ static const struct {
 static const luaL_Reg sync_funcs[] = {
   {"Lock", l_Lock}, {"RLock", l_RLock}, {"Semaphore", l_Semaphore},
   {"Event", l_Event}, {"Condition", l_Condition}, {"Barrier", l_Barrier},
+  /* private to sync.lua's Barrier:wait */
+  {"barrier_arrive", m_barrier_arrive}, {"barrier_release", m_barrier_release},
+  {"barrier_action", m_barrier_action},
   {NULL, NULL}
 };
 

@@ -7,23 +7,21 @@ local util = require "mproc.util"
 
 local M = {}
 
-local mt = debug.getregistry()["mproc.Connection"]
-
 -- Connections of this process by token, and back, for the codec: a
 -- Connection travels to processes that inherited its descriptor.
 local add, find = util.tokens()
 local tokens = setmetatable({}, { __mode = "k" })
 
-function mt.__mproc_send(c)
+core.interpose("mproc.Connection", "__mproc_send", function(c)
   return tokens[c] or error("cannot send a Connection that mproc.Pipe did not make", 2)
-end
+end)
 
 local function usable(c) return not c:closed() end
 
-function mt.__mproc_recv(token)
+core.interpose("mproc.Connection", "__mproc_recv", function(token)
   local c = find("mproc.Connection", token, usable)
   return c
-end
+end)
 
 local function remember(c)
   tokens[c] = add(c)

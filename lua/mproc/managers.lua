@@ -123,7 +123,7 @@ for name, f in pairs {
   update = function(self, t) check("update", self, "mproc.Dict"); update(self, t) end,
   keys = keys, values = values, items = items, copy = copy,
   update_key = dict_update_key,
-} do core.store_interpose("mproc.Dict", name, f) end
+} do core.interpose("mproc.Dict", name, f) end
 
 -- mproc.Dict([t]) -> a new Dict holding t's pairs
 function M.Dict(init)
@@ -270,7 +270,7 @@ for name, f in pairs {
   extend = function(self, t) check("extend", self, "mproc.List"); extend(self, t) end,
   remove = remove, index = index, count = count, sort = sort, reverse = reverse,
   totable = totable, update_key = list_update_key,
-} do core.store_interpose("mproc.List", name, f) end
+} do core.interpose("mproc.List", name, f) end
 
 -- mproc.List([t]) -> a new List holding the values of t (a sequence or List)
 function M.List(init)

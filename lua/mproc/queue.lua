@@ -128,7 +128,7 @@ local function class(name, index)
     local q = find(name, token, usable)
     return q
   end
-  debug.getregistry()[name] = mt
+  core.register_type(mt)
   return mt
 end
 

@@ -43,17 +43,15 @@ end
 
 -- a:totable() -> a plain table of the elements, read under the Array's
 -- lock (unless this process holds it already, or there is none).
-local array_mt = debug.getregistry()["mproc.Array"]
-local array = array_mt.__methods
-function array:totable()
-  util.check_self("totable", self, array_mt)
+core.interpose("mproc.Array", "totable", function(self)
+  util.check_self("totable", self, "mproc.Array")
   local ok, lock = pcall(self.get_lock, self)
-  if not ok or lock:held() then return self:_totable() end
+  if not ok or lock:held() then return core.array_totable(self) end
   lock:acquire()
-  local ok2, t = pcall(self._totable, self)
+  local ok2, t = pcall(core.array_totable, self)
   lock:release()
   if not ok2 then error(t, 0) end
   return t
-end
+end)
 
 return M

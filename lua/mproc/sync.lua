@@ -7,9 +7,6 @@ local util = require "mproc.util"
 
 local M = {}
 
-local registry = debug.getregistry()
-local function methods(name) return registry[name].__methods end
-
 -- The guard idiom:
 --   do
 --     local _ <close> = lock:guard()
@@ -38,31 +35,30 @@ local function guard(self, timeout)
 end
 
 for _, name in ipairs { "mproc.Lock", "mproc.RLock", "mproc.Semaphore", "mproc.Condition" } do
-  local mt = registry[name]
-  methods(name).guard = function(self, timeout)
-    util.check_self("guard", self, mt)
+  core.interpose(name, "guard", function(self, timeout)
+    util.check_self("guard", self, name)
     return guard(self, timeout)
-  end
+  end)
 end
 
 -- Condition --------------------------------------------------------------
 
-local cond_mt = registry["mproc.Condition"]
-local cond = cond_mt.__methods
+local COND = "mproc.Condition"
+local cond = {}
 
 function cond:acquire(block, timeout)
-  util.check_self("acquire", self, cond_mt)
+  util.check_self("acquire", self, COND)
   return self:get_lock():acquire(block, timeout)
 end
 
 function cond:release()
-  util.check_self("release", self, cond_mt)
+  util.check_self("release", self, COND)
   return self:get_lock():release()
 end
 
 -- wait_for(predicate, [timeout]) -> the predicate's last result
 function cond:wait_for(predicate, timeout)
-  util.check_self("wait_for", self, cond_mt)
+  util.check_self("wait_for", self, COND)
   util.check_callable("wait_for", 1, predicate)
   timeout = util.check_timeout("wait_for", 2, timeout)
   local deadline = util.deadline(timeout)
@@ -76,29 +72,31 @@ function cond:wait_for(predicate, timeout)
   return result
 end
 
+for name, f in pairs(cond) do core.interpose(COND, name, f) end
+
 -- Barrier ----------------------------------------------------------------
 
-local barrier_mt = registry["mproc.Barrier"]
-local barrier = barrier_mt.__methods
+local BARRIER = "mproc.Barrier"
 
 -- wait([timeout]) -> the arrival index (0 .. parties-1), or nil, "broken"
 -- (aborted, reset, a party timed out or died), or nil, "timeout" (which
 -- breaks the barrier for the others). The last party runs the action
 -- first; an error in it breaks the barrier and is raised again.
-function barrier:wait(timeout)
-  util.check_self("wait", self, barrier_mt)
+local function barrier_wait(self, timeout)
+  util.check_self("wait", self, BARRIER)
   timeout = util.check_timeout("wait", 1, timeout)
-  local index, last = self:_arrive(timeout)
+  local index, last = core.barrier_arrive(self, timeout)
   if index == nil then return nil, last end
   if last then
-    local action, ok, err = self:_action(), true, nil
+    local action, ok, err = core.barrier_action(self), true, nil
     if action then ok, err = pcall(action) end
-    local released = self:_release(ok)
+    local released = core.barrier_release(self, ok)
     if not ok then error(err, 0) end
     if not released then return nil, "broken" end
   end
   return index
 end
+core.interpose(BARRIER, "wait", barrier_wait)
 
 -- Constructors -----------------------------------------------------------
 

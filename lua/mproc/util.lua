@@ -29,13 +29,14 @@ function M.misuse(msg)
   error(msg, user_level())
 end
 
--- Raises unless self is an object of the class mt (a method called with
--- '.' instead of ':' gets a message naming it).
+-- Raises unless self is an object of the class mt, or of the C type named
+-- mt (a method called with '.' instead of ':' gets a message naming it).
 function M.check_self(fname, self, mt)
   local got = getmetatable(self)
+  if type(mt) == "string" and core.istype(self, mt) then return end  -- a C type
   if got ~= mt then
     local name = type(got) == "table" and rawget(got, "__name")
-    M.argerror(fname, 1, ("%s expected, got %s"):format(mt.__name,
+    M.argerror(fname, 1, ("%s expected, got %s"):format(type(mt) == "string" and mt or mt.__name,
       type(name) == "string" and name or type(self)))
   end
 end
