@@ -89,7 +89,9 @@ static live_child *live = NULL;
 static size_t nlive = 0, caplive = 0;
 static pid_t live_owner = 0;
 
-static int live_add(pid_t pid, int daemon) {
+/* Room for one more child, made before forking: live_add after the fork
+** then cannot fail. */
+static int live_reserve(void) {
   if (nlive == caplive) {
     size_t ncap = caplive ? caplive * 2 : 16;
     live_child *n = realloc(live, ncap * sizeof *n);
@@ -97,10 +99,14 @@ static int live_add(pid_t pid, int daemon) {
     live = n;
     caplive = ncap;
   }
+  return 0;
+}
+
+/* Adds a child into the room live_reserve made. */
+static void live_add(pid_t pid, int daemon) {
   live[nlive].pid = pid;
   live[nlive].daemon = daemon;
   nlive++;
-  return 0;
 }
 
 static void live_remove(pid_t pid) {
@@ -428,8 +434,7 @@ static int l_fork(lua_State *L) {
   mp_child *c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
   c->pid = 0; c->fd = -1; c->status = 0; c->reaped = 0; c->daemon = daemon;
   luaL_setmetatable(L, CHILD_MT);
-  if (live_add(0, daemon) < 0) return mp_fail(L, "cannot fork");
-  nlive--; /* room reserved, so the add after fork cannot fail */
+  if (live_reserve() < 0) return mp_fail(L, "cannot fork");
   if (!use_pidfd && mp_cloexec_pipe(fds) < 0) return mp_fail(L, "cannot fork");
   if (use_pidfd && children_autoreaped() && mp_cloexec_pipe(gate) < 0)
     return mp_fail(L, "cannot fork");

@@ -110,7 +110,8 @@ typedef struct {
   const char *cwd;
   int src[3];              /* per child fd 0..2: MP_INHERIT, MP_STDOUT, fd */
   int *keep;               /* sorted fds >= 3 that close_fds leaves */
-  int nkeep;               /* pass_fds, and the error pipe on the fork path */
+  int nkeep;               /* pass_fds, then the fork path's error pipe
+                              (keep_error_pipe: read_keep leaves room) */
   int close_fds, new_session, pgroup, umask_;
   int maxfd;
   sigset_t oldmask;
@@ -256,6 +257,14 @@ static pid_t start_vfork(plan *p) {
   return pid;
 }
 
+/* The fork path's error pipe fd, kept open in the child until exec: into
+** the room read_keep left in keep[]. */
+static void keep_error_pipe(plan *p, int fd) {
+  p->err_fd = fd;
+  p->keep[p->nkeep++] = fd;
+  sort_ints(p->keep, p->nkeep);
+}
+
 /* fork, for preexec_fn: reads the error pipe until exec closes it. */
 static pid_t start_fork(plan *p) {
   int fds[2];
@@ -263,9 +272,7 @@ static pid_t start_fork(plan *p) {
   ssize_t n;
   pid_t pid;
   if (mp_cloexec_pipe(fds) < 0) return -1;
-  p->err_fd = fds[1];
-  p->keep[p->nkeep - 1] = fds[1];
-  sort_ints(p->keep, p->nkeep);
+  keep_error_pipe(p, fds[1]);
   pid = fork();
   if (pid == 0) { close(fds[0]); child_main(p); }
   close(fds[1]);
@@ -392,7 +399,8 @@ static const char *string_field(lua_State *L, const char *field) {
   return s;
 }
 
-/* pass_fds plus, on the fork path, the error pipe (added later). */
+/* pass_fds, with room for one more: the fork path's error pipe, which
+** start_fork adds (keep_error_pipe). */
 static void read_keep(lua_State *L, plan *p) {
   lua_Integer i, len = 0;
   if (lua_getfield(L, 1, "pass_fds") == LUA_TTABLE) len = luaL_len(L, -1);
@@ -590,7 +598,6 @@ static int l_spawn(lua_State *L) {
     errno = e;
     return mp_fail(L, "cannot create pipes for the child");
   }
-  if (p->L) p->keep[p->nkeep++] = -1; /* a slot for the error pipe */
   fflush(NULL);
   pid = start_child(p);
   e = errno;
