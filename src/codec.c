@@ -39,7 +39,7 @@ enum {
 #define BOX_INIT 1024           /* bytes held inside the buffer userdata */
 #define INDEX_DEPTH 4           /* levels below a module the index walks */
 #define MEMO_INIT 32            /* memo slots held inside the userdata */
-#define BUFFER_MT "mproc.CodecBuffer"
+#define BOX_MT "mproc.CodecBuffer"
 #define INDEX_KEY "mproc.codec.index"  /* registry: object -> path */
 
 /* ---------------------------------------------------------------------
@@ -50,16 +50,16 @@ enum {
 typedef struct {
   const void *key;  /* lua_topointer of an object met before, or NULL */
   lua_Integer ord;
-} Slot;
+} memo_slot;
 
 typedef struct {
   char *p;
   size_t n, cap;
-  Slot *slots;      /* open addressing, linear probing; NULL until used */
+  memo_slot *slots;      /* open addressing, linear probing; NULL until used */
   size_t mask, used;
   char init[BOX_INIT];
-  Slot sinit[MEMO_INIT];
-} Box;
+  memo_slot sinit[MEMO_INIT];
+} box;
 
 static void box_free(lua_State *L, void *p, size_t n) {
   void *ud;
@@ -67,42 +67,42 @@ static void box_free(lua_State *L, void *p, size_t n) {
   f(ud, p, n, 0);
 }
 
-static int box_gc(lua_State *L) {
-  Box *b = (Box *)mp_checkudata(L, 1, BUFFER_MT);
+static int m_box_gc(lua_State *L) {
+  box *b = (box *)mp_checkudata(L, 1, BOX_MT);
   if (b->p != b->init) {
     box_free(L, b->p, b->cap);
     b->p = b->init;
     b->cap = BOX_INIT;
   }
   if (b->slots && b->slots != b->sinit)
-    box_free(L, b->slots, (b->mask + 1) * sizeof(Slot));
+    box_free(L, b->slots, (b->mask + 1) * sizeof(memo_slot));
   b->slots = NULL;
   b->mask = b->used = 0;
   b->n = 0;
   return 0;
 }
 
-static int box_tostring(lua_State *L) {
-  Box *b = (Box *)mp_checkudata(L, 1, BUFFER_MT);
-  lua_pushfstring(L, BUFFER_MT " (%I bytes)", (lua_Integer)b->n);
+static int m_box_tostring(lua_State *L) {
+  box *b = (box *)mp_checkudata(L, 1, BOX_MT);
+  lua_pushfstring(L, BOX_MT " (%I bytes)", (lua_Integer)b->n);
   return 1;
 }
 
 static const luaL_Reg box_meta[] = {
-  {"__gc", box_gc}, {"__close", box_gc}, {"__tostring", box_tostring}, {NULL, NULL}
+  {"__gc", m_box_gc}, {"__close", m_box_gc}, {"__tostring", m_box_tostring}, {NULL, NULL}
 };
 
 /* Pushes the buffer metatable, registering it the first time (the fuzz
 ** target encodes without opening mproc.core). */
 static void box_metatable(lua_State *L) {
-  if (luaL_getmetatable(L, BUFFER_MT) != LUA_TNIL) return;
+  if (luaL_getmetatable(L, BOX_MT) != LUA_TNIL) return;
   lua_pop(L, 1);
-  mp_type(L, BUFFER_MT, box_meta, NULL, NULL);
-  luaL_getmetatable(L, BUFFER_MT);
+  mp_type(L, BOX_MT, box_meta, NULL, NULL);
+  luaL_getmetatable(L, BOX_MT);
 }
 
-static Box *box_new(lua_State *L) {
-  Box *b = (Box *)lua_newuserdatauv(L, sizeof(Box), 0);
+static box *box_new(lua_State *L) {
+  box *b = (box *)lua_newuserdatauv(L, sizeof(box), 0);
   b->p = b->init;
   b->n = 0;
   b->cap = BOX_INIT;
@@ -114,7 +114,7 @@ static Box *box_new(lua_State *L) {
 }
 
 /* Makes room for need more bytes; 0 when out of memory (never raises). */
-static int box_grow(lua_State *L, Box *b, size_t need) {
+static int box_grow(lua_State *L, box *b, size_t need) {
   size_t cap = b->cap;
   void *ud, *p;
   lua_Alloc f = lua_getallocf(L, &ud);
@@ -132,13 +132,13 @@ static int box_grow(lua_State *L, Box *b, size_t need) {
   return 1;
 }
 
-static char *box_room(lua_State *L, Box *b, size_t need) {
+static char *box_room(lua_State *L, box *b, size_t need) {
   if (b->cap - b->n < need && !box_grow(L, b, need))
     mp_error(L, "cannot send value: not enough memory");
   return b->p + b->n;
 }
 
-static void box_add(lua_State *L, Box *b, const void *s, size_t n) {
+static void box_add(lua_State *L, box *b, const void *s, size_t n) {
   memcpy(box_room(L, b, n), s, n);
   b->n += n;
 }
@@ -154,17 +154,17 @@ static size_t put_varint(char *p, uint64_t v) {
 }
 
 /* Writes tag then varint v. */
-static void box_tagvar(lua_State *L, Box *b, int tag, uint64_t v) {
+static void box_tagvar(lua_State *L, box *b, int tag, uint64_t v) {
   char *p = box_room(L, b, 11);
   p[0] = (char)tag;
   b->n += 1 + put_varint(p + 1, v);
 }
 
-static void box_varint(lua_State *L, Box *b, uint64_t v) {
+static void box_varint(lua_State *L, box *b, uint64_t v) {
   b->n += put_varint(box_room(L, b, 10), v);
 }
 
-static void box_str(lua_State *L, Box *b, const char *s, size_t n) {
+static void box_str(lua_State *L, box *b, const char *s, size_t n) {
   box_varint(L, b, n);
   box_add(L, b, s, n);
 }
@@ -175,7 +175,7 @@ static size_t memo_hash(const void *k, size_t mask) {
   return (size_t)(((uint64_t)(uintptr_t)k >> 3) * 0x9e3779b97f4a7c15u >> 32) & mask;
 }
 
-static lua_Integer memo_find(Box *b, const void *k) {
+static lua_Integer memo_find(box *b, const void *k) {
   size_t i;
   if (!b->slots) return 0;
   for (i = memo_hash(k, b->mask); b->slots[i].key; i = (i + 1) & b->mask)
@@ -183,7 +183,7 @@ static lua_Integer memo_find(Box *b, const void *k) {
   return 0;
 }
 
-static void memo_put(Slot *s, size_t mask, const void *k, lua_Integer ord) {
+static void memo_put(memo_slot *s, size_t mask, const void *k, lua_Integer ord) {
   size_t i = memo_hash(k, mask);
   while (s[i].key) i = (i + 1) & mask;
   s[i].key = k;
@@ -191,25 +191,25 @@ static void memo_put(Slot *s, size_t mask, const void *k, lua_Integer ord) {
 }
 
 /* Doubles the memo (or starts the inline one); raises when out of memory. */
-static void memo_grow(lua_State *L, Box *b) {
+static void memo_grow(lua_State *L, box *b) {
   size_t i, n = b->slots ? 2 * (b->mask + 1) : MEMO_INIT;
-  Slot *s = b->sinit;
+  memo_slot *s = b->sinit;
   if (b->slots) {
     void *ud;
     lua_Alloc f = lua_getallocf(L, &ud);
-    s = (Slot *)f(ud, NULL, 0, n * sizeof(Slot));
+    s = (memo_slot *)f(ud, NULL, 0, n * sizeof(memo_slot));
     if (!s) mp_error(L, "cannot send value: not enough memory");
   }
-  memset(s, 0, n * sizeof(Slot));
+  memset(s, 0, n * sizeof(memo_slot));
   for (i = 0; b->slots && i <= b->mask; i++)
     if (b->slots[i].key) memo_put(s, n - 1, b->slots[i].key, b->slots[i].ord);
   if (b->slots && b->slots != b->sinit)
-    box_free(L, b->slots, (b->mask + 1) * sizeof(Slot));
+    box_free(L, b->slots, (b->mask + 1) * sizeof(memo_slot));
   b->slots = s;
   b->mask = n - 1;
 }
 
-static void memo_add(lua_State *L, Box *b, const void *k, lua_Integer ord) {
+static void memo_add(lua_State *L, box *b, const void *k, lua_Integer ord) {
   if (!b->slots || 2 * (b->used + 1) > b->mask + 1) memo_grow(L, b);
   memo_put(b->slots, b->mask, k, ord);
   b->used++;
@@ -410,27 +410,27 @@ static int path_valid(lua_State *L, int idx) {
 
 /* Where the encoder is, innermost first, for "cannot send ..." messages. */
 enum { E_FIELD, E_INDEX, E_KEY, E_UPVAL, E_META };
-typedef struct Edge {
-  const struct Edge *up;
+typedef struct edge {
+  const struct edge *up;
   int kind;
   lua_Integer a;    /* E_FIELD: key's stack index; E_INDEX: the index */
   int b;            /* E_UPVAL: function's stack index in a, upvalue b */
-} Edge;
+} edge;
 
 typedef struct {
   lua_State *L;
-  Box *b;
+  box *b;
   int seen;         /* stack index: object -> ordinal */
   int upvals;       /* stack index: upvalue id -> ordinal * 256 + n */
   int index;        /* stack index of the path index, or 0 */
   int rebuilt;      /* the index was rebuilt during this call */
   int nobj;
   int depth;
-  const Edge *edge;
+  const edge *edge;
   const void *globals;  /* the global table's pointer, once seen is made */
-} Enc;
+} enc;
 
-static void encode_value(Enc *e, int idx);
+static void encode_value(enc *e, int idx);
 
 static void describe_key(luaL_Buffer *B, lua_State *L, int k) {
   if (lua_type(L, k) == LUA_TSTRING) {
@@ -455,7 +455,7 @@ static void describe_function(luaL_Buffer *B, lua_State *L, int f) {
   luaL_addvalue(B);
 }
 
-static void describe_edge(luaL_Buffer *B, lua_State *L, const Edge *x) {
+static void describe_edge(luaL_Buffer *B, lua_State *L, const edge *x) {
   const char *name;
   switch (x->kind) {
     case E_FIELD: describe_key(B, L, (int)x->a); break;
@@ -492,9 +492,9 @@ static const char *type_desc(lua_State *L, int idx) {
 
 /* Raises "cannot send <where>: <why>" at the user's line; why NULL: the
 ** value's type. */
-static int encode_error(Enc *e, int idx, const char *why) {
+static int encode_error(enc *e, int idx, const char *why) {
   lua_State *L = e->L;
-  const Edge *x;
+  const edge *x;
   luaL_Buffer B;
   int n;
   if (!why) why = type_desc(L, idx);
@@ -521,7 +521,7 @@ static int encode_error(Enc *e, int idx, const char *why) {
   return lua_error(L);
 }
 
-static void enter(Enc *e, Edge *x, int kind, lua_Integer a, int b) {
+static void edge_enter(enc *e, edge *x, int kind, lua_Integer a, int b) {
   x->up = e->edge;
   x->kind = kind;
   x->a = a;
@@ -531,7 +531,7 @@ static void enter(Enc *e, Edge *x, int kind, lua_Integer a, int b) {
 
 /* Gives the object at idx (pointer p) the next ordinal (after seen_before
 ** said no); the seen list keeps it alive, so its pointer stays its own. */
-static void seen_addp(Enc *e, int idx, const void *p) {
+static void seen_addp(enc *e, int idx, const void *p) {
   lua_State *L = e->L;
   memo_add(L, e->b, p, ++e->nobj);
   lua_pushvalue(L, idx);
@@ -539,7 +539,7 @@ static void seen_addp(Enc *e, int idx, const void *p) {
 }
 
 /* The seen list, on the first object; and the globals' pointer. */
-static void seen_start(Enc *e) {
+static void seen_start(enc *e) {
   lua_State *L = e->L;
   lua_createtable(L, 16, 0);
   lua_replace(L, e->seen = e->upvals - 1);
@@ -548,17 +548,17 @@ static void seen_start(Enc *e) {
   lua_pop(L, 1);
 }
 
-static void seen_add(Enc *e, int idx) {
+static void seen_add(enc *e, int idx) {
   seen_addp(e, idx, lua_topointer(e->L, idx));
 }
 
-static int seen_before(Enc *e, int idx) {
+static int seen_before(enc *e, int idx) {
   lua_Integer ord = memo_find(e->b, lua_topointer(e->L, idx));
   if (ord) box_tagvar(e->L, e->b, T_REF, (uint64_t)ord);
   return ord != 0;
 }
 
-static void encode_path(Enc *e) {
+static void encode_path(enc *e) {
   lua_State *L = e->L;
   int i, n = (int)lua_rawlen(L, -1);
   size_t len;
@@ -574,7 +574,7 @@ static void encode_path(Enc *e) {
 
 /* Writes a PATH and returns 1 if the value at idx is reachable from
 ** package.loaded; may_rebuild: a miss is worth rebuilding the index for. */
-static int encode_by_path(Enc *e, int idx, int may_rebuild) {
+static int encode_by_path(enc *e, int idx, int may_rebuild) {
   lua_State *L = e->L;
   if (!e->index) {
     index_get(L);
@@ -596,7 +596,7 @@ static int encode_by_path(Enc *e, int idx, int may_rebuild) {
 }
 
 /* An object with __mproc_send in its metatable: MPROC name token. */
-static int encode_mproc(Enc *e, int idx) {
+static int encode_mproc(enc *e, int idx) {
   lua_State *L = e->L;
   size_t n;
   const char *s;
@@ -624,10 +624,10 @@ static int encode_mproc(Enc *e, int idx) {
 }
 
 /* The pairs outside 1..narr; their count goes to the 4 bytes at pos. */
-static void encode_pairs(Enc *e, int t, lua_Integer narr, size_t pos) {
+static void encode_pairs(enc *e, int t, lua_Integer narr, size_t pos) {
   lua_State *L = e->L;
   uint32_t count = 0;
-  Edge x;
+  edge x;
   int k = lua_gettop(L) + 1;
   /* t[narr] is set (a border), so the traversal may start after it and
   ** skip the array part already written; keys 1..narr met later (in the
@@ -638,7 +638,7 @@ static void encode_pairs(Enc *e, int t, lua_Integer narr, size_t pos) {
       lua_Integer i = lua_tointeger(L, k);
       if (i >= 1 && i <= narr) { lua_settop(L, k); continue; }
     }
-    enter(e, &x, E_KEY, k, 0);
+    edge_enter(e, &x, E_KEY, k, 0);
     encode_value(e, k);
     x.kind = E_FIELD;
     encode_value(e, k + 1);
@@ -649,17 +649,17 @@ static void encode_pairs(Enc *e, int t, lua_Integer narr, size_t pos) {
   memcpy(e->b->p + pos, &count, 4);
 }
 
-static void encode_table(Enc *e, int t) {
+static void encode_table(enc *e, int t) {
   lua_State *L = e->L;
   lua_Integer i, narr = (lua_Integer)lua_rawlen(L, t);
   int mt = lua_getmetatable(L, t), v;
   size_t pos;
-  Edge x;
+  edge x;
   box_tagvar(L, e->b, mt ? T_TABLE_MT : T_TABLE, (uint64_t)narr);
   box_room(L, e->b, 4);
   pos = e->b->n;
   e->b->n += 4;
-  enter(e, &x, E_INDEX, 0, 0);
+  edge_enter(e, &x, E_INDEX, 0, 0);
   for (i = 1, v = lua_gettop(L) + 1; i <= narr; i++) {
     x.a = i;
     lua_rawgeti(L, t, i);
@@ -670,7 +670,7 @@ static void encode_table(Enc *e, int t) {
   encode_pairs(e, t, narr, pos);
   if (mt) {
     int m = lua_gettop(L);
-    enter(e, &x, E_META, 0, 0);
+    edge_enter(e, &x, E_META, 0, 0);
     if (!seen_before(e, m) && !encode_by_path(e, m, 0)) encode_value(e, m);
     e->edge = x.up;
     lua_pop(L, 1);
@@ -678,7 +678,7 @@ static void encode_table(Enc *e, int t) {
 }
 
 static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
-  Box *b = (Box *)ud;
+  box *b = (box *)ud;
   if (b->cap - b->n < n && !box_grow(L, b, n)) return 1;
   memcpy(b->p + b->n, p, n);
   b->n += n;
@@ -686,7 +686,7 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
 }
 
 /* FUNC len bytecode: the length is patched in after lua_dump. */
-static void encode_bytecode(Enc *e, int f) {
+static void encode_bytecode(enc *e, int f) {
   lua_State *L = e->L;
   size_t pos, len;
   char tmp[10];
@@ -706,10 +706,10 @@ static void encode_bytecode(Enc *e, int f) {
   e->b->n -= 10 - (size_t)ok;
 }
 
-static void encode_upvalue(Enc *e, int f, int n, int ord) {
+static void encode_upvalue(enc *e, int f, int n, int ord) {
   lua_State *L = e->L;
   void *id = lua_upvalueid(L, f, n);
-  Edge x;
+  edge x;
   if (lua_isnil(L, e->upvals)) {
     lua_newtable(L);
     lua_replace(L, e->upvals);
@@ -727,13 +727,13 @@ static void encode_upvalue(Enc *e, int f, int n, int ord) {
   lua_pushinteger(L, (lua_Integer)ord * 256 + n);
   lua_rawset(L, e->upvals);
   lua_getupvalue(L, f, n);
-  enter(e, &x, E_UPVAL, f, n);
+  edge_enter(e, &x, E_UPVAL, f, n);
   encode_value(e, lua_gettop(L));
   e->edge = x.up;
   lua_pop(L, 1);
 }
 
-static void encode_function(Enc *e, int f) {
+static void encode_function(enc *e, int f) {
   lua_State *L = e->L;
   int n, ord;
   if (seen_before(e, f) || encode_by_path(e, f, lua_iscfunction(L, f)))
@@ -749,7 +749,7 @@ static void encode_function(Enc *e, int f) {
 
 /* A table: REF, GLOBALS, MPROC, PATH or its contents; one pointer read
 ** serves the memo and the globals test. */
-static void encode_table_object(Enc *e, int idx) {
+static void encode_table_object(enc *e, int idx) {
   lua_State *L = e->L;
   const void *p = lua_topointer(L, idx);
   lua_Integer ord = memo_find(e->b, p);
@@ -767,7 +767,7 @@ static void encode_table_object(Enc *e, int idx) {
   encode_table(e, idx);
 }
 
-static void encode_object(Enc *e, int idx, int t) {
+static void encode_object(enc *e, int idx, int t) {
   switch (t) {
     case LUA_TTABLE: encode_table_object(e, idx); return;
     case LUA_TFUNCTION: encode_function(e, idx); return;
@@ -781,7 +781,7 @@ static void encode_object(Enc *e, int idx, int t) {
 }
 
 /* STR len bytes, with one room check. */
-static void encode_string(Enc *e, int idx) {
+static void encode_string(enc *e, int idx) {
   size_t n;
   const char *s = lua_tolstring(e->L, idx, &n);
   char *p = box_room(e->L, e->b, 11 + n);
@@ -792,7 +792,7 @@ static void encode_string(Enc *e, int idx) {
   e->b->n += h + n;
 }
 
-static void encode_value(Enc *e, int idx) {
+static void encode_value(enc *e, int idx) {
   lua_State *L = e->L;
   int t = lua_type(L, idx);
   switch (t) {
@@ -828,7 +828,7 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
     return;
   }
   {
-    Enc e;
+    enc e;
     int top = lua_gettop(L);
     memset(&e, 0, sizeof e);
     e.L = L;
@@ -846,16 +846,16 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
 /* The slice t[i..i+n-1] as if it were a table of its own: a sequence of
 ** n values (nils kept) and no other keys. Counted by n, not up to j: a
 ** slice may end at math.maxinteger, where k <= j never turns false. */
-static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer n) {
+static void encode_slice(enc *e, int t, lua_Integer i, lua_Integer n) {
   lua_State *L = e->L;
   lua_Integer k;
   uint32_t none = 0;
   int v = lua_gettop(L) + 1;
-  Edge x;
+  edge x;
   box_tagvar(L, e->b, T_TABLE, (uint64_t)n);
   box_add(L, e->b, (const char *)&none, 4);
   seen_start(e);
-  enter(e, &x, E_INDEX, 0, 0);
+  edge_enter(e, &x, E_INDEX, 0, 0);
   for (k = 0; k < n; k++) {
     x.a = k + 1;
     lua_rawgeti(L, t, i + k);
@@ -869,7 +869,7 @@ static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer n) {
 ** without the copy (the pool sends map chunks this way). */
 static int l_dumps_slice(lua_State *L) {
   lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
-  Enc e;
+  enc e;
   luaL_checktype(L, 1, LUA_TTABLE);
   /* i >= 1, so neither i - 1 nor j - i can overflow */
   luaL_argcheck(L, i >= 1, 2, "slice must start at 1 or after");
@@ -912,23 +912,23 @@ typedef struct {
   int nobj;
   int depth;
   int functions;    /* FUNC allowed */
-} Dec;
+} dec;
 
-static void decode_value(Dec *d);
+static void decode_value(dec *d);
 
-static int bad(Dec *d, const char *what) {
+static int bad(dec *d, const char *what) {
   return luaL_error(d->L, "cannot decode: %s at byte %I", what,
                     (lua_Integer)(d->p - d->start));
 }
 
-static size_t left(Dec *d) { return (size_t)(d->end - d->p); }
+static size_t left(dec *d) { return (size_t)(d->end - d->p); }
 
-static int get_byte(Dec *d) {
+static int get_byte(dec *d) {
   if (d->p >= d->end) bad(d, "truncated input");
   return (unsigned char)*d->p++;
 }
 
-static uint64_t get_varint(Dec *d) {
+static uint64_t get_varint(dec *d) {
   uint64_t v = 0;
   int shift = 0, c;
   do {
@@ -942,13 +942,13 @@ static uint64_t get_varint(Dec *d) {
 }
 
 /* A length that must fit in what is left, each unit taking >= unit bytes. */
-static size_t get_len(Dec *d, size_t unit) {
+static size_t get_len(dec *d, size_t unit) {
   uint64_t v = get_varint(d);
   if (v > left(d) / unit) bad(d, "length past the end of input");
   return (size_t)v;
 }
 
-static const char *get_bytes(Dec *d, size_t *n) {
+static const char *get_bytes(dec *d, size_t *n) {
   const char *s;
   *n = get_len(d, 1);
   s = d->p;
@@ -956,13 +956,13 @@ static const char *get_bytes(Dec *d, size_t *n) {
   return s;
 }
 
-static void push_str(Dec *d) {
+static void push_str(dec *d) {
   size_t n;
   const char *s = get_bytes(d, &n);
   lua_pushlstring(d->L, s, n);
 }
 
-static void remember(Dec *d) {
+static void remember(dec *d) {
   if (d->nobj == 0) {
     lua_createtable(d->L, 4, 0);
     lua_replace(d->L, d->objs);
@@ -973,7 +973,7 @@ static void remember(Dec *d) {
 
 /* Refuses a nil or NaN key before decoding it: only NIL and FLOAT can
 ** give one (REF, PATH, MPROC and GLOBALS never decode to nil). */
-static void check_key(Dec *d) {
+static void check_key(dec *d) {
   lua_Number f;
   if (d->p >= d->end) bad(d, "truncated input");
   if (*d->p == T_NIL) bad(d, "nil or NaN table key");
@@ -983,7 +983,7 @@ static void check_key(Dec *d) {
   }
 }
 
-static void decode_table(Dec *d, int with_mt) {
+static void decode_table(dec *d, int with_mt) {
   lua_State *L = d->L;
   size_t i, narr = get_len(d, 1);
   uint32_t nhash;
@@ -1026,7 +1026,7 @@ static const char *bytecode_reader(lua_State *L, void *ud, size_t *n) {
 }
 
 /* UPREF i n: joins upvalue k of f (at -1) with upvalue n of object i. */
-static void join_upvalue(Dec *d, int k) {
+static void join_upvalue(dec *d, int k) {
   lua_State *L = d->L;
   uint64_t i = get_varint(d), n = get_varint(d);
   if (i < 1 || i > (uint64_t)d->nobj) bad(d, "bad upvalue reference");
@@ -1039,7 +1039,7 @@ static void join_upvalue(Dec *d, int k) {
   lua_pop(L, 1);
 }
 
-static void decode_function(Dec *d) {
+static void decode_function(dec *d) {
   lua_State *L = d->L;
   size_t len, nups, k, have;
   const char *span[2];
@@ -1067,7 +1067,7 @@ static void decode_function(Dec *d) {
 
 /* PATH n module key*n: looked up (with metamethods) from package.loaded;
 ** a module not loaded yet is required. */
-static void decode_path(Dec *d) {
+static void decode_path(dec *d) {
   lua_State *L = d->L;
   size_t n = get_len(d, 1), i;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -1098,7 +1098,7 @@ static void decode_path(Dec *d) {
 ** here was first used in the sender after this process was forked, so the
 ** object was made after that too: the message is the one util.lua's
 ** tokens() gives for an object of a known type that is not inherited. */
-static void decode_mproc(Dec *d) {
+static void decode_mproc(dec *d) {
   lua_State *L = d->L;
   int base = lua_gettop(L);
   push_str(d);                        /* base + 1: type name */
@@ -1120,7 +1120,7 @@ static void decode_mproc(Dec *d) {
   remember(d);
 }
 
-static void decode_object(Dec *d, int tag) {
+static void decode_object(dec *d, int tag) {
   lua_State *L = d->L;
   uint64_t i;
   switch (tag) {
@@ -1138,7 +1138,7 @@ static void decode_object(Dec *d, int tag) {
   }
 }
 
-static void decode_value(Dec *d) {
+static void decode_value(dec *d) {
   lua_State *L = d->L;
   int tag = get_byte(d);
   lua_Number f;
@@ -1164,7 +1164,7 @@ static void decode_value(Dec *d) {
 
 /* lua_pcall'd: (lightuserdata p, integer n, boolean functions) -> value */
 static int decode_protected(lua_State *L) {
-  Dec d;
+  dec d;
   size_t n = (size_t)lua_tointeger(L, 2);
   memset(&d, 0, sizeof d);
   d.L = L;

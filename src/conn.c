@@ -181,7 +181,7 @@ static int send_frame(lua_State *L, mp_conn *c, const mp_bytes *b) {
 }
 
 /* conn:send_bytes(s) -> true, or nil, message, errno */
-static int l_conn_send_bytes(lua_State *L) {
+static int m_conn_send_bytes(lua_State *L) {
   mp_conn *c = check_stream(L);
   mp_bytes b;
   b.p[0] = luaL_checklstring(L, 2, &b.n[0]);
@@ -192,7 +192,7 @@ static int l_conn_send_bytes(lua_State *L) {
 }
 
 /* conn:send(v) -> true, or nil, message, errno; an unencodable v raises */
-static int l_conn_send(lua_State *L) {
+static int m_conn_send(lua_State *L) {
   mp_conn *c = check_stream(L);
   mp_bytes b;
   luaL_checkany(L, 2);
@@ -227,7 +227,7 @@ static int recv_frame(lua_State *L, mp_conn *c, luaL_Buffer *b,
 }
 
 /* conn:recv_bytes() -> s, or nil, "closed", or nil, message, errno */
-static int l_conn_recv_bytes(lua_State *L) {
+static int m_conn_recv_bytes(lua_State *L) {
   luaL_Buffer b;
   const char *p;
   size_t n;
@@ -239,7 +239,7 @@ static int l_conn_recv_bytes(lua_State *L) {
 
 /* conn:recv() -> v, or nil, "closed", or nil, message, errno; decoded
 ** straight from the receive buffer */
-static int l_conn_recv(lua_State *L) {
+static int m_conn_recv(lua_State *L) {
   luaL_Buffer b;
   const char *s;
   size_t n;
@@ -251,7 +251,7 @@ static int l_conn_recv(lua_State *L) {
 }
 
 /* conn:poll([timeout]) -> whether recv would not block (data or end) */
-static int l_conn_poll(lua_State *L) {
+static int m_conn_poll(lua_State *L) {
   mp_conn *c = check_conn(L);
   double deadline = lua_isnoneornil(L, 2) ? mp_monotonic() : mp_opt_deadline(L, 2);
   struct pollfd p;
@@ -271,35 +271,35 @@ static int l_conn_poll(lua_State *L) {
   return 1;
 }
 
-static int l_conn_fileno(lua_State *L) {
+static int m_conn_fileno(lua_State *L) {
   lua_pushinteger(L, check_conn(L)->fd);
   return 1;
 }
 
 /* __gc, __close and close(); safe to call twice */
-static int l_conn_close(lua_State *L) {
+static int m_conn_close(lua_State *L) {
   mp_conn *c = (mp_conn *)mp_checkudata(L, 1, CONN_MT);
   if (c->fd >= 0) { close(c->fd); c->fd = -1; }
   return 0;
 }
 
-static int l_conn_closed(lua_State *L) {
+static int m_conn_closed(lua_State *L) {
   mp_conn *c = (mp_conn *)mp_checkudata(L, 1, CONN_MT);
   lua_pushboolean(L, c->fd < 0);
   return 1;
 }
 
-static int l_conn_readable(lua_State *L) {
+static int m_conn_readable(lua_State *L) {
   lua_pushboolean(L, check_conn(L)->readable);
   return 1;
 }
 
-static int l_conn_writable(lua_State *L) {
+static int m_conn_writable(lua_State *L) {
   lua_pushboolean(L, check_conn(L)->writable);
   return 1;
 }
 
-static int l_conn_tostring(lua_State *L) {
+static int m_conn_tostring(lua_State *L) {
   mp_conn *c = (mp_conn *)mp_checkudata(L, 1, CONN_MT);
   if (c->fd < 0)
     lua_pushliteral(L, "mproc.Connection (closed)");
@@ -311,23 +311,23 @@ static int l_conn_tostring(lua_State *L) {
 }
 
 static const luaL_Reg conn_methods[] = {
-  {"send", l_conn_send},
-  {"recv", l_conn_recv},
-  {"send_bytes", l_conn_send_bytes},
-  {"recv_bytes", l_conn_recv_bytes},
-  {"poll", l_conn_poll},
-  {"fileno", l_conn_fileno},
-  {"close", l_conn_close},
-  {"closed", l_conn_closed},
-  {"readable", l_conn_readable},
-  {"writable", l_conn_writable},
+  {"send", m_conn_send},
+  {"recv", m_conn_recv},
+  {"send_bytes", m_conn_send_bytes},
+  {"recv_bytes", m_conn_recv_bytes},
+  {"poll", m_conn_poll},
+  {"fileno", m_conn_fileno},
+  {"close", m_conn_close},
+  {"closed", m_conn_closed},
+  {"readable", m_conn_readable},
+  {"writable", m_conn_writable},
   {NULL, NULL}
 };
 
 static const luaL_Reg conn_meta[] = {
-  {"__gc", l_conn_close},
-  {"__close", l_conn_close},
-  {"__tostring", l_conn_tostring},
+  {"__gc", m_conn_close},
+  {"__close", m_conn_close},
+  {"__tostring", m_conn_tostring},
   {NULL, NULL}
 };
 

@@ -6,10 +6,22 @@
 #ifndef MPROC_H
 #define MPROC_H
 
+#include <pthread.h>
+#include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "lua.h"
 #include "lauxlib.h"
+
+/* Names. mp_name: shared between files, declared here (MP_HIDDEN), grouped
+** below by the file that defines it. In a file, static: l_name is a
+** function of the module table (core.name, private ones included, such as
+** core.barrier_arrive, which take the object); m_type_name a method or
+** metamethod of a C type; TYPE_MT the type's metatable name "mproc.Type";
+** other helpers type_verb or verb, lower case, types too (no CamelCase).
+** Each file registers its types with mp_type and its functions in its
+** mp_open_x, which core.c calls in turn. */
 
 /* Platform: MP_LINUX is 1 on Linux, 0 elsewhere and when MP_PORTABLE is
 ** defined (make PORTABLE=1), which builds every non-Linux fallback here so
@@ -29,7 +41,7 @@
 #define MP_EXPORT
 #endif
 
-/* Each concern registers its functions into the module table on the top. */
+/* Each file's functions into the module table on the top (core.c). */
 MP_HIDDEN void mp_open_auxlib(lua_State *L);
 MP_HIDDEN void mp_open_fd(lua_State *L);
 MP_HIDDEN void mp_open_proc(lua_State *L);
@@ -42,41 +54,8 @@ MP_HIDDEN void mp_open_queue(lua_State *L);
 MP_HIDDEN void mp_open_conn(lua_State *L);
 MP_HIDDEN void mp_open_dict(lua_State *L);
 MP_HIDDEN void mp_open_list(lua_State *L);
-
-/* time.c: clocks and deadlines, in seconds as doubles */
-MP_HIDDEN double mp_monotonic(void);
-MP_HIDDEN double mp_walltime(void);
-/* Milliseconds left until deadline (<0: none) for poll(), rounded up. */
-MP_HIDDEN int mp_poll_ms(double deadline);
-/* Deadline for a Lua timeout argument at idx: none/nil gives -1. */
-MP_HIDDEN double mp_opt_deadline(lua_State *L, int idx);
-/* Blocking waits go in slices of at most MP_SLICE seconds, calling
-** mp_interrupt_point between them while holding nothing: it lets a pending
-** hook (lua.c's Ctrl-C) raise there. mp_slice_deadline is the sooner of
-** deadline (<0: none) and the end of the next slice. */
-#define MP_SLICE 0.05
-MP_HIDDEN double mp_slice_deadline(double deadline);
-MP_HIDDEN void mp_interrupt_point(lua_State *L);
-/* Whether a hook is set, that mp_interrupt_point would let run: waits that
-** hold something (a slot, a count) give it up first. */
-MP_HIDDEN int mp_interrupt_pending(lua_State *L);
-
-/* fd.c: pipe2(O_CLOEXEC) and socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC)
-** or their equivalents; a 1 MiB pipe buffer if possible */
-MP_HIDDEN int mp_cloexec_pipe(int fds[2]);
-MP_HIDDEN int mp_cloexec_socketpair(int sv[2]);
-MP_HIDDEN void mp_grow_pipe(int fd);
-/* fd.c: a descriptor made readable when an object may be ready, for event
-** loops: signal makes it readable, drain unreadable. -1 when closed. */
-typedef struct { int rfd, wfd; } mp_notifier;
-MP_HIDDEN int mp_notifier_open(mp_notifier *n);
-MP_HIDDEN void mp_notifier_signal(mp_notifier *n);
-MP_HIDDEN void mp_notifier_drain(mp_notifier *n);
-MP_HIDDEN void mp_notifier_close(mp_notifier *n);
-
-/* time.c: seconds (a duration or a point on a clock) as a timespec */
-#include <time.h>
-MP_HIDDEN struct timespec mp_timespec(double seconds);
+MP_HIDDEN void mp_open_store(lua_State *L);
+MP_HIDDEN void mp_open_spawn(lua_State *L);   /* core.spawn, core.communicate */
 
 /* auxlib.c: the one way to define a C type, and the one way to check one.
 ** mp_type registers the metatable tname (again, should the module be
@@ -102,7 +81,8 @@ static inline void *mp_checkudata(lua_State *L, int idx, const char *tname) {
   return luaL_checkudata(L, idx, tname);
 }
 
-/* Returns nil, "what: strerror(errno)", errno: the expected-failure shape. */
+/* auxlib.c: returns nil, "what: strerror(errno)", errno: the
+** expected-failure shape. */
 MP_HIDDEN int mp_fail(lua_State *L, const char *what);
 /* error.c: misuse at the user's line. mp_where pushes "file:line: " of the
 ** first frame above the running C function outside mproc's Lua files ("" if
@@ -110,10 +90,41 @@ MP_HIDDEN int mp_fail(lua_State *L, const char *what);
 MP_HIDDEN void mp_where(lua_State *L);
 MP_HIDDEN int mp_error(lua_State *L, const char *fmt, ...);
 
+/* time.c: clocks and deadlines, in seconds as doubles */
+MP_HIDDEN double mp_monotonic(void);
+MP_HIDDEN double mp_walltime(void);
+/* Milliseconds left until deadline (<0: none) for poll(), rounded up. */
+MP_HIDDEN int mp_poll_ms(double deadline);
+/* Deadline for a Lua timeout argument at idx: none/nil gives -1. */
+MP_HIDDEN double mp_opt_deadline(lua_State *L, int idx);
+/* Blocking waits go in slices of at most MP_SLICE seconds, calling
+** mp_interrupt_point between them while holding nothing: it lets a pending
+** hook (lua.c's Ctrl-C) raise there. mp_slice_deadline is the sooner of
+** deadline (<0: none) and the end of the next slice. */
+#define MP_SLICE 0.05
+MP_HIDDEN double mp_slice_deadline(double deadline);
+MP_HIDDEN void mp_interrupt_point(lua_State *L);
+/* Whether a hook is set, that mp_interrupt_point would let run: waits that
+** hold something (a slot, a count) give it up first. */
+MP_HIDDEN int mp_interrupt_pending(lua_State *L);
+/* Seconds (a duration or a point on a clock) as a timespec. */
+MP_HIDDEN struct timespec mp_timespec(double seconds);
+
+/* fd.c: pipe2(O_CLOEXEC) and socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC)
+** or their equivalents; a 1 MiB pipe buffer if possible */
+MP_HIDDEN int mp_cloexec_pipe(int fds[2]);
+MP_HIDDEN int mp_cloexec_socketpair(int sv[2]);
+MP_HIDDEN void mp_grow_pipe(int fd);
+/* fd.c: a descriptor made readable when an object may be ready, for event
+** loops: signal makes it readable, drain unreadable. -1 when closed. */
+typedef struct { int rfd, wfd; } mp_notifier;
+MP_HIDDEN int mp_notifier_open(mp_notifier *n);
+MP_HIDDEN void mp_notifier_signal(mp_notifier *n);
+MP_HIDDEN void mp_notifier_drain(mp_notifier *n);
+MP_HIDDEN void mp_notifier_close(mp_notifier *n);
+
 /* shm.c: anonymous shared segments (inherited by fork), robust
 ** process-shared mutexes, and wait/wake on a 32-bit sequence word. */
-#include <pthread.h>
-#include <stdint.h>
 MP_HIDDEN void *mp_shm_alloc(size_t size);
 MP_HIDDEN void *mp_shm_reserve(size_t size);
 MP_HIDDEN void mp_shm_free(void *p, size_t size);
@@ -267,9 +278,5 @@ MP_HIDDEN int mp_store_send(lua_State *L, const char *mt);
 MP_HIDDEN int mp_store_recv(lua_State *L, const char *mt, int kind);
 MP_HIDDEN int mp_store_eq(lua_State *L, const char *mt);
 MP_HIDDEN int mp_store_raise(lua_State *L, const char *what, int e);
-MP_HIDDEN void mp_open_store(lua_State *L);
-
-/* spawn.c: core.spawn and core.communicate, for mproc.subprocess */
-MP_HIDDEN void mp_open_spawn(lua_State *L);
 
 #endif

@@ -145,7 +145,7 @@ static void close_fd(int *fd) {
   if (*fd >= 0) { close(*fd); *fd = -1; }
 }
 
-static int l_board_close(lua_State *L) {
+static int m_board_close(lua_State *L) {
   board *b = (board *)mp_checkudata(L, 1, BOARD_MT);
   int i;
   if (b->w) {
@@ -283,7 +283,7 @@ static void wake_workers(board *b) {
 }
 
 /* board:room() -> the largest head + body a task may have */
-static int l_board_room(lua_State *L) {
+static int m_board_room(lua_State *L) {
   board *b = check_board(L);
   size_t room = b->dsize - REC_HDR - 4;
   lua_pushinteger(L, (lua_Integer)(room < UINT32_MAX - 4 ? room : UINT32_MAX - 4));
@@ -293,7 +293,7 @@ static int l_board_room(lua_State *L) {
 /* board:put(task_id, head, body, [count]) -> true, or false while the
 ** board is full.  The record holds {u32 #head, head, body}; take() splits
 ** it and gives count back. */
-static int l_board_put(lua_State *L) {
+static int m_board_put(lua_State *L) {
   board *b = check_board(L);
   lua_Integer id = luaL_checkinteger(L, 2);
   size_t hlen, blen, len;
@@ -337,7 +337,7 @@ static board_worker *check_worker(lua_State *L, board *b, int idx) {
 }
 
 /* board:open_worker(w): a fresh result pipe for worker w (before fork) */
-static int l_board_open_worker(lua_State *L) {
+static int m_board_open_worker(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   int fds[2];
@@ -356,7 +356,7 @@ static int l_board_open_worker(lua_State *L) {
 }
 
 /* board:started(w, sentinel_fd): in the parent, after the fork */
-static int l_board_started(lua_State *L) {
+static int m_board_started(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   wk->sentinel = (int)luaL_checkinteger(L, 3);
@@ -367,7 +367,7 @@ static int l_board_started(lua_State *L) {
 }
 
 /* board:drop_worker(w): the parent forgets worker w (ended, not replaced) */
-static int l_board_drop_worker(lua_State *L) {
+static int m_board_drop_worker(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   watch_fd(b->watch, wk->rfd, 0);
@@ -381,7 +381,7 @@ static int l_board_drop_worker(lua_State *L) {
 
 /* board:fileno() -> a descriptor readable when a worker has sent results
 ** or ended (made on first use, in the parent), or nil, message, errno */
-static int l_board_fileno(lua_State *L) {
+static int m_board_fileno(lua_State *L) {
   board *b = check_board(L);
   int i;
   if (b->watch < 0) {
@@ -399,7 +399,7 @@ static int l_board_fileno(lua_State *L) {
 
 /* board:wait([timeout]) -> {w, ...}: workers with results or ended.
 ** A signal ends the wait early (empty list) so Lua's hooks can run. */
-static int l_board_wait(lua_State *L) {
+static int m_board_wait(lua_State *L) {
   board *b = check_board(L);
   double deadline = mp_opt_deadline(L, 2);
   struct pollfd *p = (struct pollfd *)lua_newuserdatauv(
@@ -471,7 +471,7 @@ static void parse_frames(lua_State *L, board *b, board_worker *wk, uint32_t w) {
 }
 
 /* board:recv(w) -> {id, payload, id, payload, ...} of complete results */
-static int l_board_recv(lua_State *L) {
+static int m_board_recv(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   uint32_t w = (uint32_t)(wk - b->w);
@@ -484,7 +484,7 @@ static int l_board_recv(lua_State *L) {
 }
 
 /* board:fail(w) -> {id, ...}: tasks worker w had claimed, now freed */
-static int l_board_fail(lua_State *L) {
+static int m_board_fail(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   uint32_t w = (uint32_t)(wk - b->w), s, claimed = SLOT_CLAIMED + w;
@@ -506,7 +506,7 @@ static int l_board_fail(lua_State *L) {
 ** keeps the slot's old position: a worker that reaches it later finds
 ** the slot FREE, or queued again with a newer task, which it may take
 ** early; the newer task's own position is then skipped. */
-static int l_board_cancel(lua_State *L) {
+static int m_board_cancel(lua_State *L) {
   board *b = check_board(L);
   uint32_t s;
   lua_Integer k = 0;
@@ -530,7 +530,7 @@ static int l_board_cancel(lua_State *L) {
 }
 
 /* board:shutdown(): workers exit once nothing is left to claim */
-static int l_board_shutdown(lua_State *L) {
+static int m_board_shutdown(lua_State *L) {
   board *b = check_board(L);
   __atomic_store_n(&b->sh->shutdown, 1, __ATOMIC_SEQ_CST);
   mp_seq_wake(&b->sh->seq);
@@ -538,7 +538,7 @@ static int l_board_shutdown(lua_State *L) {
 }
 
 /* board:counts() -> queued (published, unclaimed), in flight (on the board) */
-static int l_board_counts(lua_State *L) {
+static int m_board_counts(lua_State *L) {
   board *b = check_board(L);
   uint32_t s, queued = 0;
   for (s = 0; s < b->sh->nslots; s++)
@@ -550,7 +550,7 @@ static int l_board_counts(lua_State *L) {
 
 /* board:claimed(task_id) -> whether a worker has claimed that task and
 ** its result is not in yet (it is running) */
-static int l_board_claimed(lua_State *L) {
+static int m_board_claimed(lua_State *L) {
   board *b = check_board(L);
   int64_t id = (int64_t)luaL_checkinteger(L, 2);
   uint32_t s;
@@ -567,7 +567,7 @@ static int l_board_claimed(lua_State *L) {
 
 /* board:fds() -> {fd, ...}: the result pipes and sentinels wait() polls,
 ** for a caller that waits on them beside other descriptors */
-static int l_board_fds(lua_State *L) {
+static int m_board_fds(lua_State *L) {
   board *b = check_board(L);
   int i;
   lua_Integer k = 0;
@@ -589,7 +589,7 @@ static int l_board_fds(lua_State *L) {
 
 /* board:worker_init(w) -> true, or false if the parent is already gone.
 ** Keeps only w's write end; SIGINT ends the worker at once. */
-static int l_board_worker_init(lua_State *L) {
+static int m_board_worker_init(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   int i;
@@ -645,7 +645,7 @@ static int64_t claim_wait(board *b, uint32_t w) {
 
 /* board:take(w) -> slot, task id, head, body, count; nil once the pool
 ** shuts down or the parent is gone */
-static int l_board_take(lua_State *L) {
+static int m_board_take(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   int64_t s = claim_wait(b, (uint32_t)(wk - b->w));
@@ -678,7 +678,7 @@ static int write_all(int fd, struct iovec *iov, int n) {
 }
 
 /* board:send(w, slot, task_id, payload) -> true, or nil, message, errno */
-static int l_board_send(lua_State *L) {
+static int m_board_send(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
   uint32_t slot = (uint32_t)luaL_checkinteger(L, 3);
@@ -700,7 +700,7 @@ static int l_board_send(lua_State *L) {
   return 1;
 }
 
-static int l_board_tostring(lua_State *L) {
+static int m_board_tostring(lua_State *L) {
   board *b = (board *)mp_checkudata(L, 1, BOARD_MT);
   if (b->sh == NULL) lua_pushliteral(L, BOARD_MT " (closed)");
   else lua_pushfstring(L, BOARD_MT " (%d slots, %d in use)", (int)b->sh->nslots,
@@ -709,31 +709,31 @@ static int l_board_tostring(lua_State *L) {
 }
 
 static const luaL_Reg board_methods[] = {
-  {"put", l_board_put},
-  {"room", l_board_room},
-  {"open_worker", l_board_open_worker},
-  {"started", l_board_started},
-  {"fileno", l_board_fileno},
-  {"drop_worker", l_board_drop_worker},
-  {"wait", l_board_wait},
-  {"recv", l_board_recv},
-  {"fail", l_board_fail},
-  {"cancel", l_board_cancel},
-  {"shutdown", l_board_shutdown},
-  {"counts", l_board_counts},
-  {"claimed", l_board_claimed},
-  {"fds", l_board_fds},
-  {"worker_init", l_board_worker_init},
-  {"take", l_board_take},
-  {"send", l_board_send},
-  {"close", l_board_close},
+  {"put", m_board_put},
+  {"room", m_board_room},
+  {"open_worker", m_board_open_worker},
+  {"started", m_board_started},
+  {"fileno", m_board_fileno},
+  {"drop_worker", m_board_drop_worker},
+  {"wait", m_board_wait},
+  {"recv", m_board_recv},
+  {"fail", m_board_fail},
+  {"cancel", m_board_cancel},
+  {"shutdown", m_board_shutdown},
+  {"counts", m_board_counts},
+  {"claimed", m_board_claimed},
+  {"fds", m_board_fds},
+  {"worker_init", m_board_worker_init},
+  {"take", m_board_take},
+  {"send", m_board_send},
+  {"close", m_board_close},
   {NULL, NULL}
 };
 
 static const luaL_Reg board_meta[] = {
-  {"__gc", l_board_close},
-  {"__close", l_board_close},
-  {"__tostring", l_board_tostring},
+  {"__gc", m_board_close},
+  {"__close", m_board_close},
+  {"__tostring", m_board_tostring},
   {NULL, NULL}
 };
 

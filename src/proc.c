@@ -247,7 +247,7 @@ static int push_status(lua_State *L, mp_child *c) {
 }
 
 /* child:poll() -> exitcode, or nil while it runs */
-static int l_child_poll(lua_State *L) {
+static int m_child_poll(lua_State *L) {
   mp_child *c = check_child(L);
   if (child_reap(c, 0)) return push_status(L, c);
   lua_pushnil(L);
@@ -264,7 +264,7 @@ static void nap_until(double deadline, double step) {
 }
 
 /* child:wait([timeout]) -> exitcode, or nil, "timeout" */
-static int l_child_wait(lua_State *L) {
+static int m_child_wait(lua_State *L) {
   mp_child *c = check_child(L);
   double deadline = mp_opt_deadline(L, 2);
   if (c->reaped) return push_status(L, c);
@@ -295,7 +295,7 @@ static int child_kill(mp_child *c, int sig) {
 
 /* child:signal(sig) -> true; a child that ended is not signalled (its pid
 ** may belong to another process by now). */
-static int l_child_signal(lua_State *L) {
+static int m_child_signal(lua_State *L) {
   mp_child *c = check_child(L);
   int sig = (int)luaL_checkinteger(L, 2);
   if (child_kill(c, sig) < 0) return mp_fail(L, "cannot signal child");
@@ -303,27 +303,27 @@ static int l_child_signal(lua_State *L) {
   return 1;
 }
 
-static int l_child_fileno(lua_State *L) {
+static int m_child_fileno(lua_State *L) {
   mp_child *c = check_child(L);
   lua_pushinteger(L, c->fd);
   return 1;
 }
 
-static int l_child_pid(lua_State *L) {
+static int m_child_pid(lua_State *L) {
   lua_pushinteger(L, check_child(L)->pid);
   return 1;
 }
 
 /* __gc, __close and close(): never blocks. A child still running stays in
 ** the live table, for the exit hook to wait for. */
-static int l_child_close(lua_State *L) {
+static int m_child_close(lua_State *L) {
   mp_child *c = check_child(L);
   if (c->fd >= 0) { close(c->fd); c->fd = -1; }
   if (c->pid > 0) child_reap(c, 0);
   return 0;
 }
 
-static int l_child_tostring(lua_State *L) {
+static int m_child_tostring(lua_State *L) {
   mp_child *c = check_child(L);
   if (c->reaped)
     lua_pushfstring(L, "mproc.Child (pid %d, exitcode %d)", (int)c->pid,
@@ -550,19 +550,19 @@ static int l_poll(lua_State *L) {
 }
 
 static const luaL_Reg child_methods[] = {
-  {"poll", l_child_poll},
-  {"wait", l_child_wait},
-  {"signal", l_child_signal},
-  {"fileno", l_child_fileno},
-  {"pid", l_child_pid},
-  {"close", l_child_close},
+  {"poll", m_child_poll},
+  {"wait", m_child_wait},
+  {"signal", m_child_signal},
+  {"fileno", m_child_fileno},
+  {"pid", m_child_pid},
+  {"close", m_child_close},
   {NULL, NULL}
 };
 
 static const luaL_Reg child_meta[] = {
-  {"__gc", l_child_close},
-  {"__close", l_child_close},
-  {"__tostring", l_child_tostring},
+  {"__gc", m_child_close},
+  {"__close", m_child_close},
+  {"__tostring", m_child_tostring},
   {NULL, NULL}
 };
 

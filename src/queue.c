@@ -68,7 +68,7 @@ static void *remap(void *old, size_t oldsize, size_t size, int fd) {
 }
 #endif
 
-#define QUEUE_MT "mproc.shmqueue"
+#define QUEUE_MT "mproc.QueueCore"  /* the handle under queue.lua's Queue */
 #define RING_MIN ((uint64_t)64 * 1024)          /* a new or drained ring */
 #define RING_SHRINK ((uint64_t)64 * 1024 * 1024) /* a drained ring above
                                                     this gives memory back */
@@ -317,7 +317,7 @@ static double opt_wait(lua_State *L, int idx) {
 
 /* h:put(v, [block], [timeout]) -> true, or nil, "full", or nil, msg,
 ** errno. A value the codec cannot encode raises here, before the lock. */
-static int l_queue_put(lua_State *L) {
+static int m_queue_put(lua_State *L) {
   q_handle *h = check_queue(L);
   double deadline = opt_wait(L, 3);
   q_shared *sh = h->sh;
@@ -432,7 +432,7 @@ static int take_head(lua_State *L, q_handle *h, q_state *s) {
 }
 
 /* h:get([block], [timeout]) -> v, or nil, "empty", or nil, msg, errno */
-static int l_queue_get(lua_State *L) {
+static int m_queue_get(lua_State *L) {
   q_handle *h = check_queue(L);
   double deadline = opt_wait(L, 2);
   q_shared *sh = h->sh;
@@ -452,7 +452,7 @@ static int l_queue_get(lua_State *L) {
 }
 
 /* h:qsize() -> the number of items */
-static int l_queue_qsize(lua_State *L) {
+static int m_queue_qsize(lua_State *L) {
   q_handle *h = check_queue(L);
   q_state s;
   int e = q_lock(h);
@@ -466,7 +466,7 @@ static int l_queue_qsize(lua_State *L) {
 }
 
 /* h:task_done() -> true; raises when called more times than items put */
-static int l_queue_task_done(lua_State *L) {
+static int m_queue_task_done(lua_State *L) {
   q_handle *h = check_queue(L);
   q_shared *sh = h->sh;
   q_state s;
@@ -487,7 +487,7 @@ static int l_queue_task_done(lua_State *L) {
 }
 
 /* h:join([timeout]) -> true, or nil, "timeout" */
-static int l_queue_join(lua_State *L) {
+static int m_queue_join(lua_State *L) {
   q_handle *h = check_queue(L);
   double deadline = mp_opt_deadline(L, 2);
   q_shared *sh = h->sh;
@@ -502,7 +502,7 @@ static int l_queue_join(lua_State *L) {
 }
 
 /* h:fileno() -> a descriptor readable while an item may be there */
-static int l_queue_fileno(lua_State *L) {
+static int m_queue_fileno(lua_State *L) {
   q_handle *h = check_queue(L);
   int e = q_lock(h);
   if (e != 0) return push_result(L, e, "", "cannot use the queue");
@@ -517,7 +517,7 @@ static int l_queue_fileno(lua_State *L) {
 
 /* __gc, __close and close(): lets go of this process's share; the queue
 ** lives on in the others. */
-static int l_queue_close(lua_State *L) {
+static int m_queue_close(lua_State *L) {
   q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
   if (h->map != NULL) { munmap(h->map, h->mapsize); h->map = NULL; }
   if (h->fd >= 0) { close(h->fd); h->fd = -1; }
@@ -529,37 +529,37 @@ static int l_queue_close(lua_State *L) {
   return 0;
 }
 
-static int l_queue_closed(lua_State *L) {
+static int m_queue_closed(lua_State *L) {
   q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
   lua_pushboolean(L, h->sh == NULL);
   return 1;
 }
 
-static int l_queue_tostring(lua_State *L) {
+static int m_queue_tostring(lua_State *L) {
   q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
   if (h->sh == NULL)
-    lua_pushliteral(L, "mproc.shmqueue (closed)");
+    lua_pushliteral(L, QUEUE_MT " (closed)");
   else
-    lua_pushfstring(L, "mproc.shmqueue (%p)", (void *)h->sh);
+    lua_pushfstring(L, QUEUE_MT " (%p)", (void *)h->sh);
   return 1;
 }
 
 static const luaL_Reg queue_methods[] = {
-  {"put", l_queue_put},
-  {"get", l_queue_get},
-  {"qsize", l_queue_qsize},
-  {"task_done", l_queue_task_done},
-  {"join", l_queue_join},
-  {"close", l_queue_close},
-  {"closed", l_queue_closed},
-  {"fileno", l_queue_fileno},
+  {"put", m_queue_put},
+  {"get", m_queue_get},
+  {"qsize", m_queue_qsize},
+  {"task_done", m_queue_task_done},
+  {"join", m_queue_join},
+  {"close", m_queue_close},
+  {"closed", m_queue_closed},
+  {"fileno", m_queue_fileno},
   {NULL, NULL}
 };
 
 static const luaL_Reg queue_meta[] = {
-  {"__gc", l_queue_close},
-  {"__close", l_queue_close},
-  {"__tostring", l_queue_tostring},
+  {"__gc", m_queue_close},
+  {"__close", m_queue_close},
+  {"__tostring", m_queue_tostring},
   {NULL, NULL}
 };
 

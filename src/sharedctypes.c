@@ -270,7 +270,7 @@ static int m_array_len(lua_State *L) {
 }
 
 /* core.array_totable(a) -> a new table of the elements (the Lua side locks) */
-static int m_array_totable(lua_State *L) {
+static int l_array_totable(lua_State *L) {
   array_body *b = mp_handle_body(L, 1, ARRAY_MT);
   const typecode *t = &typecodes[b->tc];
   uint64_t i;
@@ -350,7 +350,7 @@ static const luaL_Reg array_methods[] = {
 
 static const luaL_Reg funcs[] = {
   {"Value", l_Value}, {"Array", l_Array},
-  {"array_totable", m_array_totable},   /* private to sharedctypes.lua */
+  {"array_totable", l_array_totable},   /* private to sharedctypes.lua */
   {NULL, NULL}
 };
 

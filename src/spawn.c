@@ -617,12 +617,12 @@ static int l_spawn(lua_State *L) {
 ** calls.  Grown with realloc (mremap for big blocks: no copying) and
 ** marked for huge pages, so 64 MiB costs few page faults.
 ** --------------------------------------------------------------------- */
-#define BUFFER_MT "mproc.Buffer"
+#define OUTPUT_MT "mproc.Buffer"
 
 typedef struct { char *p; size_t n, cap; } buffer;
 
-static int buffer_gc(lua_State *L) {
-  buffer *b = (buffer *)mp_checkudata(L, 1, BUFFER_MT);
+static int m_buffer_gc(lua_State *L) {
+  buffer *b = (buffer *)mp_checkudata(L, 1, OUTPUT_MT);
   if (b->p) region_free(b->p, b->cap);
   b->p = NULL;
   b->n = b->cap = 0;
@@ -630,14 +630,14 @@ static int buffer_gc(lua_State *L) {
 }
 
 /* buffer:text() -> what was read so far */
-static int buffer_text(lua_State *L) {
-  buffer *b = (buffer *)mp_checkudata(L, 1, BUFFER_MT);
+static int m_buffer_text(lua_State *L) {
+  buffer *b = (buffer *)mp_checkudata(L, 1, OUTPUT_MT);
   lua_pushlstring(L, b->p ? b->p : "", b->n);
   return 1;
 }
 
-static int buffer_tostring(lua_State *L) {
-  buffer *b = (buffer *)mp_checkudata(L, 1, BUFFER_MT);
+static int m_buffer_tostring(lua_State *L) {
+  buffer *b = (buffer *)mp_checkudata(L, 1, OUTPUT_MT);
   lua_pushfstring(L, "mproc.Buffer (%I bytes)", (lua_Integer)b->n);
   return 1;
 }
@@ -659,7 +659,7 @@ static int buffer_reserve(buffer *b, size_t want) {
 static buffer *state_buffer(lua_State *L, const char *field) {
   buffer *b;
   if (lua_getfield(L, 1, field) == LUA_TUSERDATA) {
-    b = (buffer *)mp_checkudata(L, -1, BUFFER_MT);
+    b = (buffer *)mp_checkudata(L, -1, OUTPUT_MT);
     lua_pop(L, 1);
     return b;
   }
@@ -667,7 +667,7 @@ static buffer *state_buffer(lua_State *L, const char *field) {
   b = (buffer *)lua_newuserdatauv(L, sizeof *b, 0);
   b->p = NULL;
   b->n = b->cap = 0;
-  luaL_setmetatable(L, BUFFER_MT);
+  luaL_setmetatable(L, OUTPUT_MT);
   lua_setfield(L, 1, field);
   return b;
 }
@@ -881,20 +881,20 @@ static const luaL_Reg spawn_funcs[] = {
 };
 
 static const luaL_Reg buffer_methods[] = {
-  {"text", buffer_text},
-  {"free", buffer_gc},
+  {"text", m_buffer_text},
+  {"free", m_buffer_gc},
   {NULL, NULL}
 };
 
 static const luaL_Reg buffer_meta[] = {
-  {"__gc", buffer_gc},
-  {"__close", buffer_gc},
-  {"__tostring", buffer_tostring},
+  {"__gc", m_buffer_gc},
+  {"__close", m_buffer_gc},
+  {"__tostring", m_buffer_tostring},
   {NULL, NULL}
 };
 
 void mp_open_spawn(lua_State *L) {
-  mp_type(L, BUFFER_MT, buffer_meta, buffer_methods, NULL);
+  mp_type(L, OUTPUT_MT, buffer_meta, buffer_methods, NULL);
   luaL_setfuncs(L, spawn_funcs, 0);
   /* Signal numbers are below NSIG: Popen:send_signal checks them (0 to
   ** NSIG - 1) before they reach kill()'s int. */

@@ -109,7 +109,7 @@ static int slot_take(wslot *w, int n) {
   return -1;
 }
 
-static void slot_free(wslot *s) {
+static void wslot_free(wslot *s) {
   s->state = W_FREE;
   s->who = 0;
   mp_mutex_unlock(&s->alive);
@@ -119,7 +119,7 @@ static void slot_free(wslot *s) {
 static int slot_reap(wslot *s) {
   if (s->state == W_FREE || s->who == mp_self()) return 0;
   if (mp_mutex_trylock(&s->alive, NULL) != 0) return 0;
-  slot_free(s);
+  wslot_free(s);
   return 1;
 }
 
@@ -614,7 +614,7 @@ static int cond_sleep(lua_State *L, cond_body *b, wslot *s, double deadline) {
     mp_seq_wait(&b->seq, seen, deadline);
     enter(&b->m, NULL);
   }
-  slot_free(s);
+  wslot_free(s);
   mp_mutex_unlock(&b->m);
   return ok;
 }
@@ -804,7 +804,7 @@ static int barrier_sleep(lua_State *L, barrier_body *b, wslot *s, double deadlin
     if (barrier_reap(b)) { barrier_break(b); continue; }
     barrier_nap(b, deadline);
   }
-  slot_free(s);
+  wslot_free(s);
   return r;
 }
 
@@ -814,7 +814,7 @@ static double barrier_deadline(lua_State *L, barrier_body *b) {
 }
 
 /* core.barrier_arrive(b, [timeout]) -> index, is_last | nil, "broken" | nil, "timeout" */
-static int m_barrier_arrive(lua_State *L) {
+static int l_barrier_arrive(lua_State *L) {
   barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   double deadline = barrier_deadline(L, b);
   uint32_t idx;
@@ -845,7 +845,7 @@ static int m_barrier_arrive(lua_State *L) {
 
 /* core.barrier_release(b, ok): the last party, after the action, lets the round go.
 ** true, or false when the barrier broke meanwhile (or ok is false). */
-static int m_barrier_release(lua_State *L) {
+static int l_barrier_release(lua_State *L) {
   barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   int ok = lua_toboolean(L, 2);
   uint32_t i, k = b->nslots;
@@ -868,7 +868,7 @@ static int m_barrier_release(lua_State *L) {
     b->gen++;
     mp_seq_wake(&b->seq);
   }
-  slot_free(&b->w[k]);
+  wslot_free(&b->w[k]);
   mp_mutex_unlock(&b->m);
   lua_pushboolean(L, ok);
   return 1;
@@ -891,7 +891,7 @@ static int m_barrier_abort(lua_State *L) {
   return 0;
 }
 
-static int m_barrier_action(lua_State *L) {
+static int l_barrier_action(lua_State *L) {
   mp_handle_body(L, 1, BARRIER_MT);
   lua_getiuservalue(L, 1, 1);
   return 1;
@@ -1006,8 +1006,8 @@ static const luaL_Reg sync_funcs[] = {
   {"Lock", l_Lock}, {"RLock", l_RLock}, {"Semaphore", l_Semaphore},
   {"Event", l_Event}, {"Condition", l_Condition}, {"Barrier", l_Barrier},
   /* private to sync.lua's Barrier:wait */
-  {"barrier_arrive", m_barrier_arrive}, {"barrier_release", m_barrier_release},
-  {"barrier_action", m_barrier_action},
+  {"barrier_arrive", l_barrier_arrive}, {"barrier_release", l_barrier_release},
+  {"barrier_action", l_barrier_action},
   {NULL, NULL}
 };
 
