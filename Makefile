@@ -94,10 +94,10 @@ clean:
 # seeded with fuzz/seeds.lua; findings land in build/fuzz/.
 FUZZ_TIME ?= 60
 FUZZ_EXE   = build/fuzz/decode_fuzz
-$(FUZZ_EXE): fuzz/decode_fuzz.c src/codec.c src/error.c src/auxlib.c $(HDR)
+$(FUZZ_EXE): fuzz/decode_fuzz.c src/codec.c src/modpath.c src/error.c src/auxlib.c $(HDR)
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	  -I$(LUA_INC) -o $@ fuzz/decode_fuzz.c src/codec.c src/error.c src/auxlib.c -llua5.4 -lm
+	  -I$(LUA_INC) -o $@ fuzz/decode_fuzz.c src/codec.c src/modpath.c src/error.c src/auxlib.c -llua5.4 -lm
 
 fuzz: $(FUZZ_EXE) all
 	@mkdir -p build/fuzz/corpus build/fuzz/seeds

@@ -38,6 +38,7 @@ build = {
         "src/error.c",
         "src/fd.c",
         "src/list.c",
+        "src/modpath.c",
         "src/proc.c",
         "src/queue.c",
         "src/sharedctypes.c",

@@ -36,6 +36,7 @@ build = {
         "src/dict.c",
         "src/fd.c",
         "src/list.c",
+        "src/modpath.c",
         "src/proc.c",
         "src/queue.c",
         "src/sharedctypes.c",

@@ -13,7 +13,8 @@
 **     and cyclic references come back as the same object).
 **   FUNC len bytecode nups upvalue*: an upvalue is a value, or UPREF i n:
 **     "the same upvalue as upvalue n of object i" (lua_upvaluejoin).
-**   PATH nkeys module key*: package.loaded[module][key1]... in the receiver.
+**   PATH nkeys module key*: package.loaded[module][key1]... in the receiver
+**     (the sender finds paths through modpath.c's index).
 **   GLOBALS: the receiver's global table (what _ENV rebinds to).
 **   MPROC name token: registry[name].__mproc_recv(token).
 **
@@ -37,10 +38,8 @@ enum {
 
 #define MAX_DEPTH 1000          /* nesting, both ways */
 #define BOX_INIT 1024           /* bytes held inside the buffer userdata */
-#define INDEX_DEPTH 4           /* levels below a module the index walks */
 #define MEMO_INIT 32            /* memo slots held inside the userdata */
 #define BOX_MT "mproc.CodecBuffer"
-#define INDEX_KEY "mproc.codec.index"  /* registry: object -> path */
 
 /* ---------------------------------------------------------------------
 ** Encoder state: a userdata owning the output bytes and the identity memo
@@ -247,164 +246,6 @@ static size_t encode_scalar(lua_State *L, int idx, int t, char *p) {
 }
 
 /* ---------------------------------------------------------------------
-** Reference paths: a weak-keyed registry table mapping objects reachable
-** from package.loaded to { module, key1, key2, ... }.  Built on the first
-** encode that meets a table, function or userdata, rebuilt when
-** package.loaded's names or values change, when a cached path no longer leads
-** to its object, or when a C function or userdata is missing from it (those
-** cannot travel otherwise).  So a Lua function or table added to an already
-** loaded module after the index was built travels by value until then.
-** --------------------------------------------------------------------- */
-
-/* A fingerprint of package.loaded's names and values: one pass, no
-** allocation, so checking it on each encode that needs the index is cheap. */
-static lua_Integer loaded_fingerprint(lua_State *L) {
-  uint64_t h = 0;
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    uint64_t k = (uint64_t)(uintptr_t)lua_topointer(L, -2);
-    uint64_t v = (uint64_t)(uintptr_t)lua_topointer(L, -1);
-    h += (k * 0x9e3779b97f4a7c15u) ^ (v + 0x632be59bd9b4e019u) ^ (h >> 29);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  return (lua_Integer)h;
-}
-
-static int indexable(int t) {
-  return t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA;
-}
-
-/* index[value at -1] = path .. key, unless already indexed; with the
-** path table at ip and the key at -2.  Returns whether it was new. */
-static int index_add(lua_State *L, int index, int ip) {
-  int n, i;
-  ip = lua_absindex(L, ip);
-  n = (int)lua_rawlen(L, ip);
-  lua_pushvalue(L, -1);
-  if (lua_rawget(L, index) != LUA_TNIL) { lua_pop(L, 1); return 0; }
-  lua_pop(L, 1);
-  lua_createtable(L, n + 1, 0);
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, ip, i);
-    lua_rawseti(L, -2, i);
-  }
-  lua_pushvalue(L, -3);
-  lua_rawseti(L, -2, n + 1);
-  lua_pushvalue(L, -2);
-  lua_insert(L, -2);
-  lua_rawset(L, index);
-  return 1;
-}
-
-/* Walks one level: the fields (string keys) of every table queued at
-** level `from` (a list of tables at stack `from`), queueing new tables. */
-static void index_level(lua_State *L, int index, int from, int to) {
-  int i, n = (int)lua_rawlen(L, from);
-  for (i = 1; i <= n; i++) {
-    int t = lua_gettop(L) + 1;
-    lua_rawgeti(L, from, i);               /* t: table */
-    lua_pushvalue(L, t);
-    lua_rawget(L, index);                  /* t+1: its path */
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-      if (lua_type(L, -2) == LUA_TSTRING && indexable(lua_type(L, -1)) &&
-          index_add(L, index, t + 1) && lua_type(L, -1) == LUA_TTABLE) {
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, to, (lua_Integer)lua_rawlen(L, to) + 1);
-      }
-      lua_pop(L, 1);
-    }
-    lua_settop(L, t - 1);
-  }
-}
-
-/* Modules first (shortest paths win), then fields level by level.  _G is
-** indexed itself and for its functions only: global data tables travel by
-** value, global functions (print, a script's own) by reference. */
-static void index_modules(lua_State *L, int index, int level, int g) {
-  lua_newtable(L);                         /* empty path */
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    if (lua_type(L, -2) == LUA_TSTRING && indexable(lua_type(L, -1)) &&
-        index_add(L, index, -4) && lua_type(L, -1) == LUA_TTABLE &&
-        !lua_rawequal(L, -1, g)) {
-      lua_pushvalue(L, -1);
-      lua_rawseti(L, level, (lua_Integer)lua_rawlen(L, level) + 1);
-    }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 2);
-}
-
-static void index_globals(lua_State *L, int index, int g) {
-  lua_pushvalue(L, g);
-  lua_rawget(L, index);                    /* path of _G, if it is loaded */
-  if (lua_type(L, -1) != LUA_TTABLE) { lua_pop(L, 1); return; }
-  lua_pushnil(L);
-  while (lua_next(L, g)) {
-    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TFUNCTION)
-      index_add(L, index, -3);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-}
-
-/* Pushes a fresh index, also stored in the registry with its loaded count. */
-static void index_build(lua_State *L) {
-  int top = lua_gettop(L), index, level, d;
-  lua_newtable(L);
-  index = top + 1;
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, index);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);  /* top+2 */
-  lua_newtable(L);
-  level = top + 3;
-  index_modules(L, index, level, top + 2);
-  index_globals(L, index, top + 2);
-  for (d = 0; d < INDEX_DEPTH; d++) {
-    lua_newtable(L);
-    index_level(L, index, level, level + 1);
-    lua_replace(L, level);
-  }
-  lua_settop(L, index);
-  lua_pushinteger(L, loaded_fingerprint(L));
-  lua_setfield(L, index, "n");   /* keys are objects: no clash */
-  lua_pushvalue(L, index);
-  lua_setfield(L, LUA_REGISTRYINDEX, INDEX_KEY);
-}
-
-/* Pushes the cached index, rebuilt if package.loaded changed. */
-static void index_get(lua_State *L) {
-  if (lua_getfield(L, LUA_REGISTRYINDEX, INDEX_KEY) == LUA_TTABLE) {
-    lua_getfield(L, -1, "n");
-    if (lua_tointeger(L, -1) == loaded_fingerprint(L)) { lua_pop(L, 1); return; }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  index_build(L);
-}
-
-/* Whether the path at -1 still leads to the value at idx (raw lookups). */
-static int path_valid(lua_State *L, int idx) {
-  int i, n = (int)lua_rawlen(L, -1), ok;
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  for (i = 1; i <= n; i++) {
-    if (lua_type(L, -1) != LUA_TTABLE) { lua_pop(L, 1); return 0; }
-    lua_rawgeti(L, -2, i);
-    lua_rawget(L, -2);
-    lua_remove(L, -2);
-  }
-  ok = lua_rawequal(L, -1, idx);
-  lua_pop(L, 1);
-  return ok;
-}
-
-/* ---------------------------------------------------------------------
 ** Encoder
 ** --------------------------------------------------------------------- */
 
@@ -417,12 +258,20 @@ typedef struct edge {
   int b;            /* E_UPVAL: function's stack index in a, upvalue b */
 } edge;
 
+/* The encoder's stack slots, reserved by enc_open above the top it finds
+** (base): each is nil until first needed, but the box. */
+enum {
+  SLOT_SEEN = 1,    /* ordinal -> object: keeps memoized objects alive */
+  SLOT_UPVALS,      /* upvalue id -> ordinal * 256 + n */
+  SLOT_INDEX,       /* the path index (object -> path) */
+  SLOT_BOX          /* the output bytes and the memo (a box userdata) */
+};
+
 typedef struct {
   lua_State *L;
   box *b;
-  int seen;         /* stack index: object -> ordinal */
-  int upvals;       /* stack index: upvalue id -> ordinal * 256 + n */
-  int index;        /* stack index of the path index, or 0 */
+  int seen, upvals, index;  /* stack indices: base + SLOT_... */
+  int seen_made, index_got; /* whether those slots are filled yet */
   int rebuilt;      /* the index was rebuilt during this call */
   int nobj;
   int depth;
@@ -542,7 +391,8 @@ static void seen_addp(enc *e, int idx, const void *p) {
 static void seen_start(enc *e) {
   lua_State *L = e->L;
   lua_createtable(L, 16, 0);
-  lua_replace(L, e->seen = e->upvals - 1);
+  lua_replace(L, e->seen);
+  e->seen_made = 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   e->globals = lua_topointer(L, -1);
   lua_pop(L, 1);
@@ -576,20 +426,21 @@ static void encode_path(enc *e) {
 ** package.loaded; may_rebuild: a miss is worth rebuilding the index for. */
 static int encode_by_path(enc *e, int idx, int may_rebuild) {
   lua_State *L = e->L;
-  if (!e->index) {
-    index_get(L);
-    lua_replace(L, e->index = e->seen + 2);
+  if (!e->index_got) {
+    mp_modpath_index(L);
+    lua_replace(L, e->index);
+    e->index_got = 1;
   }
   for (;;) {
     lua_pushvalue(L, idx);
-    if (lua_rawget(L, e->index) == LUA_TTABLE && path_valid(L, idx)) {
+    if (lua_rawget(L, e->index) == LUA_TTABLE && mp_modpath_valid(L, idx)) {
       encode_path(e);
       lua_pop(L, 1);
       return 1;
     }
     lua_pop(L, 1);
     if (e->rebuilt || !may_rebuild) return 0;
-    index_build(L);
+    mp_modpath_rebuild(L);
     lua_replace(L, e->index);
     e->rebuilt = 1;
   }
@@ -803,10 +654,22 @@ static void encode_value(enc *e, int idx) {
   }
   if (e->depth >= MAX_DEPTH) encode_error(e, idx, "nesting too deep");
   luaL_checkstack(L, 16, "cannot send value: nesting too deep");
-  if (!e->seen) seen_start(e);
+  if (!e->seen_made) seen_start(e);
   e->depth++;
   encode_object(e, idx, t);
   e->depth--;
+}
+
+/* Starts an encoder: its slots above the top (SLOT_...), the box last. */
+static void enc_open(enc *e, lua_State *L) {
+  int base = lua_gettop(L);
+  memset(e, 0, sizeof *e);
+  e->L = L;
+  lua_settop(L, base + SLOT_BOX - 1);
+  e->seen = base + SLOT_SEEN;
+  e->upvals = base + SLOT_UPVALS;
+  e->index = base + SLOT_INDEX;
+  e->b = box_new(L);
 }
 
 /* mp_encode: see mproc.h. */
@@ -830,13 +693,9 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
   {
     enc e;
     int top = lua_gettop(L);
-    memset(&e, 0, sizeof e);
-    e.L = L;
-    lua_settop(L, top + 3);            /* seen, upvals, index: lazy */
-    e.upvals = top + 2;
-    e.b = box_new(L);                  /* top + 4 */
+    enc_open(&e, L);
     encode_value(&e, idx);
-    lua_replace(L, top + 1);
+    lua_replace(L, top + 1);           /* the box: keeps the bytes alive */
     lua_settop(L, top + 1);
     out->p[0] = e.b->p;
     out->n[0] = e.b->n;
@@ -875,11 +734,7 @@ static int l_dumps_slice(lua_State *L) {
   luaL_argcheck(L, i >= 1, 2, "slice must start at 1 or after");
   luaL_argcheck(L, j >= i - 1 && j - i < INT_MAX, 3, "slice end out of range");
   lua_settop(L, 1);
-  memset(&e, 0, sizeof e);
-  e.L = L;
-  lua_settop(L, 4);                    /* seen, upvals, index: lazy */
-  e.upvals = 3;
-  e.b = box_new(L);                    /* 5 */
+  enc_open(&e, L);
   e.depth = 1;
   encode_slice(&e, 1, i, j - i + 1);
   lua_pushlstring(L, e.b->p, e.b->n);

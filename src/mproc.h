@@ -216,6 +216,15 @@ MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions
 ** (LUA_ERRMEM: out of memory) with its error object pushed, which may not
 ** be a string. */
 MP_HIDDEN int mp_decode_status(lua_State *L, const char *p, size_t n);
+/* modpath.c: the codec's index object -> { module, key1, ... } of what
+** package.loaded reaches. mp_modpath_index pushes it (rebuilt when
+** package.loaded changed), mp_modpath_rebuild pushes a fresh one;
+** mp_modpath_valid: whether the path at -1 still leads to the value at
+** idx. */
+MP_HIDDEN void mp_modpath_index(lua_State *L);
+MP_HIDDEN void mp_modpath_rebuild(lua_State *L);
+MP_HIDDEN int mp_modpath_valid(lua_State *L, int idx);
+
 /* proc.c: mproc.Child handles for spawned children (spawn.c), kept out of
 ** the exit hook's live table; push before spawning, attach after. */
 MP_HIDDEN void mp_child_push(lua_State *L);

@@ -1,0 +1,167 @@
+/*
+** modpath.c: the codec's index of what package.loaded reaches, so that a
+** module's functions, tables and userdata travel as a PATH (module and
+** keys), resolved in the receiver's own package.loaded (codec.c).
+**
+** Reference paths: a weak-keyed registry table mapping objects reachable
+** from package.loaded to { module, key1, key2, ... }.  Built on the first
+** encode that meets a table, function or userdata, rebuilt when
+** package.loaded's names or values change, when a cached path no longer leads
+** to its object, or when a C function or userdata is missing from it (those
+** cannot travel otherwise).  So a Lua function or table added to an already
+** loaded module after the index was built travels by value until then.
+*/
+#include <stdint.h>
+
+#include "mproc.h"
+
+#define INDEX_DEPTH 4           /* levels below a module the index walks */
+#define INDEX_KEY "mproc.codec.index"  /* registry: object -> path */
+
+/* A fingerprint of package.loaded's names and values: one pass, no
+** allocation, so checking it on each encode that needs the index is cheap. */
+static lua_Integer loaded_fingerprint(lua_State *L) {
+  uint64_t h = 0;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    uint64_t k = (uint64_t)(uintptr_t)lua_topointer(L, -2);
+    uint64_t v = (uint64_t)(uintptr_t)lua_topointer(L, -1);
+    h += (k * 0x9e3779b97f4a7c15u) ^ (v + 0x632be59bd9b4e019u) ^ (h >> 29);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return (lua_Integer)h;
+}
+
+static int indexable(int t) {
+  return t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA;
+}
+
+/* index[value at -1] = path .. key, unless already indexed; with the
+** path table at ip and the key at -2.  Returns whether it was new. */
+static int index_add(lua_State *L, int index, int ip) {
+  int n, i;
+  ip = lua_absindex(L, ip);
+  n = (int)lua_rawlen(L, ip);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, index) != LUA_TNIL) { lua_pop(L, 1); return 0; }
+  lua_pop(L, 1);
+  lua_createtable(L, n + 1, 0);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, ip, i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushvalue(L, -3);
+  lua_rawseti(L, -2, n + 1);
+  lua_pushvalue(L, -2);
+  lua_insert(L, -2);
+  lua_rawset(L, index);
+  return 1;
+}
+
+/* Walks one level: the fields (string keys) of every table queued at
+** level `from` (a list of tables at stack `from`), queueing new tables. */
+static void index_level(lua_State *L, int index, int from, int to) {
+  int i, n = (int)lua_rawlen(L, from);
+  for (i = 1; i <= n; i++) {
+    int t = lua_gettop(L) + 1;
+    lua_rawgeti(L, from, i);               /* t: table */
+    lua_pushvalue(L, t);
+    lua_rawget(L, index);                  /* t+1: its path */
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      if (lua_type(L, -2) == LUA_TSTRING && indexable(lua_type(L, -1)) &&
+          index_add(L, index, t + 1) && lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, to, (lua_Integer)lua_rawlen(L, to) + 1);
+      }
+      lua_pop(L, 1);
+    }
+    lua_settop(L, t - 1);
+  }
+}
+
+/* Modules first (shortest paths win), then fields level by level.  _G is
+** indexed itself and for its functions only: global data tables travel by
+** value, global functions (print, a script's own) by reference. */
+static void index_modules(lua_State *L, int index, int level, int g) {
+  lua_newtable(L);                         /* empty path */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_type(L, -2) == LUA_TSTRING && indexable(lua_type(L, -1)) &&
+        index_add(L, index, -4) && lua_type(L, -1) == LUA_TTABLE &&
+        !lua_rawequal(L, -1, g)) {
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, level, (lua_Integer)lua_rawlen(L, level) + 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+}
+
+static void index_globals(lua_State *L, int index, int g) {
+  lua_pushvalue(L, g);
+  lua_rawget(L, index);                    /* path of _G, if it is loaded */
+  if (lua_type(L, -1) != LUA_TTABLE) { lua_pop(L, 1); return; }
+  lua_pushnil(L);
+  while (lua_next(L, g)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TFUNCTION)
+      index_add(L, index, -3);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* Pushes a fresh index, also stored in the registry with its loaded count. */
+void mp_modpath_rebuild(lua_State *L) {
+  int top = lua_gettop(L), index, level, d;
+  lua_newtable(L);
+  index = top + 1;
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, index);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);  /* top+2 */
+  lua_newtable(L);
+  level = top + 3;
+  index_modules(L, index, level, top + 2);
+  index_globals(L, index, top + 2);
+  for (d = 0; d < INDEX_DEPTH; d++) {
+    lua_newtable(L);
+    index_level(L, index, level, level + 1);
+    lua_replace(L, level);
+  }
+  lua_settop(L, index);
+  lua_pushinteger(L, loaded_fingerprint(L));
+  lua_setfield(L, index, "n");   /* keys are objects: no clash */
+  lua_pushvalue(L, index);
+  lua_setfield(L, LUA_REGISTRYINDEX, INDEX_KEY);
+}
+
+/* Pushes the cached index, rebuilt if package.loaded changed. */
+void mp_modpath_index(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, INDEX_KEY) == LUA_TTABLE) {
+    lua_getfield(L, -1, "n");
+    if (lua_tointeger(L, -1) == loaded_fingerprint(L)) { lua_pop(L, 1); return; }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  mp_modpath_rebuild(L);
+}
+
+/* Whether the path at -1 still leads to the value at idx (raw lookups). */
+int mp_modpath_valid(lua_State *L, int idx) {
+  int i, n = (int)lua_rawlen(L, -1), ok;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  for (i = 1; i <= n; i++) {
+    if (lua_type(L, -1) != LUA_TTABLE) { lua_pop(L, 1); return 0; }
+    lua_rawgeti(L, -2, i);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+  }
+  ok = lua_rawequal(L, -1, idx);
+  lua_pop(L, 1);
+  return ok;
+}
