@@ -25,6 +25,7 @@
 ** is the one this process knows at that address.
 */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -252,6 +253,7 @@ mp_cell *mp_cell_alloc(size_t body, int type) {
 
 /* Gives the cell back for reuse (the caller knows no one else uses it). */
 static void cell_recycle(mp_cell *cell) {
+  assert(!(cell->shared & SENT));   /* only a SOLE handle's cell */
   if (cell->cls == OWN_MAPPING) {
     region_remove((char *)cell);
     mp_shm_free(cell, cell->size);
@@ -265,9 +267,31 @@ static void cell_recycle(mp_cell *cell) {
 
 /* ---------------------------------------------------------------------
 ** Handles and tokens
+**
+** The lifecycle of a handle (h) and its cell, enforced here only:
+**
+**   state    h->cell  the cell may be recycled when h lets go
+**   CLOSED   NULL     -
+**   SOLE     set      yes: h->creator is this pid, h->epoch the fork epoch,
+**                     SENT clear (mp_handle_sole)
+**   SHARED   set      no: received (creator 0), forked since (epoch), or
+**                     SENT; the cell stays until the processes end
+**
+**   CLOSED -> SOLE     mp_handle_alloc (mp_handle_new makes it CLOSED first)
+**   CLOSED -> SHARED   mp_handle_adopt, for a receiver
+**   SOLE -> SHARED     mp_push_token sets SENT (and on its lock), for good;
+**                      a fork bumps fork_epoch (after_fork_*)
+**   SOLE -> CLOSED     mp_handle_drop (__gc) recycles; mp_handle_close
+**                      (__close) recycles unless LOCK_OF: a Condition or
+**                      Value made on this lock may still use it. sync.c's
+**                      lock_gc first lets go of a Lock this process holds
+**                      (its closing flag picks close over drop).
+**   SHARED -> CLOSED   mp_handle_drop / mp_handle_close: no recycling
+**   LOCK_OF            set by mp_cell_set_lock, never cleared
 ** --------------------------------------------------------------------- */
 
 void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator) {
+  assert(h->cell == NULL && cell != NULL);   /* CLOSED -> SOLE or SHARED */
   h->cell = cell;
   h->epoch = fork_epoch;
   h->creator = creator ? getpid() : 0;

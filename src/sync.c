@@ -206,7 +206,9 @@ static int lock_tostring(lua_State *L, const char *mt) {
   return 1;
 }
 
-/* Dropping the last handle of a Lock this process holds lets it go. */
+/* Dropping the last handle of a Lock this process holds lets it go;
+** closing: __close (mp_handle_close), else __gc (mp_handle_drop). See the
+** handle lifecycle in cell.c. */
 static int lock_gc(lua_State *L, const char *mt, int closing) {
   mp_handle *h = (mp_handle *)mp_checkudata(L, 1, mt);
   if (mp_handle_sole(h)) lock_give((lock_body *)MP_CELL_BODY(h->cell), 1);
