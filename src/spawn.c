@@ -892,8 +892,4 @@ void mp_open_spawn(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_setfuncs(L, spawn_funcs, 0);
-  /* Signal numbers are below NSIG: Popen:send_signal checks them (0 to
-  ** NSIG - 1) before they reach kill()'s int. */
-  lua_pushinteger(L, NSIG);
-  lua_setfield(L, -2, "NSIG");
 }

@@ -12,7 +12,7 @@ local process = require "mproc.process"
 
 local M = {}
 
-local SIGTERM, SIGKILL = 15, 9
+local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
 local NSLOTS = 1024               -- tasks on the board at once
 local DATA_BYTES = 256 << 20      -- board payload space (virtual; pages used on touch)
 local IMAP_AHEAD = 512            -- chunks an imap keeps submitted ahead of its reader
@@ -20,12 +20,6 @@ local FCACHE_MAX = 64             -- decoded functions a worker keeps
 
 -- Task kinds, the first byte of a task's head (the rest: the function)
 local CALL, MAP, STAR, IMAP = "c", "m", "s", "i"
-
-local SIGNALS = {
-  [1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL", [6] = "SIGABRT",
-  [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL", [10] = "SIGUSR1", [11] = "SIGSEGV",
-  [12] = "SIGUSR2", [13] = "SIGPIPE", [14] = "SIGALRM", [15] = "SIGTERM",
-}
 
 local unpack, pack = table.unpack, table.pack
 local WEAK_KEYS = { __mode = "k" }  -- a pool's imaps: one dropped unread is not fed
@@ -337,7 +331,7 @@ end
 local function how_died(pid, code)
   if code < 0 then
     return ("pool worker (pid %d) was killed by signal %d (%s)")
-      :format(pid, -code, SIGNALS[-code] or "?")
+      :format(pid, -code, core.signal_names[-code] or "?")
   end
   return ("pool worker (pid %d) exited with code %d"):format(pid, code)
 end

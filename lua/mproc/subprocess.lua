@@ -8,7 +8,7 @@ local util = require "mproc.util"
 
 local M = { PIPE = -1, STDOUT = -2, DEVNULL = -3 }
 
-local SIGTERM, SIGKILL = 15, 9
+local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
 local ENOENT = 2
 
 -- Options Popen takes; run and friends add theirs.
