@@ -85,7 +85,8 @@ static void take_signal(const sigset_t *set) {
 }
 #endif
 
-/* Python's values for the special stdio targets. */
+/* Python's values for the special stdio targets: exported as core.PIPE,
+** core.STDOUT and core.DEVNULL, which subprocess.lua hands to its users. */
 #define MP_INHERIT (-100)
 #define MP_PIPE (-1)
 #define MP_STDOUT (-2)
@@ -892,4 +893,12 @@ void mp_open_spawn(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_setfuncs(L, spawn_funcs, 0);
+  lua_pushinteger(L, MP_PIPE);
+  lua_setfield(L, -2, "PIPE");
+  lua_pushinteger(L, MP_STDOUT);
+  lua_setfield(L, -2, "STDOUT");
+  lua_pushinteger(L, MP_DEVNULL);
+  lua_setfield(L, -2, "DEVNULL");
+  lua_pushinteger(L, ENOENT);      /* an exec step's "not found" */
+  lua_setfield(L, -2, "ENOENT");
 }
