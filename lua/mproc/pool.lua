@@ -24,6 +24,48 @@ local CALL, MAP, STAR, IMAP = "c", "m", "s", "i"
 local unpack, pack = table.unpack, table.pack
 local WEAK_KEYS = { __mode = "k" }  -- a pool's imaps: one dropped unread is not fed
 
+-- A first-in first-out queue: its items are q[q.head .. q.tail].
+local Fifo = {}
+Fifo.__index = Fifo
+
+local function fifo() return setmetatable({ head = 1, tail = 0 }, Fifo) end
+
+function Fifo:empty() return self.head > self.tail end
+
+function Fifo:push(v)
+  local t = self.tail + 1
+  self.tail, self[t] = t, v
+end
+
+-- The first item, left in the queue; nil when empty.
+function Fifo:peek() return self[self.head] end
+
+function Fifo:pop()
+  local h = self.head
+  local v = self[h]
+  self[h], self.head = nil, h + 1
+  return v
+end
+
+function Fifo:clear()
+  for i = self.head, self.tail do self[i] = nil end
+  self.head, self.tail = 1, 0
+end
+
+-- Removes the items for which drop(v) is true, keeping the others in order.
+function Fifo:remove_if(drop)
+  local k = self.head - 1
+  for i = self.head, self.tail do
+    local v = self[i]
+    self[i] = nil
+    if not drop(v) then
+      k = k + 1
+      self[k] = v
+    end
+  end
+  self.tail = k
+end
+
 -- ---------------------------------------------------------------------
 -- The worker's side (runs in the forked child)
 -- ---------------------------------------------------------------------
@@ -393,18 +435,17 @@ function methods:_submit(job, idx, head, body, count)
     self:_finish(id, { false, self._broken })
     return id
   end
-  if self._ptail < self._phead and self._board:put(id, head, body, count) then return id end
-  local t = self._ptail + 1
-  self._ptail, self._pending[t] = t, { id, head, body, count }
+  if self._pending:empty() and self._board:put(id, head, body, count) then return id end
+  self._pending:push{ id, head, body, count }
   return id
 end
 
 function methods:_feed()
   local board, pending = self._board, self._pending
-  while self._phead <= self._ptail do
-    local t = pending[self._phead]
+  while not pending:empty() do
+    local t = pending:peek()
     if not board:put(t[1], t[2], t[3], t[4]) then break end
-    pending[self._phead], self._phead = nil, self._phead + 1
+    pending:pop()
   end
 end
 
@@ -416,19 +457,13 @@ end
 -- queued here or on the board; returns them, a list.  Claimed ones run to
 -- their end.
 function methods:_take_back(ids)
-  local out, pending, k = {}, self._pending, self._phead - 1
-  for i = self._phead, self._ptail do
-    local t = pending[i]
-    pending[i] = nil
-    if ids[t[1]] then
-      self:_forget(t[1])
-      out[#out + 1] = t[1]
-    else
-      k = k + 1
-      pending[k] = t
-    end
-  end
-  self._ptail = k
+  local out = {}
+  self._pending:remove_if(function(t)
+    if not ids[t[1]] then return false end
+    self:_forget(t[1])
+    out[#out + 1] = t[1]
+    return true
+  end)
   if self._state ~= "joined" then
     for _, id in ipairs(self._board:cancel(ids)) do
       self:_forget(id)
@@ -489,21 +524,19 @@ end
 -- Callbacks run after results are in, one at a time: one that raises
 -- leaves the others for the next call into the pool.
 function methods:_later(f, ...)
-  local t = self._ltail + 1
-  self._ltail, self._later_q[t] = t, pack(f, ...)
+  self._later_q:push(pack(f, ...))
 end
 
 function methods:_run_later()
-  while self._lhead <= self._ltail do
-    local c = self._later_q[self._lhead]
-    self._later_q[self._lhead], self._lhead = nil, self._lhead + 1
+  local q = self._later_q
+  while not q:empty() do
+    local c = q:pop()
     c[1](unpack(c, 2, c.n))
   end
 end
 
 function methods:_fail_all(msg)
-  for i = self._phead, self._ptail do self._pending[i] = nil end
-  self._phead, self._ptail = 1, 0
+  self._pending:clear()
   for id in pairs(self._job) do self:_finish(id, { false, msg }) end
 end
 
@@ -995,7 +1028,7 @@ local function new(_, a, b)
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
     _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = setmetatable({}, WEAK_KEYS),
-    _pending = {}, _phead = 1, _ptail = 0, _later_q = {}, _lhead = 1, _ltail = 0,
+    _pending = fifo(), _later_q = fifo(),
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
   return self
