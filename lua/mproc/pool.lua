@@ -344,6 +344,30 @@ local Pool = { __name = "mproc.Pool" }
 local methods = {}
 Pool.__index = methods
 
+-- A pool's states (pool._state; the names show in tostring and messages)
+-- and the moves between them, which set_state alone makes and checks:
+--   RUN        takes tasks; imap iterators pull their input.
+--   CLOSE      close(): no new tasks; the tasks out and the imap iterators
+--              still open go on, and the workers stay for them.
+--   TERMINATE  terminate() is stopping the workers; the tasks not done fail.
+--   JOINED     the board is closed (join, terminate, or the pool was
+--              collected): no worker, no task, nothing more happens.
+local RUN, CLOSE, TERMINATE, JOINED = "run", "close", "terminate", "joined"
+local STATES = {
+  [RUN] = { tasks = true, pulls = true, to = { [CLOSE] = true, [TERMINATE] = true, [JOINED] = true } },
+  [CLOSE] = { pulls = true, to = { [TERMINATE] = true, [JOINED] = true } },
+  [TERMINATE] = { to = { [JOINED] = true } },
+  [JOINED] = { to = {} },
+}
+
+local function set_state(pool, to)
+  local from = pool._state
+  if not STATES[from].to[to] then
+    error(("mproc.Pool: no move from state %s to %s"):format(from, to), 2)
+  end
+  pool._state = to
+end
+
 -- Workers of pools collected unjoined, not reaped yet: handle -> when
 -- they were sent SIGTERM.  Reaped without blocking at the next chance (a
 -- new Pool, any pool's wait, the next garbage collection), so a program
@@ -396,7 +420,7 @@ end
 -- After close(), workers stay while tasks are out or an imap may still
 -- submit some (its reader goes on after close()).
 function methods:_needs_workers()
-  return self._state == "run" or (self._state == "close" and (self._nout > 0 or next(self._imaps) ~= nil))
+  return self._state == RUN or (self._state == CLOSE and (self._nout > 0 or next(self._imaps) ~= nil))
 end
 
 -- Worker w has ended: fail what it had claimed, replace it if needed.
@@ -411,7 +435,7 @@ function methods:_worker_ended(w, code)
   wk.handle:close()
   self._workers[w] = nil
   if self._initializer and code > 0 and wk.done == 0 and #lost == 0 and
-     self._state ~= "terminate" then
+     self._state ~= TERMINATE then
     self._broken = how_died(wk.pid, code) .. " in the pool's initializer (see its stderr)"
   end
   if self._broken then
@@ -464,7 +488,7 @@ function methods:_take_back(ids)
     out[#out + 1] = t[1]
     return true
   end)
-  if self._state ~= "joined" then
+  if self._state ~= JOINED then
     for _, id in ipairs(self._board:cancel(ids)) do
       self:_forget(id)
       out[#out + 1] = id
@@ -501,13 +525,13 @@ function methods:_dispatch(w, frames)
 end
 
 function methods:_fileno(fname)
-  if self._state == "joined" then util.misuse(fname .. ": the pool was joined or terminated") end
+  if self._state == JOINED then util.misuse(fname .. ": the pool was joined or terminated") end
   return self._board:fileno()
 end
 
 -- Collects what is ready, waiting up to timeout (nil: until something is).
 function methods:_pump(timeout)
-  if self._state == "joined" then return end
+  if self._state == JOINED then return end
   if next(orphans) then reap_orphans() end
   self:_feed()
   local board = self._board
@@ -545,7 +569,7 @@ end
 -- ---------------------------------------------------------------------
 
 local function check_running(self, fname)
-  if self._state ~= "run" then util.misuse(("%s: the pool is not running (%s)"):format(fname, self._state)) end
+  if not STATES[self._state].tasks then util.misuse(("%s: the pool is not running (%s)"):format(fname, self._state)) end
 end
 
 local function encode_function(fname, f, kind)
@@ -762,8 +786,7 @@ end
 -- Submits chunks until ahead of the reader by limit chunks or exhausted.
 function Imap:_fill(limit)
   if self.cut or self.exhausted then return end
-  local state = self.pool._state
-  if state ~= "run" and state ~= "close" then return self:_cut("terminated") end
+  if not STATES[self.pool._state].pulls then return self:_cut("terminated") end
   while not self.exhausted and self.submitted - self.consumed < limit do
     local chunk, count = self:_next_chunk()
     if not chunk then break end
@@ -816,7 +839,7 @@ function Imap:_step()
       if not r[1] then error((failure(r)), 0) end
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
-    elseif self.out > 0 and self.pool._state ~= "joined" then
+    elseif self.out > 0 and self.pool._state ~= JOINED then
       self.pool:_pump(nil)
       self.pool:_run_later()
     else -- nothing more will come: the pool ended, or took back the tasks
@@ -844,7 +867,7 @@ function Imap:ready()
   self:_fill(IMAP_AHEAD)
   self.pool:_pump(0)
   local k = self.ordered and self.consumed + 1 or next(self.done)
-  return (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == "joined"
+  return (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == JOINED
 end
 
 function Imap:fileno()
@@ -899,7 +922,7 @@ end
 -- No more tasks; the workers end once the submitted ones are done (join).
 function methods:close()
   util.check_self("close", self, Pool)
-  if self._state == "run" then self._state = "close" end
+  if self._state == RUN then set_state(self, CLOSE) end
 end
 
 local function reap_all(self, timeout)
@@ -925,15 +948,15 @@ local function open_imaps(self)
 end
 
 local function release(self)
-  self._state = "joined"
+  set_state(self, JOINED)
   self._board:close()
 end
 
 -- Stops the workers now, mid-task; tasks not done fail.
 function methods:terminate()
   util.check_self("terminate", self, Pool)
-  if self._state == "joined" or self._state == "terminate" then return end
-  self._state = "terminate"
+  if self._state == JOINED or self._state == TERMINATE then return end
+  set_state(self, TERMINATE)
   for _, it in ipairs(open_imaps(self)) do it:_cut("terminated") end
   for _, wk in pairs(self._workers) do wk.handle:signal(SIGTERM) end
   reap_all(self, 1)
@@ -944,8 +967,8 @@ end
 -- Waits for the workers to end, after close() (or terminate()).
 function methods:join()
   util.check_self("join", self, Pool)
-  if self._state == "run" then util.misuse("join: the pool is still running; call close() or terminate() first") end
-  if self._state ~= "close" then return end
+  if self._state == RUN then util.misuse("join: the pool is still running; call close() or terminate() first") end
+  if self._state ~= CLOSE then return end
   for _, it in ipairs(open_imaps(self)) do
     it:_fill(IMAP_AHEAD)
     it:_cut("closed")
@@ -972,8 +995,8 @@ end
 -- Collected without close/join: stop the workers without blocking (__gc
 -- must not wait) and leave them to reap_orphans.
 function Pool.__gc(self)
-  if self._owner ~= core.getpid() or self._state == "joined" then return end
-  self._state = "joined"
+  if self._owner ~= core.getpid() or self._state == JOINED then return end
+  set_state(self, JOINED)
   local now, armed = core.monotonic(), next(orphans) ~= nil
   for _, wk in pairs(self._workers) do
     wk.handle:signal(SIGTERM)
@@ -1024,7 +1047,7 @@ local function new(_, a, b)
   local board, err, code = core.pool_board(processes, NSLOTS, DATA_BYTES)
   if not board then return nil, err, code end
   local self = setmetatable({
-    _processes = processes, _board = board, _workers = {}, _state = "run",
+    _processes = processes, _board = board, _workers = {}, _state = RUN,
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
     _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = setmetatable({}, WEAK_KEYS),
@@ -1077,7 +1100,7 @@ end
 
 -- Whether a worker has claimed task id and not sent its result yet.
 function jobs.running(pool, id)
-  return pool._job[id] ~= nil and pool._state ~= "joined" and pool._board:claimed(id)
+  return pool._job[id] ~= nil and pool._state ~= JOINED and pool._board:claimed(id)
 end
 
 -- Delivers the results that are in, waiting up to timeout (nil: until
@@ -1095,14 +1118,14 @@ end
 -- The descriptors that become readable when pump has something to do:
 -- to wait on them beside others, then pump(pool, 0).
 function jobs.descriptors(pool)
-  if pool._state == "joined" then return {} end
+  if pool._state == JOINED then return {} end
   return pool._board:fds()
 end
 
 -- The pool's one descriptor for event loops (as AsyncResult:fileno());
 -- false once the pool is joined; nil, message where there is none.
 function jobs.fileno(pool)
-  if pool._state == "joined" then return false end
+  if pool._state == JOINED then return false end
   return pool._board:fileno()
 end
 
