@@ -292,7 +292,9 @@ static int l_board_room(lua_State *L) {
 
 /* board:put(task_id, head, body, [count]) -> true, or false while the
 ** board is full.  The record holds {u32 #head, head, body}; take() splits
-** it and gives count back. */
+** it and gives count back.  Head and body are opaque here: what is in them
+** (a kind byte, the function, the arguments) is defined once, in pool.lua's
+** "Task heads". */
 static int l_board_put(lua_State *L) {
   board *b = check_board(L);
   lua_Integer id = luaL_checkinteger(L, 2);

@@ -18,8 +18,19 @@ local DATA_BYTES = 256 << 20      -- board payload space (virtual; pages used on
 local IMAP_AHEAD = 512            -- chunks an imap keeps submitted ahead of its reader
 local FCACHE_MAX = 64             -- decoded functions a worker keeps
 
--- Task kinds, the first byte of a task's head (the rest: the function)
+-- ---------------------------------------------------------------------
+-- Task heads: the one definition of what a task carries
+-- ---------------------------------------------------------------------
+-- A task is a head and a body (src/pool.c stores both as opaque bytes in
+-- its record {u32 #head, head, body}, with an item count).  The head is a
+-- kind byte, then the function as core.dumps encodes it; the body is the
+-- arguments (CALL: the argument list) or the items (a chunk), encoded.
+-- A worker keeps decoded functions by their head.
 local CALL, MAP, STAR, IMAP = "c", "m", "s", "i"
+
+local function task_head(kind, fbytes) return kind .. fbytes end
+local function head_kind(head) return head:sub(1, 1) end
+local function head_function(head) return head:sub(2) end
 
 local unpack, pack = table.unpack, table.pack
 local WEAK_KEYS = { __mode = "k" }  -- a pool's imaps: one dropped unread is not fed
@@ -149,6 +160,9 @@ local function run_star(f, items, count)
   return out
 end
 
+-- How a worker runs each kind of task: f and the decoded body (and count).
+local RUNNERS = { [CALL] = run_call, [MAP] = run_map, [STAR] = run_star, [IMAP] = run_imap }
+
 -- Decodes a task's function, keeping the last few by their bytes: a
 -- worker keeps a function's upvalues between tasks while its bytes are
 -- the same, as a Python worker keeps its module globals.
@@ -156,7 +170,7 @@ local function task_function(cache, head)
   local f = cache[head]
   if f then return f end
   local err
-  f, err = core.loads(head:sub(2))
+  f, err = core.loads(head_function(head))
   if type(f) ~= "function" then error("cannot decode the task's function: " .. tostring(err), 0) end
   if cache.n >= FCACHE_MAX then
     for k in pairs(cache) do cache[k] = nil end
@@ -175,12 +189,8 @@ local function run_task(cache, head, body, count)
     if args == nil and err then
       r = { false, "cannot decode the task's arguments: " .. err }
     else
-      local kind = head:sub(1, 1)
       last_traceback = nil
-      if kind == CALL then r = pack(xpcall(run_call, task_traceback, f, args))
-      elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args, count))
-      elseif kind == IMAP then r = pack(xpcall(run_imap, task_traceback, f, args, count))
-      else r = pack(xpcall(run_star, task_traceback, f, args, count)) end
+      r = pack(xpcall(RUNNERS[head_kind(head)], task_traceback, f, args, count))
       if not r[1] then r = task_failure(r[2]) end
     end
   else
@@ -576,7 +586,7 @@ local function encode_function(fname, f, kind)
   util.check_callable(fname, 1, f)
   local ok, bytes = pcall(core.dumps, f)
   if not ok then util.argerror(fname, 1, "cannot send the function: " .. error_text(bytes)) end
-  return kind .. bytes
+  return task_head(kind, bytes)
 end
 
 local function encode_args(fname, n, v, i, j)
