@@ -246,6 +246,30 @@ local function failure(r)
 end
 
 -- ---------------------------------------------------------------------
+-- Jobs: what a pool's tasks belong to
+-- ---------------------------------------------------------------------
+-- A job is an object whose class (its metatable) was declared with
+-- define_job(class, deliver): AsyncResult, the imap iterator, and
+-- mproc.futures' Future (through jobs.define).  The pool calls
+-- deliver(job, part, r) once for each task of the job when its result is
+-- in, never for a task taken back: r is {true, values..., n = k} or a
+-- failure, whose error value and traceback failure(r) gives.  Nothing
+-- else is asked of a job, and nothing of it is on its users' methods.
+
+local deliverers = {}   -- job class -> its deliver function
+
+local function define_job(class, deliver)
+  deliverers[class] = deliver
+  return class
+end
+
+local function is_job(v) return deliverers[getmetatable(v)] ~= nil end
+
+local function deliver(job, part, r)
+  return deliverers[getmetatable(job)](job, part, r)
+end
+
+-- ---------------------------------------------------------------------
 -- AsyncResult
 -- ---------------------------------------------------------------------
 
@@ -260,10 +284,21 @@ local function new_result(pool, parts, opts)
   }, AsyncResult)
 end
 
--- A part of the job finished: value is the worker's packed {ok, ...}.
-function ar:_deliver(idx, r)
+local function fail_result(self, err, traceback)
   if self._ready then return end
-  if not r[1] then return self:_fail(failure(r)) end
+  self._ready, self._ok, self._err, self._tb = true, false, err, traceback
+  if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
+end
+
+local function result_values(self)
+  if self._map then return self._value end
+  return unpack(self._value, 1, self._value.n)
+end
+
+-- A part of the job finished: value is the worker's packed {ok, ...}.
+local function deliver_result(self, idx, r)
+  if self._ready then return end
+  if not r[1] then return fail_result(self, failure(r)) end
   if self._map then
     local out = r[2]
     table.move(out, 1, out.n, self._starts[idx], self._value)
@@ -273,20 +308,11 @@ function ar:_deliver(idx, r)
   self._parts = self._parts - 1
   if self._parts == 0 then
     self._ready, self._ok = true, true
-    if self._callback then self._pool:_later(self._callback, self:_values()) end
+    if self._callback then self._pool:_later(self._callback, result_values(self)) end
   end
 end
 
-function ar:_fail(err, traceback)
-  if self._ready then return end
-  self._ready, self._ok, self._err, self._tb = true, false, err, traceback
-  if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
-end
-
-function ar:_values()
-  if self._map then return self._value end
-  return unpack(self._value, 1, self._value.n)
-end
+define_job(AsyncResult, deliver_result)
 
 -- Waits until the result is ready or timeout passes; returns ready().
 function ar:wait(timeout)
@@ -310,7 +336,7 @@ function ar:get(timeout)
   timeout = util.check_timeout("get", 1, timeout)
   if not self:wait(timeout) then return nil, "timeout" end
   if not self._ok then error(self._err, 0) end
-  return self:_values()
+  return result_values(self)
 end
 
 -- The worker's traceback of the task's error: the error as text, then the
@@ -521,7 +547,7 @@ function methods:_finish(id, r)
   local job, idx = self._job[id], self._part[id]
   if not job then return end
   self:_forget(id)
-  job:_deliver(idx, r)
+  deliver(job, idx, r)
 end
 
 function methods:_dispatch(w, frames)
@@ -809,10 +835,13 @@ function Imap:_fill(limit)
   if self.exhausted then self.pool._imaps[self] = nil end
 end
 
-function Imap:_deliver(idx, r)
+-- A chunk's result is in (the iterator is a job).
+local function deliver_chunk(self, idx, r)
   self.out = self.out - 1
   if not self.closed then self.done[idx] = r end
 end
+
+define_job(IMapIterator, deliver_chunk)
 
 -- The next chunk to hand out: the next in order, or any that is done.
 function Imap:_take_done()
@@ -1070,14 +1099,14 @@ end
 -- ---------------------------------------------------------------------
 -- Jobs: the interface for modules built on a Pool (mproc.futures)
 -- ---------------------------------------------------------------------
--- A job is an object with a method job:_deliver(part, r), called once for
+-- A job is an object of a class declared with jobs.define(class,
+-- deliver) (see "Jobs" above): deliver(job, part, r) is called once for
 -- each of its tasks when the task's result is in, and never for a task
--- taken back: r is {true, values..., n = k} or a failure, whose error
--- value and traceback jobs.failure(r) gives.  AsyncResult and the imap
--- iterator are jobs too.  Results are delivered only inside jobs.pump:
--- when the parent calls into the pool.
+-- taken back; jobs.failure(r) gives a failed r's error value and
+-- traceback.  Results are delivered only inside jobs.pump: when the parent
+-- calls into the pool.
 
-local jobs = { failure = failure }
+local jobs = { failure = failure, define = define_job }
 
 -- The encoded head and body of a call f(unpack(args)) (args with its n);
 -- raises at the caller's line, as apply_async does, when the pool is not
@@ -1100,6 +1129,7 @@ end
 
 -- Submits a task of job (its part 1; count: a chunk's); returns the task's id.
 function jobs.submit(pool, job, head, body, count)
+  if not is_job(job) then error("jobs.submit: not a job (declare its class with jobs.define)", 2) end
   return pool:_submit(job, 1, head, body, count)
 end
 
