@@ -1085,6 +1085,18 @@ local function new(_, a, b)
   if next(orphans) then reap_orphans() end
   local board, err, code = core.pool_board(processes, NSLOTS, DATA_BYTES)
   if not board then return nil, err, code end
+  -- A pool's fields, all private:
+  --   workers    _processes (how many), _board (core.pool_board),
+  --              _workers (index -> {handle, pid, done: results sent}),
+  --              _initializer, _initargs, _maxtasks (the options),
+  --              _owner (the pid that made it: a forked copy does nothing)
+  --   state      _state (see STATES), _broken (nil, or why every task fails:
+  --              the initializer failed)
+  --   tasks      _nextid (the last task id), _nout (tasks not finished),
+  --              _job and _part (task id -> its job and part), _pending (a
+  --              FIFO of {id, head, body, count} not on the board yet)
+  --   jobs       _imaps (the imap iterators that may still pull input),
+  --              _later_q (a FIFO of callbacks to run, each packed)
   local self = setmetatable({
     _processes = processes, _board = board, _workers = {}, _state = RUN,
     _owner = core.getpid(), _initializer = opts.initializer,
