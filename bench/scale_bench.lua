@@ -47,14 +47,14 @@ local function queue_rate(n)
 end
 
 for _, w in ipairs { 1, 2, 4, 8 } do
-  common.report(("Pool(%d) map of identity over %d integers"):format(w, N_MAP), "ops/s", {
+  common.report(("Scale: Pool(%d) map of identity over %d integers"):format(w, N_MAP), "ops/s", {
     { "mproc", pool_rate(w) },
     { "Python multiprocessing.Pool", common.external(("python3 bench/scale.py pool %d %d"):format(w, N_MAP)) },
   })
 end
 
 for _, n in ipairs { 1, 4, 16 } do
-  common.report(("Queue, %d producers and %d consumers, %d integers"):format(n, n, N_Q), "ops/s", {
+  common.report(("Scale: Queue, %d producers and %d consumers, %d integers"):format(n, n, N_Q), "ops/s", {
     { "mproc", queue_rate(n) },
     { "Python multiprocessing.Queue", common.external(("python3 bench/scale.py queue %d %d"):format(n, N_Q)) },
   })
