@@ -35,7 +35,7 @@ local function queue_rate(n)
   for _ = 1, 3 do
     local q, per, procs = mproc.Queue(), N_Q // n, {}
     local t0 = mproc.monotonic()
-    for i = 1, n do
+    for _ = 1, n do
       procs[#procs + 1] = mproc.Process(function() for k = 1, per do q:put(k) end end):start()
       procs[#procs + 1] = mproc.Process(function() for _ = 1, per do q:get() end end):start()
     end
