@@ -16,6 +16,8 @@
 **   PATH nkeys module key*: package.loaded[module][key1]... in the receiver.
 **   GLOBALS: the receiver's global table (what _ENV rebinds to).
 **   MPROC name token: registry[name].__mproc_recv(token).
+**   TABLE_NOREF: a TABLE at the top of a message with no REF or UPREF in
+**     it, so the decoder need not keep its objects by ordinal.
 **
 ** Trust: bytes come from processes of the same tree.  loads never crashes
 ** on malformed or truncated input except inside bytecode: lua_load checks
@@ -32,6 +34,7 @@
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT,
   T_REF, T_FUNC, T_UPREF, T_PATH, T_GLOBALS, T_MPROC,
+  T_TABLE_NOREF,               /* a top-level TABLE with no REF or UPREF */
   T_SMALLINT = 0x80            /* 0x80 | v for integers 0..127 */
 };
 
@@ -39,13 +42,14 @@ enum {
 #define BOX_INIT 1024           /* bytes held inside the buffer userdata */
 #define INDEX_DEPTH 4           /* levels below a module the index walks */
 #define MEMO_INIT 32            /* memo slots held inside the userdata */
-#define BUFFER_MT "mproc.CodecBuffer"
 #define INDEX_KEY "mproc.codec.index"  /* registry: object -> path */
 
 /* ---------------------------------------------------------------------
-** Encoder state: a userdata owning the output bytes and the identity memo
-** (inline, then allocf'd), so raising anywhere during encoding frees
-** everything through __gc.
+** Encoder state: the output bytes and the identity memo, inline in the
+** encoder's C frame; grown ones are userdata (no finalizer) anchored in
+** stack slots the encode reserved, so raising anywhere during encoding
+** leaves nothing behind, and a small encode allocates nothing but its
+** result string.
 ** --------------------------------------------------------------------- */
 typedef struct {
   const void *key;  /* lua_topointer of an object met before, or NULL */
@@ -57,83 +61,49 @@ typedef struct {
   size_t n, cap;
   Slot *slots;      /* open addressing, linear probing; NULL until used */
   size_t mask, used;
+  int bslot, mslot; /* stack slots anchoring grown bytes and memo */
   char init[BOX_INIT];
   Slot sinit[MEMO_INIT];
 } Box;
 
-static void box_free(lua_State *L, void *p, size_t n) {
-  void *ud;
-  lua_Alloc f = lua_getallocf(L, &ud);
-  f(ud, p, n, 0);
-}
-
-static int box_gc(lua_State *L) {
-  Box *b = (Box *)luaL_checkudata(L, 1, BUFFER_MT);
-  if (b->p != b->init) {
-    box_free(L, b->p, b->cap);
-    b->p = b->init;
-    b->cap = BOX_INIT;
-  }
-  if (b->slots && b->slots != b->sinit)
-    box_free(L, b->slots, (b->mask + 1) * sizeof(Slot));
-  b->slots = NULL;
-  b->mask = b->used = 0;
-  b->n = 0;
-  return 0;
-}
-
-static int box_tostring(lua_State *L) {
-  Box *b = (Box *)luaL_checkudata(L, 1, BUFFER_MT);
-  lua_pushfstring(L, BUFFER_MT " (%I bytes)", (lua_Integer)b->n);
-  return 1;
-}
-
-/* Pushes the buffer metatable, creating it the first time. */
-static void box_metatable(lua_State *L) {
-  if (luaL_newmetatable(L, BUFFER_MT)) {
-    lua_pushcfunction(L, box_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, box_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, box_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-}
-
-static Box *box_new(lua_State *L) {
-  Box *b = (Box *)lua_newuserdatauv(L, sizeof(Box), 0);
+static void box_init(Box *b, int bslot, int mslot) {
   b->p = b->init;
   b->n = 0;
   b->cap = BOX_INIT;
   b->slots = NULL;
   b->mask = b->used = 0;
-  box_metatable(L);
-  lua_setmetatable(L, -2);
-  return b;
+  b->bslot = bslot;
+  b->mslot = mslot;
 }
 
-/* Makes room for need more bytes; 0 when out of memory (never raises). */
-static int box_grow(lua_State *L, Box *b, size_t need) {
+/* Makes room for need more bytes; raises when out of memory. */
+static void box_grow(lua_State *L, Box *b, size_t need) {
   size_t cap = b->cap;
-  void *ud, *p;
-  lua_Alloc f = lua_getallocf(L, &ud);
-  if (need > ((size_t)-1) / 2 - b->n) return 0;
+  char *p;
+  if (need > ((size_t)-1) / 2 - b->n)
+    mp_error(L, "cannot send value: not enough memory");
   while (cap - b->n < need) cap *= 2;
-  if (b->p == b->init) {
-    p = f(ud, NULL, 0, cap);
-    if (p) memcpy(p, b->init, b->n);
-  } else {
-    p = f(ud, b->p, b->cap, cap);
-  }
-  if (!p) return 0;
-  b->p = (char *)p;
+  p = (char *)lua_newuserdatauv(L, cap, 0);
+  memcpy(p, b->p, b->n);
+  lua_replace(L, b->bslot);
+  b->p = p;
   b->cap = cap;
-  return 1;
+}
+
+/* Leaves the n bytes in a value at slot (a string when they fit inline,
+** else their buffer), which keeps out valid as long as it is there. */
+static const char *box_keep(lua_State *L, Box *b, int slot) {
+  if (b->p == b->init) {
+    lua_pushlstring(L, b->p, b->n);
+    lua_replace(L, slot);
+    return lua_tostring(L, slot);
+  }
+  lua_copy(L, b->bslot, slot);
+  return b->p;
 }
 
 static char *box_room(lua_State *L, Box *b, size_t need) {
-  if (b->cap - b->n < need && !box_grow(L, b, need))
-    mp_error(L, "cannot send value: not enough memory");
+  if (b->cap - b->n < need) box_grow(L, b, need);
   return b->p + b->n;
 }
 
@@ -189,21 +159,16 @@ static void memo_put(Slot *s, size_t mask, const void *k, lua_Integer ord) {
   s[i].ord = ord;
 }
 
-/* Doubles the memo (or starts the inline one); raises when out of memory. */
+/* Doubles the memo (or starts the inline one); raises when out of memory.
+** The new slots are anchored only once the old ones are copied out. */
 static void memo_grow(lua_State *L, Box *b) {
   size_t i, n = b->slots ? 2 * (b->mask + 1) : MEMO_INIT;
   Slot *s = b->sinit;
-  if (b->slots) {
-    void *ud;
-    lua_Alloc f = lua_getallocf(L, &ud);
-    s = (Slot *)f(ud, NULL, 0, n * sizeof(Slot));
-    if (!s) mp_error(L, "cannot send value: not enough memory");
-  }
+  if (b->slots) s = (Slot *)lua_newuserdatauv(L, n * sizeof(Slot), 0);
   memset(s, 0, n * sizeof(Slot));
   for (i = 0; b->slots && i <= b->mask; i++)
     if (b->slots[i].key) memo_put(s, n - 1, b->slots[i].key, b->slots[i].ord);
-  if (b->slots && b->slots != b->sinit)
-    box_free(L, b->slots, (b->mask + 1) * sizeof(Slot));
+  if (b->slots) lua_replace(L, b->mslot);
   b->slots = s;
   b->mask = n - 1;
 }
@@ -424,6 +389,7 @@ typedef struct {
   int index;        /* stack index of the path index, or 0 */
   int rebuilt;      /* the index was rebuilt during this call */
   int nobj;
+  int refs;         /* REF and UPREF written */
   int depth;
   const Edge *edge;
   const void *globals;  /* the global table's pointer, once seen is made */
@@ -554,6 +520,7 @@ static void seen_add(Enc *e, int idx) {
 static int seen_before(Enc *e, int idx) {
   lua_Integer ord = memo_find(e->b, lua_topointer(e->L, idx));
   if (ord) box_tagvar(e->L, e->b, T_REF, (uint64_t)ord);
+  e->refs += ord != 0;
   return ord != 0;
 }
 
@@ -678,7 +645,7 @@ static void encode_table(Enc *e, int t) {
 
 static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   Box *b = (Box *)ud;
-  if (b->cap - b->n < n && !box_grow(L, b, n)) return 1;
+  if (b->cap - b->n < n) box_grow(L, b, n);   /* as string.dump's writer may */
   memcpy(b->p + b->n, p, n);
   b->n += n;
   return 0;
@@ -716,6 +683,7 @@ static void encode_upvalue(Enc *e, int f, int n, int ord) {
   lua_pushlightuserdata(L, id);
   if (lua_rawget(L, e->upvals) != LUA_TNIL) {
     lua_Integer ref = lua_tointeger(L, -1);
+    e->refs++;
     box_tagvar(L, e->b, T_UPREF, (uint64_t)(ref >> 8));
     box_varint(L, e->b, (uint64_t)(ref & 0xff));
     lua_pop(L, 1);
@@ -753,6 +721,7 @@ static void encode_table_object(Enc *e, int idx) {
   const void *p = lua_topointer(L, idx);
   lua_Integer ord = memo_find(e->b, p);
   if (ord) {
+    e->refs++;
     box_tagvar(L, e->b, T_REF, (uint64_t)ord);
     return;
   }
@@ -808,6 +777,12 @@ static void encode_value(Enc *e, int idx) {
   e->depth--;
 }
 
+/* A whole message whose top TABLE holds no reference says so. */
+static void mark_noref(Enc *e) {
+  if (e->refs == 0 && e->b->n > 0 && e->b->p[0] == T_TABLE)
+    e->b->p[0] = T_TABLE_NOREF;
+}
+
 /* mp_encode: see mproc.h. */
 void mp_encode(lua_State *L, int idx, mp_bytes *out) {
   char head[16];
@@ -828,17 +803,19 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
   }
   {
     Enc e;
+    Box b;
     int top = lua_gettop(L);
     memset(&e, 0, sizeof e);
     e.L = L;
-    lua_settop(L, top + 3);            /* seen, upvals, index: lazy */
-    e.upvals = top + 2;
-    e.b = box_new(L);                  /* top + 4 */
+    lua_settop(L, top + 5);            /* seen, upvals, index: lazy; grown */
+    e.upvals = top + 2;                /* bytes and memo */
+    box_init(&b, top + 4, top + 5);
+    e.b = &b;
     encode_value(&e, idx);
-    lua_replace(L, top + 1);
+    mark_noref(&e);
+    out->p[0] = box_keep(L, &b, top + 1);
+    out->n[0] = b.n;
     lua_settop(L, top + 1);
-    out->p[0] = e.b->p;
-    out->n[0] = e.b->n;
   }
 }
 
@@ -869,6 +846,7 @@ static void encode_slice(Enc *e, int t, lua_Integer i, lua_Integer n) {
 static int l_dumps_slice(lua_State *L) {
   lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
   Enc e;
+  Box b;
   luaL_checktype(L, 1, LUA_TTABLE);
   /* i >= 1, so neither i - 1 nor j - i can overflow */
   luaL_argcheck(L, i >= 1, 2, "slice must start at 1 or after");
@@ -876,12 +854,14 @@ static int l_dumps_slice(lua_State *L) {
   lua_settop(L, 1);
   memset(&e, 0, sizeof e);
   e.L = L;
-  lua_settop(L, 4);                    /* seen, upvals, index: lazy */
-  e.upvals = 3;
-  e.b = box_new(L);                    /* 5 */
+  lua_settop(L, 6);                    /* seen, upvals, index: lazy; */
+  e.upvals = 3;                        /* grown bytes and memo */
+  box_init(&b, 5, 6);
+  e.b = &b;
   e.depth = 1;
   encode_slice(&e, 1, i, j - i + 1);
-  lua_pushlstring(L, e.b->p, e.b->n);
+  mark_noref(&e);
+  lua_pushlstring(L, b.p, b.n);
   return 1;
 }
 
@@ -890,12 +870,12 @@ static int l_dumps(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) return l_dumps_slice(L);
   luaL_checkany(L, 1);
   lua_settop(L, 1);
-  mp_encode(L, 1, &out);
-  if (out.n[1] == 0) {
-    lua_pushlstring(L, out.p[0], out.n[0]);
-  } else {
+  mp_encode(L, 1, &out);                /* at 2: the bytes, or their buffer */
+  if (out.n[1] > 0) {
     lua_pushvalue(L, 1);
     lua_concat(L, 2);
+  } else if (lua_type(L, 2) != LUA_TSTRING) {
+    lua_pushlstring(L, out.p[0], out.n[0]);
   }
   return 1;
 }
@@ -909,6 +889,7 @@ typedef struct {
   const char *p, *end, *start;
   int objs;         /* stack index: ordinal -> object */
   int nobj;
+  int noref;        /* TABLE_NOREF: objects need no ordinals */
   int depth;
   int functions;    /* FUNC allowed */
 } Dec;
@@ -962,6 +943,7 @@ static void push_str(Dec *d) {
 }
 
 static void remember(Dec *d) {
+  if (d->noref) return;
   if (d->nobj == 0) {
     lua_createtable(d->L, 4, 0);
     lua_replace(d->L, d->objs);
@@ -1172,7 +1154,14 @@ static int decode_protected(lua_State *L) {
   d.functions = lua_toboolean(L, 3);
   lua_pushnil(L);                    /* ordinal -> object, made on first use */
   d.objs = lua_gettop(L);
-  decode_value(&d);
+  if (d.p < d.end && *d.p == T_TABLE_NOREF) {
+    d.noref = 1;
+    d.p++;
+    d.depth++;
+    decode_table(&d, 0);
+  } else {
+    decode_value(&d);
+  }
   if (d.p != d.end) bad(&d, "trailing bytes");
   return 1;
 }
@@ -1274,8 +1263,6 @@ static int l_loads(lua_State *L) {
 }
 
 void mp_open_codec(lua_State *L) {
-  box_metatable(L);
-  lua_pop(L, 1);
   lua_pushcfunction(L, l_dumps);
   lua_setfield(L, -2, "dumps");
   lua_pushcfunction(L, l_loads);

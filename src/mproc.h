@@ -122,6 +122,7 @@ typedef struct {
   mp_cell *cell;          /* NULL once dropped */
   unsigned epoch;         /* fork epoch when made */
   pid_t creator;          /* pid that made the cell, 0: received */
+  const void *meta;       /* its metatable, for the methods' quick check */
 } mp_handle;
 
 MP_HIDDEN void mp_cell_init(lua_State *L);

@@ -574,8 +574,11 @@ function methods:_pump(timeout)
   local ready, err = board:wait(timeout)
   if not ready then error("Pool: " .. err, 0) end   -- poll(2) itself failed
   for _, w in ipairs(ready) do
-    self:_dispatch(w, board:recv(w))
-    local code = self._workers[w].handle:poll()
+    local frames = board:recv(w)
+    self:_dispatch(w, frames)
+    -- Results mean it was alive; a wake-up without any may be its end (a
+    -- worker that ended as it sent wakes the next wait again, by its sentinel).
+    local code = #frames == 0 and self._workers[w].handle:poll()
     if code then self:_worker_ended(w, code) end
   end
   self:_feed()
