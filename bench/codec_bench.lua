@@ -33,6 +33,9 @@ for _, c in ipairs(cases) do
     { "mproc dumps+loads", mine },
     { "Python pickle dumps+loads", common.external(("python3 bench/codec.py %s %d"):format(c[1], n)) },
   }
+  if c[1] == "mixed" then
+    rows[3] = { "C making and visiting it with the Lua API", common.external("build/bench/codec_floor " .. n) }
+  end
   if c[1] == "mib" then
     rows[3] = { "C 2x memcpy 1 MiB", common.external("build/bench/memcpy_floor " .. n) }
     rows[4] = { "C 2x malloc+memcpy+free 1 MiB",

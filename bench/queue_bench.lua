@@ -49,6 +49,13 @@ common.report(("Queue(16), %d strings of 1 MiB from a child"):format(NBIG), "MiB
   { "Python multiprocessing.Queue", common.external("python3 bench/queue_mp.py big " .. NBIG) },
 })
 
+local bigu = NBIG / transfer(NBIG, function() return bigs end)
+common.report(("Queue, %d strings of 1 MiB from a child, unbounded"):format(NBIG), "MiB/s", {
+  { "mproc.Queue", bigu },
+  { "C 1 MiB writes on a pipe", common.external("build/bench/queue_floor big " .. NBIG) },
+  { "Python multiprocessing.Queue", common.external("python3 bench/queue_mp.py bigu " .. NBIG) },
+})
+
 local t = mixed()
 local tab = transfer(NTAB, function() return t end) / NTAB * 1e6
 common.report(("Queue, %d tables of 100 mixed values from a child"):format(NTAB), "us/op", {

@@ -19,6 +19,7 @@ end, N)
 common.report("Lock acquire+release, uncontended, " .. N .. " pairs", "us/op", {
   { "mproc", uncontended },
   { "C robust pthread_mutex", common.external("build/bench/lock_floor uncontended " .. N) },
+  { "C, the same called from Lua", common.external("build/bench/lock_floor lua " .. N) },
   { "Python multiprocessing", common.external("python3 bench/sync_lock.py uncontended " .. NPY) },
 })
 

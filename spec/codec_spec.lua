@@ -490,7 +490,8 @@ describe("codec", function()
     end
 
     local cases = {
-      { "an unknown tag", "\14", "unknown tag" },
+      { "an unknown tag", "\15", "unknown tag" },
+      { "a reference in a table said to have none", "\14\1\0\0\0\0\8\1", "bad reference" },
       { "a string longer than the input", "\5\200\1abc", "length past the end" },
       { "a table claiming many entries", "\6\255\255\255\127\0\0\0\0", "length past the end" },
       { "a table claiming many pairs", "\6\0\255\255\255\255", "length past the end" },

@@ -707,6 +707,27 @@ describe("Pool", function()
       assert.are.equal(5, pool:apply(function() return 5 end))
     end)
   end)
+
+  describe("jobs (the interface mproc.futures is built on)", function()
+    local jobs = require("mproc.pool").jobs
+
+    it("delivers each task's result to the job's declared deliver function", function()
+      local Job = jobs.define({}, function(job, part, r) job.got = { part, r[1], r[2] } end)
+      local job = setmetatable({}, Job)
+      local head, body = jobs.encode_call(pool, "submit", function(x) return x * 2 end, table.pack(21))
+      jobs.submit(pool, job, head, body)
+      while not job.got do jobs.pump(pool, nil) end
+      assert.are.same({ 1, true, 42 }, job.got)
+    end)
+
+    it("refuses what was not declared a job, and keeps deliver off a result's methods", function()
+      local head, body = jobs.encode_call(pool, "submit", print, table.pack())
+      local ok, err = pcall(jobs.submit, pool, { _deliver = print }, head, body)
+      assert.is_false(ok)
+      assert.matches("not a job", err)
+      assert.is_nil(pool:apply_async(function() end)._deliver)
+    end)
+  end)
 end)
 
 describe("Pool and its parent", function()

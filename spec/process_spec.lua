@@ -10,6 +10,18 @@ describe("mproc", function()
     assert.is_function(require("mproc.core").getpid)
     assert.are.equal(mproc.getpid(), require("mproc.core").getpid())
   end)
+
+  it("takes signal numbers and names from the platform, one name per number", function()
+    local core = require "mproc.core"
+    assert.are.equal(9, core.signals.SIGKILL)
+    assert.are.equal(15, core.signals.SIGTERM)
+    for name, num in pairs(core.signals) do
+      assert.is_true(num >= 1 and num < core.NSIG, name)
+      assert.are.equal(num, core.signals[core.signal_names[num]], name)
+    end
+    assert.are.equal("SIGABRT", core.signal_names[core.signals.SIGABRT])
+    assert.is_nil(core.signal_names[core.NSIG - 1])   -- a real-time signal has no name
+  end)
 end)
 
 describe("Process", function()

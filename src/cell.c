@@ -403,6 +403,9 @@ mp_handle *mp_handle_new(lua_State *L, const char *mt, int nuv) {
   h->epoch = 0;
   h->creator = 0;
   luaL_setmetatable(L, mt);
+  lua_getmetatable(L, -1);
+  h->meta = lua_topointer(L, -1);
+  lua_pop(L, 1);
   return h;
 }
 

@@ -17,6 +17,8 @@
 **     (the sender finds paths through modpath.c's index).
 **   GLOBALS: the receiver's global table (what _ENV rebinds to).
 **   MPROC name token: registry[name].__mproc_recv(token).
+**   TABLE_NOREF: a TABLE at the top of a message with no REF or UPREF in
+**     it, so the decoder need not keep its objects by ordinal.
 **
 ** Trust: bytes come from processes of the same tree.  loads never crashes
 ** on malformed or truncated input except inside bytecode: lua_load checks
@@ -33,18 +35,20 @@
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT,
   T_REF, T_FUNC, T_UPREF, T_PATH, T_GLOBALS, T_MPROC,
+  T_TABLE_NOREF,               /* a top-level TABLE with no REF or UPREF */
   T_SMALLINT = 0x80            /* 0x80 | v for integers 0..127 */
 };
 
 #define MAX_DEPTH 1000          /* nesting, both ways */
 #define BOX_INIT 1024           /* bytes held inside the buffer userdata */
 #define MEMO_INIT 32            /* memo slots held inside the userdata */
-#define BOX_MT "mproc.CodecBuffer"
 
 /* ---------------------------------------------------------------------
-** Encoder state: a userdata owning the output bytes and the identity memo
-** (inline, then allocf'd), so raising anywhere during encoding frees
-** everything through __gc.
+** Encoder state: the output bytes and the identity memo, inline in the
+** encoder's C frame; grown ones are userdata (no finalizer) anchored in
+** stack slots the encode reserved, so raising anywhere during encoding
+** leaves nothing behind, and a small encode allocates nothing but its
+** result string.
 ** --------------------------------------------------------------------- */
 typedef struct {
   const void *key;  /* lua_topointer of an object met before, or NULL */
@@ -56,84 +60,49 @@ typedef struct {
   size_t n, cap;
   memo_slot *slots;      /* open addressing, linear probing; NULL until used */
   size_t mask, used;
+  int bslot, mslot; /* stack slots anchoring grown bytes and memo */
   char init[BOX_INIT];
   memo_slot sinit[MEMO_INIT];
 } box;
 
-static void box_free(lua_State *L, void *p, size_t n) {
-  void *ud;
-  lua_Alloc f = lua_getallocf(L, &ud);
-  f(ud, p, n, 0);
-}
-
-static int m_box_gc(lua_State *L) {
-  box *b = (box *)mp_checkudata(L, 1, BOX_MT);
-  if (b->p != b->init) {
-    box_free(L, b->p, b->cap);
-    b->p = b->init;
-    b->cap = BOX_INIT;
-  }
-  if (b->slots && b->slots != b->sinit)
-    box_free(L, b->slots, (b->mask + 1) * sizeof(memo_slot));
-  b->slots = NULL;
-  b->mask = b->used = 0;
-  b->n = 0;
-  return 0;
-}
-
-static int m_box_tostring(lua_State *L) {
-  box *b = (box *)mp_checkudata(L, 1, BOX_MT);
-  lua_pushfstring(L, BOX_MT " (%I bytes)", (lua_Integer)b->n);
-  return 1;
-}
-
-static const luaL_Reg box_meta[] = {
-  {"__gc", m_box_gc}, {"__close", m_box_gc}, {"__tostring", m_box_tostring}, {NULL, NULL}
-};
-
-/* Pushes the buffer metatable, registering it the first time (the fuzz
-** target encodes without opening mproc.core). */
-static void box_metatable(lua_State *L) {
-  if (luaL_getmetatable(L, BOX_MT) != LUA_TNIL) return;
-  lua_pop(L, 1);
-  mp_type(L, BOX_MT, box_meta, NULL, NULL);
-  luaL_getmetatable(L, BOX_MT);
-}
-
-static box *box_new(lua_State *L) {
-  box *b = (box *)lua_newuserdatauv(L, sizeof(box), 0);
+static void box_init(box *b, int bslot, int mslot) {
   b->p = b->init;
   b->n = 0;
   b->cap = BOX_INIT;
   b->slots = NULL;
   b->mask = b->used = 0;
-  box_metatable(L);
-  lua_setmetatable(L, -2);
-  return b;
+  b->bslot = bslot;
+  b->mslot = mslot;
 }
 
-/* Makes room for need more bytes; 0 when out of memory (never raises). */
-static int box_grow(lua_State *L, box *b, size_t need) {
+/* Makes room for need more bytes; raises when out of memory. */
+static void box_grow(lua_State *L, box *b, size_t need) {
   size_t cap = b->cap;
-  void *ud, *p;
-  lua_Alloc f = lua_getallocf(L, &ud);
-  if (need > ((size_t)-1) / 2 - b->n) return 0;
+  char *p;
+  if (need > ((size_t)-1) / 2 - b->n)
+    mp_error(L, "cannot send value: not enough memory");
   while (cap - b->n < need) cap *= 2;
-  if (b->p == b->init) {
-    p = f(ud, NULL, 0, cap);
-    if (p) memcpy(p, b->init, b->n);
-  } else {
-    p = f(ud, b->p, b->cap, cap);
-  }
-  if (!p) return 0;
-  b->p = (char *)p;
+  p = (char *)lua_newuserdatauv(L, cap, 0);
+  memcpy(p, b->p, b->n);
+  lua_replace(L, b->bslot);
+  b->p = p;
   b->cap = cap;
-  return 1;
+}
+
+/* Leaves the n bytes in a value at slot (a string when they fit inline,
+** else their buffer), which keeps out valid as long as it is there. */
+static const char *box_keep(lua_State *L, box *b, int slot) {
+  if (b->p == b->init) {
+    lua_pushlstring(L, b->p, b->n);
+    lua_replace(L, slot);
+    return lua_tostring(L, slot);
+  }
+  lua_copy(L, b->bslot, slot);
+  return b->p;
 }
 
 static char *box_room(lua_State *L, box *b, size_t need) {
-  if (b->cap - b->n < need && !box_grow(L, b, need))
-    mp_error(L, "cannot send value: not enough memory");
+  if (b->cap - b->n < need) box_grow(L, b, need);
   return b->p + b->n;
 }
 
@@ -189,21 +158,16 @@ static void memo_put(memo_slot *s, size_t mask, const void *k, lua_Integer ord) 
   s[i].ord = ord;
 }
 
-/* Doubles the memo (or starts the inline one); raises when out of memory. */
+/* Doubles the memo (or starts the inline one); raises when out of memory.
+** The new slots are anchored only once the old ones are copied out. */
 static void memo_grow(lua_State *L, box *b) {
   size_t i, n = b->slots ? 2 * (b->mask + 1) : MEMO_INIT;
   memo_slot *s = b->sinit;
-  if (b->slots) {
-    void *ud;
-    lua_Alloc f = lua_getallocf(L, &ud);
-    s = (memo_slot *)f(ud, NULL, 0, n * sizeof(memo_slot));
-    if (!s) mp_error(L, "cannot send value: not enough memory");
-  }
+  if (b->slots) s = (memo_slot *)lua_newuserdatauv(L, n * sizeof(memo_slot), 0);
   memset(s, 0, n * sizeof(memo_slot));
   for (i = 0; b->slots && i <= b->mask; i++)
     if (b->slots[i].key) memo_put(s, n - 1, b->slots[i].key, b->slots[i].ord);
-  if (b->slots && b->slots != b->sinit)
-    box_free(L, b->slots, (b->mask + 1) * sizeof(memo_slot));
+  if (b->slots) lua_replace(L, b->mslot);
   b->slots = s;
   b->mask = n - 1;
 }
@@ -259,12 +223,14 @@ typedef struct edge {
 } edge;
 
 /* The encoder's stack slots, reserved by enc_open above the top it finds
-** (base): each is nil until first needed, but the box. */
+** (base); each is nil until first needed. */
 enum {
   SLOT_SEEN = 1,    /* ordinal -> object: keeps memoized objects alive */
   SLOT_UPVALS,      /* upvalue id -> ordinal * 256 + n */
-  SLOT_INDEX,       /* the path index (object -> path) */
-  SLOT_BOX          /* the output bytes and the memo (a box userdata) */
+  SLOT_INDEX,       /* the path index (object -> path, modpath.c) */
+  SLOT_BYTES,       /* the output bytes, once grown out of the box */
+  SLOT_MEMO,        /* the memo, once grown out of the box */
+  SLOT_LAST = SLOT_MEMO
 };
 
 typedef struct {
@@ -274,6 +240,7 @@ typedef struct {
   int seen_made, index_got; /* whether those slots are filled yet */
   int rebuilt;      /* the index was rebuilt during this call */
   int nobj;
+  int refs;         /* REF and UPREF written */
   int depth;
   const edge *edge;
   const void *globals;  /* the global table's pointer, once seen is made */
@@ -405,6 +372,7 @@ static void seen_add(enc *e, int idx) {
 static int seen_before(enc *e, int idx) {
   lua_Integer ord = memo_find(e->b, lua_topointer(e->L, idx));
   if (ord) box_tagvar(e->L, e->b, T_REF, (uint64_t)ord);
+  e->refs += ord != 0;
   return ord != 0;
 }
 
@@ -530,7 +498,7 @@ static void encode_table(enc *e, int t) {
 
 static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   box *b = (box *)ud;
-  if (b->cap - b->n < n && !box_grow(L, b, n)) return 1;
+  if (b->cap - b->n < n) box_grow(L, b, n);   /* as string.dump's writer may */
   memcpy(b->p + b->n, p, n);
   b->n += n;
   return 0;
@@ -568,6 +536,7 @@ static void encode_upvalue(enc *e, int f, int n, int ord) {
   lua_pushlightuserdata(L, id);
   if (lua_rawget(L, e->upvals) != LUA_TNIL) {
     lua_Integer ref = lua_tointeger(L, -1);
+    e->refs++;
     box_tagvar(L, e->b, T_UPREF, (uint64_t)(ref >> 8));
     box_varint(L, e->b, (uint64_t)(ref & 0xff));
     lua_pop(L, 1);
@@ -605,6 +574,7 @@ static void encode_table_object(enc *e, int idx) {
   const void *p = lua_topointer(L, idx);
   lua_Integer ord = memo_find(e->b, p);
   if (ord) {
+    e->refs++;
     box_tagvar(L, e->b, T_REF, (uint64_t)ord);
     return;
   }
@@ -660,16 +630,23 @@ static void encode_value(enc *e, int idx) {
   e->depth--;
 }
 
-/* Starts an encoder: its slots above the top (SLOT_...), the box last. */
-static void enc_open(enc *e, lua_State *L) {
+/* A whole message whose top TABLE holds no reference says so. */
+static void mark_noref(enc *e) {
+  if (e->refs == 0 && e->b->n > 0 && e->b->p[0] == T_TABLE)
+    e->b->p[0] = T_TABLE_NOREF;
+}
+
+/* Starts an encoder writing into b: its slots above the top (SLOT_...). */
+static void enc_open(enc *e, box *b, lua_State *L) {
   int base = lua_gettop(L);
   memset(e, 0, sizeof *e);
   e->L = L;
-  lua_settop(L, base + SLOT_BOX - 1);
+  lua_settop(L, base + SLOT_LAST);
   e->seen = base + SLOT_SEEN;
   e->upvals = base + SLOT_UPVALS;
   e->index = base + SLOT_INDEX;
-  e->b = box_new(L);
+  box_init(b, base + SLOT_BYTES, base + SLOT_MEMO);
+  e->b = b;
 }
 
 /* mp_encode: see mproc.h. */
@@ -692,13 +669,14 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
   }
   {
     enc e;
+    box b;
     int top = lua_gettop(L);
-    enc_open(&e, L);
+    enc_open(&e, &b, L);
     encode_value(&e, idx);
-    lua_replace(L, top + 1);           /* the box: keeps the bytes alive */
+    mark_noref(&e);
+    out->p[0] = box_keep(L, &b, top + 1);   /* into SLOT_SEEN's place */
+    out->n[0] = b.n;
     lua_settop(L, top + 1);
-    out->p[0] = e.b->p;
-    out->n[0] = e.b->n;
   }
 }
 
@@ -729,15 +707,17 @@ static void encode_slice(enc *e, int t, lua_Integer i, lua_Integer n) {
 static int l_dumps_slice(lua_State *L) {
   lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
   enc e;
+  box b;
   luaL_checktype(L, 1, LUA_TTABLE);
   /* i >= 1, so neither i - 1 nor j - i can overflow */
   luaL_argcheck(L, i >= 1, 2, "slice must start at 1 or after");
   luaL_argcheck(L, j >= i - 1 && j - i < INT_MAX, 3, "slice end out of range");
   lua_settop(L, 1);
-  enc_open(&e, L);
+  enc_open(&e, &b, L);
   e.depth = 1;
   encode_slice(&e, 1, i, j - i + 1);
-  lua_pushlstring(L, e.b->p, e.b->n);
+  mark_noref(&e);
+  lua_pushlstring(L, b.p, b.n);
   return 1;
 }
 
@@ -746,12 +726,12 @@ static int l_dumps(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) return l_dumps_slice(L);
   luaL_checkany(L, 1);
   lua_settop(L, 1);
-  mp_encode(L, 1, &out);
-  if (out.n[1] == 0) {
-    lua_pushlstring(L, out.p[0], out.n[0]);
-  } else {
+  mp_encode(L, 1, &out);                /* at 2: the bytes, or their buffer */
+  if (out.n[1] > 0) {
     lua_pushvalue(L, 1);
     lua_concat(L, 2);
+  } else if (lua_type(L, 2) != LUA_TSTRING) {
+    lua_pushlstring(L, out.p[0], out.n[0]);
   }
   return 1;
 }
@@ -765,6 +745,7 @@ typedef struct {
   const char *p, *end, *start;
   int objs;         /* stack index: ordinal -> object */
   int nobj;
+  int noref;        /* TABLE_NOREF: objects need no ordinals */
   int depth;
   int functions;    /* FUNC allowed */
 } dec;
@@ -818,6 +799,7 @@ static void push_str(dec *d) {
 }
 
 static void remember(dec *d) {
+  if (d->noref) return;
   if (d->nobj == 0) {
     lua_createtable(d->L, 4, 0);
     lua_replace(d->L, d->objs);
@@ -1028,7 +1010,14 @@ static int decode_protected(lua_State *L) {
   d.functions = lua_toboolean(L, 3);
   lua_pushnil(L);                    /* ordinal -> object, made on first use */
   d.objs = lua_gettop(L);
-  decode_value(&d);
+  if (d.p < d.end && *d.p == T_TABLE_NOREF) {
+    d.noref = 1;
+    d.p++;
+    d.depth++;
+    decode_table(&d, 0);
+  } else {
+    decode_value(&d);
+  }
   if (d.p != d.end) bad(&d, "trailing bytes");
   return 1;
 }
@@ -1143,8 +1132,6 @@ static int l_register_type(lua_State *L) {
 }
 
 void mp_open_codec(lua_State *L) {
-  box_metatable(L);
-  lua_pop(L, 1);
   lua_pushcfunction(L, l_register_type);
   lua_setfield(L, -2, "register_type");
   lua_pushcfunction(L, l_dumps);

@@ -155,6 +155,7 @@ typedef struct {
   mp_cell *cell;          /* NULL once dropped */
   unsigned epoch;         /* fork epoch when made */
   pid_t creator;          /* pid that made the cell, 0: received */
+  const void *meta;       /* its metatable, for the methods' quick check */
 } mp_handle;
 
 /* mp_cell.type, and the metatables of the locks cell.c gives a received
@@ -179,9 +180,16 @@ MP_HIDDEN mp_cell *mp_cell_lock(mp_cell *cell);
 MP_HIDDEN mp_handle *mp_handle_new(lua_State *L, const char *mt, int nuv);
 MP_HIDDEN void *mp_handle_alloc(lua_State *L, mp_handle *h, size_t body, int type);
 MP_HIDDEN void mp_handle_closed(lua_State *L, const char *mt);
-/* The body of the handle of type mt at idx; raises if it is closed. */
+/* The body of the handle of type mt at idx; raises if it is closed. The
+** hot paths' check: for self in a method mp_type registered, not even the
+** metatable is pushed and compared: a full userdata the size of a handle
+** that names the method's metatable (upvalue 1) as its own is one
+** (lua_rawlen is 0 for a light one, so h->meta is read in bounds). */
 static inline void *mp_handle_body(lua_State *L, int idx, const char *mt) {
-  mp_handle *h = (mp_handle *)mp_checkudata(L, idx, mt);
+  mp_handle *h = (mp_handle *)lua_touserdata(L, idx);
+  if (idx != 1 || h == NULL || lua_rawlen(L, 1) != sizeof *h ||
+      h->meta != lua_topointer(L, lua_upvalueindex(1)))
+    h = (mp_handle *)luaL_checkudata(L, idx, mt);
   if (h->cell == NULL) mp_handle_closed(L, mt);
   return MP_CELL_BODY(h->cell);
 }

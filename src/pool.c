@@ -44,8 +44,10 @@
 #if MP_LINUX
 #include <sys/prctl.h>
 static void die_with_parent(void) { prctl(PR_SET_PDEATHSIG, SIGKILL); }
+static int parent_gone(pid_t parent) { (void)parent; return 0; }  /* killed */
 #else
 static void die_with_parent(void) {}
+static int parent_gone(pid_t parent) { return getppid() != parent; }
 #endif
 
 /* ---------------------------------------------------------------------
@@ -292,7 +294,9 @@ static int m_board_room(lua_State *L) {
 
 /* board:put(task_id, head, body, [count]) -> true, or false while the
 ** board is full.  The record holds {u32 #head, head, body}; take() splits
-** it and gives count back. */
+** it and gives count back.  Head and body are opaque here: what is in them
+** (a kind byte, the function, the arguments) is defined once, in pool.lua's
+** "Task heads". */
 static int m_board_put(lua_State *L) {
   board *b = check_board(L);
   lua_Integer id = luaL_checkinteger(L, 2);
@@ -437,7 +441,12 @@ static int read_available(board_worker *wk) {
       wk->cap = ncap;
     }
     r = read(wk->rfd, wk->buf + wk->len, wk->cap - wk->len);
-    if (r > 0) { wk->len += (size_t)r; got += (size_t)r; continue; }
+    if (r > 0) {
+      wk->len += (size_t)r;
+      got += (size_t)r;
+      if (wk->len < wk->cap) break;     /* the pipe is empty: no EAGAIN read */
+      continue;
+    }
     if (r < 0 && errno == EINTR) continue;
     break;                              /* EAGAIN, EOF */
   }
@@ -634,7 +643,7 @@ static int64_t claim_wait(board *b, uint32_t w) {
     int64_t s = try_claim(b, w);
     if (s >= 0) return s;
     if (__atomic_load_n(&sh->shutdown, __ATOMIC_SEQ_CST)) return -1;
-    if (getppid() != b->parent) return -1;
+    if (parent_gone(b->parent)) return -1;
     __atomic_add_fetch(&sh->waiters, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&sh->tail, __ATOMIC_SEQ_CST) ==
         __atomic_load_n(&sh->head, __ATOMIC_SEQ_CST))

@@ -612,10 +612,70 @@ static void install_exit_hook(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, "mproc.exit_hook");
 }
 
+/* ---------------------------------------------------------------------
+** Signals, by the platform's numbers: core.signals {SIGTERM = 15, ...}
+** and core.signal_names {[15] = "SIGTERM", ...}, both from this one list
+** (a number's name is its first in the list: SIGABRT, not SIGIOT), and
+** core.NSIG (numbers are below it). The Lua layer uses no number of its own.
+** --------------------------------------------------------------------- */
+#define SIG(s) {#s, s}
+static const struct { const char *name; int num; } signal_list[] = {
+  SIG(SIGHUP), SIG(SIGINT), SIG(SIGQUIT), SIG(SIGILL), SIG(SIGTRAP),
+  SIG(SIGABRT), SIG(SIGBUS), SIG(SIGFPE), SIG(SIGKILL), SIG(SIGUSR1),
+  SIG(SIGSEGV), SIG(SIGUSR2), SIG(SIGPIPE), SIG(SIGALRM), SIG(SIGTERM),
+  SIG(SIGCHLD), SIG(SIGCONT), SIG(SIGSTOP), SIG(SIGTSTP), SIG(SIGTTIN),
+  SIG(SIGTTOU), SIG(SIGURG), SIG(SIGXCPU), SIG(SIGXFSZ), SIG(SIGVTALRM),
+  SIG(SIGPROF), SIG(SIGSYS),
+#ifdef SIGWINCH
+  SIG(SIGWINCH),
+#endif
+#ifdef SIGIO
+  SIG(SIGIO),
+#endif
+#ifdef SIGPOLL
+  SIG(SIGPOLL),
+#endif
+#ifdef SIGPWR
+  SIG(SIGPWR),
+#endif
+#ifdef SIGSTKFLT
+  SIG(SIGSTKFLT),
+#endif
+#ifdef SIGEMT
+  SIG(SIGEMT),
+#endif
+#ifdef SIGINFO
+  SIG(SIGINFO),
+#endif
+#ifdef SIGIOT
+  SIG(SIGIOT),
+#endif
+};
+
+static void open_signals(lua_State *L) {
+  size_t i, n = sizeof signal_list / sizeof signal_list[0];
+  lua_createtable(L, 0, (int)n);
+  lua_createtable(L, 0, (int)n);
+  for (i = 0; i < n; i++) {
+    lua_pushinteger(L, signal_list[i].num);
+    lua_setfield(L, -3, signal_list[i].name);
+    if (lua_rawgeti(L, -1, signal_list[i].num) == LUA_TNIL) {
+      lua_pushstring(L, signal_list[i].name);
+      lua_rawseti(L, -3, signal_list[i].num);
+    }
+    lua_pop(L, 1);
+  }
+  lua_setfield(L, -3, "signal_names");
+  lua_setfield(L, -2, "signals");
+  lua_pushinteger(L, NSIG);
+  lua_setfield(L, -2, "NSIG");
+}
+
 void mp_open_proc(lua_State *L) {
   mp_type(L, CHILD_MT, child_meta, child_methods, NULL);
   probe_pidfd();
   open_devnull();
   install_exit_hook(L);
   luaL_setfuncs(L, proc_funcs, 0);
+  open_signals(L);
 }

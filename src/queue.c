@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -74,6 +75,8 @@ static void *remap(void *old, size_t oldsize, size_t size, int fd) {
                                                     this gives memory back */
 #define SMALL_ITEM 4096            /* copied out to the C stack */
 #define BUF_KEEP (4 * 1024 * 1024) /* a larger get buffer is not kept */
+#define HANDOFF_MIN (64 * 1024)    /* a copy this long hands the lock over */
+#define HANDOFF_MAX 0.002          /* seconds to wait for the taker */
 
 typedef struct {
   uint64_t cap;        /* ring size; the file is at least this long */
@@ -91,6 +94,8 @@ typedef struct {
   uint32_t rwait, wwait; /* processes waiting on rseq / wseq */
   int64_t maxsize;       /* <= 0: unbounded */
   uint32_t watched;      /* fileno() was asked for: keep the notifier */
+  uint32_t lwait;        /* processes blocked taking the lock (a hint) */
+  uint32_t lseq;         /* bumped by each of them once it has the lock */
 } q_shared;
 
 typedef struct {
@@ -224,14 +229,54 @@ static int ring_unget(q_handle *h, q_state *s, const char *p, size_t len) {
 ** Locking and waiting
 ** --------------------------------------------------------------------- */
 
+/* Takes one from *n unless it is 0 (the count of a killed process may
+** have been taken already). */
+static void count_down(uint32_t *n) {
+  uint32_t v = __atomic_load_n(n, __ATOMIC_RELAXED);
+  while (v > 0 && !__atomic_compare_exchange_n(n, &v, v - 1, 0,
+                                               __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {}
+}
+
 /* Locks the queue. Holders keep it only for a copy, and a holder that
 ** dies is recovered from (EOWNERDEAD), so this waits without deadline:
-** "empty" and "full" then always mean just that. 0 or an errno. */
+** "empty" and "full" then always mean just that. A locker that has to
+** wait says so (lwait, lseq) for q_unlock_handoff. 0 or an errno. */
 static int q_lock(q_handle *h) {
-  return mp_mutex_lock(NULL, &h->sh->lock, -1, NULL);
+  q_shared *sh = h->sh;
+  int r = mp_mutex_trylock(&sh->lock, NULL);
+  while (r == EBUSY || r == ETIMEDOUT) {  /* said again each slice */
+    __atomic_add_fetch(&sh->lwait, 1, __ATOMIC_SEQ_CST);
+    r = mp_mutex_lock(NULL, &sh->lock, mp_slice_deadline(-1), NULL);
+    count_down(&sh->lwait);
+    if (r == 0) __atomic_add_fetch(&sh->lseq, 1, __ATOMIC_RELEASE);
+  }
+  return r;
 }
 
 static void q_unlock(q_handle *h) { mp_mutex_unlock(&h->sh->lock); }
+
+/* Unlocks after a copy of n bytes. The mutex is not fair: a putter that
+** locks again at once would starve a getter woken for it for as long as
+** it puts (an unbounded queue then grows by everything put meanwhile).
+** After a long copy, a process blocked on the lock gets it first: this
+** waits until one has (at most HANDOFF_MAX: a count left by a killed
+** waiter is then taken back). */
+static void q_unlock_handoff(q_handle *h, size_t n) {
+  q_shared *sh = h->sh;
+  uint32_t seq;
+  double until;
+  if (n < HANDOFF_MIN || __atomic_load_n(&sh->lwait, __ATOMIC_SEQ_CST) == 0) {
+    q_unlock(h);
+    return;
+  }
+  seq = __atomic_load_n(&sh->lseq, __ATOMIC_ACQUIRE);
+  q_unlock(h);
+  until = mp_monotonic() + HANDOFF_MAX;
+  while (__atomic_load_n(&sh->lseq, __ATOMIC_ACQUIRE) == seq) {
+    if (mp_monotonic() > until) { count_down(&sh->lwait); break; }
+    sched_yield();
+  }
+}
 
 /* Called locked; waits for seq to move (or one slice), then locks again.
 ** 0 or an errno (ETIMEDOUT once the deadline passed; the lock is not held
@@ -338,7 +383,7 @@ static int m_queue_put(lua_State *L) {
   }
   publish(sh, &s);
   wake = has_waiters(&sh->rwait);
-  q_unlock(h);
+  q_unlock_handoff(h, v.n[0] + v.n[1]);
   if (wake) mp_seq_wake(&sh->rseq);
   lua_pushboolean(L, 1);
   return 1;
@@ -421,7 +466,7 @@ static int take_head(lua_State *L, q_handle *h, q_state *s) {
   publish(sh, s);
   if (sh->watched && s->count == 0) mp_notifier_drain(&h->note);
   wake = has_waiters(&sh->wwait);
-  q_unlock(h);
+  q_unlock_handoff(h, len);
   if (wake) mp_seq_wake(&sh->wseq);
   if (p != small) {
     cap = h->bufsize;

@@ -22,6 +22,8 @@ enum { K_SIGNED, K_UNSIGNED, K_FLOAT };
 
 typedef struct { char code; uint8_t size, kind; } typecode;
 
+/* The one list of typecodes: exported as core.TYPECODES ("bBhH..."), which
+** sharedctypes.lua checks the user's typecode against. */
 static const typecode typecodes[] = {
   {'b', 1, K_SIGNED}, {'B', 1, K_UNSIGNED}, {'h', 2, K_SIGNED}, {'H', 2, K_UNSIGNED},
   {'i', sizeof(int), K_SIGNED}, {'I', sizeof(unsigned), K_UNSIGNED},
@@ -42,14 +44,22 @@ typedef struct {
 ** Typecodes and conversions
 ** --------------------------------------------------------------------- */
 
-static int check_typecode(lua_State *L, int idx) {
+/* The index of the typecode at idx (sharedctypes.lua has checked it). */
+static int find_typecode(lua_State *L, int idx) {
   size_t len;
   const char *s = luaL_checklstring(L, idx, &len);
   int i;
   for (i = 0; len == 1 && typecodes[i].code; i++)
     if (typecodes[i].code == s[0]) return i;
-  return luaL_argerror(L, idx, lua_pushfstring(L,
-    "bad typecode '%s' (one of b B h H i I l L q Q f d)", s));
+  return luaL_argerror(L, idx, "bad typecode (see core.TYPECODES)");
+}
+
+static void push_typecodes(lua_State *L) {
+  luaL_Buffer b;
+  int i;
+  luaL_buffinit(L, &b);
+  for (i = 0; typecodes[i].code; i++) luaL_addchar(&b, typecodes[i].code);
+  luaL_pushresult(&b);
 }
 
 static void int_range(const typecode *t, lua_Integer *lo, lua_Integer *hi) {
@@ -163,7 +173,7 @@ static array_body *new_array(lua_State *L, const char *mt, int tc, lua_Integer n
 
 /* core.Value(typecode, init, lock) */
 static int l_Value(lua_State *L) {
-  int tc = check_typecode(L, 1);
+  int tc = find_typecode(L, 1);
   array_body *b;
   uint64_t bits = 0;
   if (!lua_isnoneornil(L, 2)) bits = to_bits(L, 2, &typecodes[tc], "Value");
@@ -174,7 +184,7 @@ static int l_Value(lua_State *L) {
 
 /* core.Array(typecode, n_or_table, lock) */
 static int l_Array(lua_State *L) {
-  int tc = check_typecode(L, 1), size = typecodes[tc].size;
+  int tc = find_typecode(L, 1), size = typecodes[tc].size;
   int from_table = lua_type(L, 2) == LUA_TTABLE;
   lua_Integer n, i;
   array_body *b;
@@ -358,4 +368,6 @@ void mp_open_sharedctypes(lua_State *L) {
   mp_type(L, VALUE_MT, value_meta, value_methods, m_value_index);
   mp_type(L, ARRAY_MT, array_meta, array_methods, m_array_index);
   luaL_setfuncs(L, funcs, 0);
+  push_typecodes(L);
+  lua_setfield(L, -2, "TYPECODES");
 }

@@ -30,11 +30,19 @@
 #define BARRIER_MT "mproc.Barrier"
 
 #define POLL_S 0.05
+/* Limits, exported on core for sync.lua, which checks the users' arguments
+** against them (core.SEM_MAX_VALUE, core.SEM_MAX_HOLDERS,
+** core.BARRIER_MAX_PARTIES); here they bound what is allocated. */
+#define SEM_MAX_VALUE INT_MAX   /* 2^31-1 */
 #define SEM_HOLDERS 1024   /* at most, for an owned Semaphore */
+#define BARRIER_PARTIES 10000
 #define COND_SLOTS 48
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+/* A lock's owner word changes only under its mutex, which orders it; the
+** others read it only to show it: no full fence (an xchg on x86) needed. */
+#define STORE_OWNER(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 
 /* ---------------------------------------------------------------------
 ** Shared helpers
@@ -161,7 +169,7 @@ static int lock_take(lua_State *L, lock_body *b, int block, double deadline,
   }
   r = block ? mp_mutex_lock(L, &b->m, deadline, died) : mp_mutex_trylock(&b->m, died);
   if (r) return r;
-  STORE(&b->owner, me);
+  STORE_OWNER(&b->owner, me);
   b->count = 1;
   return 0;
 }
@@ -171,7 +179,7 @@ static int lock_give(lock_body *b, int all) {
   if (LOAD(&b->owner) != mp_self()) return -1;
   if (!all && --b->count > 0) return 0;
   b->count = 0;
-  STORE(&b->owner, 0);
+  STORE_OWNER(&b->owner, 0);
   mp_mutex_unlock(&b->m);
   return 0;
 }
@@ -283,16 +291,17 @@ typedef struct {
 } sem_body;
 
 /* core.Semaphore(value, max, owned, [holders]): max < 0 for no bound; an
-** owned one has room for that many holders at once (default 1). */
+** owned one has room for that many holders at once (default 1). The value
+** is checked by sync.lua (0..SEM_MAX_VALUE); the holders, which it clamps to
+** SEM_HOLDERS, here: they size the cell. */
 static int l_Semaphore(lua_State *L) {
   lua_Integer v = luaL_checkinteger(L, 1), max = luaL_checkinteger(L, 2);
   int owned = lua_toboolean(L, 3);
   lua_Integer n = owned ? luaL_optinteger(L, 4, 1) : 0, i;
   mp_handle *h;
   sem_body *b;
-  luaL_argcheck(L, v >= 0 && v <= INT_MAX, 1, "value must be in 0..2^31-1");
   luaL_argcheck(L, !owned || (n >= 1 && n <= SEM_HOLDERS), 4,
-                "holders must be in 1..1024");
+                lua_pushfstring(L, "holders must be in 1..%d", SEM_HOLDERS));
   h = mp_handle_new(L, SEM_MT, 0);
   b = (sem_body *)mp_handle_alloc(L, h, sizeof *b + (size_t)n * sizeof(holder), MP_T_SEM);
   init_mutex(L, &b->m);
@@ -732,7 +741,8 @@ static int l_Barrier(lua_State *L) {
   double t = luaL_optnumber(L, 3, -1);
   mp_handle *h;
   barrier_body *b;
-  luaL_argcheck(L, n >= 1 && n <= 10000, 1, "parties must be in 1..10000");
+  /* the allocation's bound; mproc.Barrier checks the user's parties */
+  luaL_argcheck(L, n >= 1 && n <= BARRIER_PARTIES, 1, "parties out of range");
   luaL_argcheck(L, t == t, 3, "timeout is not a number (nan)");
   h = mp_handle_new(L, BARRIER_MT, 1);
   b = mp_handle_alloc(L, h, sizeof *b + 2 * (size_t)n * sizeof(wslot), MP_T_BARRIER);
@@ -1019,4 +1029,10 @@ void mp_open_sync(lua_State *L) {
   for (i = 0; i < sizeof types / sizeof types[0]; i++)
     mp_type(L, types[i].name, types[i].meta, types[i].methods, types[i].index);
   luaL_setfuncs(L, sync_funcs, 0);
+  lua_pushinteger(L, SEM_MAX_VALUE);
+  lua_setfield(L, -2, "SEM_MAX_VALUE");
+  lua_pushinteger(L, SEM_HOLDERS);
+  lua_setfield(L, -2, "SEM_MAX_HOLDERS");
+  lua_pushinteger(L, BARRIER_PARTIES);
+  lua_setfield(L, -2, "BARRIER_MAX_PARTIES");
 }

@@ -2,6 +2,10 @@
 ** an anonymous shared mapping, as mproc's Lock is.
 **   lock_floor uncontended N  -> us per acquire+release pair
 **   lock_floor contended N    -> us per increment, 2 processes x N increments
+**   lock_floor lua N          -> us per pair, the uncontended loop in Lua
+**     (lock:acquire() lock:release()) on a userdata whose two methods only
+**     lock and unlock the mutex: what the Lua calls add to the mutex, with
+**     no check of anything
 ** Prints the best of 3 runs. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -12,6 +16,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
 
 typedef struct { pthread_mutex_t m; long counter; } shared;
 
@@ -59,11 +67,55 @@ static double run(int contended, long n) {
   return t * 1e6;
 }
 
+static int nop_acquire(lua_State *L) {
+  pthread_mutex_lock(&(*(shared **)lua_touserdata(L, 1))->m);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int nop_release(lua_State *L) {
+  pthread_mutex_unlock(&(*(shared **)lua_touserdata(L, 1))->m);
+  return 0;
+}
+
+/* Seconds per pair of the Lua loop, best of 3, in one Lua state. */
+static double run_lua(long n) {
+  static const luaL_Reg methods[] = {
+    {"acquire", nop_acquire}, {"release", nop_release}, {NULL, NULL}};
+  lua_State *L = luaL_newstate();
+  double best = 1e9;
+  int i;
+  luaL_openlibs(L);
+  *(shared **)lua_newuserdatauv(L, sizeof(shared *), 0) = make();
+  luaL_newmetatable(L, "floor.Lock");
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  lua_setglobal(L, "lock");
+  if (luaL_loadstring(L, "local lock, n = lock, ...\n"
+                         "for _ = 1, n do lock:acquire() lock:release() end") != LUA_OK)
+    exit(1);
+  for (i = 0; i < 3; i++) {
+    double t0 = now(), t;
+    lua_pushvalue(L, -1);
+    lua_pushinteger(L, n);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) { fprintf(stderr, "%s\n", lua_tostring(L, -1)); exit(1); }
+    t = (now() - t0) / n;
+    if (t < best) best = t;
+  }
+  lua_close(L);
+  return best * 1e6;
+}
+
 int main(int argc, char **argv) {
   int contended = argc > 1 && strcmp(argv[1], "contended") == 0;
   long n = argc > 2 ? atol(argv[2]) : 1000000;
   double best = 1e9;
   int i;
+  if (argc > 1 && strcmp(argv[1], "lua") == 0) {
+    printf("%.4f\n", run_lua(n));
+    return 0;
+  }
   for (i = 0; i < 3; i++) {
     double t = run(contended, n);
     if (t < best) best = t;

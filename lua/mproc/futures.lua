@@ -83,7 +83,7 @@ local function settle(f, state)
 end
 
 -- The job interface: the task's result is in (r as pool.lua's jobs describe).
-function fut:_deliver(_, r)
+local function deliver(self, _, r)
   local ex = self._ex
   if self._id then ex._inflight[self._id] = nil end -- nil: delivered inside submit
   ex._inpool = ex._inpool - 1
@@ -94,6 +94,8 @@ function fut:_deliver(_, r)
   end
   settle(self, "finished")
 end
+
+jobs.define(Future, deliver)
 
 -- ---------------------------------------------------------------------
 -- The executor's queue: feeding the pool, pumping it, winding it down

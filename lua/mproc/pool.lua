@@ -12,23 +12,70 @@ local process = require "mproc.process"
 
 local M = {}
 
-local SIGTERM, SIGKILL = 15, 9
+local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
 local NSLOTS = 1024               -- tasks on the board at once
 local DATA_BYTES = 256 << 20      -- board payload space (virtual; pages used on touch)
 local IMAP_AHEAD = 512            -- chunks an imap keeps submitted ahead of its reader
 local FCACHE_MAX = 64             -- decoded functions a worker keeps
 
--- Task kinds, the first byte of a task's head (the rest: the function)
+-- ---------------------------------------------------------------------
+-- Task heads: the one definition of what a task carries
+-- ---------------------------------------------------------------------
+-- A task is a head and a body (src/pool.c stores both as opaque bytes in
+-- its record {u32 #head, head, body}, with an item count).  The head is a
+-- kind byte, then the function as core.dumps encodes it; the body is the
+-- arguments (CALL: the argument list) or the items (a chunk), encoded.
+-- A worker keeps decoded functions by their head.
 local CALL, MAP, STAR, IMAP = "c", "m", "s", "i"
 
-local SIGNALS = {
-  [1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL", [6] = "SIGABRT",
-  [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL", [10] = "SIGUSR1", [11] = "SIGSEGV",
-  [12] = "SIGUSR2", [13] = "SIGPIPE", [14] = "SIGALRM", [15] = "SIGTERM",
-}
+local function task_head(kind, fbytes) return kind .. fbytes end
+local function head_kind(head) return head:sub(1, 1) end
+local function head_function(head) return head:sub(2) end
 
 local unpack, pack = table.unpack, table.pack
 local WEAK_KEYS = { __mode = "k" }  -- a pool's imaps: one dropped unread is not fed
+
+-- A first-in first-out queue: its items are q[q.head .. q.tail].
+local Fifo = {}
+Fifo.__index = Fifo
+
+local function fifo() return setmetatable({ head = 1, tail = 0 }, Fifo) end
+
+function Fifo:empty() return self.head > self.tail end
+
+function Fifo:push(v)
+  local t = self.tail + 1
+  self.tail, self[t] = t, v
+end
+
+-- The first item, left in the queue; nil when empty.
+function Fifo:peek() return self[self.head] end
+
+function Fifo:pop()
+  local h = self.head
+  local v = self[h]
+  self[h], self.head = nil, h + 1
+  return v
+end
+
+function Fifo:clear()
+  for i = self.head, self.tail do self[i] = nil end
+  self.head, self.tail = 1, 0
+end
+
+-- Removes the items for which drop(v) is true, keeping the others in order.
+function Fifo:remove_if(drop)
+  local k = self.head - 1
+  for i = self.head, self.tail do
+    local v = self[i]
+    self[i] = nil
+    if not drop(v) then
+      k = k + 1
+      self[k] = v
+    end
+  end
+  self.tail = k
+end
 
 -- ---------------------------------------------------------------------
 -- The worker's side (runs in the forked child)
@@ -113,6 +160,9 @@ local function run_star(f, items, count)
   return out
 end
 
+-- How a worker runs each kind of task: f and the decoded body (and count).
+local RUNNERS = { [CALL] = run_call, [MAP] = run_map, [STAR] = run_star, [IMAP] = run_imap }
+
 -- Decodes a task's function, keeping the last few by their bytes: a
 -- worker keeps a function's upvalues between tasks while its bytes are
 -- the same, as a Python worker keeps its module globals.
@@ -120,7 +170,7 @@ local function task_function(cache, head)
   local f = cache[head]
   if f then return f end
   local err
-  f, err = core.loads(head:sub(2))
+  f, err = core.loads(head_function(head))
   if type(f) ~= "function" then error("cannot decode the task's function: " .. tostring(err), 0) end
   if cache.n >= FCACHE_MAX then
     for k in pairs(cache) do cache[k] = nil end
@@ -139,12 +189,8 @@ local function run_task(cache, head, body, count)
     if args == nil and err then
       r = { false, "cannot decode the task's arguments: " .. err }
     else
-      local kind = head:sub(1, 1)
       last_traceback = nil
-      if kind == CALL then r = pack(xpcall(run_call, task_traceback, f, args))
-      elseif kind == MAP then r = pack(xpcall(run_map, task_traceback, f, args, count))
-      elseif kind == IMAP then r = pack(xpcall(run_imap, task_traceback, f, args, count))
-      else r = pack(xpcall(run_star, task_traceback, f, args, count)) end
+      r = pack(xpcall(RUNNERS[head_kind(head)], task_traceback, f, args, count))
       if not r[1] then r = task_failure(r[2]) end
     end
   else
@@ -200,6 +246,30 @@ local function failure(r)
 end
 
 -- ---------------------------------------------------------------------
+-- Jobs: what a pool's tasks belong to
+-- ---------------------------------------------------------------------
+-- A job is an object whose class (its metatable) was declared with
+-- define_job(class, deliver): AsyncResult, the imap iterator, and
+-- mproc.futures' Future (through jobs.define).  The pool calls
+-- deliver(job, part, r) once for each task of the job when its result is
+-- in, never for a task taken back: r is {true, values..., n = k} or a
+-- failure, whose error value and traceback failure(r) gives.  Nothing
+-- else is asked of a job, and nothing of it is on its users' methods.
+
+local deliverers = {}   -- job class -> its deliver function
+
+local function define_job(class, deliver)
+  deliverers[class] = deliver
+  return class
+end
+
+local function is_job(v) return deliverers[getmetatable(v)] ~= nil end
+
+local function deliver(job, part, r)
+  return deliverers[getmetatable(job)](job, part, r)
+end
+
+-- ---------------------------------------------------------------------
 -- AsyncResult
 -- ---------------------------------------------------------------------
 
@@ -214,10 +284,21 @@ local function new_result(pool, parts, opts)
   }, AsyncResult)
 end
 
--- A part of the job finished: value is the worker's packed {ok, ...}.
-function ar:_deliver(idx, r)
+local function fail_result(self, err, traceback)
   if self._ready then return end
-  if not r[1] then return self:_fail(failure(r)) end
+  self._ready, self._ok, self._err, self._tb = true, false, err, traceback
+  if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
+end
+
+local function result_values(self)
+  if self._map then return self._value end
+  return unpack(self._value, 1, self._value.n)
+end
+
+-- A part of the job finished: value is the worker's packed {ok, ...}.
+local function deliver_result(self, idx, r)
+  if self._ready then return end
+  if not r[1] then return fail_result(self, failure(r)) end
   if self._map then
     local out = r[2]
     table.move(out, 1, out.n, self._starts[idx], self._value)
@@ -227,20 +308,11 @@ function ar:_deliver(idx, r)
   self._parts = self._parts - 1
   if self._parts == 0 then
     self._ready, self._ok = true, true
-    if self._callback then self._pool:_later(self._callback, self:_values()) end
+    if self._callback then self._pool:_later(self._callback, result_values(self)) end
   end
 end
 
-function ar:_fail(err, traceback)
-  if self._ready then return end
-  self._ready, self._ok, self._err, self._tb = true, false, err, traceback
-  if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
-end
-
-function ar:_values()
-  if self._map then return self._value end
-  return unpack(self._value, 1, self._value.n)
-end
+define_job(AsyncResult, deliver_result)
 
 -- Waits until the result is ready or timeout passes; returns ready().
 function ar:wait(timeout)
@@ -264,7 +336,7 @@ function ar:get(timeout)
   timeout = util.check_timeout("get", 1, timeout)
   if not self:wait(timeout) then return nil, "timeout" end
   if not self._ok then error(self._err, 0) end
-  return self:_values()
+  return result_values(self)
 end
 
 -- The worker's traceback of the task's error: the error as text, then the
@@ -308,6 +380,30 @@ local Pool = { __name = "mproc.Pool" }
 local methods = {}
 Pool.__index = methods
 
+-- A pool's states (pool._state; the names show in tostring and messages)
+-- and the moves between them, which set_state alone makes and checks:
+--   RUN        takes tasks; imap iterators pull their input.
+--   CLOSE      close(): no new tasks; the tasks out and the imap iterators
+--              still open go on, and the workers stay for them.
+--   TERMINATE  terminate() is stopping the workers; the tasks not done fail.
+--   JOINED     the board is closed (join, terminate, or the pool was
+--              collected): no worker, no task, nothing more happens.
+local RUN, CLOSE, TERMINATE, JOINED = "run", "close", "terminate", "joined"
+local STATES = {
+  [RUN] = { tasks = true, pulls = true, to = { [CLOSE] = true, [TERMINATE] = true, [JOINED] = true } },
+  [CLOSE] = { pulls = true, to = { [TERMINATE] = true, [JOINED] = true } },
+  [TERMINATE] = { to = { [JOINED] = true } },
+  [JOINED] = { to = {} },
+}
+
+local function set_state(pool, to)
+  local from = pool._state
+  if not STATES[from].to[to] then
+    error(("mproc.Pool: no move from state %s to %s"):format(from, to), 2)
+  end
+  pool._state = to
+end
+
 -- Workers of pools collected unjoined, not reaped yet: handle -> when
 -- they were sent SIGTERM.  Reaped without blocking at the next chance (a
 -- new Pool, any pool's wait, the next garbage collection), so a program
@@ -337,7 +433,7 @@ end
 local function how_died(pid, code)
   if code < 0 then
     return ("pool worker (pid %d) was killed by signal %d (%s)")
-      :format(pid, -code, SIGNALS[-code] or "?")
+      :format(pid, -code, core.signal_names[-code] or "?")
   end
   return ("pool worker (pid %d) exited with code %d"):format(pid, code)
 end
@@ -360,7 +456,7 @@ end
 -- After close(), workers stay while tasks are out or an imap may still
 -- submit some (its reader goes on after close()).
 function methods:_needs_workers()
-  return self._state == "run" or (self._state == "close" and (self._nout > 0 or next(self._imaps) ~= nil))
+  return self._state == RUN or (self._state == CLOSE and (self._nout > 0 or next(self._imaps) ~= nil))
 end
 
 -- Worker w has ended: fail what it had claimed, replace it if needed.
@@ -375,7 +471,7 @@ function methods:_worker_ended(w, code)
   wk.handle:close()
   self._workers[w] = nil
   if self._initializer and code > 0 and wk.done == 0 and #lost == 0 and
-     self._state ~= "terminate" then
+     self._state ~= TERMINATE then
     self._broken = how_died(wk.pid, code) .. " in the pool's initializer (see its stderr)"
   end
   if self._broken then
@@ -399,18 +495,17 @@ function methods:_submit(job, idx, head, body, count)
     self:_finish(id, { false, self._broken })
     return id
   end
-  if self._ptail < self._phead and self._board:put(id, head, body, count) then return id end
-  local t = self._ptail + 1
-  self._ptail, self._pending[t] = t, { id, head, body, count }
+  if self._pending:empty() and self._board:put(id, head, body, count) then return id end
+  self._pending:push{ id, head, body, count }
   return id
 end
 
 function methods:_feed()
   local board, pending = self._board, self._pending
-  while self._phead <= self._ptail do
-    local t = pending[self._phead]
+  while not pending:empty() do
+    local t = pending:peek()
     if not board:put(t[1], t[2], t[3], t[4]) then break end
-    pending[self._phead], self._phead = nil, self._phead + 1
+    pending:pop()
   end
 end
 
@@ -422,20 +517,14 @@ end
 -- queued here or on the board; returns them, a list.  Claimed ones run to
 -- their end.
 function methods:_take_back(ids)
-  local out, pending, k = {}, self._pending, self._phead - 1
-  for i = self._phead, self._ptail do
-    local t = pending[i]
-    pending[i] = nil
-    if ids[t[1]] then
-      self:_forget(t[1])
-      out[#out + 1] = t[1]
-    else
-      k = k + 1
-      pending[k] = t
-    end
-  end
-  self._ptail = k
-  if self._state ~= "joined" then
+  local out = {}
+  self._pending:remove_if(function(t)
+    if not ids[t[1]] then return false end
+    self:_forget(t[1])
+    out[#out + 1] = t[1]
+    return true
+  end)
+  if self._state ~= JOINED then
     for _, id in ipairs(self._board:cancel(ids)) do
       self:_forget(id)
       out[#out + 1] = id
@@ -458,7 +547,7 @@ function methods:_finish(id, r)
   local job, idx = self._job[id], self._part[id]
   if not job then return end
   self:_forget(id)
-  job:_deliver(idx, r)
+  deliver(job, idx, r)
 end
 
 function methods:_dispatch(w, frames)
@@ -472,21 +561,24 @@ function methods:_dispatch(w, frames)
 end
 
 function methods:_fileno(fname)
-  if self._state == "joined" then util.misuse(fname .. ": the pool was joined or terminated") end
+  if self._state == JOINED then util.misuse(fname .. ": the pool was joined or terminated") end
   return self._board:fileno()
 end
 
 -- Collects what is ready, waiting up to timeout (nil: until something is).
 function methods:_pump(timeout)
-  if self._state == "joined" then return end
+  if self._state == JOINED then return end
   if next(orphans) then reap_orphans() end
   self:_feed()
   local board = self._board
   local ready, err = board:wait(timeout)
   if not ready then error("Pool: " .. err, 0) end   -- poll(2) itself failed
   for _, w in ipairs(ready) do
-    self:_dispatch(w, board:recv(w))
-    local code = self._workers[w].handle:poll()
+    local frames = board:recv(w)
+    self:_dispatch(w, frames)
+    -- Results mean it was alive; a wake-up without any may be its end (a
+    -- worker that ended as it sent wakes the next wait again, by its sentinel).
+    local code = #frames == 0 and self._workers[w].handle:poll()
     if code then self:_worker_ended(w, code) end
   end
   self:_feed()
@@ -495,21 +587,19 @@ end
 -- Callbacks run after results are in, one at a time: one that raises
 -- leaves the others for the next call into the pool.
 function methods:_later(f, ...)
-  local t = self._ltail + 1
-  self._ltail, self._later_q[t] = t, pack(f, ...)
+  self._later_q:push(pack(f, ...))
 end
 
 function methods:_run_later()
-  while self._lhead <= self._ltail do
-    local c = self._later_q[self._lhead]
-    self._later_q[self._lhead], self._lhead = nil, self._lhead + 1
+  local q = self._later_q
+  while not q:empty() do
+    local c = q:pop()
     c[1](unpack(c, 2, c.n))
   end
 end
 
 function methods:_fail_all(msg)
-  for i = self._phead, self._ptail do self._pending[i] = nil end
-  self._phead, self._ptail = 1, 0
+  self._pending:clear()
   for id in pairs(self._job) do self:_finish(id, { false, msg }) end
 end
 
@@ -518,14 +608,14 @@ end
 -- ---------------------------------------------------------------------
 
 local function check_running(self, fname)
-  if self._state ~= "run" then util.misuse(("%s: the pool is not running (%s)"):format(fname, self._state)) end
+  if not STATES[self._state].tasks then util.misuse(("%s: the pool is not running (%s)"):format(fname, self._state)) end
 end
 
 local function encode_function(fname, f, kind)
   util.check_callable(fname, 1, f)
   local ok, bytes = pcall(core.dumps, f)
   if not ok then util.argerror(fname, 1, "cannot send the function: " .. error_text(bytes)) end
-  return kind .. bytes
+  return task_head(kind, bytes)
 end
 
 local function encode_args(fname, n, v, i, j)
@@ -735,8 +825,7 @@ end
 -- Submits chunks until ahead of the reader by limit chunks or exhausted.
 function Imap:_fill(limit)
   if self.cut or self.exhausted then return end
-  local state = self.pool._state
-  if state ~= "run" and state ~= "close" then return self:_cut("terminated") end
+  if not STATES[self.pool._state].pulls then return self:_cut("terminated") end
   while not self.exhausted and self.submitted - self.consumed < limit do
     local chunk, count = self:_next_chunk()
     if not chunk then break end
@@ -749,10 +838,13 @@ function Imap:_fill(limit)
   if self.exhausted then self.pool._imaps[self] = nil end
 end
 
-function Imap:_deliver(idx, r)
+-- A chunk's result is in (the iterator is a job).
+local function deliver_chunk(self, idx, r)
   self.out = self.out - 1
   if not self.closed then self.done[idx] = r end
 end
+
+define_job(IMapIterator, deliver_chunk)
 
 -- The next chunk to hand out: the next in order, or any that is done.
 function Imap:_take_done()
@@ -789,7 +881,7 @@ function Imap:_step()
       if not r[1] then error((failure(r)), 0) end
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
-    elseif self.out > 0 and self.pool._state ~= "joined" then
+    elseif self.out > 0 and self.pool._state ~= JOINED then
       self.pool:_pump(nil)
       self.pool:_run_later()
     else -- nothing more will come: the pool ended, or took back the tasks
@@ -817,7 +909,7 @@ function Imap:ready()
   self:_fill(IMAP_AHEAD)
   self.pool:_pump(0)
   local k = self.ordered and self.consumed + 1 or next(self.done)
-  return (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == "joined"
+  return (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == JOINED
 end
 
 function Imap:fileno()
@@ -872,7 +964,7 @@ end
 -- No more tasks; the workers end once the submitted ones are done (join).
 function methods:close()
   util.check_self("close", self, Pool)
-  if self._state == "run" then self._state = "close" end
+  if self._state == RUN then set_state(self, CLOSE) end
 end
 
 local function reap_all(self, timeout)
@@ -898,15 +990,15 @@ local function open_imaps(self)
 end
 
 local function release(self)
-  self._state = "joined"
+  set_state(self, JOINED)
   self._board:close()
 end
 
 -- Stops the workers now, mid-task; tasks not done fail.
 function methods:terminate()
   util.check_self("terminate", self, Pool)
-  if self._state == "joined" or self._state == "terminate" then return end
-  self._state = "terminate"
+  if self._state == JOINED or self._state == TERMINATE then return end
+  set_state(self, TERMINATE)
   for _, it in ipairs(open_imaps(self)) do it:_cut("terminated") end
   for _, wk in pairs(self._workers) do wk.handle:signal(SIGTERM) end
   reap_all(self, 1)
@@ -917,8 +1009,8 @@ end
 -- Waits for the workers to end, after close() (or terminate()).
 function methods:join()
   util.check_self("join", self, Pool)
-  if self._state == "run" then util.misuse("join: the pool is still running; call close() or terminate() first") end
-  if self._state ~= "close" then return end
+  if self._state == RUN then util.misuse("join: the pool is still running; call close() or terminate() first") end
+  if self._state ~= CLOSE then return end
   for _, it in ipairs(open_imaps(self)) do
     it:_fill(IMAP_AHEAD)
     it:_cut("closed")
@@ -945,8 +1037,8 @@ end
 -- Collected without close/join: stop the workers without blocking (__gc
 -- must not wait) and leave them to reap_orphans.
 function Pool.__gc(self)
-  if self._owner ~= core.getpid() or self._state == "joined" then return end
-  self._state = "joined"
+  if self._owner ~= core.getpid() or self._state == JOINED then return end
+  set_state(self, JOINED)
   local now, armed = core.monotonic(), next(orphans) ~= nil
   for _, wk in pairs(self._workers) do
     wk.handle:signal(SIGTERM)
@@ -996,12 +1088,24 @@ local function new(_, a, b)
   if next(orphans) then reap_orphans() end
   local board, err, code = core.pool_board(processes, NSLOTS, DATA_BYTES)
   if not board then return nil, err, code end
+  -- A pool's fields, all private:
+  --   workers    _processes (how many), _board (core.pool_board),
+  --              _workers (index -> {handle, pid, done: results sent}),
+  --              _initializer, _initargs, _maxtasks (the options),
+  --              _owner (the pid that made it: a forked copy does nothing)
+  --   state      _state (see STATES), _broken (nil, or why every task fails:
+  --              the initializer failed)
+  --   tasks      _nextid (the last task id), _nout (tasks not finished),
+  --              _job and _part (task id -> its job and part), _pending (a
+  --              FIFO of {id, head, body, count} not on the board yet)
+  --   jobs       _imaps (the imap iterators that may still pull input),
+  --              _later_q (a FIFO of callbacks to run, each packed)
   local self = setmetatable({
-    _processes = processes, _board = board, _workers = {}, _state = "run",
+    _processes = processes, _board = board, _workers = {}, _state = RUN,
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
     _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = setmetatable({}, WEAK_KEYS),
-    _pending = {}, _phead = 1, _ptail = 0, _later_q = {}, _lhead = 1, _ltail = 0,
+    _pending = fifo(), _later_q = fifo(),
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
   return self
@@ -1010,14 +1114,14 @@ end
 -- ---------------------------------------------------------------------
 -- Jobs: the interface for modules built on a Pool (mproc.futures)
 -- ---------------------------------------------------------------------
--- A job is an object with a method job:_deliver(part, r), called once for
+-- A job is an object of a class declared with jobs.define(class,
+-- deliver) (see "Jobs" above): deliver(job, part, r) is called once for
 -- each of its tasks when the task's result is in, and never for a task
--- taken back: r is {true, values..., n = k} or a failure, whose error
--- value and traceback jobs.failure(r) gives.  AsyncResult and the imap
--- iterator are jobs too.  Results are delivered only inside jobs.pump:
--- when the parent calls into the pool.
+-- taken back; jobs.failure(r) gives a failed r's error value and
+-- traceback.  Results are delivered only inside jobs.pump: when the parent
+-- calls into the pool.
 
-local jobs = { failure = failure }
+local jobs = { failure = failure, define = define_job }
 
 -- The encoded head and body of a call f(unpack(args)) (args with its n);
 -- raises at the caller's line, as apply_async does, when the pool is not
@@ -1040,6 +1144,7 @@ end
 
 -- Submits a task of job (its part 1; count: a chunk's); returns the task's id.
 function jobs.submit(pool, job, head, body, count)
+  if not is_job(job) then error("jobs.submit: not a job (declare its class with jobs.define)", 2) end
   return pool:_submit(job, 1, head, body, count)
 end
 
@@ -1050,7 +1155,7 @@ end
 
 -- Whether a worker has claimed task id and not sent its result yet.
 function jobs.running(pool, id)
-  return pool._job[id] ~= nil and pool._state ~= "joined" and pool._board:claimed(id)
+  return pool._job[id] ~= nil and pool._state ~= JOINED and pool._board:claimed(id)
 end
 
 -- Delivers the results that are in, waiting up to timeout (nil: until
@@ -1068,14 +1173,14 @@ end
 -- The descriptors that become readable when pump has something to do:
 -- to wait on them beside others, then pump(pool, 0).
 function jobs.descriptors(pool)
-  if pool._state == "joined" then return {} end
+  if pool._state == JOINED then return {} end
   return pool._board:fds()
 end
 
 -- The pool's one descriptor for event loops (as AsyncResult:fileno());
 -- false once the pool is joined; nil, message where there is none.
 function jobs.fileno(pool)
-  if pool._state == "joined" then return false end
+  if pool._state == JOINED then return false end
   return pool._board:fileno()
 end
 

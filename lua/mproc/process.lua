@@ -7,7 +7,7 @@ local util = require "mproc.util"
 
 local M = {}
 
-local SIGTERM, SIGKILL = 15, 9
+local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
 
 local Process = { __name = "mproc.Process" }
 local methods = {}

@@ -5,13 +5,14 @@ local util = require "mproc.util"
 
 local M = {}
 
-local TYPECODES = {}
-for c in ("bBhHiIlLqQfd"):gmatch(".") do TYPECODES[c] = true end
+-- The typecodes sharedctypes.c knows, checked here, once.
+local TYPECODES, ONE_OF = {}, core.TYPECODES:gsub(".", " %0"):sub(2)
+for c in core.TYPECODES:gmatch(".") do TYPECODES[c] = true end
 
 local function check_typecode(fname, tc)
   if not TYPECODES[tc] then
-    util.argerror(fname, 1, ("bad typecode %s (one of b B h H i I l L q Q f d)")
-      :format(type(tc) == "string" and ("'" .. tc .. "'") or type(tc)))
+    util.argerror(fname, 1, ("bad typecode %s (one of %s)")
+      :format(type(tc) == "string" and ("'" .. tc .. "'") or type(tc), ONE_OF))
   end
 end
 

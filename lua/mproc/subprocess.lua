@@ -6,10 +6,10 @@
 local core = require "mproc.core"
 local util = require "mproc.util"
 
-local M = { PIPE = -1, STDOUT = -2, DEVNULL = -3 }
+local M = { PIPE = core.PIPE, STDOUT = core.STDOUT, DEVNULL = core.DEVNULL }
 
-local SIGTERM, SIGKILL = 15, 9
-local ENOENT = 2
+local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
+local ENOENT = core.ENOENT
 
 -- Options Popen takes; run and friends add theirs.
 local POPEN_OPTIONS = {

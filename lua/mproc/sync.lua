@@ -104,11 +104,14 @@ function M.Lock() return core.Lock() end
 function M.RLock() return core.RLock() end
 
 local SEM_OPTIONS = { owned = true }
-local MAX_HOLDERS = 1024   -- processes holding units of an owned Semaphore at once
+-- Limits from sync.c: checked here, once, at the user's line.
+local MAX_VALUE = core.SEM_MAX_VALUE             -- 2^31-1
+local MAX_HOLDERS = core.SEM_MAX_HOLDERS         -- processes holding units of an owned Semaphore at once
+local MAX_PARTIES = core.BARRIER_MAX_PARTIES
 
 local function semaphore(fname, value, opts, bounded)
   if value == nil then value = 1 end
-  if math.type(value) ~= "integer" or value < 0 or value > 0x7fffffff then
+  if math.type(value) ~= "integer" or value < 0 or value > MAX_VALUE then
     util.argerror(fname, 1, "value must be an integer in 0..2^31-1, got " .. tostring(value))
   end
   util.check_type(fname, 2, opts, "table", true)
@@ -135,8 +138,8 @@ end
 
 -- Barrier(parties, [action], [timeout])
 function M.Barrier(parties, action, timeout)
-  if math.type(parties) ~= "integer" or parties < 1 or parties > 10000 then
-    util.argerror("Barrier", 1, "parties must be an integer in 1..10000, got " .. tostring(parties))
+  if math.type(parties) ~= "integer" or parties < 1 or parties > MAX_PARTIES then
+    util.argerror("Barrier", 1, ("parties must be an integer in 1..%d, got %s"):format(MAX_PARTIES, tostring(parties)))
   end
   util.check_callable("Barrier", 2, action, true)
   timeout = util.check_timeout("Barrier", 3, timeout)
