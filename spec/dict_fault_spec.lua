@@ -103,7 +103,7 @@ local TRIALS = [[
   local WORKERS, KILLS, STALL = 3, %d, 1.0
   local step, verify, usable, obj
   %s
-  local count = mproc.Array("q", WORKERS + KILLS, false)   -- a slot per worker
+  local count = mproc.Array("q", WORKERS + 3 * KILLS, false)   -- a slot per worker
   local function worker(slot)
     local p = mproc.Process(function()
       local i = 0
@@ -127,7 +127,11 @@ local TRIALS = [[
   end
   local ps, slots, stalls = {}, {}, 0
   for i = 1, WORKERS do ps[i], slots[i] = worker(i), i end
-  for k = 1, KILLS do
+  -- KILLS kills, and more (up to 3 * KILLS) until one landed inside a
+  -- transaction, so that the undo path is surely taken
+  local k = 0
+  while k < KILLS or (k < 3 * KILLS and select(3, obj:_sizes()) == 0) do
+    k = k + 1
     mproc.sleep(math.random() * 0.003)
     local v = math.random(WORKERS)
     ps[v]:kill()
@@ -138,7 +142,7 @@ local TRIALS = [[
   end
   for _, p in ipairs(ps) do p:kill(); p:join(10) end
   local done = {}
-  for s = 1, WORKERS + KILLS do done[s] = count[s] end
+  for s = 1, WORKERS + k do done[s] = count[s] end
   local ok, whole = pcall(verify, done)
   local rollbacks = select(3, obj:_sizes())
   print("stalls " .. stalls, "whole " .. tostring(ok and whole), "usable " .. tostring(usable()),
