@@ -55,21 +55,22 @@ describe("Pool", function()
   end)
 
   it("refuses a task too big for its board and stays usable", function()
-    local big = ("x"):rep(257 * 1024 * 1024)
+    local small <close> = mproc.Pool(2, { board_size = 64 * 1024 })
+    local big = ("x"):rep(64 * 1024)
     for _, call in ipairs({
-      function() return pool:apply_async(print, { big }) end,
-      function() return pool:map(print, { "a", big }, 1) end,
+      function() return small:apply_async(print, { big }) end,
+      function() return small:map(print, { "a", big }, 1) end,
     }) do
       local ok, err = pcall(call)
       assert.is_false(ok)
       assert.matches("does not fit the pool's board", err, 1, true)
-      assert.matches(" 0 tasks pending", tostring(pool), 1, true)
+      assert.matches(" 0 tasks pending", tostring(small), 1, true)
     end
-    big = nil -- luacheck: ignore 311
-    collectgarbage()
-    assert.are.same({ 2, 4, n = 2 }, pool:map(function(x) return x * 2 end, { 1, 2 }))
-    pool:close()
-    pool:join()
+    assert.are.same({ 2, 4, n = 2 }, small:map(function(x) return x * 2 end, { 1, 2 }))
+    assert.are.equal(60 * 1024, small:apply(string.len, { big:sub(1, 60 * 1024) }))
+    assert.are.equal(#big, pool:apply(string.len, { big }))   -- the default board is bigger
+    small:close()
+    small:join()
   end)
 
   it("sends closures with their upvalues and modules by reference", function()
@@ -622,6 +623,8 @@ describe("Pool", function()
       { "Pool('x')", function() mproc.Pool("x") end, "processes must be an integer" },
       { "Pool{bogus}", function() mproc.Pool{ bogus = 1 } end, "unknown option 'bogus'" },
       { "maxtasksperchild 0", function() mproc.Pool(1, { maxtasksperchild = 0 }) end, "maxtasksperchild" },
+      { "board_size 1000", function() mproc.Pool(1, { board_size = 1000 }) end,
+        "bad argument #2 to 'Pool' (board_size must be a multiple of 4096 in 4096..1099511627776, got 1000)" },
       { "apply_async(nil)", function() pool:apply_async(nil) end, "bad argument #1 to 'apply_async'" },
       { "apply_async(f, 5)", function() pool:apply_async(f, 5) end, "bad argument #2 to 'apply_async'" },
       { "apply coroutine arg", function() pool:apply(f, { coroutine.create(f) }) end, "cannot send the arguments" },
