@@ -53,14 +53,29 @@ describe("Process", function()
       { "os.exit(n)", function() os.exit(7) end, 7 },
       { "os.exit(true)", function() os.exit(true) end, 0 },
       { "os.exit(false)", function() os.exit(false) end, 1 },
-      { "uncaught error", function() error("boom") end, 1 },
-      { "error with a table", function() error({}) end, 1 },
+      -- these print a traceback: they run in a fresh interpreter, whose
+      -- stderr the spec reads
+      { "uncaught error", 'error("boom")', 1, "Process Process%-1:\n[^\n]*: boom\nstack traceback:\n" },
+      { "error with a table", "error({})", 1,
+        "Process Process%-1:\n%(error object is a table value%)\nstack traceback:\n" },
       { "SIGSEGV", function() require("mproc.core").kill(mproc.getpid(), 11) end, -11 },
       { "SIGABRT", function() require("mproc.core").kill(mproc.getpid(), 6) end, -6 },
       { "SIGUSR1", function() require("mproc.core").kill(mproc.getpid(), 10) end, -10 },
     }
     for _, case in ipairs(cases) do
       it("is " .. case[3] .. " when " .. case[1], function()
+        if type(case[2]) == "string" then
+          local out = support.run_lua(([[
+            local mproc = require "mproc"
+            local p = mproc.Process{target = function() %s end}
+            local before = p.exitcode
+            p:start()
+            print("exitcode", before, p:join(), p.exitcode)
+          ]]):format(case[2]))
+          assert.matches(case[4], out)
+          assert.matches("exitcode\tnil\t" .. case[3] .. "\t" .. case[3] .. "\n$", out)
+          return
+        end
         local p = mproc.Process{target = case[2]}
         assert.is_nil(p.exitcode)
         p:start()
@@ -237,6 +252,7 @@ describe("Process", function()
   end)
 
   describe("misuse raises", function()
+    local function quiet() end   -- print would print an empty line in the child
     local cases = {
       { "Process(42)", function() mproc.Process(42) end, "bad argument #1 to 'Process'" },
       { "a target that is not a function", function() mproc.Process{target = 1} end, "function expected" },
@@ -250,13 +266,13 @@ describe("Process", function()
       { "join before start", function() mproc.Process(print):join() end, "not started" },
       { "terminate before start", function() mproc.Process(print):terminate() end, "not started" },
       { "a timeout that is not a number", function()
-          local p = mproc.Process(print):start()
+          local p = mproc.Process(quiet):start()
           local _, err = pcall(p.join, p, "soon")
           p:join()
           error(err, 0)
         end, "bad argument #1 to 'join'" },
       { "start twice", function()
-          local p = mproc.Process(print):start()
+          local p = mproc.Process(quiet):start()
           p:join()
           p:start()
         end, "cannot start a process twice" },
@@ -268,7 +284,7 @@ describe("Process", function()
           error(err, 0)
         end, "still running" },
       { "join after close", function()
-          local p = mproc.Process(print):start()
+          local p = mproc.Process(quiet):start()
           p:join()
           p:close()
           p:join()
