@@ -386,8 +386,9 @@ describe("fork hygiene", function()
     local out = support.run_lua([[
       local mproc = require "mproc"
       print("parent first")
-      local p = mproc.Process(function() print("child line") mproc.sleep(30) end):start()
-      mproc.sleep(0.3)
+      local printed = mproc.Event()
+      local p = mproc.Process(function() print("child line") printed:set() mproc.sleep(30) end):start()
+      assert(printed:wait(10))
       p:terminate()
       p:join()
       print("parent last")
