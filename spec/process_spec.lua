@@ -504,10 +504,7 @@ describe("clocks", function()
         local mproc = require "mproc"
         local me = mproc.getpid()
         local slow = mproc.Process(function() mproc.sleep(5) end):start()
-        local k = mproc.Process(function()
-          mproc.sleep(0.2)
-          require("mproc.core").kill(me, 2)
-        end):start()
+        local k = require("support").interrupt_when_waiting(me)
         local t0 = mproc.monotonic()
         local ok, err = %s
         print(ok, err, mproc.monotonic() - t0 >= 0.59)

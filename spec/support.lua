@@ -97,6 +97,32 @@ function M.pid_exists(pid)
   return M.read_file("/proc/" .. pid .. "/stat") ~= nil
 end
 
+-- The state letter of a process ("R", "S", "Z" ...), nil once it is gone.
+function M.pid_state(pid)
+  local stat = M.read_file("/proc/" .. pid .. "/stat")
+  return stat and stat:match(".*%) (%a)")
+end
+
+-- Starts a process that runs f once pid has slept (state S) for 20 ms on
+-- end, as it does in a blocking wait and nowhere else in the scripts that
+-- use this (after 2 s, it runs f all the same). Returns the Process.
+function M.when_waiting(pid, f)
+  return mproc.Process(function()
+    local t0, since = mproc.monotonic(), nil
+    repeat
+      local now = mproc.monotonic()
+      if M.pid_state(pid) ~= "S" then since = nil else since = since or now end
+      mproc.sleep(0.002)
+    until (since and now - since >= 0.02) or now - t0 > 2
+    f()
+  end):start()
+end
+
+-- Ctrl-C for pid once it waits: SIGINT, as lua.c gets it.
+function M.interrupt_when_waiting(pid)
+  return M.when_waiting(pid, function() require("mproc.core").kill(pid, 2) end)
+end
+
 -- Polls pred every 10 ms up to seconds; returns whether it became true.
 function M.eventually(pred, seconds)
   local deadline = mproc.monotonic() + (seconds or 5)
