@@ -111,12 +111,12 @@ describe("Process", function()
   it("times out a join, leaving exitcode nil", function()
     local p = mproc.Process(function() mproc.sleep(10) end):start()
     local t0 = mproc.monotonic()
-    local code, err = p:join(0.3)
+    local code, err = p:join(0.1)
     local took = mproc.monotonic() - t0
     assert.is_nil(code)
     assert.are.equal("timeout", err)
     assert.is_nil(p.exitcode)
-    assert.is_true(took >= 0.29 and took < 3, "join(0.3) took " .. took)
+    assert.is_true(took >= 0.09 and took < 3, "join(0.1) took " .. took)
     assert.is_true(p:is_alive())
     p:kill()
     assert.are.equal(-9, p:join())
@@ -124,13 +124,11 @@ describe("Process", function()
   end)
 
   it("runs children at the same time", function()
-    local t0 = mproc.monotonic()
-    local a = mproc.Process(function() mproc.sleep(0.5) end):start()
-    local b = mproc.Process(function() mproc.sleep(0.5) end):start()
-    a:join()
-    b:join()
-    local took = mproc.monotonic() - t0
-    assert.is_true(took >= 0.5 and took < 0.95, "two 0.5 s children took " .. took)
+    local both = mproc.Barrier(2)   -- passed only by two children alive at once
+    local function meet() os.exit(both:wait(10) and 0 or 1) end
+    local a = mproc.Process(meet):start()
+    local b = mproc.Process(meet):start()
+    assert.are.same({ 0, 0 }, { a:join(), b:join() })
   end)
 
   it("leaves no zombie and no descriptor after 300 processes", function()
@@ -315,17 +313,20 @@ describe("Process without pidfd (pipe sentinels, as on macOS and BSD)", function
   it("has a sentinel that becomes ready when the child ends, not before", function()
     local out = support.run_lua([[
       local mproc = require "mproc"
-      local p = mproc.Process(function() mproc.sleep(0.5) end):start()
-      print("early", #mproc.wait({ p }, 0.2))
-      print("join", p:join(0.1))
+      local go, gone = mproc.Event(), mproc.Event()
+      local p = mproc.Process(function() go:wait(10) end):start()
+      print("early", #mproc.wait({ p }, 0.05))
+      print("join", p:join(0.05))
+      go:set()
       print("ended", p:join(), #mproc.wait({ p }, 5))
-      -- a grandchild must not hold its parent's sentinel open
+      -- a grandchild (alive until `gone`) must not hold its parent's sentinel open
       local q = mproc.Process(function()
-        mproc.Process(function() mproc.sleep(1.5) end):start()
+        mproc.Process(function() gone:wait(10) end):start()
         require("mproc.core").kill(mproc.getpid(), 9)
       end):start()
       local t0 = mproc.monotonic()
       print("q ready", #mproc.wait({ q }, 5), mproc.monotonic() - t0 < 1.2)
+      gone:set()
       print("q", q:join())
     ]], { env = "MPROC_NO_PIDFD=1" })
     assert.matches("early\t0\n", out, 1, true)
@@ -447,10 +448,11 @@ describe("the parent's exit", function()
       local flag = support.tmpname()
       local t0 = mproc.monotonic()
       local out = support.run_lua(([[
-        local mproc = require "mproc"
+        local mproc, support = require "mproc", require "support"
         local d = mproc.Process{target = function() mproc.sleep(60) end, daemon = true}:start()
         mproc.Process{target = function()
-          mproc.sleep(0.3)
+          -- still running when the exit has terminated the daemon
+          support.eventually(function() return (support.pid_state(d.pid) or "Z") == "Z" end, 10)
           local f = io.open(%q, "w") f:write("done") f:close()
         end}:start()
         print(d.pid)
@@ -517,11 +519,14 @@ describe("clocks", function()
   end
 
   it("takes math.huge and other huge seconds as for ever", function()
-    for _, forever in ipairs({ math.huge, 1e300, 2^63 }) do
-      local p = mproc.Process(function() mproc.sleep(forever) end):start()
-      assert.are.same({ nil, "timeout" }, { p:join(0.2) })
-      p:kill()
-      assert.are.equal(-9, p:join(forever))
+    local ps = {}
+    for i, forever in ipairs({ math.huge, 1e300, 2^63 }) do
+      ps[i] = mproc.Process(function() mproc.sleep(forever) end):start()
+    end
+    for i, forever in ipairs({ math.huge, 1e300, 2^63 }) do   -- 0.2 s for all three
+      assert.are.same({ nil, "timeout" }, { ps[i]:join(i == 1 and 0.2 or 0) })
+      ps[i]:kill()
+      assert.are.equal(-9, ps[i]:join(forever))
     end
   end)
 
