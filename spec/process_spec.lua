@@ -452,7 +452,7 @@ describe("the parent's exit", function()
         local d = mproc.Process{target = function() mproc.sleep(60) end, daemon = true}:start()
         mproc.Process{target = function()
           -- still running when the exit has terminated the daemon
-          support.eventually(function() return (support.pid_state(d.pid) or "Z") == "Z" end, 10)
+          support.eventually(function() return support.pid_ended(d.pid) end, 10)
           local f = io.open(%q, "w") f:write("done") f:close()
         end}:start()
         print(d.pid)

@@ -103,6 +103,13 @@ function M.pid_state(pid)
   return stat and stat:match(".*%) (%a)")
 end
 
+-- Whether pid has ended: gone, or a zombie nobody has reaped yet (an
+-- orphan waits for init, which may take its time).
+function M.pid_ended(pid)
+  local state = M.pid_state(pid)
+  return state == nil or state == "Z"
+end
+
 -- Starts a process that runs f once pid has slept (state S) for 20 ms on
 -- end, as it does in a blocking wait and nowhere else in the scripts that
 -- use this (after 2 s, it runs f all the same). Returns the Process.
