@@ -899,7 +899,7 @@ end)
 
 describe("tutorial example 02_pool.lua", function()
   it("runs five tasks on at most four workers, with different sleeps", function()
-    local out, code = support.run_lua(nil, { path = "examples/tutorial/02_pool.lua" })
+    local out, code = support.run_example("examples/tutorial/02_pool.lua", 4)   -- sleeps up to 0.5 s
     assert.are.equal(0, code)
     local lines = support.lines(out)
     local parent = tonumber(lines[1]:match("^Pool parent process (%d+)%.$"))

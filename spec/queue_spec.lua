@@ -503,7 +503,7 @@ end)
 
 describe("tutorial 03_queue.lua", function()
   it("prints what the reader got, in order, and the reader ends terminated", function()
-    local out, code = support.run_lua(nil, { path = "examples/tutorial/03_queue.lua" })
+    local out, code = support.run_example("examples/tutorial/03_queue.lua", 10)   -- sleeps up to 0.1 s
     assert.are.equal(0, code, out)
     local got = {}
     for v in out:gmatch("Get %[(%a+)%] from queue%.") do got[#got + 1] = v end

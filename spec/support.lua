@@ -44,6 +44,14 @@ function M.run_lua(code, opts)
   return out, code_
 end
 
+-- Runs an example script (as run_lua does) with mproc.sleep `speedup` times
+-- faster: the examples sleep random seconds to stand for work.
+function M.run_example(path, speedup)
+  local init = ("local m = require 'mproc'; local s = m.sleep; m.sleep = function(t) return s(t / %d) end")
+    :format(speedup)
+  return M.run_lua(nil, { path = path, env = "LUA_INIT_5_4=" .. shell_quote(init) })
+end
+
 function M.lines(s)
   local t = {}
   for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
