@@ -35,6 +35,7 @@ end
 
 describe("Pool", function()
   local pool
+  local go = mproc.Event()   -- made before the pools, so their workers have it
   before_each(function() pool = mproc.Pool(2) end)
   after_each(function() pool:terminate() end)
 
@@ -178,11 +179,12 @@ describe("Pool", function()
   end)
 
   it("returns nil, 'timeout' from get, and the value on a later get", function()
-    local r = pool:apply_async(function() mproc.sleep(0.3) return "late" end)
+    local r = pool:apply_async(function() go:wait(10) return "late" end)
     assert.are.same({nil, "timeout"}, { r:get(0.01) })
     assert.is_false(r:ready())
     assert.has_error(function() r:successful() end)
     assert.is_false(r:wait(0))
+    go:set()
     assert.are.equal("late", r:get(10))
     assert.is_true(r:ready())
     assert.is_true(r:successful())
