@@ -327,7 +327,6 @@ describe("a wait for a container's lock", function()
   it("is interrupted by Ctrl-C (SIGINT in lua5.4), taking nothing", function()
     local out = support.run_lua([[
       local mproc = require "mproc"
-      local core = require "mproc.core"
       local me = mproc.getpid()
       local d, inside = mproc.Dict { n = 1 }, mproc.Event()
       local holder = mproc.Process(function()
@@ -336,7 +335,7 @@ describe("a wait for a container's lock", function()
       holder.daemon = true
       holder:start()
       inside:wait()
-      local killer = mproc.Process(function() mproc.sleep(0.3); core.kill(me, 2) end):start()
+      local killer = require("support").interrupt_when_waiting(me)
       local t0 = mproc.monotonic()
       local ok, err = pcall(function() d.x = 1 end)
       print(ok, err, mproc.monotonic() - t0 < 30)

@@ -505,8 +505,7 @@ describe("ProcessPoolExecutor:shutdown", function()
       fs[i]:add_done_callback(function(f) if f:cancelled() then cancelled = cancelled + 1 end end)
     end
     -- the gate opens from another process while shutdown waits for the running task
-    local opener = mproc.Process(function() mproc.sleep(0.2) g.release() end)
-    opener:start()
+    local opener = support.when_waiting(mproc.getpid(), g.release)
     ex:shutdown(true, true)
     opener:join()
     assert.are.equal("ran", running:result(0))

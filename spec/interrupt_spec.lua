@@ -5,19 +5,16 @@
 local support = require "support"
 
 -- Runs setup, then `wait` under pcall with a SIGINT sent to the script
--- 0.3 s in; the wait alone would last for ever (or a minute). Prints the
--- pcall's results, whether the wait ended well before the minute, then
--- what `after` prints.
+-- once it sleeps in the wait; the wait alone would last for ever (or a
+-- minute). Prints the pcall's results, whether the wait ended well before
+-- the minute, then what `after` prints.
 local function interrupted(setup, wait, after)
   return support.run_lua(([[
     local mproc = require "mproc"
     local core = require "mproc.core"
     local me = mproc.getpid()
     %s
-    local killer = mproc.Process(function()
-      mproc.sleep(0.3)
-      core.kill(me, 2)
-    end):start()
+    local killer = require("support").interrupt_when_waiting(me)
     local t0 = mproc.monotonic()
     local ok, err = pcall(function() %s end)
     print(ok, err, mproc.monotonic() - t0 < 30)
@@ -103,10 +100,10 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     -- SIGCHLD of a child that ends: a handled signal that is no Ctrl-C
     local out = support.run_lua([[
       local mproc = require "mproc"
-      local p = mproc.Process(function() end):start()
+      local p = require("support").when_waiting(mproc.getpid(), function() end)
       local q = mproc.Queue()
       local t0 = mproc.monotonic()
-      print(q:get(true, 0.5), mproc.monotonic() - t0 >= 0.5)
+      print(q:get(true, 0.2), mproc.monotonic() - t0 >= 0.2)
       p:join()
     ]])
     assert.are.equal("nil\ttrue\n", out)

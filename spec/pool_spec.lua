@@ -35,6 +35,7 @@ end
 
 describe("Pool", function()
   local pool
+  local go = mproc.Event()   -- made before the pools, so their workers have it
   before_each(function() pool = mproc.Pool(2) end)
   after_each(function() pool:terminate() end)
 
@@ -55,21 +56,22 @@ describe("Pool", function()
   end)
 
   it("refuses a task too big for its board and stays usable", function()
-    local big = ("x"):rep(257 * 1024 * 1024)
+    local small <close> = mproc.Pool(2, { board_size = 64 * 1024 })
+    local big = ("x"):rep(64 * 1024)
     for _, call in ipairs({
-      function() return pool:apply_async(print, { big }) end,
-      function() return pool:map(print, { "a", big }, 1) end,
+      function() return small:apply_async(print, { big }) end,
+      function() return small:map(print, { "a", big }, 1) end,
     }) do
       local ok, err = pcall(call)
       assert.is_false(ok)
       assert.matches("does not fit the pool's board", err, 1, true)
-      assert.matches(" 0 tasks pending", tostring(pool), 1, true)
+      assert.matches(" 0 tasks pending", tostring(small), 1, true)
     end
-    big = nil -- luacheck: ignore 311
-    collectgarbage()
-    assert.are.same({ 2, 4, n = 2 }, pool:map(function(x) return x * 2 end, { 1, 2 }))
-    pool:close()
-    pool:join()
+    assert.are.same({ 2, 4, n = 2 }, small:map(function(x) return x * 2 end, { 1, 2 }))
+    assert.are.equal(60 * 1024, small:apply(string.len, { big:sub(1, 60 * 1024) }))
+    assert.are.equal(#big, pool:apply(string.len, { big }))   -- the default board is bigger
+    small:close()
+    small:join()
   end)
 
   it("sends closures with their upvalues and modules by reference", function()
@@ -177,11 +179,12 @@ describe("Pool", function()
   end)
 
   it("returns nil, 'timeout' from get, and the value on a later get", function()
-    local r = pool:apply_async(function() mproc.sleep(0.3) return "late" end)
+    local r = pool:apply_async(function() go:wait(10) return "late" end)
     assert.are.same({nil, "timeout"}, { r:get(0.01) })
     assert.is_false(r:ready())
     assert.has_error(function() r:successful() end)
     assert.is_false(r:wait(0))
+    go:set()
     assert.are.equal("late", r:get(10))
     assert.is_true(r:ready())
     assert.is_true(r:successful())
@@ -568,10 +571,15 @@ describe("Pool", function()
   end)
 
   it("fails the tasks of a pool whose initializer raises, without respawning for ever", function()
-    local p <close> = mproc.Pool(1, { initializer = function() error("init fails") end })
-    local ok, err = pcall(p.apply, p, function() return 1 end)
-    assert.is_false(ok)
-    assert.matches("initializer", err)
+    -- in a fresh interpreter: the worker's error goes to its stderr, read here
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p <close> = mproc.Pool(1, { initializer = function() error("init fails") end })
+      print(pcall(p.apply, p, function() return 1 end))
+    ]])
+    local pid = ("\n" .. out):match("\nfalse\tpool worker %(pid (%d+)%)[^\n]*initializer")
+    assert.is_not_nil(pid, out)
+    assert.matches("mproc: child " .. pid .. ": [^\n]*: init fails\n", out)   -- "see its stderr"
   end)
 
   it("terminate stops workers mid-task and fails what was not done", function()
@@ -622,6 +630,8 @@ describe("Pool", function()
       { "Pool('x')", function() mproc.Pool("x") end, "processes must be an integer" },
       { "Pool{bogus}", function() mproc.Pool{ bogus = 1 } end, "unknown option 'bogus'" },
       { "maxtasksperchild 0", function() mproc.Pool(1, { maxtasksperchild = 0 }) end, "maxtasksperchild" },
+      { "board_size 1000", function() mproc.Pool(1, { board_size = 1000 }) end,
+        "bad argument #2 to 'Pool' (board_size must be a multiple of 4096 in 4096..1099511627776, got 1000)" },
       { "apply_async(nil)", function() pool:apply_async(nil) end, "bad argument #1 to 'apply_async'" },
       { "apply_async(f, 5)", function() pool:apply_async(f, 5) end, "bad argument #2 to 'apply_async'" },
       { "apply coroutine arg", function() pool:apply(f, { coroutine.create(f) }) end, "cannot send the arguments" },
@@ -891,7 +901,7 @@ end)
 
 describe("tutorial example 02_pool.lua", function()
   it("runs five tasks on at most four workers, with different sleeps", function()
-    local out, code = support.run_lua(nil, { path = "examples/tutorial/02_pool.lua" })
+    local out, code = support.run_example("examples/tutorial/02_pool.lua", 4)   -- sleeps up to 0.5 s
     assert.are.equal(0, code)
     local lines = support.lines(out)
     local parent = tonumber(lines[1]:match("^Pool parent process (%d+)%.$"))

@@ -53,14 +53,29 @@ describe("Process", function()
       { "os.exit(n)", function() os.exit(7) end, 7 },
       { "os.exit(true)", function() os.exit(true) end, 0 },
       { "os.exit(false)", function() os.exit(false) end, 1 },
-      { "uncaught error", function() error("boom") end, 1 },
-      { "error with a table", function() error({}) end, 1 },
+      -- these print a traceback: they run in a fresh interpreter, whose
+      -- stderr the spec reads
+      { "uncaught error", 'error("boom")', 1, "Process Process%-1:\n[^\n]*: boom\nstack traceback:\n" },
+      { "error with a table", "error({})", 1,
+        "Process Process%-1:\n%(error object is a table value%)\nstack traceback:\n" },
       { "SIGSEGV", function() require("mproc.core").kill(mproc.getpid(), 11) end, -11 },
       { "SIGABRT", function() require("mproc.core").kill(mproc.getpid(), 6) end, -6 },
       { "SIGUSR1", function() require("mproc.core").kill(mproc.getpid(), 10) end, -10 },
     }
     for _, case in ipairs(cases) do
       it("is " .. case[3] .. " when " .. case[1], function()
+        if type(case[2]) == "string" then
+          local out = support.run_lua(([[
+            local mproc = require "mproc"
+            local p = mproc.Process{target = function() %s end}
+            local before = p.exitcode
+            p:start()
+            print("exitcode", before, p:join(), p.exitcode)
+          ]]):format(case[2]))
+          assert.matches(case[4], out)
+          assert.matches("exitcode\tnil\t" .. case[3] .. "\t" .. case[3] .. "\n$", out)
+          return
+        end
         local p = mproc.Process{target = case[2]}
         assert.is_nil(p.exitcode)
         p:start()
@@ -96,12 +111,12 @@ describe("Process", function()
   it("times out a join, leaving exitcode nil", function()
     local p = mproc.Process(function() mproc.sleep(10) end):start()
     local t0 = mproc.monotonic()
-    local code, err = p:join(0.3)
+    local code, err = p:join(0.1)
     local took = mproc.monotonic() - t0
     assert.is_nil(code)
     assert.are.equal("timeout", err)
     assert.is_nil(p.exitcode)
-    assert.is_true(took >= 0.29 and took < 3, "join(0.3) took " .. took)
+    assert.is_true(took >= 0.09 and took < 3, "join(0.1) took " .. took)
     assert.is_true(p:is_alive())
     p:kill()
     assert.are.equal(-9, p:join())
@@ -109,13 +124,11 @@ describe("Process", function()
   end)
 
   it("runs children at the same time", function()
-    local t0 = mproc.monotonic()
-    local a = mproc.Process(function() mproc.sleep(0.5) end):start()
-    local b = mproc.Process(function() mproc.sleep(0.5) end):start()
-    a:join()
-    b:join()
-    local took = mproc.monotonic() - t0
-    assert.is_true(took >= 0.5 and took < 0.95, "two 0.5 s children took " .. took)
+    local both = mproc.Barrier(2)   -- passed only by two children alive at once
+    local function meet() os.exit(both:wait(10) and 0 or 1) end
+    local a = mproc.Process(meet):start()
+    local b = mproc.Process(meet):start()
+    assert.are.same({ 0, 0 }, { a:join(), b:join() })
   end)
 
   it("leaves no zombie and no descriptor after 300 processes", function()
@@ -237,6 +250,7 @@ describe("Process", function()
   end)
 
   describe("misuse raises", function()
+    local function quiet() end   -- print would print an empty line in the child
     local cases = {
       { "Process(42)", function() mproc.Process(42) end, "bad argument #1 to 'Process'" },
       { "a target that is not a function", function() mproc.Process{target = 1} end, "function expected" },
@@ -250,13 +264,13 @@ describe("Process", function()
       { "join before start", function() mproc.Process(print):join() end, "not started" },
       { "terminate before start", function() mproc.Process(print):terminate() end, "not started" },
       { "a timeout that is not a number", function()
-          local p = mproc.Process(print):start()
+          local p = mproc.Process(quiet):start()
           local _, err = pcall(p.join, p, "soon")
           p:join()
           error(err, 0)
         end, "bad argument #1 to 'join'" },
       { "start twice", function()
-          local p = mproc.Process(print):start()
+          local p = mproc.Process(quiet):start()
           p:join()
           p:start()
         end, "cannot start a process twice" },
@@ -268,7 +282,7 @@ describe("Process", function()
           error(err, 0)
         end, "still running" },
       { "join after close", function()
-          local p = mproc.Process(print):start()
+          local p = mproc.Process(quiet):start()
           p:join()
           p:close()
           p:join()
@@ -299,17 +313,20 @@ describe("Process without pidfd (pipe sentinels, as on macOS and BSD)", function
   it("has a sentinel that becomes ready when the child ends, not before", function()
     local out = support.run_lua([[
       local mproc = require "mproc"
-      local p = mproc.Process(function() mproc.sleep(0.5) end):start()
-      print("early", #mproc.wait({ p }, 0.2))
-      print("join", p:join(0.1))
+      local go, gone = mproc.Event(), mproc.Event()
+      local p = mproc.Process(function() go:wait(10) end):start()
+      print("early", #mproc.wait({ p }, 0.05))
+      print("join", p:join(0.05))
+      go:set()
       print("ended", p:join(), #mproc.wait({ p }, 5))
-      -- a grandchild must not hold its parent's sentinel open
+      -- a grandchild (alive until `gone`) must not hold its parent's sentinel open
       local q = mproc.Process(function()
-        mproc.Process(function() mproc.sleep(1.5) end):start()
+        mproc.Process(function() gone:wait(10) end):start()
         require("mproc.core").kill(mproc.getpid(), 9)
       end):start()
       local t0 = mproc.monotonic()
       print("q ready", #mproc.wait({ q }, 5), mproc.monotonic() - t0 < 1.2)
+      gone:set()
       print("q", q:join())
     ]], { env = "MPROC_NO_PIDFD=1" })
     assert.matches("early\t0\n", out, 1, true)
@@ -370,8 +387,9 @@ describe("fork hygiene", function()
     local out = support.run_lua([[
       local mproc = require "mproc"
       print("parent first")
-      local p = mproc.Process(function() print("child line") mproc.sleep(30) end):start()
-      mproc.sleep(0.3)
+      local printed = mproc.Event()
+      local p = mproc.Process(function() print("child line") printed:set() mproc.sleep(30) end):start()
+      assert(printed:wait(10))
       p:terminate()
       p:join()
       print("parent last")
@@ -430,10 +448,11 @@ describe("the parent's exit", function()
       local flag = support.tmpname()
       local t0 = mproc.monotonic()
       local out = support.run_lua(([[
-        local mproc = require "mproc"
+        local mproc, support = require "mproc", require "support"
         local d = mproc.Process{target = function() mproc.sleep(60) end, daemon = true}:start()
         mproc.Process{target = function()
-          mproc.sleep(0.3)
+          -- still running when the exit has terminated the daemon
+          support.eventually(function() return support.pid_ended(d.pid) end, 10)
           local f = io.open(%q, "w") f:write("done") f:close()
         end}:start()
         print(d.pid)
@@ -487,10 +506,7 @@ describe("clocks", function()
         local mproc = require "mproc"
         local me = mproc.getpid()
         local slow = mproc.Process(function() mproc.sleep(5) end):start()
-        local k = mproc.Process(function()
-          mproc.sleep(0.2)
-          require("mproc.core").kill(me, 2)
-        end):start()
+        local k = require("support").interrupt_when_waiting(me)
         local t0 = mproc.monotonic()
         local ok, err = %s
         print(ok, err, mproc.monotonic() - t0 >= 0.59)
@@ -503,11 +519,14 @@ describe("clocks", function()
   end
 
   it("takes math.huge and other huge seconds as for ever", function()
-    for _, forever in ipairs({ math.huge, 1e300, 2^63 }) do
-      local p = mproc.Process(function() mproc.sleep(forever) end):start()
-      assert.are.same({ nil, "timeout" }, { p:join(0.2) })
-      p:kill()
-      assert.are.equal(-9, p:join(forever))
+    local ps = {}
+    for i, forever in ipairs({ math.huge, 1e300, 2^63 }) do
+      ps[i] = mproc.Process(function() mproc.sleep(forever) end):start()
+    end
+    for i, forever in ipairs({ math.huge, 1e300, 2^63 }) do   -- 0.2 s for all three
+      assert.are.same({ nil, "timeout" }, { ps[i]:join(i == 1 and 0.2 or 0) })
+      ps[i]:kill()
+      assert.are.equal(-9, ps[i]:join(forever))
     end
   end)
 

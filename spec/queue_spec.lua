@@ -190,17 +190,16 @@ describe("Queue", function()
   end)
 
   it("wakes a blocked get when another process puts, and a blocked put when it gets", function()
-    local q = mproc.Queue(1)
-    local p = mproc.Process(function()
-      mproc.sleep(0.05)
+    local q, me = mproc.Queue(1), mproc.getpid()
+    local p = support.when_waiting(me, function()   -- once the parent waits in get
       q:put("late")            -- wakes the parent's get
       q:put("second")          -- may wait for room (maxsize 1)
-    end):start()
+    end)
     assert.are.equal("late", q:get(true, 10))
     assert.are.equal("second", q:get(true, 10))
     assert.are.equal(0, p:join())
     assert.is_true(q:put("x"))
-    local c = mproc.Process(function() mproc.sleep(0.05); os.exit(q:get() == "x" and 0 or 1) end):start()
+    local c = support.when_waiting(me, function() os.exit(q:get() == "x" and 0 or 1) end)
     assert.is_true(q:put("y", true, 10))   -- blocks until the child got "x"
     assert.are.equal(0, c:join())
     assert.are.equal("y", q:get(false))
@@ -503,7 +502,7 @@ end)
 
 describe("tutorial 03_queue.lua", function()
   it("prints what the reader got, in order, and the reader ends terminated", function()
-    local out, code = support.run_lua(nil, { path = "examples/tutorial/03_queue.lua" })
+    local out, code = support.run_example("examples/tutorial/03_queue.lua", 10)   -- sleeps up to 0.1 s
     assert.are.equal(0, code, out)
     local got = {}
     for v in out:gmatch("Get %[(%a+)%] from queue%.") do got[#got + 1] = v end

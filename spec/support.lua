@@ -44,6 +44,14 @@ function M.run_lua(code, opts)
   return out, code_
 end
 
+-- Runs an example script (as run_lua does) with mproc.sleep `speedup` times
+-- faster: the examples sleep random seconds to stand for work.
+function M.run_example(path, speedup)
+  local init = ("local m = require 'mproc'; local s = m.sleep; m.sleep = function(t) return s(t / %d) end")
+    :format(speedup)
+  return M.run_lua(nil, { path = path, env = "LUA_INIT_5_4=" .. shell_quote(init) })
+end
+
 function M.lines(s)
   local t = {}
   for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
@@ -95,6 +103,39 @@ end
 
 function M.pid_exists(pid)
   return M.read_file("/proc/" .. pid .. "/stat") ~= nil
+end
+
+-- The state letter of a process ("R", "S", "Z" ...), nil once it is gone.
+function M.pid_state(pid)
+  local stat = M.read_file("/proc/" .. pid .. "/stat")
+  return stat and stat:match(".*%) (%a)")
+end
+
+-- Whether pid has ended: gone, or a zombie nobody has reaped yet (an
+-- orphan waits for init, which may take its time).
+function M.pid_ended(pid)
+  local state = M.pid_state(pid)
+  return state == nil or state == "Z"
+end
+
+-- Starts a process that runs f once pid has slept (state S) for 20 ms on
+-- end, as it does in a blocking wait and nowhere else in the scripts that
+-- use this (after 2 s, it runs f all the same). Returns the Process.
+function M.when_waiting(pid, f)
+  return mproc.Process(function()
+    local t0, since = mproc.monotonic(), nil
+    repeat
+      local now = mproc.monotonic()
+      if M.pid_state(pid) ~= "S" then since = nil else since = since or now end
+      mproc.sleep(0.002)
+    until (since and now - since >= 0.02) or now - t0 > 2
+    f()
+  end):start()
+end
+
+-- Ctrl-C for pid once it waits: SIGINT, as lua.c gets it.
+function M.interrupt_when_waiting(pid)
+  return M.when_waiting(pid, function() require("mproc.core").kill(pid, 2) end)
 end
 
 -- Polls pred every 10 ms up to seconds; returns whether it became true.

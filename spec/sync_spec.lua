@@ -52,12 +52,17 @@ describe("Lock", function()
 
   it("waits for the holder when the timeout is math.huge or any huge number", function()
     for _, forever in ipairs({ math.huge, 1e300 }) do
-      local lock, e = mproc.Lock(), mproc.Event()
-      local p = spawn(function() lock:acquire() e:set() mproc.sleep(0.3) lock:release() end)
+      local lock, e, me = mproc.Lock(), mproc.Event(), mproc.getpid()
+      local p = spawn(function()
+        lock:acquire()
+        e:set()
+        support.when_waiting(me, function() end):join()   -- till the parent sleeps in acquire
+        lock:release()
+      end)
       assert.is_true(e:wait(10))
       local t0 = mproc.monotonic()
       assert.is_true(lock:acquire(true, forever))
-      assert.is_true(mproc.monotonic() - t0 > 0.1, "acquire did not wait")
+      assert.is_true(mproc.monotonic() - t0 > 0.015, "acquire did not wait")
       lock:release()
       assert.are.equal(0, p:join(10))
     end
@@ -282,7 +287,7 @@ describe("Event", function()
   it("wakes the parent when a child sets it", function()
     local e = mproc.Event()
     assert.is_false(e:is_set())
-    local p = spawn(function() mproc.sleep(0.1); e:set() end)
+    local p = support.when_waiting(mproc.getpid(), function() e:set() end)
     assert.is_true(e:wait(10))
     assert.is_true(e:is_set())
     assert.are.equal(0, p:join(10))
@@ -338,7 +343,7 @@ describe("Condition", function()
       ps[i] = spawn(function()
         cond:acquire()
         ready:release()
-        local ok = cond:wait(3)
+        local ok = cond:wait(30)
         if ok then
           local _ <close> = woke:get_lock():guard()
           woke.value = woke.value + 1
@@ -349,9 +354,20 @@ describe("Condition", function()
     end
     cond:acquire()  -- every child is waiting once it has the lock back
     cond:notify(2)
+    assert.are.equal("mproc.Condition (1 waiting)", tostring(cond))
     cond:release()
-    join_all(ps)
-    assert.are.equal(2, woke.value)
+    local ended = {}
+    assert.is_true(support.eventually(function()
+      ended = mproc.wait(ps, 0)
+      return #ended >= 2
+    end, 10))
+    cond:acquire()  -- two woke and ended; the third still waits
+    assert.are.same({ 2, 2 }, { #ended, woke.value })
+    assert.are.equal("mproc.Condition (1 waiting)", tostring(cond))
+    cond:notify()
+    cond:release()
+    assert.are.same(all_zero(3), join_all(ps))
+    assert.are.equal(3, woke.value)
   end)
 
   it("does not let a killed waiter swallow a notify", function()

@@ -91,6 +91,8 @@ static int board_pipe(int fds[2]) {
 #define READ_CHUNK 65536
 #define READ_BUDGET ((size_t)4 << 20)
 #define MAX_WORKERS 4096           /* core.POOL_MAX_WORKERS, checked by Pool() */
+#define BOARD_PAGE 4096            /* core.POOL_BOARD_PAGE: a board's data size is a multiple */
+#define MAX_BOARD ((lua_Integer)1 << 40) /* core.POOL_MAX_BOARD, checked by Pool() */
 
 typedef struct {
   uint32_t state;
@@ -208,7 +210,7 @@ static int l_board_new(lua_State *L) {
   board *b;
   luaL_argcheck(L, nw >= 1 && nw <= MAX_WORKERS, 1, "worker count out of range");
   luaL_argcheck(L, ns >= 1 && ns <= (1 << 20), 2, "slot count out of range");
-  luaL_argcheck(L, ds >= 4096 && ds % 4096 == 0 && ds <= ((lua_Integer)1 << 40), 3,
+  luaL_argcheck(L, ds >= BOARD_PAGE && ds % BOARD_PAGE == 0 && ds <= MAX_BOARD, 3,
                 "data size must be a multiple of 4096");
   b = (board *)lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
@@ -752,4 +754,8 @@ void mp_open_pool(lua_State *L) {
   lua_setfield(L, -2, "pool_board");
   lua_pushinteger(L, MAX_WORKERS);
   lua_setfield(L, -2, "POOL_MAX_WORKERS");
+  lua_pushinteger(L, BOARD_PAGE);
+  lua_setfield(L, -2, "POOL_BOARD_PAGE");
+  lua_pushinteger(L, MAX_BOARD);
+  lua_setfield(L, -2, "POOL_MAX_BOARD");
 }

@@ -14,7 +14,7 @@ local M = {}
 
 local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
 local NSLOTS = 1024               -- tasks on the board at once
-local DATA_BYTES = 256 << 20      -- board payload space (virtual; pages used on touch)
+local DATA_BYTES = 256 << 20      -- default board payload space (virtual; pages used on touch)
 local IMAP_AHEAD = 512            -- chunks an imap keeps submitted ahead of its reader
 local FCACHE_MAX = 64             -- decoded functions a worker keeps
 
@@ -1060,7 +1060,8 @@ end
 -- Construction
 -- ---------------------------------------------------------------------
 
-local OPTIONS = { processes = true, initializer = true, initargs = true, maxtasksperchild = true }
+local OPTIONS = { processes = true, initializer = true, initargs = true, maxtasksperchild = true,
+                  board_size = true }
 
 local function check_options(a, b)
   local opts, n = b, 2
@@ -1078,15 +1079,20 @@ local function check_options(a, b)
   if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
     util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1")
   end
+  local size, page, most = opts.board_size, core.POOL_BOARD_PAGE, core.POOL_MAX_BOARD
+  if size ~= nil and (math.type(size) ~= "integer" or size < page or size > most or size % page ~= 0) then
+    util.argerror("Pool", n, ("board_size must be a multiple of %d in %d..%d, got %s")
+      :format(page, page, most, tostring(size)))
+  end
   return a or core.process_cpu_count(), opts
 end
 
--- mproc.Pool([processes], [{initializer, initargs, maxtasksperchild}])
+-- mproc.Pool([processes], [{initializer, initargs, maxtasksperchild, board_size}])
 -- mproc.Pool{processes = n, initializer = f, ...}
 local function new(_, a, b)
   local processes, opts = check_options(a, b)
   if next(orphans) then reap_orphans() end
-  local board, err, code = core.pool_board(processes, NSLOTS, DATA_BYTES)
+  local board, err, code = core.pool_board(processes, NSLOTS, opts.board_size or DATA_BYTES)
   if not board then return nil, err, code end
   -- A pool's fields, all private:
   --   workers    _processes (how many), _board (core.pool_board),
