@@ -123,14 +123,14 @@ describe("with luv", function()
     local a, b = mproc.Pipe()
     local pa, pb = uv.new_poll(a:fileno()), uv.new_poll(b:fileno())   -- sets O_NONBLOCK
     local p = mproc.Process(function()
-      for i = 1, 25 do   -- each message meets a full or an empty socket many times
+      for i = 1, 100 do   -- each message meets a full or an empty socket many times
         local m = assert(b:recv())
         assert(#m == 8 * 1024 * 1024 and m:byte(1) == i % 256 and m:byte(-1) == i % 256, "torn")
         b:send(i)
       end
     end):start()
     b:close()   -- the child's now: if this process fails, the child sees the end
-    for i = 1, 25 do
+    for i = 1, 100 do
       assert.is_true(a:send(string.rep(string.char(i % 256), 8 * 1024 * 1024)))
       assert.are.equal(i, a:recv())
     end
