@@ -116,6 +116,18 @@ end)
 local has_luv = pcall(require, "luv")
 local has_cqueues = pcall(require, "cqueues")
 
+-- Runs an examples/eventloop script: everything it waits for arrives, and
+-- the parent's CPU time while it waits stays near zero (no busy loop).
+local function check_example(path)
+  local out = support.run_lua(nil, { path = path, env = "timeout 60" })
+  for _, line in ipairs({ "process ended with exitcode 0", "popen: line 1", "popen: line 3", "popen ended",
+                          "connection: 3 messages, then closed", "pool: task 4 gave 16", "queue: 6 items" }) do
+    assert.matches(line, out, 1, true)
+  end
+  local cpu = tonumber(out:match("parent CPU while waiting: ([%d.]+) s"))
+  assert.is_true(cpu ~= nil and cpu < 0.3, "the parent busy-waited: " .. tostring(cpu))
+end
+
 describe("with luv", function()
   it("sends and receives 8 MiB messages on descriptors luv made non-blocking, none torn", function()
     if not has_luv then pending("lua-luv is not installed") return end
@@ -142,13 +154,7 @@ describe("with luv", function()
   it("runs examples/eventloop/luv.lua: everything arrives, the parent idles", function()
     if not has_luv then pending("lua-luv is not installed") return end
     if support.PORTABLE then return pending("not in the portable build: the example watches a Pool's epoll descriptor") end
-    local out = support.run_lua(nil, { path = "examples/eventloop/luv.lua", env = "timeout 60" })
-    for _, line in ipairs({ "process ended with exitcode 0", "popen: line 1", "popen: line 3", "popen ended",
-                            "connection: 3 messages, then closed", "pool: task 4 gave 16", "queue: 6 items" }) do
-      assert.matches(line, out, 1, true)
-    end
-    local cpu = tonumber(out:match("parent CPU while waiting: ([%d.]+) s"))
-    assert.is_true(cpu ~= nil and cpu < 0.3, "the parent busy-waited: " .. tostring(cpu))
+    check_example("examples/eventloop/luv.lua")
   end)
 end)
 
@@ -156,12 +162,6 @@ describe("with cqueues", function()
   it("runs examples/eventloop/cqueues.lua: everything arrives, the parent idles", function()
     if not has_cqueues then pending("lua-cqueues is not installed") return end
     if support.PORTABLE then return pending("not in the portable build: the example watches a Pool's epoll descriptor") end
-    local out = support.run_lua(nil, { path = "examples/eventloop/cqueues.lua", env = "timeout 60" })
-    for _, line in ipairs({ "process ended with exitcode 0", "popen: line 1", "popen: line 3", "popen ended",
-                            "connection: 3 messages, then closed", "pool: task 4 gave 16", "queue: 6 items" }) do
-      assert.matches(line, out, 1, true)
-    end
-    local cpu = tonumber(out:match("parent CPU while waiting: ([%d.]+) s"))
-    assert.is_true(cpu ~= nil and cpu < 0.3, "the parent busy-waited: " .. tostring(cpu))
+    check_example("examples/eventloop/cqueues.lua")
   end)
 end)
