@@ -452,6 +452,7 @@ describe("subprocess", function()
       assert.are.equal(1, subprocess.call(("[ -e /proc/$$/fd/%d ]"):format(fd), { shell = true, close_fds = false }))
       p.stdin:close()
       p:wait()
+      p.stdout:close()   -- not left to the collector, which would close it in a later spec's count
     end)
 
     it("wait returns the returncode alone", function()
