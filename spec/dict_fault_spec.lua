@@ -100,49 +100,12 @@ local kinds = {
 
 local TRIALS = [[
   local mproc = require "mproc"
-  local WORKERS, KILLS, STALL = 3, %d, 1.0
   local step, verify, usable, obj
   %s
-  local count = mproc.Array("q", WORKERS + 3 * KILLS, false)   -- a slot per worker
-  local function worker(slot)
-    local p = mproc.Process(function()
-      local i = 0
-      while true do i = i + 1; step(slot, i); count[slot] = i end
-    end)
-    p.daemon = true
-    return p:start()
-  end
-  -- whether every live worker's counter moves within STALL seconds
-  local function all_progress(slots)
-    local before = {}
-    for i, s in ipairs(slots) do before[i] = count[s] end
-    local deadline = mproc.monotonic() + STALL
-    repeat
-      local moved = true
-      for i, s in ipairs(slots) do moved = moved and count[s] ~= before[i] end
-      if moved then return true end
-      mproc.sleep(0.0005)
-    until mproc.monotonic() > deadline
-    return false
-  end
-  local ps, slots, stalls = {}, {}, 0
-  for i = 1, WORKERS do ps[i], slots[i] = worker(i), i end
-  -- KILLS kills, and more (up to 3 * KILLS) until one landed inside a
+  -- past %d kills (up to 3 times as many) until one landed inside a
   -- transaction, so that the undo path is surely taken
-  local k = 0
-  while k < KILLS or (k < 3 * KILLS and select(3, obj:_sizes()) == 0) do
-    k = k + 1
-    mproc.sleep(math.random() * 0.003)
-    local v = math.random(WORKERS)
-    ps[v]:kill()
-    assert(ps[v]:join(10) == -9)
-    slots[v] = WORKERS + k
-    ps[v] = worker(slots[v])
-    if not all_progress(slots) then stalls = stalls + 1 end
-  end
-  for _, p in ipairs(ps) do p:kill(); p:join(10) end
-  local done = {}
-  for s = 1, WORKERS + k do done[s] = count[s] end
+  local stalls, done = require("kill_trials").run(step, %d,
+    function() return select(3, obj:_sizes()) == 0 end, 3 * %d)
   local ok, whole = pcall(verify, done)
   local rollbacks = select(3, obj:_sizes())
   print("stalls " .. stalls, "whole " .. tostring(ok and whole), "usable " .. tostring(usable()),
@@ -154,7 +117,7 @@ local TRIALS = [[
 describe("Dict and List under SIGKILL at random instants", function()
   for name, make in pairs(kinds) do
     it("stay whole and usable through " .. KILLS .. " kills inside " .. name, function()
-      local out = support.run_lua(TRIALS:format(KILLS, make), { env = "timeout 300", stderr = false })
+      local out = support.run_lua(TRIALS:format(make, KILLS, KILLS, KILLS), { env = "timeout 300", stderr = false })
       assert.are.equal("stalls 0\twhole true\tusable true\tundone some\n", out)
     end)
   end

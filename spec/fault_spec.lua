@@ -25,42 +25,9 @@ local kinds = {
 
 local TRIALS = [[
   local mproc = require "mproc"
-  local WORKERS, KILLS, STALL = 3, %d, 1.0
   local step, q
   %s
-  local count = mproc.Array("i", WORKERS + KILLS, false)   -- a slot per worker
-  local function worker(slot)
-    local p = mproc.Process(function()
-      while true do step(); count[slot] = count[slot] + 1 end
-    end)
-    p.daemon = true
-    return p:start()
-  end
-  -- whether every live worker's counter moves within STALL seconds
-  local function all_progress(slots)
-    local before = {}
-    for i, s in ipairs(slots) do before[i] = count[s] end
-    local deadline = mproc.monotonic() + STALL
-    repeat
-      local moved = true
-      for i, s in ipairs(slots) do moved = moved and count[s] ~= before[i] end
-      if moved then return true end
-      mproc.sleep(0.0005)
-    until mproc.monotonic() > deadline
-    return false
-  end
-  local ps, slots, stalls = {}, {}, 0
-  for i = 1, WORKERS do ps[i], slots[i] = worker(i), i end
-  for k = 1, KILLS do
-    mproc.sleep(math.random() * 0.003)
-    local v = math.random(WORKERS)
-    ps[v]:kill()
-    assert(ps[v]:join(10) == -9)
-    slots[v] = WORKERS + k
-    ps[v] = worker(slots[v])
-    if not all_progress(slots) then stalls = stalls + 1 end
-  end
-  for _, p in ipairs(ps) do p:kill(); p:join(10) end
+  local stalls = require("kill_trials").run(step, %d)
   local whole = true
   if q then   -- what is in it can be taken, and it takes more
     while q:get(false) do end
@@ -72,7 +39,7 @@ local TRIALS = [[
 describe("a shared object under SIGKILL at random instants", function()
   for name, make in pairs(kinds) do
     it("keeps " .. name .. " going: " .. KILLS .. " kills of holders and waiters", function()
-      local out = support.run_lua(TRIALS:format(KILLS, make), { env = "timeout 300" })
+      local out = support.run_lua(TRIALS:format(make, KILLS), { env = "timeout 300" })
       assert.are.equal("stalls 0\twhole true\n", out)
     end)
   end
