@@ -2,11 +2,14 @@
 -- interpreter with the tree's LUA_PATH/LUA_CPATH (make test sets them),
 -- stdin on /dev/null and a time limit; a failure names the file and line
 -- of the block. A block marked ```lua fragment is not run (it cannot run
--- alone: say why beside it); other fences (sh, text, ...) are not Lua.
+-- alone: say why beside it); one marked ```lua linux runs only where the
+-- build has Linux's facilities (not under PORTABLE=1); other fences (sh,
+-- text, ...) are not Lua.
 local support = require "support"
 
 local LIMIT = 60       -- seconds a block may take
 local FRAGMENT = "fragment"
+local LINUX = "linux"
 
 -- The fenced blocks of the Markdown text s: { start = line of the opening
 -- fence, info = its info string, code = the lines between the fences }.
@@ -37,7 +40,7 @@ local function lua_blocks(path)
     local lang, rest = b.info:match("^(%S*)%s*(.*)$")
     if lang == "lua" then
       if rest:find(FRAGMENT, 1, true) then fragments[#fragments + 1] = b
-      else run[#run + 1] = b end
+      elseif not (support.PORTABLE and rest:find(LINUX, 1, true)) then run[#run + 1] = b end
     end
   end
   return run, fragments

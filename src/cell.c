@@ -36,10 +36,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__linux__) || defined(__APPLE__)
-#include <sys/random.h>
-#endif
-
 #include "mproc.h"
 
 #define CELL_MAGIC 0x6d70636cu /* "mpcl" */
@@ -70,17 +66,6 @@ static int atfork_done = 0;
 ** Who we are, and forks
 ** --------------------------------------------------------------------- */
 
-/* 64 bits from the kernel's random source; 0 when there is none. */
-static uint64_t random64(void) {
-  uint64_t r = 0;
-#if MP_LINUX
-  if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = 0;
-#else
-  if (getentropy(&r, sizeof r) != 0) r = 0;
-#endif
-  return r;
-}
-
 /* pid in the high half, a per-process nonce in the low half: a reused pid
 ** is not mistaken for a dead owner. Origins of this process's regions
 ** count up from a random base (pid and clock mixed in, should the random
@@ -91,7 +76,7 @@ static void set_self(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   mix = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ 0x5bd1e995u;
   self_token = ((uint64_t)(uint32_t)getpid() << 32) | (uint32_t)mix;
-  origin_base = random64() ^ ((uint64_t)(uint32_t)getpid() << 40) ^ mix;
+  origin_base = mp_random64() ^ ((uint64_t)(uint32_t)getpid() << 40) ^ mix;
   origin_serial = 0;
 }
 

@@ -10,13 +10,17 @@
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mproc.h"
 
 #if MP_LINUX
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/random.h>
 #define MP_HAVE_EVENTFD 1
 #else
 #define MP_HAVE_EVENTFD 0
@@ -61,6 +65,67 @@ void mp_grow_pipe(int fd) {
 #else
   (void)fd;
 #endif
+}
+
+/* ---------------------------------------------------------------------
+** Shared files: memory that processes share through a descriptor (a
+** memfd on Linux, elsewhere a temporary file unlinked at once), and
+** reaching one that another live process holds (/proc/<pid>/fd/<n>, on
+** Linux only: MP_HAVE_PROC_FD).
+** --------------------------------------------------------------------- */
+
+/* A new empty shared file, close-on-exec; -1 with errno set. name is
+** what /proc/<pid>/fd shows for it on Linux. */
+int mp_shared_file(const char *name) {
+#if MP_LINUX
+  return memfd_create(name, MFD_CLOEXEC);
+#else
+  char path[] = "/tmp/mproc-XXXXXX";
+  int fd = mkstemp(path);
+  (void)name;
+  if (fd < 0) return -1;
+  unlink(path);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+#endif
+}
+
+/* A descriptor of our own (close-on-exec, read-write) on the file that
+** process pid holds as descriptor fd, if that file has device dev and
+** inode ino; -1 otherwise, with errno ENOENT when no live process holds
+** it there (or the system cannot tell). The caller checks what is in the
+** file (a nonce), since a pid, a descriptor number or an inode may have
+** been reused. */
+int mp_open_held(pid_t pid, int fd, uint64_t dev, uint64_t ino) {
+#if MP_HAVE_PROC_FD
+  char path[64];
+  struct stat sb;
+  int f;
+  if (pid <= 0 || fd < 0) { errno = ENOENT; return -1; }
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+  if ((f = open(path, O_RDWR | O_CLOEXEC)) < 0) { errno = ENOENT; return -1; }
+  if (fstat(f, &sb) < 0 || (uint64_t)sb.st_dev != dev || (uint64_t)sb.st_ino != ino) {
+    close(f);
+    errno = ENOENT;
+    return -1;
+  }
+  return f;
+#else
+  (void)pid; (void)fd; (void)dev; (void)ino;
+  errno = ENOENT;
+  return -1;
+#endif
+}
+
+/* 64 bits from the kernel's random source; 0 when there is none. */
+uint64_t mp_random64(void) {
+  uint64_t r = 0;
+#if MP_LINUX
+  if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = 0;
+#else
+  if (getentropy(&r, sizeof r) != 0) r = 0;
+#endif
+  return r;
 }
 
 /* ---------------------------------------------------------------------

@@ -115,6 +115,12 @@ MP_HIDDEN struct timespec mp_timespec(double seconds);
 MP_HIDDEN int mp_cloexec_pipe(int fds[2]);
 MP_HIDDEN int mp_cloexec_socketpair(int sv[2]);
 MP_HIDDEN void mp_grow_pipe(int fd);
+/* fd.c: shared files (memfd, else an unlinked temporary file), and opening
+** one that another live process holds (/proc/<pid>/fd/<n>, Linux only). */
+#define MP_HAVE_PROC_FD MP_LINUX
+MP_HIDDEN int mp_shared_file(const char *name);
+MP_HIDDEN int mp_open_held(pid_t pid, int fd, uint64_t dev, uint64_t ino);
+MP_HIDDEN uint64_t mp_random64(void);
 /* fd.c: a descriptor made readable when an object may be ready, for event
 ** loops: signal makes it readable, drain unreadable. -1 when closed. */
 typedef struct { int rfd, wfd; } mp_notifier;

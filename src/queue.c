@@ -41,27 +41,15 @@
 #include "mproc.h"
 
 /* ---------------------------------------------------------------------
-** Portability: the item file is a memfd on Linux, elsewhere a temporary
-** file unlinked at once. The mapping grows with mremap on Linux, elsewhere
-** by mapping it anew.
+** Portability: the item file is fd.c's mp_shared_file. The mapping grows
+** with mremap on Linux, elsewhere by mapping it anew.
 ** --------------------------------------------------------------------- */
 #if MP_LINUX
-static int open_item_file(void) {
-  return memfd_create("mproc-queue", MFD_CLOEXEC);
-}
 static void *remap(void *old, size_t oldsize, size_t size, int fd) {
   (void)fd;
   return mremap(old, oldsize, size, MREMAP_MAYMOVE);
 }
 #else
-static int open_item_file(void) {
-  char path[] = "/tmp/mproc-queue-XXXXXX";
-  int fd = mkstemp(path);
-  if (fd < 0) return -1;
-  unlink(path);
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
-  return fd;
-}
 static void *remap(void *old, size_t oldsize, size_t size, int fd) {
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p != MAP_FAILED) munmap(old, oldsize);
@@ -333,7 +321,7 @@ static int l_queue_new(lua_State *L) {
   h->note.rfd = h->note.wfd = -1;
   luaL_setmetatable(L, QUEUE_MT);
   if (mp_notifier_open(&h->note) < 0) return mp_fail(L, "cannot create a queue");
-  if ((h->fd = open_item_file()) < 0) return mp_fail(L, "cannot create a queue");
+  if ((h->fd = mp_shared_file("mproc-queue")) < 0) return mp_fail(L, "cannot create a queue");
   if (ftruncate(h->fd, (off_t)RING_MIN) < 0) return mp_fail(L, "cannot create a queue");
   map = mmap(NULL, RING_MIN, PROT_READ | PROT_WRITE, MAP_SHARED, h->fd, 0);
   if (map == MAP_FAILED) return mp_fail(L, "cannot create a queue");

@@ -42,21 +42,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if defined(__linux__)
-#include <sys/random.h>
-#endif
-
 #include "mproc.h"
 
 /* ---------------------------------------------------------------------
-** Portability: a memfd and fallocate's hole punching on Linux; elsewhere
-** an unlinked temporary file, memory given back by ftruncate only, and
-** no reaching a store through /proc.
+** Portability: mremap and fallocate's hole punching on Linux; elsewhere
+** the file (fd.c's mp_shared_file) is mapped anew and memory is given
+** back by ftruncate only.
 ** --------------------------------------------------------------------- */
-#if defined(__linux__)
-static int open_store_file(void) {
-  return memfd_create("mproc-store", MFD_CLOEXEC);
-}
+#if MP_LINUX
 static void *remap(void *old, size_t oldsize, size_t size, int fd, off_t off) {
   (void)fd; (void)off;
   return mremap(old, oldsize, size, MREMAP_MAYMOVE);
@@ -66,33 +59,13 @@ static void punch(int fd, off_t off, off_t len) {
     /* only memory is kept */
   }
 }
-static uint64_t random64(void) {
-  uint64_t r = 0;
-  if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = 0;
-  return r;
-}
-#define MP_HAVE_PROC_FD 1
 #else
-static int open_store_file(void) {
-  char path[] = "/tmp/mproc-store-XXXXXX";
-  int fd = mkstemp(path);
-  if (fd < 0) return -1;
-  unlink(path);
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
-  return fd;
-}
 static void *remap(void *old, size_t oldsize, size_t size, int fd, off_t off) {
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
   if (p != MAP_FAILED) munmap(old, oldsize);
   return p;
 }
 static void punch(int fd, off_t off, off_t len) { (void)fd; (void)off; (void)len; }
-static uint64_t random64(void) {
-  uint64_t r = 0;
-  if (getentropy(&r, sizeof r) != 0) r = 0;
-  return r;
-}
-#define MP_HAVE_PROC_FD 0
 #endif
 
 #define ST_MAGIC 0x6d707374u          /* "mpst" */
@@ -455,7 +428,7 @@ fail:
 
 /* A new store of kind, or NULL with errno set. */
 mp_store *mp_store_new(int kind) {
-  int fd = open_store_file(), e;
+  int fd = mp_shared_file("mproc-store"), e;
   mp_store *s;
   st_header *h;
   if (fd < 0) return NULL;
@@ -464,7 +437,7 @@ mp_store *mp_store_new(int kind) {
   h = s->hdr;
   if ((e = mp_mutex_init(&h->lock)) != 0) { store_destroy(s); errno = e; return NULL; }
   h->kind = (uint32_t)kind;
-  h->nonce = random64() | 1;
+  h->nonce = mp_random64() | 1;
   h->maker_pid = (int32_t)getpid();
   h->maker_fd = fd;
   h->data_size = DATA_MIN;
@@ -500,27 +473,12 @@ static void mp_store_push_token(lua_State *L, mp_store *s) {
 /* Maps the store that process pid holds as descriptor fd, if it is the
 ** one with that device, inode and nonce; NULL (errno set) otherwise. */
 static mp_store *store_open(pid_t pid, int fd, uint64_t dev, uint64_t ino, uint64_t nonce) {
-#if MP_HAVE_PROC_FD
-  char path[64];
-  struct stat sb;
   mp_store *s;
-  int f, e;
-  if (pid <= 0 || fd < 0) { errno = ENOENT; return NULL; }
-  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
-  if ((f = open(path, O_RDWR | O_CLOEXEC)) < 0) return NULL;
-  if (fstat(f, &sb) < 0 || (uint64_t)sb.st_dev != dev || (uint64_t)sb.st_ino != ino) {
-    close(f);
-    errno = ENOENT;
-    return NULL;
-  }
+  int f = mp_open_held(pid, fd, dev, ino), e;
+  if (f < 0) return NULL;
   if ((s = store_attach(f, nonce)) == NULL) return NULL;   /* closes f */
   if ((e = ensure_map(s)) != 0) { store_destroy(s); errno = e; return NULL; }
   return s;
-#else
-  (void)pid; (void)fd; (void)dev; (void)ino; (void)nonce;
-  errno = ENOENT;
-  return NULL;
-#endif
 }
 
 /* The store named by token, with a reference taken: ours if this process
