@@ -2,6 +2,7 @@
 -- server process), in one run. A plain Lua table (not shared) is the floor
 -- for set/get.
 local mproc = require "mproc"
+local core = require "mproc.core"
 local common = require "bench.common"
 
 local N = tonumber(os.getenv("N")) or 1000000
@@ -81,9 +82,9 @@ end
 local big = mproc.Dict()
 local before = shmem_mib()
 for i = 1, NMEM do big[i] = "v" .. i end
-local full, file_full = shmem_mib() - before, big:_sizes() / 2 ^ 20
+local full, file_full = shmem_mib() - before, core.store_sizes(big) / 2 ^ 20
 big:clear()
-local cleared, file_cleared = shmem_mib() - before, big:_sizes() / 2 ^ 20
+local cleared, file_cleared = shmem_mib() - before, core.store_sizes(big) / 2 ^ 20
 local pyp = assert(io.popen("python3 bench/dict_manager.py memory " .. NMEM))
 local pyfull, py = pyp:read("n", "n")
 pyp:close()

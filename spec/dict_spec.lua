@@ -1,4 +1,5 @@
 local mproc = require "mproc"
+local core = require "mproc.core"
 local support = require "support"
 
 -- Runs f in a child; returns its exit code, or nil (and kills it) when it
@@ -11,7 +12,7 @@ local function within(seconds, f)
 end
 
 local function whole(obj)
-  local ok, why = obj:_check()
+  local ok, why = core.store_check(obj)
   assert(ok, why)
   return true
 end
@@ -253,12 +254,12 @@ describe("Dict", function()
 
   it("gives its memory back after clear()", function()
     local d = mproc.Dict()
-    local data0 = d:_sizes()
+    local data0 = core.store_sizes(d)
     for i = 1, 100000 do d[i] = ("v"):rep(40) end
-    local data1 = d:_sizes()
+    local data1 = core.store_sizes(d)
     assert.is_true(data1 > 4 * 1024 * 1024)
     d:clear()
-    local data2, top = d:_sizes()
+    local data2, top = core.store_sizes(d)
     assert.are.equal(data0, data2)
     assert.is_true(top < 4096)
     d.again = 1
@@ -327,6 +328,7 @@ describe("a wait for a container's lock", function()
   it("is interrupted by Ctrl-C (SIGINT in lua5.4), taking nothing", function()
     local out = support.run_lua([[
       local mproc = require "mproc"
+      local core = require "mproc.core"
       local me = mproc.getpid()
       local d, inside = mproc.Dict { n = 1 }, mproc.Event()
       local holder = mproc.Process(function()
@@ -342,7 +344,7 @@ describe("a wait for a container's lock", function()
       killer:join()
       holder:kill()
       holder:join()
-      print(d.n, d.half, d.x, d:_check())
+      print(d.n, d.half, d.x, core.store_check(d))
     ]], { env = "timeout 60" })
     assert.matches("^false\t[^\n]*interrupted!\ttrue\n1\tnil\tnil\ttrue\n$", out)
   end)
@@ -493,11 +495,83 @@ describe("Namespace", function()
     assert.are.equal("mproc.Namespace (2 fields)", tostring(ns))
   end)
 
-  it("has no methods: every name is a field", function()
+  it("has one method, update_key: every other name is a field", function()
     local ns = mproc.Namespace()
     assert.is_nil(ns.keys)
     ns.update = 1
+    ns.get = 2
     assert.are.equal(1, ns.update)
+    assert.are.equal(2, ns.get)
+    assert.are.equal("function", type(ns.update_key))
+  end)
+
+  it("refuses a field named update_key rather than hide it", function()
+    local ns = mproc.Namespace()
+    assert.has_error(function() ns.update_key = 1 end, "'update_key' is a Namespace method, not a field")
+    assert.has_error(function() mproc.Namespace { update_key = 1 } end,
+      "bad argument #1 to 'Namespace' ('update_key' is a Namespace method, not a field)")
+    assert.has_error(function() ns:update_key("update_key", print) end,
+      "bad argument #1 to 'update_key' ('update_key' is a Namespace method, not a field)")
+    assert.are.equal(0, #ns)
+  end)
+
+  it("update_key: f(old) stored atomically, nil deletes, an error leaves the old value", function()
+    local ns = mproc.Namespace()
+    assert.are.equal(1, ns:update_key("n", function(old) return (old or 0) + 1 end))
+    assert.are.equal(2, ns:update_key("n", function(old) return old + 1 end))
+    local ok, err = pcall(ns.update_key, ns, "n", function()
+      ns.other = "set inside"
+      error({ code = 7 })
+    end)
+    assert.is_false(ok)
+    assert.are.same({ code = 7 }, err)
+    assert.are.equal(2, ns.n)
+    assert.is_nil(ns.other)
+    assert.is_nil(ns:update_key("n", function() return nil end))
+    assert.are.equal(0, #ns)
+    assert.is_true(whole(ns))
+  end)
+
+  it("update_key: 4 processes x 1000 increments give exactly 4000", function()
+    local ns = mproc.Namespace { n = 0 }
+    local ps = {}
+    for i = 1, 4 do
+      ps[i] = mproc.Process(function()
+        for _ = 1, 1000 do ns:update_key("n", function(n) return n + 1 end) end
+      end):start()
+    end
+    for _, p in ipairs(ps) do assert.are.equal(0, p:join(60)) end
+    assert.are.equal(4000, ns.n)
+  end)
+
+  it("update_key: a process killed inside leaves the old value", function()
+    local ns, inside = mproc.Namespace { n = 1, other = "old" }, mproc.Event()
+    local p = mproc.Process(function()
+      ns:update_key("n", function(n)
+        ns.other = "new"
+        inside:set()
+        mproc.sleep(60)
+        return n + 1
+      end)
+    end):start()
+    local entered = inside:wait(10)
+    p:kill()
+    assert.are.equal(-9, p:join(10))
+    assert.is_true(entered)
+    assert.are.equal(1, ns.n)
+    assert.are.equal("old", ns.other)
+    assert.is_true(whole(ns))
+    assert.are.equal(2, ns:update_key("n", function(n) return n + 1 end))
+  end)
+
+  it("update_key refuses bad arguments, naming the function", function()
+    local ns = mproc.Namespace()
+    assert.has_error(function() ns:update_key(1, print) end,
+      "bad argument #1 to 'update_key' (field name must be a string, got number)")
+    assert.has_error(function() ns:update_key("x", 5) end,
+      "bad argument #2 to 'update_key' (function expected, got number)")
+    assert.has_error(function() ns.update_key({}, "x", print) end,
+      "bad argument #1 to 'update_key' (mproc.Namespace expected, got table)")
   end)
 
   it("takes string names only", function()
@@ -583,6 +657,141 @@ describe("objects made at any time", function()
     local ok, err = pcall(q.get, q)
     assert.is_false(ok)
     assert.matches("cannot receive a Dict: no live process holds it any more", err, 1, true)
+  end)
+end)
+
+describe("Dict, List and Namespace", function()
+  for _, make in ipairs { mproc.Dict, mproc.List, mproc.Namespace } do
+    local mt = getmetatable(make())
+    it(mt.__name .. " has no private function among its methods", function()
+      local n = 0
+      for name in pairs(mt.__methods) do
+        n = n + 1
+        assert.is_nil(name:find("^_"), name)
+      end
+      assert.is_true(n > 0)
+    end)
+  end
+end)
+
+describe("a container held only by another container", function()
+  local linux_it = support.PORTABLE and function() end or it
+
+  local function settle()
+    collectgarbage()
+    collectgarbage()
+  end
+
+  linux_it("lives: workers started before and after the parent let go of it append to it", function()
+    local pool <close> = mproc.Pool(2)
+    pool:map(function() end, { 1, 2 })          -- the workers run
+    local results = mproc.Dict()
+    results.log = mproc.List()                  -- no handle kept
+    settle()
+    pool:map(function(x) results.log:append(x) end, { 1, 2, 3, 4 })
+    local late = within(30, function() results.log:append("late") end)
+    assert.are.equal(0, late)
+    local seen = results.log:totable()
+    table.sort(seen, function(a, b) return tostring(a) < tostring(b) end)
+    assert.are.same({ 1, 2, 3, 4, "late" }, seen)
+  end)
+
+  linux_it("lives when its holder is itself held only by a third container", function()
+    local pool <close> = mproc.Pool(1)
+    pool:map(function() end, { 1 })
+    local top = mproc.Dict()
+    do
+      local mid = mproc.Namespace()
+      mid.log = mproc.List { "first" }
+      top.mid = mid
+    end
+    settle()
+    pool:map(function(x) top.mid.log:append(x) end, { 1, 2 })
+    assert.are.same({ "first", 1, 2 }, top.mid.log:totable())
+  end)
+
+  it("is let go of (its descriptor closed) when the reference is deleted or overwritten", function()
+    settle()
+    local d = mproc.Dict()
+    local base = support.fd_count()
+    d.a = mproc.List { 1 }
+    d.b = { nested = { mproc.List { 2 } } }
+    d.c = mproc.Dict()
+    settle()
+    assert.are.equal(base + 3, support.fd_count())    -- kept open by d
+    d.a = nil
+    assert.are.equal(base + 2, support.fd_count())
+    d.b = "overwritten"
+    assert.are.equal(base + 1, support.fd_count())
+    d:pop("c")
+    settle()
+    assert.are.equal(base, support.fd_count())
+    assert.is_true(whole(d))
+  end)
+
+  it("is let go of when another process deletes the reference, at this one's next use", function()
+    settle()
+    local d = mproc.Dict()
+    local base = support.fd_count()
+    d.x = mproc.List()
+    d.y = mproc.List()
+    settle()
+    assert.are.equal(base + 2, support.fd_count())
+    assert.are.equal(0, within(10, function() d.x = nil; d:clear() end))
+    settle()
+    assert.are.equal(0, #d)                           -- a use: the kept ones go
+    assert.are.equal(base, support.fd_count())
+  end)
+
+  it("is kept once however many values name it, and let go of with the last", function()
+    settle()
+    local l = mproc.List()
+    local base = support.fd_count()
+    do
+      local inner = mproc.Dict()
+      for i = 1, 5 do l:append({ i, inner }) end
+      l[2] = inner
+    end
+    settle()
+    assert.are.equal(base + 1, support.fd_count())
+    assert.are.equal(4, select(4, core.store_sizes(l)) + 3)   -- one kept store
+    for _ = 1, 4 do l:pop() end
+    settle()
+    assert.are.equal(base + 1, support.fd_count())
+    local last = l:pop()          -- names the Dict: decoded, then let go of by l
+    assert.are.equal(1, last[1])
+    last[2].x = "usable"
+    assert.are.equal("usable", last[2].x)
+    last = nil
+    settle()
+    assert.are.equal(base, support.fd_count())
+    assert.is_true(whole(l))
+  end)
+
+  it("leaks nothing through cycles: containers that hold each other go together", function()
+    settle()
+    local before = support.fd_count()
+    for _ = 1, 10 do
+      local a, b = mproc.Dict(), mproc.List()
+      a.b = b
+      b:append(a)
+      a.self = a
+    end
+    settle()
+    assert.are.equal(before, support.fd_count())
+  end)
+
+  it("counts references whole through update_key, update, extend, sort and an error undone", function()
+    local d, l, inner = mproc.Dict(), mproc.List(), mproc.List()
+    d:update { a = inner, b = { inner } }
+    l:extend { inner, 1, inner }
+    l:sort(function(x, y) return tostring(x) < tostring(y) end)
+    pcall(d.update_key, d, "a", function() d.c = inner; error("undone") end)
+    d:update_key("b", function() return inner end)
+    assert.is_nil(d.c)
+    assert.is_true(d.a == inner and d.b == inner and l:count(inner) == 2)
+    assert.is_true(whole(d))
+    assert.is_true(whole(l))
   end)
 end)
 

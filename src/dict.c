@@ -6,8 +6,9 @@
 ** hash's low bits, linear probing; 0 empty, DUMMY deleted, else entry
 ** number + 1) into an array of entries {hash, record} in insertion order,
 ** so keys(), values() and pairs() give keys in the order they were first
-** set. A record holds the value's length, the key's length, then the key
-** and the value as codec bytes. Keys are encoded too (a float with an
+** set. A record holds the value's length, the key's length, the number of
+** stores the value names, then the key and the value as codec bytes, then
+** those stores' ids (store.c: References between stores). Keys are encoded too (a float with an
 ** integer value as that integer, as Lua's tables do): equal keys have
 ** equal bytes.
 **
@@ -30,8 +31,7 @@
 #define NS_MT "mproc.Namespace"
 #define EMPTY 0u
 #define DUMMY 0xffffffffu
-#define REC_HEAD 16          /* u64 value length, u32 key length, u32 0 */
-#define SMALL 512            /* values copied out to the C stack */
+#define REC_HEAD 16          /* u64 value length, u32 key length, u32 refs */
 #define RESET_AT ((uint64_t)1 << 20)  /* an emptied heap above this starts over */
 #define MAX_INDEX ((uint64_t)1 << 31)
 #define SET_LOG (4 * MP_STORE_ALLOC_LOG + 4 * MP_STORE_FREE_LOG + 4)
@@ -45,13 +45,12 @@ typedef struct {
   uint64_t hash;
 } dkey;
 
-/* A value copied out under the lock, decoded after it. */
+/* A value to store: its codec bytes and the ids of the stores it names. */
 typedef struct {
-  char small[SMALL];
-  mp_buf buf;
-  const char *p;
-  size_t n;
-} vcopy;
+  mp_bytes b;
+  const char *ids;
+  uint32_t nids;
+} dval;
 
 #define DATA(s) mp_store_data(s)
 #define WORD(s, off) (*(uint64_t *)(DATA(s) + (off)))
@@ -111,6 +110,28 @@ static uint32_t *index_of(mp_store *s) {
 
 static entry *entries_of(mp_store *s) {
   return (entry *)(DATA(s) + mp_store_st(s)->b_off);
+}
+
+/* The record at rec: its key and value lengths, the stores it names. */
+static void rec_sizes(mp_store *s, uint64_t rec, uint64_t *vlen, uint32_t *klen, uint32_t *nref) {
+  const char *r = DATA(s) + rec;
+  memcpy(vlen, r, 8);
+  memcpy(klen, r + 8, 4);
+  memcpy(nref, r + 12, 4);
+}
+
+/* Counts the references of the record at rec off the table: it goes. */
+static void rec_drop_refs(mp_store *s, uint64_t rec) {
+  uint64_t vlen;
+  uint32_t klen, nref;
+  rec_sizes(s, rec, &vlen, &klen, &nref);
+  if (nref > 0) mp_store_refs_drop(s, DATA(s) + rec + REC_HEAD + klen + vlen, nref);
+}
+
+static uint32_t rec_nref(mp_store *s, uint64_t rec) {
+  uint32_t nref;
+  memcpy(&nref, DATA(s) + rec + 12, 4);
+  return nref;
 }
 
 static int key_equal(mp_store *s, uint64_t rec, const dkey *k) {
@@ -197,35 +218,41 @@ static int resize(mp_store *s, uint64_t want) {
   return 0;
 }
 
-static void write_record(mp_store *s, uint64_t rec, const dkey *k, const mp_bytes *v) {
+static void write_record(mp_store *s, uint64_t rec, const dkey *k, const dval *v) {
   char *r = DATA(s) + rec;
-  uint64_t vlen = v->n[0] + v->n[1];
-  uint32_t klen = (uint32_t)k->n, zero = 0;
+  uint64_t vlen = v->b.n[0] + v->b.n[1];
+  uint32_t klen = (uint32_t)k->n;
   memcpy(r, &vlen, 8);
   memcpy(r + 8, &klen, 4);
-  memcpy(r + 12, &zero, 4);
+  memcpy(r + 12, &v->nids, 4);
   r += REC_HEAD;
   memcpy(r, k->b.p[0], k->b.n[0]);
   if (k->b.n[1]) memcpy(r + k->b.n[0], k->b.p[1], k->b.n[1]);
   r += k->n;
-  memcpy(r, v->p[0], v->n[0]);
-  if (v->n[1]) memcpy(r + v->n[0], v->p[1], v->n[1]);
+  memcpy(r, v->b.p[0], v->b.n[0]);
+  if (v->b.n[1]) memcpy(r + v->b.n[0], v->b.p[1], v->b.n[1]);
+  r += vlen;
+  if (v->nids) memcpy(r, v->ids, (size_t)v->nids * MP_STORE_ID);
 }
 
 /* d[k] = v. 0 or an errno (the caller undoes to its mark). */
-static int set_locked(mp_store *s, const dkey *k, const mp_bytes *v) {
+static int set_locked(mp_store *s, const dkey *k, const dval *v) {
   mp_store_state *st = mp_store_st(s);
-  uint64_t slot, rec;
+  uint64_t slot, rec, size = REC_HEAD + k->n + v->b.n[0] + v->b.n[1];
   int64_t j;
   int e;
   if (k->n > UINT32_MAX) return EFBIG;
-  if (!mp_store_room(s, SET_LOG)) return E2BIG;
   j = find(s, k, &slot);
-  if ((e = mp_store_alloc(s, REC_HEAD + k->n + v->n[0] + v->n[1], &rec)) != 0) return e;
+  if (!mp_store_room(s, SET_LOG + MP_STORE_REFS_LOG(v->nids) +
+                    (j >= 0 ? rec_nref(s, WORD(s, entry_rec_off(s, j))) : 0)))
+    return E2BIG;
+  if ((e = mp_store_alloc(s, size + (uint64_t)v->nids * MP_STORE_ID, &rec)) != 0) return e;
   write_record(s, rec, k, v);
+  if ((e = mp_store_refs_add(s, v->ids, v->nids)) != 0) return e;
   if (j >= 0) {
     uint64_t old = WORD(s, entry_rec_off(s, j));
     mp_store_put(s, entry_rec_off(s, j), rec);
+    rec_drop_refs(s, old);
     mp_store_free(s, old);
     return 0;
   }
@@ -254,53 +281,40 @@ static void del_locked(mp_store *s, int64_t j, uint64_t slot) {
   uint64_t rec = WORD(s, entry_rec_off(s, j));
   put_slot(s, slot, DUMMY);
   mp_store_put(s, entry_rec_off(s, j), 0);
+  rec_drop_refs(s, rec);
   mp_store_free(s, rec);
   st->count--;
   if (st->count == 0 && st->bump > RESET_AT) clear_locked(s);
 }
 
 /* Copies the value of entry j out. 0 or ENOMEM. */
-static int copy_value(mp_store *s, int64_t j, vcopy *c) {
-  const char *r = DATA(s) + entries_of(s)[j].rec;
-  uint64_t vlen;
-  uint32_t klen;
-  memcpy(&vlen, r, 8);
-  memcpy(&klen, r + 8, 4);
-  c->buf.p = NULL;
-  c->buf.cap = 0;
-  c->n = (size_t)vlen;
-  if (vlen <= SMALL) {
-    c->p = c->small;
-  } else {
-    if (mp_buf_take(&c->buf, (size_t)vlen) != 0) return ENOMEM;
-    c->p = c->buf.p;
-  }
-  memcpy((char *)c->p, r + REC_HEAD + klen, (size_t)vlen);
-  return 0;
-}
-
-/* After unlocking: pushes the copied value decoded; raises if it cannot be. */
-static void push_copy(lua_State *L, vcopy *c, const char *mt) {
-  int ok = mp_decode(L, c->p, c->n);
-  if (c->buf.p != NULL) mp_buf_give(&c->buf);
-  if (!ok) luaL_error(L, "cannot decode a %s value: %s", mt + 6, lua_tostring(L, -1));
+static int copy_value(mp_store *s, int64_t j, mp_vcopy *c) {
+  uint64_t rec = entries_of(s)[j].rec, vlen;
+  uint32_t klen, nref;
+  rec_sizes(s, rec, &vlen, &klen, &nref);
+  return mp_store_copy_out(s, rec + REC_HEAD + klen, vlen, c);
 }
 
 /* ---------------------------------------------------------------------
 ** Operations: each locks, works, unlocks, then touches Lua
 ** --------------------------------------------------------------------- */
 
-static void lock_or_raise(lua_State *L, mp_store *s, const char *mt) {
-  int e = mp_store_lock(L, s);
-  if (e != 0) luaL_error(L, "cannot lock the %s: %s", mt + 6, strerror(e));
+#define lock_or_raise mp_store_lock_or_raise
+
+/* Encodes the value at idx into v, with the stores it names. */
+static void encode_value(lua_State *L, mp_store *s, int idx, dval *v) {
+  mp_store_sends_begin(s);
+  mp_encode(L, idx, &v->b);
+  v->nids = mp_store_sends_end(&v->ids);
 }
 
 /* Pushes the value at the key at kidx, or nil; with del, deletes it too. */
 static void dict_get(lua_State *L, mp_store *s, int kidx, const char *mt, int del) {
   dkey k;
-  vcopy c;
+  mp_vcopy c;
   uint64_t slot;
   int64_t j;
+  uint32_t nref;
   int e = 0;
   check_key(L, s, kidx, &k, mt);
   lock_or_raise(L, s, mt);
@@ -310,18 +324,20 @@ static void dict_get(lua_State *L, mp_store *s, int kidx, const char *mt, int de
     lua_pushnil(L);
     return;
   }
-  if (del && !mp_store_room(s, DEL_LOG)) e = E2BIG;
+  nref = del ? rec_nref(s, entries_of(s)[j].rec) : 0;
+  if (del && !mp_store_room(s, DEL_LOG + nref)) e = E2BIG;
   if (e == 0) e = copy_value(s, j, &c);
   if (e == 0 && del) del_locked(s, j, slot);
-  mp_store_unlock(s);
+  mp_store_unlock_taken(s, nref);
   if (e != 0) mp_store_raise(L, del ? "pop from the Dict" : "read the Dict", e);
-  push_copy(L, &c, mt);
+  if (del) mp_store_push_taken(L, &c, s, nref, mt);
+  else mp_store_push_copy(L, &c, s, mt);
 }
 
 /* Sets the key at kidx to the value at vidx (nil: deletes). */
 static void dict_set(lua_State *L, mp_store *s, int kidx, int vidx, const char *mt) {
   dkey k;
-  mp_bytes v;
+  dval v;
   mp_store_mark_t m;
   uint64_t slot;
   int64_t j;
@@ -329,13 +345,13 @@ static void dict_set(lua_State *L, mp_store *s, int kidx, int vidx, const char *
   kidx = lua_absindex(L, kidx);
   vidx = lua_absindex(L, vidx);
   check_key(L, s, kidx, &k, mt);
-  if (!lua_isnil(L, vidx)) mp_encode(L, vidx, &v);
+  if (!lua_isnil(L, vidx)) encode_value(L, s, vidx, &v);
   lock_or_raise(L, s, mt);
   mp_store_mark(s, &m);
   if (!lua_isnil(L, vidx)) {
     e = set_locked(s, &k, &v);
   } else if ((j = find(s, &k, &slot)) >= 0) {
-    if (mp_store_room(s, DEL_LOG)) del_locked(s, j, slot);
+    if (mp_store_room(s, DEL_LOG + rec_nref(s, entries_of(s)[j].rec))) del_locked(s, j, slot);
     else e = E2BIG;
   }
   if (e != 0) {
@@ -343,6 +359,7 @@ static void dict_set(lua_State *L, mp_store *s, int kidx, int vidx, const char *
     mp_store_raise(L, mt[6] == 'N' ? "set the Namespace attribute" : "store in the Dict", e);
   }
   mp_store_unlock(s);
+  if (!lua_isnil(L, vidx)) mp_store_keep_ids(s, v.ids, v.nids);
 }
 
 static uint64_t dict_count(lua_State *L, mp_store *s, const char *mt) {
@@ -403,7 +420,7 @@ static int decode_all(lua_State *L) {
 }
 
 /* Pushes two sequences, the keys and the values, read at one instant. */
-static void snapshot(lua_State *L, mp_store *s, const char *mt) {
+void mp_dict_snapshot(lua_State *L, mp_store *s, const char *mt) {
   mp_buf b;
   uint64_t n = 0;
   size_t size = 0;
@@ -416,7 +433,9 @@ static void snapshot(lua_State *L, mp_store *s, const char *mt) {
   lua_pushlightuserdata(L, b.p);
   lua_pushinteger(L, (lua_Integer)size);
   lua_pushinteger(L, (lua_Integer)n);
+  mp_store_decoding(s);
   r = lua_pcall(L, 3, 2, 0);
+  mp_store_decoding(NULL);
   mp_buf_give(&b);
   if (r != LUA_OK)
     luaL_error(L, "cannot decode a %s entry: %s", mt + 6, lua_tostring(L, -1));
@@ -427,8 +446,9 @@ static void snapshot(lua_State *L, mp_store *s, const char *mt) {
 ** --------------------------------------------------------------------- */
 
 /* NULL when the table is whole (every live entry in the index once, the
-** count right, records inside their blocks), else what is wrong. */
-static const char *check_table(mp_store *s) {
+** count right, records inside their blocks), else what is wrong; the
+** records' references are tallied into t. Under the lock. */
+const char *mp_dict_check_table(mp_store *s, mp_store_tally_t *t) {
   mp_store_state *st = mp_store_st(s);
   uint64_t j, i, live = 0, slots = 0;
   if (st->a_cap == 0) return st->count == 0 && st->n == 0 ? NULL : "no table but a count";
@@ -436,14 +456,15 @@ static const char *check_table(mp_store *s) {
   for (j = 0; j < st->n; j++) {
     entry *e = &entries_of(s)[j];
     uint64_t vlen, slot;
-    uint32_t klen;
+    uint32_t klen, nref;
     dkey k;
     if (e->rec == 0) continue;
     live++;
     if (e->rec < MP_STORE_HEAP || e->rec >= st->bump) return "record outside the heap";
-    memcpy(&vlen, DATA(s) + e->rec, 8);
-    memcpy(&klen, DATA(s) + e->rec + 8, 4);
-    if (REC_HEAD + klen + vlen > mp_store_block_size(s, e->rec)) return "record overruns its block";
+    rec_sizes(s, e->rec, &vlen, &klen, &nref);
+    if (REC_HEAD + klen + vlen + (uint64_t)nref * MP_STORE_ID > mp_store_block_size(s, e->rec))
+      return "record overruns its block";
+    mp_store_tally(s, t, DATA(s) + e->rec + REC_HEAD + klen + vlen, nref);
     k.b.p[0] = DATA(s) + e->rec + REC_HEAD;
     k.b.n[0] = klen;
     k.b.p[1] = NULL;
@@ -460,33 +481,6 @@ static const char *check_table(mp_store *s) {
   }
   if (live != st->count || slots != live) return "the count is wrong";
   return NULL;
-}
-
-/* d:_check() -> true, or false, what is wrong (heap, free lists, table) */
-static int check(lua_State *L, const char *mt) {
-  mp_store *s = mp_store_check(L, 1, mt);
-  uint64_t nfree;
-  const char *why = mp_store_check_heap(L, s, &nfree);
-  if (why == NULL) {
-    lock_or_raise(L, s, mt);
-    why = check_table(s);
-    mp_store_unlock(s);
-  }
-  lua_pushboolean(L, why == NULL);
-  if (why == NULL) return 1;
-  lua_pushstring(L, why);
-  return 2;
-}
-
-/* d:_sizes() -> bytes of data in the shared file, bytes of heap in use,
-** transactions of killed holders undone */
-static int sizes(lua_State *L, const char *mt) {
-  uint64_t data, top, rollbacks;
-  mp_store_sizes(mp_store_check(L, 1, mt), &data, &top, &rollbacks);
-  lua_pushinteger(L, (lua_Integer)data);
-  lua_pushinteger(L, (lua_Integer)top);
-  lua_pushinteger(L, (lua_Integer)rollbacks);
-  return 3;
 }
 
 /* ---------------------------------------------------------------------
@@ -539,23 +533,23 @@ static int m_dict_pop(lua_State *L) {
 static int m_dict_setdefault(lua_State *L) {
   mp_store *s = mp_store_check(L, 1, DICT_MT);
   dkey k;
-  mp_bytes v;
+  dval v;
   mp_store_mark_t m;
-  vcopy c;
+  mp_vcopy c;
   uint64_t slot;
   int64_t j;
   int e;
   luaL_checkany(L, 3);
   luaL_argcheck(L, !lua_isnil(L, 3), 3, "the default value must not be nil");
   check_key(L, s, 2, &k, DICT_MT);
-  mp_encode(L, 3, &v);
+  encode_value(L, s, 3, &v);
   lock_or_raise(L, s, DICT_MT);
   mp_store_mark(s, &m);
   if ((j = find(s, &k, &slot)) >= 0) {
     e = copy_value(s, j, &c);
     mp_store_unlock(s);
     if (e != 0) mp_store_raise(L, "read the Dict", e);
-    push_copy(L, &c, DICT_MT);
+    mp_store_push_copy(L, &c, s, DICT_MT);
     return 1;
   }
   if ((e = set_locked(s, &k, &v)) != 0) {
@@ -563,6 +557,7 @@ static int m_dict_setdefault(lua_State *L) {
     mp_store_raise(L, "store in the Dict", e);
   }
   mp_store_unlock(s);
+  mp_store_keep_ids(s, v.ids, v.nids);
   lua_pushvalue(L, 3);
   return 1;
 }
@@ -573,11 +568,11 @@ static int m_dict_len(lua_State *L) {
   return 1;
 }
 
-/* clear(), for Dict and Namespace: every entry gone, the memory given back */
-static int clear(lua_State *L, const char *mt) {
-  mp_store *s = mp_store_check(L, 1, mt);
+/* d:clear(): every entry gone, the memory given back */
+static int m_dict_clear(lua_State *L) {
+  mp_store *s = mp_store_check(L, 1, DICT_MT);
   mp_store_mark_t m;
-  lock_or_raise(L, s, mt);
+  lock_or_raise(L, s, DICT_MT);
   mp_store_mark(s, &m);
   if (!mp_store_room(s, MP_STORE_RESET_LOG)) {
     mp_store_fail(s, &m);
@@ -588,21 +583,6 @@ static int clear(lua_State *L, const char *mt) {
   return 0;
 }
 
-static int m_dict_clear(lua_State *L) { return clear(L, DICT_MT); }
-
-/* d:_snapshot() -> keys, values: two sequences, in insertion order */
-static int m_dict_snapshot(lua_State *L) {
-  snapshot(L, mp_store_check(L, 1, DICT_MT), DICT_MT);
-  return 2;
-}
-
-/* d:_locked(f, ...) -> f(...), run as one transaction under the lock */
-static int m_dict_locked(lua_State *L) {
-  return mp_store_locked(L, mp_store_check(L, 1, DICT_MT));
-}
-
-static int m_dict_check(lua_State *L) { return check(L, DICT_MT); }
-static int m_dict_sizes(lua_State *L) { return sizes(L, DICT_MT); }
 
 /* The iterator pairs() returns: upvalues keys, values, position. */
 static int pairs_next(lua_State *L) {
@@ -616,7 +596,7 @@ static int pairs_next(lua_State *L) {
 
 /* __pairs, for Dict and Namespace: a snapshot taken at the call. */
 static int pairs(lua_State *L, const char *mt) {
-  snapshot(L, mp_store_check(L, 1, mt), mt);
+  mp_dict_snapshot(L, mp_store_check(L, 1, mt), mt);
   lua_pushinteger(L, 0);
   lua_pushcclosure(L, pairs_next, 3);
   return 1;
@@ -646,13 +626,13 @@ static const luaL_Reg dict_meta[] = {
 
 static const luaL_Reg dict_methods[] = {
   {"get", m_dict_get}, {"pop", m_dict_pop}, {"setdefault", m_dict_setdefault},
-  {"len", m_dict_len}, {"clear", m_dict_clear}, {"_snapshot", m_dict_snapshot},
-  {"_locked", m_dict_locked}, {"_check", m_dict_check}, {"_sizes", m_dict_sizes},
-  {NULL, NULL}
+  {"len", m_dict_len}, {"clear", m_dict_clear}, {NULL, NULL}
 };
 
 /* ---------------------------------------------------------------------
-** Lua side: Namespace (string keys, no methods: every name is a field)
+** Lua side: Namespace (string keys; every name is a field but its one
+** method, update_key, which managers.lua adds: a field of that name is
+** refused rather than hidden)
 ** --------------------------------------------------------------------- */
 
 static int l_namespace_new(lua_State *L) {
@@ -660,12 +640,27 @@ static int l_namespace_new(lua_State *L) {
 }
 
 static int m_ns_index(lua_State *L) {
-  dict_get(L, mp_store_check(L, 1, NS_MT), 2, NS_MT, 0);
+  mp_store *s = mp_store_check(L, 1, NS_MT);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+    lua_pop(L, 1);
+  }
+  dict_get(L, s, 2, NS_MT, 0);
   return 1;
 }
 
+/* upvalue 1: the metatable */
 static int m_ns_newindex(lua_State *L) {
-  dict_set(L, mp_store_check(L, 1, NS_MT), 2, 3, NS_MT);
+  mp_store *s = mp_store_check(L, 1, NS_MT);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    lua_getfield(L, lua_upvalueindex(1), "__methods");
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, -2) != LUA_TNIL)
+      luaL_error(L, "'%s' is a Namespace method, not a field", lua_tostring(L, 2));
+    lua_pop(L, 2);
+  }
+  dict_set(L, s, 2, 3, NS_MT);
   return 0;
 }
 
@@ -682,11 +677,6 @@ static int m_ns_send(lua_State *L) { return mp_store_send(L, NS_MT); }
 static int m_ns_recv(lua_State *L) { return mp_store_recv(L, NS_MT, MP_STORE_NAMESPACE); }
 static int m_ns_eq(lua_State *L) { return mp_store_eq(L, NS_MT); }
 
-/* The Namespace's own functions, which are not fields of it: core.ns_*. */
-static int l_ns_locked(lua_State *L) { return mp_store_locked(L, mp_store_check(L, 1, NS_MT)); }
-static int l_ns_check(lua_State *L) { return check(L, NS_MT); }
-static int l_ns_clear(lua_State *L) { return clear(L, NS_MT); }
-
 static const luaL_Reg ns_meta[] = {
   {"__newindex", m_ns_newindex}, {"__len", m_ns_len}, {"__pairs", m_ns_pairs},
   {"__tostring", m_ns_tostring}, {"__eq", m_ns_eq}, {"__gc", m_ns_gc},
@@ -697,9 +687,7 @@ static const luaL_Reg ns_meta[] = {
 static const luaL_Reg no_methods[] = {{NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
-  {"dict_new", l_dict_new}, {"namespace_new", l_namespace_new},
-  {"ns_locked", l_ns_locked}, {"ns_check", l_ns_check}, {"ns_clear", l_ns_clear},
-  {NULL, NULL}
+  {"dict_new", l_dict_new}, {"namespace_new", l_namespace_new}, {NULL, NULL}
 };
 
 void mp_open_dict(lua_State *L) {

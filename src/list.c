@@ -3,7 +3,9 @@
 ** robust lock, the heap, the transactions).
 **
 ** The state's a_off/a_cap are an array of record offsets and its room;
-** n is the length. A record is the value's length then its codec bytes.
+** n is the length. A record is a word (the value's length, and in its top
+** 16 bits the number of stores the value names), the codec bytes, then
+** those stores' ids (store.c: References between stores).
 ** append writes its record and the array slot past the published length,
 ** then bumps the length: one change the undo log takes back if the
 ** process dies before the commit. Changes that move elements (insert,
@@ -21,21 +23,24 @@
 #include "mproc.h"
 
 #define LIST_MT "mproc.List"
-#define SMALL 512
 #define RESET_AT ((uint64_t)1 << 20)
 #define MAX_LEN ((uint64_t)1 << 40)
 #define SET_LOG (3 * MP_STORE_ALLOC_LOG + 2 * MP_STORE_FREE_LOG + 2)
 #define POP_LOG (2 * MP_STORE_FREE_LOG + MP_STORE_ALLOC_LOG + MP_STORE_RESET_LOG)
+#define LEN_BITS 48
+#define MAX_REFS 0xffff
 
 #define DATA(s) mp_store_data(s)
 #define WORD(s, off) (*(uint64_t *)(DATA(s) + (off)))
 
+#define lock_or_raise(L, s) mp_store_lock_or_raise(L, s, LIST_MT)
+
+/* A value to store: its codec bytes and the ids of the stores it names. */
 typedef struct {
-  char small[SMALL];
-  mp_buf buf;
-  const char *p;
-  size_t n;
-} vcopy;
+  mp_bytes b;
+  const char *ids;
+  uint32_t nids;
+} lval;
 
 /* ---------------------------------------------------------------------
 ** The array, under the lock
@@ -45,17 +50,41 @@ static uint64_t *array_of(mp_store *s) {
   return (uint64_t *)(DATA(s) + mp_store_st(s)->a_off);
 }
 
-/* A new record holding v; *rec is its offset. 0 or an errno. */
-static int new_record(mp_store *s, const mp_bytes *v, uint64_t *rec) {
-  uint64_t vlen = v->n[0] + v->n[1];
+static uint64_t rec_len(mp_store *s, uint64_t rec) {
+  return WORD(s, rec) & (((uint64_t)1 << LEN_BITS) - 1);
+}
+
+static uint32_t rec_nref(mp_store *s, uint64_t rec) {
+  return (uint32_t)(WORD(s, rec) >> LEN_BITS);
+}
+
+/* Counts the references of the record at rec off the table: it goes. */
+static void rec_drop_refs(mp_store *s, uint64_t rec) {
+  uint32_t n = rec_nref(s, rec);
+  if (n > 0) mp_store_refs_drop(s, DATA(s) + rec + 8 + rec_len(s, rec), n);
+}
+
+/* A new record holding v, its references counted; *rec is its offset.
+** The caller made room for SET_LOG plus the references. 0 or an errno. */
+static int new_record(mp_store *s, const lval *v, uint64_t *rec) {
+  uint64_t vlen = v->b.n[0] + v->b.n[1], head;
   char *r;
-  int e = mp_store_alloc(s, 8 + vlen, rec);
-  if (e != 0) return e;
+  int e;
+  if (v->nids > MAX_REFS || vlen >> LEN_BITS) return EFBIG;
+  if ((e = mp_store_alloc(s, 8 + vlen + (uint64_t)v->nids * MP_STORE_ID, rec)) != 0) return e;
   r = DATA(s) + *rec;
-  memcpy(r, &vlen, 8);
-  memcpy(r + 8, v->p[0], v->n[0]);
-  if (v->n[1]) memcpy(r + 8 + v->n[0], v->p[1], v->n[1]);
-  return 0;
+  head = vlen | (uint64_t)v->nids << LEN_BITS;
+  memcpy(r, &head, 8);
+  memcpy(r + 8, v->b.p[0], v->b.n[0]);
+  if (v->b.n[1]) memcpy(r + 8 + v->b.n[0], v->b.p[1], v->b.n[1]);
+  if (v->nids) memcpy(r + 8 + vlen, v->ids, (size_t)v->nids * MP_STORE_ID);
+  return mp_store_refs_add(s, v->ids, v->nids);
+}
+
+/* Whether the log has room for a change storing v (and, with old, letting
+** go of the record at old). */
+static int set_room(mp_store *s, const lval *v, uint64_t old) {
+  return mp_store_room(s, SET_LOG + MP_STORE_REFS_LOG(v->nids) + (old ? rec_nref(s, old) : 0));
 }
 
 /* Switches to a new array of room cap: the old one's elements but the
@@ -81,11 +110,11 @@ static int rebuild(mp_store *s, uint64_t cap, int64_t drop, int64_t gap) {
 }
 
 /* Appends v. 0 or an errno. */
-static int append_locked(mp_store *s, const mp_bytes *v) {
+static int append_locked(mp_store *s, const lval *v) {
   mp_store_state *st = mp_store_st(s);
   uint64_t rec;
   int e;
-  if (!mp_store_room(s, SET_LOG)) return E2BIG;
+  if (!set_room(s, v, 0)) return E2BIG;
   if (st->n >= MAX_LEN) return EFBIG;
   if ((e = new_record(s, v, &rec)) != 0) return e;
   if (st->n == st->a_cap && (e = rebuild(s, st->a_cap * 2, -1, -1)) != 0) return e;
@@ -96,12 +125,12 @@ static int append_locked(mp_store *s, const mp_bytes *v) {
 }
 
 /* Inserts v before element i (0-based, i <= n). 0 or an errno. */
-static int insert_locked(mp_store *s, uint64_t i, const mp_bytes *v) {
+static int insert_locked(mp_store *s, uint64_t i, const lval *v) {
   mp_store_state *st = mp_store_st(s);
   uint64_t rec;
   int e;
   if (i == st->n) return append_locked(s, v);
-  if (!mp_store_room(s, SET_LOG)) return E2BIG;
+  if (!set_room(s, v, 0)) return E2BIG;
   if ((e = new_record(s, v, &rec)) != 0) return e;
   if ((e = rebuild(s, st->n == st->a_cap ? st->a_cap * 2 : st->a_cap, -1, (int64_t)i)) != 0)
     return e;
@@ -112,13 +141,14 @@ static int insert_locked(mp_store *s, uint64_t i, const mp_bytes *v) {
 }
 
 /* Replaces element i (0-based, < n) with v. 0 or an errno. */
-static int replace_locked(mp_store *s, uint64_t i, const mp_bytes *v) {
-  uint64_t rec, old;
+static int replace_locked(mp_store *s, uint64_t i, const lval *v) {
+  uint64_t rec, old = array_of(s)[i];
   int e;
-  if (!mp_store_room(s, SET_LOG)) return E2BIG;
+  if (!set_room(s, v, old)) return E2BIG;
   if ((e = new_record(s, v, &rec)) != 0) return e;
-  old = array_of(s)[i];
+  old = array_of(s)[i];       /* the data may have moved */
   mp_store_put(s, mp_store_st(s)->a_off + i * 8, rec);
+  rec_drop_refs(s, old);
   mp_store_free(s, old);
   return 0;
 }
@@ -135,8 +165,9 @@ static int remove_locked(mp_store *s, uint64_t i) {
   mp_store_state *st = mp_store_st(s);
   uint64_t rec = array_of(s)[i];
   int e;
-  if (!mp_store_room(s, POP_LOG)) return E2BIG;
+  if (!mp_store_room(s, POP_LOG + rec_nref(s, rec))) return E2BIG;
   if (i + 1 < st->n && (e = rebuild(s, st->a_cap, (int64_t)i, -1)) != 0) return e;
+  rec_drop_refs(s, rec);
   mp_store_free(s, rec);
   st->n--;
   st->count = st->n;
@@ -145,27 +176,9 @@ static int remove_locked(mp_store *s, uint64_t i) {
 }
 
 /* Copies the value of element i (0-based) out. 0 or ENOMEM. */
-static int copy_value(mp_store *s, uint64_t i, vcopy *c) {
-  const char *r = DATA(s) + array_of(s)[i];
-  uint64_t vlen;
-  memcpy(&vlen, r, 8);
-  c->buf.p = NULL;
-  c->buf.cap = 0;
-  c->n = (size_t)vlen;
-  if (vlen <= SMALL) {
-    c->p = c->small;
-  } else {
-    if (mp_buf_take(&c->buf, (size_t)vlen) != 0) return ENOMEM;
-    c->p = c->buf.p;
-  }
-  memcpy((char *)c->p, r + 8, (size_t)vlen);
-  return 0;
-}
-
-static void push_copy(lua_State *L, vcopy *c) {
-  int ok = mp_decode(L, c->p, c->n);
-  if (c->buf.p != NULL) mp_buf_give(&c->buf);
-  if (!ok) luaL_error(L, "cannot decode a List value: %s", lua_tostring(L, -1));
+static int copy_value(mp_store *s, uint64_t i, mp_vcopy *c) {
+  uint64_t rec = array_of(s)[i];
+  return mp_store_copy_out(s, rec + 8, rec_len(s, rec), c);
 }
 
 /* ---------------------------------------------------------------------
@@ -173,11 +186,6 @@ static void push_copy(lua_State *L, vcopy *c) {
 ** --------------------------------------------------------------------- */
 
 static mp_store *check_list(lua_State *L) { return mp_store_check(L, 1, LIST_MT); }
-
-static void lock_or_raise(lua_State *L, mp_store *s) {
-  int e = mp_store_lock(L, s);
-  if (e != 0) luaL_error(L, "cannot lock the List: %s", strerror(e));
-}
 
 /* The integer index at idx; raises for anything else. */
 static lua_Integer check_index(lua_State *L, int idx) {
@@ -193,47 +201,56 @@ static int range_error(lua_State *L, lua_Integer i, uint64_t hi) {
   return luaL_error(L, "List index %I out of range (1..%I)", (LUAI_UACINT)i, (LUAI_UACINT)hi);
 }
 
-/* Encodes the value at idx, which must not be nil. */
-static void check_value(lua_State *L, int idx, mp_bytes *v) {
+/* Encodes the value at idx, which must not be nil, for s, with the
+** stores it names. */
+static void check_value(lua_State *L, mp_store *s, int idx, lval *v) {
   if (lua_isnoneornil(L, idx)) luaL_error(L, "a List cannot hold nil (use pop or remove)");
-  mp_encode(L, idx, v);
+  mp_store_sends_begin(s);
+  mp_encode(L, idx, &v->b);
+  v->nids = mp_store_sends_end(&v->ids);
 }
 
-/* Pushes element i (1-based): nil past the end; raises below 1. With
-** del, removes it too. */
+#define LAST LUA_MININTEGER   /* list_get's i for the last element */
+
+/* Pushes element i (1-based; LAST: the last, nil when empty): nil past
+** the end; raises below 1. With del, removes it too. */
 static void list_get(lua_State *L, mp_store *s, lua_Integer i, int del) {
-  vcopy c;
+  mp_vcopy c;
   mp_store_mark_t m;
   uint64_t n;
+  uint32_t nref = 0;
   int e;
   lock_or_raise(L, s);
   mp_store_mark(s, &m);
   n = mp_store_st(s)->n;
+  if (i == LAST && n > 0) i = (lua_Integer)n;
   if (i < 1 || (uint64_t)i > n) {
     mp_store_unlock(s);
-    if (i < 1 || del) range_error(L, i, n);
+    if (i != LAST && (i < 1 || del)) range_error(L, i, n);
     lua_pushnil(L);
     return;
   }
+  if (del) nref = rec_nref(s, array_of(s)[i - 1]);
   e = copy_value(s, (uint64_t)i - 1, &c);
   if (e == 0 && del && (e = remove_locked(s, (uint64_t)i - 1)) != 0) {
     if (c.buf.p != NULL) mp_buf_give(&c.buf);
     mp_store_fail(s, &m);
     mp_store_raise(L, "pop from the List", e);
   }
-  mp_store_unlock(s);
+  mp_store_unlock_taken(s, nref);
   if (e != 0) mp_store_raise(L, "read the List", e);
-  push_copy(L, &c);
+  if (del) mp_store_push_taken(L, &c, s, nref, LIST_MT);
+  else mp_store_push_copy(L, &c, s, LIST_MT);
 }
 
 /* Stores the value at vidx at i (1..n: replaces, n+1: appends; with
 ** insert, goes before i). */
 static void list_set(lua_State *L, mp_store *s, lua_Integer i, int vidx, int insert) {
   mp_store_mark_t m;
-  mp_bytes v;
+  lval v;
   uint64_t n;
   int e;
-  check_value(L, vidx, &v);
+  check_value(L, s, vidx, &v);
   lock_or_raise(L, s);
   mp_store_mark(s, &m);
   n = mp_store_st(s)->n;
@@ -249,6 +266,7 @@ static void list_set(lua_State *L, mp_store *s, lua_Integer i, int vidx, int ins
     mp_store_raise(L, "store in the List", e);
   }
   mp_store_unlock(s);
+  mp_store_keep_ids(s, v.ids, v.nids);
 }
 
 static uint64_t list_len(lua_State *L, mp_store *s) {
@@ -275,7 +293,7 @@ static int decode_all(lua_State *L) {
 }
 
 /* Pushes a sequence of the values, read at one instant. */
-static void snapshot(lua_State *L, mp_store *s) {
+void mp_list_snapshot(lua_State *L, mp_store *s) {
   mp_store_state *st;
   mp_buf b;
   uint64_t i, total = 0, n;
@@ -283,22 +301,25 @@ static void snapshot(lua_State *L, mp_store *s) {
   int r;
   lock_or_raise(L, s);
   st = mp_store_st(s);
-  for (i = 0; i < st->n; i++) total += 8 + WORD(s, array_of(s)[i]);
+  for (i = 0; i < st->n; i++) total += 8 + rec_len(s, array_of(s)[i]);
   if (mp_buf_take(&b, (size_t)total + 1) != 0) {
     mp_store_unlock(s);
     mp_store_raise(L, "read the List", ENOMEM);
   }
   for (i = 0, p = b.p; i < st->n; i++) {
-    uint64_t rec = array_of(s)[i], len = 8 + WORD(s, rec);
-    memcpy(p, DATA(s) + rec, (size_t)len);
-    p += len;
+    uint64_t rec = array_of(s)[i], len = rec_len(s, rec);
+    memcpy(p, &len, 8);
+    memcpy(p + 8, DATA(s) + rec + 8, (size_t)len);
+    p += 8 + len;
   }
   n = st->n;
   mp_store_unlock(s);
   lua_pushcfunction(L, decode_all);
   lua_pushlightuserdata(L, b.p);
   lua_pushinteger(L, (lua_Integer)n);
+  mp_store_decoding(s);
   r = lua_pcall(L, 2, 1, 0);
+  mp_store_decoding(NULL);
   mp_buf_give(&b);
   if (r != LUA_OK) luaL_error(L, "cannot decode a List value: %s", lua_tostring(L, -1));
 }
@@ -339,9 +360,9 @@ static int m_len(lua_State *L) {
 static int m_append(lua_State *L) {
   mp_store *s = check_list(L);
   mp_store_mark_t m;
-  mp_bytes v;
+  lval v;
   int e;
-  check_value(L, 2, &v);
+  check_value(L, s, 2, &v);
   lock_or_raise(L, s);
   mp_store_mark(s, &m);
   if ((e = append_locked(s, &v)) != 0) {
@@ -349,6 +370,7 @@ static int m_append(lua_State *L) {
     mp_store_raise(L, "append to the List", e);
   }
   mp_store_unlock(s);
+  mp_store_keep_ids(s, v.ids, v.nids);
   return 0;
 }
 
@@ -363,30 +385,7 @@ static int m_insert(lua_State *L) {
 /* l:pop([i]) -> element i (default: the last), removed; nil when empty */
 static int m_pop(lua_State *L) {
   mp_store *s = check_list(L);
-  if (lua_isnoneornil(L, 2)) {
-    mp_store_mark_t m;
-    vcopy c;
-    uint64_t n;
-    int e;
-    lock_or_raise(L, s);
-    mp_store_mark(s, &m);
-    if ((n = mp_store_st(s)->n) == 0) {
-      mp_store_unlock(s);
-      lua_pushnil(L);
-      return 1;
-    }
-    if ((e = copy_value(s, n - 1, &c)) == 0 && (e = remove_locked(s, n - 1)) != 0 &&
-        c.buf.p != NULL)
-      mp_buf_give(&c.buf);
-    if (e != 0) {
-      mp_store_fail(s, &m);
-      mp_store_raise(L, "pop from the List", e);
-    }
-    mp_store_unlock(s);
-    push_copy(L, &c);
-    return 1;
-  }
-  list_get(L, s, luaL_checkinteger(L, 2), 1);
+  list_get(L, s, lua_isnoneornil(L, 2) ? LAST : luaL_checkinteger(L, 2), 1);
   return 1;
 }
 
@@ -405,15 +404,9 @@ static int m_clear(lua_State *L) {
   return 0;
 }
 
-/* l:_snapshot() -> a plain sequence of the values */
-static int m_snapshot(lua_State *L) {
-  snapshot(L, check_list(L));
-  return 1;
-}
-
-/* l:_permute(p): element i becomes the old element p[i]; p must be a
-** permutation of 1..#l (checked under the lock). */
-static int m_permute(lua_State *L) {
+/* core.list_permute(l, p): element i becomes the old element p[i]; p must
+** be a permutation of 1..#l (checked under the lock). */
+static int l_list_permute(lua_State *L) {
   mp_store *s = check_list(L);
   lua_Integer n, i;
   uint64_t *p, *seen, *arr;
@@ -451,38 +444,22 @@ static int m_permute(lua_State *L) {
   return 0;
 }
 
-static int m_locked(lua_State *L) { return mp_store_locked(L, check_list(L)); }
-
-/* l:_check() -> true, or false, what is wrong */
-static int m_check(lua_State *L) {
-  mp_store *s = check_list(L);
-  mp_store_state *st;
-  uint64_t nfree, i;
-  const char *why = mp_store_check_heap(L, s, &nfree);
-  if (why == NULL) {
-    lock_or_raise(L, s);
-    st = mp_store_st(s);
-    if (st->n > st->a_cap || st->count != st->n) why = "bad length";
-    for (i = 0; why == NULL && i < st->n; i++) {
-      uint64_t rec = array_of(s)[i];
-      if (rec < MP_STORE_HEAP || rec >= st->bump) why = "an element outside the heap";
-      else if (8 + WORD(s, rec) > mp_store_block_size(s, rec)) why = "an element overruns its block";
-    }
-    mp_store_unlock(s);
+/* NULL when the array is whole (the length right, records inside their
+** blocks), else what is wrong; the records' references are tallied into
+** t. Under the lock. */
+const char *mp_list_check_array(mp_store *s, mp_store_tally_t *t) {
+  mp_store_state *st = mp_store_st(s);
+  uint64_t i;
+  if (st->n > st->a_cap || st->count != st->n) return "bad length";
+  for (i = 0; i < st->n; i++) {
+    uint64_t rec = array_of(s)[i];
+    if (rec < MP_STORE_HEAP || rec >= st->bump) return "an element outside the heap";
+    if (8 + rec_len(s, rec) + (uint64_t)rec_nref(s, rec) * MP_STORE_ID >
+        mp_store_block_size(s, rec))
+      return "an element overruns its block";
+    mp_store_tally(s, t, DATA(s) + rec + 8 + rec_len(s, rec), rec_nref(s, rec));
   }
-  lua_pushboolean(L, why == NULL);
-  if (why == NULL) return 1;
-  lua_pushstring(L, why);
-  return 2;
-}
-
-static int m_sizes(lua_State *L) {
-  uint64_t data, top, rollbacks;
-  mp_store_sizes(check_list(L), &data, &top, &rollbacks);
-  lua_pushinteger(L, (lua_Integer)data);
-  lua_pushinteger(L, (lua_Integer)top);
-  lua_pushinteger(L, (lua_Integer)rollbacks);
-  return 3;
+  return NULL;
 }
 
 static int pairs_next(lua_State *L) {
@@ -495,7 +472,7 @@ static int pairs_next(lua_State *L) {
 
 /* __pairs: i, v over a snapshot taken at the call */
 static int m_pairs(lua_State *L) {
-  snapshot(L, check_list(L));
+  mp_list_snapshot(L, check_list(L));
   lua_pushcfunction(L, pairs_next);
   lua_insert(L, -2);
   lua_pushinteger(L, 0);
@@ -522,12 +499,13 @@ static const luaL_Reg list_meta[] = {
 
 static const luaL_Reg list_methods[] = {
   {"append", m_append}, {"insert", m_insert}, {"pop", m_pop}, {"clear", m_clear},
-  {"len", m_len}, {"_snapshot", m_snapshot}, {"_permute", m_permute},
-  {"_locked", m_locked}, {"_check", m_check}, {"_sizes", m_sizes}, {NULL, NULL}
+  {"len", m_len}, {NULL, NULL}
 };
 
 void mp_open_list(lua_State *L) {
   mp_type(L, LIST_MT, list_meta, list_methods, m_index);
   lua_pushcfunction(L, l_list_new);
   lua_setfield(L, -2, "list_new");
+  lua_pushcfunction(L, l_list_permute);
+  lua_setfield(L, -2, "list_permute");
 }

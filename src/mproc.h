@@ -256,6 +256,8 @@ typedef struct {
   uint64_t a_off, a_cap;  /* the container's tables, as it likes */
   uint64_t b_off, b_cap;
   uint64_t n, count;
+  uint64_t r_off, r_cap, r_n;  /* the table of stores its values name */
+  uint64_t r_gen;              /* bumped when one of their counts falls to 0 */
 } mp_store_state;
 typedef struct { uint64_t log_n; mp_store_state st; int npunch; } mp_store_mark_t;
 #define MP_STORE_HEAP 1024
@@ -278,9 +280,6 @@ MP_HIDDEN char *mp_store_data(mp_store *s);
 MP_HIDDEN uint64_t mp_store_seed(mp_store *s);
 MP_HIDDEN int mp_store_held(mp_store *s);
 MP_HIDDEN int mp_store_locked(lua_State *L, mp_store *s);
-MP_HIDDEN const char *mp_store_check_heap(lua_State *L, mp_store *s, uint64_t *nfree);
-MP_HIDDEN void mp_store_sizes(mp_store *s, uint64_t *data, uint64_t *top,
-                             uint64_t *rollbacks);
 MP_HIDDEN uint64_t mp_store_block_size(mp_store *s, uint64_t off);
 /* Log entries an mp_store_alloc, an mp_store_free, mp_store_reset take. */
 #define MP_STORE_ALLOC_LOG 3
@@ -301,5 +300,34 @@ MP_HIDDEN int mp_store_send(lua_State *L, const char *mt);
 MP_HIDDEN int mp_store_recv(lua_State *L, const char *mt, int kind);
 MP_HIDDEN int mp_store_eq(lua_State *L, const char *mt);
 MP_HIDDEN int mp_store_raise(lua_State *L, const char *what, int e);
+MP_HIDDEN mp_store *mp_store_lock_or_raise(lua_State *L, mp_store *s, const char *mt);
+/* A value copied out under the lock (n bytes at data offset off), decoded
+** after it; from: the store it was read from, which keeps what it names. */
+#define MP_STORE_SMALL 512
+typedef struct { char small[MP_STORE_SMALL]; mp_buf buf; const char *p; size_t n; } mp_vcopy;
+MP_HIDDEN int mp_store_copy_out(mp_store *s, uint64_t off, uint64_t n, mp_vcopy *c);
+MP_HIDDEN void mp_store_push_copy(lua_State *L, mp_vcopy *c, mp_store *from, const char *mt);
+MP_HIDDEN void mp_store_decoding(mp_store *from);
+MP_HIDDEN void mp_store_unlock_taken(mp_store *s, uint32_t nref);
+MP_HIDDEN void mp_store_push_taken(lua_State *L, mp_vcopy *c, mp_store *s, uint32_t nref,
+                                   const char *mt);
+/* References: a value stored in a container names the stores it holds as
+** ids (MP_STORE_ID bytes each) at the end of its record, counted in the
+** container's table (crash-safe, in the same transaction); this process
+** keeps each named store mapped while it keeps the container. */
+#define MP_STORE_ID 24
+#define MP_STORE_REFS_LOG(n) ((uint64_t)(n) + MP_STORE_ALLOC_LOG + MP_STORE_FREE_LOG)
+MP_HIDDEN void mp_store_sends_begin(mp_store *into);
+MP_HIDDEN uint32_t mp_store_sends_end(const char **ids);
+MP_HIDDEN int mp_store_refs_add(mp_store *s, const char *ids, uint32_t n);
+MP_HIDDEN void mp_store_refs_drop(mp_store *s, const char *ids, uint32_t n);
+MP_HIDDEN void mp_store_keep_ids(mp_store *s, const char *ids, uint32_t n);
+typedef struct { uint64_t *seen; uint64_t n; const char *why; } mp_store_tally_t;
+MP_HIDDEN void mp_store_tally(mp_store *s, mp_store_tally_t *t, const char *ids, uint32_t n);
+/* The kinds' own checks and snapshots, for core.store_check/_snapshot */
+MP_HIDDEN const char *mp_dict_check_table(mp_store *s, mp_store_tally_t *t);
+MP_HIDDEN const char *mp_list_check_array(mp_store *s, mp_store_tally_t *t);
+MP_HIDDEN void mp_dict_snapshot(lua_State *L, mp_store *s, const char *mt);
+MP_HIDDEN void mp_list_snapshot(lua_State *L, mp_store *s);
 
 #endif

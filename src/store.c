@@ -107,8 +107,13 @@ struct mp_store {
   st_header *hdr;
   char *data;             /* this process's mapping of the data */
   size_t mapsize;
-  int refs;               /* userdata pointing here */
+  int refs;               /* userdata pointing here (and store_locked's pin) */
   int depth;              /* > 0: this process holds the lock (store_locked) */
+  int keeps;              /* stores that keep this one (their kept) */
+  int mark;               /* reached from a store in use (collect) */
+  int nkept, capkept;     /* stores its values name, kept mapped for them */
+  mp_store **kept;
+  uint64_t seen_gen;      /* st.r_gen when kept was last pruned */
   int npunch;
   uint64_t punch[PUNCH_MAX];
 };
@@ -294,14 +299,29 @@ int mp_store_lock(lua_State *L, mp_store *s) {
   return 0;
 }
 
-/* Ends what mp_store_lock started: commits, gives memory back, unlocks. */
-void mp_store_unlock(mp_store *s) {
+static int prune_begin(mp_store *s);
+static void prune_end(mp_store *s, int n);
+
+/* Commits, gives memory back, unlocks; with prune, then lets go of the
+** kept stores the container no longer names. */
+static void unlock(mp_store *s, int prune) {
+  int n;
   if (s->depth > 0) return;
   txn_commit(s);
   give_back(s);
   shrink(s);
+  n = prune ? prune_begin(s) : s->nkept;
   mp_mutex_unlock(&s->hdr->lock);
+  if (n < s->nkept) prune_end(s, n);
 }
+
+/* Ends what mp_store_lock started. */
+void mp_store_unlock(mp_store *s) { unlock(s, 1); }
+
+/* Ends a change that took a value out (a pop): when it names stores
+** (nref), they are let go of only after it is decoded, by
+** mp_store_push_taken. */
+void mp_store_unlock_taken(mp_store *s, uint32_t nref) { unlock(s, nref == 0); }
 
 /* Undoes what was changed since mp_store_lock, and unlocks; within
 ** store_locked only the caller's mark is undone (it passes it). */
@@ -365,14 +385,16 @@ uint64_t mp_store_block_size(mp_store *s, uint64_t off) {
   return class_size((int)(WORD(s, off - 8) & 0xff)) - 8;
 }
 
-/* Empties the heap: every block free, the top back at the start. The
-** state's fields beyond bump are the caller's to reset. */
+/* Empties the heap: every block free, the top back at the start, no
+** reference counted. The container's own fields are the caller's. */
 void mp_store_reset(mp_store *s) {
   int c;
   for (c = 0; c < NCLASS; c++)
     if (WORD(s, HEADS_OFF + 8 * (uint64_t)c) != 0)
       mp_store_put(s, HEADS_OFF + 8 * (uint64_t)c, 0);
   s->hdr->st.bump = MP_STORE_HEAP;
+  if (s->hdr->st.r_n > 0) s->hdr->st.r_gen++;
+  s->hdr->st.r_off = s->hdr->st.r_cap = s->hdr->st.r_n = 0;
   s->npunch = 0;
 }
 
@@ -387,6 +409,7 @@ static void after_fork_child(void) {
   for (s = stores; s != NULL; s = s->next) s->depth = 0;
 }
 
+/* Unlinks and unmaps s; the stores it kept are the caller's (collect). */
 static void store_destroy(mp_store *s) {
   mp_store **p;
   for (p = &stores; *p != NULL; p = &(*p)->next)
@@ -394,7 +417,66 @@ static void store_destroy(mp_store *s) {
   if (s->data != NULL) munmap(s->data, s->mapsize);
   if (s->hdr != NULL) munmap(s->hdr, (size_t)HDR_SIZE);
   if (s->fd >= 0) close(s->fd);
+  free(s->kept);
   free(s);
+}
+
+static int in_use(mp_store *s) { return s->refs > 0 || s->depth > 0; }
+
+static void mark_from(mp_store *s) {
+  int i;
+  if (s->mark) return;
+  s->mark = 1;
+  for (i = 0; i < s->nkept; i++) mark_from(s->kept[i]);
+}
+
+/* Lets go of every store no handle reaches, through the stores that keep
+** it (a mark and sweep, so that a Dict holding itself through a List is
+** let go of too). */
+static void collect(void) {
+  mp_store *s, *next;
+  int i;
+  for (s = stores; s != NULL; s = s->next) s->mark = 0;
+  for (s = stores; s != NULL; s = s->next)
+    if (in_use(s)) mark_from(s);
+  for (s = stores; s != NULL; s = s->next)
+    if (!s->mark)
+      for (i = 0; i < s->nkept; i++) s->kept[i]->keeps--;
+  for (s = stores; s != NULL; s = next) {
+    next = s->next;
+    if (!s->mark) store_destroy(s);
+  }
+}
+
+/* After a handle or a keep went: s goes if nothing reaches it. */
+static void maybe_free(mp_store *s) {
+  if (in_use(s)) return;
+  if (s->keeps == 0 && s->nkept == 0) store_destroy(s);
+  else collect();
+}
+
+static mp_store *store_by_id(uint64_t dev, uint64_t ino, uint64_t nonce) {
+  mp_store *s;
+  for (s = stores; s != NULL; s = s->next)
+    if (s->dev == dev && s->ino == ino && s->nonce == nonce) return s;
+  return NULL;
+}
+
+/* outer keeps inner mapped in this process (once; never itself). */
+static void keep(mp_store *outer, mp_store *inner) {
+  int i;
+  if (inner == outer) return;
+  for (i = 0; i < outer->nkept; i++)
+    if (outer->kept[i] == inner) return;
+  if (outer->nkept == outer->capkept) {
+    int cap = outer->capkept ? 2 * outer->capkept : 4;
+    mp_store **k = (mp_store **)realloc(outer->kept, (size_t)cap * sizeof *k);
+    if (k == NULL) return;   /* not kept: it may have to be reached anew */
+    outer->kept = k;
+    outer->capkept = cap;
+  }
+  outer->kept[outer->nkept++] = inner;
+  inner->keeps++;
 }
 
 /* Maps the header of the store file fd into a new mp_store, checks it
@@ -453,9 +535,10 @@ mp_store *mp_store_new(int kind) {
 void mp_store_ref(mp_store *s) { s->refs++; }
 
 /* One userdata fewer points at s; the last one unmaps it, unless a
-** store_locked on it is still under way (which then does). */
+** store_locked on it is still under way or a store in use keeps it. */
 void mp_store_release(mp_store *s) {
-  if (--s->refs <= 0 && s->depth == 0) store_destroy(s);
+  s->refs--;
+  maybe_free(s);
 }
 
 int mp_store_kind(mp_store *s) { return s->kind; }
@@ -495,8 +578,7 @@ static mp_store *mp_store_from_token(lua_State *L, const char *token, int kind) 
     lua_pushfstring(L, "malformed token '%s'", token);
     return NULL;
   }
-  for (s = stores; s != NULL; s = s->next)
-    if (s->dev == dev && s->ino == ino && s->nonce == nonce) break;
+  s = store_by_id(dev, ino, nonce);
   if (s == NULL && (s = store_open((pid_t)pid, (int)fd, dev, ino, nonce)) == NULL &&
       (s = store_open((pid_t)mpid, (int)mfd, dev, ino, nonce)) == NULL &&
       (s = store_open(getppid(), (int)fd, dev, ino, nonce)) == NULL &&
@@ -511,11 +593,207 @@ static mp_store *mp_store_from_token(lua_State *L, const char *token, int kind) 
   }
   if (s->kind != kind) {
     lua_pushliteral(L, "the token names an object of another type");
-    if (s->refs <= 0 && s->depth == 0) store_destroy(s);
+    maybe_free(s);
     return NULL;
   }
   s->refs++;
   return s;
+}
+
+/* ---------------------------------------------------------------------
+** References between stores
+**
+** A value stored in a container may name other stores (a List in a
+** Dict). So that a process that reads it later can still reach them,
+** the process that stored it keeps them mapped (their descriptors open,
+** which /proc/<pid>/fd reaches) for as long as it keeps the container;
+** a process that reads one keeps it likewise. Each record lists the ids
+** (dev, ino, nonce) of the stores its value names; the container's table
+** (st.r_off: {dev, ino, nonce, count} entries, r_n of them) counts the
+** records naming each, changed in the same transaction as the records.
+** When a count falls to 0, st.r_gen moves on, and each process, at its
+** next unlock of the container, lets go of the kept stores the table no
+** longer counts. The descriptors a container keeps are so bounded by the
+** stores its values name, plus those named since this process last used
+** it.
+** --------------------------------------------------------------------- */
+
+#define REF_SIZE 32
+
+/* Stores sent (mp_store_send) while a container's value is encoded. */
+static struct {
+  mp_store *into;
+  int on;
+  uint32_t n, cap;
+  char *ids;
+} sends = {NULL, 0, 0, 0, NULL};
+
+static void put_id(char *p, mp_store *s) {
+  uint64_t id[3];
+  id[0] = s->dev; id[1] = s->ino; id[2] = s->nonce;
+  memcpy(p, id, MP_STORE_ID);
+}
+
+/* Starts collecting the stores a value for into names (into excepted).
+** An encoding that raises leaves it on; the next begin starts over. */
+void mp_store_sends_begin(mp_store *into) {
+  sends.into = into;
+  sends.on = 1;
+  sends.n = 0;
+}
+
+/* Stops collecting: their count, *ids their ids. */
+uint32_t mp_store_sends_end(const char **ids) {
+  sends.on = 0;
+  *ids = sends.ids;
+  return sends.n;
+}
+
+static void sends_add(mp_store *s) {
+  char id[MP_STORE_ID];
+  uint32_t i;
+  if (!sends.on || s == sends.into) return;
+  put_id(id, s);
+  for (i = 0; i < sends.n; i++)
+    if (memcmp(sends.ids + (size_t)i * MP_STORE_ID, id, MP_STORE_ID) == 0) return;
+  if (sends.n == sends.cap) {
+    uint32_t cap = sends.cap ? 2 * sends.cap : 8;
+    char *p = (char *)realloc(sends.ids, (size_t)cap * MP_STORE_ID);
+    if (p == NULL) return;   /* not counted: not kept by the storer */
+    sends.ids = p;
+    sends.cap = cap;
+  }
+  memcpy(sends.ids + (size_t)sends.n++ * MP_STORE_ID, id, MP_STORE_ID);
+}
+
+/* The table entry of the id at p, or -1. */
+static int64_t ref_find(mp_store *s, const char *p) {
+  uint64_t i, r = s->hdr->st.r_off;
+  for (i = 0; i < s->hdr->st.r_n; i++)
+    if (memcmp(s->data + r + i * REF_SIZE, p, MP_STORE_ID) == 0) return (int64_t)i;
+  return -1;
+}
+
+/* A new table with room for want more entries, the counted ones moved
+** in. 0 or an errno. */
+static int ref_grow(mp_store *s, uint64_t want) {
+  mp_store_state *st = &s->hdr->st;
+  uint64_t live = 0, i, off, cap = 8;
+  int e;
+  for (i = 0; i < st->r_n; i++)
+    if (WORD(s, st->r_off + i * REF_SIZE + 24) != 0) live++;
+  while (cap < 2 * (live + want)) cap *= 2;
+  if ((e = mp_store_alloc(s, cap * REF_SIZE, &off)) != 0) return e;
+  for (i = 0, live = 0; i < st->r_n; i++)
+    if (WORD(s, st->r_off + i * REF_SIZE + 24) != 0)
+      memcpy(s->data + off + live++ * REF_SIZE, s->data + st->r_off + i * REF_SIZE, REF_SIZE);
+  if (st->r_cap != 0) mp_store_free(s, st->r_off);
+  st->r_off = off;
+  st->r_cap = cap;
+  st->r_n = live;
+  return 0;
+}
+
+/* Counts one more reference to each of the n ids at ids (not in the data).
+** The caller made room for MP_STORE_REFS_LOG(n). 0 or an errno. */
+int mp_store_refs_add(mp_store *s, const char *ids, uint32_t n) {
+  mp_store_state *st = &s->hdr->st;
+  uint32_t k;
+  for (k = 0; k < n; k++) {
+    const char *id = ids + (size_t)k * MP_STORE_ID;
+    int64_t i = ref_find(s, id);
+    uint64_t off;
+    int e;
+    if (i >= 0) {
+      off = st->r_off + (uint64_t)i * REF_SIZE + 24;
+      mp_store_put(s, off, WORD(s, off) + 1);
+      continue;
+    }
+    if (st->r_n == st->r_cap && (e = ref_grow(s, n - k)) != 0) return e;
+    off = st->r_off + st->r_n * REF_SIZE;   /* past the published count */
+    memcpy(s->data + off, id, MP_STORE_ID);
+    WORD(s, off + 24) = 1;
+    st->r_n++;
+  }
+  return 0;
+}
+
+/* Counts one reference fewer to each of the n ids at ids (a record about
+** to be freed: read before mp_store_free, which writes over its start).
+** The caller made room for n entries. */
+void mp_store_refs_drop(mp_store *s, const char *ids, uint32_t n) {
+  uint32_t k;
+  char id[MP_STORE_ID];
+  for (k = 0; k < n; k++) {
+    int64_t i;
+    uint64_t off, c;
+    memcpy(id, ids + (size_t)k * MP_STORE_ID, MP_STORE_ID);
+    if ((i = ref_find(s, id)) < 0) continue;
+    off = s->hdr->st.r_off + (uint64_t)i * REF_SIZE + 24;
+    if ((c = WORD(s, off)) == 0) continue;
+    mp_store_put(s, off, c - 1);
+    if (c == 1) s->hdr->st.r_gen++;
+  }
+}
+
+/* After storing a value naming the n ids: s keeps those stores mapped. */
+void mp_store_keep_ids(mp_store *s, const char *ids, uint32_t n) {
+  uint32_t k;
+  for (k = 0; k < n; k++) {
+    uint64_t id[3];
+    mp_store *t;
+    memcpy(id, ids + (size_t)k * MP_STORE_ID, MP_STORE_ID);
+    if ((t = store_by_id(id[0], id[1], id[2])) != NULL) keep(s, t);
+  }
+}
+
+/* Under the lock: moves the kept stores s's table no longer counts to the
+** end of s->kept; returns how many stay. */
+static int prune_begin(mp_store *s) {
+  int i, n = s->nkept;
+  if (n == 0 || s->hdr->st.r_gen == s->seen_gen) return n;
+  s->seen_gen = s->hdr->st.r_gen;
+  for (i = 0; i < n;) {
+    char id[MP_STORE_ID];
+    int64_t r;
+    put_id(id, s->kept[i]);
+    r = ref_find(s, id);
+    if (r >= 0 && WORD(s, s->hdr->st.r_off + (uint64_t)r * REF_SIZE + 24) != 0) { i++; continue; }
+    { mp_store *t = s->kept[i]; s->kept[i] = s->kept[--n]; s->kept[n] = t; }
+  }
+  return n;
+}
+
+/* After unlocking: lets go of the kept stores past n. */
+static void prune_end(mp_store *s, int n) {
+  int i, any = 0;
+  for (i = n; i < s->nkept; i++) {
+    s->kept[i]->keeps--;
+    if (!in_use(s->kept[i])) any = 1;
+  }
+  s->nkept = n;
+  if (any) collect();
+}
+
+/* Where the specs' check tallies the records' references. */
+void mp_store_tally(mp_store *s, mp_store_tally_t *t, const char *ids, uint32_t n) {
+  uint32_t k;
+  for (k = 0; k < n && t->why == NULL; k++) {
+    int64_t i = ref_find(s, ids + (size_t)k * MP_STORE_ID);
+    if (i < 0 || (uint64_t)i >= t->n) t->why = "a reference the table does not count";
+    else t->seen[i]++;
+  }
+}
+
+/* NULL when the table counts exactly the tallied references. */
+static const char *tally_end(mp_store *s, mp_store_tally_t *t) {
+  uint64_t i;
+  if (t->why != NULL) return t->why;
+  if (s->hdr->st.r_n > s->hdr->st.r_cap) return "bad reference table size";
+  for (i = 0; i < t->n; i++)
+    if (t->seen[i] != WORD(s, s->hdr->st.r_off + i * REF_SIZE + 24))
+      return "a reference count is wrong";
+  return NULL;
 }
 
 /* ---------------------------------------------------------------------
@@ -536,6 +814,7 @@ int mp_store_locked(lua_State *L, mp_store *s) {
   if ((e = mp_store_lock(L, s)) != 0)
     return luaL_error(L, "cannot lock the shared object: %s", strerror(e));
   s->depth = 1;
+  s->refs++;                            /* its handle may be closed inside */
   r = lua_pcall(L, n - 2, LUA_MULTRET, 0);
   s->depth = 0;
   if (r == LUA_OK) {
@@ -544,7 +823,7 @@ int mp_store_locked(lua_State *L, mp_store *s) {
     txn_rollback(s);
     mp_mutex_unlock(&s->hdr->lock);
   }
-  if (s->refs <= 0) store_destroy(s);   /* closed from inside */
+  mp_store_release(s);
   if (r != LUA_OK) return lua_error(L);
   return lua_gettop(L) - 1;
 }
@@ -556,42 +835,43 @@ int mp_store_held(mp_store *s) { return s->depth > 0; }
 ** Checks, for the specs: the heap's blocks and free lists are whole.
 ** --------------------------------------------------------------------- */
 
-/* NULL when the heap is whole, else what is wrong. Locks s. */
-const char *mp_store_check_heap(lua_State *L, mp_store *s, uint64_t *nfree) {
+/* NULL when the heap is whole, else what is wrong. Under the lock. */
+static const char *check_heap(mp_store *s) {
   static char why[120];
-  uint64_t off, n = 0;
+  uint64_t off;
   int c;
-  if (mp_store_lock(L, s) != 0) return "cannot lock";
   for (off = MP_STORE_HEAP; off < s->hdr->st.bump; off += class_size((int)(WORD(s, off) & 0xff)))
     if ((WORD(s, off) & ~(uint64_t)0xff) != BLK_MAGIC || (WORD(s, off) & 0xff) >= NCLASS) {
       snprintf(why, sizeof why, "bad block header at %" PRIu64, off);
-      goto bad;
+      return why;
     }
-  if (off != s->hdr->st.bump) { snprintf(why, sizeof why, "blocks overrun the top"); goto bad; }
+  if (off != s->hdr->st.bump) return "blocks overrun the top";
   for (c = 0; c < NCLASS; c++) {
     uint64_t b, steps = 0;
-    for (b = WORD(s, HEADS_OFF + 8 * (uint64_t)c); b != 0; b = WORD(s, b + 8), n++) {
+    for (b = WORD(s, HEADS_OFF + 8 * (uint64_t)c); b != 0; b = WORD(s, b + 8)) {
       if (b < MP_STORE_HEAP || b >= s->hdr->st.bump || (WORD(s, b) & 0xff) != (uint64_t)c ||
           ++steps > s->hdr->st.bump / 16) {
         snprintf(why, sizeof why, "bad free list of class %d", c);
-        goto bad;
+        return why;
       }
     }
   }
-  mp_store_unlock(s);
-  *nfree = n;
   return NULL;
-bad:
-  mp_store_unlock(s);
-  return why;
 }
 
-/* Bytes of the data in the file, of the heap in use (top), and how many
-** dead holders' transactions were undone. */
-void mp_store_sizes(mp_store *s, uint64_t *data, uint64_t *top, uint64_t *rollbacks) {
-  *data = s->hdr->data_size;
-  *top = s->hdr->st.bump;
-  *rollbacks = s->hdr->rollbacks;
+/* Under the lock: the heap, the container's own table (its kind's
+** check), and the reference counts against the records' references. */
+static const char *check_all(mp_store *s) {
+  mp_store_tally_t t;
+  const char *why = check_heap(s);
+  if (why != NULL) return why;
+  t.n = s->hdr->st.r_n;
+  t.why = NULL;
+  if ((t.seen = (uint64_t *)calloc((size_t)t.n + 1, 8)) == NULL) return "out of memory";
+  why = s->kind == MP_STORE_LIST ? mp_list_check_array(s, &t) : mp_dict_check_table(s, &t);
+  if (why == NULL) why = tally_end(s, &t);
+  free(t.seen);
+  return why;
 }
 
 /* ---------------------------------------------------------------------
@@ -671,20 +951,74 @@ int mp_store_gc(lua_State *L, const char *mt) {
   return 0;
 }
 
+/* The store a container's value is being decoded from (its reads set it
+** around mp_decode, which raises nothing), which keeps what it names. */
+static mp_store *decoding = NULL;
+
+void mp_store_decoding(mp_store *from) { decoding = from; }
+
+/* __mproc_send: the token; a container's value being encoded counts it. */
 int mp_store_send(lua_State *L, const char *mt) {
   store_ud *u = (store_ud *)mp_checkudata(L, 1, mt);
   if (u->s == NULL) luaL_error(L, "cannot send a closed %s", mt + 6);
+  sends_add(u->s);
   mp_store_push_token(L, u->s);
   return 1;
 }
 
+/* __mproc_recv: a handle; read from a container, the container keeps it. */
 int mp_store_recv(lua_State *L, const char *mt, int kind) {
   const char *token = luaL_checkstring(L, 1);
   mp_store *s = mp_store_from_token(L, token, kind);
   if (s == NULL)
     return luaL_error(L, "cannot receive a %s: %s", mt + 6, lua_tostring(L, -1));
   mp_store_push(L, s, mt);
+  if (decoding != NULL) keep(decoding, s);
   return 1;
+}
+
+/* Copies the n bytes at data offset off out, to c's own room or the
+** scratch buffer. 0 or ENOMEM. */
+int mp_store_copy_out(mp_store *s, uint64_t off, uint64_t n, mp_vcopy *c) {
+  c->buf.p = NULL;
+  c->buf.cap = 0;
+  c->n = (size_t)n;
+  if (n <= MP_STORE_SMALL) {
+    c->p = c->small;
+  } else {
+    if (mp_buf_take(&c->buf, (size_t)n) != 0) return ENOMEM;
+    c->p = c->buf.p;
+  }
+  memcpy((char *)c->p, s->data + off, (size_t)n);
+  return 0;
+}
+
+/* After unlocking: pushes the copied value decoded (stores it names kept
+** by from, if not NULL); raises if it cannot be. */
+void mp_store_push_copy(lua_State *L, mp_vcopy *c, mp_store *from, const char *mt) {
+  int ok;
+  decoding = from;
+  ok = mp_decode(L, c->p, c->n);
+  decoding = NULL;
+  if (c->buf.p != NULL) mp_buf_give(&c->buf);
+  if (!ok) luaL_error(L, "cannot decode a %s value: %s", mt + 6, lua_tostring(L, -1));
+}
+
+/* After mp_store_unlock_taken: pushes the value taken out decoded, then
+** lets go of the stores s no longer names. */
+void mp_store_push_taken(lua_State *L, mp_vcopy *c, mp_store *s, uint32_t nref, const char *mt) {
+  mp_store_push_copy(L, c, NULL, mt);
+  if (nref > 0 && s->depth == 0) {
+    mp_store_lock_or_raise(L, s, mt);
+    mp_store_unlock(s);
+  }
+}
+
+/* Locks s, or raises "cannot lock the Dict: ..." */
+mp_store *mp_store_lock_or_raise(lua_State *L, mp_store *s, const char *mt) {
+  int e = mp_store_lock(L, s);
+  if (e != 0) luaL_error(L, "cannot lock the %s: %s", mt + 6, strerror(e));
+  return s;
 }
 
 /* __eq: two handles on one store are equal. */
@@ -712,6 +1046,67 @@ static int l_store_is(lua_State *L) {
   return 1;
 }
 
+/* The open store of a Dict, List or Namespace at idx (*mt its type);
+** raises for anything else. */
+static mp_store *any_store(lua_State *L, int idx, const char **mt) {
+  int i;
+  for (i = 0; store_types[i] != NULL; i++) {
+    if (luaL_testudata(L, idx, store_types[i]) != NULL) {
+      *mt = store_types[i];
+      return mp_store_check(L, idx, store_types[i]);
+    }
+  }
+  luaL_argexpected(L, 0, idx, "mproc.Dict, mproc.List or mproc.Namespace");
+  return NULL;
+}
+
+/* core.store_locked(obj, f, ...) -> f(...), run as one transaction under
+** obj's lock (mp_store_locked) */
+static int l_store_locked(lua_State *L) {
+  const char *mt;
+  return mp_store_locked(L, any_store(L, 1, &mt));
+}
+
+/* core.store_snapshot(obj) -> keys, values (Dict, Namespace: insertion
+** order), or the values (List): sequences read at one instant */
+static int l_store_snapshot(lua_State *L) {
+  const char *mt;
+  mp_store *s = any_store(L, 1, &mt);
+  if (s->kind == MP_STORE_LIST) {
+    mp_list_snapshot(L, s);
+    return 1;
+  }
+  mp_dict_snapshot(L, s, mt);
+  return 2;
+}
+
+/* core.store_check(obj) -> true, or false, what is wrong (heap, free
+** lists, the container's table, reference counts), for the specs */
+static int l_store_check(lua_State *L) {
+  const char *mt, *why;
+  mp_store *s = any_store(L, 1, &mt);
+  mp_store_lock_or_raise(L, s, mt);
+  why = check_all(s);
+  mp_store_unlock(s);
+  lua_pushboolean(L, why == NULL);
+  if (why == NULL) return 1;
+  lua_pushstring(L, why);
+  return 2;
+}
+
+/* core.store_sizes(obj) -> bytes of data in the shared file, bytes of heap
+** in use, transactions of killed holders undone, stores obj keeps mapped
+** in this process, for the specs */
+static int l_store_sizes(lua_State *L) {
+  const char *mt;
+  mp_store *s = any_store(L, 1, &mt);
+  lua_pushinteger(L, (lua_Integer)s->hdr->data_size);
+  lua_pushinteger(L, (lua_Integer)s->hdr->st.bump);
+  lua_pushinteger(L, (lua_Integer)s->hdr->rollbacks);
+  lua_pushinteger(L, s->nkept);
+  return 4;
+}
+
 /* When the Lua state closes (and this library may be unloaded), the
 ** scratch buffer goes. */
 static int scratch_gc(lua_State *L) {
@@ -719,8 +1114,17 @@ static int scratch_gc(lua_State *L) {
   free(scratch.p);
   scratch.p = NULL;
   scratch.cap = 0;
+  free(sends.ids);
+  sends.ids = NULL;
+  sends.n = sends.cap = 0;
   return 0;
 }
+
+static const luaL_Reg store_funcs[] = {
+  {"store_is", l_store_is}, {"store_locked", l_store_locked},
+  {"store_snapshot", l_store_snapshot}, {"store_check", l_store_check},
+  {"store_sizes", l_store_sizes}, {NULL, NULL}
+};
 
 void mp_open_store(lua_State *L) {
   if (luaL_newmetatable(L, "mproc.store.scratch")) {
@@ -732,6 +1136,5 @@ void mp_open_store(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "mproc.store.sentinel");
   }
   lua_pop(L, 1);
-  lua_pushcfunction(L, l_store_is);
-  lua_setfield(L, -2, "store_is");
+  luaL_setfuncs(L, store_funcs, 0);
 }

@@ -4,8 +4,10 @@
 -- src/list.c): every read and write takes the container's robust lock,
 -- and values travel as codec bytes (copies, as with Python's proxies).
 -- This file adds the argument checks and the methods made of the C ones:
--- the atomic ones run as one transaction under the lock (_locked), so a
--- process killed inside them leaves the container as it was.
+-- the atomic ones run as one transaction under the lock
+-- (core.store_locked), so a process killed inside them leaves the
+-- container as it was. The private helpers are core functions taking the
+-- object, never methods.
 local core = require "mproc.core"
 local util = require "mproc.util"
 
@@ -35,22 +37,22 @@ end
 
 -- The values of a sequence or a List, as a plain sequence.
 local function sequence(fname, n, t)
-  if is(t, "mproc.List") then return t:_snapshot() end
+  if is(t, "mproc.List") then return core.store_snapshot(t) end
   if type(t) ~= "table" then
     util.argerror(fname, n, "table or mproc.List expected, got " .. type(t))
   end
   return t
 end
 
+local locked, snapshot = core.store_locked, core.store_snapshot
+
 -- Runs body(obj, items, i, j) for items 1..n in chunks, each one
--- transaction under locked(obj, ...) (obj's _locked).
-local function in_chunks(locked, obj, n, body, items)
+-- transaction under obj's lock.
+local function in_chunks(obj, n, body, items)
   for i = 1, math.max(n, 1), CHUNK do
     locked(obj, body, obj, items, i, math.min(i + CHUNK - 1, n))
   end
 end
-
-local function locked(obj, ...) return obj:_locked(...) end
 
 -- Dict -------------------------------------------------------------------
 
@@ -60,13 +62,13 @@ end
 
 -- d:update(t): every pair of t (a table, a Dict or a Namespace) set in d,
 -- as one atomic change for up to 10,000 pairs.
-local function update(self, t, fname, lock)
+local function update(self, t, fname)
   local kv, n = {}, 0
   for k, v in each_pair(fname or "update", 2, t) do
     n = n + 1
     kv[2 * n - 1], kv[2 * n] = k, v
   end
-  in_chunks(lock or locked, self, n, set_pairs, kv)
+  in_chunks(self, n, set_pairs, kv)
 end
 
 -- d:keys(), d:values() -> sequences in insertion order; d:items() -> a
@@ -74,25 +76,25 @@ end
 -- each.
 local function keys(self)
   check("keys", self, "mproc.Dict")
-  return (self:_snapshot())
+  return (snapshot(self))
 end
 
 local function values(self)
   check("values", self, "mproc.Dict")
-  local _, vs = self:_snapshot()
+  local _, vs = snapshot(self)
   return vs
 end
 
 local function items(self)
   check("items", self, "mproc.Dict")
-  local ks, vs = self:_snapshot()
+  local ks, vs = snapshot(self)
   for i, k in ipairs(ks) do ks[i] = { k, vs[i] } end
   return ks
 end
 
 local function copy(self)
   check("copy", self, "mproc.Dict")
-  local ks, vs = self:_snapshot()
+  local ks, vs = snapshot(self)
   local t = {}
   for i, k in ipairs(ks) do t[k] = vs[i] end
   return t
@@ -116,7 +118,7 @@ local function dict_update_key(self, k, f)
       (k ~= k and "NaN" or type(k)))
   end
   util.check_callable("update_key", 2, f)
-  return self:_locked(update_key_body, self, k, f)
+  return locked(self, update_key_body, self, k, f)
 end
 
 for name, f in pairs {
@@ -136,18 +138,48 @@ end
 
 -- Namespace --------------------------------------------------------------
 
+-- A Namespace's only method: as in Python, where a Namespace proxy's own
+-- names are not the referent's attributes, a field of that name is
+-- refused (rather than hidden behind the method, as a Dict key named like
+-- a method is).
+local NS_METHODS = { update_key = true }
+
+local function ns_update_key_body(self, name, f)
+  local new = f(self[name])
+  self[name] = new
+  return new
+end
+
+-- ns:update_key(name, f) -> the new value: f(old value or nil) under the
+-- Namespace's lock, its result stored in the field (nil deletes it), as
+-- one atomic change. An error in f leaves the field as it was and goes on.
+local function ns_update_key(self, name, f)
+  check("update_key", self, "mproc.Namespace")
+  if type(name) ~= "string" then
+    util.argerror("update_key", 1, "field name must be a string, got " .. type(name))
+  elseif NS_METHODS[name] then
+    util.argerror("update_key", 1, ("'%s' is a Namespace method, not a field"):format(name))
+  end
+  util.check_callable("update_key", 2, f)
+  return locked(self, ns_update_key_body, self, name, f)
+end
+
+core.interpose("mproc.Namespace", "update_key", ns_update_key)
+
 -- mproc.Namespace([t]) -> a new Namespace with t's string-keyed fields
 function M.Namespace(init)
   if init ~= nil then
     for k in each_pair("Namespace", 1, init) do
       if type(k) ~= "string" then
         util.argerror("Namespace", 1, "field names must be strings, got " .. type(k))
+      elseif NS_METHODS[k] then
+        util.argerror("Namespace", 1, ("'%s' is a Namespace method, not a field"):format(k))
       end
     end
   end
   local ns, err, code = core.namespace_new()
   if not ns then return nil, err, code end
-  if init ~= nil then update(ns, init, "Namespace", core.ns_locked) end
+  if init ~= nil then update(ns, init, "Namespace") end
   return ns
 end
 
@@ -161,11 +193,11 @@ end
 -- atomic change for up to 10,000 values.
 local function extend(self, t)
   local vs = sequence("extend", 2, t)
-  in_chunks(locked, self, #vs, append_all, vs)
+  in_chunks(self, #vs, append_all, vs)
 end
 
 local function remove_body(self, v)
-  for i, x in ipairs(self:_snapshot()) do
+  for i, x in ipairs(snapshot(self)) do
     if x == v then self:pop(i); return true end
   end
   return false
@@ -175,7 +207,7 @@ end
 -- false when there is none.
 local function remove(self, v)
   check("remove", self, "mproc.List")
-  return self:_locked(remove_body, self, v)
+  return locked(self, remove_body, self, v)
 end
 
 -- l:index(v, [start]) -> the position of the first element == v, at or
@@ -185,7 +217,7 @@ local function index(self, v, start)
   if start ~= nil and math.type(start) ~= "integer" then
     util.argerror("index", 2, "integer expected, got " .. type(start))
   end
-  local vs = self:_snapshot()
+  local vs = snapshot(self)
   for i = math.max(start or 1, 1), #vs do
     if vs[i] == v then return i end
   end
@@ -196,7 +228,7 @@ end
 local function count(self, v)
   check("count", self, "mproc.List")
   local n = 0
-  for _, x in ipairs(self:_snapshot()) do
+  for _, x in ipairs(snapshot(self)) do
     if x == v then n = n + 1 end
   end
   return n
@@ -205,7 +237,7 @@ end
 local function less(a, b) return a < b end
 
 local function sort_body(self, cmp)
-  local vs = self:_snapshot()
+  local vs = snapshot(self)
   local perm = {}
   for i = 1, #vs do perm[i] = i end
   -- stable, as Python's: equal elements keep their order
@@ -215,7 +247,7 @@ local function sort_body(self, cmp)
     if cmp(vb, va) then return false end
     return a < b
   end)
-  self:_permute(perm)
+  core.list_permute(self, perm)
 end
 
 -- l:sort([cmp]): sorts in place, stably, by cmp (as table.sort's; default
@@ -223,25 +255,25 @@ end
 local function sort(self, cmp)
   check("sort", self, "mproc.List")
   util.check_callable("sort", 1, cmp, true)
-  self:_locked(sort_body, self, cmp or less)
+  locked(self, sort_body, self, cmp or less)
 end
 
 local function reverse_body(self)
   local n, perm = #self, {}
   for i = 1, n do perm[i] = n - i + 1 end
-  self:_permute(perm)
+  core.list_permute(self, perm)
 end
 
 -- l:reverse(): reverses in place
 local function reverse(self)
   check("reverse", self, "mproc.List")
-  self:_locked(reverse_body, self)
+  locked(self, reverse_body, self)
 end
 
 -- l:totable() -> a plain sequence of the values, read at one instant
 local function totable(self)
   check("totable", self, "mproc.List")
-  return self:_snapshot()
+  return snapshot(self)
 end
 
 local function list_update_key_body(self, i, f)
@@ -263,7 +295,7 @@ local function list_update_key(self, i, f)
     util.argerror("update_key", 1, "integer expected, got " .. (math.type(i) or type(i)))
   end
   util.check_callable("update_key", 2, f)
-  return self:_locked(list_update_key_body, self, i, f)
+  return locked(self, list_update_key_body, self, i, f)
 end
 
 for name, f in pairs {
@@ -277,7 +309,7 @@ function M.List(init)
   local vs = init ~= nil and sequence("List", 1, init) or nil
   local l, err, code = core.list_new()
   if not l then return nil, err, code end
-  if vs then in_chunks(locked, l, #vs, append_all, vs) end
+  if vs then in_chunks(l, #vs, append_all, vs) end
   return l
 end
 
