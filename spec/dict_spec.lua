@@ -758,11 +758,12 @@ describe("a container held only by another container", function()
     for _ = 1, 4 do l:pop() end
     settle()
     assert.are.equal(base + 1, support.fd_count())
-    local last = l:pop()          -- names the Dict: decoded, then let go of by l
-    assert.are.equal(1, last[1])
-    last[2].x = "usable"
-    assert.are.equal("usable", last[2].x)
-    last = nil
+    do
+      local last = l:pop()        -- names the Dict: decoded, then let go of by l
+      assert.are.equal(1, last[1])
+      last[2].x = "usable"
+      assert.are.equal("usable", last[2].x)
+    end
     settle()
     assert.are.equal(base, support.fd_count())
     assert.is_true(whole(l))
