@@ -25,10 +25,12 @@
 **
 ** Handles: a process keeps one mp_store per file it has mapped, found by
 ** device and inode; userdata of any of the three types point at it. A
-** token (pid:fd:dev:ino:nonce) names the store across processes: a
-** process that has it mapped (inherited by fork) uses its own mapping, and
-** one that has not opens /proc/<pid>/fd/<fd> of the sender (Linux), checked
-** by inode and by the nonce in the header.
+** token (pid:fd of the sender, pid:fd of the maker, dev:ino:nonce) names
+** the store across processes: a process that has it mapped (inherited by
+** fork) uses its own mapping, and one that has not opens /proc/<pid>/fd/<fd>
+** of the sender or the maker (Linux), checked by inode and by the nonce in
+** the header. A store named by a value in another store is kept mapped
+** with it (References between stores, below).
 */
 #define _GNU_SOURCE
 #include <errno.h>
