@@ -11,6 +11,37 @@ local function within(seconds, f)
   return code
 end
 
+-- 4 processes each add 1 to obj.n `each` times with update_key; obj.n after.
+local function increments(obj, each)
+  local ps = {}
+  for i = 1, 4 do
+    ps[i] = mproc.Process(function()
+      for _ = 1, each do obj:update_key("n", function(n) return n + 1 end) end
+    end):start()
+  end
+  for _, p in ipairs(ps) do assert.are.equal(0, p:join(60)) end
+  return obj.n
+end
+
+-- A child calls obj:update_key("n", f), f changing other fields, and is
+-- SIGKILLed inside it, holding the lock; returns once it is dead.
+local function killed_inside_update_key(obj)
+  local inside = mproc.Event()
+  local p = mproc.Process(function()
+    obj:update_key("n", function(n)
+      obj.other = "new"
+      for i = 1, 1000 do obj["junk" .. i] = i end
+      inside:set()
+      mproc.sleep(60)
+      return n + 1
+    end)
+  end):start()
+  local entered = inside:wait(10)
+  p:kill()
+  assert.are.equal(-9, p:join(10))
+  assert.is_true(entered)
+end
+
 local function whole(obj)
   local ok, why = core.store_check(obj)
   assert(ok, why)
@@ -224,15 +255,7 @@ describe("Dict", function()
   end)
 
   it("keeps 4 processes x 2000 update_key increments: exactly 8000", function()
-    local d = mproc.Dict { n = 0 }
-    local ps = {}
-    for i = 1, 4 do
-      ps[i] = mproc.Process(function()
-        for _ = 1, 2000 do d:update_key("n", function(n) return n + 1 end) end
-      end):start()
-    end
-    for _, p in ipairs(ps) do assert.are.equal(0, p:join(60)) end
-    assert.are.equal(8000, d.n)
+    assert.are.equal(8000, increments(mproc.Dict { n = 0 }, 2000))
   end)
 
   it("grows while older processes keep reading it", function()
@@ -304,19 +327,7 @@ describe("Dict", function()
 
   it("undoes the change of a process killed holding its lock inside update_key", function()
     local d = mproc.Dict { n = 1, other = "old" }
-    local inside = mproc.Event()
-    local p = mproc.Process(function()
-      d:update_key("n", function(n)
-        d.other = "new"
-        for i = 1, 1000 do d["junk" .. i] = i end
-        inside:set()
-        mproc.sleep(60)
-        return n + 1
-      end)
-    end):start()
-    assert.is_true(inside:wait(10))
-    p:kill()
-    assert.are.equal(-9, p:join(10))
+    killed_inside_update_key(d)
     assert.are.same({ n = 1, other = "old" }, d:copy())
     assert.is_true(whole(d))
     d.n = 2
@@ -533,33 +544,15 @@ describe("Namespace", function()
   end)
 
   it("update_key: 4 processes x 1000 increments give exactly 4000", function()
-    local ns = mproc.Namespace { n = 0 }
-    local ps = {}
-    for i = 1, 4 do
-      ps[i] = mproc.Process(function()
-        for _ = 1, 1000 do ns:update_key("n", function(n) return n + 1 end) end
-      end):start()
-    end
-    for _, p in ipairs(ps) do assert.are.equal(0, p:join(60)) end
-    assert.are.equal(4000, ns.n)
+    assert.are.equal(4000, increments(mproc.Namespace { n = 0 }, 1000))
   end)
 
   it("update_key: a process killed inside leaves the old value", function()
-    local ns, inside = mproc.Namespace { n = 1, other = "old" }, mproc.Event()
-    local p = mproc.Process(function()
-      ns:update_key("n", function(n)
-        ns.other = "new"
-        inside:set()
-        mproc.sleep(60)
-        return n + 1
-      end)
-    end):start()
-    local entered = inside:wait(10)
-    p:kill()
-    assert.are.equal(-9, p:join(10))
-    assert.is_true(entered)
+    local ns = mproc.Namespace { n = 1, other = "old" }
+    killed_inside_update_key(ns)
     assert.are.equal(1, ns.n)
     assert.are.equal("old", ns.other)
+    assert.are.equal(2, #ns)
     assert.is_true(whole(ns))
     assert.are.equal(2, ns:update_key("n", function(n) return n + 1 end))
   end)

@@ -32,7 +32,6 @@
 #define EMPTY 0u
 #define DUMMY 0xffffffffu
 #define REC_HEAD 16          /* u64 value length, u32 key length, u32 refs */
-#define RESET_AT ((uint64_t)1 << 20)  /* an emptied heap above this starts over */
 #define MAX_INDEX ((uint64_t)1 << 31)
 #define SET_LOG (4 * MP_STORE_ALLOC_LOG + 4 * MP_STORE_FREE_LOG + 4)
 #define DEL_LOG (3 + MP_STORE_FREE_LOG + MP_STORE_RESET_LOG)
@@ -268,13 +267,6 @@ static int set_locked(mp_store *s, const dkey *k, const dval *v) {
   return 0;
 }
 
-/* Empties the table and the heap. */
-static void clear_locked(mp_store *s) {
-  mp_store_state *st = mp_store_st(s);
-  mp_store_reset(s);
-  st->a_off = st->a_cap = st->b_off = st->b_cap = st->n = st->count = 0;
-}
-
 /* Deletes entry j (at index slot). An emptied large heap starts over. */
 static void del_locked(mp_store *s, int64_t j, uint64_t slot) {
   mp_store_state *st = mp_store_st(s);
@@ -284,7 +276,7 @@ static void del_locked(mp_store *s, int64_t j, uint64_t slot) {
   rec_drop_refs(s, rec);
   mp_store_free(s, rec);
   st->count--;
-  if (st->count == 0 && st->bump > RESET_AT) clear_locked(s);
+  if (st->count == 0) mp_store_emptied(s);
 }
 
 /* Copies the value of entry j out. 0 or ENOMEM. */
@@ -495,12 +487,7 @@ static int l_dict_new(lua_State *L) {
 /* Methods first: d.get is the method; d:get("get") reads that key. */
 static int m_dict_index(lua_State *L) {
   mp_store *s = mp_store_check(L, 1, DICT_MT);
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-    lua_pop(L, 1);
-  }
-  dict_get(L, s, 2, DICT_MT, 0);
+  if (!mp_store_method(L)) dict_get(L, s, 2, DICT_MT, 0);
   return 1;
 }
 
@@ -568,21 +555,7 @@ static int m_dict_len(lua_State *L) {
   return 1;
 }
 
-/* d:clear(): every entry gone, the memory given back */
-static int m_dict_clear(lua_State *L) {
-  mp_store *s = mp_store_check(L, 1, DICT_MT);
-  mp_store_mark_t m;
-  lock_or_raise(L, s, DICT_MT);
-  mp_store_mark(s, &m);
-  if (!mp_store_room(s, MP_STORE_RESET_LOG)) {
-    mp_store_fail(s, &m);
-    mp_store_raise(L, "clear the Dict", E2BIG);
-  }
-  clear_locked(s);
-  mp_store_unlock(s);
-  return 0;
-}
-
+static int m_dict_clear(lua_State *L) { return mp_store_clear(L, DICT_MT); }
 
 /* The iterator pairs() returns: upvalues keys, values, position. */
 static int pairs_next(lua_State *L) {
@@ -641,12 +614,7 @@ static int l_namespace_new(lua_State *L) {
 
 static int m_ns_index(lua_State *L) {
   mp_store *s = mp_store_check(L, 1, NS_MT);
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-    lua_pop(L, 1);
-  }
-  dict_get(L, s, 2, NS_MT, 0);
+  if (!mp_store_method(L)) dict_get(L, s, 2, NS_MT, 0);
   return 1;
 }
 

@@ -23,7 +23,6 @@
 #include "mproc.h"
 
 #define LIST_MT "mproc.List"
-#define RESET_AT ((uint64_t)1 << 20)
 #define MAX_LEN ((uint64_t)1 << 40)
 #define SET_LOG (3 * MP_STORE_ALLOC_LOG + 2 * MP_STORE_FREE_LOG + 2)
 #define POP_LOG (2 * MP_STORE_FREE_LOG + MP_STORE_ALLOC_LOG + MP_STORE_RESET_LOG)
@@ -153,12 +152,6 @@ static int replace_locked(mp_store *s, uint64_t i, const lval *v) {
   return 0;
 }
 
-static void clear_locked(mp_store *s) {
-  mp_store_state *st = mp_store_st(s);
-  mp_store_reset(s);
-  st->a_off = st->a_cap = st->b_off = st->b_cap = st->n = st->count = 0;
-}
-
 /* Removes element i (0-based, < n); an emptied large heap starts over.
 ** 0 or an errno. */
 static int remove_locked(mp_store *s, uint64_t i) {
@@ -171,7 +164,7 @@ static int remove_locked(mp_store *s, uint64_t i) {
   mp_store_free(s, rec);
   st->n--;
   st->count = st->n;
-  if (st->n == 0 && st->bump > RESET_AT) clear_locked(s);
+  if (st->n == 0) mp_store_emptied(s);
   return 0;
 }
 
@@ -389,20 +382,7 @@ static int m_pop(lua_State *L) {
   return 1;
 }
 
-/* l:clear(): every element gone, the memory given back */
-static int m_clear(lua_State *L) {
-  mp_store *s = check_list(L);
-  mp_store_mark_t m;
-  lock_or_raise(L, s);
-  mp_store_mark(s, &m);
-  if (!mp_store_room(s, MP_STORE_RESET_LOG)) {
-    mp_store_fail(s, &m);
-    mp_store_raise(L, "clear the List", E2BIG);
-  }
-  clear_locked(s);
-  mp_store_unlock(s);
-  return 0;
-}
+static int m_clear(lua_State *L) { return mp_store_clear(L, LIST_MT); }
 
 /* core.list_permute(l, p): element i becomes the old element p[i]; p must
 ** be a permutation of 1..#l (checked under the lock). */

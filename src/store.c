@@ -79,6 +79,7 @@ static void punch(int fd, off_t off, off_t len) { (void)fd; (void)off; (void)len
 #define NCLASS 80
 #define PUNCH_MIN ((uint64_t)64 << 10) /* freed blocks this big give pages back */
 #define PUNCH_MAX 64
+#define RESET_AT ((uint64_t)1 << 20)  /* an emptied heap above this starts over */
 
 typedef struct { uint64_t off, old; } st_undo;
 
@@ -387,17 +388,25 @@ uint64_t mp_store_block_size(mp_store *s, uint64_t off) {
   return class_size((int)(WORD(s, off - 8) & 0xff)) - 8;
 }
 
-/* Empties the heap: every block free, the top back at the start, no
-** reference counted. The container's own fields are the caller's. */
+/* Empties the heap and the container: every block free, the top back at
+** the start, no table, no reference counted. */
 void mp_store_reset(mp_store *s) {
+  mp_store_state *st = &s->hdr->st;
   int c;
   for (c = 0; c < NCLASS; c++)
     if (WORD(s, HEADS_OFF + 8 * (uint64_t)c) != 0)
       mp_store_put(s, HEADS_OFF + 8 * (uint64_t)c, 0);
-  s->hdr->st.bump = MP_STORE_HEAP;
-  if (s->hdr->st.r_n > 0) s->hdr->st.r_gen++;
-  s->hdr->st.r_off = s->hdr->st.r_cap = s->hdr->st.r_n = 0;
+  st->bump = MP_STORE_HEAP;
+  st->a_off = st->a_cap = st->b_off = st->b_cap = st->n = st->count = 0;
+  if (st->r_n > 0) st->r_gen++;
+  st->r_off = st->r_cap = st->r_n = 0;
   s->npunch = 0;
+}
+
+/* A container just emptied: a large heap starts over (clear's room was
+** made with the change's). */
+void mp_store_emptied(mp_store *s) {
+  if (s->hdr->st.bump > RESET_AT) mp_store_reset(s);
 }
 
 int mp_store_reset_room(mp_store *s) { return mp_store_room(s, NCLASS); }
@@ -1029,6 +1038,30 @@ int mp_store_eq(lua_State *L, const char *mt) {
   store_ud *b = (store_ud *)luaL_testudata(L, 2, mt);
   lua_pushboolean(L, a != NULL && b != NULL && a->s != NULL && a->s == b->s);
   return 1;
+}
+
+/* d:clear(), l:clear(): every entry gone, the memory given back */
+int mp_store_clear(lua_State *L, const char *mt) {
+  mp_store *s = mp_store_check(L, 1, mt);
+  mp_store_lock_or_raise(L, s, mt);
+  if (!mp_store_room(s, MP_STORE_RESET_LOG)) {
+    mp_store_unlock(s);           /* nothing changed yet */
+    return luaL_error(L, "cannot clear the %s: too many changes in one atomic operation",
+                      mt + 6);
+  }
+  mp_store_reset(s);
+  mp_store_unlock(s);
+  return 0;
+}
+
+/* Methods first, for Dict and Namespace: d.get is the method; the key
+** "get" is read with d:get("get"). upvalue 1: the methods. 1 if pushed. */
+int mp_store_method(lua_State *L) {
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  lua_pop(L, 1);
+  return 0;
 }
 
 /* Raises "cannot <what>: <reason>" for errno e (E2BIG: the log is full). */
