@@ -58,7 +58,7 @@ typedef struct {
 ** Keys
 ** --------------------------------------------------------------------- */
 
-static uint64_t hash_bytes(uint64_t h, const char *p, size_t n) {
+MP_HOT static uint64_t hash_bytes(uint64_t h, const char *p, size_t n) {
   const uint64_t K = 0x9e3779b97f4a7c15u;
   uint64_t w;
   for (; n >= 8; p += 8, n -= 8) {
@@ -79,7 +79,7 @@ static const char *key_types(const char *mt) {
 /* Checks the key at idx and encodes it into k (pushing one value that
 ** keeps the bytes alive). A float with an integer value becomes that
 ** integer; NaN and other types raise. */
-static void check_key(lua_State *L, mp_store *s, int idx, dkey *k, const char *mt) {
+MP_HOT static void check_key(lua_State *L, mp_store *s, int idx, dkey *k, const char *mt) {
   int t = lua_type(L, idx);
   idx = lua_absindex(L, idx);
   if (t == LUA_TNUMBER && mt[6] != 'N' && !lua_isinteger(L, idx)) {
@@ -133,7 +133,7 @@ static uint32_t rec_nref(mp_store *s, uint64_t rec) {
   return nref;
 }
 
-static int key_equal(mp_store *s, uint64_t rec, const dkey *k) {
+MP_HOT static int key_equal(mp_store *s, uint64_t rec, const dkey *k) {
   const char *r = DATA(s) + rec;
   uint32_t klen;
   memcpy(&klen, r + 8, 4);
@@ -142,7 +142,7 @@ static int key_equal(mp_store *s, uint64_t rec, const dkey *k) {
 }
 
 /* The entry of key k, or -1; *slot is its index slot, or where it would go. */
-static int64_t find(mp_store *s, const dkey *k, uint64_t *slot) {
+MP_HOT static int64_t find(mp_store *s, const dkey *k, uint64_t *slot) {
   mp_store_state *st = mp_store_st(s);
   uint32_t *idx;
   entry *ent;
@@ -169,7 +169,7 @@ static int64_t find(mp_store *s, const dkey *k, uint64_t *slot) {
 }
 
 /* Sets index slot i to v: a logged store of the word around it. */
-static void put_slot(mp_store *s, uint64_t i, uint32_t v) {
+MP_HOT static void put_slot(mp_store *s, uint64_t i, uint32_t v) {
   uint64_t off = mp_store_st(s)->a_off + i * 4, w = off & ~(uint64_t)7, word;
   uint32_t half[2];
   memcpy(&word, DATA(s) + w, 8);
@@ -217,7 +217,7 @@ static int resize(mp_store *s, uint64_t want) {
   return 0;
 }
 
-static void write_record(mp_store *s, uint64_t rec, const dkey *k, const dval *v) {
+MP_HOT static void write_record(mp_store *s, uint64_t rec, const dkey *k, const dval *v) {
   char *r = DATA(s) + rec;
   uint64_t vlen = v->b.n[0] + v->b.n[1];
   uint32_t klen = (uint32_t)k->n;
@@ -235,23 +235,23 @@ static void write_record(mp_store *s, uint64_t rec, const dkey *k, const dval *v
 }
 
 /* d[k] = v. 0 or an errno (the caller undoes to its mark). */
-static int set_locked(mp_store *s, const dkey *k, const dval *v) {
+MP_HOT static int set_locked(mp_store *s, const dkey *k, const dval *v) {
   mp_store_state *st = mp_store_st(s);
   uint64_t slot, rec, size = REC_HEAD + k->n + v->b.n[0] + v->b.n[1];
   int64_t j;
   int e;
   if (k->n > UINT32_MAX) return EFBIG;
+  if (!mp_store_room(s, SET_LOG + MP_STORE_REFS_LOG(v->nids))) return E2BIG;
   j = find(s, k, &slot);
-  if (!mp_store_room(s, SET_LOG + MP_STORE_REFS_LOG(v->nids) +
-                    (j >= 0 ? rec_nref(s, WORD(s, entry_rec_off(s, j))) : 0)))
-    return E2BIG;
   if ((e = mp_store_alloc(s, size + (uint64_t)v->nids * MP_STORE_ID, &rec)) != 0) return e;
   write_record(s, rec, k, v);
-  if ((e = mp_store_refs_add(s, v->ids, v->nids)) != 0) return e;
+  if (v->nids > 0 && (e = mp_store_refs_add(s, v->ids, v->nids)) != 0) return e;
   if (j >= 0) {
     uint64_t old = WORD(s, entry_rec_off(s, j));
+    uint32_t nref = rec_nref(s, old);
+    if (nref > 0 && !mp_store_room(s, nref + SET_LOG)) return E2BIG;
     mp_store_put(s, entry_rec_off(s, j), rec);
-    rec_drop_refs(s, old);
+    if (nref > 0) rec_drop_refs(s, old);
     mp_store_free(s, old);
     return 0;
   }
@@ -280,7 +280,7 @@ static void del_locked(mp_store *s, int64_t j, uint64_t slot) {
 }
 
 /* Copies the value of entry j out. 0 or ENOMEM. */
-static int copy_value(mp_store *s, int64_t j, mp_vcopy *c) {
+MP_HOT static int copy_value(mp_store *s, int64_t j, mp_vcopy *c) {
   uint64_t rec = entries_of(s)[j].rec, vlen;
   uint32_t klen, nref;
   rec_sizes(s, rec, &vlen, &klen, &nref);
@@ -295,13 +295,11 @@ static int copy_value(mp_store *s, int64_t j, mp_vcopy *c) {
 
 /* Encodes the value at idx into v, with the stores it names. */
 static void encode_value(lua_State *L, mp_store *s, int idx, dval *v) {
-  mp_store_sends_begin(s);
-  mp_encode(L, idx, &v->b);
-  v->nids = mp_store_sends_end(&v->ids);
+  v->nids = mp_store_encode(L, s, idx, &v->b, &v->ids);
 }
 
 /* Pushes the value at the key at kidx, or nil; with del, deletes it too. */
-static void dict_get(lua_State *L, mp_store *s, int kidx, const char *mt, int del) {
+MP_HOT static void dict_get(lua_State *L, mp_store *s, int kidx, const char *mt, int del) {
   dkey k;
   mp_vcopy c;
   uint64_t slot;
@@ -327,7 +325,7 @@ static void dict_get(lua_State *L, mp_store *s, int kidx, const char *mt, int de
 }
 
 /* Sets the key at kidx to the value at vidx (nil: deletes). */
-static void dict_set(lua_State *L, mp_store *s, int kidx, int vidx, const char *mt) {
+MP_HOT static void dict_set(lua_State *L, mp_store *s, int kidx, int vidx, const char *mt) {
   dkey k;
   dval v;
   mp_store_mark_t m;
@@ -351,7 +349,7 @@ static void dict_set(lua_State *L, mp_store *s, int kidx, int vidx, const char *
     mp_store_raise(L, mt[6] == 'N' ? "set the Namespace attribute" : "store in the Dict", e);
   }
   mp_store_unlock(s);
-  if (!lua_isnil(L, vidx)) mp_store_keep_ids(s, v.ids, v.nids);
+  if (!lua_isnil(L, vidx) && v.nids > 0) mp_store_keep_ids(s, v.ids, v.nids);
 }
 
 static uint64_t dict_count(lua_State *L, mp_store *s, const char *mt) {
@@ -485,13 +483,13 @@ static int l_dict_new(lua_State *L) {
 }
 
 /* Methods first: d.get is the method; d:get("get") reads that key. */
-static int m_dict_index(lua_State *L) {
+MP_HOT static int m_dict_index(lua_State *L) {
   mp_store *s = mp_store_check(L, 1, DICT_MT);
   if (!mp_store_method(L)) dict_get(L, s, 2, DICT_MT, 0);
   return 1;
 }
 
-static int m_dict_newindex(lua_State *L) {
+MP_HOT static int m_dict_newindex(lua_State *L) {
   dict_set(L, mp_store_check(L, 1, DICT_MT), 2, 3, DICT_MT);
   return 0;
 }
@@ -544,7 +542,7 @@ static int m_dict_setdefault(lua_State *L) {
     mp_store_raise(L, "store in the Dict", e);
   }
   mp_store_unlock(s);
-  mp_store_keep_ids(s, v.ids, v.nids);
+  if (v.nids > 0) mp_store_keep_ids(s, v.ids, v.nids);
   lua_pushvalue(L, 3);
   return 1;
 }

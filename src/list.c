@@ -65,7 +65,7 @@ static void rec_drop_refs(mp_store *s, uint64_t rec) {
 
 /* A new record holding v, its references counted; *rec is its offset.
 ** The caller made room for SET_LOG plus the references. 0 or an errno. */
-static int new_record(mp_store *s, const lval *v, uint64_t *rec) {
+MP_HOT static int new_record(mp_store *s, const lval *v, uint64_t *rec) {
   uint64_t vlen = v->b.n[0] + v->b.n[1], head;
   char *r;
   int e;
@@ -77,7 +77,7 @@ static int new_record(mp_store *s, const lval *v, uint64_t *rec) {
   memcpy(r + 8, v->b.p[0], v->b.n[0]);
   if (v->b.n[1]) memcpy(r + 8 + v->b.n[0], v->b.p[1], v->b.n[1]);
   if (v->nids) memcpy(r + 8 + vlen, v->ids, (size_t)v->nids * MP_STORE_ID);
-  return mp_store_refs_add(s, v->ids, v->nids);
+  return v->nids > 0 ? mp_store_refs_add(s, v->ids, v->nids) : 0;
 }
 
 /* Whether the log has room for a change storing v (and, with old, letting
@@ -109,7 +109,7 @@ static int rebuild(mp_store *s, uint64_t cap, int64_t drop, int64_t gap) {
 }
 
 /* Appends v. 0 or an errno. */
-static int append_locked(mp_store *s, const lval *v) {
+MP_HOT static int append_locked(mp_store *s, const lval *v) {
   mp_store_state *st = mp_store_st(s);
   uint64_t rec;
   int e;
@@ -169,7 +169,7 @@ static int remove_locked(mp_store *s, uint64_t i) {
 }
 
 /* Copies the value of element i (0-based) out. 0 or ENOMEM. */
-static int copy_value(mp_store *s, uint64_t i, mp_vcopy *c) {
+MP_HOT static int copy_value(mp_store *s, uint64_t i, mp_vcopy *c) {
   uint64_t rec = array_of(s)[i];
   return mp_store_copy_out(s, rec + 8, rec_len(s, rec), c);
 }
@@ -198,16 +198,14 @@ static int range_error(lua_State *L, lua_Integer i, uint64_t hi) {
 ** stores it names. */
 static void check_value(lua_State *L, mp_store *s, int idx, lval *v) {
   if (lua_isnoneornil(L, idx)) luaL_error(L, "a List cannot hold nil (use pop or remove)");
-  mp_store_sends_begin(s);
-  mp_encode(L, idx, &v->b);
-  v->nids = mp_store_sends_end(&v->ids);
+  v->nids = mp_store_encode(L, s, idx, &v->b, &v->ids);
 }
 
 #define LAST LUA_MININTEGER   /* list_get's i for the last element */
 
 /* Pushes element i (1-based; LAST: the last, nil when empty): nil past
 ** the end; raises below 1. With del, removes it too. */
-static void list_get(lua_State *L, mp_store *s, lua_Integer i, int del) {
+MP_HOT static void list_get(lua_State *L, mp_store *s, lua_Integer i, int del) {
   mp_vcopy c;
   mp_store_mark_t m;
   uint64_t n;
@@ -238,7 +236,7 @@ static void list_get(lua_State *L, mp_store *s, lua_Integer i, int del) {
 
 /* Stores the value at vidx at i (1..n: replaces, n+1: appends; with
 ** insert, goes before i). */
-static void list_set(lua_State *L, mp_store *s, lua_Integer i, int vidx, int insert) {
+MP_HOT static void list_set(lua_State *L, mp_store *s, lua_Integer i, int vidx, int insert) {
   mp_store_mark_t m;
   lval v;
   uint64_t n;
@@ -259,7 +257,7 @@ static void list_set(lua_State *L, mp_store *s, lua_Integer i, int vidx, int ins
     mp_store_raise(L, "store in the List", e);
   }
   mp_store_unlock(s);
-  mp_store_keep_ids(s, v.ids, v.nids);
+  if (v.nids > 0) mp_store_keep_ids(s, v.ids, v.nids);
 }
 
 static uint64_t list_len(lua_State *L, mp_store *s) {
@@ -327,7 +325,7 @@ static int l_list_new(lua_State *L) {
 }
 
 /* l[i] for integers, methods for strings. */
-static int m_index(lua_State *L) {
+MP_HOT static int m_index(lua_State *L) {
   mp_store *s = check_list(L);
   if (lua_type(L, 2) == LUA_TSTRING) {
     lua_pushvalue(L, 2);
@@ -338,7 +336,7 @@ static int m_index(lua_State *L) {
   return 1;
 }
 
-static int m_newindex(lua_State *L) {
+MP_HOT static int m_newindex(lua_State *L) {
   mp_store *s = check_list(L);
   list_set(L, s, check_index(L, 2), 3, 0);
   return 0;
@@ -350,7 +348,7 @@ static int m_len(lua_State *L) {
 }
 
 /* l:append(v) */
-static int m_append(lua_State *L) {
+MP_HOT static int m_append(lua_State *L) {
   mp_store *s = check_list(L);
   mp_store_mark_t m;
   lval v;
@@ -363,7 +361,7 @@ static int m_append(lua_State *L) {
     mp_store_raise(L, "append to the List", e);
   }
   mp_store_unlock(s);
-  mp_store_keep_ids(s, v.ids, v.nids);
+  if (v.nids > 0) mp_store_keep_ids(s, v.ids, v.nids);
   return 0;
 }
 

@@ -36,9 +36,11 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define MP_HIDDEN __attribute__((visibility("hidden")))
 #define MP_EXPORT __attribute__((visibility("default")))
+#define MP_HOT __attribute__((hot))
 #else
 #define MP_HIDDEN
 #define MP_EXPORT
+#define MP_HOT
 #endif
 
 /* Each file's functions into the module table on the top (core.c). */
@@ -320,8 +322,8 @@ MP_HIDDEN void mp_store_push_taken(lua_State *L, mp_vcopy *c, mp_store *s, uint3
 ** keeps each named store mapped while it keeps the container. */
 #define MP_STORE_ID 24
 #define MP_STORE_REFS_LOG(n) ((uint64_t)(n) + MP_STORE_ALLOC_LOG + MP_STORE_FREE_LOG)
-MP_HIDDEN void mp_store_sends_begin(mp_store *into);
-MP_HIDDEN uint32_t mp_store_sends_end(const char **ids);
+MP_HIDDEN uint32_t mp_store_encode(lua_State *L, mp_store *into, int idx, mp_bytes *b,
+                                   const char **ids);
 MP_HIDDEN int mp_store_refs_add(mp_store *s, const char *ids, uint32_t n);
 MP_HIDDEN void mp_store_refs_drop(mp_store *s, const char *ids, uint32_t n);
 MP_HIDDEN void mp_store_keep_ids(mp_store *s, const char *ids, uint32_t n);

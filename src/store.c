@@ -148,7 +148,7 @@ static int class_of(uint64_t total) {
 ** --------------------------------------------------------------------- */
 
 /* Maps at least the data the header announces. 0 or an errno. */
-static int ensure_map(mp_store *s) {
+MP_HOT static int ensure_map(mp_store *s) {
   uint64_t want = s->hdr->data_size;
   void *p;
   if (s->mapsize >= want) return 0;
@@ -162,8 +162,14 @@ static int ensure_map(mp_store *s) {
   return 0;
 }
 
+static uint64_t page_size(void) {
+  static uint64_t page = 0;
+  if (page == 0) page = (uint64_t)sysconf(_SC_PAGESIZE);
+  return page;
+}
+
 static uint64_t round_page(uint64_t n) {
-  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  uint64_t page = page_size();
   return (n + page - 1) / page * page;
 }
 
@@ -195,7 +201,7 @@ static void shrink(mp_store *s) {
 ** (the free-list link), go back; so do the log's pages after a big one. */
 static void give_back(mp_store *s) {
   int i;
-  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  uint64_t page = page_size();
   for (i = 0; i < s->npunch; i++) {
     uint64_t blk = s->punch[i], c = WORD(s, blk) & 0xff;
     uint64_t from = round_page(blk + 24), to = (blk + class_size((int)c)) / page * page;
@@ -213,7 +219,7 @@ static void give_back(mp_store *s) {
 ** Transactions
 ** --------------------------------------------------------------------- */
 
-static void txn_begin(mp_store *s) {
+MP_HOT static void txn_begin(mp_store *s) {
   st_header *h = s->hdr;
   h->saved = h->st;
   h->log_n = 0;
@@ -224,7 +230,7 @@ static void txn_begin(mp_store *s) {
   s->npunch = 0;
 }
 
-static void txn_commit(mp_store *s) {
+MP_HOT static void txn_commit(mp_store *s) {
   BARRIER();
   s->hdr->active = 0;
   BARRIER();
@@ -252,7 +258,7 @@ static void txn_rollback(mp_store *s) {
   s->npunch = 0;
 }
 
-void mp_store_mark(mp_store *s, mp_store_mark_t *m) {
+MP_HOT void mp_store_mark(mp_store *s, mp_store_mark_t *m) {
   m->log_n = s->hdr->log_n;
   m->st = s->hdr->st;
   m->npunch = s->npunch;
@@ -270,7 +276,7 @@ int mp_store_room(mp_store *s, uint64_t n) {
 
 /* Sets the word at data offset off to v, its old value logged first. The
 ** caller made sure of room (mp_store_room). */
-void mp_store_put(mp_store *s, uint64_t off, uint64_t v) {
+MP_HOT void mp_store_put(mp_store *s, uint64_t off, uint64_t v) {
   st_header *h = s->hdr;
   uint64_t n = h->log_n;
   h->log[n].off = off;
@@ -288,7 +294,7 @@ void mp_store_put(mp_store *s, uint64_t off, uint64_t v) {
 ** found under way was left by a holder that died (EOWNERDEAD; or by a
 ** locker that could not map the data to undo it): it is undone first.
 ** 0 or an errno (the lock is not held then). */
-int mp_store_lock(lua_State *L, mp_store *s) {
+MP_HOT int mp_store_lock(lua_State *L, mp_store *s) {
   int r, e;
   if (s->depth > 0) return 0;
   r = mp_mutex_lock(L, &s->hdr->lock, -1, NULL);
@@ -307,7 +313,7 @@ static void prune_end(mp_store *s, int n);
 
 /* Commits, gives memory back, unlocks; with prune, then lets go of the
 ** kept stores the container no longer names. */
-static void unlock(mp_store *s, int prune) {
+MP_HOT static void unlock(mp_store *s, int prune) {
   int n;
   if (s->depth > 0) return;
   txn_commit(s);
@@ -345,7 +351,7 @@ uint64_t mp_store_seed(mp_store *s) { return s->nonce; }
 /* A block with room for n bytes; *off is where they go. Never a block
 ** freed in this transaction (a rollback would want its bytes back). May
 ** remap: pointers into the data are stale after it. 0 or an errno. */
-int mp_store_alloc(mp_store *s, uint64_t n, uint64_t *off) {
+MP_HOT int mp_store_alloc(mp_store *s, uint64_t n, uint64_t *off) {
   st_header *h = s->hdr;
   int c = class_of(n + 8), e;
   uint64_t head, blk;
@@ -373,7 +379,7 @@ int mp_store_alloc(mp_store *s, uint64_t n, uint64_t *off) {
 
 /* Puts the block holding off on its free list, marked with this
 ** transaction; a large one gives its pages back after the commit. */
-void mp_store_free(mp_store *s, uint64_t off) {
+MP_HOT void mp_store_free(mp_store *s, uint64_t off) {
   st_header *h = s->hdr;
   uint64_t blk = off - 8, c = WORD(s, blk) & 0xff, hoff = HEADS_OFF + 8 * c;
   mp_store_put(s, blk + 8, WORD(s, hoff));
@@ -645,16 +651,15 @@ static void put_id(char *p, mp_store *s) {
   memcpy(p, id, MP_STORE_ID);
 }
 
-/* Starts collecting the stores a value for into names (into excepted).
-** An encoding that raises leaves it on; the next begin starts over. */
-void mp_store_sends_begin(mp_store *into) {
+/* Encodes the value at idx for the container into: its bytes, and the
+** ids of the stores it names (into excepted; *ids valid until the next
+** encoding), their count returned. An encoding that raises leaves the
+** collecting on; the next one starts over. */
+MP_HOT uint32_t mp_store_encode(lua_State *L, mp_store *into, int idx, mp_bytes *b, const char **ids) {
   sends.into = into;
   sends.on = 1;
   sends.n = 0;
-}
-
-/* Stops collecting: their count, *ids their ids. */
-uint32_t mp_store_sends_end(const char **ids) {
+  mp_encode(L, idx, b);
   sends.on = 0;
   *ids = sends.ids;
   return sends.n;
@@ -919,7 +924,7 @@ void mp_buf_give(mp_buf *b) {
 typedef struct { mp_store *s; } store_ud;
 
 /* The store of the userdata of type mt at idx; raises if it is closed. */
-mp_store *mp_store_check(lua_State *L, int idx, const char *mt) {
+MP_HOT mp_store *mp_store_check(lua_State *L, int idx, const char *mt) {
   store_ud *u = (store_ud *)mp_checkudata(L, idx, mt);
   if (u->s == NULL) luaL_error(L, "the %s is closed", mt + 6);
   return u->s;
@@ -990,7 +995,7 @@ int mp_store_recv(lua_State *L, const char *mt, int kind) {
 
 /* Copies the n bytes at data offset off out, to c's own room or the
 ** scratch buffer. 0 or ENOMEM. */
-int mp_store_copy_out(mp_store *s, uint64_t off, uint64_t n, mp_vcopy *c) {
+MP_HOT int mp_store_copy_out(mp_store *s, uint64_t off, uint64_t n, mp_vcopy *c) {
   c->buf.p = NULL;
   c->buf.cap = 0;
   c->n = (size_t)n;
@@ -1006,7 +1011,7 @@ int mp_store_copy_out(mp_store *s, uint64_t off, uint64_t n, mp_vcopy *c) {
 
 /* After unlocking: pushes the copied value decoded (stores it names kept
 ** by from, if not NULL); raises if it cannot be. */
-void mp_store_push_copy(lua_State *L, mp_vcopy *c, mp_store *from, const char *mt) {
+MP_HOT void mp_store_push_copy(lua_State *L, mp_vcopy *c, mp_store *from, const char *mt) {
   int ok;
   decoding = from;
   ok = mp_decode(L, c->p, c->n);
@@ -1026,7 +1031,7 @@ void mp_store_push_taken(lua_State *L, mp_vcopy *c, mp_store *s, uint32_t nref, 
 }
 
 /* Locks s, or raises "cannot lock the Dict: ..." */
-mp_store *mp_store_lock_or_raise(lua_State *L, mp_store *s, const char *mt) {
+MP_HOT mp_store *mp_store_lock_or_raise(lua_State *L, mp_store *s, const char *mt) {
   int e = mp_store_lock(L, s);
   if (e != 0) luaL_error(L, "cannot lock the %s: %s", mt + 6, strerror(e));
   return s;
