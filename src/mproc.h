@@ -33,6 +33,10 @@
 #define MP_LINUX 0
 #endif
 
+/* MP_HOT marks a function of a shared container's every read or write: GCC
+** places them together (.text.hot), so they do not evict one another from
+** the instruction cache (store.c's and dict.c's, spread out, cost a Dict
+** write ~15% for a 1.4% rise in instructions). */
 #if defined(__GNUC__) || defined(__clang__)
 #define MP_HIDDEN __attribute__((visibility("hidden")))
 #define MP_EXPORT __attribute__((visibility("default")))
