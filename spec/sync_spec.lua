@@ -553,9 +553,20 @@ describe("sync objects", function()
     end
   end)
 
+  -- Chunks of cells are kept for the process's life, each with its
+  -- descriptor (Linux): leave them out, count them apart.
+  local function listing()
+    local lines, chunks = {}, 0
+    for line in support.fd_listing():gmatch("[^\n]+") do
+      if line:find("mproc-cells", 1, true) then chunks = chunks + 1 else lines[#lines + 1] = line end
+    end
+    return table.concat(lines, "\n"), chunks
+  end
+
   it("leaves no descriptor or child behind", function()
     collectgarbage(); collectgarbage()
-    local fds, kids = support.fd_listing(), #support.children()
+    local fds, chunks = listing()
+    local kids = #support.children()
     for _ = 1, 50 do
       local l, s, e = mproc.Lock(), mproc.Semaphore(3), mproc.Event()
       local c, b = mproc.Condition(), mproc.Barrier(2)
@@ -566,7 +577,9 @@ describe("sync objects", function()
     local e = mproc.Event()
     spawn(function() e:set() end):join(10)
     collectgarbage(); collectgarbage()
-    assert.are.equal(fds, support.fd_listing())
+    local now, chunks_now = listing()
+    assert.are.equal(fds, now)
+    assert.is_true(chunks_now - chunks <= 8, chunks_now - chunks .. " chunks more")
     assert.are.equal(kids, #support.children())
   end)
 
