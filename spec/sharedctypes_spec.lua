@@ -321,3 +321,103 @@ describe("Value and Array", function()
     assert.are.equal(kids, #support.children())
   end)
 end)
+
+describe("Value and Array made at any time", function()
+  -- Reaching memory a process did not inherit takes /proc/<pid>/fd
+  -- (Linux); the portable build says it cannot.
+  local linux_it = support.PORTABLE and function() end or it
+
+  -- An object make() makes in a chunk mapped from now on: the parent goes
+  -- on carving its chunk that forked workers inherited, so the first
+  -- objects made after a fork may still be there. The chunk is the
+  -- token's origin (its third field from the end); sending marks each
+  -- object for good, so none is recycled and the carving moves on.
+  local function fresh(make)
+    local function chunk(obj)
+      local tok = getmetatable(obj).__mproc_send(obj):match("^[^/]*")
+      return tok:match("([^:]+):[^:]+:[^:]+$")
+    end
+    local obj = make()
+    local first = chunk(obj)
+    repeat obj = make() until chunk(obj) ~= first
+    return obj
+  end
+
+  if support.PORTABLE then
+    it("are refused, with the reason, where /proc cannot reach them", function()
+      local pool <close> = mproc.Pool(1)
+      pool:map(function() end, { 1 })
+      local v = mproc.Value("i", 1)
+      local ok, err = pcall(pool.apply, pool, function(x) return x.value end, { v })
+      assert.is_false(ok)
+      assert.matches("cannot receive a Value: it was not inherited by this process", err, 1, true)
+    end)
+  end
+
+  linux_it("reach Pool workers started before them: the exact total under the Value's lock", function()
+    local pool <close> = mproc.Pool(2)
+    pool:map(function() end, { 1, 2 })          -- the workers run
+    local v = fresh(function() return mproc.Value("q", 0) end)
+    local a = fresh(function() return mproc.Array("i", 4) end)
+    local big = mproc.Array("d", 10000)         -- a mapping of its own
+    local pids = pool:map(function(x)
+      for _ = 1, 500 do
+        local _ <close> = v:get_lock():guard()
+        v.value = v.value + 1                   -- not atomic: the lock makes it so
+      end
+      a[x] = x * 10
+      big[x * 1000] = x / 2
+      return mproc.getpid()
+    end, { 1, 2, 3, 4 })
+    assert.are.equal(2000, v.value)
+    assert.are.same({ 10, 20, 30, 40 }, { a[1], a[2], a[3], a[4] })
+    assert.are.equal(2, big[4000])
+    for _, pid in ipairs(pids) do assert.are_not.equal(mproc.getpid(), pid) end
+    -- the Value as an upvalue of the task function, and with no lock
+    local bare = mproc.Value("i", 5, false)
+    assert.are.equal(5, pool:apply(function() return bare.value end))
+  end)
+
+  linux_it("travel from a worker to the parent", function()
+    local pool <close> = mproc.Pool(1)
+    local v, a = pool:apply(function()
+      local keep = { mproc.Value("i", 7), mproc.Array("d", { 1.5, 2.5 }) }
+      mproc.KEEP = keep       -- the worker keeps them while the parent maps them
+      return keep[1], keep[2]
+    end)
+    assert.are.equal(7, v.value)
+    assert.are.equal(2.5, a[2])
+    v.value = 8
+    do local _ <close> = v:get_lock():guard() end
+    assert.are.equal(8, pool:apply(function() return mproc.KEEP[1].value end))
+  end)
+
+  linux_it("travel from one child to a sibling through a Queue", function()
+    local q, back, done = mproc.Queue(), mproc.Queue(), mproc.Event()
+    local a = mproc.Process(function()
+      q:put(mproc.Array("i", { 1, 2, 3 }))
+      done:wait(30)           -- keep it until the sibling has it
+    end):start()
+    local b = mproc.Process(function()
+      local arr = q:get(true, 10)
+      arr[3] = 30
+      back:put(arr)           -- b's own handle goes on: b still holds it
+      back:put(arr[1] + arr[2] + arr[3])
+    end):start()
+    local arr, sum = back:get(true, 10), back:get(true, 10)
+    done:set()                -- a ends even when b failed
+    assert.are.equal(0, b:join(30))
+    assert.are.equal(0, a:join(30))
+    assert.are.equal(33, sum)
+    assert.are.equal(30, arr[3])
+  end)
+
+  linux_it("say so when no live process holds them any more", function()
+    local q = mproc.Queue()
+    assert.are.equal(0, mproc.Process(function() q:put(mproc.Value("i", 1)) end):start():join(10))
+    local ok, err = pcall(q.get, q, true, 10)
+    assert.is_false(ok)
+    assert.matches("cannot receive a Value: no live process holds it any more %(process %d+ "
+      .. "sent it, process %d+ made it%)", err)
+  end)
+end)
