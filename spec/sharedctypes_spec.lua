@@ -412,6 +412,23 @@ describe("Value and Array made at any time", function()
     assert.are.equal(30, arr[3])
   end)
 
+  -- Each chunk and each mapping of its own keeps a descriptor: past the
+  -- limit, objects are still made (anonymous, for forked children only).
+  it("are still made when descriptors run out, and reach forked children", function()
+    local out, code = support.run_lua([[
+      local mproc = require "mproc"
+      local keep = {}
+      for i = 1, 200 do keep[i] = mproc.Array("d", 1000); keep[i][1] = i end
+      local n = #keep
+      for i = 1, 20 do keep[i] = false end   -- gives descriptors back, for the Process
+      collectgarbage(); collectgarbage()
+      local p = mproc.Process(function() os.exit(keep[200][1] == 200 and 0 or 1) end):start()
+      print(n, p:join(10))
+    ]], { env = "ulimit -n 64;" })
+    assert.are.equal(0, code, out)
+    assert.are.equal("200\t0\n", out)
+  end)
+
   linux_it("say so when no live process holds them any more", function()
     local q = mproc.Queue()
     assert.are.equal(0, mproc.Process(function() q:put(mproc.Value("i", 1)) end):start():join(10))

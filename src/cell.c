@@ -184,12 +184,23 @@ void mp_cell_init(lua_State *L) {
 ** (MP_HAVE_PROC_FD), a region is a shared file kept open; elsewhere an
 ** anonymous mapping, which only forked children see.
 ** --------------------------------------------------------------------- */
+static int region_map_anon(region *r, size_t size) {
+  if ((r->base = mp_shm_alloc(size)) == NULL) return -1;
+  r->fd = -1;
+  r->dev = r->ino = 0;
+  return 0;
+}
+
 #if MP_HAVE_PROC_FD
-/* Maps a new shared file of size bytes into r (base, fd, dev, ino). */
+/* Maps a new shared file of size bytes into r (base, fd, dev, ino). With
+** no descriptor left (many big Arrays alive at once), an anonymous
+** mapping, which reaches forked children only: running out of memory
+** for objects would be worse than these travelling less far. */
 static int region_map(region *r, size_t size) {
   struct stat sb;
   void *p;
   int fd = mp_shared_file("mproc-cells"), e;
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE)) return region_map_anon(r, size);
   if (fd < 0) return -1;
   if (ftruncate(fd, (off_t)size) < 0 || fstat(fd, &sb) < 0 ||
       (p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
@@ -205,12 +216,7 @@ static int region_map(region *r, size_t size) {
   return 0;
 }
 #else
-static int region_map(region *r, size_t size) {
-  if ((r->base = mp_shm_alloc(size)) == NULL) return -1;
-  r->fd = -1;
-  r->dev = r->ino = 0;
-  return 0;
-}
+static int region_map(region *r, size_t size) { return region_map_anon(r, size); }
 #endif
 
 static void region_unmap(const region *r) {
@@ -550,8 +556,12 @@ static region *region_reach(lua_State *L, const token_part *t, const char *what)
       (r = region_attach(getppid(), t->fd, t)) == NULL &&
       (r = region_attach(getppid(), t->maker_fd, t)) == NULL) {
 #if MP_HAVE_PROC_FD
-    lua_pushfstring(L, "no live process holds %s any more (process %d sent it, "
-                    "process %d made it)", what, t->pid, t->maker);
+    if (t->fd < 0 && t->maker_fd < 0)
+      lua_pushfstring(L, "%s was not inherited by this process (process %d made it "
+                      "with no descriptor left for it)", what, t->maker);
+    else
+      lua_pushfstring(L, "no live process holds %s any more (process %d sent it, "
+                      "process %d made it)", what, t->pid, t->maker);
 #else
     lua_pushfstring(L, "%s was not inherited by this process", what);
 #endif
