@@ -735,6 +735,28 @@ describe("sync objects made at any time", function()
     assert.is_number(r3:get(10))
   end)
 
+  -- A fresh interpreter: its workers start before mproc's Lua layer for
+  -- locks is loaded, and must load it to give what they receive its Lua
+  -- methods (guard, wait_for).
+  linux_it("come with their Lua methods to workers started before any lock", function()
+    local out, code = support.run_lua([[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool(1)
+      pool:apply(function() end)
+      local lock, n = mproc.Lock(), mproc.Value("i", 0, false)
+      local c = mproc.Condition()
+      print(pool:apply(function()
+        do local _ <close> = lock:guard(); n.value = n.value + 1 end
+        c:acquire()
+        local ok = c:wait_for(function() return n.value == 1 end, 5)
+        c:release()
+        return ok, n.value
+      end))
+    ]])
+    assert.are.equal(0, code, out)
+    assert.are.equal("true\t1\n", out)
+  end)
+
   linux_it("travel from a worker to the parent", function()
     local pool <close> = mproc.Pool(1)
     local lock, cond, e = pool:apply(function()
