@@ -806,6 +806,30 @@ describe("sync objects made at any time", function()
     end
   end)
 
+  -- The file a token names must hold the region with the token's origin:
+  -- a reused pid, descriptor number or inode cannot pass for it.
+  linux_it("refuse a token whose origin is not the one in the file", function()
+    local q, done = mproc.Queue(), mproc.Event()
+    local a = mproc.Process(function()
+      local l = mproc.Lock()
+      q:put(getmetatable(l).__mproc_send(l))
+      done:wait(30)
+    end):start()
+    local recv = debug.getregistry()["mproc.Lock"].__mproc_recv
+    local tok = q:get(true, 10)
+    local bad = tok:gsub("^(" .. ("[^:]+:"):rep(6) .. ")(%x+)", function(pre, origin)
+      return pre .. string.format("%x", (tonumber(origin, 16) or 0) ~ 1)
+    end)
+    local refused = { pcall(recv, bad) }
+    local got = { pcall(recv, tok) }
+    done:set()
+    assert.are.equal(0, a:join(30))
+    assert.is_false(refused[1])
+    assert.matches("cannot receive a Lock: no live process holds it any more", refused[2], 1, true)
+    assert.is_true(got[1], got[2])
+    assert.is_true(got[2]:acquire(false))
+  end)
+
   -- A maker child makes the object after the workers' parent started and
   -- sends only its token: every worker (and each replacement) attaches it
   -- through /proc, and is SIGKILLed at random instants, holding the lock

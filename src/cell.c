@@ -287,12 +287,12 @@ static region *region_by_origin(uint64_t origin) {
   return NULL;
 }
 
-/* The cell at offset off of r, if a cell may start there; else NULL. */
+/* The cell at offset off of r, if a cell may be there (whole, before the
+** record); else NULL. */
 static mp_cell *region_cell(const region *r, uint64_t off) {
-  if (off >= r->size - REC_SIZE) return NULL;
-  if (r->cls == OWN_MAPPING ? off != 0
-                            : (off & (((uint64_t)1 << (r->cls + MIN_SHIFT)) - 1)) != 0)
-    return NULL;
+  uint64_t sz = r->cls == OWN_MAPPING ? sizeof(mp_cell) : (uint64_t)1 << (r->cls + MIN_SHIFT);
+  if (off + sz > r->size - REC_SIZE || off > r->size) return NULL;
+  if (r->cls == OWN_MAPPING ? off != 0 : (off & (sz - 1)) != 0) return NULL;
   return (mp_cell *)(r->base + off);
 }
 
@@ -445,8 +445,8 @@ static mp_cell *cell_check(mp_cell *cell, uint32_t gen, int type) {
 ** when its handle is closed (mp_handle_close). */
 void mp_cell_set_lock(mp_cell *cell, mp_cell *lock) {
   region *r = region_of((char *)lock);
-  assert(r != NULL);   /* a live handle's cell */
   lock->shared |= LOCK_OF;
+  if (r == NULL) return;   /* not after regions_gc: a live handle's cell */
   cell->lock_origin = r->origin;
   cell->lock_off = (uint64_t)((char *)lock - r->base);
   cell->lock_gen = lock->gen;
