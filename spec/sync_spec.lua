@@ -806,6 +806,13 @@ describe("sync objects made at any time", function()
     end
   end)
 
+  it("keep their descriptors from the programs children exec", function()
+    local l, a = mproc.Lock(), mproc.Array("d", 5000)   -- a chunk, a mapping of its own
+    local fds = require("mproc.subprocess").check_output { "sh", "-c", "ls -l /proc/self/fd/" }
+    assert.is_nil(fds:find("mproc-cells", 1, true), fds)
+    assert.is_true(l:acquire(false) and a[1] == 0)
+  end)
+
   -- The file a token names must hold the region with the token's origin:
   -- a reused pid, descriptor number or inode cannot pass for it.
   linux_it("refuse a token whose origin is not the one in the file", function()
