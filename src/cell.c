@@ -1,7 +1,7 @@
 /*
 ** cell.c: the shared memory behind locks, semaphores and shared values.
 ** Each object lives in a "cell": a header (type, generation) and a body,
-** carved from 64 KiB anonymous shared chunks by size class, so a thousand
+** carved from 64 KiB shared chunks by size class, so a thousand
 ** Locks cost a few mappings, not a thousand. Bodies larger than the biggest
 ** class get a mapping of their own.
 **
@@ -13,16 +13,31 @@
 **
 ** Handles (mproc.Lock, mproc.Value, ...) are userdata holding an mp_handle;
 ** what every type of them does alike (make, check, send, receive,
-** collect) is at the end of this file, for sync.c and
-** sharedctypes.c. Tokens "address:origin:generation" name a cell across the process tree.
-** The origin is drawn when a chunk (or a mapping of its own) is made, and
-** is unique across the process tree: after a fork, parent and child each
-** map new chunks, usually at the same addresses, with generations starting
-** at 1 on both sides, so the address and generation alone would let a
-** token from the other side resolve to an unrelated cell of our own. Each
+** collect) is at the end of this file, for sync.c and sharedctypes.c.
+**
+** Regions (a chunk, or a mapping of its own) have an origin, drawn when
+** the region is made and unique across the process tree: after a fork,
+** parent and child each map new chunks, usually at the same addresses,
+** with generations starting at 1 on both sides, so an address alone would
+** let a token from the other side resolve to an unrelated cell. Each
 ** process keeps its regions with their origins (a fork copies the table,
-** as it copies the mappings), and a token resolves only when its origin
-** is the one this process knows at that address.
+** as it copies the mappings), and a token names a cell by its region's
+** origin and its offset there.
+**
+** Sending to any live process (Linux, MP_HAVE_PROC_FD): each region is a
+** shared file (fd.c's mp_shared_file, a memfd) that the process keeps open,
+** close-on-exec, and whose last REC_SIZE bytes record its origin and maker.
+** A token "cell[/lock]", each part
+**   senderpid:fd:makerpid:fd:dev:ino:origin:offset:generation
+** resolves in a process that has the region (inherited, or attached
+** before) by a lookup in the region table, with no system call; elsewhere
+** the file is opened through /proc/<pid>/fd/<fd> of the sender, the maker
+** or our parent (mp_open_held), checked by inode and by the origin in its
+** record, mapped and added to the table (keeping the descriptor, so this
+** process can be a holder for others). A Condition's or Value's lock is
+** named in its cell by origin and offset too, and its part of the token
+** lets the receiver attach the lock's region. Elsewhere regions are
+** anonymous and reach only the processes that inherited them.
 */
 #define _GNU_SOURCE
 #include <assert.h>
@@ -33,6 +48,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,8 +62,29 @@
 #define OWN_MAPPING 255
 #define SENT 1                 /* mp_cell.shared bits */
 #define LOCK_OF 2
+#define REC_MAGIC 0x6d707267u  /* "mprg" */
+#define REC_SIZE 64            /* a region's record, at its end */
 
-typedef struct { char *base; size_t size; int cls; uint64_t origin; } region;
+/* What a region's file says of it, in its last REC_SIZE bytes: a receiver
+** maps the file only if the origin there is the token's. */
+typedef struct {
+  uint32_t magic;
+  uint32_t cls;
+  uint64_t origin;
+  uint64_t size;
+  int32_t maker, maker_fd;
+} region_rec;
+
+typedef struct {
+  char *base;
+  size_t size;
+  int cls;
+  uint64_t origin;
+  int fd;                /* the shared file behind it, -1: anonymous */
+  uint64_t dev, ino;
+  pid_t maker;           /* the process that made it, and its descriptor */
+  int maker_fd;
+} region;
 
 typedef struct {
   char *chunk;       /* chunk being carved, NULL: none */
@@ -80,9 +118,11 @@ static void set_self(void) {
   origin_serial = 0;
 }
 
-/* A new origin, for a region this process maps. */
+/* A new origin, for a region this process maps; never 0 (a cell with
+** no lock has lock_origin 0). */
 static uint64_t new_origin(void) {
-  return origin_base + ++origin_serial;
+  uint64_t o = origin_base + ++origin_serial;
+  return o != 0 ? o : origin_base + ++origin_serial;
 }
 
 uint64_t mp_self(void) { return self_token; }
@@ -101,11 +141,14 @@ static void after_fork_child(void) {
 }
 
 /* When the Lua state closes, every handle is gone: the table of regions
-** goes too (the mappings stay, as a held robust mutex may sit in them). */
+** goes too, with its descriptors (the mappings stay, as a held robust
+** mutex may sit in them). */
 static int regions_gc(lua_State *L) {
-  int i;
+  size_t i;
   (void)L;
-  for (i = 0; i < NCLASS; i++) {   /* a later state carves new chunks */
+  for (i = 0; i < nregions; i++)
+    if (regions[i].fd >= 0) close(regions[i].fd);
+  for (i = 0; i < (size_t)NCLASS; i++) {   /* a later state carves new chunks */
     classes[i].chunk = NULL;
     classes[i].used = 0;
     classes[i].free = NULL;
@@ -136,26 +179,95 @@ void mp_cell_init(lua_State *L) {
 ** Regions: what this process has mapped, to check tokens against
 ** --------------------------------------------------------------------- */
 
-static int region_add(char *base, size_t size, int cls) {
-  if (nregions == capregions) {
-    size_t ncap = capregions ? capregions * 2 : 16;
-    region *n = realloc(regions, ncap * sizeof *n);
-    if (n == NULL) return -1;
-    regions = n;
-    capregions = ncap;
-  }
-  regions[nregions].base = base;
-  regions[nregions].size = size;
-  regions[nregions].cls = cls;
-  regions[nregions].origin = new_origin();
-  nregions++;
+/* ---------------------------------------------------------------------
+** Portability: where another process can reach our descriptors
+** (MP_HAVE_PROC_FD), a region is a shared file kept open; elsewhere an
+** anonymous mapping, which only forked children see.
+** --------------------------------------------------------------------- */
+static int region_map_anon(region *r, size_t size) {
+  if ((r->base = mp_shm_alloc(size)) == NULL) return -1;
+  r->fd = -1;
+  r->dev = r->ino = 0;
   return 0;
 }
 
-static void region_remove(char *base) {
+#if MP_HAVE_PROC_FD
+/* Maps a new shared file of size bytes into r (base, fd, dev, ino). With
+** no descriptor left (many big Arrays alive at once), an anonymous
+** mapping, which reaches forked children only: running out of memory
+** for objects would be worse than these travelling less far. */
+static int region_map(region *r, size_t size) {
+  struct stat sb;
+  void *p;
+  int fd = mp_shared_file("mproc-cells"), e;
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE)) return region_map_anon(r, size);
+  if (fd < 0) return -1;
+  if (ftruncate(fd, (off_t)size) < 0 || fstat(fd, &sb) < 0 ||
+      (p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+    e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  r->base = p;
+  r->fd = fd;
+  r->dev = (uint64_t)sb.st_dev;
+  r->ino = (uint64_t)sb.st_ino;
+  return 0;
+}
+#else
+static int region_map(region *r, size_t size) { return region_map_anon(r, size); }
+#endif
+
+static void region_unmap(const region *r) {
+  mp_shm_free(r->base, r->size);
+  if (r->fd >= 0) close(r->fd);
+}
+
+static region *region_add(const region *r) {
+  if (nregions == capregions) {
+    size_t ncap = capregions ? capregions * 2 : 16;
+    region *n = realloc(regions, ncap * sizeof *n);
+    if (n == NULL) return NULL;
+    regions = n;
+    capregions = ncap;
+  }
+  regions[nregions] = *r;
+  return &regions[nregions++];
+}
+
+/* A new region of size bytes (its record at the end), for cells of class
+** cls; its base, or NULL (errno set). */
+static char *region_new(size_t size, int cls) {
+  region r;
+  region_rec *rec;
+  if (region_map(&r, size) < 0) return NULL;
+  r.size = size;
+  r.cls = cls;
+  r.origin = new_origin();
+  r.maker = getpid();
+  r.maker_fd = r.fd;
+  rec = (region_rec *)(r.base + size - REC_SIZE);
+  rec->cls = (uint32_t)cls;
+  rec->origin = r.origin;
+  rec->size = size;
+  rec->maker = (int32_t)r.maker;
+  rec->maker_fd = r.fd;
+  rec->magic = REC_MAGIC;
+  if (region_add(&r) == NULL) { region_unmap(&r); errno = ENOMEM; return NULL; }
+  return r.base;
+}
+
+/* Unmaps the region at base (a cell's own mapping, recycled). */
+static void region_remove(char *base, size_t size) {
   size_t i;
   for (i = 0; i < nregions; i++)
-    if (regions[i].base == base) { regions[i] = regions[--nregions]; return; }
+    if (regions[i].base == base) {
+      region_unmap(&regions[i]);
+      regions[i] = regions[--nregions];
+      return;
+    }
+  mp_shm_free(base, size);   /* the table went with the Lua state */
 }
 
 /* Our region holding p, or NULL. */
@@ -167,12 +279,21 @@ static region *region_of(const char *p) {
   return NULL;
 }
 
-/* Is p the start of a cell in one of our regions? */
-static int is_cell_address(char *p) {
-  region *r = region_of(p);
-  if (r == NULL) return 0;
-  if (r->cls == OWN_MAPPING) return p == r->base;
-  return ((size_t)(p - r->base) & (((size_t)1 << (r->cls + MIN_SHIFT)) - 1)) == 0;
+/* Our region with that origin, or NULL. */
+static region *region_by_origin(uint64_t origin) {
+  size_t i;
+  for (i = 0; i < nregions; i++)
+    if (regions[i].origin == origin) return &regions[i];
+  return NULL;
+}
+
+/* The cell at offset off of r, if a cell may be there (whole, before the
+** record); else NULL. */
+static mp_cell *region_cell(const region *r, uint64_t off) {
+  uint64_t sz = r->cls == OWN_MAPPING ? sizeof(mp_cell) : (uint64_t)1 << (r->cls + MIN_SHIFT);
+  if (off + sz > r->size - REC_SIZE || off > r->size) return NULL;
+  if (r->cls == OWN_MAPPING ? off != 0 : (off & (sz - 1)) != 0) return NULL;
+  return (mp_cell *)(r->base + off);
 }
 
 /* ---------------------------------------------------------------------
@@ -195,13 +316,9 @@ static mp_cell *carve(int c) {
     sc->free = *(mp_cell **)(cell + 1);
     return cell;
   }
-  if (sc->chunk == NULL || sc->used + sz > CHUNK_SIZE) {
-    char *chunk = mp_shm_alloc(CHUNK_SIZE);
+  if (sc->chunk == NULL || sc->used + sz > CHUNK_SIZE - REC_SIZE) {
+    char *chunk = region_new(CHUNK_SIZE, c);
     if (chunk == NULL) return NULL;
-    if (region_add(chunk, CHUNK_SIZE, c) < 0) {
-      mp_shm_free(chunk, CHUNK_SIZE);
-      return NULL;
-    }
     sc->chunk = chunk;
     sc->used = 0;
   }
@@ -210,13 +327,14 @@ static mp_cell *carve(int c) {
   return cell;
 }
 
-static mp_cell *own_mapping(size_t total) {
+/* The size of the mapping of its own for a cell of total bytes. */
+static size_t own_size(size_t total) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  size_t sz = (total + page - 1) / page * page;
-  char *p = mp_shm_alloc(sz);
-  if (p == NULL) return NULL;
-  if (region_add(p, sz, OWN_MAPPING) < 0) { mp_shm_free(p, sz); return NULL; }
-  return (mp_cell *)p;
+  return (total + REC_SIZE + page - 1) / page * page;
+}
+
+static mp_cell *own_mapping(size_t total) {
+  return (mp_cell *)region_new(own_size(total), OWN_MAPPING);
 }
 
 /* A zeroed cell with room for body bytes, or NULL (errno set). */
@@ -240,8 +358,7 @@ mp_cell *mp_cell_alloc(size_t body, int type) {
 static void cell_recycle(mp_cell *cell) {
   assert(!(cell->shared & SENT));   /* only a SOLE handle's cell */
   if (cell->cls == OWN_MAPPING) {
-    region_remove((char *)cell);
-    mp_shm_free(cell, cell->size);
+    region_remove((char *)cell, own_size(cell->size));
     return;
   }
   cell->gen++;
@@ -257,13 +374,17 @@ static void cell_recycle(mp_cell *cell) {
 **
 **   state    h->cell  the cell may be recycled when h lets go
 **   CLOSED   NULL     -
-**   SOLE     set      yes: h->creator is this pid, h->epoch the fork epoch,
-**                     SENT clear (mp_handle_sole)
-**   SHARED   set      no: received (creator 0), forked since (epoch), or
-**                     SENT; the cell stays until the processes end
+**   SOLE     set      yes: h->creator is this pid, SENT clear, h->epoch the
+**                     fork epoch or the cell's a mapping of its own
+**                     (unmapped: children keep theirs) (mp_handle_sole)
+**   SHARED   set      no: received (creator 0), forked since (epoch, in a
+**                     chunk), or SENT; the cell stays until the processes
+**                     end
 **
 **   CLOSED -> SOLE     mp_handle_alloc (mp_handle_new makes it CLOSED first)
-**   CLOSED -> SHARED   mp_handle_adopt, for a receiver
+**   CLOSED -> SHARED   mp_handle_adopt, for a receiver (also of a region
+**                      attached from another process's file: those are
+**                      never carved from, so never recycled)
 **   SOLE -> SHARED     mp_push_token sets SENT (and on its lock), for good;
 **                      a fork bumps fork_epoch (after_fork_*)
 **   SOLE -> CLOSED     mp_handle_drop (__gc) recycles; mp_handle_close
@@ -282,11 +403,14 @@ void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator) {
   h->creator = creator ? getpid() : 0;
 }
 
-/* Whether dropping h may recycle its cell: made here, no fork since, never
-** sent. */
+/* Whether dropping h may recycle its cell: made here, never sent, and no
+** fork since, or the cell has a mapping of its own (forked children have
+** their own mapping of it, and descriptor, which ours going leaves alone:
+** a big Array made before a fork must not keep its memory and descriptor
+** here for good). */
 int mp_handle_sole(const mp_handle *h) {
-  return h->cell != NULL && h->creator == getpid() &&
-         h->epoch == fork_epoch && !(h->cell->shared & SENT);
+  return h->cell != NULL && h->creator == getpid() && !(h->cell->shared & SENT) &&
+         (h->epoch == fork_epoch || h->cell->cls == OWN_MAPPING);
 }
 
 /* For __gc: the objects that use a lock hold its handle, so when the
@@ -306,74 +430,168 @@ void mp_handle_close(mp_handle *h) {
   h->cell = NULL;
 }
 
-/* Pushes the token of cell; marks it shared for good. */
-void mp_push_token(lua_State *L, mp_cell *cell) {
-  char buf[80];
-  region *r = region_of((char *)cell);
-  if (r == NULL) luaL_error(L, "cannot send an object whose memory is not known here");
-  cell->shared |= SENT;
-  if (cell->lock != NULL) cell->lock->shared |= SENT;
-  snprintf(buf, sizeof buf, "%" PRIxPTR ":%016" PRIx64 ":%" PRIu32, (uintptr_t)cell,
-           r->origin, cell->gen);
-  lua_pushstring(L, buf);
-}
-
-/* cell if it is a live cell of this process tree with that generation
-** and type (0: Lock or RLock), else NULL. */
-static mp_cell *mp_cell_check(mp_cell *cell, uint32_t gen, int type) {
-  if (cell == NULL || !is_cell_address((char *)cell)) return NULL;
-  if (cell->magic != CELL_MAGIC || cell->gen != gen) return NULL;
+/* cell if it is a live cell with that generation and type (0: Lock or
+** RLock), else NULL. */
+static mp_cell *cell_check(mp_cell *cell, uint32_t gen, int type) {
+  if (cell == NULL || cell->magic != CELL_MAGIC || cell->gen != gen) return NULL;
   if (type == 0 ? (cell->type != MP_T_LOCK && cell->type != MP_T_RLOCK)
                 : cell->type != type)
     return NULL;
   return cell;
 }
 
-/* Makes lock the lock that goes with cell (a Condition's, a Value's); it
-** is not recycled when its handle is closed (mp_handle_close). */
+/* Makes lock the lock that goes with cell (a Condition's, a Value's),
+** named by its region's origin and its offset there; it is not recycled
+** when its handle is closed (mp_handle_close). */
 void mp_cell_set_lock(mp_cell *cell, mp_cell *lock) {
   region *r = region_of((char *)lock);
   lock->shared |= LOCK_OF;
-  cell->lock = lock;
+  if (r == NULL) return;   /* not after regions_gc: a live handle's cell */
+  cell->lock_origin = r->origin;
+  cell->lock_off = (uint64_t)((char *)lock - r->base);
   cell->lock_gen = lock->gen;
-  cell->lock_origin = r != NULL ? r->origin : 0;
 }
 
-/* The lock that goes with cell, if it is the same lock here: the region at
-** its address must have the origin it had for the cell's maker. NULL
-** otherwise (or when cell has no lock). */
+/* The lock that goes with cell, when its region is known here (inherited
+** or attached); NULL otherwise, or when cell has no lock. */
 mp_cell *mp_cell_lock(mp_cell *cell) {
   region *r;
-  if (cell->lock == NULL) return NULL;
-  r = region_of((char *)cell->lock);
-  if (r == NULL || r->origin != cell->lock_origin) return NULL;
-  return mp_cell_check(cell->lock, cell->lock_gen, 0);
+  if (cell->lock_origin == 0) return NULL;
+  r = region_by_origin(cell->lock_origin);
+  return r == NULL ? NULL : cell_check(region_cell(r, cell->lock_off), cell->lock_gen, 0);
 }
 
-/* The hex or decimal number at *s up to stop, or 0 with *ok cleared. */
-static uint64_t token_field(const char **s, int base, char stop, int *ok) {
-  char *end;
-  uint64_t v;
-  if (!(**s >= '0' && **s <= '9') && !(base == 16 && ((**s | 0x20) >= 'a' && (**s | 0x20) <= 'f')))
-    return *ok = 0, 0;
-  v = (uint64_t)strtoull(*s, &end, base);
-  if (*end != stop) return *ok = 0, 0;
-  *s = end + (stop != '\0');
-  return v;
+/* Adds to b the part of a token that names cell, with what a process
+** that has not got its region needs to reach it. */
+static void add_token_part(lua_State *L, luaL_Buffer *b, mp_cell *cell) {
+  char buf[160];
+  region *r = region_of((char *)cell);
+  if (r == NULL) luaL_error(L, "cannot send an object whose memory is not known here");
+  snprintf(buf, sizeof buf, "%d:%d:%d:%d:%" PRIx64 ":%" PRIx64 ":%" PRIx64 ":%" PRIx64
+           ":%" PRIu32, (int)getpid(), r->fd, (int)r->maker, r->maker_fd, r->dev, r->ino,
+           r->origin, (uint64_t)((char *)cell - r->base), cell->gen);
+  luaL_addstring(b, buf);
 }
 
-/* The live cell of type named by token, or NULL: its address must lie in
-** a region of ours whose origin is the token's. */
-mp_cell *mp_token_cell(const char *token, int type) {
-  int ok = 1;
-  uint64_t addr = token_field(&token, 16, ':', &ok);
-  uint64_t origin = ok ? token_field(&token, 16, ':', &ok) : 0;
-  uint64_t gen = ok ? token_field(&token, 10, '\0', &ok) : 0;
+/* Pushes the token of cell ("cell" or "cell/lock"); marks it, and its
+** lock, shared for good. */
+void mp_push_token(lua_State *L, mp_cell *cell) {
+  luaL_Buffer b;
+  mp_cell *lock = mp_cell_lock(cell);
+  if (cell->lock_origin != 0 && lock == NULL)
+    luaL_error(L, "cannot send an object whose lock is not known here");
+  luaL_buffinit(L, &b);
+  add_token_part(L, &b, cell);
+  if (lock != NULL) {
+    luaL_addchar(&b, '/');
+    add_token_part(L, &b, lock);
+    lock->shared |= SENT;
+  }
+  cell->shared |= SENT;
+  luaL_pushresult(&b);
+}
+
+/* One part of a token, parsed. */
+typedef struct {
+  int pid, fd, maker, maker_fd;
+  uint64_t dev, ino, origin, off;
+  uint32_t gen;
+} token_part;
+
+/* Parses the part at *s into t and moves *s past it and its '/'; 0 if
+** it is malformed. */
+static int parse_part(const char **s, token_part *t) {
+  int n = 0;
+  if (sscanf(*s, "%d:%d:%d:%d:%" SCNx64 ":%" SCNx64 ":%" SCNx64 ":%" SCNx64 ":%" SCNu32 "%n",
+             &t->pid, &t->fd, &t->maker, &t->maker_fd, &t->dev, &t->ino, &t->origin,
+             &t->off, &t->gen, &n) != 9 || ((*s)[n] != '\0' && (*s)[n] != '/'))
+    return 0;
+  *s += n + ((*s)[n] == '/');
+  return 1;
+}
+
+/* Maps the region that process pid holds as descriptor fd, if it is the
+** one t names (inode, and the origin in its record); adds it to our
+** regions, keeping the descriptor. NULL otherwise. */
+static region *region_attach(pid_t pid, int fd, const token_part *t) {
+  struct stat sb;
+  region r;
+  const region_rec *rec;
+  void *p;
+  int f = mp_open_held(pid, fd, t->dev, t->ino);
+  if (f < 0) return NULL;
+  if (fstat(f, &sb) < 0 || sb.st_size < REC_SIZE + (off_t)sizeof(mp_cell) ||
+      (p = mmap(NULL, (size_t)sb.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0)) ==
+          MAP_FAILED) {
+    close(f);
+    return NULL;
+  }
+  r.base = p;
+  r.size = (size_t)sb.st_size;
+  rec = (const region_rec *)(r.base + r.size - REC_SIZE);
+  r.cls = (int)rec->cls;
+  r.origin = rec->origin;
+  r.fd = f;
+  r.dev = t->dev;
+  r.ino = t->ino;
+  r.maker = (pid_t)rec->maker;
+  r.maker_fd = (int)rec->maker_fd;
+  if (rec->magic == REC_MAGIC && rec->origin == t->origin && rec->size == r.size &&
+      (r.cls < NCLASS || r.cls == OWN_MAPPING)) {
+    region *added = region_add(&r);
+    if (added != NULL) return added;
+  }
+  region_unmap(&r);
+  return NULL;
+}
+
+/* The region t names: ours (inherited, or attached before), else
+** attached from the sender, the maker, or our parent (which a sibling
+** sender may have inherited it from), under either descriptor number.
+** NULL with a reason pushed when no live process holds it. */
+static region *region_reach(lua_State *L, const token_part *t, const char *what) {
+  region *r = region_by_origin(t->origin);
+  if (r == NULL && (r = region_attach(t->pid, t->fd, t)) == NULL &&
+      (r = region_attach(t->maker, t->maker_fd, t)) == NULL &&
+      (r = region_attach(getppid(), t->fd, t)) == NULL &&
+      (r = region_attach(getppid(), t->maker_fd, t)) == NULL) {
+#if MP_HAVE_PROC_FD
+    if (t->fd < 0 && t->maker_fd < 0)
+      lua_pushfstring(L, "%s was not inherited by this process (process %d made it "
+                      "with no descriptor left for it)", what, t->maker);
+    else
+      lua_pushfstring(L, "no live process holds %s any more (process %d sent it, "
+                      "process %d made it)", what, t->pid, t->maker);
+#else
+    lua_pushfstring(L, "%s was not inherited by this process", what);
+#endif
+  }
+  return r;
+}
+
+/* __mproc_recv's resolution: the live cell of type named by token, and
+** its lock (else NULL) in *lock. Raises with "cannot receive a <name>:
+** <why>" when it cannot be had. */
+static mp_cell *token_cell(lua_State *L, const char *token, int type, const char *name,
+                           mp_cell **lock) {
+  const char *s = token;
+  token_part t, lt;
   region *r;
-  if (!ok || addr > UINTPTR_MAX || gen > UINT32_MAX) return NULL;
-  r = region_of((const char *)(uintptr_t)addr);
-  if (r == NULL || r->origin != origin) return NULL;
-  return mp_cell_check((mp_cell *)(uintptr_t)addr, (uint32_t)gen, type);
+  mp_cell *c;
+  int has_lock;
+  if (!parse_part(&s, &t) || ((has_lock = *s != '\0') && !parse_part(&s, &lt)))
+    luaL_error(L, "cannot receive a %s: malformed token '%s'", name, token);
+  if ((r = region_reach(L, &t, "it")) == NULL)
+    luaL_error(L, "cannot receive a %s: %s", name, lua_tostring(L, -1));
+  if ((c = cell_check(region_cell(r, t.off), t.gen, type)) == NULL)
+    luaL_error(L, "cannot receive a %s: token '%s' names no live %s", name, token, name);
+  *lock = NULL;
+  if (c->lock_origin == 0) return c;
+  if (has_lock && lt.origin == c->lock_origin && region_reach(L, &lt, "its lock") == NULL)
+    luaL_error(L, "cannot receive a %s: %s", name, lua_tostring(L, -1));
+  if ((*lock = mp_cell_lock(c)) == NULL)
+    luaL_error(L, "cannot receive a %s: its lock is not known here", name);
+  return c;
 }
 
 /* ---------------------------------------------------------------------
@@ -429,6 +647,23 @@ mp_handle *mp_handle_adopt(lua_State *L, mp_cell *cell, const char *mt, int nuv)
   return h;
 }
 
+/* The Lua methods of a received handle (guard, wait_for, a Barrier's
+** wait ...) come from its module: a process forked before the module was
+** first loaded (a Pool's worker, started before the sender's first Lock)
+** loads it now. */
+static void require_layer(lua_State *L, const char *module) {
+  int loaded;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  loaded = lua_getfield(L, -1, module) != LUA_TNIL;
+  lua_pop(L, 2);
+  if (loaded || lua_getglobal(L, "require") != LUA_TFUNCTION) {
+    lua_pop(L, loaded ? 0 : 1);
+    return;
+  }
+  lua_pushstring(L, module);
+  lua_call(L, 1, 0);
+}
+
 /* Pushes a handle on the Lock or RLock cell lk, as a receiver. */
 static void push_lock_handle(lua_State *L, mp_cell *lk) {
   mp_handle_adopt(L, lk, lk->type == MP_T_RLOCK ? MP_RLOCK_MT : MP_LOCK_MT, 0);
@@ -436,18 +671,14 @@ static void push_lock_handle(lua_State *L, mp_cell *lk) {
 
 /* __mproc_recv: pushes a handle of type mt (nuv user values) on the cell
 ** of type named by the token at 1; when the cell has a lock (a Condition,
-** a Value), that lock's handle is user value 1. Raises when the token, or
-** the lock, is unknown here. */
+** a Value), that lock's handle is user value 1. Raises when no live
+** process holds the cell, or its lock. */
 mp_handle *mp_handle_recv(lua_State *L, int type, const char *mt, int nuv) {
   const char *token = luaL_checkstring(L, 1);
-  mp_cell *c = mp_token_cell(token, type), *lk = NULL;
+  mp_cell *lk, *c = token_cell(L, token, type, mt + 6, &lk);
   mp_handle *h;
-  if (c == NULL)
-    luaL_error(L, "cannot receive a %s: unknown token '%s' (objects travel "
-               "only to processes that inherited them)", mt + 6, token);
-  if (c->lock != NULL && (lk = mp_cell_lock(c)) == NULL)
-    luaL_error(L, "cannot receive a %s: its lock is unknown here (made "
-               "after this process was forked?)", mt + 6);
+  require_layer(L, "mproc.sync");   /* a Value's lock is a Lock or RLock */
+  if (type == MP_T_VALUE || type == MP_T_ARRAY) require_layer(L, "mproc.sharedctypes");
   h = mp_handle_adopt(L, c, mt, nuv);
   if (lk != NULL) {
     push_lock_handle(L, lk);

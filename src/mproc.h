@@ -156,10 +156,10 @@ typedef struct mp_cell {
   uint8_t cls;            /* size class, 255: a mapping of its own */
   uint8_t shared;         /* bits: 1 sent (never recycled), 2 a lock in use */
   uint32_t gen;           /* bumped on reuse: stale tokens do not match */
-  uint32_t lock_gen;      /* the lock that goes with it (Condition, Value) */
-  struct mp_cell *lock;
-  uint64_t size;          /* header and body, in bytes */
-  uint64_t lock_origin;   /* origin of the lock's region (cell.c) */
+  uint32_t lock_gen;      /* the lock that goes with it (Condition, Value): */
+  uint64_t lock_off;      /* its offset in its region, */
+  uint64_t size;          /* (header and body, in bytes) */
+  uint64_t lock_origin;   /* and that region's origin (cell.c), 0: none */
 } mp_cell;                /* 40 bytes; the body follows */
 #define MP_CELL_BODY(c) ((void *)((c) + 1))
 
@@ -185,7 +185,6 @@ MP_HIDDEN int mp_handle_sole(const mp_handle *h);
 MP_HIDDEN void mp_handle_drop(mp_handle *h);
 MP_HIDDEN void mp_handle_close(mp_handle *h);
 MP_HIDDEN void mp_push_token(lua_State *L, mp_cell *cell);
-MP_HIDDEN mp_cell *mp_token_cell(const char *token, int type);
 MP_HIDDEN void mp_cell_set_lock(mp_cell *cell, mp_cell *lock);
 MP_HIDDEN mp_cell *mp_cell_lock(mp_cell *cell);
 /* cell.c: handle userdata, alike for every type (mt is "mproc.Name") */

@@ -332,7 +332,7 @@ static int m_array_send(lua_State *L) { return mp_handle_send(L, ARRAY_MT); }
 /* User value 1 is the lock's handle, or false (made with lock = false). */
 static int recv(lua_State *L, const char *mt, int type) {
   mp_handle *h = mp_handle_recv(L, type, mt, 1);
-  if (h->cell->lock == NULL) {
+  if (h->cell->lock_origin == 0) {
     lua_pushboolean(L, 0);
     lua_setiuservalue(L, -2, 1);
   }
