@@ -612,6 +612,25 @@ describe("objects made at any time", function()
     assert.is_true(ns.f4)
   end)
 
+  -- A fresh interpreter: its worker starts before mproc.managers is loaded,
+  -- and must load it to give what it receives its Lua methods.
+  linux_it("come with their Lua methods to workers started before any container", function()
+    local out, code = support.run_lua([[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool(1)
+      pool:apply(function() end)
+      local d, l = mproc.Dict { a = 1 }, mproc.List { 3, 1, 2 }
+      print(pool:apply(function()
+        d:update { b = 2 }
+        d:update_key("a", function(old) return old + 10 end)
+        l:sort()
+        return #d:keys(), d.a, table.concat(l:totable(), ",")
+      end))
+    ]])
+    assert.are.equal(0, code, out)
+    assert.are.equal("2\t11\t1,2,3\n", out)
+  end)
+
   linux_it("travel from a worker to the parent", function()
     local pool <close> = mproc.Pool(1)
     local d = pool:apply(function()

@@ -77,3 +77,20 @@ void mp_open_auxlib(lua_State *L) {
   lua_pushcfunction(L, l_istype);
   lua_setfield(L, -2, "istype");
 }
+
+/* The Lua methods of a received object (a Lock's guard, a Dict's update
+** ...) come from its Lua module: a process forked before that module was
+** first loaded (a Pool's worker, started before the sender made its first
+** such object) loads it now, as the receiver's require would. */
+void mp_require_layer(lua_State *L, const char *module) {
+  int loaded;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  loaded = lua_getfield(L, -1, module) != LUA_TNIL;
+  lua_pop(L, 2);
+  if (loaded || lua_getglobal(L, "require") != LUA_TFUNCTION) {
+    lua_pop(L, loaded ? 0 : 1);
+    return;
+  }
+  lua_pushstring(L, module);
+  lua_call(L, 1, 0);
+}

@@ -647,23 +647,6 @@ mp_handle *mp_handle_adopt(lua_State *L, mp_cell *cell, const char *mt, int nuv)
   return h;
 }
 
-/* The Lua methods of a received handle (guard, wait_for, a Barrier's
-** wait ...) come from its module: a process forked before the module was
-** first loaded (a Pool's worker, started before the sender's first Lock)
-** loads it now. */
-static void require_layer(lua_State *L, const char *module) {
-  int loaded;
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  loaded = lua_getfield(L, -1, module) != LUA_TNIL;
-  lua_pop(L, 2);
-  if (loaded || lua_getglobal(L, "require") != LUA_TFUNCTION) {
-    lua_pop(L, loaded ? 0 : 1);
-    return;
-  }
-  lua_pushstring(L, module);
-  lua_call(L, 1, 0);
-}
-
 /* Pushes a handle on the Lock or RLock cell lk, as a receiver. */
 static void push_lock_handle(lua_State *L, mp_cell *lk) {
   mp_handle_adopt(L, lk, lk->type == MP_T_RLOCK ? MP_RLOCK_MT : MP_LOCK_MT, 0);
@@ -677,8 +660,8 @@ mp_handle *mp_handle_recv(lua_State *L, int type, const char *mt, int nuv) {
   const char *token = luaL_checkstring(L, 1);
   mp_cell *lk, *c = token_cell(L, token, type, mt + 6, &lk);
   mp_handle *h;
-  require_layer(L, "mproc.sync");   /* a Value's lock is a Lock or RLock */
-  if (type == MP_T_VALUE || type == MP_T_ARRAY) require_layer(L, "mproc.sharedctypes");
+  mp_require_layer(L, "mproc.sync");   /* a Value's lock is a Lock or RLock */
+  if (type == MP_T_VALUE || type == MP_T_ARRAY) mp_require_layer(L, "mproc.sharedctypes");
   h = mp_handle_adopt(L, c, mt, nuv);
   if (lk != NULL) {
     push_lock_handle(L, lk);

@@ -87,6 +87,9 @@ static inline void *mp_checkudata(lua_State *L, int idx, const char *tname) {
   return luaL_checkudata(L, idx, tname);
 }
 
+/* auxlib.c: a receiver (__mproc_recv) loads the Lua module that adds its
+** type's Lua methods, if this process has not loaded it yet. */
+MP_HIDDEN void mp_require_layer(lua_State *L, const char *module);
 /* auxlib.c: returns nil, "what: strerror(errno)", errno: the
 ** expected-failure shape. */
 MP_HIDDEN int mp_fail(lua_State *L, const char *what);

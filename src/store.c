@@ -988,6 +988,7 @@ int mp_store_recv(lua_State *L, const char *mt, int kind) {
   mp_store *s = mp_store_from_token(L, token, kind);
   if (s == NULL)
     return luaL_error(L, "cannot receive a %s: %s", mt + 6, lua_tostring(L, -1));
+  mp_require_layer(L, "mproc.managers");   /* update, keys, ... */
   mp_store_push(L, s, mt);
   if (decoding != NULL) keep(decoding, s);
   return 1;
