@@ -562,10 +562,11 @@ describe("Queues made at any time", function()
   linux_it("are the same object each time they reach a worker, opened once there", function()
     local pool <close> = started_pool(1)
     local q = mproc.Queue()
+    local fd_count = support.fd_count   -- no globals: the task's _ENV may be busted's
     local function probe(x)
       local first = mproc.KEEP_Q == nil
       mproc.KEEP_Q = mproc.KEEP_Q or x
-      return { same = x == mproc.KEEP_Q, first = first, fds = require("support").fd_count() }
+      return { same = x == mproc.KEEP_Q, first = first, fds = fd_count() }
     end
     local a = pool:apply(probe, { q })
     local b = pool:apply(probe, { q })
