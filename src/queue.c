@@ -119,6 +119,9 @@ typedef struct {
   size_t mapsize;
   char *buf;      /* where get copies an item out, to decode it unlocked */
   size_t bufsize;
+  char tok[128];  /* the token, built for fork generation tokgen (0: none) */
+  size_t toklen, idoff;
+  unsigned tokgen;
 } q_handle;
 
 /* The header's size: one page, where the ring's mapping starts. */
@@ -148,11 +151,10 @@ static void publish(q_shared *sh, const q_state *s) {
   __atomic_store_n(&sh->cur, next, __ATOMIC_RELEASE);
 }
 
-/* Maps at least cap bytes of the ring in this process (a received queue
-** maps it on first use). 0 or an errno. */
-static int ensure_map(q_handle *h, uint64_t cap) {
+/* Maps cap bytes of the ring in this process, in place of what it maps
+** (nothing yet, in a received queue). 0 or an errno. */
+static int map_ring(q_handle *h, uint64_t cap) {
   void *p;
-  if (h->mapsize >= cap) return 0;
   if (h->map == NULL)
     p = mmap(NULL, (size_t)cap, PROT_READ | PROT_WRITE, MAP_SHARED, h->fd, (off_t)hdr_size());
   else
@@ -161,6 +163,11 @@ static int ensure_map(q_handle *h, uint64_t cap) {
   h->map = (char *)p;
   h->mapsize = (size_t)cap;
   return 0;
+}
+
+/* Maps at least cap bytes of the ring in this process. 0 or an errno. */
+static inline int ensure_map(q_handle *h, uint64_t cap) {
+  return h->mapsize >= cap ? 0 : map_ring(h, cap);
 }
 
 static void ring_write(q_handle *h, const q_state *s, uint64_t off,
@@ -369,7 +376,7 @@ static void handle_release(q_handle *h) {
 /* Pushes a handle that holds nothing yet (closed), so that nothing leaks
 ** when what follows fails. */
 static q_handle *push_handle(lua_State *L) {
-  q_handle *h = (q_handle *)lua_newuserdatauv(L, sizeof *h, 0);
+  q_handle *h = (q_handle *)lua_newuserdatauv(L, sizeof *h, 1);
   memset(h, 0, sizeof *h);
   h->fd = -1;
   h->note.rfd = h->note.wfd = -1;
@@ -712,21 +719,43 @@ static int m_queue_close(lua_State *L) {
   return 0;
 }
 
-/* h:token() -> the token naming the queue (pid:fd:nfd of this process
-** and of its maker, dev:ino:nonce, in hex), and its last part, the same in
-** every process: what queue.lua finds its queues by. */
-static int m_queue_token(lua_State *L) {
-  q_handle *h = check_queue(L);
+/* Bumped in a child after each fork: a token cached in an earlier
+** generation names the parent as its sender. */
+static unsigned fork_gen = 1;
+static void after_fork_child(void) { fork_gen++; }
+
+/* Builds h's token (pid:fd:nfd of this process and of the maker,
+** dev:ino:nonce, in hex) into h->tok, for this generation. */
+static void build_token(q_handle *h) {
   q_shared *sh = h->sh;
-  char buf[200];
-  int n = snprintf(buf, sizeof buf, "%lx:%x:%x:%lx:%x:%x:", (unsigned long)getpid(),
+  int n = snprintf(h->tok, sizeof h->tok, "%lx:%x:%x:%lx:%x:%x:", (unsigned long)getpid(),
                    (unsigned)h->fd, (unsigned)h->note.rfd, (unsigned long)sh->maker_pid,
                    (unsigned)sh->maker_fd, (unsigned)sh->maker_nfd);
-  snprintf(buf + n, sizeof buf - (size_t)n, "%" PRIx64 ":%" PRIx64 ":%" PRIx64, h->dev,
-           h->ino, sh->nonce);
-  lua_pushstring(L, buf);
-  lua_pushstring(L, buf + n);
-  return 2;
+  h->idoff = (size_t)n;
+  n += snprintf(h->tok + n, sizeof h->tok - (size_t)n, "%" PRIx64 ":%" PRIx64 ":%" PRIx64,
+                h->dev, h->ino, sh->nonce);
+  h->toklen = (size_t)n;
+  h->tokgen = fork_gen;
+}
+
+/* h:token([id]) -> the token naming the queue, or with id its last part
+** (dev:ino:nonce), the same in every process: what queue.lua finds its
+** queues by. nil when closed. Sending is frequent: the token is kept, as
+** a string too (the handle's user value). */
+static int m_queue_token(lua_State *L) {
+  q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
+  if (h->sh == NULL) return 0;
+  if (lua_toboolean(L, 2)) {
+    if (h->tokgen != fork_gen) build_token(h);
+    lua_pushlstring(L, h->tok + h->idoff, h->toklen - h->idoff);
+    return 1;
+  }
+  if (h->tokgen == fork_gen && lua_getiuservalue(L, 1, 1) == LUA_TSTRING) return 1;
+  build_token(h);
+  lua_pushlstring(L, h->tok, h->toklen);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, 1);
+  return 1;
 }
 
 static int m_queue_closed(lua_State *L) {
@@ -803,6 +832,8 @@ static void register_classes(lua_State *L) {
 }
 
 void mp_open_queue(lua_State *L) {
+  static int atfork_done = 0;
+  if (!atfork_done) { atfork_done = 1; pthread_atfork(NULL, NULL, after_fork_child); }
   mp_type(L, QUEUE_MT, queue_meta, queue_methods, NULL);
   register_classes(L);
   lua_pushcfunction(L, l_queue_new);

@@ -14,8 +14,25 @@ local M = {}
 -- the queue, or received it before, gets the very same object from here,
 -- with no system call; any other opens it through a live process that
 -- holds it (queue.c's queue_open). One table for the three classes.
+-- `seen` keeps the tokens met already (one per sending process), so that
+-- the usual receive is one lookup.
 local live = setmetatable({}, { __mode = "v" })
+local seen = setmetatable({}, { __mode = "v" })
 local ID = "^%x+:%x+:%x+:%x+:%x+:%x+:(.*)$"
+
+-- The queue of class mt that token names, opened if this process has none.
+local function receive(mt, token, what)
+  local id = token:match(ID)
+  local q = live[id]
+  if q == nil or getmetatable(q) ~= mt or q._h:closed() then
+    local h, why = core.queue_open(token, mt.kind)
+    if not h then error(what .. why, 0) end
+    q = setmetatable({ _h = h }, mt)
+    live[id] = q
+  end
+  seen[token] = q
+  return q
+end
 
 local function check_block(fname, block, timeout)
   if block ~= nil and type(block) ~= "boolean" then
@@ -127,19 +144,12 @@ local function class(name, index, kind)
   -- #q: the number of items, qsize() (SimpleQueue too, which has no qsize)
   function mt.__len(self) return (self._h:qsize()) end
   function mt.__mproc_send(self)
-    local h = self._h
-    if h:closed() then error("cannot send a closed " .. name:sub(7), 0) end
-    return (h:token())
+    return self._h:token() or error("cannot send a closed " .. name:sub(7), 0)
   end
   function mt.__mproc_recv(token)
-    local id = token:match(ID)
-    local q = live[id]
+    local q = seen[token]
     if q ~= nil and getmetatable(q) == mt and not q._h:closed() then return q end
-    local h, why = core.queue_open(token, kind)
-    if not h then error(what .. why, 0) end
-    q = setmetatable({ _h = h }, mt)
-    live[id] = q
-    return q
+    return receive(mt, token, what)
   end
   mt.kind = kind
   core.register_type(mt)
@@ -157,7 +167,7 @@ local function new(fname, mt, maxsize)
   local h, err, code = core.queue_new(maxsize or 0, mt.kind)
   if not h then return nil, err, code end
   local q = setmetatable({ _h = h }, mt)
-  live[select(2, h:token())] = q
+  live[h:token(true)] = q
   return q
 end
 
