@@ -131,9 +131,11 @@ MP_HIDDEN int mp_shared_file(const char *name);
 MP_HIDDEN int mp_open_held(pid_t pid, int fd, uint64_t dev, uint64_t ino);
 MP_HIDDEN uint64_t mp_random64(void);
 /* fd.c: a descriptor made readable when an object may be ready, for event
-** loops: signal makes it readable, drain unreadable. -1 when closed. */
+** loops: signal makes it readable, drain unreadable. -1 when closed. reach
+** opens one another live process holds (Linux only). */
 typedef struct { int rfd, wfd; } mp_notifier;
 MP_HIDDEN int mp_notifier_open(mp_notifier *n);
+MP_HIDDEN int mp_notifier_reach(mp_notifier *n, pid_t pid, int fd, uint64_t dev, uint64_t ino);
 MP_HIDDEN void mp_notifier_signal(mp_notifier *n);
 MP_HIDDEN void mp_notifier_drain(mp_notifier *n);
 MP_HIDDEN void mp_notifier_close(mp_notifier *n);

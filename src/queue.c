@@ -2,14 +2,25 @@
 ** queue.c: the shared-memory queue under mproc.Queue, SimpleQueue and
 ** JoinableQueue. It moves byte strings; the Lua layer encodes values.
 **
-** Two pieces, both inherited by fork and both freed by the kernel when the
-** last process that holds them ends (nothing can leak past the processes):
-** - a header in an anonymous shared segment: a robust process-shared mutex,
-**   the queue's state, and futex words to wait on;
-** - the items, in a ring of records (8-byte length, bytes, padding to 8) in
-**   an unlinked tmpfs file (memfd) that every process maps. It grows with
-**   ftruncate when a put does not fit (so a put on an unbounded queue never
-**   waits for a consumer) and shrinks back when a large ring drains.
+** One queue is one unlinked tmpfs file (memfd; elsewhere a temporary file
+** unlinked at once), freed by the kernel when the last process that holds
+** it ends (nothing can leak past the processes), in two pieces:
+** - the header, page 0, mapped once and never moved (the kernel's robust
+**   futex list points at the mutex while a process holds it): a robust
+**   process-shared mutex, the queue's state, futex words to wait on, and
+**   what names the file (a magic, a random nonce, its maker);
+** - the items, from the next page on, in a ring of records (8-byte length,
+**   bytes, padding to 8) that every process maps. It grows with ftruncate
+**   when a put does not fit (so a put on an unbounded queue never waits for
+**   a consumer) and shrinks back when a large ring drains.
+**
+** Handles: a process inherits its queues by fork, with the Lua objects
+** (queue.lua keeps them by the file's identity: the same object, no
+** system call). A token (sender pid:fd:nfd, maker pid:fd:nfd,
+** dev:ino:nonce; nfd the notifier's descriptor) lets a process that did
+** not inherit the queue open it through /proc/<pid>/fd/<fd> of a live
+** holder (Linux), checked by inode and by the magic and nonce in the
+** header, and the holder's notifier with it.
 **
 ** Crash safety: every change is made under the mutex, first to bytes no
 ** published state refers to (the free part of the ring, or the part a grow
@@ -19,13 +30,16 @@
 ** it. A killed putter's item was never published; a killed getter's item
 ** is still in the queue.
 **
-** For event loops, fileno() gives a notifier (fd.c) that is readable
+** For event loops, fileno() gives a notifier (fd.c, a pipe) that is readable
 ** whenever an item is there (and now and then when none is: a get then says
 ** "empty"). Until some process asks for it, put and get only test a flag.
 ** Once watched, the notifier is signalled under the lock before an empty
 ** queue's first item is published, and drained under the lock once the
 ** queue is found or left empty: at every instant a process may be killed,
-** items there means the notifier is readable.
+** items there means the notifier is readable. Every holder has the
+** notifier (made with the queue, inherited, or reopened with the file: a
+** pipe can be reopened through /proc, an eventfd cannot), so a put in a
+** process that received the queue wakes the watcher too.
 */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,29 +49,32 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <inttypes.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mproc.h"
 
 /* ---------------------------------------------------------------------
-** Portability: the item file is fd.c's mp_shared_file. The mapping grows
+** Portability: the file is fd.c's mp_shared_file. The ring's mapping grows
 ** with mremap on Linux, elsewhere by mapping it anew.
 ** --------------------------------------------------------------------- */
 #if MP_LINUX
-static void *remap(void *old, size_t oldsize, size_t size, int fd) {
-  (void)fd;
+static void *remap(void *old, size_t oldsize, size_t size, int fd, off_t off) {
+  (void)fd; (void)off;
   return mremap(old, oldsize, size, MREMAP_MAYMOVE);
 }
 #else
-static void *remap(void *old, size_t oldsize, size_t size, int fd) {
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+static void *remap(void *old, size_t oldsize, size_t size, int fd, off_t off) {
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
   if (p != MAP_FAILED) munmap(old, oldsize);
   return p;
 }
 #endif
 
 #define QUEUE_MT "mproc.QueueCore"  /* the handle under queue.lua's Queue */
+#define Q_MAGIC 0x6d707175u                    /* "mpqu" */
 #define RING_MIN ((uint64_t)64 * 1024)          /* a new or drained ring */
 #define RING_SHRINK ((uint64_t)64 * 1024 * 1024) /* a drained ring above
                                                     this gives memory back */
@@ -75,6 +92,13 @@ typedef struct {
 } q_state;
 
 typedef struct {
+  uint32_t magic;        /* Q_MAGIC, set last when the queue is made */
+  uint32_t kind;         /* the Lua class's number (queue.lua) */
+  uint64_t nonce;        /* random: tells this queue from a reused inode */
+  int32_t maker_pid;     /* the process that made it, and its descriptors */
+  int32_t maker_fd, maker_nfd;
+  uint32_t pad;
+  uint64_t note_dev, note_ino;  /* the notifier pipe */
   pthread_mutex_t lock;
   q_state st[2];
   uint32_t cur;          /* st[cur] is the published state */
@@ -87,14 +111,28 @@ typedef struct {
 } q_shared;
 
 typedef struct {
-  q_shared *sh;   /* NULL once closed */
+  q_shared *sh;   /* the header, page 0 of the file; NULL once closed */
   mp_notifier note;
   int fd;
-  char *map;      /* this process's mapping of the item file */
+  uint64_t dev, ino;  /* the file's, for tokens */
+  char *map;      /* this process's mapping of the ring */
   size_t mapsize;
   char *buf;      /* where get copies an item out, to decode it unlocked */
   size_t bufsize;
+  char tok[128];  /* the token, built for fork generation tokgen (0: none) */
+  size_t toklen, idoff;
+  unsigned tokgen;
 } q_handle;
+
+/* The header's size: one page, where the ring's mapping starts. */
+static uint64_t hdr_size(void) {
+  static uint64_t page = 0;
+  if (page == 0) {
+    page = (uint64_t)sysconf(_SC_PAGESIZE);
+    while (page < sizeof(q_shared)) page *= 2;
+  }
+  return page;
+}
 
 static uint64_t record_size(size_t len) {
   return 8 + (((uint64_t)len + 7) & ~(uint64_t)7);
@@ -113,15 +151,23 @@ static void publish(q_shared *sh, const q_state *s) {
   __atomic_store_n(&sh->cur, next, __ATOMIC_RELEASE);
 }
 
-/* Maps at least cap bytes of the file in this process. 0 or an errno. */
-static int ensure_map(q_handle *h, uint64_t cap) {
+/* Maps cap bytes of the ring in this process, in place of what it maps
+** (nothing yet, in a received queue). 0 or an errno. */
+static int map_ring(q_handle *h, uint64_t cap) {
   void *p;
-  if (h->mapsize >= cap) return 0;
-  p = remap(h->map, h->mapsize, (size_t)cap, h->fd);
+  if (h->map == NULL)
+    p = mmap(NULL, (size_t)cap, PROT_READ | PROT_WRITE, MAP_SHARED, h->fd, (off_t)hdr_size());
+  else
+    p = remap(h->map, h->mapsize, (size_t)cap, h->fd, (off_t)hdr_size());
   if (p == MAP_FAILED) return errno;
   h->map = (char *)p;
   h->mapsize = (size_t)cap;
   return 0;
+}
+
+/* Maps at least cap bytes of the ring in this process. 0 or an errno. */
+static inline int ensure_map(q_handle *h, uint64_t cap) {
+  return h->mapsize >= cap ? 0 : map_ring(h, cap);
 }
 
 static void ring_write(q_handle *h, const q_state *s, uint64_t off,
@@ -147,7 +193,7 @@ static int ring_grow(q_handle *h, q_state *s, uint64_t need) {
   uint64_t cap = s->cap * 2;
   int e;
   while (cap < s->used + need) cap *= 2;
-  if (ftruncate(h->fd, (off_t)cap) < 0) return errno;
+  if (ftruncate(h->fd, (off_t)(hdr_size() + cap)) < 0) return errno;
   if ((e = ensure_map(h, cap)) != 0) return e;
   if (s->used > 0 && s->head + s->used > s->cap) {
     uint64_t part = s->cap - s->head;
@@ -192,7 +238,7 @@ static void ring_pop(q_handle *h, q_state *s, size_t len) {
   if (s->cap > RING_SHRINK) {
     s->cap = RING_MIN;
     publish(h->sh, s);
-    if (ftruncate(h->fd, (off_t)RING_MIN) < 0) { /* only memory is kept */ }
+    if (ftruncate(h->fd, (off_t)(hdr_size() + RING_MIN)) < 0) { /* only memory is kept */ }
   }
 }
 
@@ -310,33 +356,151 @@ static int push_result(lua_State *L, int e, const char *ifwait,
   return mp_fail(L, what);
 }
 
-/* core.queue_new(maxsize) -> handle, or nil, message, errno */
-static int l_queue_new(lua_State *L) {
-  lua_Integer maxsize = luaL_optinteger(L, 1, 0);
-  q_handle *h = (q_handle *)lua_newuserdatauv(L, sizeof *h, 0);
-  q_shared *sh;
-  void *map;
-  h->sh = NULL; h->fd = -1; h->map = NULL; h->mapsize = 0;
-  h->buf = NULL; h->bufsize = 0;
+/* ---------------------------------------------------------------------
+** Making, reaching and letting go of queues
+** --------------------------------------------------------------------- */
+
+/* Lets go of what h holds in this process; safe on a half-made handle and
+** twice. The queue lives on in the others. */
+static void handle_release(q_handle *h) {
+  if (h->map != NULL) { munmap(h->map, h->mapsize); h->map = NULL; }
+  h->mapsize = 0;
+  if (h->sh != NULL) { munmap(h->sh, (size_t)hdr_size()); h->sh = NULL; }
+  if (h->fd >= 0) { close(h->fd); h->fd = -1; }
+  mp_notifier_close(&h->note);
+  free(h->buf);
+  h->buf = NULL;
+  h->bufsize = 0;
+}
+
+/* Pushes a handle that holds nothing yet (closed), so that nothing leaks
+** when what follows fails. */
+static q_handle *push_handle(lua_State *L) {
+  q_handle *h = (q_handle *)lua_newuserdatauv(L, sizeof *h, 1);
+  memset(h, 0, sizeof *h);
+  h->fd = -1;
   h->note.rfd = h->note.wfd = -1;
   luaL_setmetatable(L, QUEUE_MT);
-  if (mp_notifier_open(&h->note) < 0) return mp_fail(L, "cannot create a queue");
-  if ((h->fd = mp_shared_file("mproc-queue")) < 0) return mp_fail(L, "cannot create a queue");
-  if (ftruncate(h->fd, (off_t)RING_MIN) < 0) return mp_fail(L, "cannot create a queue");
-  map = mmap(NULL, RING_MIN, PROT_READ | PROT_WRITE, MAP_SHARED, h->fd, 0);
-  if (map == MAP_FAILED) return mp_fail(L, "cannot create a queue");
-  h->map = (char *)map;
-  h->mapsize = RING_MIN;
-  if ((sh = (q_shared *)mp_shm_alloc(sizeof *sh)) == NULL)
-    return mp_fail(L, "cannot create a queue");
-  memset(sh, 0, sizeof *sh);
-  if ((errno = mp_mutex_init(&sh->lock)) != 0) {
-    mp_shm_free(sh, sizeof *sh);
-    return mp_fail(L, "cannot create a queue");
-  }
+  return h;
+}
+
+/* Takes fd (a queue file) into h and maps its header. 0 or an errno. */
+static int map_header(q_handle *h, int fd) {
+  struct stat sb;
+  void *p;
+  h->fd = fd;
+  if (fstat(fd, &sb) < 0) return errno;
+  if ((uint64_t)sb.st_size < hdr_size() + RING_MIN) return ESTALE;
+  h->dev = (uint64_t)sb.st_dev;
+  h->ino = (uint64_t)sb.st_ino;
+  p = mmap(NULL, (size_t)hdr_size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return errno;
+  h->sh = (q_shared *)p;
+  return 0;
+}
+
+/* Fills in the new queue's header; the magic last. 0 or an errno. */
+static int init_header(q_handle *h, lua_Integer maxsize, lua_Integer kind) {
+  q_shared *sh = h->sh;
+  struct stat nb;
+  int e;
+  if (fstat(h->note.rfd, &nb) < 0) return errno;
+  if ((e = mp_mutex_init(&sh->lock)) != 0) return e;
   sh->st[0].cap = RING_MIN;
   sh->maxsize = maxsize;
-  h->sh = sh;
+  sh->kind = (uint32_t)kind;
+  sh->nonce = mp_random64() | 1;
+  sh->maker_pid = (int32_t)getpid();
+  sh->maker_fd = h->fd;
+  sh->maker_nfd = h->note.rfd;
+  sh->note_dev = (uint64_t)nb.st_dev;
+  sh->note_ino = (uint64_t)nb.st_ino;
+  if ((e = ensure_map(h, RING_MIN)) != 0) return e;
+  __atomic_store_n(&sh->magic, Q_MAGIC, __ATOMIC_RELEASE);
+  return 0;
+}
+
+/* core.queue_new(maxsize, [kind]) -> handle, or nil, message, errno */
+static int l_queue_new(lua_State *L) {
+  lua_Integer maxsize = luaL_optinteger(L, 1, 0);
+  lua_Integer kind = luaL_optinteger(L, 2, 0);
+  q_handle *h = push_handle(L);
+  int fd, e;
+  if (mp_notifier_open(&h->note) < 0) return mp_fail(L, "cannot create a queue");
+  if ((fd = mp_shared_file("mproc-queue")) < 0) return mp_fail(L, "cannot create a queue");
+  if (ftruncate(fd, (off_t)(hdr_size() + RING_MIN)) < 0) {
+    e = errno;
+    close(fd);
+    errno = e;
+    return mp_fail(L, "cannot create a queue");
+  }
+  if ((e = map_header(h, fd)) != 0 || (e = init_header(h, maxsize, kind)) != 0) {
+    handle_release(h);
+    errno = e;
+    return mp_fail(L, "cannot create a queue");
+  }
+  return 1;
+}
+
+/* Opens into h the queue that process pid holds as descriptor fd (and its
+** notifier as nfd), if it is the one with that identity. 0, or an errno
+** (h then holds nothing). */
+static int queue_reach(q_handle *h, pid_t pid, int fd, int nfd, uint64_t dev,
+                       uint64_t ino, uint64_t nonce) {
+  int f = mp_open_held(pid, fd, dev, ino), e;
+  if (f < 0) return errno;
+  if ((e = map_header(h, f)) != 0) goto fail;
+  if (__atomic_load_n(&h->sh->magic, __ATOMIC_ACQUIRE) != Q_MAGIC || h->sh->nonce != nonce) {
+    e = ESTALE;
+    goto fail;
+  }
+  if (mp_notifier_reach(&h->note, pid, nfd, h->sh->note_dev, h->sh->note_ino) < 0) {
+    e = errno;
+    goto fail;
+  }
+  return 0;
+fail:
+  handle_release(h);
+  return e;
+}
+
+/* core.queue_open(token, kind) -> handle, or nil, why: the queue the
+** token names, reached through a live process that holds it: the sender,
+** the maker, or our parent (a sibling sender may have inherited it from
+** it). The ring is mapped on first use. */
+static int l_queue_open(lua_State *L) {
+  const char *token = luaL_checkstring(L, 1);
+  lua_Integer kind = luaL_checkinteger(L, 2);
+  unsigned long pid, mpid;
+  unsigned fd, nfd, mfd, mnfd;
+  uint64_t dev, ino, nonce;
+  q_handle *h;
+  if (sscanf(token, "%lx:%x:%x:%lx:%x:%x:%" SCNx64 ":%" SCNx64 ":%" SCNx64, &pid, &fd, &nfd,
+             &mpid, &mfd, &mnfd, &dev, &ino, &nonce) != 9) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "malformed token '%s'", token);
+    return 2;
+  }
+  h = push_handle(L);
+  if (queue_reach(h, (pid_t)pid, (int)fd, (int)nfd, dev, ino, nonce) != 0 &&
+      queue_reach(h, (pid_t)mpid, (int)mfd, (int)mnfd, dev, ino, nonce) != 0 &&
+      queue_reach(h, getppid(), (int)fd, (int)nfd, dev, ino, nonce) != 0 &&
+      queue_reach(h, getppid(), (int)mfd, (int)mnfd, dev, ino, nonce) != 0) {
+    lua_pushnil(L);
+#if MP_HAVE_PROC_FD
+    lua_pushfstring(L, "no live process holds it any more (process %d sent it, "
+                    "process %d made it)", (int)pid, (int)mpid);
+#else
+    lua_pushliteral(L, "not inherited by this process");
+#endif
+    return 2;
+  }
+  if (h->sh->kind != (uint32_t)kind) {
+    handle_release(h);
+    lua_pushnil(L);
+    lua_pushliteral(L, "the token names a queue of another kind");
+    return 2;
+  }
   return 1;
 }
 
@@ -551,15 +715,47 @@ static int m_queue_fileno(lua_State *L) {
 /* __gc, __close and close(): lets go of this process's share; the queue
 ** lives on in the others. */
 static int m_queue_close(lua_State *L) {
-  q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
-  if (h->map != NULL) { munmap(h->map, h->mapsize); h->map = NULL; }
-  if (h->fd >= 0) { close(h->fd); h->fd = -1; }
-  mp_notifier_close(&h->note);
-  if (h->sh != NULL) { mp_shm_free(h->sh, sizeof *h->sh); h->sh = NULL; }
-  free(h->buf);
-  h->buf = NULL;
-  h->bufsize = 0;
+  handle_release((q_handle *)mp_checkudata(L, 1, QUEUE_MT));
   return 0;
+}
+
+/* Bumped in a child after each fork: a token cached in an earlier
+** generation names the parent as its sender. */
+static unsigned fork_gen = 1;
+static void after_fork_child(void) { fork_gen++; }
+
+/* Builds h's token (pid:fd:nfd of this process and of the maker,
+** dev:ino:nonce, in hex) into h->tok, for this generation. */
+static void build_token(q_handle *h) {
+  q_shared *sh = h->sh;
+  int n = snprintf(h->tok, sizeof h->tok, "%lx:%x:%x:%lx:%x:%x:", (unsigned long)getpid(),
+                   (unsigned)h->fd, (unsigned)h->note.rfd, (unsigned long)sh->maker_pid,
+                   (unsigned)sh->maker_fd, (unsigned)sh->maker_nfd);
+  h->idoff = (size_t)n;
+  n += snprintf(h->tok + n, sizeof h->tok - (size_t)n, "%" PRIx64 ":%" PRIx64 ":%" PRIx64,
+                h->dev, h->ino, sh->nonce);
+  h->toklen = (size_t)n;
+  h->tokgen = fork_gen;
+}
+
+/* h:token([id]) -> the token naming the queue, or with id its last part
+** (dev:ino:nonce), the same in every process: what queue.lua finds its
+** queues by. nil when closed. Sending is frequent: the token is kept, as
+** a string too (the handle's user value). */
+static int m_queue_token(lua_State *L) {
+  q_handle *h = (q_handle *)mp_checkudata(L, 1, QUEUE_MT);
+  if (h->sh == NULL) return 0;
+  if (lua_toboolean(L, 2)) {
+    if (h->tokgen != fork_gen) build_token(h);
+    lua_pushlstring(L, h->tok + h->idoff, h->toklen - h->idoff);
+    return 1;
+  }
+  if (h->tokgen == fork_gen && lua_getiuservalue(L, 1, 1) == LUA_TSTRING) return 1;
+  build_token(h);
+  lua_pushlstring(L, h->tok, h->toklen);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, 1);
+  return 1;
 }
 
 static int m_queue_closed(lua_State *L) {
@@ -586,6 +782,7 @@ static const luaL_Reg queue_methods[] = {
   {"close", m_queue_close},
   {"closed", m_queue_closed},
   {"fileno", m_queue_fileno},
+  {"token", m_queue_token},
   {NULL, NULL}
 };
 
@@ -596,8 +793,51 @@ static const luaL_Reg queue_meta[] = {
   {NULL, NULL}
 };
 
+/* __mproc_recv of the three classes until mproc.queue is loaded (it is
+** loaded on first use, maybe after this process was forked): loads it,
+** which registers the classes, and hands the token to the class's own. */
+static int l_recv_first(lua_State *L) {
+  const char *name = lua_tostring(L, lua_upvalueindex(1));
+  lua_settop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "mproc.queue");
+  lua_call(L, 1, 0);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, name) != LUA_TTABLE ||
+      lua_getfield(L, -1, "__mproc_recv") != LUA_TFUNCTION ||
+      lua_tocfunction(L, -1) == l_recv_first)
+    return luaL_error(L, "mproc.queue did not register %s", name);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+/* Registers where the codec looks for them (codec.c's decode_mproc) the
+** three classes' names, with l_recv_first, unless queue.lua has. */
+static void register_classes(lua_State *L) {
+  static const char *const names[] = {"mproc.Queue", "mproc.SimpleQueue",
+                                      "mproc.JoinableQueue", NULL};
+  int i;
+  for (i = 0; names[i] != NULL; i++) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, names[i]) == LUA_TNIL) {
+      lua_createtable(L, 0, 2);
+      lua_pushstring(L, names[i]);
+      lua_setfield(L, -2, "__name");
+      lua_pushstring(L, names[i]);
+      lua_pushcclosure(L, l_recv_first, 1);
+      lua_setfield(L, -2, "__mproc_recv");
+      lua_setfield(L, LUA_REGISTRYINDEX, names[i]);
+    }
+    lua_pop(L, 1);
+  }
+}
+
 void mp_open_queue(lua_State *L) {
+  static int atfork_done = 0;
+  if (!atfork_done) { atfork_done = 1; pthread_atfork(NULL, NULL, after_fork_child); }
   mp_type(L, QUEUE_MT, queue_meta, queue_methods, NULL);
+  register_classes(L);
   lua_pushcfunction(L, l_queue_new);
   lua_setfield(L, -2, "queue_new");
+  lua_pushcfunction(L, l_queue_open);
+  lua_setfield(L, -2, "queue_open");
 }

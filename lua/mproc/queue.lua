@@ -9,10 +9,30 @@ local util = require "mproc.util"
 
 local M = {}
 
--- Queues of this process by token, for the codec's __mproc_recv: a queue
--- travels to processes that inherited it, which hold the same object.
--- One table for the three classes, so a token names one queue of one class.
-local add, find = util.tokens()
+-- Queues of this process by the file's identity (the token's last part,
+-- dev:ino:nonce), for the codec's __mproc_recv: a process that inherited
+-- the queue, or received it before, gets the very same object from here,
+-- with no system call; any other opens it through a live process that
+-- holds it (queue.c's queue_open). One table for the three classes.
+-- `seen` keeps the tokens met already (one per sending process), so that
+-- the usual receive is one lookup.
+local live = setmetatable({}, { __mode = "v" })
+local seen = setmetatable({}, { __mode = "v" })
+local ID = "^%x+:%x+:%x+:%x+:%x+:%x+:(.*)$"
+
+-- The queue of class mt that token names, opened if this process has none.
+local function receive(mt, token, what)
+  local id = token:match(ID)
+  local q = live[id]
+  if q == nil or getmetatable(q) ~= mt or q._h:closed() then
+    local h, why = core.queue_open(token, mt.kind)
+    if not h then error(what .. why, 0) end
+    q = setmetatable({ _h = h }, mt)
+    live[id] = q
+  end
+  seen[token] = q
+  return q
+end
 
 local function check_block(fname, block, timeout)
   if block ~= nil and type(block) ~= "boolean" then
@@ -112,8 +132,9 @@ local simple = {
   fileno = methods.fileno,
 }
 
-local function class(name, index)
+local function class(name, index, kind)
   local mt = { __name = name, __index = index }
+  local what = "cannot receive a " .. name:sub(7) .. ": "
   function mt.__tostring(self)
     if self._h:closed() then return name .. " (closed)" end
     local n, maxsize = self._h:qsize()
@@ -122,28 +143,31 @@ local function class(name, index)
   function mt.__close(self) self._h:close() end
   -- #q: the number of items, qsize() (SimpleQueue too, which has no qsize)
   function mt.__len(self) return (self._h:qsize()) end
-  function mt.__mproc_send(self) return self._token end
-  local function usable(q) return getmetatable(q) == mt and not q._h:closed() end
-  function mt.__mproc_recv(token)
-    local q = find(name, token, usable)
-    return q
+  function mt.__mproc_send(self)
+    return self._h:token() or error("cannot send a closed " .. name:sub(7), 0)
   end
+  function mt.__mproc_recv(token)
+    local q = seen[token]
+    if q ~= nil and getmetatable(q) == mt and not q._h:closed() then return q end
+    return receive(mt, token, what)
+  end
+  mt.kind = kind
   core.register_type(mt)
   return mt
 end
 
-local QueueMT = class("mproc.Queue", methods)
-local SimpleMT = class("mproc.SimpleQueue", simple)
-local JoinableMT = class("mproc.JoinableQueue", joinable)
+local QueueMT = class("mproc.Queue", methods, 1)
+local SimpleMT = class("mproc.SimpleQueue", simple, 2)
+local JoinableMT = class("mproc.JoinableQueue", joinable, 3)
 
 local function new(fname, mt, maxsize)
   if maxsize ~= nil and math.type(maxsize) ~= "integer" then
     util.argerror(fname, 1, "integer expected for maxsize, got " .. (math.type(maxsize) or type(maxsize)))
   end
-  local h, err, code = core.queue_new(maxsize or 0)
+  local h, err, code = core.queue_new(maxsize or 0, mt.kind)
   if not h then return nil, err, code end
   local q = setmetatable({ _h = h }, mt)
-  q._token = add(q)
+  live[h:token(true)] = q
   return q
 end
 
