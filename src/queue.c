@@ -799,9 +799,7 @@ static const luaL_Reg queue_meta[] = {
 static int l_recv_first(lua_State *L) {
   const char *name = lua_tostring(L, lua_upvalueindex(1));
   lua_settop(L, 1);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "mproc.queue");
-  lua_call(L, 1, 0);
+  mp_require_layer(L, "mproc.queue");
   if (lua_getfield(L, LUA_REGISTRYINDEX, name) != LUA_TTABLE ||
       lua_getfield(L, -1, "__mproc_recv") != LUA_TFUNCTION ||
       lua_tocfunction(L, -1) == l_recv_first)
