@@ -82,6 +82,21 @@ describe("Pool", function()
     assert.are.equal(202, (pool:apply(f, {2})))
   end)
 
+  it("sends a function called again with its scalar upvalues' values of that call", function()
+    -- the pool reuses a function's encoding while its upvalues are unchanged
+    local k, s, on = 1, "a", true
+    local function f() return k, math.type(k), s, on, type(string) end
+    for _, want in ipairs({ { 1, "integer", "a", true }, { 2, "integer", "a", true },
+                            { 2.0, "float", "a", true }, { 2.0, "float", "b", false } }) do
+      k, s, on = want[1], want[3], want[4]
+      want[5] = "table"
+      assert.are.same(want, { pool:apply(f) })
+      assert.are.same(want, { pool:apply_async(f):get(10) })
+      assert.are.same({ want[1], n = 1 }, pool:map(function() return (f()) end, { 0 }))
+      for _, v in pool:imap(f, { 0 }) do assert.are.equal(want[1], v) end
+    end
+  end)
+
   it("re-raises a task's error with the worker's pid and traceback", function()
     local function inner() error("boom in task") end
     local r = pool:apply_async(function() inner() end)

@@ -18,9 +18,10 @@
 ** dead worker, which the parent fails.  Workers never free anything.
 **
 ** Results come back on one pipe per worker, in frames
-**   {u32 length, u32 slot, i64 task id} + payload,
-** read by the parent without blocking; a slot is freed when its result
-** arrives, or when the parent takes back a task no worker has claimed
+**   {u32 length, u32 slot, i64 task id, u32 count, u32 0} + payload,
+** the payload a slice of count values as core.dumps(t, 1, count) encodes
+** it; the parent reads them without blocking and decodes them here, into
+** tables with n = count; a slot is freed when its result arrives, or when the parent takes back a task no worker has claimed
 ** (cancel, by the same compare-and-swap from QUEUED), and data-ring space
 ** is reclaimed in order.
 */
@@ -85,7 +86,7 @@ static int board_pipe(int fds[2]) {
 #define REC_FREED 1u
 #define REC_PAD 2u
 #define REC_HDR 8u
-#define FRAME_HDR 16u
+#define FRAME_HDR 24u
 #define IDLE_PERIOD 0.5            /* s between parent checks of a waiting worker */
 #define SOFT_LAP ((uint64_t)1 << 20) /* wrap early past this when the start is free */
 #define READ_CHUNK 65536
@@ -119,6 +120,7 @@ typedef struct {
   int sentinel;                    /* the worker's mproc.Child fd, not owned */
   char *buf;                       /* partial frames read so far */
   size_t len, cap;
+  lua_Integer results;             /* results received from this worker */
 } board_worker;
 
 typedef struct {
@@ -352,6 +354,7 @@ static int m_board_open_worker(lua_State *L) {
   close_fd(&wk->rfd);
   close_fd(&wk->wfd);
   wk->len = 0;
+  wk->results = 0;
   wk->sentinel = -1;
   if (board_pipe(fds) < 0) return mp_fail(L, "cannot open a pipe for a pool worker");
   fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
@@ -403,33 +406,6 @@ static int m_board_fileno(lua_State *L) {
   return 1;
 }
 
-/* board:wait([timeout]) -> {w, ...}: workers with results or ended.
-** A signal ends the wait early (empty list) so Lua's hooks can run. */
-static int m_board_wait(lua_State *L) {
-  board *b = check_board(L);
-  double deadline = mp_opt_deadline(L, 2);
-  struct pollfd *p = (struct pollfd *)lua_newuserdatauv(
-      L, (size_t)b->nworkers * 2 * sizeof *p, 0);
-  int i, n = 0, r, k = 0;
-  for (i = 0; i < b->nworkers; i++) {
-    if (b->w[i].rfd < 0) continue;
-    p[n].fd = b->w[i].rfd; p[n].events = POLLIN; p[n++].revents = 0;
-    p[n].fd = b->w[i].sentinel; p[n].events = POLLIN; p[n++].revents = 0;
-  }
-  r = poll(p, (nfds_t)n, mp_poll_ms(deadline));
-  if (r < 0 && errno != EINTR) return mp_fail(L, "cannot wait for pool workers");
-  lua_createtable(L, r > 0 ? r : 0, 0);
-  for (i = 0, n = 0; r > 0 && i < b->nworkers; i++) {
-    if (b->w[i].rfd < 0) continue;
-    if (p[n].revents | p[n + 1].revents) {
-      lua_pushinteger(L, i + 1);
-      lua_rawseti(L, -2, ++k);
-    }
-    n += 2;
-  }
-  return 1;
-}
-
 /* Reads what worker wk has sent, up to a budget; 0 or -1 (error). */
 static int read_available(board_worker *wk) {
   size_t got = 0;
@@ -455,43 +431,128 @@ static int read_available(board_worker *wk) {
   return 0;
 }
 
-/* Pushes id, payload of each complete frame into the table on top and
-** frees their slots; keeps a partial frame for later. */
-static void parse_frames(lua_State *L, board *b, board_worker *wk, uint32_t w) {
+/* Pushes the result in frame payload p (n bytes, count values) onto the
+** stack: {values..., n = count}, or {false, message, n = 2} when it cannot
+** be decoded. */
+static void push_result(lua_State *L, const char *p, uint32_t n, uint32_t count) {
+  if (!mp_decode(L, p, n) || !lua_istable(L, -1)) {
+    const char *why = lua_isstring(L, -1) ? lua_tostring(L, -1) : "not a list of values";
+    lua_createtable(L, 2, 1);
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, 1);
+    lua_pushfstring(L, "cannot decode a task's result: %s", why);
+    lua_rawseti(L, -2, 2);
+    lua_remove(L, -2);
+    count = 2;
+  }
+  lua_pushinteger(L, count);
+  lua_setfield(L, -2, "n");
+}
+
+/* Appends id, result of each complete frame to the list at index t (k
+** items so far) and frees their slots; keeps a partial frame for later. */
+static lua_Integer parse_frames(lua_State *L, int t, board *b, board_worker *wk,
+                                lua_Integer k) {
+  uint32_t w = (uint32_t)(wk - b->w);
   size_t at = 0;
-  lua_Integer k = 0;
   while (wk->len - at >= FRAME_HDR) {
-    uint32_t len, slot;
+    uint32_t len, slot, count;
     int64_t id;
     memcpy(&len, wk->buf + at, 4);
     memcpy(&slot, wk->buf + at + 4, 4);
     memcpy(&id, wk->buf + at + 8, 8);
+    memcpy(&count, wk->buf + at + 16, 4);
     if (wk->len - at - FRAME_HDR < len) break;
     if (slot < b->sh->nslots && b->slots[slot].task == id &&
         __atomic_load_n(&b->slots[slot].state, __ATOMIC_ACQUIRE) == SLOT_CLAIMED + w) {
       slot_free(b, slot);
+      wk->results++;
       lua_pushinteger(L, id);
-      lua_rawseti(L, -2, ++k);
-      lua_pushlstring(L, wk->buf + at + FRAME_HDR, len);
-      lua_rawseti(L, -2, ++k);
+      lua_rawseti(L, t, ++k);
+      push_result(L, wk->buf + at + FRAME_HDR, len, count);
+      lua_rawseti(L, t, ++k);
     }
     at += FRAME_HDR + len;
   }
   memmove(wk->buf, wk->buf + at, wk->len - at);
   wk->len -= at;
+  return k;
 }
 
-/* board:recv(w) -> {id, payload, id, payload, ...} of complete results */
+/* Reads and parses what worker wk sent: appends to the list at index t. */
+static lua_Integer recv_worker(lua_State *L, int t, board *b, board_worker *wk,
+                               lua_Integer k) {
+  if (wk->rfd < 0) return k;
+  if (read_available(wk) < 0)
+    return luaL_error(L, "out of memory reading a pool worker's results");
+  return parse_frames(L, t, b, wk, k);
+}
+
+/* board:recv(w) -> {id, result, id, result, ...}: worker w's results in */
 static int m_board_recv(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
-  uint32_t w = (uint32_t)(wk - b->w);
   lua_newtable(L);
-  if (wk->rfd < 0) return 1;
-  if (read_available(wk) < 0)
-    return luaL_error(L, "out of memory reading a pool worker's results");
-  parse_frames(L, b, wk, w);
+  recv_worker(L, lua_gettop(L), b, wk, 0);
   return 1;
+}
+
+/* board:results(w) -> how many results worker w has sent since it started */
+static int m_board_results(lua_State *L) {
+  board *b = check_board(L);
+  lua_pushinteger(L, check_worker(L, b, 2)->results);
+  return 1;
+}
+
+/* Polls the workers' result pipes and sentinels until one is ready or
+** deadline; fills p (2 entries a worker with a pipe) and returns poll's
+** result, or -1 with errno. */
+static int poll_workers(board *b, struct pollfd *p, double deadline) {
+  int i, n = 0, r;
+  for (i = 0; i < b->nworkers; i++) {
+    if (b->w[i].rfd < 0) continue;
+    p[n].fd = b->w[i].rfd; p[n].events = POLLIN; p[n++].revents = 0;
+    p[n].fd = b->w[i].sentinel; p[n].events = POLLIN; p[n++].revents = 0;
+  }
+  r = poll(p, (nfds_t)n, mp_poll_ms(deadline));
+  if (r < 0 && errno == EINTR) return 0;
+  return r;
+}
+
+/* board:collect([timeout]) -> {id, result, ...}, quiet: waits until a
+** worker has sent results or ended (or timeout passes), then takes every
+** result in.  quiet: nil, or the list of workers that woke the wait
+** without a whole result (each may have ended).  A signal ends the wait
+** early (nothing in) so Lua's hooks can run.  nil, message, errno when
+** poll(2) itself fails. */
+static int m_board_collect(lua_State *L) {
+  board *b = check_board(L);
+  double deadline = mp_opt_deadline(L, 2);
+  struct pollfd *p = (struct pollfd *)lua_newuserdatauv(
+      L, (size_t)b->nworkers * 2 * sizeof *p, 0);
+  int i, n = 0, r = poll_workers(b, p, deadline), t, nquiet = 0;
+  lua_Integer k = 0;
+  if (r < 0) return mp_fail(L, "cannot wait for pool workers");
+  lua_createtable(L, 2 * r, 0);
+  t = lua_gettop(L);
+  lua_pushnil(L);                       /* t + 1: the quiet list, if any */
+  for (i = 0; r > 0 && i < b->nworkers; i++) {
+    lua_Integer before = k;
+    if (b->w[i].rfd < 0) continue;
+    if (p[n].revents | p[n + 1].revents) {
+      k = recv_worker(L, t, b, &b->w[i], k);
+      if (k == before) {
+        if (nquiet == 0) {
+          lua_newtable(L);
+          lua_replace(L, t + 1);
+        }
+        lua_pushinteger(L, i + 1);
+        lua_rawseti(L, t + 1, ++nquiet);
+      }
+    }
+    n += 2;
+  }
+  return 2;
 }
 
 /* board:fail(w) -> {id, ...}: tasks worker w had claimed, now freed */
@@ -688,7 +749,8 @@ static int write_all(int fd, struct iovec *iov, int n) {
   return 0;
 }
 
-/* board:send(w, slot, task_id, payload) -> true, or nil, message, errno */
+/* board:send(w, slot, task_id, payload, count) -> true, or nil, message,
+** errno; payload: count values encoded as a slice */
 static int m_board_send(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
@@ -696,13 +758,16 @@ static int m_board_send(lua_State *L) {
   int64_t id = (int64_t)luaL_checkinteger(L, 4);
   size_t len;
   const char *s = luaL_checklstring(L, 5, &len);
-  uint32_t len32 = (uint32_t)len;
-  char hdr[FRAME_HDR];
+  lua_Integer count = luaL_checkinteger(L, 6);
+  uint32_t len32 = (uint32_t)len, count32 = (uint32_t)count;
+  char hdr[FRAME_HDR] = {0};
   struct iovec iov[2];
   luaL_argcheck(L, len <= UINT32_MAX, 5, "result too large");
+  luaL_argcheck(L, count >= 0 && count <= UINT32_MAX, 6, "value count out of range");
   memcpy(hdr, &len32, 4);
   memcpy(hdr + 4, &slot, 4);
   memcpy(hdr + 8, &id, 8);
+  memcpy(hdr + 16, &count32, 4);
   iov[0].iov_base = hdr; iov[0].iov_len = FRAME_HDR;
   iov[1].iov_base = (void *)s; iov[1].iov_len = len;
   if (wk->wfd < 0 || write_all(wk->wfd, iov, 2) < 0)
@@ -726,8 +791,9 @@ static const luaL_Reg board_methods[] = {
   {"started", m_board_started},
   {"fileno", m_board_fileno},
   {"drop_worker", m_board_drop_worker},
-  {"wait", m_board_wait},
+  {"collect", m_board_collect},
   {"recv", m_board_recv},
+  {"results", m_board_results},
   {"fail", m_board_fail},
   {"cancel", m_board_cancel},
   {"shutdown", m_board_shutdown},
