@@ -82,6 +82,17 @@ describe("Pool", function()
     assert.are.equal(202, (pool:apply(f, {2})))
   end)
 
+  it("keeps a table shared by two arguments, or two items of a chunk, shared", function()
+    local t = { x = 1 }
+    local function same(a, b) return rawequal(a, b), a.x, b.x end
+    assert.are.same({ true, 1, 1 }, { pool:apply(same, { t, t }) })
+    assert.are.same({ true, 1, 1 }, { pool:apply(same, table.pack(t, t)) })
+    local function check(x) return x.x end
+    assert.are.same({ 1, 1, n = 2 }, pool:map(check, { t, t }, 2))
+    assert.are.same({ true, n = 1 }, pool:starmap(same, { { t, t } }))
+    for _, v in pool:imap(check, { t, t }, 2) do assert.are.equal(1, v) end
+  end)
+
   it("sends a function called again with its scalar upvalues' values of that call", function()
     -- the pool reuses a function's encoding while its upvalues are unchanged
     local k, s, on = 1, "a", true
