@@ -1110,6 +1110,66 @@ int mp_decode(lua_State *L, const char *p, size_t n) {
   return mp_decode_opt(L, p, n, 1);
 }
 
+/* lua_pcall'd: (lightuserdata p, integer n, table t, integer at) -> the
+** count of items of the list encoded at p, stored at t[at], t[at + 1], ... */
+static int decode_into_protected(lua_State *L) {
+  dec d;
+  size_t i, narr;
+  uint32_t nhash;
+  lua_Integer at = lua_tointeger(L, 4);
+  int tag;
+  memset(&d, 0, sizeof d);
+  d.L = L;
+  d.start = d.p = (const char *)lua_touserdata(L, 1);
+  d.end = d.p + (size_t)lua_tointeger(L, 2);
+  d.functions = 1;
+  lua_pushnil(L);                    /* ordinal -> object, made on first use */
+  d.objs = lua_gettop(L);
+  tag = get_byte(&d);
+  if (tag != T_TABLE && tag != T_TABLE_NOREF) bad(&d, "not a list");
+  d.noref = tag == T_TABLE_NOREF;
+  d.depth++;
+  narr = get_len(&d, 1);
+  if (left(&d) < 4) bad(&d, "truncated input");
+  memcpy(&nhash, d.p, 4);
+  d.p += 4;
+  if (nhash != 0) bad(&d, "not a list");
+  lua_pushvalue(L, 3);               /* ordinal 1: the list's own table */
+  remember(&d);
+  lua_pop(L, 1);
+  for (i = 0; i < narr; i++) {
+    decode_value(&d);
+    lua_rawseti(L, 3, at + (lua_Integer)i);
+  }
+  if (d.p != d.end) bad(&d, "trailing bytes");
+  lua_pushinteger(L, (lua_Integer)narr);
+  return 1;
+}
+
+/* core.loads_into(s, t, at) -> count: s encodes a list and no other keys
+** (as core.dumps(list, i, j) gives); its items go to t[at], t[at + 1], ...
+** without a table of their own (the pool fills a map's result this way).
+** nil, message for bytes that are not such a list (t may be filled part
+** way then). */
+static int l_loads_into(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lua_Integer at = luaL_checkinteger(L, 3);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_argcheck(L, at >= 1 && at <= LUA_MAXINTEGER - (lua_Integer)n, 3, "index out of range");
+  lua_settop(L, 3);
+  lua_pushcfunction(L, decode_into_protected);
+  lua_pushlightuserdata(L, (void *)s);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  if (lua_pcall(L, 4, 1, 0) == LUA_OK) return 1;
+  if (lua_type(L, -1) != LUA_TSTRING) lua_pushliteral(L, "cannot decode: error object is not a string");
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
 static int l_loads(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
@@ -1139,4 +1199,6 @@ void mp_open_codec(lua_State *L) {
   lua_setfield(L, -2, "dumps");
   lua_pushcfunction(L, l_loads);
   lua_setfield(L, -2, "loads");
+  lua_pushcfunction(L, l_loads_into);
+  lua_setfield(L, -2, "loads_into");
 }

@@ -18,15 +18,18 @@
 ** dead worker, which the parent fails.  Workers never free anything.
 **
 ** Results come back on one pipe per worker, in frames
-**   {u32 length, u32 slot, i64 task id, u32 count, u32 0} + payload,
+**   {u32 length, u32 slot, i64 task id, u32 count, u32 flags} + payload,
 ** the payload a slice of count values as core.dumps(t, 1, count) encodes
-** it; the parent reads them without blocking and decodes them here, into
-** tables with n = count; a slot is freed when its result arrives, or when the parent takes back a task no worker has claimed
+** it.  The parent reads them without blocking and decodes them here, into
+** tables with n = count, except a frame flagged ITEMS (a map chunk's
+** items, which pool.lua decodes straight into the map's list): its bytes
+** are passed on.  A slot is freed when its result arrives, or when the parent takes back a task no worker has claimed
 ** (cancel, by the same compare-and-swap from QUEUED), and data-ring space
 ** is reclaimed in order.
 */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -87,6 +90,7 @@ static int board_pipe(int fds[2]) {
 #define REC_PAD 2u
 #define REC_HDR 8u
 #define FRAME_HDR 24u
+#define FRAME_ITEMS 1u             /* frame flag: the payload is a chunk's items */
 #define IDLE_PERIOD 0.5            /* s between parent checks of a waiting worker */
 #define SOFT_LAP ((uint64_t)1 << 20) /* wrap early past this when the start is free */
 #define READ_CHUNK 65536
@@ -433,8 +437,13 @@ static int read_available(board_worker *wk) {
 
 /* Pushes the result in frame payload p (n bytes, count values) onto the
 ** stack: {values..., n = count}, or {false, message, n = 2} when it cannot
-** be decoded. */
-static void push_result(lua_State *L, const char *p, uint32_t n, uint32_t count) {
+** be decoded; a chunk's items (flags ITEMS) as their bytes. */
+static void push_result(lua_State *L, const char *p, uint32_t n, uint32_t count,
+                        uint32_t flags) {
+  if (flags & FRAME_ITEMS) {
+    lua_pushlstring(L, p, n);
+    return;
+  }
   if (!mp_decode(L, p, n) || !lua_istable(L, -1)) {
     const char *why = lua_isstring(L, -1) ? lua_tostring(L, -1) : "not a list of values";
     lua_createtable(L, 2, 1);
@@ -456,12 +465,13 @@ static lua_Integer parse_frames(lua_State *L, int t, board *b, board_worker *wk,
   uint32_t w = (uint32_t)(wk - b->w);
   size_t at = 0;
   while (wk->len - at >= FRAME_HDR) {
-    uint32_t len, slot, count;
+    uint32_t len, slot, count, flags;
     int64_t id;
     memcpy(&len, wk->buf + at, 4);
     memcpy(&slot, wk->buf + at + 4, 4);
     memcpy(&id, wk->buf + at + 8, 8);
     memcpy(&count, wk->buf + at + 16, 4);
+    memcpy(&flags, wk->buf + at + 20, 4);
     if (wk->len - at - FRAME_HDR < len) break;
     if (slot < b->sh->nslots && b->slots[slot].task == id &&
         __atomic_load_n(&b->slots[slot].state, __ATOMIC_ACQUIRE) == SLOT_CLAIMED + w) {
@@ -469,7 +479,7 @@ static lua_Integer parse_frames(lua_State *L, int t, board *b, board_worker *wk,
       wk->results++;
       lua_pushinteger(L, id);
       lua_rawseti(L, t, ++k);
-      push_result(L, wk->buf + at + FRAME_HDR, len, count);
+      push_result(L, wk->buf + at + FRAME_HDR, len, count, flags);
       lua_rawseti(L, t, ++k);
     }
     at += FRAME_HDR + len;
@@ -749,8 +759,9 @@ static int write_all(int fd, struct iovec *iov, int n) {
   return 0;
 }
 
-/* board:send(w, slot, task_id, payload, count) -> true, or nil, message,
-** errno; payload: count values encoded as a slice */
+/* board:send(w, slot, task_id, payload, count, [items]) -> true, or nil,
+** message, errno; payload: count values encoded as a slice; items: they
+** are a map chunk's items (passed to the parent as bytes) */
 static int m_board_send(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
@@ -760,6 +771,7 @@ static int m_board_send(lua_State *L) {
   const char *s = luaL_checklstring(L, 5, &len);
   lua_Integer count = luaL_checkinteger(L, 6);
   uint32_t len32 = (uint32_t)len, count32 = (uint32_t)count;
+  uint32_t flags = lua_toboolean(L, 7) ? FRAME_ITEMS : 0;
   char hdr[FRAME_HDR] = {0};
   struct iovec iov[2];
   luaL_argcheck(L, len <= UINT32_MAX, 5, "result too large");
@@ -768,6 +780,7 @@ static int m_board_send(lua_State *L) {
   memcpy(hdr + 4, &slot, 4);
   memcpy(hdr + 8, &id, 8);
   memcpy(hdr + 16, &count32, 4);
+  memcpy(hdr + 20, &flags, 4);
   iov[0].iov_base = hdr; iov[0].iov_len = FRAME_HDR;
   iov[1].iov_base = (void *)s; iov[1].iov_len = len;
   if (wk->wfd < 0 || write_all(wk->wfd, iov, 2) < 0)
@@ -814,8 +827,22 @@ static const luaL_Reg board_meta[] = {
   {NULL, NULL}
 };
 
+/* core.pool_list(n) -> {n = n} with room for n items, for a map's result
+** (filled by core.loads_into: without the room, each doubling of the
+** table would copy it) */
+static int l_pool_list(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0 && n <= INT_MAX, 1, "length out of range");
+  lua_createtable(L, (int)n, 1);
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  return 1;
+}
+
 void mp_open_pool(lua_State *L) {
   mp_type(L, BOARD_MT, board_meta, board_methods, NULL);
+  lua_pushcfunction(L, l_pool_list);
+  lua_setfield(L, -2, "pool_list");
   lua_pushcfunction(L, l_board_new);
   lua_setfield(L, -2, "pool_board");
   lua_pushinteger(L, MAX_WORKERS);

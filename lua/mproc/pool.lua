@@ -132,11 +132,11 @@ local function run_args(f, args, count)
   return pass(f(unpack(args, 1, count)))
 end
 
--- A chunk of map or imap: count items, nils included.
+-- A chunk of map: count items, nils included, each replaced by its
+-- result (the decoded chunk has room for them all).
 local function run_map(f, items, count)
-  local out = { n = count }
-  for i = 1, count do out[i] = f(items[i]) end
-  return out
+  for i = 1, count do items[i] = f(items[i]) end
+  return items
 end
 
 -- imap keeps every value f returns: out[i] when it is exactly one,
@@ -157,16 +157,17 @@ local function run_imap(f, items, count)
 end
 
 local function run_star(f, items, count)
-  local out = { n = count }
   for i = 1, count do
     local a = items[i]
-    out[i] = f(unpack(a, 1, a.n or #a))
+    items[i] = f(unpack(a, 1, a.n or #a))
   end
-  return out
+  return items
 end
 
 -- How a worker runs each kind of task: f and the decoded body (and count).
 local RUNNERS = { [CALL] = run_call, [ARGS] = run_args, [MAP] = run_map, [STAR] = run_star, [IMAP] = run_imap }
+-- The kinds whose result is a chunk's items, sent as they are (see encode_items).
+local ITEMS = { [MAP] = true, [STAR] = true }
 
 -- Decodes a task's function, keeping the last few by their bytes: a
 -- worker keeps a function's upvalues between tasks while its bytes are
@@ -194,7 +195,16 @@ local function encode_result(r)
   return core.dumps({ false, "cannot send the task's result back: " .. error_text(bytes) }, 1, 2), 2
 end
 
--- Runs one task; returns its result to send back, encoded, and its count.
+-- A map chunk's results, items[1..count]: sent as a list alone, flagged
+-- as items (src/pool.c), so the parent decodes them into the map's list.
+local function encode_items(items, count)
+  local ok, bytes = pcall(core.dumps, items, 1, count)
+  if ok then return bytes, count, true end
+  return encode_result({ false, "cannot send the task's result back: " .. error_text(bytes) })
+end
+
+-- Runs one task; returns its result to send back, encoded, its count and
+-- whether it is a chunk's items.
 local function run_task(cache, head, body, count)
   local r
   local ok, f = pcall(task_function, cache, head)
@@ -204,8 +214,13 @@ local function run_task(cache, head, body, count)
       r = { false, "cannot decode the task's arguments: " .. err }
     else
       last_traceback = nil
-      r = pack(xpcall(RUNNERS[head_kind(head)], task_traceback, f, args, count))
-      if not r[1] then r = task_failure(r[2]) end
+      local kind = head_kind(head)
+      r = pack(xpcall(RUNNERS[kind], task_traceback, f, args, count))
+      if not r[1] then
+        r = task_failure(r[2])
+      elseif ITEMS[kind] then
+        return encode_items(r[2], count)
+      end
     end
   else
     r = { false, error_text(f) }
@@ -231,8 +246,8 @@ local function worker_main(pool, w)
   while not max or done < max do
     local slot, id, head, body, count = board:take(w)
     if not slot then break end
-    local bytes, n = run_task(cache, head, body, count)
-    if not board:send(w, slot, id, bytes, n) then return 1 end
+    local bytes, n, items = run_task(cache, head, body, count)
+    if not board:send(w, slot, id, bytes, n, items) then return 1 end
     done = done + 1
   end
   return 0
@@ -307,13 +322,15 @@ local function result_values(self)
   return unpack(self._value, 2, self._value.n)
 end
 
--- A part of the job finished: value is the worker's packed {ok, ...}.
+-- A part of the job finished: r is the worker's packed {ok, ...}, or a
+-- map chunk's items as bytes (see encode_items).
 local function deliver_result(self, idx, r)
   if self._ready then return end
-  if not r[1] then return fail_result(self, failure(r)) end
-  if self._map then
-    local out = r[2]
-    table.move(out, 1, out.n, self._starts[idx], self._value)
+  if type(r) == "string" then
+    local ok, err = core.loads_into(r, self._value, self._starts[idx])
+    if not ok then return fail_result(self, "cannot decode a task's result: " .. err) end
+  elseif not r[1] then
+    return fail_result(self, failure(r))
   else
     self._value = r
   end
@@ -834,7 +851,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   local bodies, starts, counts = encode_chunks(fname, list, n, chunksize)
   for _, body in ipairs(bodies) do check_fits(self, fname, head, body) end
   local res = new_result(self, #bodies, opts)
-  res._map, res._value, res._starts = true, { n = n }, starts
+  res._map, res._value, res._starts = true, core.pool_list(n), starts
   if n == 0 then
     res._ready, res._ok = true, true
     if res._callback then self:_later(res._callback, res._value) end
