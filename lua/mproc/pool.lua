@@ -195,36 +195,57 @@ local function encode_result(r)
   return core.dumps({ false, "cannot send the task's result back: " .. error_text(bytes) }, 1, 2), 2
 end
 
--- A map chunk's results, items[1..count]: sent as a list alone, flagged
+-- A worker decodes every map chunk into one table, which keeps its room
+-- from chunk to chunk: a table of its own per chunk cost the allocation,
+-- its pages' first touch and the collection, more than the clearing.
+local chunk = {}
+
+local CHUNK_KEEP = 1 << 16         -- items: a bigger chunk's table is let go (1 MiB of slots)
+
+-- After a chunk: its items and results are not kept alive until the next.
+local function clear_chunk(count)
+  if count > CHUNK_KEEP then chunk = {} return end
+  for i = 1, count do chunk[i] = nil end
+end
+
+local function decode_body(kind, body, count)
+  if not ITEMS[kind] then return core.loads(body) end
+  clear_chunk(#chunk)   -- a longer chunk's tail, or what a failed decode left
+  local ok, err = core.loads_into(body, chunk, 1)
+  if ok then return chunk end
+  clear_chunk(count)
+  return nil, err
+end
+
+-- A map chunk's results, chunk[1..count]: sent as a list alone, flagged
 -- as items (src/pool.c), so the parent decodes them into the map's list.
-local function encode_items(items, count)
-  local ok, bytes = pcall(core.dumps, items, 1, count)
+local function encode_items(r, count)
+  if not r[1] then return encode_result(task_failure(r[2])) end
+  local ok, bytes = pcall(core.dumps, chunk, 1, count)
   if ok then return bytes, count, true end
   return encode_result({ false, "cannot send the task's result back: " .. error_text(bytes) })
+end
+
+local function finish_chunk(r, count)
+  local bytes, n, items = encode_items(r, count)
+  clear_chunk(count)
+  return bytes, n, items
 end
 
 -- Runs one task; returns its result to send back, encoded, its count and
 -- whether it is a chunk's items.
 local function run_task(cache, head, body, count)
-  local r
   local ok, f = pcall(task_function, cache, head)
-  if ok then
-    local args, err = core.loads(body)
-    if args == nil and err then
-      r = { false, "cannot decode the task's arguments: " .. err }
-    else
-      last_traceback = nil
-      local kind = head_kind(head)
-      r = pack(xpcall(RUNNERS[kind], task_traceback, f, args, count))
-      if not r[1] then
-        r = task_failure(r[2])
-      elseif ITEMS[kind] then
-        return encode_items(r[2], count)
-      end
-    end
-  else
-    r = { false, error_text(f) }
+  if not ok then return encode_result({ false, error_text(f) }) end
+  local kind = head_kind(head)
+  local args, err = decode_body(kind, body, count)
+  if args == nil and err then
+    return encode_result({ false, "cannot decode the task's arguments: " .. err })
   end
+  last_traceback = nil
+  local r = pack(xpcall(RUNNERS[kind], task_traceback, f, args, count))
+  if ITEMS[kind] then return finish_chunk(r, count) end
+  if not r[1] then r = task_failure(r[2]) end
   return encode_result(r)
 end
 
