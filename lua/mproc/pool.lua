@@ -195,33 +195,34 @@ local function encode_result(r)
   return core.dumps({ false, "cannot send the task's result back: " .. error_text(bytes) }, 1, 2), 2
 end
 
--- A worker decodes every map chunk into one table, which keeps its room
--- from chunk to chunk: a table of its own per chunk cost the allocation,
--- its pages' first touch and the collection, more than the clearing.
-local chunk = {}
+-- A worker decodes every map chunk into one table, wchunk, which keeps its
+-- room from chunk to chunk: a table of its own per chunk cost the
+-- allocation, its pages' first touch and the collection, more than the
+-- clearing.
+local wchunk = {}
 
 local CHUNK_KEEP = 1 << 16         -- items: a bigger chunk's table is let go (1 MiB of slots)
 
 -- After a chunk: its items and results are not kept alive until the next.
 local function clear_chunk(count)
-  if count > CHUNK_KEEP then chunk = {} return end
-  for i = 1, count do chunk[i] = nil end
+  if count > CHUNK_KEEP then wchunk = {} return end
+  for i = 1, count do wchunk[i] = nil end
 end
 
 local function decode_body(kind, body, count)
   if not ITEMS[kind] then return core.loads(body) end
-  clear_chunk(#chunk)   -- a longer chunk's tail, or what a failed decode left
-  local ok, err = core.loads_into(body, chunk, 1)
-  if ok then return chunk end
+  clear_chunk(#wchunk)   -- a longer chunk's tail, or what a failed decode left
+  local ok, err = core.loads_into(body, wchunk, 1)
+  if ok then return wchunk end
   clear_chunk(count)
   return nil, err
 end
 
--- A map chunk's results, chunk[1..count]: sent as a list alone, flagged
+-- A map chunk's results, wchunk[1..count]: sent as a list alone, flagged
 -- as items (src/pool.c), so the parent decodes them into the map's list.
 local function encode_items(r, count)
   if not r[1] then return encode_result(task_failure(r[2])) end
-  local ok, bytes = pcall(core.dumps, chunk, 1, count)
+  local ok, bytes = pcall(core.dumps, wchunk, 1, count)
   if ok then return bytes, count, true end
   return encode_result({ false, "cannot send the task's result back: " .. error_text(bytes) })
 end
