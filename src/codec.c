@@ -468,6 +468,25 @@ static void encode_pairs(enc *e, int t, lua_Integer narr, size_t pos) {
   memcpy(e->b->p + pos, &count, 4);
 }
 
+/* A list item just pushed by lua_rawgeti (its type t, at index v): an
+** integer, the common item, without encode_value's second look at it. */
+static void encode_item(enc *e, int t, int v) {
+  lua_State *L = e->L;
+  if (t == LUA_TNUMBER && lua_isinteger(L, v)) {
+    lua_Integer i = lua_tointeger(L, v);
+    char *p = box_room(L, e->b, 11);
+    if (i >= 0 && i < 128) {
+      p[0] = (char)(T_SMALLINT | i);
+      e->b->n++;
+    } else {
+      p[0] = T_INT;
+      e->b->n += 1 + put_varint(p + 1, zigzag(i));
+    }
+  } else {
+    encode_value(e, v);
+  }
+}
+
 static void encode_table(enc *e, int t) {
   lua_State *L = e->L;
   lua_Integer i, narr = (lua_Integer)lua_rawlen(L, t);
@@ -481,9 +500,8 @@ static void encode_table(enc *e, int t) {
   edge_enter(e, &x, E_INDEX, 0, 0);
   for (i = 1, v = lua_gettop(L) + 1; i <= narr; i++) {
     x.a = i;
-    lua_rawgeti(L, t, i);
-    encode_value(e, v);
-    lua_pop(L, 1);
+    encode_item(e, lua_rawgeti(L, t, i), v);
+    lua_settop(L, v - 1);
   }
   e->edge = x.up;
   encode_pairs(e, t, narr, pos);
@@ -696,9 +714,8 @@ static void encode_slice(enc *e, int t, lua_Integer i, lua_Integer n) {
   edge_enter(e, &x, E_INDEX, 0, 0);
   for (k = 0; k < n; k++) {
     x.a = k + 1;
-    lua_rawgeti(L, t, i + k);
-    encode_value(e, v);
-    lua_pop(L, 1);
+    encode_item(e, lua_rawgeti(L, t, i + k), v);
+    lua_settop(L, v - 1);
   }
   e->edge = x.up;
 }
