@@ -93,6 +93,26 @@ describe("Pool", function()
     for _, v in pool:imap(check, { t, t }, 2) do assert.are.equal(1, v) end
   end)
 
+  it("a worker keeps nothing of a map's items once it waits for tasks", function()
+    local one <close> = mproc.Pool(1)
+    local items = {}
+    for i = 1, 100 do items[i] = { i } end
+    local function note(x)
+      _G.seen = _G.seen or setmetatable({}, { __mode = "k" })
+      _G.seen[x] = true
+      return x
+    end
+    assert.are.equal(100, #one:map(note, items, 30))
+    mproc.sleep(0.2) -- the worker has found no task and waits
+    assert.are.equal(0, one:apply(function()
+      collectgarbage()
+      collectgarbage()
+      local n = 0
+      for _ in pairs(_G.seen) do n = n + 1 end
+      return n
+    end))
+  end)
+
   it("sends a function called again with its scalar upvalues' values of that call", function()
     -- the pool reuses a function's encoding while its upvalues are unchanged
     local k, s, on = 1, "a", true

@@ -725,12 +725,19 @@ static int64_t claim_wait(board *b, uint32_t w) {
   }
 }
 
-/* board:take(w) -> slot, task id, head, body, count; nil once the pool
-** shuts down or the parent is gone */
+/* board:take(w, [nowait]) -> slot, task id, head, body, count; nil once
+** the pool shuts down or the parent is gone; with nowait, false when no
+** task is queued now */
 static int m_board_take(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
-  int64_t s = claim_wait(b, (uint32_t)(wk - b->w));
+  uint32_t w = (uint32_t)(wk - b->w);
+  int nowait = lua_toboolean(L, 3);
+  int64_t s = nowait ? try_claim(b, w) : claim_wait(b, w);
+  if (s < 0 && nowait) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   board_slot *sl;
   const char *rec;
   uint32_t hlen;

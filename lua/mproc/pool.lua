@@ -197,40 +197,45 @@ end
 
 -- A worker decodes every map chunk into one table, wchunk, which keeps its
 -- room from chunk to chunk: a table of its own per chunk cost the
--- allocation, its pages' first touch and the collection, more than the
--- clearing.
-local wchunk = {}
+-- allocation, its pages' first touch and the collection.  The next chunk
+-- overwrites it; wchunk[1..wdirty] may hold a chunk's items and results,
+-- which clear_chunk lets go before the worker waits for tasks (clearing
+-- after every chunk cost a tenth of a map's time in the worker).
+local CHUNK_KEEP = 1 << 16   -- items: a bigger chunk gets a table of its own (1 MiB of slots)
+local wchunk, wroom, wdirty = {}, 0, 0
 
-local CHUNK_KEEP = 1 << 16         -- items: a bigger chunk's table is let go (1 MiB of slots)
+local function clear_chunk(from)
+  for i = from, wdirty do wchunk[i] = nil end
+  wdirty = math.min(wdirty, from - 1)
+end
 
--- After a chunk: its items and results are not kept alive until the next.
-local function clear_chunk(count)
-  if count > CHUNK_KEEP then wchunk = {} return end
-  for i = 1, count do wchunk[i] = nil end
+-- The table to decode a chunk of count items into.
+local function chunk_table(count)
+  if count > CHUNK_KEEP then return core.pool_list(count) end
+  if count > wroom then
+    wchunk, wroom, wdirty = core.pool_list(count), count, 0
+  elseif wdirty > count then
+    clear_chunk(count + 1)   -- a longer chunk's tail
+  end
+  wdirty = math.max(wdirty, count)
+  return wchunk
 end
 
 local function decode_body(kind, body, count)
   if not ITEMS[kind] then return core.loads(body) end
-  clear_chunk(#wchunk)   -- a longer chunk's tail, or what a failed decode left
-  local ok, err = core.loads_into(body, wchunk, 1)
-  if ok then return wchunk end
-  clear_chunk(count)
+  local t = chunk_table(count)
+  local ok, err = core.loads_into(body, t, 1)
+  if ok then return t end
   return nil, err
 end
 
--- A map chunk's results, wchunk[1..count]: sent as a list alone, flagged
+-- A map chunk's results, r[2][1..count]: sent as a list alone, flagged
 -- as items (src/pool.c), so the parent decodes them into the map's list.
 local function encode_items(r, count)
   if not r[1] then return encode_result(task_failure(r[2])) end
-  local ok, bytes = pcall(core.dumps, wchunk, 1, count)
+  local ok, bytes = pcall(core.dumps, r[2], 1, count)
   if ok then return bytes, count, true end
   return encode_result({ false, "cannot send the task's result back: " .. error_text(bytes) })
-end
-
-local function finish_chunk(r, count)
-  local bytes, n, items = encode_items(r, count)
-  clear_chunk(count)
-  return bytes, n, items
 end
 
 -- Runs one task; returns its result to send back, encoded, its count and
@@ -245,7 +250,7 @@ local function run_task(cache, head, body, count)
   end
   last_traceback = nil
   local r = pack(xpcall(RUNNERS[kind], task_traceback, f, args, count))
-  if ITEMS[kind] then return finish_chunk(r, count) end
+  if ITEMS[kind] then return encode_items(r, count) end
   if not r[1] then r = task_failure(r[2]) end
   return encode_result(r)
 end
@@ -266,7 +271,11 @@ local function worker_main(pool, w)
   end
   local cache, max, done = { n = 0 }, pool._maxtasks, 0
   while not max or done < max do
-    local slot, id, head, body, count = board:take(w)
+    local slot, id, head, body, count = board:take(w, true)
+    if slot == false then   -- nothing queued: tidy up, then wait
+      if wdirty > 0 then clear_chunk(1) end
+      slot, id, head, body, count = board:take(w)
+    end
     if not slot then break end
     local bytes, n, items = run_task(cache, head, body, count)
     if not board:send(w, slot, id, bytes, n, items) then return 1 end
