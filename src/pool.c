@@ -300,8 +300,10 @@ static int m_board_room(lua_State *L) {
   return 1;
 }
 
-/* board:put(task_id, head, body, [count]) -> true, or false while the
-** board is full.  The record holds {u32 #head, head, body}; take() splits
+/* board:put(task_id, head, body, [count], [later]) -> true, or false while
+** the board is full; later: wake no worker yet (board:wake() will: a map
+** publishes all its chunks, then wakes the workers once, so that a woken
+** worker does not take the parent's processor while it still publishes).  The record holds {u32 #head, head, body}; take() splits
 ** it and gives count back.  Head and body are opaque here: what is in them
 ** (a kind byte, the function, the arguments) is defined once, in pool.lua's
 ** "Task heads". */
@@ -337,9 +339,15 @@ static int m_board_put(lua_State *L) {
   __atomic_store_n(&b->slots[slot].state, SLOT_QUEUED, __ATOMIC_RELEASE);
   b->ring[tail % b->sh->nslots] = slot;
   __atomic_store_n(&b->sh->tail, tail + 1, __ATOMIC_SEQ_CST);
-  wake_workers(b);
+  if (!lua_toboolean(L, 6)) wake_workers(b);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* board:wake(): wakes the waiting workers, after puts told not to */
+static int m_board_wake(lua_State *L) {
+  wake_workers(check_board(L));
+  return 0;
 }
 
 static board_worker *check_worker(lua_State *L, board *b, int idx) {
@@ -806,6 +814,7 @@ static int m_board_tostring(lua_State *L) {
 
 static const luaL_Reg board_methods[] = {
   {"put", m_board_put},
+  {"wake", m_board_wake},
   {"room", m_board_room},
   {"open_worker", m_board_open_worker},
   {"started", m_board_started},

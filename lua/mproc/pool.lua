@@ -550,8 +550,9 @@ end
 -- ---------------------------------------------------------------------
 
 -- Queues one task of job (part idx; count items for a map chunk); it
--- reaches the board now or later.
-function methods:_submit(job, idx, head, body, count)
+-- reaches the board now or later.  later: wake no worker for it yet (the
+-- caller calls board:wake() after its last task).
+function methods:_submit(job, idx, head, body, count, later)
   local id = self._nextid + 1
   self._nextid, self._nout = id, self._nout + 1
   self._job[id], self._part[id] = job, idx
@@ -559,7 +560,7 @@ function methods:_submit(job, idx, head, body, count)
     self:_finish(id, { false, self._broken })
     return id
   end
-  if self._pending:empty() and self._board:put(id, head, body, count) then return id end
+  if self._pending:empty() and self._board:put(id, head, body, count, later) then return id end
   self._pending:push{ id, head, body, count }
   return id
 end
@@ -888,7 +889,8 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
     if res._callback then self:_later(res._callback, res._value) end
     return res
   end
-  for k, body in ipairs(bodies) do self:_submit(res, k, head, body, counts[k]) end
+  for k, body in ipairs(bodies) do self:_submit(res, k, head, body, counts[k], true) end
+  if self._state ~= JOINED then self._board:wake() end
   return res
 end
 
