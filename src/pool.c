@@ -96,6 +96,7 @@ static int board_pipe(int fds[2]) {
 #define READ_CHUNK 65536
 #define READ_BUDGET ((size_t)4 << 20)
 #define MAX_WORKERS 4096           /* core.POOL_MAX_WORKERS, checked by Pool() */
+#define FEW_WORKERS 32             /* collect polls these on the C stack */
 #define BOARD_PAGE 4096            /* core.POOL_BOARD_PAGE: a board's data size is a multiple */
 #define MAX_BOARD ((lua_Integer)1 << 40) /* core.POOL_MAX_BOARD, checked by Pool() */
 
@@ -553,8 +554,9 @@ static int poll_workers(board *b, struct pollfd *p, double deadline) {
 static int m_board_collect(lua_State *L) {
   board *b = check_board(L);
   double deadline = mp_opt_deadline(L, 2);
-  struct pollfd *p = (struct pollfd *)lua_newuserdatauv(
-      L, (size_t)b->nworkers * 2 * sizeof *p, 0);
+  struct pollfd few[2 * FEW_WORKERS];   /* most pools: no allocation per wait */
+  struct pollfd *p = b->nworkers <= FEW_WORKERS ? few :
+      (struct pollfd *)lua_newuserdatauv(L, (size_t)b->nworkers * 2 * sizeof *p, 0);
   int i, n = 0, r = poll_workers(b, p, deadline), t, nquiet = 0;
   lua_Integer k = 0;
   if (r < 0) return mp_fail(L, "cannot wait for pool workers");
