@@ -649,6 +649,25 @@ describe("Pool", function()
     assert.are.equal(fds, support.fd_count())
   end)
 
+  it("join sleeps while its workers end (a pipe at its end does not wake it again and again)", function()
+    local p = mproc.Pool(2)
+    local board = getmetatable(p._board).__index
+    local collect, waits = board.collect, 0
+    board.collect = function(...) waits = waits + 1 return collect(...) end
+    local ok, err = pcall(function()
+      for _ = 1, 10 do
+        local q = mproc.Pool(2)
+        q:apply(print, {})
+        q:close()
+        q:join()
+      end
+    end)
+    board.collect = collect
+    p:terminate()
+    assert(ok, err)
+    assert.is_true(waits < 100, waits .. " waits for 10 pools") -- was about 3,000
+  end)
+
   it("completes submitted tasks when a <close> variable leaves scope; terminates on error", function()
     local r
     do

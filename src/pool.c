@@ -126,6 +126,7 @@ typedef struct {
   char *buf;                       /* partial frames read so far */
   size_t len, cap;
   lua_Integer results;             /* results received from this worker */
+  int eof;                         /* its pipe is at end of file: the worker is ending */
 } board_worker;
 
 typedef struct {
@@ -375,6 +376,7 @@ static int m_board_open_worker(lua_State *L) {
   close_fd(&wk->wfd);
   wk->len = 0;
   wk->results = 0;
+  wk->eof = 0;
   wk->sentinel = -1;
   if (board_pipe(fds) < 0) return mp_fail(L, "cannot open a pipe for a pool worker");
   fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
@@ -446,6 +448,7 @@ static int read_available(board_worker *wk) {
       continue;
     }
     if (r < 0 && errno == EINTR) continue;
+    if (r == 0) wk->eof = 1;
     break;                              /* EAGAIN, EOF */
   }
   return 0;
@@ -511,6 +514,7 @@ static lua_Integer recv_worker(lua_State *L, int t, board *b, board_worker *wk,
   if (wk->rfd < 0) return k;
   if (read_available(wk) < 0)
     return luaL_error(L, "out of memory reading a pool worker's results");
+  if (wk->eof) watch_fd(b->watch, wk->rfd, 0);   /* it would stay readable */
   return parse_frames(L, t, b, wk, k);
 }
 
@@ -537,7 +541,8 @@ static int poll_workers(board *b, struct pollfd *p, double deadline) {
   int i, n = 0, r;
   for (i = 0; i < b->nworkers; i++) {
     if (b->w[i].rfd < 0) continue;
-    p[n].fd = b->w[i].rfd; p[n].events = POLLIN; p[n++].revents = 0;
+    /* a pipe at its end is readable for ever: the sentinel tells the end */
+    p[n].fd = b->w[i].eof ? -1 : b->w[i].rfd; p[n].events = POLLIN; p[n++].revents = 0;
     p[n].fd = b->w[i].sentinel; p[n].events = POLLIN; p[n++].revents = 0;
   }
   r = poll(p, (nfds_t)n, mp_poll_ms(deadline));
