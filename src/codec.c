@@ -709,7 +709,6 @@ static void encode_slice(enc *e, int t, lua_Integer i, lua_Integer n) {
   edge x;
   box_tagvar(L, e->b, T_TABLE, (uint64_t)n);
   box_add(L, e->b, (const char *)&none, 4);
-  seen_start(e);
   e->nobj = 1;   /* ordinal 1 is the slice's own table, as the decoder counts */
   edge_enter(e, &x, E_INDEX, 0, 0);
   for (k = 0; k < n; k++) {
