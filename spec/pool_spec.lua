@@ -649,6 +649,38 @@ describe("Pool", function()
     assert.are.equal(fds, support.fd_count())
   end)
 
+  it("under SIGKILL of a worker at random instants: every task ends, none is lost, the pool goes on", function()
+    -- the instants land on workers waiting, woken but not yet claiming (a
+    -- task wakes one worker only), running, sending
+    local p <close> = mproc.Pool(2)
+    local core = require "mproc.core"
+    local function id(x) return x end
+    local lost, failed, done = 0, 0, 0
+    for _ = 1, 40 do
+      local rs = {}
+      for i = 1, 4 do rs[i] = p:apply_async(id, { i }) end
+      mproc.sleep(math.random() * 0.002)
+      local pids = {}
+      for _, wk in pairs(p._workers) do pids[#pids + 1] = wk.pid end
+      core.kill(pids[math.random(#pids)], 9)
+      for i = 1, 4 do
+        local ok, v, why = pcall(rs[i].get, rs[i], 10)
+        if ok and v == i then
+          done = done + 1
+        elseif not ok and tostring(v):match("was killed by signal 9") then
+          failed = failed + 1
+        else
+          lost = lost + 1
+          print("lost:", ok, v, why)
+        end
+      end
+    end
+    assert.are.equal(0, lost)
+    assert.are.equal(160, done + failed)
+    assert.is_true(done > 0)
+    assert.are.same({ 1, 2, 3, n = 3 }, p:map(id, { 1, 2, 3 }, 1))
+  end)
+
   -- not PORTABLE: there a worker's sentinel is itself a pipe, at its end as
   -- early as the result pipe, and join polls until the worker is reaped
   linux_it("join sleeps while its workers end (a pipe at its end does not wake it again and again)", function()
