@@ -1,5 +1,6 @@
 -- Pool: apply_async+get round trips, map throughput and imap memory, beside
--- Python's multiprocessing.Pool(2) (fork start), in one run.
+-- Python's multiprocessing.Pool(2) (fork start) and a C floor
+-- (bench/c/pool_floor.c, built by bench/run), in one run.
 local mproc = require "mproc"
 local common = require "bench.common"
 
@@ -25,6 +26,7 @@ end, N_APPLY)
 common.report("Pool(2) apply_async+get of identity, " .. N_APPLY .. " times", "us/op", {
   { "mproc", apply },
   { "Python multiprocessing.Pool", common.external("python3 bench/pool_apply.py " .. N_APPLY) },
+  { "C futex wake + pipe round trip, no Lua", common.external("build/bench/pool_floor apply " .. N_APPLY .. " one") },
 })
 
 local list = {}
@@ -39,6 +41,7 @@ end
 common.report("Pool(2) map of identity over " .. N_MAP .. " integers", "ops/s", {
   { "mproc", best },
   { "Python multiprocessing.Pool", common.external("python3 bench/pool_map.py " .. N_MAP) },
+  { "C+Lua API moving items only, no codec", common.external("build/bench/pool_floor map " .. N_MAP) },
 })
 list = nil -- luacheck: ignore 311
 collectgarbage()

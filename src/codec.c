@@ -468,6 +468,25 @@ static void encode_pairs(enc *e, int t, lua_Integer narr, size_t pos) {
   memcpy(e->b->p + pos, &count, 4);
 }
 
+/* A list item just pushed by lua_rawgeti (its type t, at index v): an
+** integer, the common item, without encode_value's second look at it. */
+static void encode_item(enc *e, int t, int v) {
+  lua_State *L = e->L;
+  if (t == LUA_TNUMBER && lua_isinteger(L, v)) {
+    lua_Integer i = lua_tointeger(L, v);
+    char *p = box_room(L, e->b, 11);
+    if (i >= 0 && i < 128) {
+      p[0] = (char)(T_SMALLINT | i);
+      e->b->n++;
+    } else {
+      p[0] = T_INT;
+      e->b->n += 1 + put_varint(p + 1, zigzag(i));
+    }
+  } else {
+    encode_value(e, v);
+  }
+}
+
 static void encode_table(enc *e, int t) {
   lua_State *L = e->L;
   lua_Integer i, narr = (lua_Integer)lua_rawlen(L, t);
@@ -481,9 +500,8 @@ static void encode_table(enc *e, int t) {
   edge_enter(e, &x, E_INDEX, 0, 0);
   for (i = 1, v = lua_gettop(L) + 1; i <= narr; i++) {
     x.a = i;
-    lua_rawgeti(L, t, i);
-    encode_value(e, v);
-    lua_pop(L, 1);
+    encode_item(e, lua_rawgeti(L, t, i), v);
+    lua_settop(L, v - 1);
   }
   e->edge = x.up;
   encode_pairs(e, t, narr, pos);
@@ -691,13 +709,12 @@ static void encode_slice(enc *e, int t, lua_Integer i, lua_Integer n) {
   edge x;
   box_tagvar(L, e->b, T_TABLE, (uint64_t)n);
   box_add(L, e->b, (const char *)&none, 4);
-  seen_start(e);
+  e->nobj = 1;   /* ordinal 1 is the slice's own table, as the decoder counts */
   edge_enter(e, &x, E_INDEX, 0, 0);
   for (k = 0; k < n; k++) {
     x.a = k + 1;
-    lua_rawgeti(L, t, i + k);
-    encode_value(e, v);
-    lua_pop(L, 1);
+    encode_item(e, lua_rawgeti(L, t, i + k), v);
+    lua_settop(L, v - 1);
   }
   e->edge = x.up;
 }
@@ -1109,6 +1126,66 @@ int mp_decode(lua_State *L, const char *p, size_t n) {
   return mp_decode_opt(L, p, n, 1);
 }
 
+/* lua_pcall'd: (lightuserdata p, integer n, table t, integer at) -> the
+** count of items of the list encoded at p, stored at t[at], t[at + 1], ... */
+static int decode_into_protected(lua_State *L) {
+  dec d;
+  size_t i, narr;
+  uint32_t nhash;
+  lua_Integer at = lua_tointeger(L, 4);
+  int tag;
+  memset(&d, 0, sizeof d);
+  d.L = L;
+  d.start = d.p = (const char *)lua_touserdata(L, 1);
+  d.end = d.p + (size_t)lua_tointeger(L, 2);
+  d.functions = 1;
+  lua_pushnil(L);                    /* ordinal -> object, made on first use */
+  d.objs = lua_gettop(L);
+  tag = get_byte(&d);
+  if (tag != T_TABLE && tag != T_TABLE_NOREF) bad(&d, "not a list");
+  d.noref = tag == T_TABLE_NOREF;
+  d.depth++;
+  narr = get_len(&d, 1);
+  if (left(&d) < 4) bad(&d, "truncated input");
+  memcpy(&nhash, d.p, 4);
+  d.p += 4;
+  if (nhash != 0) bad(&d, "not a list");
+  lua_pushvalue(L, 3);               /* ordinal 1: the list's own table */
+  remember(&d);
+  lua_pop(L, 1);
+  for (i = 0; i < narr; i++) {
+    decode_value(&d);
+    lua_rawseti(L, 3, at + (lua_Integer)i);
+  }
+  if (d.p != d.end) bad(&d, "trailing bytes");
+  lua_pushinteger(L, (lua_Integer)narr);
+  return 1;
+}
+
+/* core.loads_into(s, t, at) -> count: s encodes a list and no other keys
+** (as core.dumps(list, i, j) gives); its items go to t[at], t[at + 1], ...
+** without a table of their own (the pool fills a map's result this way).
+** nil, message for bytes that are not such a list (t may be filled part
+** way then). */
+static int l_loads_into(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lua_Integer at = luaL_checkinteger(L, 3);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_argcheck(L, at >= 1 && at <= LUA_MAXINTEGER - (lua_Integer)n, 3, "index out of range");
+  lua_settop(L, 3);
+  lua_pushcfunction(L, decode_into_protected);
+  lua_pushlightuserdata(L, (void *)s);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  if (lua_pcall(L, 4, 1, 0) == LUA_OK) return 1;
+  if (lua_type(L, -1) != LUA_TSTRING) lua_pushliteral(L, "cannot decode: error object is not a string");
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
 static int l_loads(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
@@ -1138,4 +1215,6 @@ void mp_open_codec(lua_State *L) {
   lua_setfield(L, -2, "dumps");
   lua_pushcfunction(L, l_loads);
   lua_setfield(L, -2, "loads");
+  lua_pushcfunction(L, l_loads_into);
+  lua_setfield(L, -2, "loads_into");
 }

@@ -152,6 +152,7 @@ MP_HIDDEN int mp_mutex_trylock(pthread_mutex_t *m, int *owner_died);
 MP_HIDDEN void mp_mutex_unlock(pthread_mutex_t *m);
 MP_HIDDEN int mp_seq_wait(uint32_t *seq, uint32_t seen, double deadline);
 MP_HIDDEN void mp_seq_wake(uint32_t *seq);
+MP_HIDDEN void mp_seq_wake_one(uint32_t *seq);
 
 /* cell.c: cells of shared memory for sync objects and shared values, and
 ** the userdata handles that point at them. */

@@ -18,14 +18,18 @@
 ** dead worker, which the parent fails.  Workers never free anything.
 **
 ** Results come back on one pipe per worker, in frames
-**   {u32 length, u32 slot, i64 task id} + payload,
-** read by the parent without blocking; a slot is freed when its result
-** arrives, or when the parent takes back a task no worker has claimed
+**   {u32 length, u32 slot, i64 task id, u32 count, u32 flags} + payload,
+** the payload a slice of count values as core.dumps(t, 1, count) encodes
+** it.  The parent reads them without blocking and decodes them here, into
+** tables with n = count, except a frame flagged ITEMS (a map chunk's
+** items, which pool.lua decodes straight into the map's list): its bytes
+** are passed on.  A slot is freed when its result arrives, or when the parent takes back a task no worker has claimed
 ** (cancel, by the same compare-and-swap from QUEUED), and data-ring space
 ** is reclaimed in order.
 */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -85,12 +89,14 @@ static int board_pipe(int fds[2]) {
 #define REC_FREED 1u
 #define REC_PAD 2u
 #define REC_HDR 8u
-#define FRAME_HDR 16u
+#define FRAME_HDR 24u
+#define FRAME_ITEMS 1u             /* frame flag: the payload is a chunk's items */
 #define IDLE_PERIOD 0.5            /* s between parent checks of a waiting worker */
 #define SOFT_LAP ((uint64_t)1 << 20) /* wrap early past this when the start is free */
 #define READ_CHUNK 65536
 #define READ_BUDGET ((size_t)4 << 20)
 #define MAX_WORKERS 4096           /* core.POOL_MAX_WORKERS, checked by Pool() */
+#define FEW_WORKERS 32             /* collect polls these on the C stack */
 #define BOARD_PAGE 4096            /* core.POOL_BOARD_PAGE: a board's data size is a multiple */
 #define MAX_BOARD ((lua_Integer)1 << 40) /* core.POOL_MAX_BOARD, checked by Pool() */
 
@@ -119,6 +125,8 @@ typedef struct {
   int sentinel;                    /* the worker's mproc.Child fd, not owned */
   char *buf;                       /* partial frames read so far */
   size_t len, cap;
+  lua_Integer results;             /* results received from this worker */
+  int eof;                         /* its pipe is at end of file: the worker is ending */
 } board_worker;
 
 typedef struct {
@@ -281,9 +289,16 @@ static void slot_free(board *b, uint32_t s) {
 ** The parent's side: publish, collect, fail
 ** --------------------------------------------------------------------- */
 
-static void wake_workers(board *b) {
-  if (__atomic_load_n(&b->sh->waiters, __ATOMIC_SEQ_CST) > 0)
-    mp_seq_wake(&b->sh->seq);
+/* A task published alone needs one taker: waking every waiting worker
+** woke ones that found nothing and slept again, each a context switch
+** taken from the parent and the worker that runs the task (a fifth of
+** apply_async + get's CPU, measured).  A woken worker that dies before it
+** claims leaves the task to the next that looks: the others re-check
+** every IDLE_PERIOD, its replacement at once.  all: a batch (board:wake). */
+static void wake_workers(board *b, int all) {
+  if (__atomic_load_n(&b->sh->waiters, __ATOMIC_SEQ_CST) == 0) return;
+  if (all) mp_seq_wake(&b->sh->seq);
+  else mp_seq_wake_one(&b->sh->seq);
 }
 
 /* board:room() -> the largest head + body a task may have */
@@ -294,8 +309,10 @@ static int m_board_room(lua_State *L) {
   return 1;
 }
 
-/* board:put(task_id, head, body, [count]) -> true, or false while the
-** board is full.  The record holds {u32 #head, head, body}; take() splits
+/* board:put(task_id, head, body, [count], [later]) -> true, or false while
+** the board is full; later: wake no worker yet (board:wake() will: a map
+** publishes all its chunks, then wakes the workers once, so that a woken
+** worker does not take the parent's processor while it still publishes).  The record holds {u32 #head, head, body}; take() splits
 ** it and gives count back.  Head and body are opaque here: what is in them
 ** (a kind byte, the function, the arguments) is defined once, in pool.lua's
 ** "Task heads". */
@@ -331,9 +348,15 @@ static int m_board_put(lua_State *L) {
   __atomic_store_n(&b->slots[slot].state, SLOT_QUEUED, __ATOMIC_RELEASE);
   b->ring[tail % b->sh->nslots] = slot;
   __atomic_store_n(&b->sh->tail, tail + 1, __ATOMIC_SEQ_CST);
-  wake_workers(b);
+  if (!lua_toboolean(L, 6)) wake_workers(b, 0);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* board:wake(): wakes the waiting workers, after puts told not to */
+static int m_board_wake(lua_State *L) {
+  wake_workers(check_board(L), 1);
+  return 0;
 }
 
 static board_worker *check_worker(lua_State *L, board *b, int idx) {
@@ -352,6 +375,8 @@ static int m_board_open_worker(lua_State *L) {
   close_fd(&wk->rfd);
   close_fd(&wk->wfd);
   wk->len = 0;
+  wk->results = 0;
+  wk->eof = 0;
   wk->sentinel = -1;
   if (board_pipe(fds) < 0) return mp_fail(L, "cannot open a pipe for a pool worker");
   fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
@@ -403,33 +428,6 @@ static int m_board_fileno(lua_State *L) {
   return 1;
 }
 
-/* board:wait([timeout]) -> {w, ...}: workers with results or ended.
-** A signal ends the wait early (empty list) so Lua's hooks can run. */
-static int m_board_wait(lua_State *L) {
-  board *b = check_board(L);
-  double deadline = mp_opt_deadline(L, 2);
-  struct pollfd *p = (struct pollfd *)lua_newuserdatauv(
-      L, (size_t)b->nworkers * 2 * sizeof *p, 0);
-  int i, n = 0, r, k = 0;
-  for (i = 0; i < b->nworkers; i++) {
-    if (b->w[i].rfd < 0) continue;
-    p[n].fd = b->w[i].rfd; p[n].events = POLLIN; p[n++].revents = 0;
-    p[n].fd = b->w[i].sentinel; p[n].events = POLLIN; p[n++].revents = 0;
-  }
-  r = poll(p, (nfds_t)n, mp_poll_ms(deadline));
-  if (r < 0 && errno != EINTR) return mp_fail(L, "cannot wait for pool workers");
-  lua_createtable(L, r > 0 ? r : 0, 0);
-  for (i = 0, n = 0; r > 0 && i < b->nworkers; i++) {
-    if (b->w[i].rfd < 0) continue;
-    if (p[n].revents | p[n + 1].revents) {
-      lua_pushinteger(L, i + 1);
-      lua_rawseti(L, -2, ++k);
-    }
-    n += 2;
-  }
-  return 1;
-}
-
 /* Reads what worker wk has sent, up to a budget; 0 or -1 (error). */
 static int read_available(board_worker *wk) {
   size_t got = 0;
@@ -450,48 +448,143 @@ static int read_available(board_worker *wk) {
       continue;
     }
     if (r < 0 && errno == EINTR) continue;
+    if (r == 0) wk->eof = 1;
     break;                              /* EAGAIN, EOF */
   }
   return 0;
 }
 
-/* Pushes id, payload of each complete frame into the table on top and
-** frees their slots; keeps a partial frame for later. */
-static void parse_frames(lua_State *L, board *b, board_worker *wk, uint32_t w) {
+/* Pushes the result in frame payload p (n bytes, count values) onto the
+** stack: {values..., n = count}, or {false, message, n = 2} when it cannot
+** be decoded; a chunk's items (flags ITEMS) as their bytes. */
+static void push_result(lua_State *L, const char *p, uint32_t n, uint32_t count,
+                        uint32_t flags) {
+  if (flags & FRAME_ITEMS) {
+    lua_pushlstring(L, p, n);
+    return;
+  }
+  if (!mp_decode(L, p, n) || !lua_istable(L, -1)) {
+    const char *why = lua_isstring(L, -1) ? lua_tostring(L, -1) : "not a list of values";
+    lua_createtable(L, 2, 1);
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, 1);
+    lua_pushfstring(L, "cannot decode a task's result: %s", why);
+    lua_rawseti(L, -2, 2);
+    lua_remove(L, -2);
+    count = 2;
+  }
+  lua_pushinteger(L, count);
+  lua_setfield(L, -2, "n");
+}
+
+/* Appends id, result of each complete frame to the list at index t (k
+** items so far) and frees their slots; keeps a partial frame for later. */
+static lua_Integer parse_frames(lua_State *L, int t, board *b, board_worker *wk,
+                                lua_Integer k) {
+  uint32_t w = (uint32_t)(wk - b->w);
   size_t at = 0;
-  lua_Integer k = 0;
   while (wk->len - at >= FRAME_HDR) {
-    uint32_t len, slot;
+    uint32_t len, slot, count, flags;
     int64_t id;
     memcpy(&len, wk->buf + at, 4);
     memcpy(&slot, wk->buf + at + 4, 4);
     memcpy(&id, wk->buf + at + 8, 8);
+    memcpy(&count, wk->buf + at + 16, 4);
+    memcpy(&flags, wk->buf + at + 20, 4);
     if (wk->len - at - FRAME_HDR < len) break;
     if (slot < b->sh->nslots && b->slots[slot].task == id &&
         __atomic_load_n(&b->slots[slot].state, __ATOMIC_ACQUIRE) == SLOT_CLAIMED + w) {
       slot_free(b, slot);
+      wk->results++;
       lua_pushinteger(L, id);
-      lua_rawseti(L, -2, ++k);
-      lua_pushlstring(L, wk->buf + at + FRAME_HDR, len);
-      lua_rawseti(L, -2, ++k);
+      lua_rawseti(L, t, ++k);
+      push_result(L, wk->buf + at + FRAME_HDR, len, count, flags);
+      lua_rawseti(L, t, ++k);
     }
     at += FRAME_HDR + len;
   }
   memmove(wk->buf, wk->buf + at, wk->len - at);
   wk->len -= at;
+  return k;
 }
 
-/* board:recv(w) -> {id, payload, id, payload, ...} of complete results */
+/* Reads and parses what worker wk sent: appends to the list at index t. */
+static lua_Integer recv_worker(lua_State *L, int t, board *b, board_worker *wk,
+                               lua_Integer k) {
+  if (wk->rfd < 0) return k;
+  if (read_available(wk) < 0)
+    return luaL_error(L, "out of memory reading a pool worker's results");
+  if (wk->eof) watch_fd(b->watch, wk->rfd, 0);   /* it would stay readable */
+  return parse_frames(L, t, b, wk, k);
+}
+
+/* board:recv(w) -> {id, result, id, result, ...}: worker w's results in */
 static int m_board_recv(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
-  uint32_t w = (uint32_t)(wk - b->w);
   lua_newtable(L);
-  if (wk->rfd < 0) return 1;
-  if (read_available(wk) < 0)
-    return luaL_error(L, "out of memory reading a pool worker's results");
-  parse_frames(L, b, wk, w);
+  recv_worker(L, lua_gettop(L), b, wk, 0);
   return 1;
+}
+
+/* board:results(w) -> how many results worker w has sent since it started */
+static int m_board_results(lua_State *L) {
+  board *b = check_board(L);
+  lua_pushinteger(L, check_worker(L, b, 2)->results);
+  return 1;
+}
+
+/* Polls the workers' result pipes and sentinels until one is ready or
+** deadline; fills p (2 entries a worker with a pipe) and returns poll's
+** result, or -1 with errno. */
+static int poll_workers(board *b, struct pollfd *p, double deadline) {
+  int i, n = 0, r;
+  for (i = 0; i < b->nworkers; i++) {
+    if (b->w[i].rfd < 0) continue;
+    /* a pipe at its end is readable for ever: the sentinel tells the end */
+    p[n].fd = b->w[i].eof ? -1 : b->w[i].rfd; p[n].events = POLLIN; p[n++].revents = 0;
+    p[n].fd = b->w[i].sentinel; p[n].events = POLLIN; p[n++].revents = 0;
+  }
+  r = poll(p, (nfds_t)n, mp_poll_ms(deadline));
+  if (r < 0 && errno == EINTR) return 0;
+  return r;
+}
+
+/* board:collect([timeout]) -> {id, result, ...}, quiet: waits until a
+** worker has sent results or ended (or timeout passes), then takes every
+** result in.  quiet: nil, or the list of workers that woke the wait
+** without a whole result (each may have ended).  A signal ends the wait
+** early (nothing in) so Lua's hooks can run.  nil, message, errno when
+** poll(2) itself fails. */
+static int m_board_collect(lua_State *L) {
+  board *b = check_board(L);
+  double deadline = mp_opt_deadline(L, 2);
+  struct pollfd few[2 * FEW_WORKERS];   /* most pools: no allocation per wait */
+  struct pollfd *p = b->nworkers <= FEW_WORKERS ? few :
+      (struct pollfd *)lua_newuserdatauv(L, (size_t)b->nworkers * 2 * sizeof *p, 0);
+  int i, n = 0, r = poll_workers(b, p, deadline), t, nquiet = 0;
+  lua_Integer k = 0;
+  if (r < 0) return mp_fail(L, "cannot wait for pool workers");
+  lua_createtable(L, 2 * r, 0);
+  t = lua_gettop(L);
+  lua_pushnil(L);                       /* t + 1: the quiet list, if any */
+  for (i = 0; r > 0 && i < b->nworkers; i++) {
+    lua_Integer before = k;
+    if (b->w[i].rfd < 0) continue;
+    if (p[n].revents | p[n + 1].revents) {
+      k = recv_worker(L, t, b, &b->w[i], k);
+      if (k == before) {
+        if (nquiet == 0) {
+          lua_newtable(L);
+          lua_replace(L, t + 1);
+        }
+        lua_pushinteger(L, i + 1);
+        lua_rawseti(L, t + 1, ++nquiet);
+      }
+    }
+    n += 2;
+  }
+  return 2;
 }
 
 /* board:fail(w) -> {id, ...}: tasks worker w had claimed, now freed */
@@ -654,12 +747,19 @@ static int64_t claim_wait(board *b, uint32_t w) {
   }
 }
 
-/* board:take(w) -> slot, task id, head, body, count; nil once the pool
-** shuts down or the parent is gone */
+/* board:take(w, [nowait]) -> slot, task id, head, body, count; nil once
+** the pool shuts down or the parent is gone; with nowait, false when no
+** task is queued now */
 static int m_board_take(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
-  int64_t s = claim_wait(b, (uint32_t)(wk - b->w));
+  uint32_t w = (uint32_t)(wk - b->w);
+  int nowait = lua_toboolean(L, 3);
+  int64_t s = nowait ? try_claim(b, w) : claim_wait(b, w);
+  if (s < 0 && nowait) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   board_slot *sl;
   const char *rec;
   uint32_t hlen;
@@ -688,7 +788,9 @@ static int write_all(int fd, struct iovec *iov, int n) {
   return 0;
 }
 
-/* board:send(w, slot, task_id, payload) -> true, or nil, message, errno */
+/* board:send(w, slot, task_id, payload, count, [items]) -> true, or nil,
+** message, errno; payload: count values encoded as a slice; items: they
+** are a map chunk's items (passed to the parent as bytes) */
 static int m_board_send(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
@@ -696,13 +798,18 @@ static int m_board_send(lua_State *L) {
   int64_t id = (int64_t)luaL_checkinteger(L, 4);
   size_t len;
   const char *s = luaL_checklstring(L, 5, &len);
-  uint32_t len32 = (uint32_t)len;
-  char hdr[FRAME_HDR];
+  lua_Integer count = luaL_checkinteger(L, 6);
+  uint32_t len32 = (uint32_t)len, count32 = (uint32_t)count;
+  uint32_t flags = lua_toboolean(L, 7) ? FRAME_ITEMS : 0;
+  char hdr[FRAME_HDR] = {0};
   struct iovec iov[2];
   luaL_argcheck(L, len <= UINT32_MAX, 5, "result too large");
+  luaL_argcheck(L, count >= 0 && count <= UINT32_MAX, 6, "value count out of range");
   memcpy(hdr, &len32, 4);
   memcpy(hdr + 4, &slot, 4);
   memcpy(hdr + 8, &id, 8);
+  memcpy(hdr + 16, &count32, 4);
+  memcpy(hdr + 20, &flags, 4);
   iov[0].iov_base = hdr; iov[0].iov_len = FRAME_HDR;
   iov[1].iov_base = (void *)s; iov[1].iov_len = len;
   if (wk->wfd < 0 || write_all(wk->wfd, iov, 2) < 0)
@@ -721,13 +828,15 @@ static int m_board_tostring(lua_State *L) {
 
 static const luaL_Reg board_methods[] = {
   {"put", m_board_put},
+  {"wake", m_board_wake},
   {"room", m_board_room},
   {"open_worker", m_board_open_worker},
   {"started", m_board_started},
   {"fileno", m_board_fileno},
   {"drop_worker", m_board_drop_worker},
-  {"wait", m_board_wait},
+  {"collect", m_board_collect},
   {"recv", m_board_recv},
+  {"results", m_board_results},
   {"fail", m_board_fail},
   {"cancel", m_board_cancel},
   {"shutdown", m_board_shutdown},
@@ -748,8 +857,22 @@ static const luaL_Reg board_meta[] = {
   {NULL, NULL}
 };
 
+/* core.pool_list(n) -> {n = n} with room for n items, for a map's result
+** (filled by core.loads_into: without the room, each doubling of the
+** table would copy it) */
+static int l_pool_list(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0 && n <= INT_MAX, 1, "length out of range");
+  lua_createtable(L, (int)n, 1);
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  return 1;
+}
+
 void mp_open_pool(lua_State *L) {
   mp_type(L, BOARD_MT, board_meta, board_methods, NULL);
+  lua_pushcfunction(L, l_pool_list);
+  lua_setfield(L, -2, "pool_list");
   lua_pushcfunction(L, l_board_new);
   lua_setfield(L, -2, "pool_board");
   lua_pushinteger(L, MAX_WORKERS);

@@ -169,10 +169,19 @@ int mp_seq_wait(uint32_t *seq, uint32_t seen, double deadline) {
   return (deadline >= 0 && mp_monotonic() >= deadline) ? ETIMEDOUT : 0;
 }
 
-/* Bumps *seq and wakes every process waiting on it. */
-void mp_seq_wake(uint32_t *seq) {
+/* Bumps *seq and wakes up to n processes waiting on it. */
+static void seq_wake(uint32_t *seq, int n) {
   __atomic_add_fetch(seq, 1, __ATOMIC_RELEASE);
 #if MP_HAVE_FUTEX
-  syscall(SYS_futex, seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+  syscall(SYS_futex, seq, FUTEX_WAKE, n, NULL, NULL, 0);
+#else
+  (void)n;
 #endif
 }
+
+/* Bumps *seq and wakes every process waiting on it. */
+void mp_seq_wake(uint32_t *seq) { seq_wake(seq, INT_MAX); }
+
+/* Bumps *seq and wakes one process waiting on it: for a word whose every
+** waiter re-checks after any bump, when one new item needs one taker. */
+void mp_seq_wake_one(uint32_t *seq) { seq_wake(seq, 1); }

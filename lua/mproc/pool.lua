@@ -24,9 +24,10 @@ local FCACHE_MAX = 64             -- decoded functions a worker keeps
 -- A task is a head and a body (src/pool.c stores both as opaque bytes in
 -- its record {u32 #head, head, body}, with an item count).  The head is a
 -- kind byte, then the function as core.dumps encodes it; the body is the
--- arguments (CALL: the argument list) or the items (a chunk), encoded.
--- A worker keeps decoded functions by their head.
-local CALL, MAP, STAR, IMAP = "c", "m", "s", "i"
+-- arguments (CALL: the argument list, a table; ARGS: count arguments, a
+-- slice) or the items (a chunk of count), encoded.  A worker keeps decoded
+-- functions by their head.
+local CALL, ARGS, MAP, STAR, IMAP = "c", "a", "m", "s", "i"
 
 local function task_head(kind, fbytes) return kind .. fbytes end
 local function head_kind(head) return head:sub(1, 1) end
@@ -127,11 +128,15 @@ local function run_call(f, args)
   return pass(f(unpack(args, 1, args.n or #args)))
 end
 
--- A chunk of map or imap: count items, nils included.
+local function run_args(f, args, count)
+  return pass(f(unpack(args, 1, count)))
+end
+
+-- A chunk of map: count items, nils included, each replaced by its
+-- result (the decoded chunk has room for them all).
 local function run_map(f, items, count)
-  local out = { n = count }
-  for i = 1, count do out[i] = f(items[i]) end
-  return out
+  for i = 1, count do items[i] = f(items[i]) end
+  return items
 end
 
 -- imap keeps every value f returns: out[i] when it is exactly one,
@@ -152,16 +157,17 @@ local function run_imap(f, items, count)
 end
 
 local function run_star(f, items, count)
-  local out = { n = count }
   for i = 1, count do
     local a = items[i]
-    out[i] = f(unpack(a, 1, a.n or #a))
+    items[i] = f(unpack(a, 1, a.n or #a))
   end
-  return out
+  return items
 end
 
 -- How a worker runs each kind of task: f and the decoded body (and count).
-local RUNNERS = { [CALL] = run_call, [MAP] = run_map, [STAR] = run_star, [IMAP] = run_imap }
+local RUNNERS = { [CALL] = run_call, [ARGS] = run_args, [MAP] = run_map, [STAR] = run_star, [IMAP] = run_imap }
+-- The kinds whose result is a chunk's items, sent as they are (see encode_items).
+local ITEMS = { [MAP] = true, [STAR] = true }
 
 -- Decodes a task's function, keeping the last few by their bytes: a
 -- worker keeps a function's upvalues between tasks while its bytes are
@@ -180,27 +186,73 @@ local function task_function(cache, head)
   return f
 end
 
--- Runs one task; returns the encoded {ok, ...} to send back.
+-- The result r ({ok, ...}) as sent back: its values as a slice, and their
+-- count (the frame carries it: see src/pool.c).
+local function encode_result(r)
+  local n = r.n or #r
+  local ok, bytes = pcall(core.dumps, r, 1, n)
+  if ok then return bytes, n end
+  return core.dumps({ false, "cannot send the task's result back: " .. error_text(bytes) }, 1, 2), 2
+end
+
+-- A worker decodes every map chunk into one table, wchunk, which keeps its
+-- room from chunk to chunk: a table of its own per chunk cost the
+-- allocation, its pages' first touch and the collection.  The next chunk
+-- overwrites it; wchunk[1..wdirty] may hold a chunk's items and results,
+-- which clear_chunk lets go before the worker waits for tasks (clearing
+-- after every chunk cost a tenth of a map's time in the worker).
+local CHUNK_KEEP = 1 << 16   -- items: a bigger chunk gets a table of its own (1 MiB of slots)
+local wchunk, wroom, wdirty = {}, 0, 0
+
+local function clear_chunk(from)
+  for i = from, wdirty do wchunk[i] = nil end
+  wdirty = math.min(wdirty, from - 1)
+end
+
+-- The table to decode a chunk of count items into.
+local function chunk_table(count)
+  if count > CHUNK_KEEP then return core.pool_list(count) end
+  if count > wroom then
+    wchunk, wroom, wdirty = core.pool_list(count), count, 0
+  elseif wdirty > count then
+    clear_chunk(count + 1)   -- a longer chunk's tail
+  end
+  wdirty = math.max(wdirty, count)
+  return wchunk
+end
+
+local function decode_body(kind, body, count)
+  if not ITEMS[kind] then return core.loads(body) end
+  local t = chunk_table(count)
+  local ok, err = core.loads_into(body, t, 1)
+  if ok then return t end
+  return nil, err
+end
+
+-- A map chunk's results, r[2][1..count]: sent as a list alone, flagged
+-- as items (src/pool.c), so the parent decodes them into the map's list.
+local function encode_items(r, count)
+  if not r[1] then return encode_result(task_failure(r[2])) end
+  local ok, bytes = pcall(core.dumps, r[2], 1, count)
+  if ok then return bytes, count, true end
+  return encode_result({ false, "cannot send the task's result back: " .. error_text(bytes) })
+end
+
+-- Runs one task; returns its result to send back, encoded, its count and
+-- whether it is a chunk's items.
 local function run_task(cache, head, body, count)
-  local r
   local ok, f = pcall(task_function, cache, head)
-  if ok then
-    local args, err = core.loads(body)
-    if args == nil and err then
-      r = { false, "cannot decode the task's arguments: " .. err }
-    else
-      last_traceback = nil
-      r = pack(xpcall(RUNNERS[head_kind(head)], task_traceback, f, args, count))
-      if not r[1] then r = task_failure(r[2]) end
-    end
-  else
-    r = { false, error_text(f) }
+  if not ok then return encode_result({ false, error_text(f) }) end
+  local kind = head_kind(head)
+  local args, err = decode_body(kind, body, count)
+  if args == nil and err then
+    return encode_result({ false, "cannot decode the task's arguments: " .. err })
   end
-  local okenc, bytes = pcall(core.dumps, r)
-  if not okenc then
-    bytes = core.dumps{ false, "cannot send the task's result back: " .. error_text(bytes) }
-  end
-  return bytes
+  last_traceback = nil
+  local r = pack(xpcall(RUNNERS[kind], task_traceback, f, args, count))
+  if ITEMS[kind] then return encode_items(r, count) end
+  if not r[1] then r = task_failure(r[2]) end
+  return encode_result(r)
 end
 
 -- The body of a worker: set up, run the initializer, then take, run and
@@ -219,10 +271,14 @@ local function worker_main(pool, w)
   end
   local cache, max, done = { n = 0 }, pool._maxtasks, 0
   while not max or done < max do
-    local slot, id, head, body, count = board:take(w)
+    local slot, id, head, body, count = board:take(w, true)
+    if slot == false then   -- nothing queued: tidy up, then wait
+      if wdirty > 0 then clear_chunk(1) end
+      slot, id, head, body, count = board:take(w)
+    end
     if not slot then break end
-    local bytes = run_task(cache, head, body, count)
-    if not board:send(w, slot, id, bytes) then return 1 end
+    local bytes, n, items = run_task(cache, head, body, count)
+    if not board:send(w, slot, id, bytes, n, items) then return 1 end
     done = done + 1
   end
   return 0
@@ -277,11 +333,13 @@ local AsyncResult = { __name = "mproc.AsyncResult" }
 local ar = {}
 AsyncResult.__index = ar
 
+-- Fields: _pool, _parts (tasks not in yet), _ready, _ok, _value (a
+-- map's list, or the worker's {true, values..., n}), _err and _tb (a
+-- failure's), _callback, _error_callback; _map and _starts for a map.
 local function new_result(pool, parts, opts)
-  return setmetatable({
-    _pool = pool, _parts = parts, _ready = false, _ok = nil, _value = nil,
-    _callback = opts and opts.callback, _error_callback = opts and opts.error_callback,
-  }, AsyncResult)
+  local self = setmetatable({ _pool = pool, _parts = parts, _ready = false }, AsyncResult)
+  if opts then self._callback, self._error_callback = opts.callback, opts.error_callback end
+  return self
 end
 
 local function fail_result(self, err, traceback)
@@ -292,18 +350,20 @@ end
 
 local function result_values(self)
   if self._map then return self._value end
-  return unpack(self._value, 1, self._value.n)
+  return unpack(self._value, 2, self._value.n)
 end
 
--- A part of the job finished: value is the worker's packed {ok, ...}.
+-- A part of the job finished: r is the worker's packed {ok, ...}, or a
+-- map chunk's items as bytes (see encode_items).
 local function deliver_result(self, idx, r)
   if self._ready then return end
-  if not r[1] then return fail_result(self, failure(r)) end
-  if self._map then
-    local out = r[2]
-    table.move(out, 1, out.n, self._starts[idx], self._value)
+  if type(r) == "string" then
+    local ok, err = core.loads_into(r, self._value, self._starts[idx])
+    if not ok then return fail_result(self, "cannot decode a task's result: " .. err) end
+  elseif not r[1] then
+    return fail_result(self, failure(r))
   else
-    self._value = table.move(r, 2, r.n, 1, { n = r.n - 1 })
+    self._value = r
   end
   self._parts = self._parts - 1
   if self._parts == 0 then
@@ -315,13 +375,11 @@ end
 define_job(AsyncResult, deliver_result)
 
 -- Waits until the result is ready or timeout passes; returns ready().
-function ar:wait(timeout)
-  util.check_self("wait", self, AsyncResult)
-  timeout = util.check_timeout("wait", 1, timeout)
+local function wait(self, timeout)
   local pool = self._pool
-  local deadline = util.deadline(timeout)
+  local deadline = timeout and util.deadline(timeout)
   while not self._ready do
-    local left = util.left(deadline)
+    local left = deadline and util.left(deadline)
     pool:_pump(left)
     if left == 0 then break end
   end
@@ -329,12 +387,17 @@ function ar:wait(timeout)
   return self._ready
 end
 
+function ar:wait(timeout)
+  util.check_self("wait", self, AsyncResult)
+  return wait(self, util.check_timeout("wait", 1, timeout))
+end
+
 -- The task's values; re-raises its error value (a string error carries the
 -- worker's traceback in it); nil, "timeout" if not ready in time.
 function ar:get(timeout)
-  util.check_self("get", self, AsyncResult)
-  timeout = util.check_timeout("get", 1, timeout)
-  if not self:wait(timeout) then return nil, "timeout" end
+  if getmetatable(self) ~= AsyncResult then util.check_self("get", self, AsyncResult) end
+  if timeout ~= nil then timeout = util.check_timeout("get", 1, timeout) end
+  if not wait(self, timeout) then return nil, "timeout" end
   if not self._ok then error(self._err, 0) end
   return result_values(self)
 end
@@ -450,7 +513,7 @@ function methods:_spawn(w)
     error("Pool: cannot start a worker: " .. ferr, 3)
   end
   board:started(w, h:fileno())
-  self._workers[w] = { handle = h, pid = h:pid(), done = 0 }
+  self._workers[w] = { handle = h, pid = h:pid() }
 end
 
 -- After close(), workers stay while tasks are out or an imap may still
@@ -462,7 +525,8 @@ end
 -- Worker w has ended: fail what it had claimed, replace it if needed.
 function methods:_worker_ended(w, code)
   local wk = self._workers[w]
-  self:_dispatch(w, self._board:recv(w))
+  self:_dispatch(self._board:recv(w))
+  local done = self._board:results(w)
   local lost = self._board:fail(w)
   if #lost > 0 then
     local msg = how_died(wk.pid, code) .. " while running this task"
@@ -470,7 +534,7 @@ function methods:_worker_ended(w, code)
   end
   wk.handle:close()
   self._workers[w] = nil
-  if self._initializer and code > 0 and wk.done == 0 and #lost == 0 and
+  if self._initializer and code > 0 and done == 0 and #lost == 0 and
      self._state ~= TERMINATE then
     self._broken = how_died(wk.pid, code) .. " in the pool's initializer (see its stderr)"
   end
@@ -486,8 +550,9 @@ end
 -- ---------------------------------------------------------------------
 
 -- Queues one task of job (part idx; count items for a map chunk); it
--- reaches the board now or later.
-function methods:_submit(job, idx, head, body, count)
+-- reaches the board now or later.  later: wake no worker for it yet (the
+-- caller calls board:wake() after its last task).
+function methods:_submit(job, idx, head, body, count, later)
   local id = self._nextid + 1
   self._nextid, self._nout = id, self._nout + 1
   self._job[id], self._part[id] = job, idx
@@ -495,7 +560,7 @@ function methods:_submit(job, idx, head, body, count)
     self:_finish(id, { false, self._broken })
     return id
   end
-  if self._pending:empty() and self._board:put(id, head, body, count) then return id end
+  if self._pending:empty() and self._board:put(id, head, body, count, later) then return id end
   self._pending:push{ id, head, body, count }
   return id
 end
@@ -550,14 +615,9 @@ function methods:_finish(id, r)
   deliver(job, idx, r)
 end
 
-function methods:_dispatch(w, frames)
-  local wk = self._workers[w]
-  for i = 1, #frames, 2 do
-    local r, err = core.loads(frames[i + 1])
-    if type(r) ~= "table" then r = { false, "cannot decode a task's result: " .. tostring(err) } end
-    wk.done = wk.done + 1
-    self:_finish(frames[i], r)
-  end
+-- results: {id, r, ...} as board:collect and board:recv give them.
+function methods:_dispatch(results)
+  for i = 1, #results, 2 do self:_finish(results[i], results[i + 1]) end
 end
 
 function methods:_fileno(fname)
@@ -569,19 +629,19 @@ end
 function methods:_pump(timeout)
   if self._state == JOINED then return end
   if next(orphans) then reap_orphans() end
-  self:_feed()
-  local board = self._board
-  local ready, err = board:wait(timeout)
-  if not ready then error("Pool: " .. err, 0) end   -- poll(2) itself failed
-  for _, w in ipairs(ready) do
-    local frames = board:recv(w)
-    self:_dispatch(w, frames)
-    -- Results mean it was alive; a wake-up without any may be its end (a
-    -- worker that ended as it sent wakes the next wait again, by its sentinel).
-    local code = #frames == 0 and self._workers[w].handle:poll()
-    if code then self:_worker_ended(w, code) end
+  if self._pending.tail >= self._pending.head then self:_feed() end
+  local results, quiet = self._board:collect(timeout)
+  if not results then error("Pool: " .. quiet, 0) end   -- poll(2) itself failed
+  self:_dispatch(results)
+  -- Results mean a worker was alive; a wake-up without any may be its end
+  -- (one that ended as it sent wakes the next wait again, by its sentinel).
+  if quiet then
+    for _, w in ipairs(quiet) do
+      local code = self._workers[w].handle:poll()
+      if code then self:_worker_ended(w, code) end
+    end
   end
-  self:_feed()
+  if self._pending.tail >= self._pending.head then self:_feed() end
 end
 
 -- Callbacks run after results are in, one at a time: one that raises
@@ -592,7 +652,7 @@ end
 
 function methods:_run_later()
   local q = self._later_q
-  while not q:empty() do
+  while q.head <= q.tail do   -- not q:empty(), on every get
     local c = q:pop()
     c[1](unpack(c, 2, c.n))
   end
@@ -611,10 +671,72 @@ local function check_running(self, fname)
   if not STATES[self._state].tasks then util.misuse(("%s: the pool is not running (%s)"):format(fname, self._state)) end
 end
 
+-- Heads of functions sent before, so a pool called with the same function
+-- again (apply_async in a loop, a map's chunks) does not encode it again:
+-- f -> {[kind] = head, ups = {upvalue values}}.  Only a Lua function
+-- whose encoding is its own bytecode and whose upvalues are scalars or the
+-- global table is kept (encoding one is a pure function of those), and a
+-- head is reused only while its upvalues hold the same values: any other
+-- function, or one whose upvalue changed, is encoded anew.
+local heads = setmetatable({}, WEAK_KEYS)
+local GLOBALS = debug.getregistry()[2]  -- LUA_RIDX_GLOBALS: encoded as "the receiver's globals"
+local getupvalue, mtype = debug.getupvalue, math.type
+
+local function same_value(a, b)
+  return rawequal(a, b) and mtype(a) == mtype(b)   -- 1 and 1.0 encode apart
+end
+
+local function plain_upvalues(f)
+  local ups = {}
+  for i = 1, 255 do
+    local name, v = getupvalue(f, i)
+    if name == nil then return ups end
+    local t = type(v)
+    if not (t == "nil" or t == "boolean" or t == "number" or t == "string" or rawequal(v, GLOBALS)) then
+      return nil
+    end
+    ups[i], ups.n = v, i
+  end
+end
+
+-- The cache entry of f, still valid, or nil.
+local function cached_heads(f)
+  local c = heads[f]
+  if not c then return nil end
+  local ups = c.ups
+  for i = 1, ups.n or 0 do
+    local _, v = getupvalue(f, i)
+    if not same_value(v, ups[i]) then
+      heads[f] = nil
+      return nil
+    end
+  end
+  return c
+end
+
+-- Keeps f's encoding when it may be reused (see heads).
+local function remember(f, bytes)
+  if type(f) ~= "function" then return end
+  local ok, code = pcall(string.dump, f)
+  if not ok or not bytes:find(code, 1, true) then return end  -- a C function, or sent by path
+  local ups = plain_upvalues(f)
+  if ups then heads[f] = { ups = ups, bytes = bytes } end
+end
+
 local function encode_function(fname, f, kind)
+  local c = cached_heads(f)
+  if c then
+    local head = c[kind]
+    if not head then
+      head = task_head(kind, c.bytes)
+      c[kind] = head
+    end
+    return head
+  end
   util.check_callable(fname, 1, f)
   local ok, bytes = pcall(core.dumps, f)
   if not ok then util.argerror(fname, 1, "cannot send the function: " .. error_text(bytes)) end
+  remember(f, bytes)
   return task_head(kind, bytes)
 end
 
@@ -638,7 +760,7 @@ end
 -- A task must fit the board whole; one that cannot raises before any
 -- bookkeeping, so the pool is left as it was.
 local function check_fits(pool, fname, head, body)
-  local size, room = #head + #body, pool._board:room()
+  local size, room = #head + #body, pool._room
   if size > room then
     util.argerror(fname, 2, ("a task of %d bytes does not fit the pool's board (%d bytes)")
       :format(size, room))
@@ -647,14 +769,32 @@ local function check_fits(pool, fname, head, body)
 end
 
 -- apply_async(f, [args], [{callback, error_callback}]) -> AsyncResult
+-- The head, body and count of a call f(unpack(args, 1, n)): an ARGS task
+-- when args is a plain list (the common case, encoded as a slice, without
+-- the codec's look for args among the modules), else a CALL task, whose
+-- worker unpacks args itself (and runs its metamethods, if any).
+local MAX_ARGS = 250   -- more is no call Lua can make anyway: leave it to CALL's unpack
+local NO_ARGS = core.dumps({}, 1, 0)
+
+local function encode_call(self, fname, f, args)
+  local n = args and rawget(args, "n")
+  if n == nil and args then n = rawlen(args) end
+  if args == nil or (getmetatable(args) == nil and mtype(n) == "integer" and n >= 0 and n <= MAX_ARGS) then
+    local head = encode_function(fname, f, ARGS)
+    return head, check_fits(self, fname, head, args and encode_args(fname, 2, args, 1, n) or NO_ARGS), n or 0
+  end
+  local head = encode_function(fname, f, CALL)
+  return head, check_fits(self, fname, head, encode_args(fname, 2, args))
+end
+
 function methods:apply_async(f, args, opts)
-  util.check_self("apply_async", self, Pool)
-  check_running(self, "apply_async")
-  local head = encode_function("apply_async", f, CALL)
-  util.check_type("apply_async", 2, args, "table", true)
-  check_result_options("apply_async", 3, opts)
+  if getmetatable(self) ~= Pool then util.check_self("apply_async", self, Pool) end
+  if self._state ~= RUN then check_running(self, "apply_async") end
+  if args ~= nil and type(args) ~= "table" then util.check_type("apply_async", 2, args, "table", true) end
+  if opts ~= nil then check_result_options("apply_async", 3, opts) end
+  local head, body, count = encode_call(self, "apply_async", f, args)
   local res = new_result(self, 1, opts)
-  self:_submit(res, 1, head, check_fits(self, "apply_async", head, encode_args("apply_async", 2, args or {})))
+  self:_submit(res, 1, head, body, count)
   return res
 end
 
@@ -743,13 +883,14 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   local bodies, starts, counts = encode_chunks(fname, list, n, chunksize)
   for _, body in ipairs(bodies) do check_fits(self, fname, head, body) end
   local res = new_result(self, #bodies, opts)
-  res._map, res._value, res._starts = true, { n = n }, starts
+  res._map, res._value, res._starts = true, core.pool_list(n), starts
   if n == 0 then
     res._ready, res._ok = true, true
     if res._callback then self:_later(res._callback, res._value) end
     return res
   end
-  for k, body in ipairs(bodies) do self:_submit(res, k, head, body, counts[k]) end
+  for k, body in ipairs(bodies) do self:_submit(res, k, head, body, counts[k], true) end
+  if self._state ~= JOINED then self._board:wake() end
   return res
 end
 
@@ -1111,7 +1252,7 @@ local function new(_, a, b)
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
     _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = setmetatable({}, WEAK_KEYS),
-    _pending = fifo(), _later_q = fifo(),
+    _pending = fifo(), _later_q = fifo(), _room = board:room(),
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
   return self
