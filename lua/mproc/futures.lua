@@ -414,8 +414,8 @@ end
 function methods:submit(fn, ...)
   util.check_self("submit", self, Executor)
   check_open(self, "submit")
-  local head, body = jobs.encode_call(self._pool, "submit", fn, pack(...))
-  return enqueue(self, new_future(self, head, body))
+  local head, body, count = jobs.encode_call(self._pool, "submit", fn, pack(...))
+  return enqueue(self, new_future(self, head, body, count))
 end
 
 -- shutdown([wait = true], [cancel_futures = false]): no more submits; with

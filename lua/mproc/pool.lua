@@ -1270,14 +1270,14 @@ end
 
 local jobs = { failure = failure, define = define_job }
 
--- The encoded head and body of a call f(unpack(args)) (args with its n);
--- raises at the caller's line, as apply_async does, when the pool is not
--- running or f or args cannot be sent or do not fit (fname: the caller's
--- name; its argument #1 is f, #2 on the arguments).
+-- The encoded head, body and count of a call f(unpack(args)) (args with
+-- its n), as apply_async encodes it; raises at the caller's line, as
+-- apply_async does, when the pool is not running or f or args cannot be
+-- sent or do not fit (fname: the caller's name; its argument #1 is f, #2
+-- on the arguments).
 function jobs.encode_call(pool, fname, f, args)
   check_running(pool, fname)
-  local head = encode_function(fname, f, CALL)
-  return head, check_fits(pool, fname, head, encode_args(fname, 2, args))
+  return encode_call(pool, fname, f, args)
 end
 
 -- The same for a chunk: f(items[i]) for i = 1..count; the task's result is
@@ -1289,7 +1289,8 @@ function jobs.encode_chunk(pool, fname, f, items, count)
   return head, check_fits(pool, fname, head, encode_args(fname, 2, items, 1, count))
 end
 
--- Submits a task of job (its part 1; count: a chunk's); returns the task's id.
+-- Submits a task of job (its part 1; head, body and count as encode_call or
+-- encode_chunk gave them); returns the task's id.
 function jobs.submit(pool, job, head, body, count)
   if not is_job(job) then error("jobs.submit: not a job (declare its class with jobs.define)", 2) end
   return pool:_submit(job, 1, head, body, count)
