@@ -56,5 +56,7 @@ end
 common.report(("communicate of %d MiB through cat, first call in a fresh process"):format(MIB), "MiB/s", {
   { "mproc Popen:communicate", mine_c },
   { "C poll loop, buffers touched beforehand", common.external(("build/bench/communicate_floor %d"):format(MIB)) },
+  { "the same into new memory, then one copy (a Lua string's)",
+    common.external(("build/bench/communicate_floor %d fresh"):format(MIB)) },
   { "Python Popen.communicate", py_c },
 })
