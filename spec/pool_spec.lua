@@ -979,7 +979,8 @@ describe("a Pool collected without close()", function()
     assert.are.equal(0, code, out)
     local most, left = out:match("^(%d+)\t(%d+)\n$")
     assert.are.equal("0", left, out)
-    assert.is_true(tonumber(most) <= 8, out) -- not 60
+    -- not 60 (every worker left until exit); a loaded machine reaps a few late
+    assert.is_true(tonumber(most) <= 16, out)
   end)
 end)
 
