@@ -327,6 +327,29 @@ static int l_holders_reclaim(lua_State *L) {
   return 1;
 }
 
+/* When the Lua state closes, mproc.core may be unloaded: the list of our
+** entries goes (their files are closed by then; an entry left is stale
+** and verified anyway). The table stays mapped: children may share it. */
+static int mine_gc(lua_State *L) {
+  (void)L;
+  free(mine);
+  mine = NULL;
+  nmine = 0;
+  return 0;
+}
+
+static void mine_sentinel(lua_State *L) {
+  if (luaL_newmetatable(L, "mproc.holders")) {
+    lua_pushcfunction(L, mine_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newuserdatauv(L, 1, 0);
+    lua_pushvalue(L, -2);
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "mproc.holders.sentinel");
+  }
+  lua_pop(L, 1);
+}
+
 /* The table, once per process tree: a forked process has its parent's. */
 void mp_open_holders(lua_State *L) {
   void *p;
@@ -334,6 +357,7 @@ void mp_open_holders(lua_State *L) {
   lua_setfield(L, -2, "holders_dead");
   lua_pushcfunction(L, l_holders_reclaim);
   lua_setfield(L, -2, "holders_reclaim");
+  mine_sentinel(L);
   if (table != NULL) return;
   p = mmap(NULL, sizeof *table, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
            -1, 0);
