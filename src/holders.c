@@ -216,11 +216,12 @@ static int entry_read(uint32_t i, uint64_t dev, uint64_t ino, h_entry *out) {
 static int reach_registered(uint64_t dev, uint64_t ino, numbers *ns, mp_holder_try try,
                             void *arg) {
   uint32_t hi = __atomic_load_n(&table->hi, __ATOMIC_ACQUIRE), i;
+  int32_t self = (int32_t)getpid();
   h_entry e;
   for (i = 0; i < hi; i++) {
     if (!entry_read(i, dev, ino, &e)) continue;
     numbers_add(ns, e.fd, e.aux);
-    if (e.pid != (int32_t)getpid() && try(arg, (pid_t)e.pid, e.fd, e.aux) == 0) return 0;
+    if (e.pid != self && try(arg, (pid_t)e.pid, e.fd, e.aux) == 0) return 0;
   }
   return -1;
 }
