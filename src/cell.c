@@ -32,9 +32,10 @@
 ** resolves in a process that has the region (inherited, or attached
 ** before) by a lookup in the region table, with no system call; elsewhere
 ** the file is opened through /proc/<pid>/fd/<fd> of the sender, the maker
-** or our parent (mp_open_held), checked by inode and by the origin in its
-** record, mapped and added to the table (keeping the descriptor, so this
-** process can be a holder for others). A Condition's or Value's lock is
+** or our parent (mp_open_held), else of any live holder (holders.c, where
+** each process registers the regions it maps), checked by inode and by the
+** origin in its record, mapped and added to the table (keeping the
+** descriptor, so this process can be a holder for others). A Condition's or Value's lock is
 ** named in its cell by origin and offset too, and its part of the token
 ** lets the receiver attach the lock's region. Elsewhere regions are
 ** anonymous and reach only the processes that inherited them.

@@ -28,8 +28,9 @@
 ** token (pid:fd of the sender, pid:fd of the maker, dev:ino:nonce) names
 ** the store across processes: a process that has it mapped (inherited by
 ** fork) uses its own mapping, and one that has not opens /proc/<pid>/fd/<fd>
-** of the sender or the maker (Linux), checked by inode and by the nonce in
-** the header. A store named by a value in another store is kept mapped
+** of the sender or the maker (Linux), else of any live holder (holders.c:
+** each process registers the files it makes or attaches), checked by inode
+** and by the nonce in the header. A store named by a value in another store is kept mapped
 ** with it (References between stores, below).
 */
 #define _GNU_SOURCE
