@@ -37,6 +37,7 @@ build = {
         "src/dict.c",
         "src/error.c",
         "src/fd.c",
+        "src/holders.c",
         "src/list.c",
         "src/modpath.c",
         "src/proc.c",

@@ -35,6 +35,7 @@ build = {
         "src/error.c",
         "src/dict.c",
         "src/fd.c",
+        "src/holders.c",
         "src/list.c",
         "src/modpath.c",
         "src/proc.c",

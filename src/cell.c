@@ -32,9 +32,10 @@
 ** resolves in a process that has the region (inherited, or attached
 ** before) by a lookup in the region table, with no system call; elsewhere
 ** the file is opened through /proc/<pid>/fd/<fd> of the sender, the maker
-** or our parent (mp_open_held), checked by inode and by the origin in its
-** record, mapped and added to the table (keeping the descriptor, so this
-** process can be a holder for others). A Condition's or Value's lock is
+** or our parent (mp_open_held), else of any live holder (holders.c, where
+** each process registers the regions it maps), checked by inode and by the
+** origin in its record, mapped and added to the table (keeping the
+** descriptor, so this process can be a holder for others). A Condition's or Value's lock is
 ** named in its cell by origin and offset too, and its part of the token
 ** lets the receiver attach the lock's region. Elsewhere regions are
 ** anonymous and reach only the processes that inherited them.
@@ -147,7 +148,10 @@ static int regions_gc(lua_State *L) {
   size_t i;
   (void)L;
   for (i = 0; i < nregions; i++)
-    if (regions[i].fd >= 0) close(regions[i].fd);
+    if (regions[i].fd >= 0) {
+      mp_holders_drop(regions[i].fd);
+      close(regions[i].fd);
+    }
   for (i = 0; i < (size_t)NCLASS; i++) {   /* a later state carves new chunks */
     classes[i].chunk = NULL;
     classes[i].used = 0;
@@ -213,6 +217,7 @@ static int region_map(region *r, size_t size) {
   r->fd = fd;
   r->dev = (uint64_t)sb.st_dev;
   r->ino = (uint64_t)sb.st_ino;
+  mp_holders_add(fd, -1, r->dev, r->ino);
   return 0;
 }
 #else
@@ -221,7 +226,10 @@ static int region_map(region *r, size_t size) { return region_map_anon(r, size);
 
 static void region_unmap(const region *r) {
   mp_shm_free(r->base, r->size);
-  if (r->fd >= 0) close(r->fd);
+  if (r->fd >= 0) {
+    mp_holders_drop(r->fd);
+    close(r->fd);
+  }
 }
 
 static region *region_add(const region *r) {
@@ -539,22 +547,50 @@ static region *region_attach(pid_t pid, int fd, const token_part *t) {
   if (rec->magic == REC_MAGIC && rec->origin == t->origin && rec->size == r.size &&
       (r.cls < NCLASS || r.cls == OWN_MAPPING)) {
     region *added = region_add(&r);
-    if (added != NULL) return added;
+    if (added != NULL) {
+      mp_holders_add(f, -1, r.dev, r.ino);
+      return added;
+    }
   }
   region_unmap(&r);
   return NULL;
 }
 
+typedef struct { const token_part *t; region *r; } region_try;
+
+/* mp_holders_reach's try: the region at pid:fd, if it is the one t names. */
+static int region_try_holder(void *arg, pid_t pid, int fd, int aux) {
+  region_try *rt = (region_try *)arg;
+  (void)aux;
+  rt->r = region_attach(pid, fd, rt->t);
+  return rt->r != NULL ? 0 : -1;
+}
+
+/* Attaches the region t names from any live holder but the token's own
+** candidates (holders.c); NULL if none. */
+static region *region_attach_any(const token_part *t) {
+  region_try rt;
+  int known[2][2];
+  rt.t = t;
+  rt.r = NULL;
+  known[0][0] = t->fd;
+  known[1][0] = t->maker_fd;
+  known[0][1] = known[1][1] = -1;
+  mp_holders_reach(t->dev, t->ino, (const int(*)[2])known, 2, region_try_holder, &rt);
+  return rt.r;
+}
+
 /* The region t names: ours (inherited, or attached before), else
 ** attached from the sender, the maker, or our parent (which a sibling
-** sender may have inherited it from), under either descriptor number.
-** NULL with a reason pushed when no live process holds it. */
+** sender may have inherited it from), under either descriptor number,
+** else from any live holder. NULL with a reason pushed when none is left. */
 static region *region_reach(lua_State *L, const token_part *t, const char *what) {
   region *r = region_by_origin(t->origin);
   if (r == NULL && (r = region_attach(t->pid, t->fd, t)) == NULL &&
       (r = region_attach(t->maker, t->maker_fd, t)) == NULL &&
       (r = region_attach(getppid(), t->fd, t)) == NULL &&
-      (r = region_attach(getppid(), t->maker_fd, t)) == NULL) {
+      (r = region_attach(getppid(), t->maker_fd, t)) == NULL &&
+      (r = region_attach_any(t)) == NULL) {
 #if MP_HAVE_PROC_FD
     if (t->fd < 0 && t->maker_fd < 0)
       lua_pushfstring(L, "%s was not inherited by this process (process %d made it "

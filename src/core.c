@@ -10,6 +10,7 @@ MP_EXPORT int luaopen_mproc_core(lua_State *L) {
   lua_newtable(L);
   mp_open_auxlib(L);
   mp_open_fd(L);
+  mp_open_holders(L);
   mp_open_time(L);
   mp_open_proc(L);
   mp_open_pool(L);

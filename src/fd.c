@@ -91,7 +91,9 @@ int mp_shared_file(const char *name) {
 ** inode ino; -1 otherwise, with errno ENOENT when no live process holds
 ** it there (or the system cannot tell). The caller checks what is in the
 ** file (a nonce), since a pid, a descriptor number or an inode may have
-** been reused. */
+** been reused. The link is stat'ed before it is opened: the registry's
+** scan (holders.c) tries numbers in processes that may hold anything
+** there, and opening some devices (a serial line, a watchdog) acts. */
 int mp_open_held(pid_t pid, int fd, uint64_t dev, uint64_t ino) {
 #if MP_HAVE_PROC_FD
   char path[64];
@@ -99,6 +101,10 @@ int mp_open_held(pid_t pid, int fd, uint64_t dev, uint64_t ino) {
   int f;
   if (pid <= 0 || fd < 0) { errno = ENOENT; return -1; }
   snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+  if (stat(path, &sb) < 0 || (uint64_t)sb.st_dev != dev || (uint64_t)sb.st_ino != ino) {
+    errno = ENOENT;
+    return -1;
+  }
   if ((f = open(path, O_RDWR | O_CLOEXEC)) < 0) { errno = ENOENT; return -1; }
   if (fstat(f, &sb) < 0 || (uint64_t)sb.st_dev != dev || (uint64_t)sb.st_ino != ino) {
     close(f);

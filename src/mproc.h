@@ -62,6 +62,7 @@ MP_HIDDEN void mp_open_dict(lua_State *L);
 MP_HIDDEN void mp_open_list(lua_State *L);
 MP_HIDDEN void mp_open_store(lua_State *L);
 MP_HIDDEN void mp_open_spawn(lua_State *L);   /* core.spawn, core.communicate */
+MP_HIDDEN void mp_open_holders(lua_State *L); /* the registry, no functions */
 
 /* auxlib.c: the one way to define a C type, and the one way to check one.
 ** mp_type registers the metatable tname (again, should the module be
@@ -130,6 +131,20 @@ MP_HIDDEN void mp_grow_pipe(int fd);
 MP_HIDDEN int mp_shared_file(const char *name);
 MP_HIDDEN int mp_open_held(pid_t pid, int fd, uint64_t dev, uint64_t ino);
 MP_HIDDEN uint64_t mp_random64(void);
+/* holders.c: the tree-wide registry of processes that hold a shared file
+** (Linux; a no-op elsewhere). add when this process makes or attaches one
+** (aux: a queue's notifier, else -1), drop before closing it. reach, when
+** a token's own candidates failed, calls try(arg, pid, fd, aux) for each
+** registered holder and then for every process of our user at each known
+** number, until one returns 0 (try opens with mp_open_held and checks the
+** content; aux -1: not known); 0 if one did. find_held: the number at
+** which process pid holds dev:ino, or -1. */
+typedef int (*mp_holder_try)(void *arg, pid_t pid, int fd, int aux);
+MP_HIDDEN void mp_holders_add(int fd, int aux, uint64_t dev, uint64_t ino);
+MP_HIDDEN void mp_holders_drop(int fd);
+MP_HIDDEN int mp_find_held(pid_t pid, uint64_t dev, uint64_t ino);
+MP_HIDDEN int mp_holders_reach(uint64_t dev, uint64_t ino, const int known[][2], int nknown,
+                               mp_holder_try try, void *arg);
 /* fd.c: a descriptor made readable when an object may be ready, for event
 ** loops: signal makes it readable, drain unreadable. -1 when closed. reach
 ** opens one another live process holds (Linux only). */

@@ -366,7 +366,11 @@ static void handle_release(q_handle *h) {
   if (h->map != NULL) { munmap(h->map, h->mapsize); h->map = NULL; }
   h->mapsize = 0;
   if (h->sh != NULL) { munmap(h->sh, (size_t)hdr_size()); h->sh = NULL; }
-  if (h->fd >= 0) { close(h->fd); h->fd = -1; }
+  if (h->fd >= 0) {
+    mp_holders_drop(h->fd);
+    close(h->fd);
+    h->fd = -1;
+  }
   mp_notifier_close(&h->note);
   free(h->buf);
   h->buf = NULL;
@@ -439,12 +443,13 @@ static int l_queue_new(lua_State *L) {
     errno = e;
     return mp_fail(L, "cannot create a queue");
   }
+  mp_holders_add(h->fd, h->note.rfd, h->dev, h->ino);
   return 1;
 }
 
 /* Opens into h the queue that process pid holds as descriptor fd (and its
-** notifier as nfd), if it is the one with that identity. 0, or an errno
-** (h then holds nothing). */
+** notifier as nfd; -1: wherever it holds it), if it is the one with that
+** identity. 0, or an errno (h then holds nothing). */
 static int queue_reach(q_handle *h, pid_t pid, int fd, int nfd, uint64_t dev,
                        uint64_t ino, uint64_t nonce) {
   int f = mp_open_held(pid, fd, dev, ino), e;
@@ -454,20 +459,30 @@ static int queue_reach(q_handle *h, pid_t pid, int fd, int nfd, uint64_t dev,
     e = ESTALE;
     goto fail;
   }
+  if (nfd < 0) nfd = mp_find_held(pid, h->sh->note_dev, h->sh->note_ino);
   if (mp_notifier_reach(&h->note, pid, nfd, h->sh->note_dev, h->sh->note_ino) < 0) {
     e = errno;
     goto fail;
   }
+  mp_holders_add(h->fd, h->note.rfd, h->dev, h->ino);
   return 0;
 fail:
   handle_release(h);
   return e;
 }
 
+typedef struct { q_handle *h; uint64_t dev, ino, nonce; } queue_try;
+
+/* mp_holders_reach's try: the queue at pid:fd (notifier aux), if it is t's. */
+static int queue_try_holder(void *arg, pid_t pid, int fd, int aux) {
+  queue_try *t = (queue_try *)arg;
+  return queue_reach(t->h, pid, fd, aux, t->dev, t->ino, t->nonce) == 0 ? 0 : -1;
+}
+
 /* core.queue_open(token, kind) -> handle, or nil, why: the queue the
 ** token names, reached through a live process that holds it: the sender,
 ** the maker, or our parent (a sibling sender may have inherited it from
-** it). The ring is mapped on first use. */
+** it), else any live holder (holders.c). The ring is mapped on first use. */
 static int l_queue_open(lua_State *L) {
   const char *token = luaL_checkstring(L, 1);
   lua_Integer kind = luaL_checkinteger(L, 2);
@@ -475,6 +490,8 @@ static int l_queue_open(lua_State *L) {
   unsigned fd, nfd, mfd, mnfd;
   uint64_t dev, ino, nonce;
   q_handle *h;
+  queue_try t;
+  int known[2][2];
   if (sscanf(token, "%lx:%x:%x:%lx:%x:%x:%" SCNx64 ":%" SCNx64 ":%" SCNx64, &pid, &fd, &nfd,
              &mpid, &mfd, &mnfd, &dev, &ino, &nonce) != 9) {
     lua_pushnil(L);
@@ -482,10 +499,19 @@ static int l_queue_open(lua_State *L) {
     return 2;
   }
   h = push_handle(L);
+  t.h = h;
+  t.dev = dev;
+  t.ino = ino;
+  t.nonce = nonce;
+  known[0][0] = (int)fd;
+  known[0][1] = (int)nfd;
+  known[1][0] = (int)mfd;
+  known[1][1] = (int)mnfd;
   if (queue_reach(h, (pid_t)pid, (int)fd, (int)nfd, dev, ino, nonce) != 0 &&
       queue_reach(h, (pid_t)mpid, (int)mfd, (int)mnfd, dev, ino, nonce) != 0 &&
       queue_reach(h, getppid(), (int)fd, (int)nfd, dev, ino, nonce) != 0 &&
-      queue_reach(h, getppid(), (int)mfd, (int)mnfd, dev, ino, nonce) != 0) {
+      queue_reach(h, getppid(), (int)mfd, (int)mnfd, dev, ino, nonce) != 0 &&
+      mp_holders_reach(dev, ino, (const int(*)[2])known, 2, queue_try_holder, &t) != 0) {
     lua_pushnil(L);
 #if MP_HAVE_PROC_FD
     lua_pushfstring(L, "no live process holds it any more (process %d sent it, "

@@ -28,8 +28,9 @@
 ** token (pid:fd of the sender, pid:fd of the maker, dev:ino:nonce) names
 ** the store across processes: a process that has it mapped (inherited by
 ** fork) uses its own mapping, and one that has not opens /proc/<pid>/fd/<fd>
-** of the sender or the maker (Linux), checked by inode and by the nonce in
-** the header. A store named by a value in another store is kept mapped
+** of the sender or the maker (Linux), else of any live holder (holders.c:
+** each process registers the files it makes or attaches), checked by inode
+** and by the nonce in the header. A store named by a value in another store is kept mapped
 ** with it (References between stores, below).
 */
 #define _GNU_SOURCE
@@ -433,7 +434,10 @@ static void store_destroy(mp_store *s) {
     if (*p == s) { *p = s->next; break; }
   if (s->data != NULL) munmap(s->data, s->mapsize);
   if (s->hdr != NULL) munmap(s->hdr, (size_t)HDR_SIZE);
-  if (s->fd >= 0) close(s->fd);
+  if (s->fd >= 0) {
+    mp_holders_drop(s->fd);
+    close(s->fd);
+  }
   free(s->kept);
   free(s);
 }
@@ -518,6 +522,7 @@ static mp_store *store_attach(int fd, uint64_t nonce) {
   s->kind = (int)s->hdr->kind;
   s->next = stores;
   stores = s;
+  mp_holders_add(fd, -1, s->dev, s->ino);
   if (!atfork_done) { atfork_done = 1; pthread_atfork(NULL, NULL, after_fork_child); }
   return s;
 fail:
@@ -581,10 +586,35 @@ static mp_store *store_open(pid_t pid, int fd, uint64_t dev, uint64_t ino, uint6
   return s;
 }
 
+typedef struct { uint64_t dev, ino, nonce; mp_store *s; } store_try;
+
+/* mp_holders_reach's try: the store at pid:fd, if it is t's. */
+static int store_try_holder(void *arg, pid_t pid, int fd, int aux) {
+  store_try *t = (store_try *)arg;
+  (void)aux;
+  t->s = store_open(pid, fd, t->dev, t->ino, t->nonce);
+  return t->s != NULL ? 0 : -1;
+}
+
+/* The store dev:ino:nonce, from the token's candidates: the sender (pid:fd),
+** its maker (mpid:mfd), or our parent (which a sibling sender may have
+** inherited it from) at either number; else any live holder (holders.c). */
+static mp_store *store_reach(pid_t pid, int fd, pid_t mpid, int mfd, uint64_t dev,
+                             uint64_t ino, uint64_t nonce) {
+  store_try t = { dev, ino, nonce, NULL };
+  const int known[2][2] = { { fd, -1 }, { mfd, -1 } };
+  if ((t.s = store_open(pid, fd, dev, ino, nonce)) != NULL ||
+      (t.s = store_open(mpid, mfd, dev, ino, nonce)) != NULL ||
+      (t.s = store_open(getppid(), fd, dev, ino, nonce)) != NULL ||
+      (t.s = store_open(getppid(), mfd, dev, ino, nonce)) != NULL)
+    return t.s;
+  mp_holders_reach(dev, ino, known, 2, store_try_holder, &t);
+  return t.s;
+}
+
 /* The store named by token, with a reference taken: ours if this process
 ** has it mapped, else reached through a descriptor of a live process
-** that holds it: the sender, its maker, or our parent (which a sibling
-** sender may have inherited it from). NULL with a message pushed. */
+** that holds it (store_reach). NULL with a message pushed. */
 static mp_store *mp_store_from_token(lua_State *L, const char *token, int kind) {
   unsigned long pid, mpid;
   unsigned fd, mfd;
@@ -596,10 +626,8 @@ static mp_store *mp_store_from_token(lua_State *L, const char *token, int kind) 
     return NULL;
   }
   s = store_by_id(dev, ino, nonce);
-  if (s == NULL && (s = store_open((pid_t)pid, (int)fd, dev, ino, nonce)) == NULL &&
-      (s = store_open((pid_t)mpid, (int)mfd, dev, ino, nonce)) == NULL &&
-      (s = store_open(getppid(), (int)fd, dev, ino, nonce)) == NULL &&
-      (s = store_open(getppid(), (int)mfd, dev, ino, nonce)) == NULL) {
+  if (s == NULL &&
+      (s = store_reach((pid_t)pid, (int)fd, (pid_t)mpid, (int)mfd, dev, ino, nonce)) == NULL) {
 #if MP_HAVE_PROC_FD
     lua_pushfstring(L, "no live process holds it any more (process %d sent it, "
                     "process %d made it)", (int)pid, (int)mpid);

@@ -1,0 +1,167 @@
+-- The tree-wide registry of holders (src/holders.c): an object whose
+-- sender and maker have both ended reaches a receiver through any live
+-- process that still holds it. Linux only (/proc/<pid>/fd).
+local mproc = require "mproc"
+local core = require "mproc.core"
+local support = require "support"
+
+local linux_it = support.PORTABLE and function() end or it
+
+-- Each family: how a child makes one, and what a receiver reads from it.
+local kinds = {
+  Dict = {
+    make = function() return mproc.Dict { x = 42 } end,
+    read = function(d) return d.x end,
+  },
+  Queue = {
+    make = function()
+      local q = mproc.Queue()
+      q:put(42)
+      return q
+    end,
+    read = function(q) return q:get(true, 5) end,
+  },
+  Value = {
+    make = function() return mproc.Value("i", 42) end,
+    read = function(v) return v.value end,
+  },
+  Lock = {
+    make = function() return mproc.Lock() end,
+    read = function(l)
+      if not l:acquire(true, 5) then return "not acquired" end
+      l:release()
+      return 42
+    end,
+  },
+}
+
+-- A few descriptors more in the maker than in its parent, so that the
+-- parent's number for the object (taken when it attaches it) is not the
+-- maker's: the token's numbers must not find it there by chance.
+local function pad_descriptors()
+  local pad = {}
+  for i = 1, 3 do pad[i] = assert(io.open("/dev/null")) end
+  return pad
+end
+
+-- Waits for pid to end (it is an orphan: someone else reaps it).
+local function ended(pid)
+  return support.eventually(function() return support.pid_ended(pid) end, 10)
+end
+
+describe("an object whose sender and maker have ended", function()
+  for name, kind in pairs(kinds) do
+    linux_it("reaches a Pool worker through the parent that attached it (" .. name .. ")", function()
+      local q, got = mproc.Queue(), mproc.Event()
+      local pool <close> = mproc.Pool(1)
+      pool:apply(function() end)                   -- the worker runs
+      local a = mproc.Process(function()
+        local pad = pad_descriptors()
+        local obj = kind.make()
+        q:put(obj)
+        q:put(obj)
+        got:wait(10)                                -- until the parent has it
+        assert(pad)
+      end):start()
+      local ok, mine = pcall(q.get, q, true, 10)
+      got:set()
+      local code = a:join(10)
+      if code == nil then a:kill(); a:join() end
+      assert.is_true(ok, mine)
+      assert.are.equal(0, code)
+      assert.are.equal(42, pool:apply(function() return kind.read(q:get(true, 5)) end))
+      assert.is_truthy(mine)
+    end)
+
+    linux_it("reaches the parent through a grandchild that inherited it (" .. name .. ")", function()
+      local q, release = mproc.Queue(), mproc.Event()
+      local a = mproc.Process(function()
+        local pad = pad_descriptors()
+        local obj = kind.make()
+        local g = mproc.Process(function() release:wait(20) end):start()
+        q:put(g.pid)
+        q:put(obj)
+        assert(pad)
+        -- ends now: at its exit, a Process waits for its children (as Python's)
+        core.kill(mproc.getpid(), 9)
+      end):start()
+      local code = a:join(10)
+      if code == nil then a:kill(); a:join() end
+      local gpid = q:get(true, 5)
+      local ok, obj = pcall(q.get, q, true, 5)
+      local read_ok, value = pcall(function() return ok and kind.read(obj) end)
+      release:set()                                 -- the grandchild ends either way
+      assert.is_true(read_ok, value)
+      assert.are.equal(-9, code)
+      assert.is_true(ok, obj)
+      assert.are.equal(42, value)
+      assert.is_true(ended(gpid))
+    end)
+
+    linux_it("is refused, truthfully, when no live process holds it (" .. name .. ")", function()
+      local q = mproc.Queue()
+      local a = mproc.Process(function()
+        local pad = pad_descriptors()
+        q:put(kind.make())
+        assert(pad)
+      end):start()
+      local code = a:join(10)
+      if code == nil then a:kill(); a:join() end
+      assert.are.equal(0, code)
+      local ok, err = pcall(q.get, q, true, 5)
+      assert.is_false(ok)
+      assert.matches(("cannot receive a %s: no live process holds it any more (process %d sent it, "
+        .. "process %d made it)"):format(name, a.pid, a.pid), err, 1, true)
+    end)
+  end
+end)
+
+-- Processes that make and drop objects (each one adds an entry and clears
+-- it) are SIGKILLed at random instants; afterwards an object whose sender
+-- and maker ended still reaches a worker through the parent, and every
+-- entry the killed ones left is freed by a reclaim (none blocks reuse).
+local TRIALS = [[
+  local mproc = require "mproc"
+  local core = require "mproc.core"
+  local pool <close> = mproc.Pool(1)
+  pool:apply(function() end)
+  local q, got = mproc.Queue(), mproc.Event()
+  local keep = {}
+  local function step(_, i)
+    keep[i %% 3] = { mproc.Dict { i = i }, mproc.Queue(), mproc.Array("b", 5000) }
+    if i %% 8 == 0 then collectgarbage() end
+  end
+  local stalls = require("kill_trials").run(step, %d)
+  local dead = core.holders_dead()
+  core.holders_reclaim()
+  local after = core.holders_dead()
+  local a = mproc.Process(function()
+    local pad = { io.open("/dev/null"), io.open("/dev/null"), io.open("/dev/null") }
+    local d = mproc.Dict { x = 42 }
+    q:put(d)
+    q:put(d)
+    got:wait(10)
+    assert(pad)
+  end):start()
+  local mine = q:get(true, 10)
+  got:set()
+  assert(a:join(10) == 0)
+  local seen = pool:apply(function() return q:get(true, 5).x end)
+  print("stalls " .. stalls, "left " .. tostring(dead > 0), "after " .. after,
+        "reached " .. tostring(seen), mine.x)
+]]
+
+describe("the registry of holders under SIGKILL at random instants", function()
+  linux_it("frees what killed processes left, and still finds a live holder", function()
+    local out = support.run_lua(TRIALS:format(40), { env = "timeout 120", stderr = false })
+    assert.are.equal("stalls 0\tleft true\tafter 0\treached 42\t42\n", out)
+  end)
+end)
+
+describe("core.holders_dead and core.holders_reclaim", function()
+  it("are counts (0 where there is no registry)", function()
+    assert.are.equal("integer", math.type(core.holders_dead()))
+    assert.are.equal("integer", math.type(core.holders_reclaim()))
+    if support.PORTABLE then assert.are.equal(0, core.holders_dead()) end
+  end)
+end)
