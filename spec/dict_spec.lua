@@ -859,3 +859,105 @@ describe("examples/mp_newtype.lua", function()
     assert.matches("op.add(23, 45) =\t68", out, 1, true)
   end)
 end)
+
+-- A token crafted to name a file of ours: pid:fd twice, dev:ino, nonce.
+local FORGED = [[
+  local mproc = require "mproc"
+  local recv = debug.getregistry()["mproc.Dict"].__mproc_recv
+  local pid = mproc.getpid()
+  -- f: a file we hold whose first bytes are head, size bytes long
+  local function token_for(path, head, size, nonce)
+    local f = assert(io.open(path, "w+b"))
+    f:write(head)
+    if size > #head then f:seek("set", size - 1); f:write("\0") end
+    f:flush()
+    local p = io.popen("stat -L -c '%d %i' " .. path)
+    local dev, ino = p:read("n", "n")
+    p:close()
+    local fd = require("mproc.core").fileno(f)
+    return ("%x:%x:%x:%x:%x:%x:%x"):format(pid, fd, pid, fd, dev, ino, nonce), f
+  end
+  local function try(token)
+    local ok, d = pcall(recv, token)
+    if not ok then return d end
+    local read_ok, err = pcall(function() return d.x end)
+    return read_ok and "received and read" or err
+  end
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir " .. dir)
+  local HDR, DATA = 4 << 20, 64 << 10
+  -- an empty file
+  local t1, f1 = token_for(dir .. "/empty", "", 0, 0x4d3)
+  print(try(t1))
+  -- a store's header with the right nonce, announcing more data than the file has
+  local t2, f2 = token_for(dir .. "/short", string.pack("<I4I4I8I8", 0x6d707374, 1, 0x4d3, 1 << 20),
+                           HDR + DATA, 0x4d3)
+  print(try(t2))
+  -- a token of our own Dict with nonce 0 ("any")
+  local d = mproc.Dict { x = 1 }
+  local own = mproc.dumps(d):match("(%x+:%x+:%x+:%x+:%x+:%x+:)%x+")
+  print(try(own .. "0"))
+  f1:close(); f2:close()
+  os.execute("rm -r " .. dir)
+]]
+
+describe("a Dict token naming something else", function()
+  it("is refused with a message, the receiver unharmed", function()
+    local out, code = support.run_lua(FORGED, { env = "timeout 60" })
+    assert.are.equal(0, code, out)
+    local lines = support.lines(out)
+    assert.are.equal(3, #lines, out)
+    if support.PORTABLE then
+      assert.matches("^cannot receive a Dict: not inherited by this process", lines[1])
+      assert.matches("^cannot receive a Dict: not inherited by this process", lines[2])
+    else
+      assert.matches("^cannot receive a Dict: no live process holds it any more", lines[1])
+      assert.matches("cannot lock the Dict: Invalid argument", lines[2], 1, true)
+    end
+    assert.matches("^cannot receive a Dict: malformed token '%x+:%x+:%x+:%x+:%x+:%x+:0'$", lines[3])
+  end)
+end)
+
+-- Another process holds a Dict; this one receives it while mproc.managers
+-- cannot load: the require raises each time, and nothing stays attached.
+local LAYER_RAISES = [[
+  local mproc = require "mproc"
+  local core = require "mproc.core"
+  local function nfds()
+    local n, ls = 0, io.popen("ls /proc/" .. core.getpid() .. "/fd")
+    for _ in ls:lines() do n = n + 1 end
+    ls:close()
+    return n
+  end
+  local q, done = mproc.Queue(), mproc.Event()
+  local holder = mproc.Process(function()
+    local d = mproc.Dict { x = 1 }
+    q:put((mproc.dumps(d):match("(%x+:%x+:%x+:%x+:%x+:%x+:%x+)")))
+    done:wait(30)
+  end):start()
+  local token = q:get(true, 10)
+  assert(package.loaded["mproc.managers"] == nil)
+  package.preload["mproc.managers"] = function() error("layer unavailable") end
+  local recv = debug.getregistry()["mproc.Dict"].__mproc_recv
+  local before = nfds()
+  local failed = 0
+  for _ = 1, 20 do
+    local ok, err = pcall(recv, token)
+    if not ok and err:find("layer unavailable", 1, true) then failed = failed + 1 end
+  end
+  collectgarbage(); collectgarbage()
+  local after = nfds()
+  done:set()
+  print(failed, after - before, holder:join(10))
+]]
+
+describe("a Dict received while its Lua layer cannot load", function()
+  local linux_it = support.PORTABLE and function() end or it
+
+  linux_it("raises, and leaves no descriptor or mapping behind", function()
+    local out, code = support.run_lua(LAYER_RAISES, { env = "timeout 60" })
+    assert.are.equal(0, code, out)
+    assert.are.equal("20\t0\t0\n", out)
+  end)
+end)

@@ -116,6 +116,68 @@ describe("an object whose sender and maker have ended", function()
   end
 end)
 
+-- A child out of descriptors receives a Dict, a Queue and an Array its
+-- parent (their maker and sender, alive) holds: it is told why it cannot
+-- have them.
+local OUT_OF_DESCRIPTORS = [[
+  local mproc = require "mproc"
+  require "mproc.managers"   -- a received Dict's layer: loaded while files can be opened
+  local q = mproc.Queue()
+  local p = mproc.Process(function()
+    local files = {}
+    while true do
+      local f = io.open("/dev/null")
+      if not f then break end
+      files[#files + 1] = f
+    end
+    for _ = 1, 3 do print(select(2, pcall(q.get, q, true, 10))) end
+    io.stdout:flush()
+  end):start()
+  local d, q2 = mproc.Dict { x = 1 }, mproc.Queue()
+  q:put(d)
+  q:put(q2)
+  q:put(mproc.Array("i", 3))
+  print(p:join(30), d.x)
+]]
+
+describe("a receiver out of descriptors", function()
+  linux_it("is told so, not that no live process holds the object (Dict, Queue, Array)", function()
+    local out, code = support.run_lua(OUT_OF_DESCRIPTORS, { env = "ulimit -n 64; timeout 60" })
+    assert.are.equal(0, code, out)
+    local lines = support.lines(out)
+    assert.are.same({
+      "cannot decode a queue item: cannot receive a Dict: cannot open it: Too many open files",
+      "cannot decode a queue item: cannot receive a Queue: cannot open it: Too many open files",
+      "cannot decode a queue item: cannot receive an Array: cannot open it: Too many open files",
+      "0\t1",
+    }, lines)
+  end)
+end)
+
+-- A Dict whose only holder (its maker and sender) is another user's
+-- process: the receiver, run as nobody, is told that process is out of its
+-- reach. Needs root (to be both users) and setpriv.
+describe("a holder out of our reach", function()
+  local can = support.sh("id -u"):match("^0\n") and support.sh("command -v setpriv") ~= ""
+  linux_it("is named, not reported gone (another user)", function()
+    if not can then pending("needs root and setpriv") return end
+    local holder = assert(io.popen("exec " .. support.LUA .. [[ -e '
+      local mproc = require "mproc"; local d = mproc.Dict { x = 1 }
+      io.write(mproc.dumps(d):match("%x+:%x+:%x+:%x+:%x+:%x+:%x+"), "\n"); io.flush()
+      mproc.sleep(30)' </dev/null]]))
+    local token = holder:read("l")
+    local pid = tonumber(token:match("^%x+"), 16)
+    local out = support.sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. support.LUA
+      .. [[ -e 'require "mproc"
+        print(select(2, pcall(debug.getregistry()["mproc.Dict"].__mproc_recv, "]] .. token
+      .. [[")))']], true)
+    core.kill(pid, 9)
+    holder:close()
+    assert.are.equal(("cannot receive a Dict: process %d holds it but cannot be reached "
+      .. "(another user, or not dumpable)\n"):format(pid), out)
+  end)
+end)
+
 -- Processes that make and drop objects (each one adds an entry and clears
 -- it) are SIGKILLed at random instants; afterwards an object whose sender
 -- and maker ended still reaches a worker through the parent, and every

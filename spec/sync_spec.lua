@@ -801,7 +801,8 @@ describe("sync objects made at any time", function()
       assert.are.equal(0, mproc.Process(function() q:put(mproc[make]()) end):start():join(10))
       local ok, err = pcall(q.get, q, true, 10)
       assert.is_false(ok)
-      assert.matches("cannot receive a " .. make .. ": no live process holds it any more "
+      assert.matches("cannot receive " .. (make == "Event" and "an " or "a ") .. make
+        .. ": no live process holds it any more "
         .. "%(process %d+ sent it, process %d+ made it%)", err)
     end
   end)

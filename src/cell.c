@@ -607,26 +607,34 @@ static region *region_reach(lua_State *L, const token_part *t, const char *what)
 
 /* __mproc_recv's resolution: the live cell of type named by token, and
 ** its lock (else NULL) in *lock. Raises with "cannot receive a <name>:
-** <why>" when it cannot be had. */
+** <why>" when it cannot be had (why: fd.c's mp_held_why when the reason
+** is not that no holder is left, a shortage of ours or a holder out of
+** our reach). */
 static mp_cell *token_cell(lua_State *L, const char *token, int type, const char *name,
                            mp_cell **lock) {
-  const char *s = token;
+  const char *s = token, *an = strchr("AEIOU", name[0]) != NULL ? "an" : "a";
   token_part t, lt;
   region *r;
   mp_cell *c;
   int has_lock;
   if (!parse_part(&s, &t) || ((has_lock = *s != '\0') && !parse_part(&s, &lt)))
-    luaL_error(L, "cannot receive a %s: malformed token '%s'", name, token);
-  if ((r = region_reach(L, &t, "it")) == NULL)
-    luaL_error(L, "cannot receive a %s: %s", name, lua_tostring(L, -1));
+    luaL_error(L, "cannot receive %s %s: malformed token '%s'", an, name, token);
+  mp_held_clear();
+  if ((r = region_reach(L, &t, "it")) == NULL) {
+    mp_held_why(L, t.pid, t.fd, t.maker, t.maker_fd);   /* pushed over region_reach's */
+    luaL_error(L, "cannot receive %s %s: %s", an, name, lua_tostring(L, -1));
+  }
   if ((c = cell_check(region_cell(r, t.off), t.gen, type)) == NULL)
-    luaL_error(L, "cannot receive a %s: token '%s' names no live %s", name, token, name);
+    luaL_error(L, "cannot receive %s %s: token '%s' names no live %s", an, name, token, name);
   *lock = NULL;
   if (c->lock_origin == 0) return c;
-  if (has_lock && lt.origin == c->lock_origin && region_reach(L, &lt, "its lock") == NULL)
-    luaL_error(L, "cannot receive a %s: %s", name, lua_tostring(L, -1));
+  mp_held_clear();
+  if (has_lock && lt.origin == c->lock_origin && region_reach(L, &lt, "its lock") == NULL) {
+    mp_held_why(L, lt.pid, lt.fd, lt.maker, lt.maker_fd);
+    luaL_error(L, "cannot receive %s %s: %s", an, name, lua_tostring(L, -1));
+  }
   if ((*lock = mp_cell_lock(c)) == NULL)
-    luaL_error(L, "cannot receive a %s: its lock is not known here", name);
+    luaL_error(L, "cannot receive %s %s: its lock is not known here", an, name);
   return c;
 }
 

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -86,37 +87,93 @@ int mp_shared_file(const char *name) {
 #endif
 }
 
+/* The failure of a receive's attempts that says most: a shortage in this
+** process (EMFILE, ENFILE, ENOMEM) that stops it, noted by mp_held_note
+** since the receive's mp_held_clear. */
+static int held_short = 0;
+
+void mp_held_clear(void) { held_short = 0; }
+
+/* Notes e if it is a shortage of ours; whether it is (the caller stops
+** trying: every other holder would fail the same way). */
+int mp_held_note(int e) {
+  if (e != EMFILE && e != ENFILE && e != ENOMEM) return 0;
+  held_short = e;
+  return 1;
+}
+
+int mp_held_short(void) { return held_short; }
+
 /* A descriptor of our own (close-on-exec, read-write) on the file that
 ** process pid holds as descriptor fd, if that file has device dev and
 ** inode ino; -1 otherwise, with errno ENOENT when no live process holds
-** it there (or the system cannot tell). The caller checks what is in the
-** file (a nonce), since a pid, a descriptor number or an inode may have
-** been reused. The link is stat'ed before it is opened: the registry's
-** scan (holders.c) tries numbers in processes that may hold anything
-** there, and opening some devices (a serial line, a watchdog) acts. */
+** it there (or the system cannot tell), else what stopped us: EACCES or
+** EPERM (pid is another user's, or not dumpable), EMFILE, ENFILE, ENOMEM
+** (noted: mp_held_note). The caller checks what is in the file (a nonce),
+** since a pid, a descriptor number or an inode may have been reused. The
+** link is stat'ed before it is opened: the registry's scan (holders.c)
+** tries numbers in processes that may hold anything there, and opening
+** some devices (a serial line, a watchdog) acts. */
 int mp_open_held(pid_t pid, int fd, uint64_t dev, uint64_t ino) {
 #if MP_HAVE_PROC_FD
   char path[64];
   struct stat sb;
-  int f;
+  int f, e;
   if (pid <= 0 || fd < 0) { errno = ENOENT; return -1; }
   snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
-  if (stat(path, &sb) < 0 || (uint64_t)sb.st_dev != dev || (uint64_t)sb.st_ino != ino) {
-    errno = ENOENT;
-    return -1;
-  }
-  if ((f = open(path, O_RDWR | O_CLOEXEC)) < 0) { errno = ENOENT; return -1; }
+  if (stat(path, &sb) < 0) goto fail;
+  if ((uint64_t)sb.st_dev != dev || (uint64_t)sb.st_ino != ino) { errno = ENOENT; return -1; }
+  if ((f = open(path, O_RDWR | O_CLOEXEC)) < 0) goto fail;
   if (fstat(f, &sb) < 0 || (uint64_t)sb.st_dev != dev || (uint64_t)sb.st_ino != ino) {
     close(f);
     errno = ENOENT;
     return -1;
   }
   return f;
+fail:
+  e = errno == ESRCH || errno == ENOTDIR ? ENOENT : errno;
+  mp_held_note(e);
+  errno = e;
+  return -1;
 #else
   (void)pid; (void)fd; (void)dev; (void)ino;
   errno = ENOENT;
   return -1;
 #endif
+}
+
+/* Whether process pid lives but its descriptors are out of our sight
+** (another user's process, or one not dumpable): after a receive failed,
+** for its message. */
+int mp_held_denied(pid_t pid, int fd) {
+#if MP_HAVE_PROC_FD
+  char path[64];
+  struct stat sb;
+  if (pid <= 0 || fd < 0) return 0;
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+  return stat(path, &sb) < 0 && (errno == EACCES || errno == EPERM);
+#else
+  (void)pid; (void)fd;
+  return 0;
+#endif
+}
+
+/* After a receive found no holder: pushes why, if it is not that none is
+** left (a shortage noted since mp_held_clear, or the sender or the maker
+** alive but out of our reach), and returns 1; else 0, nothing pushed. */
+int mp_held_why(lua_State *L, pid_t pid, int fd, pid_t mpid, int mfd) {
+  pid_t who;
+  if (held_short != 0) {
+    lua_pushfstring(L, "cannot open it: %s", strerror(held_short));
+    return 1;
+  }
+  who = mp_held_denied(pid, fd) ? pid : mp_held_denied(mpid, mfd) ? mpid : 0;
+  if (who > 0) {
+    lua_pushfstring(L, "process %d holds it but cannot be reached (another user, or not "
+                    "dumpable)", (int)who);
+    return 1;
+  }
+  return 0;
 }
 
 /* 64 bits from the kernel's random source; 0 when there is none. */

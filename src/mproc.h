@@ -130,6 +130,15 @@ MP_HIDDEN void mp_grow_pipe(int fd);
 #define MP_HAVE_PROC_FD MP_LINUX
 MP_HIDDEN int mp_shared_file(const char *name);
 MP_HIDDEN int mp_open_held(pid_t pid, int fd, uint64_t dev, uint64_t ino);
+/* fd.c: why a receive found no holder. clear before its attempts; note
+** a failure (1 if it is a shortage of ours: EMFILE, ENFILE, ENOMEM, and
+** the receive stops); short: the shortage noted, or 0; why, after: pushes
+** the reason and returns 1 unless it is that no holder is left. */
+MP_HIDDEN void mp_held_clear(void);
+MP_HIDDEN int mp_held_note(int e);
+MP_HIDDEN int mp_held_short(void);
+MP_HIDDEN int mp_held_denied(pid_t pid, int fd);
+MP_HIDDEN int mp_held_why(lua_State *L, pid_t pid, int fd, pid_t mpid, int mfd);
 MP_HIDDEN uint64_t mp_random64(void);
 /* holders.c: the tree-wide registry of processes that hold a shared file
 ** (Linux; a no-op elsewhere). add when this process makes or attaches one
@@ -322,7 +331,6 @@ MP_HIDDEN void mp_buf_give(mp_buf *b);
 /* Userdata on a store, alike for the three types (mt is "mproc.Name") */
 MP_HIDDEN mp_store *mp_store_check(lua_State *L, int idx, const char *mt);
 MP_HIDDEN mp_store *mp_store_test(lua_State *L, int idx, const char *mt);
-MP_HIDDEN void mp_store_push(lua_State *L, mp_store *s, const char *mt);
 MP_HIDDEN mp_store *mp_store_make(lua_State *L, const char *mt, int kind);
 MP_HIDDEN int mp_store_gc(lua_State *L, const char *mt);
 MP_HIDDEN int mp_store_send(lua_State *L, const char *mt);

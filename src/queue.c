@@ -449,7 +449,8 @@ static int l_queue_new(lua_State *L) {
 
 /* Opens into h the queue that process pid holds as descriptor fd (and its
 ** notifier as nfd; -1: wherever it holds it), if it is the one with that
-** identity. 0, or an errno (h then holds nothing). */
+** identity. 0, or an errno (h then holds nothing; a shortage of ours
+** noted: mp_held_note). */
 static int queue_reach(q_handle *h, pid_t pid, int fd, int nfd, uint64_t dev,
                        uint64_t ino, uint64_t nonce) {
   int f = mp_open_held(pid, fd, dev, ino), e;
@@ -468,6 +469,7 @@ static int queue_reach(q_handle *h, pid_t pid, int fd, int nfd, uint64_t dev,
   return 0;
 fail:
   handle_release(h);
+  mp_held_note(e);
   return e;
 }
 
@@ -476,13 +478,29 @@ typedef struct { q_handle *h; uint64_t dev, ino, nonce; } queue_try;
 /* mp_holders_reach's try: the queue at pid:fd (notifier aux), if it is t's. */
 static int queue_try_holder(void *arg, pid_t pid, int fd, int aux) {
   queue_try *t = (queue_try *)arg;
-  return queue_reach(t->h, pid, fd, aux, t->dev, t->ino, t->nonce) == 0 ? 0 : -1;
+  int e = queue_reach(t->h, pid, fd, aux, t->dev, t->ino, t->nonce);
+  return e == 0 || mp_held_short() ? 0 : -1;   /* 0 also stops it */
+}
+
+/* Opens into h the queue t names from the token's candidates (the sender
+** pid, the maker mpid, our parent, at the numbers in known), else from
+** any live holder; stops at a shortage of ours. Whether it did. */
+static int queue_reached(q_handle *h, queue_try *t, pid_t pid, pid_t mpid, int known[2][2]) {
+  const pid_t pids[4] = { pid, mpid, getppid(), getppid() };
+  int i;
+  for (i = 0; i < 4 && !mp_held_short(); i++)
+    if (queue_reach(h, pids[i], known[i % 2][0], known[i % 2][1], t->dev, t->ino, t->nonce) == 0)
+      return 1;
+  return !mp_held_short() &&
+         mp_holders_reach(t->dev, t->ino, (const int(*)[2])known, 2, queue_try_holder, t) == 0 &&
+         h->sh != NULL;
 }
 
 /* core.queue_open(token, kind) -> handle, or nil, why: the queue the
 ** token names, reached through a live process that holds it: the sender,
 ** the maker, or our parent (a sibling sender may have inherited it from
-** it), else any live holder (holders.c). The ring is mapped on first use. */
+** it), else any live holder (holders.c); a shortage of ours (out of
+** descriptors) stops the search. The ring is mapped on first use. */
 static int l_queue_open(lua_State *L) {
   const char *token = luaL_checkstring(L, 1);
   lua_Integer kind = luaL_checkinteger(L, 2);
@@ -507,12 +525,10 @@ static int l_queue_open(lua_State *L) {
   known[0][1] = (int)nfd;
   known[1][0] = (int)mfd;
   known[1][1] = (int)mnfd;
-  if (queue_reach(h, (pid_t)pid, (int)fd, (int)nfd, dev, ino, nonce) != 0 &&
-      queue_reach(h, (pid_t)mpid, (int)mfd, (int)mnfd, dev, ino, nonce) != 0 &&
-      queue_reach(h, getppid(), (int)fd, (int)nfd, dev, ino, nonce) != 0 &&
-      queue_reach(h, getppid(), (int)mfd, (int)mnfd, dev, ino, nonce) != 0 &&
-      mp_holders_reach(dev, ino, (const int(*)[2])known, 2, queue_try_holder, &t) != 0) {
+  mp_held_clear();
+  if (!queue_reached(h, &t, (pid_t)pid, (pid_t)mpid, known)) {
     lua_pushnil(L);
+    if (mp_held_why(L, (pid_t)pid, (int)fd, (pid_t)mpid, (int)mfd)) return 2;
 #if MP_HAVE_PROC_FD
     lua_pushfstring(L, "no live process holds it any more (process %d sent it, "
                     "process %d made it)", (int)pid, (int)mpid);

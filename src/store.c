@@ -148,10 +148,18 @@ static int class_of(uint64_t total) {
 ** Mappings
 ** --------------------------------------------------------------------- */
 
-/* Maps at least the data the header announces. 0 or an errno. */
-MP_HOT static int ensure_map(mp_store *s) {
-  uint64_t want = s->hdr->data_size;
+/* Maps want bytes of data, at most what the file holds when clamp is
+** set. The file size is the truth: bytes mapped past its end fault when
+** touched, so a header announcing more (not a store's, or torn) is
+** refused, EINVAL. 0 or an errno. */
+static int map_data(mp_store *s, uint64_t want, int clamp) {
+  struct stat sb;
+  uint64_t have;
   void *p;
+  if (fstat(s->fd, &sb) < 0) return errno;
+  have = (uint64_t)sb.st_size > HDR_SIZE ? (uint64_t)sb.st_size - HDR_SIZE : 0;
+  if (clamp && want > have) want = have;
+  if (want < DATA_MIN || want > have) return EINVAL;
   if (s->mapsize >= want) return 0;
   if (s->data == NULL)
     p = mmap(NULL, (size_t)want, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, (off_t)HDR_SIZE);
@@ -161,6 +169,13 @@ MP_HOT static int ensure_map(mp_store *s) {
   s->data = (char *)p;
   s->mapsize = (size_t)want;
   return 0;
+}
+
+/* Maps at least the data the header announces (under the lock: another
+** process may have grown it). 0 or an errno. */
+MP_HOT static int ensure_map(mp_store *s) {
+  uint64_t want = s->hdr->data_size;
+  return s->mapsize >= want ? 0 : map_data(s, want, 0);
 }
 
 static uint64_t page_size(void) {
@@ -501,7 +516,9 @@ static void keep(mp_store *outer, mp_store *inner) {
 }
 
 /* Maps the header of the store file fd into a new mp_store, checks it
-** (nonce 0: any) and links it. NULL with errno set. */
+** (nonce 0: a new store, its header still to be written) and links it.
+** NULL with errno set: ESTALE when the file is not the store (too short
+** to hold a store's header and least data: mapping it would fault). */
 static mp_store *store_attach(int fd, uint64_t nonce) {
   mp_store *s = (mp_store *)calloc(1, sizeof *s);
   struct stat sb;
@@ -511,6 +528,10 @@ static mp_store *store_attach(int fd, uint64_t nonce) {
   if (fstat(fd, &sb) < 0) goto fail;
   s->dev = (uint64_t)sb.st_dev;
   s->ino = (uint64_t)sb.st_ino;
+  if ((uint64_t)sb.st_size < HDR_SIZE + DATA_MIN) {
+    errno = ESTALE;
+    goto fail;
+  }
   p = mmap(NULL, (size_t)HDR_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) goto fail;
   s->hdr = (st_header *)p;
@@ -576,13 +597,22 @@ static void mp_store_push_token(lua_State *L, mp_store *s) {
 }
 
 /* Maps the store that process pid holds as descriptor fd, if it is the
-** one with that device, inode and nonce; NULL (errno set) otherwise. */
+** one with that device, inode and nonce; NULL otherwise (a shortage of
+** ours noted: mp_held_note). Its data is mapped as far as the file holds
+** it now: without the lock, data_size may be moving. */
 static mp_store *store_open(pid_t pid, int fd, uint64_t dev, uint64_t ino, uint64_t nonce) {
   mp_store *s;
   int f = mp_open_held(pid, fd, dev, ino), e;
   if (f < 0) return NULL;
-  if ((s = store_attach(f, nonce)) == NULL) return NULL;   /* closes f */
-  if ((e = ensure_map(s)) != 0) { store_destroy(s); errno = e; return NULL; }
+  if ((s = store_attach(f, nonce)) == NULL) {   /* closes f */
+    mp_held_note(errno);
+    return NULL;
+  }
+  if ((e = map_data(s, s->hdr->data_size, 1)) != 0) {
+    store_destroy(s);
+    mp_held_note(e);
+    return NULL;
+  }
   return s;
 }
 
@@ -593,22 +623,23 @@ static int store_try_holder(void *arg, pid_t pid, int fd, int aux) {
   store_try *t = (store_try *)arg;
   (void)aux;
   t->s = store_open(pid, fd, t->dev, t->ino, t->nonce);
-  return t->s != NULL ? 0 : -1;
+  return t->s != NULL || mp_held_short() ? 0 : -1;   /* 0 also stops it */
 }
 
 /* The store dev:ino:nonce, from the token's candidates: the sender (pid:fd),
 ** its maker (mpid:mfd), or our parent (which a sibling sender may have
-** inherited it from) at either number; else any live holder (holders.c). */
+** inherited it from) at either number; else any live holder (holders.c).
+** A shortage of ours (mp_held_short) stops the search. */
 static mp_store *store_reach(pid_t pid, int fd, pid_t mpid, int mfd, uint64_t dev,
                              uint64_t ino, uint64_t nonce) {
   store_try t = { dev, ino, nonce, NULL };
   const int known[2][2] = { { fd, -1 }, { mfd, -1 } };
-  if ((t.s = store_open(pid, fd, dev, ino, nonce)) != NULL ||
-      (t.s = store_open(mpid, mfd, dev, ino, nonce)) != NULL ||
-      (t.s = store_open(getppid(), fd, dev, ino, nonce)) != NULL ||
-      (t.s = store_open(getppid(), mfd, dev, ino, nonce)) != NULL)
-    return t.s;
-  mp_holders_reach(dev, ino, known, 2, store_try_holder, &t);
+  const pid_t pids[4] = { pid, mpid, getppid(), getppid() };
+  const int fds[4] = { fd, mfd, fd, mfd };
+  int i;
+  for (i = 0; i < 4 && !mp_held_short(); i++)
+    if ((t.s = store_open(pids[i], fds[i], dev, ino, nonce)) != NULL) return t.s;
+  if (!mp_held_short()) mp_holders_reach(dev, ino, known, 2, store_try_holder, &t);
   return t.s;
 }
 
@@ -621,13 +652,15 @@ static mp_store *mp_store_from_token(lua_State *L, const char *token, int kind) 
   uint64_t dev, ino, nonce;
   mp_store *s;
   if (sscanf(token, "%lx:%x:%lx:%x:%" SCNx64 ":%" SCNx64 ":%" SCNx64, &pid, &fd, &mpid,
-             &mfd, &dev, &ino, &nonce) != 7) {
+             &mfd, &dev, &ino, &nonce) != 7 || nonce == 0) {   /* a store's is odd */
     lua_pushfstring(L, "malformed token '%s'", token);
     return NULL;
   }
+  mp_held_clear();
   s = store_by_id(dev, ino, nonce);
   if (s == NULL &&
       (s = store_reach((pid_t)pid, (int)fd, (pid_t)mpid, (int)mfd, dev, ino, nonce)) == NULL) {
+    if (mp_held_why(L, (pid_t)pid, (int)fd, (pid_t)mpid, (int)mfd)) return NULL;
 #if MP_HAVE_PROC_FD
     lua_pushfstring(L, "no live process holds it any more (process %d sent it, "
                     "process %d made it)", (int)pid, (int)mpid);
@@ -637,8 +670,8 @@ static mp_store *mp_store_from_token(lua_State *L, const char *token, int kind) 
     return NULL;
   }
   if (s->kind != kind) {
-    lua_pushliteral(L, "the token names an object of another type");
     maybe_free(s);
+    lua_pushliteral(L, "the token names an object of another type");
     return NULL;
   }
   s->refs++;
@@ -963,13 +996,6 @@ mp_store *mp_store_test(lua_State *L, int idx, const char *mt) {
   return ((store_ud *)mp_checkudata(L, idx, mt))->s;
 }
 
-/* Pushes a userdata of type mt on s, which has a reference for it. */
-void mp_store_push(lua_State *L, mp_store *s, const char *mt) {
-  store_ud *u = (store_ud *)lua_newuserdatauv(L, sizeof *u, 0);
-  u->s = s;
-  luaL_setmetatable(L, mt);
-}
-
 /* Pushes a new userdata of type mt on a new store of kind (the userdata
 ** first, so an allocation error leaks nothing); on failure it pushes
 ** nil, message, errno instead and returns NULL. */
@@ -1010,15 +1036,22 @@ int mp_store_send(lua_State *L, const char *mt) {
   return 1;
 }
 
-/* __mproc_recv: a handle; read from a container, the container keeps it. */
+/* __mproc_recv: a handle; read from a container, the container keeps it.
+** What may raise (the require, the userdata) comes before the store is
+** attached, so a raise leaks nothing; the require may decode values of
+** its own, so the container being decoded is put back after it. */
 int mp_store_recv(lua_State *L, const char *mt, int kind) {
   const char *token = luaL_checkstring(L, 1);
-  mp_store *s = mp_store_from_token(L, token, kind);
-  if (s == NULL)
-    return luaL_error(L, "cannot receive a %s: %s", mt + 6, lua_tostring(L, -1));
+  mp_store *from = decoding;
+  store_ud *u;
   mp_require_layer(L, "mproc.managers");   /* update, keys, ... */
-  mp_store_push(L, s, mt);
-  if (decoding != NULL) keep(decoding, s);
+  decoding = from;
+  u = (store_ud *)lua_newuserdatauv(L, sizeof *u, 0);
+  u->s = NULL;
+  luaL_setmetatable(L, mt);
+  if ((u->s = mp_store_from_token(L, token, kind)) == NULL)
+    return luaL_error(L, "cannot receive a %s: %s", mt + 6, lua_tostring(L, -1));
+  if (from != NULL) keep(from, u->s);
   return 1;
 }
 
