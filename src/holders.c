@@ -163,6 +163,19 @@ void mp_holders_drop(int fd) {
   mine[fd] = 0;
 }
 
+/* This process is ending: its entries go now rather than wait, dead, for
+** a full table's reclaim (a child's _exit skips the Lua state's close,
+** where each object would drop its own). */
+void mp_holders_forget_all(void) {
+  int fd;
+  if (table == NULL || mine == NULL || mine_pid != getpid()) return;
+  for (fd = 0; fd < nmine; fd++)
+    if (mine[fd] != 0) {
+      release_slot(mine[fd] - 1, fd);
+      mine[fd] = 0;
+    }
+}
+
 /* This process holds the file dev:ino as descriptor fd (and, for a queue,
 ** its notifier as aux; else -1). Not registered when the table is full. */
 void mp_holders_add(int fd, int aux, uint64_t dev, uint64_t ino) {
@@ -371,6 +384,7 @@ void mp_holders_add(int fd, int aux, uint64_t dev, uint64_t ino) {
   (void)fd; (void)aux; (void)dev; (void)ino;
 }
 void mp_holders_drop(int fd) { (void)fd; }
+void mp_holders_forget_all(void) {}
 int mp_holders_reach(uint64_t dev, uint64_t ino, const int known[][2], int nknown,
                      mp_holder_try try, void *arg) {
   (void)dev; (void)ino; (void)known; (void)nknown; (void)try; (void)arg;
