@@ -532,6 +532,22 @@ describe("an Array with a mapping of its own", function()
     assert.matches("^true\ttrue\t", out)
   end)
 
+  -- The rule this costs: a big Array stored in a container is read while a
+  -- live process keeps a handle on it.
+  linux_it("stored in a Dict is read while a handle is kept, and not after", function()
+    local d = mproc.Dict()
+    local big = mproc.Array("d", 1000)
+    big[1000] = 2.5
+    d.a = big
+    collectgarbage(); collectgarbage()
+    assert.are.equal(2.5, d.a[1000])
+    big = nil   -- luacheck: ignore 311
+    collectgarbage(); collectgarbage()
+    local ok, err = pcall(function() return d.a end)
+    assert.is_false(ok)
+    assert.matches("cannot receive a Array: no live process holds it any more", err, 1, true)
+  end)
+
   -- Mappings and descriptors of this process (anonymous mappings in the
   -- portable build: no descriptor).
   local function held()
@@ -542,6 +558,7 @@ describe("an Array with a mapping of its own", function()
 
   it("goes in a forked child when the child drops it, and stays in the parent", function()
     local lock
+    collectgarbage(); collectgarbage()   -- earlier garbage goes now, not in the child
     do
       local a = mproc.Array("i", 5000)
       lock = a:get_lock()
