@@ -227,3 +227,28 @@ describe("core.holders_dead and core.holders_reclaim", function()
     if support.PORTABLE then assert.are.equal(0, core.holders_dead()) end
   end)
 end)
+
+-- A child's _exit skips the Lua state's close, where its objects would
+-- drop their entries: the exit hook clears them, so that a child ending
+-- leaves none for a full table's reclaim.
+describe("the registry of holders when children end", function()
+  local endings = {
+    { "return from their target", function() return 0 end },
+    { "call os.exit", function() os.exit(0) end },
+  }
+  for _, ending in ipairs(endings) do
+    linux_it("keeps no entry of children that " .. ending[1], function()
+      core.holders_reclaim()                 -- what earlier specs' kills left
+      local before = core.holders_dead()
+      for _ = 1, 5 do
+        local p = mproc.Process(function()
+          local keep = { mproc.Dict { x = 1 }, mproc.Lock(), mproc.Queue(), mproc.Array("d", 1000) }
+          mproc.dumps(keep[2])
+          return ending[2]()
+        end):start()
+        assert.are.equal(0, p:join(30))
+      end
+      assert.are.equal(before, core.holders_dead())
+    end)
+  end
+end)

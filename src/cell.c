@@ -5,7 +5,10 @@
 ** Locks cost a few mappings, not a thousand. Bodies larger than the biggest
 ** class get a mapping of their own.
 **
-** Chunks are inherited by fork and never unmapped. A forked child never
+** Chunks are inherited by fork and never unmapped (a chunk holds many
+** cells, some maybe sent; a Value's or Array's mapping of its own is
+** unmapped when this process's last handle on it goes, see "Handles and
+** tokens"). A forked child never
 ** allocates from chunks it inherited (its parent goes on using them), and
 ** a cell is recycled only by the process that made it, when no fork has
 ** happened since and it was never sent through the codec: otherwise some
@@ -85,6 +88,7 @@ typedef struct {
   uint64_t dev, ino;
   pid_t maker;           /* the process that made it, and its descriptor */
   int maker_fd;
+  unsigned handles;      /* own mapping of a Value/Array: our handles on it */
 } region;
 
 typedef struct {
@@ -100,6 +104,13 @@ static unsigned fork_epoch = 0;
 static uint64_t self_token = 0;
 static uint64_t origin_base = 0, origin_serial = 0;
 static int atfork_done = 0;
+/* Counted own mappings alive here, and how many make us collect garbage
+** first (COUNTED_MIN, then twice those left): a handle is a small
+** userdata, and the collector does not know it holds a descriptor and a
+** mapping, so a loop that receives Arrays would run out of descriptors
+** long before it runs out of memory. */
+#define COUNTED_MIN 64
+static size_t ncounted = 0, counted_limit = COUNTED_MIN;
 
 /* ---------------------------------------------------------------------
 ** Who we are, and forks
@@ -160,6 +171,7 @@ static int regions_gc(lua_State *L) {
   free(regions);
   regions = NULL;
   nregions = capregions = 0;
+  ncounted = 0;
   return 0;
 }
 
@@ -255,6 +267,7 @@ static char *region_new(size_t size, int cls) {
   r.origin = new_origin();
   r.maker = getpid();
   r.maker_fd = r.fd;
+  r.handles = 0;
   rec = (region_rec *)(r.base + size - REC_SIZE);
   rec->cls = (uint32_t)cls;
   rec->origin = r.origin;
@@ -266,13 +279,18 @@ static char *region_new(size_t size, int cls) {
   return r.base;
 }
 
+/* Unmaps the region r of our table, closes its file and forgets it. */
+static void region_drop(region *r) {
+  region_unmap(r);
+  *r = regions[--nregions];
+}
+
 /* Unmaps the region at base (a cell's own mapping, recycled). */
 static void region_remove(char *base, size_t size) {
   size_t i;
   for (i = 0; i < nregions; i++)
     if (regions[i].base == base) {
-      region_unmap(&regions[i]);
-      regions[i] = regions[--nregions];
+      region_drop(&regions[i]);
       return;
     }
   mp_shm_free(base, size);   /* the table went with the Lua state */
@@ -293,6 +311,15 @@ static region *region_by_origin(uint64_t origin) {
   for (i = 0; i < nregions; i++)
     if (regions[i].origin == origin) return &regions[i];
   return NULL;
+}
+
+/* Whether cell c, at offset off of r, claims no more bytes than its place
+** there has (its class's size in a chunk, up to the record in a mapping
+** of its own): a received Value or Array trusts its size. */
+static int cell_fits(const region *r, uint64_t off, const mp_cell *c) {
+  uint64_t room = r->cls == OWN_MAPPING ? r->size - REC_SIZE - off
+                                        : (uint64_t)1 << (r->cls + MIN_SHIFT);
+  return c->size >= sizeof(mp_cell) && c->size <= room;
 }
 
 /* The cell at offset off of r, if a cell may be there (whole, before the
@@ -402,20 +429,61 @@ static void cell_recycle(mp_cell *cell) {
 **                      (its closing flag picks close over drop).
 **   SHARED -> CLOSED   mp_handle_drop / mp_handle_close: no recycling
 **   LOCK_OF            set by mp_cell_set_lock, never cleared
+**
+** Apart from these states, a Value's or Array's own mapping (h->counted)
+** is counted: its region holds the number of our handles on it, and the
+** last to go unmaps it and closes its file, in whatever state (a copy
+** sent elsewhere lives on in the receivers' mappings; a token still in
+** flight then needs another live holder). Its lock is a separate Lock
+** cell in a chunk, so no robust mutex goes with the mapping. A fork copies
+** the table, counts included, as it copies the handles.
 ** --------------------------------------------------------------------- */
 
+/* The own mapping of the Value or Array cell, counted per handle, or NULL
+** (a chunk's cell, or a cell of another type: a Semaphore's or Barrier's
+** own mapping holds robust mutexes, which are never unmapped). */
+static region *counted_region(mp_cell *cell) {
+  region *r;
+  if (cell->type != MP_T_VALUE && cell->type != MP_T_ARRAY) return NULL;
+  r = region_of((char *)cell);
+  return r != NULL && r->cls == OWN_MAPPING && r->base == (char *)cell ? r : NULL;
+}
+
 void mp_handle_bind(mp_handle *h, mp_cell *cell, int creator) {
+  region *r = counted_region(cell);
   assert(h->cell == NULL && cell != NULL);   /* CLOSED -> SOLE or SHARED */
   h->cell = cell;
   h->epoch = fork_epoch;
   h->creator = creator ? getpid() : 0;
+  h->counted = r != NULL;
+  if (r != NULL && r->handles++ == 0) ncounted++;
+}
+
+/* Before a handle may get a counted own mapping: a full collection when
+** many are alive, so that those only garbage holds go. */
+static void counted_collect(lua_State *L) {
+  if (ncounted < counted_limit) return;
+  lua_gc(L, LUA_GCCOLLECT);
+  counted_limit = ncounted * 2 > COUNTED_MIN ? ncounted * 2 : COUNTED_MIN;
+}
+
+/* h lets go of its counted own mapping: the last handle here on it unmaps
+** it, closes its file and forgets it, whether it was made here, inherited
+** or attached, sent or not (other processes have their own mapping and
+** descriptor). Nothing once regions_gc has emptied the table. */
+static void release_counted(mp_handle *h) {
+  region *r = region_of((char *)h->cell);
+  if (r != NULL && r->base == (char *)h->cell && r->handles > 0 && --r->handles == 0) {
+    region_drop(r);
+    ncounted--;
+  }
 }
 
 /* Whether dropping h may recycle its cell: made here, never sent, and no
 ** fork since, or the cell has a mapping of its own (forked children have
-** their own mapping of it, and descriptor, which ours going leaves alone:
-** a big Array made before a fork must not keep its memory and descriptor
-** here for good). */
+** their own mapping of it, and descriptor, which ours going leaves alone).
+** A Value's or Array's own mapping is not recycled so but counted
+** (release_counted), sent or not. */
 int mp_handle_sole(const mp_handle *h) {
   return h->cell != NULL && h->creator == getpid() && !(h->cell->shared & SENT) &&
          (h->epoch == fork_epoch || h->cell->cls == OWN_MAPPING);
@@ -425,7 +493,8 @@ int mp_handle_sole(const mp_handle *h) {
 ** handle is collected they are being collected too. */
 void mp_handle_drop(mp_handle *h) {
   if (h->cell == NULL) return;
-  if (mp_handle_sole(h)) cell_recycle(h->cell);
+  if (h->counted) release_counted(h);
+  else if (mp_handle_sole(h)) cell_recycle(h->cell);
   h->cell = NULL;
 }
 
@@ -434,7 +503,8 @@ void mp_handle_drop(mp_handle *h) {
 ** copy received elsewhere still has the lock). */
 void mp_handle_close(mp_handle *h) {
   if (h->cell == NULL) return;
-  if (mp_handle_sole(h) && !(h->cell->shared & LOCK_OF)) cell_recycle(h->cell);
+  if (h->counted) release_counted(h);
+  else if (mp_handle_sole(h) && !(h->cell->shared & LOCK_OF)) cell_recycle(h->cell);
   h->cell = NULL;
 }
 
@@ -464,9 +534,12 @@ void mp_cell_set_lock(mp_cell *cell, mp_cell *lock) {
 ** or attached); NULL otherwise, or when cell has no lock. */
 mp_cell *mp_cell_lock(mp_cell *cell) {
   region *r;
+  mp_cell *lock;
   if (cell->lock_origin == 0) return NULL;
   r = region_by_origin(cell->lock_origin);
-  return r == NULL ? NULL : cell_check(region_cell(r, cell->lock_off), cell->lock_gen, 0);
+  if (r == NULL || (lock = cell_check(region_cell(r, cell->lock_off), cell->lock_gen, 0)) == NULL)
+    return NULL;
+  return cell_fits(r, cell->lock_off, lock) ? lock : NULL;
 }
 
 /* Adds to b the part of a token that names cell, with what a process
@@ -544,6 +617,7 @@ static region *region_attach(pid_t pid, int fd, const token_part *t) {
   r.ino = t->ino;
   r.maker = (pid_t)rec->maker;
   r.maker_fd = (int)rec->maker_fd;
+  r.handles = 0;
   if (rec->magic == REC_MAGIC && rec->origin == t->origin && rec->size == r.size &&
       (r.cls < NCLASS || r.cls == OWN_MAPPING)) {
     region *added = region_add(&r);
@@ -626,6 +700,9 @@ static mp_cell *token_cell(lua_State *L, const char *token, int type, const char
   }
   if ((c = cell_check(region_cell(r, t.off), t.gen, type)) == NULL)
     luaL_error(L, "cannot receive %s %s: token '%s' names no live %s", an, name, token, name);
+  if (!cell_fits(r, t.off, c))
+    luaL_error(L, "cannot receive %s %s: its cell claims %I bytes, more than its region holds",
+               an, name, (LUAI_UACINT)c->size);
   *lock = NULL;
   if (c->lock_origin == 0) return c;
   mp_held_clear();
@@ -649,6 +726,7 @@ mp_handle *mp_handle_new(lua_State *L, const char *mt, int nuv) {
   h->cell = NULL;
   h->epoch = 0;
   h->creator = 0;
+  h->counted = 0;
   luaL_setmetatable(L, mt);
   lua_getmetatable(L, -1);
   h->meta = lua_topointer(L, -1);
@@ -658,8 +736,9 @@ mp_handle *mp_handle_new(lua_State *L, const char *mt, int nuv) {
 
 /* Gives h a new cell of type with room for body bytes; returns the body. */
 void *mp_handle_alloc(lua_State *L, mp_handle *h, size_t body, int type) {
-  mp_cell *c = mp_cell_alloc(body, type);
-  if (c == NULL)
+  mp_cell *c;
+  if (class_of(sizeof(mp_cell) + body) < 0) counted_collect(L);
+  if ((c = mp_cell_alloc(body, type)) == NULL)
     luaL_error(L, "cannot allocate shared memory: %s", strerror(errno));
   mp_handle_bind(h, c, 1);
   return MP_CELL_BODY(c);
@@ -702,8 +781,10 @@ static void push_lock_handle(lua_State *L, mp_cell *lk) {
 ** process holds the cell, or its lock. */
 mp_handle *mp_handle_recv(lua_State *L, int type, const char *mt, int nuv) {
   const char *token = luaL_checkstring(L, 1);
-  mp_cell *lk, *c = token_cell(L, token, type, mt + 6, &lk);
+  mp_cell *lk, *c;
   mp_handle *h;
+  counted_collect(L);
+  c = token_cell(L, token, type, mt + 6, &lk);
   mp_require_layer(L, "mproc.sync");   /* a Value's lock is a Lock or RLock */
   if (type == MP_T_VALUE || type == MP_T_ARRAY) mp_require_layer(L, "mproc.sharedctypes");
   h = mp_handle_adopt(L, c, mt, nuv);

@@ -11,7 +11,8 @@
 ** has none, so every forked descendant shares it (a process that execs a
 ** new Lua makes its own). A process adds an entry when it makes or
 ** attaches the shared file of a store, a queue or a cell region, and
-** clears it when it closes that file. A fork child does not copy its
+** clears it when it closes that file; all of its entries go when it ends
+** (mp_holders_forget_all, from proc.c's exit hook). A fork child does not copy its
 ** parent's entries (nothing happens at fork): the scan of /proc below
 ** finds the numbers it inherited.
 **
@@ -161,6 +162,21 @@ void mp_holders_drop(int fd) {
   if (fd >= nmine || mine[fd] == 0) return;
   release_slot(mine[fd] - 1, fd);
   mine[fd] = 0;
+}
+
+/* This process is ending: its entries go now rather than wait, dead, for
+** a full table's reclaim (a child's _exit skips the Lua state's close,
+** where each object would drop its own). By pid, not by mine: at exit()
+** the Lua state may have freed mine before its objects dropped theirs. */
+void mp_holders_forget_all(void) {
+  int32_t self = (int32_t)getpid(), p;
+  uint32_t hi, i;
+  if (table == NULL) return;
+  hi = __atomic_load_n(&table->hi, __ATOMIC_ACQUIRE);
+  for (i = 0; i < hi; i++)
+    if (((p = LOAD(&table->e[i].pid)) == self || p == -self) && cas_pid(&table->e[i].pid, p, 0))
+      STORE(&table->hint, i);
+  if (mine != NULL && mine_pid == self) memset(mine, 0, (size_t)nmine * sizeof *mine);
 }
 
 /* This process holds the file dev:ino as descriptor fd (and, for a queue,
@@ -371,6 +387,7 @@ void mp_holders_add(int fd, int aux, uint64_t dev, uint64_t ino) {
   (void)fd; (void)aux; (void)dev; (void)ino;
 }
 void mp_holders_drop(int fd) { (void)fd; }
+void mp_holders_forget_all(void) {}
 int mp_holders_reach(uint64_t dev, uint64_t ino, const int known[][2], int nknown,
                      mp_holder_try try, void *arg) {
   (void)dev; (void)ino; (void)known; (void)nknown; (void)try; (void)arg;

@@ -147,10 +147,12 @@ MP_HIDDEN uint64_t mp_random64(void);
 ** registered holder and then for every process of our user at each known
 ** number, until one returns 0 (try opens with mp_open_held and checks the
 ** content; aux -1: not known); 0 if one did. find_held: the number at
-** which process pid holds dev:ino, or -1. */
+** which process pid holds dev:ino, or -1. forget_all, at exit: this
+** process's entries go. */
 typedef int (*mp_holder_try)(void *arg, pid_t pid, int fd, int aux);
 MP_HIDDEN void mp_holders_add(int fd, int aux, uint64_t dev, uint64_t ino);
 MP_HIDDEN void mp_holders_drop(int fd);
+MP_HIDDEN void mp_holders_forget_all(void);
 MP_HIDDEN int mp_find_held(pid_t pid, uint64_t dev, uint64_t ino);
 MP_HIDDEN int mp_holders_reach(uint64_t dev, uint64_t ino, const int known[][2], int nknown,
                                mp_holder_try try, void *arg);
@@ -197,6 +199,8 @@ typedef struct {
   mp_cell *cell;          /* NULL once dropped */
   unsigned epoch;         /* fork epoch when made */
   pid_t creator;          /* pid that made the cell, 0: received */
+  int counted;            /* its cell is a Value/Array's own mapping, whose
+                          ** region counts our handles (cell.c) */
   const void *meta;       /* its metatable, for the methods' quick check */
 } mp_handle;
 

@@ -137,9 +137,9 @@ static int running_child(pid_t pid) {
 }
 
 /* Python's rule at exit: terminate daemonic children, then wait for all.
-** Runs from atexit and from the Lua state's close; only in the process
+** Runs from exit_hook and from the Lua state's close; only in the process
 ** that forked them. */
-static void exit_hook(void) {
+static void join_children(void) {
   size_t i;
   if (live_owner != getpid()) return;
   for (i = 0; i < nlive; i++)
@@ -154,9 +154,19 @@ static void exit_hook(void) {
   nlive = caplive = 0;
 }
 
+/* At the process's end (atexit, os.exit included, and a child's end):
+** join_children, then this process's entries in the registry of holders
+** go, as the objects' own drops do not run (a child's _exit skips the Lua
+** state's close; exit() skips it unless os.exit(code, true)). Not at a
+** Lua state's close: another state in this process may hold objects. */
+static void exit_hook(void) {
+  join_children();
+  mp_holders_forget_all();
+}
+
 static int l_exit_hook_gc(lua_State *L) {
   (void)L;
-  exit_hook();
+  join_children();
   return 0;
 }
 

@@ -329,9 +329,29 @@ static int m_array_gc(lua_State *L) { return mp_handle_gc(L, ARRAY_MT); }
 static int m_value_send(lua_State *L) { return mp_handle_send(L, VALUE_MT); }
 static int m_array_send(lua_State *L) { return mp_handle_send(L, ARRAY_MT); }
 
+/* Whether the received cell's typecode is one of ours and its elements
+** fit in it (its size was checked against its region): another process's
+** memory is not trusted with our reads and writes. */
+static int body_fits(const mp_cell *cell) {
+  const array_body *b = (const array_body *)MP_CELL_BODY(cell);
+  uint64_t room = cell->size - sizeof(mp_cell), n = b->n;
+  uint32_t tc = b->tc;
+  if (tc >= sizeof typecodes / sizeof typecodes[0] - 1 || room < sizeof *b) return 0;
+  return n <= (room - sizeof *b) / typecodes[tc].size;
+}
+
 /* User value 1 is the lock's handle, or false (made with lock = false). */
 static int recv(lua_State *L, const char *mt, int type) {
   mp_handle *h = mp_handle_recv(L, type, mt, 1);
+  if (!body_fits(h->cell)) {
+    const array_body *b = (const array_body *)MP_CELL_BODY(h->cell);
+    lua_Integer tc = (lua_Integer)b->tc, n = (lua_Integer)b->n, sz = (lua_Integer)h->cell->size;
+    mp_handle_drop(h);
+    return luaL_error(L, "cannot receive %s %s: its cell is malformed (typecode %I, "
+                      "%I elements, %I bytes)", type == MP_T_ARRAY ? "an" : "a", mt + 6,
+                      (LUAI_UACINT)tc, (LUAI_UACINT)n,
+                      (LUAI_UACINT)sz);
+  }
   if (h->cell->lock_origin == 0) {
     lua_pushboolean(L, 0);
     lua_setiuservalue(L, -2, 1);
