@@ -797,3 +797,27 @@ describe("examples/futures_grep.lua", function()
     os.execute("rm -rf " .. support.shell_quote(dir))
   end)
 end)
+
+describe("a submitted call's arguments", function()
+  -- As with Pool: the executor keeps what a call was encoded from until it
+  -- ends, so objects made after the workers started and dropped at once
+  -- still reach the worker.
+  linux_it("stay reachable until the call ends, with no other handle kept", function()
+    local ex <close> = futures.ProcessPoolExecutor(1)
+    local gate = mproc.Event()
+    local busy = ex:submit(function() gate:wait(10) end)
+    local fs = {}
+    for i = 1, 3 do
+      fs[i] = ex:submit(function(q, d) q:put(i); d.x = i; return q:get() + d.x end, mproc.Queue(), mproc.Dict())
+    end
+    local m = ex:map(function(a) return #a end, { mproc.Array("d", 1000), mproc.Array("d", 2000) })
+    collectgarbage()
+    collectgarbage()
+    gate:set()
+    assert.is_nil(busy:result(10))
+    for i = 1, 3 do assert.are.equal(2 * i, fs[i]:result(10)) end
+    local sizes = {}
+    for _, n in m do sizes[#sizes + 1] = n end
+    assert.are.same({ 1000, 2000 }, sizes)
+  end)
+end)

@@ -1025,3 +1025,36 @@ describe("tutorial example 02_pool.lua", function()
     assert.are.equal("All subprocesses done.", lines[#lines])
   end)
 end)
+
+describe("a task's arguments", function()
+  -- Objects made after the workers started reach them through this
+  -- process's descriptors: the pool keeps what a task was encoded from
+  -- until the task ends, so dropping every other handle at once (the
+  -- fire-and-forget style) loses nothing, as with Python's Pool.
+  linux_it("stay reachable until the task ends, with no other handle kept", function()
+    local pool <close> = mproc.Pool(1)
+    local gate = mproc.Event()
+    local busy = pool:apply_async(function() gate:wait(10) end)
+    local rs = {}
+    for i = 1, 3 do
+      rs[#rs + 1] = pool:apply_async(function(q, d) q:put(i); d.x = i; return q:get() + d.x end,
+        { mproc.Queue(), mproc.Dict() })
+      rs[#rs + 1] = pool:map_async(function(a) return #a end, { mproc.Array("d", 1000) })
+      local q = mproc.Queue()
+      rs[#rs + 1] = pool:apply_async(function() q:put(i); return q:get() end)
+      local iter = pool:imap(function(l) return #l end, { mproc.List { 1, 2 } })
+      rs[#rs + 1] = { get = function() return select(2, iter()) end }
+    end
+    collectgarbage()
+    collectgarbage()
+    gate:set()
+    assert.is_nil(busy:get(10))
+    local got = {}
+    for k, r in ipairs(rs) do
+      local ok, v = pcall(r.get, r, 10)
+      assert(ok, v)
+      got[k] = type(v) == "table" and v[1] or v
+    end
+    assert.are.same({ 2, 1000, 1, 2, 4, 1000, 2, 2, 6, 1000, 3, 2 }, got)
+  end)
+end)

@@ -51,8 +51,12 @@ local fut = {}
 Future.__index = fut
 M.Future = Future
 
-local function new_future(ex, head, body, count)
-  return setmetatable({ _ex = ex, _state = "pending", _head = head, _body = body, _count = count }, Future)
+-- fn and args: what head and body were encoded from, kept until the task
+-- ends (by the future until it is fed to the pool, then by the pool), so
+-- that an object sent in them stays reachable until a worker has it.
+local function new_future(ex, head, body, count, fn, args)
+  return setmetatable({ _ex = ex, _state = "pending", _head = head, _body = body, _count = count,
+    _fn = fn, _args = args }, Future)
 end
 
 local function settled(f)
@@ -108,9 +112,9 @@ local function feed(self)
     local f = q[self._qhead]
     q[self._qhead], self._qhead = nil, self._qhead + 1
     if f._state == "pending" then
-      local head, body = f._head, f._body
-      f._head, f._body, self._inpool = nil, nil, self._inpool + 1
-      local id = jobs.submit(pool, f, head, body, f._count)
+      local head, body, fn, args = f._head, f._body, f._fn, f._args
+      f._head, f._body, f._fn, f._args, self._inpool = nil, nil, nil, nil, self._inpool + 1
+      local id = jobs.submit(pool, f, head, body, f._count, fn, args)
       if f._state == "pending" then f._id, self._inflight[id] = id, f end
     end
   end
@@ -414,8 +418,9 @@ end
 function methods:submit(fn, ...)
   util.check_self("submit", self, Executor)
   check_open(self, "submit")
-  local head, body, count = jobs.encode_call(self._pool, "submit", fn, pack(...))
-  return enqueue(self, new_future(self, head, body, count))
+  local args = pack(...)
+  local head, body, count = jobs.encode_call(self._pool, "submit", fn, args)
+  return enqueue(self, new_future(self, head, body, count, fn, args))
 end
 
 -- shutdown([wait = true], [cancel_futures = false]): no more submits; with
@@ -500,7 +505,8 @@ local function fill(self)
     end
     local head, body = jobs.encode_chunk(ex._pool, "map", self.fn, items, count)
     self.tail = self.tail + 1
-    self.chunks[self.tail], self.starts[self.tail] = enqueue(ex, new_future(ex, head, body, count)), self.pos + 1
+    self.chunks[self.tail], self.starts[self.tail] =
+      enqueue(ex, new_future(ex, head, body, count, self.fn, items)), self.pos + 1
     self.pos = self.pos + count
   end
 end

@@ -552,10 +552,16 @@ end
 -- Queues one task of job (part idx; count items for a map chunk); it
 -- reaches the board now or later.  later: wake no worker for it yet (the
 -- caller calls board:wake() after its last task).
-function methods:_submit(job, idx, head, body, count, later)
+-- f and args (optional) are what the task's head and body were encoded
+-- from: the pool keeps them until the task ends, so that an object made
+-- after the workers started and sent in them (a Queue, a Dict, a big
+-- Array), with no other handle left in this process, stays reachable until
+-- a worker has received it (as Python's Pool keeps a task's arguments).
+function methods:_submit(job, idx, head, body, count, later, f, args)
   local id = self._nextid + 1
   self._nextid, self._nout = id, self._nout + 1
   self._job[id], self._part[id] = job, idx
+  if f ~= nil then self._keepf[id], self._keepa[id] = f, args end
   if self._broken then
     self:_finish(id, { false, self._broken })
     return id
@@ -576,6 +582,7 @@ end
 
 function methods:_forget(id)
   self._job[id], self._part[id], self._nout = nil, nil, self._nout - 1
+  self._keepf[id], self._keepa[id] = nil, nil
 end
 
 -- Of the tasks ids (a set), takes back those no worker has claimed yet,
@@ -794,7 +801,7 @@ function methods:apply_async(f, args, opts)
   if opts ~= nil then check_result_options("apply_async", 3, opts) end
   local head, body, count = encode_call(self, "apply_async", f, args)
   local res = new_result(self, 1, opts)
-  self:_submit(res, 1, head, body, count)
+  self:_submit(res, 1, head, body, count, nil, f, args)
   return res
 end
 
@@ -889,7 +896,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
     if res._callback then self:_later(res._callback, res._value) end
     return res
   end
-  for k, body in ipairs(bodies) do self:_submit(res, k, head, body, counts[k], true) end
+  for k, body in ipairs(bodies) do self:_submit(res, k, head, body, counts[k], true, f, list) end
   if self._state ~= JOINED then self._board:wake() end
   return res
 end
@@ -974,7 +981,7 @@ function Imap:_fill(limit)
     self.submitted, self.out = self.submitted + 1, self.out + 1
     self.starts[self.submitted] = self.pos + 1
     self.pos = self.pos + count
-    self.pool:_submit(self, self.submitted, self.head, body, count)
+    self.pool:_submit(self, self.submitted, self.head, body, count, nil, self.f, chunk)
   end
   if self.exhausted then self.pool._imaps[self] = nil end
 end
@@ -1074,7 +1081,7 @@ local function imap(self, fname, f, src, chunksize, ordered)
   local list = type(src) == "table"
   chunksize = check_chunksize(fname, 3, chunksize) or 1
   local it = setmetatable({
-    pool = self, fname = fname, head = head, src = src, list = list, n = list and list_length(fname, src) or nil,
+    pool = self, fname = fname, f = f, head = head, src = src, list = list, n = list and list_length(fname, src) or nil,
     chunksize = chunksize, ordered = ordered, pos = 0, submitted = 0, consumed = 0, out = 0,
     done = {}, starts = {}, exhausted = false, closed = false,
   }, IMapIterator)
@@ -1251,7 +1258,7 @@ local function new(_, a, b)
     _processes = processes, _board = board, _workers = {}, _state = RUN,
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
-    _nextid = 0, _nout = 0, _job = {}, _part = {}, _imaps = setmetatable({}, WEAK_KEYS),
+    _nextid = 0, _nout = 0, _job = {}, _part = {}, _keepf = {}, _keepa = {}, _imaps = setmetatable({}, WEAK_KEYS),
     _pending = fifo(), _later_q = fifo(), _room = board:room(),
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
@@ -1290,10 +1297,11 @@ function jobs.encode_chunk(pool, fname, f, items, count)
 end
 
 -- Submits a task of job (its part 1; head, body and count as encode_call or
--- encode_chunk gave them); returns the task's id.
-function jobs.submit(pool, job, head, body, count)
+-- encode_chunk gave them, from f and args, which the pool keeps until the
+-- task ends); returns the task's id.
+function jobs.submit(pool, job, head, body, count, f, args)
   if not is_job(job) then error("jobs.submit: not a job (declare its class with jobs.define)", 2) end
-  return pool:_submit(job, 1, head, body, count)
+  return pool:_submit(job, 1, head, body, count, nil, f, args)
 end
 
 -- Of the task ids (a set), takes back those no worker has claimed; returns them, a list.
