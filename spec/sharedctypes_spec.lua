@@ -327,21 +327,7 @@ describe("Value and Array made at any time", function()
   -- (Linux); the portable build says it cannot.
   local linux_it = support.PORTABLE and function() end or it
 
-  -- An object make() makes in a chunk mapped from now on: the parent goes
-  -- on carving its chunk that forked workers inherited, so the first
-  -- objects made after a fork may still be there. The chunk is the
-  -- token's origin (its third field from the end); sending marks each
-  -- object for good, so none is recycled and the carving moves on.
-  local function fresh(make)
-    local function chunk(obj)
-      local tok = getmetatable(obj).__mproc_send(obj):match("^[^/]*")
-      return tok:match("([^:]+):[^:]+:[^:]+$")
-    end
-    local obj = make()
-    local first = chunk(obj)
-    repeat obj = make() until chunk(obj) ~= first
-    return obj
-  end
+  local fresh = support.fresh_cell
 
   if support.PORTABLE then
     it("are refused, with the reason, where /proc cannot reach them", function()

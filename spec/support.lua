@@ -152,4 +152,20 @@ end
 -- forced on) lacks what only Linux has; specs of those features say so.
 M.PORTABLE = os.getenv("MPROC_PORTABLE") == "1"
 
+-- A cell object (Lock, Value ...) that make() makes in a chunk mapped from
+-- now on: the parent goes on carving the chunk that forked workers
+-- inherited, so the first objects made after a fork may still be there.
+-- The chunk is the token's origin (its third field from the end); sending
+-- marks each object for good, so none is recycled and the carving moves on.
+function M.fresh_cell(make)
+  local function chunk(obj)
+    local tok = getmetatable(obj).__mproc_send(obj):match("^[^/]*")
+    return tok:match("([^:]+):[^:]+:[^:]+$")
+  end
+  local obj = make()
+  local first = chunk(obj)
+  repeat obj = make() until chunk(obj) ~= first
+  return obj
+end
+
 return M

@@ -78,6 +78,22 @@ void mp_open_auxlib(lua_State *L) {
   lua_setfield(L, -2, "istype");
 }
 
+/* Calls gc when the Lua state closes (registers, once per state, a
+** sentinel userdata under name whose __gc it is): for tables a C file
+** keeps per process that must go with the state (mproc.core is unloaded
+** then, and a later state starts afresh). */
+void mp_on_state_close(lua_State *L, const char *name, lua_CFunction gc) {
+  if (luaL_newmetatable(L, name)) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newuserdatauv(L, 1, 0);
+    lua_pushvalue(L, -2);
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, name);
+  }
+  lua_pop(L, 1);
+}
+
 /* The Lua methods of a received object (a Lock's guard, a Dict's update
 ** ...) come from its Lua module: a process forked before that module was
 ** first loaded (a Pool's worker, started before the sender made its first

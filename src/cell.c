@@ -176,15 +176,7 @@ static int regions_gc(lua_State *L) {
 }
 
 void mp_cell_init(lua_State *L) {
-  if (luaL_newmetatable(L, "mproc.cells")) {
-    lua_pushcfunction(L, regions_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newuserdatauv(L, 1, 0);
-    lua_pushvalue(L, -2);
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "mproc.cells.sentinel");
-  }
-  lua_pop(L, 1);
+  mp_on_state_close(L, "mproc.cells", regions_gc);
   if (atfork_done) return;
   atfork_done = 1;
   set_self();

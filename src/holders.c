@@ -356,15 +356,7 @@ static int mine_gc(lua_State *L) {
 }
 
 static void mine_sentinel(lua_State *L) {
-  if (luaL_newmetatable(L, "mproc.holders")) {
-    lua_pushcfunction(L, mine_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newuserdatauv(L, 1, 0);
-    lua_pushvalue(L, -2);
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "mproc.holders.sentinel");
-  }
-  lua_pop(L, 1);
+  mp_on_state_close(L, "mproc.holders", mine_gc);
 }
 
 /* The table, once per process tree: a forked process has its parent's. */

@@ -88,6 +88,8 @@ static inline void *mp_checkudata(lua_State *L, int idx, const char *tname) {
   return luaL_checkudata(L, idx, tname);
 }
 
+/* auxlib.c: gc runs when the Lua state closes (a sentinel named name). */
+MP_HIDDEN void mp_on_state_close(lua_State *L, const char *name, lua_CFunction gc);
 /* auxlib.c: a receiver (__mproc_recv) loads the Lua module that adds its
 ** type's Lua methods, if this process has not loaded it yet. */
 MP_HIDDEN void mp_require_layer(lua_State *L, const char *module);

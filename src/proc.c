@@ -609,17 +609,7 @@ static void install_exit_hook(lua_State *L) {
   /* once per Lua state: the module may be loaded again (busted insulates
   ** each spec file), and the old hook, collected, would join every child
   ** in the middle of the program */
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "mproc.exit_hook") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return;
-  }
-  lua_pop(L, 1);
-  lua_newuserdatauv(L, 1, 0);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, l_exit_hook_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_setfield(L, LUA_REGISTRYINDEX, "mproc.exit_hook");
+  mp_on_state_close(L, "mproc.exit_hook", l_exit_hook_gc);
 }
 
 /* ---------------------------------------------------------------------

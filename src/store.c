@@ -1229,14 +1229,6 @@ static const luaL_Reg store_funcs[] = {
 };
 
 void mp_open_store(lua_State *L) {
-  if (luaL_newmetatable(L, "mproc.store.scratch")) {
-    lua_pushcfunction(L, scratch_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newuserdatauv(L, 1, 0);
-    lua_pushvalue(L, -2);
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "mproc.store.sentinel");
-  }
-  lua_pop(L, 1);
+  mp_on_state_close(L, "mproc.store.scratch", scratch_gc);
   luaL_setfuncs(L, store_funcs, 0);
 }
