@@ -121,7 +121,10 @@ end)
 -- have them.
 local OUT_OF_DESCRIPTORS = [[
   local mproc = require "mproc"
-  require "mproc.managers"   -- a received Dict's layer: loaded while files can be opened
+  -- the received objects' Lua layers, loaded while files can be opened
+  require "mproc.managers"
+  require "mproc.sync"
+  require "mproc.sharedctypes"
   local q = mproc.Queue()
   local p = mproc.Process(function()
     local files = {}
