@@ -89,6 +89,7 @@ typedef struct {
   pid_t maker;           /* the process that made it, and its descriptor */
   int maker_fd;
   unsigned handles;      /* own mapping of a Value/Array: our handles on it */
+  int pinned;            /* stored in a container here: kept for good */
 } region;
 
 typedef struct {
@@ -260,6 +261,7 @@ static char *region_new(size_t size, int cls) {
   r.maker = getpid();
   r.maker_fd = r.fd;
   r.handles = 0;
+  r.pinned = 0;
   rec = (region_rec *)(r.base + size - REC_SIZE);
   rec->cls = (uint32_t)cls;
   rec->origin = r.origin;
@@ -471,6 +473,18 @@ static void release_counted(mp_handle *h) {
   }
 }
 
+/* A Value's or Array's own mapping stored in a container (a Dict's value
+** names it): this process keeps it for as long as it lives, as if one
+** handle more were left, so that readers of the container reach it once
+** every handle is gone (containers keep the containers they name in
+** store.c; a stored cell is kept this simpler way). */
+static void pin_counted(mp_cell *cell) {
+  region *r = counted_region(cell);
+  if (r == NULL || r->pinned) return;
+  r->pinned = 1;
+  if (r->handles++ == 0) ncounted++;
+}
+
 /* Whether dropping h may recycle its cell: made here, never sent, and no
 ** fork since, or the cell has a mapping of its own (forked children have
 ** their own mapping of it, and descriptor, which ours going leaves alone).
@@ -610,6 +624,7 @@ static region *region_attach(pid_t pid, int fd, const token_part *t) {
   r.maker = (pid_t)rec->maker;
   r.maker_fd = (int)rec->maker_fd;
   r.handles = 0;
+  r.pinned = 0;
   if (rec->magic == REC_MAGIC && rec->origin == t->origin && rec->size == r.size &&
       (r.cls < NCLASS || r.cls == OWN_MAPPING)) {
     region *added = region_add(&r);
@@ -751,6 +766,7 @@ int mp_handle_gc(lua_State *L, const char *mt) {
 int mp_handle_send(lua_State *L, const char *mt) {
   mp_handle *h = (mp_handle *)mp_checkudata(L, 1, mt);
   if (h->cell == NULL) luaL_error(L, "cannot send a closed %s", mt + 6);
+  if (h->counted && mp_store_encoding()) pin_counted(h->cell);
   mp_push_token(L, h->cell);
   return 1;
 }

@@ -360,6 +360,7 @@ MP_HIDDEN void mp_store_push_taken(lua_State *L, mp_vcopy *c, mp_store *s, uint3
 ** keeps each named store mapped while it keeps the container. */
 #define MP_STORE_ID 24
 #define MP_STORE_REFS_LOG(n) ((uint64_t)(n) + MP_STORE_ALLOC_LOG + MP_STORE_FREE_LOG)
+MP_HIDDEN int mp_store_encoding(void);
 MP_HIDDEN uint32_t mp_store_encode(lua_State *L, mp_store *into, int idx, mp_bytes *b,
                                    const char **ids);
 MP_HIDDEN int mp_store_refs_add(mp_store *s, const char *ids, uint32_t n);

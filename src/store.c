@@ -726,6 +726,10 @@ MP_HOT uint32_t mp_store_encode(lua_State *L, mp_store *into, int idx, mp_bytes 
   return sends.n;
 }
 
+/* Whether a container's value is being encoded (mp_store_encode): what
+** its __mproc_send is asked for is stored, not only sent. */
+int mp_store_encoding(void) { return sends.on; }
+
 static void sends_add(mp_store *s) {
   char id[MP_STORE_ID];
   uint32_t i;
