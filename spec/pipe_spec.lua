@@ -146,7 +146,7 @@ describe("Pipe", function()
       pool:join()
     ]])
     assert.matches("false\t[^\n]*cannot receive mproc%.Connection \"%d+:%d+\": not inherited by this "
-      .. "process %(make it before starting the Process or Pool it is sent to%)", out)
+      .. "process %(it reaches only processes forked after it was made%)", out)
   end)
 
   it("raises for bad arguments", function()

@@ -132,8 +132,8 @@ function M.tokens()
     local obj = live[token]
     if obj == nil or not usable(obj) then
       -- codec.c's decode_mproc says the same of an object of an unknown type
-      error(("cannot receive %s %q: not inherited by this process (make it before "
-        .. "starting the Process or Pool it is sent to)"):format(kind, tostring(token)), 3)
+      error(("cannot receive %s %q: not inherited by this process (it reaches only "
+        .. "processes forked after it was made)"):format(kind, tostring(token)), 3)
     end
     return obj
   end
