@@ -432,8 +432,8 @@ describe("codec", function()
       registry["mproc.CodecSpecThing"] = mt
       assert.is_nil(v)
       -- a type unknown to the receiver was first used after it was forked
-      assert.matches('cannot receive mproc.CodecSpecThing "token:1": not inherited by this process (make it '
-        .. "before starting the Process or Pool it is sent to)", err, 1, true)
+      assert.matches('cannot receive mproc.CodecSpecThing "token:1": not inherited by this process (it '
+        .. "reaches only processes forked after it was made)", err, 1, true)
     end)
   end)
 

@@ -961,8 +961,8 @@ static void decode_mproc(dec *d) {
   if (lua_gettable(L, LUA_REGISTRYINDEX) != LUA_TTABLE ||
       lua_getfield(L, base + 3, "__mproc_recv") != LUA_TFUNCTION) {
     lua_pushfstring(L, "cannot receive %s \"%s\": not inherited by this "
-                    "process (make it before starting the Process or Pool "
-                    "it is sent to)", lua_tostring(L, base + 1),
+                    "process (it reaches only processes forked after it was "
+                    "made)", lua_tostring(L, base + 1),
                     lua_tostring(L, base + 2));
     lua_error(L);
   }
