@@ -141,10 +141,10 @@ local TRIALS = [[
   local core = require "mproc.core"
   local step, verify, usable, obj
   %s
-  -- past %d kills (up to 3 times as many) until one landed inside a
+  -- past %d kills (up to 10 times as many: in the portable build few land there) until one landed inside a
   -- transaction, so that the undo path is surely taken
   local stalls, done = require("kill_trials").run(step, %d,
-    function() return select(3, core.store_sizes(obj)) == 0 end, 3 * %d)
+    function() return select(3, core.store_sizes(obj)) == 0 end, 10 * %d)
   local ok, whole = pcall(verify, done)
   local rollbacks = select(3, core.store_sizes(obj))
   print("stalls " .. stalls, "whole " .. tostring(ok and whole), "usable " .. tostring(usable()),
