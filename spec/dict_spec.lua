@@ -2,14 +2,7 @@ local mproc = require "mproc"
 local core = require "mproc.core"
 local support = require "support"
 
--- Runs f in a child; returns its exit code, or nil (and kills it) when it
--- does not end in time, so a deadlock fails the spec instead of hanging.
-local function within(seconds, f)
-  local p = mproc.Process(f):start()
-  local code = p:join(seconds)
-  if code == nil then p:kill(); p:join() end
-  return code
-end
+local within = support.within
 
 -- 4 processes each add 1 to obj.n `each` times with update_key; obj.n after.
 local function increments(obj, each)

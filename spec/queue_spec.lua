@@ -4,14 +4,7 @@ local support = require "support"
 
 local MiB = 1024 * 1024
 
--- Runs f in a child and fails the spec if it does not end in time: a
--- deadlock then fails instead of hanging the suite.
-local function within(seconds, f)
-  local p = mproc.Process(f):start()
-  local code = p:join(seconds)
-  if code == nil then p:kill(); p:join() end
-  return code
-end
+local within = support.within
 
 -- Big items that are cheap to make and to check: a header, then one of
 -- four 8 MiB fillers.

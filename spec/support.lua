@@ -168,4 +168,13 @@ function M.fresh_cell(make)
   return obj
 end
 
+-- Runs f in a child; returns its exit code, or nil (and kills it) when it
+-- does not end in time, so a deadlock fails the spec instead of hanging.
+function M.within(seconds, f)
+  local p = mproc.Process(f):start()
+  local code = p:join(seconds)
+  if code == nil then p:kill(); p:join() end
+  return code
+end
+
 return M

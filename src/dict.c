@@ -494,25 +494,21 @@ MP_HOT static int m_dict_newindex(lua_State *L) {
   return 0;
 }
 
-/* d:get(k, [default]) -> the value at k, or default */
-static int m_dict_get(lua_State *L) {
+/* The value at k (deleted with pop), or default: d:get and d:pop. */
+static int get_or_default(lua_State *L, int pop) {
   mp_store *s = mp_store_check(L, 1, DICT_MT);
   luaL_checkany(L, 2);
   lua_settop(L, 3);
-  dict_get(L, s, 2, DICT_MT, 0);
+  dict_get(L, s, 2, DICT_MT, pop);
   if (lua_isnil(L, -1)) lua_pushvalue(L, 3);
   return 1;
 }
 
+/* d:get(k, [default]) -> the value at k, or default */
+static int m_dict_get(lua_State *L) { return get_or_default(L, 0); }
+
 /* d:pop(k, [default]) -> the value that was at k (now deleted), or default */
-static int m_dict_pop(lua_State *L) {
-  mp_store *s = mp_store_check(L, 1, DICT_MT);
-  luaL_checkany(L, 2);
-  lua_settop(L, 3);
-  dict_get(L, s, 2, DICT_MT, 1);
-  if (lua_isnil(L, -1)) lua_pushvalue(L, 3);
-  return 1;
-}
+static int m_dict_pop(lua_State *L) { return get_or_default(L, 1); }
 
 /* d:setdefault(k, v) -> the value at k, set to v first if there was none */
 static int m_dict_setdefault(lua_State *L) {

@@ -176,6 +176,19 @@ int mp_held_why(lua_State *L, pid_t pid, int fd, pid_t mpid, int mfd) {
   return 0;
 }
 
+/* After a receive of a store or a queue found no holder: pushes why (see
+** mp_held_why), else that none is left (or, without /proc, that this
+** process did not inherit it). */
+void mp_push_unreached(lua_State *L, pid_t pid, int fd, pid_t mpid, int mfd) {
+  if (mp_held_why(L, pid, fd, mpid, mfd)) return;
+#if MP_HAVE_PROC_FD
+  lua_pushfstring(L, "no live process holds it any more (process %d sent it, "
+                  "process %d made it)", (int)pid, (int)mpid);
+#else
+  lua_pushliteral(L, "not inherited by this process");
+#endif
+}
+
 /* 64 bits from the kernel's random source; 0 when there is none. */
 uint64_t mp_random64(void) {
   uint64_t r = 0;

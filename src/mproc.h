@@ -141,6 +141,7 @@ MP_HIDDEN int mp_held_note(int e);
 MP_HIDDEN int mp_held_short(void);
 MP_HIDDEN int mp_held_denied(pid_t pid, int fd);
 MP_HIDDEN int mp_held_why(lua_State *L, pid_t pid, int fd, pid_t mpid, int mfd);
+MP_HIDDEN void mp_push_unreached(lua_State *L, pid_t pid, int fd, pid_t mpid, int mfd);
 MP_HIDDEN uint64_t mp_random64(void);
 /* holders.c: the tree-wide registry of processes that hold a shared file
 ** (Linux; a no-op elsewhere). add when this process makes or attaches one

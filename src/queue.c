@@ -528,13 +528,7 @@ static int l_queue_open(lua_State *L) {
   mp_held_clear();
   if (!queue_reached(h, &t, (pid_t)pid, (pid_t)mpid, known)) {
     lua_pushnil(L);
-    if (mp_held_why(L, (pid_t)pid, (int)fd, (pid_t)mpid, (int)mfd)) return 2;
-#if MP_HAVE_PROC_FD
-    lua_pushfstring(L, "no live process holds it any more (process %d sent it, "
-                    "process %d made it)", (int)pid, (int)mpid);
-#else
-    lua_pushliteral(L, "not inherited by this process");
-#endif
+    mp_push_unreached(L, (pid_t)pid, (int)fd, (pid_t)mpid, (int)mfd);
     return 2;
   }
   if (h->sh->kind != (uint32_t)kind) {

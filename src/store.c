@@ -660,13 +660,7 @@ static mp_store *mp_store_from_token(lua_State *L, const char *token, int kind) 
   s = store_by_id(dev, ino, nonce);
   if (s == NULL &&
       (s = store_reach((pid_t)pid, (int)fd, (pid_t)mpid, (int)mfd, dev, ino, nonce)) == NULL) {
-    if (mp_held_why(L, (pid_t)pid, (int)fd, (pid_t)mpid, (int)mfd)) return NULL;
-#if MP_HAVE_PROC_FD
-    lua_pushfstring(L, "no live process holds it any more (process %d sent it, "
-                    "process %d made it)", (int)pid, (int)mpid);
-#else
-    lua_pushliteral(L, "not inherited by this process");
-#endif
+    mp_push_unreached(L, (pid_t)pid, (int)fd, (pid_t)mpid, (int)mfd);
     return NULL;
   }
   if (s->kind != kind) {
