@@ -41,7 +41,15 @@ enum {
 
 #define MAX_DEPTH 1000          /* nesting, both ways */
 #define BOX_INIT 1024           /* bytes held inside the buffer userdata */
-#define MEMO_INIT 32            /* memo slots held inside the userdata */
+#define MEMO_INIT 128           /* memo slots held inline: 63 objects */
+#define ITEM_BATCH 16           /* list items on the stack at once */
+#define KEY_CACHE 16            /* table keys the decoder keeps at hand */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
 
 /* ---------------------------------------------------------------------
 ** Encoder state: the output bytes and the identity memo, inline in the
@@ -239,6 +247,8 @@ typedef struct {
   int seen, upvals, index;  /* stack indices: base + SLOT_... */
   int seen_made, index_got; /* whether those slots are filled yet */
   int rebuilt;      /* the index was rebuilt during this call */
+  const unsigned char *filter;  /* the index's filter (mp_modpath_filter) */
+  size_t fmask;
   int nobj;
   int refs;         /* REF and UPREF written */
   int depth;
@@ -247,6 +257,7 @@ typedef struct {
 } enc;
 
 static void encode_value(enc *e, int idx);
+static void encode_typed(enc *e, int idx, int t);
 
 static void describe_key(luaL_Buffer *B, lua_State *L, int k) {
   if (lua_type(L, k) == LUA_TSTRING) {
@@ -357,7 +368,7 @@ static void seen_addp(enc *e, int idx, const void *p) {
 /* The seen list, on the first object; and the globals' pointer. */
 static void seen_start(enc *e) {
   lua_State *L = e->L;
-  lua_createtable(L, 16, 0);
+  lua_createtable(L, 64, 0);
   lua_replace(L, e->seen);
   e->seen_made = 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
@@ -390,27 +401,34 @@ static void encode_path(enc *e) {
   }
 }
 
-/* Writes a PATH and returns 1 if the value at idx is reachable from
-** package.loaded; may_rebuild: a miss is worth rebuilding the index for. */
-static int encode_by_path(enc *e, int idx, int may_rebuild) {
+/* Fetches the index (rebuilt when rebuild) and its filter into e. */
+static void enc_index(enc *e, int rebuild) {
   lua_State *L = e->L;
-  if (!e->index_got) {
-    mp_modpath_index(L);
-    lua_replace(L, e->index);
-    e->index_got = 1;
-  }
+  if (rebuild) mp_modpath_rebuild(L); else mp_modpath_index(L);
+  lua_replace(L, e->index);
+  e->filter = mp_modpath_filter(L, e->index, &e->fmask);
+  e->index_got = 1;
+  e->rebuilt |= rebuild;
+}
+
+/* Writes a PATH and returns 1 if the value at idx (pointer p) is reachable
+** from package.loaded; may_rebuild: a miss is worth rebuilding the index
+** for. */
+static int encode_by_path(enc *e, int idx, const void *p, int may_rebuild) {
+  lua_State *L = e->L;
+  if (!e->index_got) enc_index(e, 0);
   for (;;) {
-    lua_pushvalue(L, idx);
-    if (lua_rawget(L, e->index) == LUA_TTABLE && mp_modpath_valid(L, idx)) {
-      encode_path(e);
+    if (mp_modpath_maybe(e->filter, e->fmask, p)) {
+      lua_pushvalue(L, idx);
+      if (lua_rawget(L, e->index) == LUA_TTABLE && mp_modpath_valid(L, idx)) {
+        encode_path(e);
+        lua_pop(L, 1);
+        return 1;
+      }
       lua_pop(L, 1);
-      return 1;
     }
-    lua_pop(L, 1);
     if (e->rebuilt || !may_rebuild) return 0;
-    mp_modpath_rebuild(L);
-    lua_replace(L, e->index);
-    e->rebuilt = 1;
+    enc_index(e, 1);
   }
 }
 
@@ -468,49 +486,46 @@ static void encode_pairs(enc *e, int t, lua_Integer narr, size_t pos) {
   memcpy(e->b->p + pos, &count, 4);
 }
 
-/* A list item just pushed by lua_rawgeti (its type t, at index v): an
-** integer, the common item, without encode_value's second look at it. */
-static void encode_item(enc *e, int t, int v) {
+/* The list items t[i0 + 1 .. i0 + n], x.a counting them from 1 (for
+** messages); each is read and left on the stack, and a batch of them
+** dropped at once: one lua_settop per ITEM_BATCH items. */
+static void encode_items(enc *e, int t, lua_Integer i0, lua_Integer n, edge *x) {
   lua_State *L = e->L;
-  if (t == LUA_TNUMBER && lua_isinteger(L, v)) {
-    lua_Integer i = lua_tointeger(L, v);
-    char *p = box_room(L, e->b, 11);
-    if (i >= 0 && i < 128) {
-      p[0] = (char)(T_SMALLINT | i);
-      e->b->n++;
-    } else {
-      p[0] = T_INT;
-      e->b->n += 1 + put_varint(p + 1, zigzag(i));
+  int top = lua_gettop(L), v, tt;
+  lua_Integer k = 0, end;
+  luaL_checkstack(L, ITEM_BATCH, "cannot send value: nesting too deep");
+  while (k < n) {
+    end = n - k > ITEM_BATCH ? k + ITEM_BATCH : n;
+    for (v = top + 1; k < end; k++, v++) {
+      x->a = k + 1;
+      tt = lua_rawgeti(L, t, i0 + k + 1);
+      encode_typed(e, v, tt);
     }
-  } else {
-    encode_value(e, v);
+    lua_settop(L, top);
   }
 }
 
-static void encode_table(enc *e, int t) {
+/* A table's contents; m: the stack index of its metatable, or 0. */
+static void encode_table(enc *e, int t, int m) {
   lua_State *L = e->L;
-  lua_Integer i, narr = (lua_Integer)lua_rawlen(L, t);
-  int mt = lua_getmetatable(L, t), v;
+  lua_Integer narr = (lua_Integer)lua_rawlen(L, t);
   size_t pos;
   edge x;
-  box_tagvar(L, e->b, mt ? T_TABLE_MT : T_TABLE, (uint64_t)narr);
+  box_tagvar(L, e->b, m ? T_TABLE_MT : T_TABLE, (uint64_t)narr);
   box_room(L, e->b, 4);
   pos = e->b->n;
   e->b->n += 4;
-  edge_enter(e, &x, E_INDEX, 0, 0);
-  for (i = 1, v = lua_gettop(L) + 1; i <= narr; i++) {
-    x.a = i;
-    encode_item(e, lua_rawgeti(L, t, i), v);
-    lua_settop(L, v - 1);
-  }
-  e->edge = x.up;
-  encode_pairs(e, t, narr, pos);
-  if (mt) {
-    int m = lua_gettop(L);
-    edge_enter(e, &x, E_META, 0, 0);
-    if (!seen_before(e, m) && !encode_by_path(e, m, 0)) encode_value(e, m);
+  if (narr > 0) {
+    edge_enter(e, &x, E_INDEX, 0, 0);
+    encode_items(e, t, 0, narr, &x);
     e->edge = x.up;
-    lua_pop(L, 1);
+  }
+  encode_pairs(e, t, narr, pos);
+  if (m) {
+    edge_enter(e, &x, E_META, 0, 0);
+    if (!seen_before(e, m) && !encode_by_path(e, m, lua_topointer(L, m), 0))
+      encode_value(e, m);
+    e->edge = x.up;
   }
 }
 
@@ -574,7 +589,8 @@ static void encode_upvalue(enc *e, int f, int n, int ord) {
 static void encode_function(enc *e, int f) {
   lua_State *L = e->L;
   int n, ord;
-  if (seen_before(e, f) || encode_by_path(e, f, lua_iscfunction(L, f)))
+  if (seen_before(e, f) ||
+      encode_by_path(e, f, lua_topointer(L, f), lua_iscfunction(L, f)))
     return;
   if (lua_iscfunction(L, f)) encode_error(e, f, NULL);
   seen_add(e, f);
@@ -586,11 +602,13 @@ static void encode_function(enc *e, int f) {
 }
 
 /* A table: REF, GLOBALS, MPROC, PATH or its contents; one pointer read
-** serves the memo and the globals test. */
+** serves the memo and the globals test, one metatable read the MPROC test
+** and the contents. */
 static void encode_table_object(enc *e, int idx) {
   lua_State *L = e->L;
   const void *p = lua_topointer(L, idx);
   lua_Integer ord = memo_find(e->b, p);
+  int m = 0;
   if (ord) {
     e->refs++;
     box_tagvar(L, e->b, T_REF, (uint64_t)ord);
@@ -601,9 +619,17 @@ static void encode_table_object(enc *e, int idx) {
     e->b->n++;
     return;
   }
-  if (encode_mproc(e, idx) || encode_by_path(e, idx, 0)) return;
+  if (lua_getmetatable(L, idx)) {
+    m = lua_gettop(L);
+    if (encode_mproc(e, idx)) { lua_pop(L, 1); return; }
+  }
+  if (encode_by_path(e, idx, p, 0)) {
+    if (m) lua_pop(L, 1);
+    return;
+  }
   seen_addp(e, idx, p);
-  encode_table(e, idx);
+  encode_table(e, idx, m);
+  if (m) lua_pop(L, 1);
 }
 
 static void encode_object(enc *e, int idx, int t) {
@@ -612,7 +638,7 @@ static void encode_object(enc *e, int idx, int t) {
     case LUA_TFUNCTION: encode_function(e, idx); return;
     case LUA_TUSERDATA:
       if (seen_before(e, idx) || encode_mproc(e, idx) ||
-          encode_by_path(e, idx, 1))
+          encode_by_path(e, idx, lua_topointer(e->L, idx), 1))
         return;
       /* fall through */
     default: encode_error(e, idx, NULL);
@@ -631,21 +657,58 @@ static void encode_string(enc *e, int idx) {
   e->b->n += h + n;
 }
 
-static void encode_value(enc *e, int idx) {
+/* A table, function or userdata (type t) at idx. */
+static NOINLINE void encode_object_at(enc *e, int idx, int t) {
   lua_State *L = e->L;
-  int t = lua_type(L, idx);
-  switch (t) {
-    case LUA_TSTRING: encode_string(e, idx); return;
-    case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER:
-      e->b->n += encode_scalar(L, idx, t, box_room(L, e->b, 11));
-      return;
-  }
   if (e->depth >= MAX_DEPTH) encode_error(e, idx, "nesting too deep");
   luaL_checkstack(L, 16, "cannot send value: nesting too deep");
   if (!e->seen_made) seen_start(e);
   e->depth++;
   encode_object(e, idx, t);
   e->depth--;
+}
+
+/* A number: SMALLINT, INT or FLOAT. */
+static void encode_number(enc *e, int idx) {
+  lua_State *L = e->L;
+  char *p = box_room(L, e->b, 11);
+  if (lua_isinteger(L, idx)) {
+    lua_Integer i = lua_tointeger(L, idx);
+    if (i >= 0 && i < 128) {
+      p[0] = (char)(T_SMALLINT | i);
+      e->b->n++;
+    } else {
+      p[0] = T_INT;
+      e->b->n += 1 + put_varint(p + 1, zigzag(i));
+    }
+  } else {
+    lua_Number d = lua_tonumber(L, idx);
+    p[0] = T_FLOAT;
+    memcpy(p + 1, &d, sizeof d);
+    e->b->n += 1 + sizeof d;
+  }
+}
+
+/* The value at idx, whose type t the caller has read: scalars and strings
+** here, objects in a function of their own (this one stays small). */
+static void encode_typed(enc *e, int idx, int t) {
+  switch (t) {
+    case LUA_TSTRING: encode_string(e, idx); return;
+    case LUA_TNUMBER: encode_number(e, idx); return;
+    case LUA_TBOOLEAN:
+      *box_room(e->L, e->b, 1) = lua_toboolean(e->L, idx) ? T_TRUE : T_FALSE;
+      e->b->n++;
+      return;
+    case LUA_TNIL:
+      *box_room(e->L, e->b, 1) = T_NIL;
+      e->b->n++;
+      return;
+    default: encode_object_at(e, idx, t);
+  }
+}
+
+static void encode_value(enc *e, int idx) {
+  encode_typed(e, idx, lua_type(e->L, idx));
 }
 
 /* A whole message whose top TABLE holds no reference says so. */
@@ -703,19 +766,13 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
 ** slice may end at math.maxinteger, where k <= j never turns false. */
 static void encode_slice(enc *e, int t, lua_Integer i, lua_Integer n) {
   lua_State *L = e->L;
-  lua_Integer k;
   uint32_t none = 0;
-  int v = lua_gettop(L) + 1;
   edge x;
   box_tagvar(L, e->b, T_TABLE, (uint64_t)n);
   box_add(L, e->b, (const char *)&none, 4);
   e->nobj = 1;   /* ordinal 1 is the slice's own table, as the decoder counts */
   edge_enter(e, &x, E_INDEX, 0, 0);
-  for (k = 0; k < n; k++) {
-    x.a = k + 1;
-    encode_item(e, lua_rawgeti(L, t, i + k), v);
-    lua_settop(L, v - 1);
-  }
+  encode_items(e, t, i - 1, n, &x);
   e->edge = x.up;
 }
 
@@ -765,6 +822,8 @@ typedef struct {
   int noref;        /* TABLE_NOREF: objects need no ordinals */
   int depth;
   int functions;    /* FUNC allowed */
+  int keys;         /* stack index of the first KEY_CACHE slots, or 0 */
+  struct { const char *s; size_t n; } key[KEY_CACHE];  /* their bytes */
 } dec;
 
 static void decode_value(dec *d);
@@ -781,7 +840,7 @@ static int get_byte(dec *d) {
   return (unsigned char)*d->p++;
 }
 
-static uint64_t get_varint(dec *d) {
+static NOINLINE uint64_t get_varint_long(dec *d) {
   uint64_t v = 0;
   int shift = 0, c;
   do {
@@ -792,6 +851,12 @@ static uint64_t get_varint(dec *d) {
   } while ((c & 0x80) && shift < 70);
   if (c & 0x80) bad(d, "varint overflow");
   return v;
+}
+
+/* A varint; one byte (under 128), the common case, inline. */
+static uint64_t get_varint(dec *d) {
+  if (d->p < d->end && !(*d->p & 0x80)) return (unsigned char)*d->p++;
+  return get_varint_long(d);
 }
 
 /* A length that must fit in what is left, each unit taking >= unit bytes. */
@@ -837,6 +902,42 @@ static void check_key(dec *d) {
   }
 }
 
+/* A table key. A short string key (records repeat their field names) is
+** kept in one of the cache's stack slots, so the next key of the same bytes
+** is a copy of it rather than a new lookup in Lua's string table. */
+static void decode_key(dec *d) {
+  const unsigned char *s = (const unsigned char *)d->p + 2;
+  size_t n;
+  unsigned h;
+  if (!d->keys || left(d) < 2 || d->p[0] != T_STR || (n = s[-1]) > 40 ||
+      n > left(d) - 2) {
+    check_key(d);
+    decode_value(d);
+    return;
+  }
+  h = n ? (unsigned)(n * 7 + s[0] + s[n - 1] * 3) % KEY_CACHE : 0;
+  d->p = (const char *)s + n;
+  if (d->key[h].s && d->key[h].n == n && memcmp(d->key[h].s, s, n) == 0) {
+    lua_pushvalue(d->L, d->keys + (int)h);
+    return;
+  }
+  lua_pushlstring(d->L, (const char *)s, n);
+  lua_copy(d->L, -1, d->keys + (int)h);
+  d->key[h].s = (const char *)s;
+  d->key[h].n = n;
+}
+
+/* Makes the key cache's slots (when the message starts with a table). */
+static void keys_open(dec *d) {
+  int top = lua_gettop(d->L);
+  if (left(d) == 0 || (*d->p != T_TABLE && *d->p != T_TABLE_NOREF &&
+                       *d->p != T_TABLE_MT))
+    return;
+  luaL_checkstack(d->L, KEY_CACHE + 16, "cannot decode: out of stack");
+  lua_settop(d->L, top + KEY_CACHE);
+  d->keys = top + 1;
+}
+
 static void decode_table(dec *d, int with_mt) {
   lua_State *L = d->L;
   size_t i, narr = get_len(d, 1);
@@ -855,8 +956,7 @@ static void decode_table(dec *d, int with_mt) {
     lua_rawseti(L, t, (lua_Integer)i);
   }
   for (i = 0; i < nhash; i++) {
-    check_key(d);
-    decode_value(d);
+    decode_key(d);
     decode_value(d);
     lua_rawset(L, t);
   }
@@ -992,12 +1092,23 @@ static void decode_object(dec *d, int tag) {
   }
 }
 
+/* A table, REF, function, PATH, GLOBALS or MPROC (tag read). */
+static NOINLINE void decode_object_at(dec *d, int tag) {
+  if (++d->depth > MAX_DEPTH) bad(d, "nesting too deep");
+  luaL_checkstack(d->L, 16, "cannot decode: nesting too deep");
+  decode_object(d, tag);
+  d->depth--;
+}
+
+/* Scalars and strings here, objects in a function of their own (this one
+** stays small). */
 static void decode_value(dec *d) {
   lua_State *L = d->L;
   int tag = get_byte(d);
   lua_Number f;
   if (tag >= T_SMALLINT) { lua_pushinteger(L, tag & 0x7f); return; }
   switch (tag) {
+    case T_STR: push_str(d); return;
     case T_NIL: lua_pushnil(L); return;
     case T_FALSE: lua_pushboolean(L, 0); return;
     case T_TRUE: lua_pushboolean(L, 1); return;
@@ -1008,12 +1119,8 @@ static void decode_value(dec *d) {
       d->p += sizeof f;
       lua_pushnumber(L, f);
       return;
-    case T_STR: push_str(d); return;
+    default: decode_object_at(d, tag);
   }
-  if (++d->depth > MAX_DEPTH) bad(d, "nesting too deep");
-  luaL_checkstack(L, 16, "cannot decode: nesting too deep");
-  decode_object(d, tag);
-  d->depth--;
 }
 
 /* lua_pcall'd: (lightuserdata p, integer n, boolean functions) -> value */
@@ -1027,6 +1134,7 @@ static int decode_protected(lua_State *L) {
   d.functions = lua_toboolean(L, 3);
   lua_pushnil(L);                    /* ordinal -> object, made on first use */
   d.objs = lua_gettop(L);
+  keys_open(&d);
   if (d.p < d.end && *d.p == T_TABLE_NOREF) {
     d.noref = 1;
     d.p++;
@@ -1141,6 +1249,7 @@ static int decode_into_protected(lua_State *L) {
   d.functions = 1;
   lua_pushnil(L);                    /* ordinal -> object, made on first use */
   d.objs = lua_gettop(L);
+  keys_open(&d);
   tag = get_byte(&d);
   if (tag != T_TABLE && tag != T_TABLE_NOREF) bad(&d, "not a list");
   d.noref = tag == T_TABLE_NOREF;

@@ -12,6 +12,7 @@
 ** loaded module after the index was built travels by value until then.
 */
 #include <stdint.h>
+#include <string.h>
 
 #include "mproc.h"
 
@@ -114,6 +115,27 @@ static void index_globals(lua_State *L, int index, int g) {
   lua_pop(L, 1);
 }
 
+/* index.f: a bit per hash of each indexed object's pointer, about 16 bits
+** an object, so that most objects the codec meets (plain data, not in the
+** index) are told apart without a table lookup. Objects join the index
+** only here, so the filter never misses one. */
+static void filter_build(lua_State *L, int index) {
+  size_t n = 0, size = 512;
+  unsigned char *bits;
+  lua_pushnil(L);
+  while (lua_next(L, index)) { n++; lua_pop(L, 1); }
+  while (size < 2 * n) size *= 2;
+  bits = (unsigned char *)lua_newuserdatauv(L, size, 0);
+  memset(bits, 0, size);
+  lua_pushnil(L);
+  while (lua_next(L, index)) {
+    size_t h = mp_modpath_hash(lua_topointer(L, -2), 8 * size - 1);
+    bits[h >> 3] |= (unsigned char)(1u << (h & 7));
+    lua_pop(L, 1);
+  }
+  lua_setfield(L, index, "f");   /* keys are objects: no clash */
+}
+
 /* Pushes a fresh index, also stored in the registry with its loaded count. */
 void mp_modpath_rebuild(lua_State *L) {
   int top = lua_gettop(L), index, level, d;
@@ -134,6 +156,7 @@ void mp_modpath_rebuild(lua_State *L) {
     lua_replace(L, level);
   }
   lua_settop(L, index);
+  filter_build(L, index);
   lua_pushinteger(L, loaded_fingerprint(L));
   lua_setfield(L, index, "n");   /* keys are objects: no clash */
   lua_pushvalue(L, index);
@@ -164,4 +187,15 @@ int mp_modpath_valid(lua_State *L, int idx) {
   ok = lua_rawequal(L, -1, idx);
   lua_pop(L, 1);
   return ok;
+}
+
+/* The filter of the index at idx (anchored by it): its bits, and in *mask
+** their count less one. */
+const unsigned char *mp_modpath_filter(lua_State *L, int idx, size_t *mask) {
+  const unsigned char *bits;
+  lua_getfield(L, idx, "f");
+  bits = (const unsigned char *)lua_touserdata(L, -1);
+  *mask = 8 * lua_rawlen(L, -1) - 1;
+  lua_pop(L, 1);
+  return bits;
 }

@@ -280,6 +280,16 @@ MP_HIDDEN int mp_decode_status(lua_State *L, const char *p, size_t n);
 MP_HIDDEN void mp_modpath_index(lua_State *L);
 MP_HIDDEN void mp_modpath_rebuild(lua_State *L);
 MP_HIDDEN int mp_modpath_valid(lua_State *L, int idx);
+/* mp_modpath_filter: the index's filter (at idx): an object whose pointer
+** p gives mp_modpath_maybe 0 is not in the index. */
+MP_HIDDEN const unsigned char *mp_modpath_filter(lua_State *L, int idx, size_t *mask);
+static inline size_t mp_modpath_hash(const void *p, size_t mask) {
+  return (size_t)(((uint64_t)(uintptr_t)p >> 3) * 0x9e3779b97f4a7c15u >> 32) & mask;
+}
+static inline int mp_modpath_maybe(const unsigned char *bits, size_t mask, const void *p) {
+  size_t h = mp_modpath_hash(p, mask);
+  return bits[h >> 3] >> (h & 7) & 1;
+}
 
 /* proc.c: mproc.Child handles for spawned children (spawn.c), kept out of
 ** the exit hook's live table; push before spawning, attach after. */
