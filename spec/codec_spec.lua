@@ -200,6 +200,34 @@ describe("codec", function()
       for _ = 1, 900 do r = r.next end
       assert.is_true(r.last)
     end)
+
+    -- The codec makes stack room once per few levels; each level here holds
+    -- what a level can: a full batch of list items, a key, a metatable.
+    it("survives deep nesting of full lists, metatables and closures", function()
+      local mt = { __index = { kind = "node" } }
+      local t = {}
+      local cur = t
+      for d = 1, 600 do
+        for i = 1, 19 do cur[i] = i % 3 == 0 and ("s" .. i) or i end
+        local nxt = {}
+        cur[20], cur.k = nxt, setmetatable({ d = d }, { __index = mt.__index })
+        setmetatable(cur, mt)
+        cur = nxt
+      end
+      cur.f = function() return mt, t end
+      local r = roundtrip(t)
+      local depth = 0
+      while r[20] do
+        assert.are.equal("node", r.kind)
+        assert.are.equal(depth + 1, r.k.d)
+        assert.are.equal("s18", r[18])
+        r, depth = r[20], depth + 1
+      end
+      assert.are.equal(600, depth)
+      local m, top = r.f()
+      assert.are.equal("node", m.__index.kind)
+      assert.are.equal(19, top[19])
+    end)
   end)
 
   describe("functions", function()

@@ -44,12 +44,26 @@ enum {
 #define MEMO_INIT 128           /* memo slots held inline: 63 objects */
 #define ITEM_BATCH 16           /* list items on the stack at once */
 #define KEY_CACHE 16            /* table keys the decoder keeps at hand */
+#define STACK_ROOM 16           /* stack slots an object and its leaves need */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define NOINLINE __attribute__((noinline))
+#define INLINE inline __attribute__((always_inline))
 #else
 #define NOINLINE
+#define INLINE
 #endif
+
+/* Makes sure of n free stack slots above the top, asking Lua for 48 more
+** at a time: lua_checkstack's promise holds for the rest of the C call, so
+** *room (the highest index it covers) saves asking for every object. */
+static void make_room(lua_State *L, int *room, int n, const char *msg) {
+  int top = lua_gettop(L);
+  if (top + n > *room) {
+    luaL_checkstack(L, n + 48, msg);
+    *room = top + n + 48;
+  }
+}
 
 /* ---------------------------------------------------------------------
 ** Encoder state: the output bytes and the identity memo, inline in the
@@ -252,6 +266,7 @@ typedef struct {
   int nobj;
   int refs;         /* REF and UPREF written */
   int depth;
+  int room;         /* stack slots up to here are made sure of */
   const edge *edge;
   const void *globals;  /* the global table's pointer, once seen is made */
 } enc;
@@ -493,7 +508,7 @@ static void encode_items(enc *e, int t, lua_Integer i0, lua_Integer n, edge *x) 
   lua_State *L = e->L;
   int top = lua_gettop(L), v, tt;
   lua_Integer k = 0, end;
-  luaL_checkstack(L, ITEM_BATCH, "cannot send value: nesting too deep");
+  make_room(L, &e->room, ITEM_BATCH + STACK_ROOM, "cannot send value: nesting too deep");
   while (k < n) {
     end = n - k > ITEM_BATCH ? k + ITEM_BATCH : n;
     for (v = top + 1; k < end; k++, v++) {
@@ -661,7 +676,7 @@ static void encode_string(enc *e, int idx) {
 static NOINLINE void encode_object_at(enc *e, int idx, int t) {
   lua_State *L = e->L;
   if (e->depth >= MAX_DEPTH) encode_error(e, idx, "nesting too deep");
-  luaL_checkstack(L, 16, "cannot send value: nesting too deep");
+  make_room(L, &e->room, STACK_ROOM, "cannot send value: nesting too deep");
   if (!e->seen_made) seen_start(e);
   e->depth++;
   encode_object(e, idx, t);
@@ -691,7 +706,7 @@ static void encode_number(enc *e, int idx) {
 
 /* The value at idx, whose type t the caller has read: scalars and strings
 ** here, objects in a function of their own (this one stays small). */
-static void encode_typed(enc *e, int idx, int t) {
+static INLINE void encode_typed(enc *e, int idx, int t) {
   switch (t) {
     case LUA_TSTRING: encode_string(e, idx); return;
     case LUA_TNUMBER: encode_number(e, idx); return;
@@ -823,6 +838,7 @@ typedef struct {
   int depth;
   int functions;    /* FUNC allowed */
   int keys;         /* stack index of the first KEY_CACHE slots, or 0 */
+  int room;         /* stack slots up to here are made sure of */
   struct { const char *s; size_t n; } key[KEY_CACHE];  /* their bytes */
 } dec;
 
@@ -927,13 +943,15 @@ static void decode_key(dec *d) {
   d->key[h].n = n;
 }
 
-/* Makes the key cache's slots (when the message starts with a table). */
-static void keys_open(dec *d) {
-  int top = lua_gettop(d->L);
+/* Makes room on the stack for the top level, and the key cache's slots
+** when the message starts with a table. */
+static void dec_open(dec *d) {
+  int top;
+  make_room(d->L, &d->room, KEY_CACHE + STACK_ROOM, "cannot decode: nesting too deep");
   if (left(d) == 0 || (*d->p != T_TABLE && *d->p != T_TABLE_NOREF &&
                        *d->p != T_TABLE_MT))
     return;
-  luaL_checkstack(d->L, KEY_CACHE + 16, "cannot decode: out of stack");
+  top = lua_gettop(d->L);
   lua_settop(d->L, top + KEY_CACHE);
   d->keys = top + 1;
 }
@@ -1095,14 +1113,14 @@ static void decode_object(dec *d, int tag) {
 /* A table, REF, function, PATH, GLOBALS or MPROC (tag read). */
 static NOINLINE void decode_object_at(dec *d, int tag) {
   if (++d->depth > MAX_DEPTH) bad(d, "nesting too deep");
-  luaL_checkstack(d->L, 16, "cannot decode: nesting too deep");
+  make_room(d->L, &d->room, STACK_ROOM, "cannot decode: nesting too deep");
   decode_object(d, tag);
   d->depth--;
 }
 
 /* Scalars and strings here, objects in a function of their own (this one
 ** stays small). */
-static void decode_value(dec *d) {
+static INLINE void decode_value(dec *d) {
   lua_State *L = d->L;
   int tag = get_byte(d);
   lua_Number f;
@@ -1134,7 +1152,7 @@ static int decode_protected(lua_State *L) {
   d.functions = lua_toboolean(L, 3);
   lua_pushnil(L);                    /* ordinal -> object, made on first use */
   d.objs = lua_gettop(L);
-  keys_open(&d);
+  dec_open(&d);
   if (d.p < d.end && *d.p == T_TABLE_NOREF) {
     d.noref = 1;
     d.p++;
@@ -1249,7 +1267,7 @@ static int decode_into_protected(lua_State *L) {
   d.functions = 1;
   lua_pushnil(L);                    /* ordinal -> object, made on first use */
   d.objs = lua_gettop(L);
-  keys_open(&d);
+  dec_open(&d);
   tag = get_byte(&d);
   if (tag != T_TABLE && tag != T_TABLE_NOREF) bad(&d, "not a list");
   d.noref = tag == T_TABLE_NOREF;
