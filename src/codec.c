@@ -247,7 +247,7 @@ typedef struct edge {
 /* The encoder's stack slots, reserved by enc_open above the top it finds
 ** (base); each is nil until first needed. */
 enum {
-  SLOT_SEEN = 1,    /* ordinal -> object: keeps memoized objects alive */
+  SLOT_SEEN = 1,    /* a thread whose stack keeps memoized objects alive */
   SLOT_UPVALS,      /* upvalue id -> ordinal * 256 + n */
   SLOT_INDEX,       /* the path index (object -> path, modpath.c) */
   SLOT_BYTES,       /* the output bytes, once grown out of the box */
@@ -269,6 +269,8 @@ typedef struct {
   int room;         /* stack slots up to here are made sure of */
   const edge *edge;
   const void *globals;  /* the global table's pointer, once seen is made */
+  lua_State *anchor;    /* the thread in SLOT_SEEN */
+  int abase, aroom;     /* its top at the start; room made up to */
 } enc;
 
 static void encode_value(enc *e, int idx);
@@ -372,23 +374,49 @@ static void edge_enter(enc *e, edge *x, int kind, lua_Integer a, int b) {
 }
 
 /* Gives the object at idx (pointer p) the next ordinal (after seen_before
-** said no); the seen list keeps it alive, so its pointer stays its own. */
+** said no); the anchor thread's stack keeps it alive, so its pointer stays
+** its own. */
 static void seen_addp(enc *e, int idx, const void *p) {
   lua_State *L = e->L;
   memo_add(L, e->b, p, ++e->nobj);
+  if (e->nobj > e->aroom) {
+    if (!lua_checkstack(e->anchor, 64)) mp_error(L, "cannot send value: too many tables");
+    e->aroom = lua_gettop(e->anchor) + 64;
+  }
   lua_pushvalue(L, idx);
-  lua_rawseti(L, e->seen, e->nobj);
+  lua_xmove(L, e->anchor, 1);
 }
 
-/* The seen list, on the first object; and the globals' pointer. */
+static char anchor_key;   /* registry: a thread to anchor objects on */
+
+/* The anchor thread, on the first object: the one the registry keeps (taken
+** out while in use, so a nested encode makes its own), else a new one; and
+** the globals' pointer. */
 static void seen_start(enc *e) {
   lua_State *L = e->L;
-  lua_createtable(L, 64, 0);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key) == LUA_TTHREAD) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &anchor_key);
+  } else {
+    lua_pop(L, 1);
+    lua_newthread(L);
+  }
+  e->anchor = lua_tothread(L, -1);
+  e->abase = lua_gettop(e->anchor);
+  e->aroom = e->abase;
   lua_replace(L, e->seen);
   e->seen_made = 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   e->globals = lua_topointer(L, -1);
   lua_pop(L, 1);
+}
+
+/* Lets the anchored objects go and gives the thread back. */
+static void seen_end(enc *e) {
+  if (!e->seen_made) return;
+  lua_settop(e->anchor, e->abase);
+  lua_pushvalue(e->L, e->seen);
+  lua_rawsetp(e->L, LUA_REGISTRYINDEX, &anchor_key);
 }
 
 static void seen_add(enc *e, int idx) {
@@ -770,6 +798,7 @@ void mp_encode(lua_State *L, int idx, mp_bytes *out) {
     enc_open(&e, &b, L);
     encode_value(&e, idx);
     mark_noref(&e);
+    seen_end(&e);
     out->p[0] = box_keep(L, &b, top + 1);   /* into SLOT_SEEN's place */
     out->n[0] = b.n;
     lua_settop(L, top + 1);
@@ -806,6 +835,7 @@ static int l_dumps_slice(lua_State *L) {
   e.depth = 1;
   encode_slice(&e, 1, i, j - i + 1);
   mark_noref(&e);
+  seen_end(&e);
   lua_pushlstring(L, b.p, b.n);
   return 1;
 }
