@@ -948,22 +948,20 @@ static void check_key(dec *d) {
   }
 }
 
-/* A table key. A short string key (records repeat their field names) is
-** kept in one of the cache's stack slots, so the next key of the same bytes
-** is a copy of it rather than a new lookup in Lua's string table. */
-static void decode_key(dec *d) {
-  const unsigned char *s = (const unsigned char *)d->p + 2;
-  size_t n;
-  unsigned h;
-  if (!d->keys || left(d) < 2 || d->p[0] != T_STR || (n = s[-1]) > 40 ||
-      n > left(d) - 2) {
-    check_key(d);
-    decode_value(d);
-    return;
-  }
-  h = n ? (unsigned)(n * 7 + s[0] + s[n - 1] * 3) % KEY_CACHE : 0;
-  d->p = (const char *)s + n;
-  if (d->key[h].s && d->key[h].n == n && memcmp(d->key[h].s, s, n) == 0) {
+static int same_bytes(const char *a, const unsigned char *b, size_t n) {
+  size_t i;
+  if (n > 8) return memcmp(a, b, n) == 0;
+  for (i = 0; i < n; i++)
+    if ((unsigned char)a[i] != b[i]) return 0;
+  return 1;
+}
+
+/* Pushes the n bytes at s (n <= 40, a short string) through the cache: the
+** same bytes met before in this message are a copy of the string made
+** then, not a new lookup in Lua's string table. */
+static void push_cached(dec *d, const unsigned char *s, size_t n) {
+  unsigned h = n ? (unsigned)(n * 7 + s[0] + s[n - 1] * 3) % KEY_CACHE : 0;
+  if (d->key[h].s && d->key[h].n == n && same_bytes(d->key[h].s, s, n)) {
     lua_pushvalue(d->L, d->keys + (int)h);
     return;
   }
@@ -971,6 +969,21 @@ static void decode_key(dec *d) {
   lua_copy(d->L, -1, d->keys + (int)h);
   d->key[h].s = (const char *)s;
   d->key[h].n = n;
+}
+
+/* A table key. Short string keys (records repeat their field names) go
+** through the cache. */
+static void decode_key(dec *d) {
+  const unsigned char *s = (const unsigned char *)d->p + 2;
+  size_t n;
+  if (!d->keys || left(d) < 2 || d->p[0] != T_STR || (n = s[-1]) > 40 ||
+      n > left(d) - 2) {
+    check_key(d);
+    decode_value(d);
+    return;
+  }
+  d->p = (const char *)s + n;
+  push_cached(d, s, n);
 }
 
 /* Makes room on the stack for the top level, and the key cache's slots
