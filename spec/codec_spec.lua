@@ -201,6 +201,21 @@ describe("codec", function()
       assert.is_true(r.last)
     end)
 
+    -- The encoder anchors every table it met on a thread's stack, which
+    -- holds at most a million values; past 65,536 they go in a table on it.
+    it("sends a message of over a million tables, shared ones shared", function()
+      local t = {}
+      for i = 1, 1000100 do t[i] = {} end
+      t[1000101], t[1000102] = t[1], t[1000100]
+      local r = roundtrip(t)
+      assert.are.equal(1000102, #r)
+      assert.are.equal(r[1], r[1000101])
+      assert.are.equal(r[1000100], r[1000102])
+      assert.are_not.equal(r[2], r[3])
+      t, r = nil, nil
+      collectgarbage()
+    end)
+
     -- The codec makes stack room once per few levels; each level here holds
     -- what a level can: a full batch of list items, a key, a metatable.
     it("survives deep nesting of full lists, metatables and closures", function()

@@ -43,6 +43,7 @@ enum {
 #define BOX_INIT 1024           /* bytes held inside the buffer userdata */
 #define MEMO_INIT 128           /* memo slots held inline: 63 objects */
 #define ITEM_BATCH 16           /* list items on the stack at once */
+#define ANCHOR_STACK 65536      /* objects anchored on a stack, then a table */
 #define KEY_CACHE 16            /* table keys the decoder keeps at hand */
 #define STACK_ROOM 16           /* stack slots an object and its leaves need */
 
@@ -270,7 +271,9 @@ typedef struct {
   const edge *edge;
   const void *globals;  /* the global table's pointer, once seen is made */
   lua_State *anchor;    /* the thread in SLOT_SEEN */
-  int abase, aroom;     /* its top at the start; room made up to */
+  int abase;            /* its top at the start */
+  int aleft;            /* objects it has room for */
+  int spill;            /* its stack index of the overflow table, or 0 */
 } enc;
 
 static void encode_value(enc *e, int idx);
@@ -373,18 +376,30 @@ static void edge_enter(enc *e, edge *x, int kind, lua_Integer a, int b) {
   e->edge = x;
 }
 
+/* Room on the anchor thread for 64 more objects. Past ANCHOR_STACK they go
+** in a table on it instead (a stack holds at most LUAI_MAXSTACK values). */
+static NOINLINE void anchor_room(enc *e) {
+  lua_State *L = e->L, *T = e->anchor;
+  if (!e->spill && lua_gettop(T) - e->abase >= ANCHOR_STACK) {
+    lua_newtable(L);
+    lua_xmove(L, T, 1);
+    e->spill = lua_gettop(T);
+  }
+  if (!lua_checkstack(T, 64)) mp_error(L, "cannot send value: not enough memory");
+  e->aleft = 64;
+}
+
 /* Gives the object at idx (pointer p) the next ordinal (after seen_before
-** said no); the anchor thread's stack keeps it alive, so its pointer stays
-** its own. */
+** said no); the anchor thread keeps it alive, so its pointer stays its
+** own. */
 static void seen_addp(enc *e, int idx, const void *p) {
   lua_State *L = e->L;
   memo_add(L, e->b, p, ++e->nobj);
-  if (e->nobj > e->aroom) {
-    if (!lua_checkstack(e->anchor, 64)) mp_error(L, "cannot send value: too many tables");
-    e->aroom = lua_gettop(e->anchor) + 64;
-  }
+  if (e->aleft == 0) anchor_room(e);
   lua_pushvalue(L, idx);
   lua_xmove(L, e->anchor, 1);
+  if (e->spill) lua_rawseti(e->anchor, e->spill, e->nobj);
+  else e->aleft--;
 }
 
 static char anchor_key;   /* registry: a thread to anchor objects on */
@@ -403,7 +418,6 @@ static void seen_start(enc *e) {
   }
   e->anchor = lua_tothread(L, -1);
   e->abase = lua_gettop(e->anchor);
-  e->aroom = e->abase;
   lua_replace(L, e->seen);
   e->seen_made = 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
