@@ -10,6 +10,8 @@
 ** to its object, or when a C function or userdata is missing from it (those
 ** cannot travel otherwise).  So a Lua function or table added to an already
 ** loaded module after the index was built travels by value until then.
+** A bit filter of the indexed objects' pointers (index.f) answers "not in
+** the index" for most objects without a table lookup.
 */
 #include <stdint.h>
 #include <string.h>
@@ -190,12 +192,14 @@ int mp_modpath_valid(lua_State *L, int idx) {
 }
 
 /* The filter of the index at idx (anchored by it): its bits, and in *mask
-** their count less one. */
+** their count less one; an index without one (the registry is the user's
+** too) gets a filter that lets every object through to the lookup. */
 const unsigned char *mp_modpath_filter(lua_State *L, int idx, size_t *mask) {
+  static const unsigned char all = 0xff;
   const unsigned char *bits;
   lua_getfield(L, idx, "f");
   bits = (const unsigned char *)lua_touserdata(L, -1);
-  *mask = 8 * lua_rawlen(L, -1) - 1;
+  *mask = bits ? 8 * lua_rawlen(L, -1) - 1 : 7;
   lua_pop(L, 1);
-  return bits;
+  return bits ? bits : &all;
 }
