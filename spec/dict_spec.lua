@@ -916,13 +916,7 @@ end)
 -- cannot load: the require raises each time, and nothing stays attached.
 local LAYER_RAISES = [[
   local mproc = require "mproc"
-  local core = require "mproc.core"
-  local function nfds()
-    local n, ls = 0, io.popen("ls /proc/" .. core.getpid() .. "/fd")
-    for _ in ls:lines() do n = n + 1 end
-    ls:close()
-    return n
-  end
+  local nfds = require("support").fd_count   -- io.popen's own pipe would race the listing
   local q, done = mproc.Queue(), mproc.Event()
   local holder = mproc.Process(function()
     local d = mproc.Dict { x = 1 }

@@ -19,8 +19,13 @@ local function new_gate()
     return x
   end
   function g.wait_started()
-    assert.is_true(support.eventually(function() return support.read_file(g.started) ~= nil end, 10))
-    return tonumber(support.read_file(g.started))
+    -- the file exists before its pid is written: wait for the number
+    local pid
+    assert.is_true(support.eventually(function()
+      pid = tonumber(support.read_file(g.started) or "")
+      return pid ~= nil
+    end, 10))
+    return pid
   end
   function g.release() support.write_file(g.open, "") end
   function g.remove()
