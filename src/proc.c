@@ -85,21 +85,37 @@ static int my_sentinel_w = -1; /* in a child: the pipe end our parent reads */
 ** --------------------------------------------------------------------- */
 typedef struct { pid_t pid; int daemon; } live_child;
 
-static live_child *live = NULL;
-static size_t nlive = 0, caplive = 0;
+/* The first children are kept in static storage, beside the module data
+** that every fork writes anyway (the fork handlers' counters): the parent
+** writes the table right after each fork, and a heap page there would be
+** one more page for it to copy each time. */
+#define LIVE_STATIC 16
+static live_child live_first[LIVE_STATIC];
+static live_child *live = live_first;
+static size_t nlive = 0, caplive = LIVE_STATIC;
 static pid_t live_owner = 0;
 
 /* Room for one more child, made before forking: live_add after the fork
 ** then cannot fail. */
 static int live_reserve(void) {
   if (nlive == caplive) {
-    size_t ncap = caplive ? caplive * 2 : 16;
-    live_child *n = realloc(live, ncap * sizeof *n);
+    size_t ncap = caplive * 2;
+    live_child *n = malloc(ncap * sizeof *n);
     if (n == NULL) return -1;
+    memcpy(n, live, nlive * sizeof *n);
+    if (live != live_first) free(live);
     live = n;
     caplive = ncap;
   }
   return 0;
+}
+
+/* Back to the static storage, the table empty. */
+static void live_release(void) {
+  if (live != live_first) free(live);
+  live = live_first;
+  nlive = 0;
+  caplive = LIVE_STATIC;
 }
 
 /* Adds a child into the room live_reserve made. */
@@ -149,9 +165,7 @@ static void join_children(void) {
     int st;
     mp_waitpid(live[i].pid, &st, 0);
   }
-  free(live);
-  live = NULL;
-  nlive = caplive = 0;
+  nlive = 0;
 }
 
 /* At the process's end (atexit, os.exit included, and a child's end):
@@ -164,9 +178,13 @@ static void exit_hook(void) {
   mp_holders_forget_all();
 }
 
+/* At a Lua state's close the table's memory goes too (another state may
+** start children later); at the process's end it need not: freeing it
+** would be one more page written by every child on its way out. */
 static int l_exit_hook_gc(lua_State *L) {
   (void)L;
   join_children();
+  if (live_owner == getpid()) live_release();
   return 0;
 }
 
@@ -183,7 +201,10 @@ static void mp_after_fork_child(void) {
   if (my_sentinel_w >= 0) { close(my_sentinel_w); my_sentinel_w = -1; }
   setvbuf(stdout, NULL, _IOLBF, BUFSIZ);
   if (devnull_fd >= 0) dup2(devnull_fd, STDIN_FILENO);
-  clearerr(stdin);
+  /* clearing writes stdin's FILE, a page the child would copy: only when
+  ** there is something to clear (the _unlocked tests are inline in glibc:
+  ** no code to fault in; the child has one thread) */
+  if (feof_unlocked(stdin) || ferror_unlocked(stdin)) clearerr(stdin);
 }
 
 /* core.child_main(f, ...): runs f(...) in the child, then exits with the
@@ -434,7 +455,21 @@ static pid_t fork_child(int fds[2], int gate[2]) {
   return pid;
 }
 
-/* core.fork([daemon]) -> child handle in the parent, false in the child.
+/* In the child, after false: its pid and the clock in nanoseconds, what
+** the Lua layer seeds math.random with. Here they cost nothing the fork
+** has not touched already (cell.c's handler read the clock); asked for
+** from Lua, they would be two more stretches of code to fault in. */
+static int push_child_side(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushboolean(L, 0);
+  lua_pushinteger(L, getpid());
+  lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
+  return 3;
+}
+
+/* core.fork([daemon]) -> child handle and its pid in the parent; false,
+** the child's own pid and a clock reading (push_child_side) in the child.
 ** A child that has ended and been reaped before the parent could watch it
 ** gives a handle that reports it ended (exitcode 0: the status is lost). */
 static int l_fork(lua_State *L) {
@@ -449,10 +484,7 @@ static int l_fork(lua_State *L) {
   if (use_pidfd && children_autoreaped() && mp_cloexec_pipe(gate) < 0)
     return mp_fail(L, "cannot fork");
   if ((pid = fork_child(fds, gate)) < 0) return mp_fail(L, "cannot fork");
-  if (pid == 0) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
+  if (pid == 0) return push_child_side(L);
   c->pid = pid;
   live_add(pid, daemon);
   if (open_sentinel_parent(c, fds[0]) < 0) {
@@ -460,7 +492,8 @@ static int l_fork(lua_State *L) {
     mark_gone(c);  /* reaped elsewhere already: never signal its pid */
   }
   open_gate(gate, 0);
-  return 1;
+  lua_pushinteger(L, pid);
+  return 2;
 }
 
 /* ---------------------------------------------------------------------

@@ -12,27 +12,50 @@ local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
 local Process = { __name = "mproc.Process" }
 local methods = {}
 
-local counter = 0
-local children = {}      -- handle -> Process, started and not known ended
-local current            -- the Process this code runs in
-local parent             -- in a child: what parent_process() returns, once asked
-local parent_pid, parent_name
+-- What this process knows of itself, in one table rather than as upvalues:
+-- a new child sets most of it, and one table's fields are one heap page to
+-- copy where upvalues are as many objects, spread over the heap (five
+-- pages, measured).
+local here = {
+  counter = 0,
+  children = {},         -- handle -> Process, started and not known ended
+  current = false,       -- the Process this code runs in
+  parent = false,        -- in a child: what parent_process() returns, once asked
+  parent_pid = false,
+  parent_name = false,
+}
+
+-- What every forked child of mproc does first (Process children and pool
+-- workers): reseed math.random, become current_process(), remember the
+-- parent, start with no children of its own. pid and clock are what
+-- core.fork gave the child, when the caller has them.
+-- It writes as little as it can: every page a child writes is copied.
+function M.enter_child(self, pid, clock)
+  math.randomseed(pid or core.getpid(), clock or math.floor(core.time() * 1e9))
+  here.parent_pid, here.parent_name, here.parent = core.getppid(), here.current.name, false
+  if next(here.children) then here.children = {} end
+  here.counter = 0
+  here.current = self
+end
 
 -- A Process whose handle reports an end leaves the children table.
 local function poll(self)
   local h = self._handle
   if not h then return nil end
   local code = h:poll()
-  if code then children[h] = nil end
+  if code then here.children[h] = nil end
   return code
 end
 
 function Process.__index(self, k)
   if k == "exitcode" then return poll(self) end
-  if k == "pid" then return self._pid or nil end
+  if k == "pid" then
+    -- a child does not write its own pid into itself: one page less to copy
+    return self._pid or (self == here.current and core.getpid()) or nil
+  end
   if k == "name" then
     -- made on first use: formatting a number costs a page write after fork
-    local name = self._prefix .. self._identity
+    local name = (self._prefix or "Process-") .. self._identity
     rawset(self, "name", name)
     return name
   end
@@ -49,42 +72,52 @@ end
 local NOARGS = { n = 0 }
 local OPTIONS = { target = true, args = true, name = true, daemon = true }
 
+-- A new Process. Every field start() writes is set here, so the table
+-- never grows after the fork (a grown table is a page the parent copies);
+-- the fields that are mostly nil are left out of the constructor, which
+-- then makes the table half the size (fewer heap pages written per start).
+local function make(target, args, name, daemon)
+  here.counter = here.counter + 1
+  local self = setmetatable({
+    target = target,
+    args = args or NOARGS,
+    daemon = daemon or false,
+    _pid = false,
+    _identity = here.counter,
+    _handle = false,
+    _closed = false,
+  }, Process)
+  if name then self.name = name end
+  -- a process started in a child is named after it: "Process-1:2"
+  if here.current._identity then self._prefix = here.current.name .. ":" end
+  return self
+end
+
 -- mproc.Process{target = f, args = {...}, name = s, daemon = b}
--- mproc.Process(f, {...})
-local function new(_, a, b)
-  local opts, argn = a, 1
-  if type(a) == "table" and getmetatable(a) == nil then
-    util.check_options("Process", 1, a, OPTIONS)
-    -- Process{f} would run nothing: the options table has only names
-    for k in pairs(a) do
-      if type(k) == "number" then
-        util.argerror("Process", 1, "unnamed value in the options table; " ..
-          "pass target = f, or call mproc.Process(f, args)")
-      end
+local function new_from_options(opts)
+  util.check_options("Process", 1, opts, OPTIONS)
+  -- Process{f} would run nothing: the options table has only names
+  for k in pairs(opts) do
+    if type(k) == "number" then
+      util.argerror("Process", 1, "unnamed value in the options table; " ..
+        "pass target = f, or call mproc.Process(f, args)")
     end
-  elseif util.is_callable(a) then
-    opts, argn = { target = a, args = b }, 2
-  else
-    util.argerror("Process", 1, "function or options table expected, got " .. type(a))
   end
   util.check_callable("Process", 1, opts.target, true)
   util.check_type("Process", 1, opts.name, "string", true)
   util.check_type("Process", 1, opts.daemon, "boolean", true)
-  util.check_type("Process", argn, opts.args, "table", true)
-  counter = counter + 1
-  -- every field is set here, so start() only overwrites and never grows
-  -- the table after the fork (a grown table is a page the parent copies)
-  return setmetatable({
-    target = opts.target,
-    args = opts.args or NOARGS,
-    name = opts.name,
-    _prefix = current._identity and (current.name .. ":") or "Process-",
-    daemon = opts.daemon or false,
-    _pid = false,
-    _identity = counter,
-    _handle = false,
-    _closed = false,
-  }, Process)
+  util.check_type("Process", 1, opts.args, "table", true)
+  return make(opts.target, opts.args, opts.name, opts.daemon)
+end
+
+-- mproc.Process(f, {...}); no options table is made for it
+local function new(_, a, b)
+  if type(a) == "table" and getmetatable(a) == nil then return new_from_options(a) end
+  if not util.is_callable(a) then
+    util.argerror("Process", 1, "function or options table expected, got " .. type(a))
+  end
+  util.check_type("Process", 2, b, "table", true)
+  return make(a, b)
 end
 setmetatable(Process, { __call = new })
 
@@ -95,7 +128,7 @@ end
 
 local function check_started(self, fname)
   check_open(self, fname)
-  if self == current then util.misuse(("%s: a process cannot %s itself"):format(fname, fname)) end
+  if self == here.current then util.misuse(("%s: a process cannot %s itself"):format(fname, fname)) end
   if not self._handle then util.misuse(("%s: the process was not started"):format(fname)) end
 end
 
@@ -109,23 +142,19 @@ end
 
 -- Runs in the child: becomes current, runs the target, reports an error
 -- with its traceback on stderr as Python does; returns the exit code.
--- It allocates as little as it can: every page a child writes is copied.
--- What every forked child of mproc does first (Process children and pool
--- workers): reseed math.random, become current_process(), remember the
--- parent, start with no children of its own.
-function M.enter_child(self)
-  math.randomseed(core.getpid(), math.floor(core.time() * 1e6))
-  parent_pid, parent_name, parent = core.getppid(), current.name, nil
-  if next(children) then children = {} end
-  counter = 0
-  current = self
-  self._pid = core.getpid()
-  self._handle = false
-end
-
-local function child_run(self)
-  M.enter_child(self)
-  local ok, err = xpcall(self.run, child_traceback, self)
+-- Unless run was replaced, the target is called here rather than through
+-- run(): every call a child makes is code and stack it faults in.
+local function child_run(self, pid, clock)
+  M.enter_child(self, pid, clock)
+  local ok, err
+  local run, target, args = rawget(self, "run") or methods.run, rawget(self, "target"), self.args
+  if run ~= methods.run or not target then
+    ok, err = xpcall(run, child_traceback, self)
+  elseif args.n == 0 then
+    ok, err = xpcall(target, child_traceback)
+  else
+    ok, err = xpcall(target, child_traceback, table.unpack(args, 1, args.n or #args))
+  end
   if ok then return 0 end
   io.stderr:write(("Process %s:\n%s\n"):format(self.name, err))
   return 1
@@ -139,20 +168,20 @@ function methods:run()
 end
 
 local function cleanup()
-  for _, p in pairs(children) do poll(p) end
+  for _, p in pairs(here.children) do poll(p) end
 end
 
 -- Starts the child. Returns the Process, or nil, message, errno.
 function methods:start()
   check_open(self, "start")
-  if self._handle or self == current then util.misuse("start: cannot start a process twice") end
+  if self._handle or self == here.current then util.misuse("start: cannot start a process twice") end
   cleanup()
-  local h, err, code = core.fork(self.daemon)
-  if h == false then core.child_main(child_run, self) end
-  if not h then return nil, err, code end
+  local h, pid, clock = core.fork(self.daemon)
+  if h == false then core.child_main(child_run, self, pid, clock) end
+  if not h then return nil, pid, clock end   -- message, errno
   self._handle = h
-  self._pid = h:pid()
-  children[h] = self
+  self._pid = pid
+  here.children[h] = self
   return self
 end
 
@@ -162,13 +191,13 @@ function methods:join(timeout)
   timeout = util.check_timeout("join", 1, timeout)
   local code, err = self._handle:wait(timeout)
   if not code then return nil, err end
-  children[self._handle] = nil
+  here.children[self._handle] = nil
   return code
 end
 
 function methods:is_alive()
   check_open(self, "is_alive")
-  if self == current then return true end
+  if self == here.current then return true end
   if not self._handle then return false end
   return poll(self) == nil
 end
@@ -198,7 +227,7 @@ end
 -- a daemonic child, or any child when the scope is left by an error, is
 -- terminated first (the error is not held up waiting for it).
 function Process.__close(self, err)
-  if self._closed or not self._handle or self == current then return end
+  if self._closed or not self._handle or self == here.current then return end
   if self.daemon or err ~= nil then self._handle:signal(SIGTERM) end
   self:join()
   self:close()
@@ -207,7 +236,7 @@ end
 function Process.__tostring(self)
   local state
   if self._closed then state = "closed"
-  elseif self == current then state = "current"
+  elseif self == here.current then state = "current"
   elseif not self._handle then state = "initial"
   else
     local code = poll(self)
@@ -235,21 +264,21 @@ function M.ParentProcess.__tostring(self)
   return ("mproc.ParentProcess (%s, pid %d)"):format(self.name, self.pid)
 end
 
-current = setmetatable({ name = "MainProcess", pid = core.getpid(), daemon = false }, Process)
+here.current = setmetatable({ name = "MainProcess", pid = core.getpid(), daemon = false }, Process)
 
 M.Process = Process
-function M.current_process() return current end
+function M.current_process() return here.current end
 function M.parent_process()
-  if not parent and parent_pid then
-    parent = setmetatable({ name = parent_name, pid = parent_pid }, M.ParentProcess)
+  if not here.parent and here.parent_pid then
+    here.parent = setmetatable({ name = here.parent_name, pid = here.parent_pid }, M.ParentProcess)
   end
-  return parent
+  return here.parent or nil
 end
 
 -- The children that still run; the ended ones are reaped on the way.
 function M.active_children()
   local list = {}
-  for _, p in pairs(children) do
+  for _, p in pairs(here.children) do
     if poll(p) == nil then list[#list + 1] = p end
   end
   table.sort(list, function(a, b) return a._identity < b._identity end)
