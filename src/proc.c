@@ -207,14 +207,29 @@ static void mp_after_fork_child(void) {
   if (feof_unlocked(stdin) || ferror_unlocked(stdin)) clearerr(stdin);
 }
 
-/* core.child_main(f, ...): runs f(...) in the child, then exits with the
-** integer it returns (1 if it raised), after the child's own exit hook.
+/* core.child_main(f, msgh, ...): runs f(...) in the child under the
+** message handler msgh (nil: none), then exits with the integer f returns;
+** if it raised, with the integer msgh made of the error (the handler has
+** reported it), else 1 and the error printed here. Either way after the
+** child's own exit hook. With a handler, f need not call xpcall: one call
+** level less for the child to write (its CallInfo, its stack).
 ** lua_pcall, not pcallk: a yield inside f cannot leave the child. */
 static int l_child_main(lua_State *L) {
-  int code = 1;
+  int code = 1, msgh = 0;
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  if (lua_pcall(L, lua_gettop(L) - 1, 1, 0) == LUA_OK) {
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    msgh = 1;
+  }
+  lua_settop(L, lua_gettop(L) < 2 ? 2 : lua_gettop(L));
+  lua_pushvalue(L, 1);   /* [f, msgh, args] -> [msgh, f, args] */
+  lua_pushvalue(L, 2);
+  lua_replace(L, 1);
+  lua_replace(L, 2);
+  if (lua_pcall(L, lua_gettop(L) - 2, 1, msgh) == LUA_OK) {
     code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+  } else if (msgh && lua_isinteger(L, -1)) {
+    code = (int)lua_tointeger(L, -1);
   } else {
     const char *msg = lua_tostring(L, -1);
     fprintf(stderr, "mproc: child %ld: %s\n", (long)getpid(),

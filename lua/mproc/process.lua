@@ -134,30 +134,31 @@ end
 
 local error_text = util.error_text
 
--- The frames below the target are mproc's own: tracebacks leave them out.
-local function child_traceback(e)
+-- The child's message handler (core.child_main's): reports the error with
+-- its traceback on stderr, as Python does; the exit code is 1. The frames
+-- below the target are mproc's own: the traceback leaves them out.
+local function child_error(e)
   local tb = debug.traceback(error_text(e), 2)
-  return tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
+  tb = tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
+  io.stderr:write(("Process %s:\n%s\n"):format(here.current.name, tb))
+  return 1
 end
 
--- Runs in the child: becomes current, runs the target, reports an error
--- with its traceback on stderr as Python does; returns the exit code.
--- Unless run was replaced, the target is called here rather than through
--- run(): every call a child makes is code and stack it faults in.
+-- Runs in the child, under child_error: becomes current, runs the target;
+-- returns the exit code. Unless run was replaced, the target is called
+-- here rather than through run(): every call a child makes is code and
+-- stack it faults in.
 local function child_run(self, pid, clock)
   M.enter_child(self, pid, clock)
-  local ok, err
-  local run, target, args = rawget(self, "run") or methods.run, rawget(self, "target"), self.args
-  if run ~= methods.run or not target then
-    ok, err = xpcall(run, child_traceback, self)
+  local run, args = rawget(self, "run") or methods.run, self.args
+  if run ~= methods.run or not self.target then
+    run(self)
   elseif args.n == 0 then
-    ok, err = xpcall(target, child_traceback)
+    self.target()
   else
-    ok, err = xpcall(target, child_traceback, table.unpack(args, 1, args.n or #args))
+    self.target(table.unpack(args, 1, args.n or #args))
   end
-  if ok then return 0 end
-  io.stderr:write(("Process %s:\n%s\n"):format(self.name, err))
-  return 1
+  return 0
 end
 
 -- The child's work; a table made with mproc.Process may replace it.
@@ -177,7 +178,7 @@ function methods:start()
   if self._handle or self == here.current then util.misuse("start: cannot start a process twice") end
   cleanup()
   local h, pid, clock = core.fork(self.daemon)
-  if h == false then core.child_main(child_run, self, pid, clock) end
+  if h == false then core.child_main(child_run, child_error, self, pid, clock) end
   if not h then return nil, pid, clock end   -- message, errno
   self._handle = h
   self._pid = pid
