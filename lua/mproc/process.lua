@@ -28,14 +28,17 @@ local here = {
 -- What every forked child of mproc does first (Process children and pool
 -- workers): reseed math.random, become current_process(), remember the
 -- parent, start with no children of its own. pid and clock are what
--- core.fork gave the child, when the caller has them.
+-- core.fork gave the child, when the caller has them; body, if given, is
+-- what the child runs next, as a tail call: at the depth of this function,
+-- not one level deeper (the deeper a child calls, the more it writes).
 -- It writes as little as it can: every page a child writes is copied.
-function M.enter_child(self, pid, clock)
+function M.enter_child(self, pid, clock, body)
   math.randomseed(pid or core.getpid(), clock or math.floor(core.time() * 1e9))
   here.parent_pid, here.parent_name, here.parent = core.getppid(), here.current.name, false
   if next(here.children) then here.children = {} end
   here.counter = 0
   here.current = self
+  if body then return body(self) end
 end
 
 -- A Process whose handle reports an end leaves the children table.
@@ -144,12 +147,10 @@ local function child_error(e)
   return 1
 end
 
--- Runs in the child, under child_error: becomes current, runs the target;
--- returns the exit code. Unless run was replaced, the target is called
--- here rather than through run(): every call a child makes is code and
--- stack it faults in.
-local function child_run(self, pid, clock)
-  M.enter_child(self, pid, clock)
+-- The child's work, after enter_child, under child_error; returns the exit
+-- code. Unless run was replaced, the target is called here rather than
+-- through run(): every call a child makes is code and stack it faults in.
+local function child_run(self)
   local run, args = rawget(self, "run") or methods.run, self.args
   if run ~= methods.run or not self.target then
     run(self)
@@ -178,7 +179,7 @@ function methods:start()
   if self._handle or self == here.current then util.misuse("start: cannot start a process twice") end
   cleanup()
   local h, pid, clock = core.fork(self.daemon)
-  if h == false then core.child_main(child_run, child_error, self, pid, clock) end
+  if h == false then core.child_main(M.enter_child, child_error, self, pid, clock, child_run) end
   if not h then return nil, pid, clock end   -- message, errno
   self._handle = h
   self._pid = pid
