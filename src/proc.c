@@ -207,26 +207,31 @@ static void mp_after_fork_child(void) {
   if (feof_unlocked(stdin) || ferror_unlocked(stdin)) clearerr(stdin);
 }
 
-/* core.child_main(f, msgh, ...): runs f(...) in the child under the
-** message handler msgh (nil: none), then exits with the integer f returns;
-** if it raised, with the integer msgh made of the error (the handler has
-** reported it), else 1 and the error printed here. Either way after the
-** child's own exit hook. With a handler, f need not call xpcall: one call
-** level less for the child to write (its CallInfo, its stack).
-** lua_pcall, not pcallk: a yield inside f cannot leave the child. */
-static int l_child_main(lua_State *L) {
-  int code = 1, msgh = 0;
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    msgh = 1;
-  }
-  lua_settop(L, lua_gettop(L) < 2 ? 2 : lua_gettop(L));
-  lua_pushvalue(L, 1);   /* [f, msgh, args] -> [msgh, f, args] */
-  lua_pushvalue(L, 2);
-  lua_replace(L, 1);
-  lua_replace(L, 2);
-  if (lua_pcall(L, lua_gettop(L) - 2, 1, msgh) == LUA_OK) {
+/* Checks what core.child_main and core.fork take at idx: f, then msgh
+** (nil or a function). 1 if a handler is given. */
+static int check_child_fn(lua_State *L, int idx) {
+  luaL_checktype(L, idx, LUA_TFUNCTION);
+  if (lua_isnoneornil(L, idx + 1)) return 0;
+  luaL_checktype(L, idx + 1, LUA_TFUNCTION);
+  return 1;
+}
+
+/* In the child: the stack from first on is [f, msgh, args...]; runs
+** f(args...) under the message handler msgh (nil: none), then exits with
+** the integer f returns; if it raised, with the integer msgh made of the
+** error (the handler has reported it), else 1 and the error printed here.
+** Either way after the child's own exit hook. With a handler, f need not
+** call xpcall: one call level less for the child to write (its CallInfo,
+** its stack). lua_pcall, not pcallk: a yield inside f cannot leave the
+** child. */
+static void run_child(lua_State *L, int first, int msgh) {
+  int code = 1;
+  lua_settop(L, lua_gettop(L) < first + 1 ? first + 1 : lua_gettop(L));
+  lua_pushvalue(L, first);   /* [f, msgh, args] -> [msgh, f, args] */
+  lua_pushvalue(L, first + 1);
+  lua_replace(L, first);
+  lua_replace(L, first + 1);
+  if (lua_pcall(L, lua_gettop(L) - first - 1, 1, msgh ? first : 0) == LUA_OK) {
     code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
   } else if (msgh && lua_isinteger(L, -1)) {
     code = (int)lua_tointeger(L, -1);
@@ -238,6 +243,12 @@ static int l_child_main(lua_State *L) {
   exit_hook();
   fflush(NULL);
   _exit(code & 0xff);
+}
+
+/* core.child_main(f, msgh, ...): in a child forked by core.fork(daemon),
+** runs f(...) under msgh and exits (run_child); never returns. */
+static int l_child_main(lua_State *L) {
+  run_child(L, 1, check_child_fn(L, 1));
   return 0;
 }
 
@@ -470,25 +481,27 @@ static pid_t fork_child(int fds[2], int gate[2]) {
   return pid;
 }
 
-/* In the child, after false: its pid and the clock in nanoseconds, what
-** the Lua layer seeds math.random with. Here they cost nothing the fork
-** has not touched already (cell.c's handler read the clock); asked for
-** from Lua, they would be two more stretches of code to fault in. */
-static int push_child_side(lua_State *L) {
+/* In the child: its pid and the clock in nanoseconds, what the Lua layer
+** seeds math.random with. Here they cost nothing the fork has not touched
+** already (cell.c's handler read the clock); asked for from Lua, they
+** would be two more stretches of code to fault in. */
+static void push_pid_clock(lua_State *L) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushboolean(L, 0);
   lua_pushinteger(L, getpid());
   lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
-  return 3;
 }
 
 /* core.fork([daemon]) -> child handle and its pid in the parent; false,
-** the child's own pid and a clock reading (push_child_side) in the child.
+** the child's own pid and a clock reading (push_pid_clock) in the child.
+** core.fork(daemon, f, msgh, ...) -> the same in the parent; the child
+** does not return but runs f(..., pid, clock) as core.child_main does:
+** from here, not from a Lua caller, it writes no frame of that caller.
 ** A child that has ended and been reaped before the parent could watch it
 ** gives a handle that reports it ended (exitcode 0: the status is lost). */
 static int l_fork(lua_State *L) {
   int daemon = lua_toboolean(L, 1);
+  int run = !lua_isnoneornil(L, 2), msgh = run && check_child_fn(L, 2);
   int fds[2] = {-1, -1}, gate[2] = {-1, -1};
   pid_t pid;
   mp_child *c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
@@ -499,7 +512,16 @@ static int l_fork(lua_State *L) {
   if (use_pidfd && children_autoreaped() && mp_cloexec_pipe(gate) < 0)
     return mp_fail(L, "cannot fork");
   if ((pid = fork_child(fds, gate)) < 0) return mp_fail(L, "cannot fork");
-  if (pid == 0) return push_child_side(L);
+  if (pid == 0) {
+    if (run) {
+      lua_pop(L, 1);   /* the handle: [daemon, f, msgh, args...] */
+      push_pid_clock(L);
+      run_child(L, 2, msgh);
+    }
+    lua_pushboolean(L, 0);
+    push_pid_clock(L);
+    return 3;
+  }
   c->pid = pid;
   live_add(pid, daemon);
   if (open_sentinel_parent(c, fds[0]) < 0) {

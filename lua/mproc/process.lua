@@ -32,7 +32,7 @@ local here = {
 -- what the child runs next, as a tail call: at the depth of this function,
 -- not one level deeper (the deeper a child calls, the more it writes).
 -- It writes as little as it can: every page a child writes is copied.
-function M.enter_child(self, pid, clock, body)
+function M.enter_child(self, body, pid, clock)
   math.randomseed(pid or core.getpid(), clock or math.floor(core.time() * 1e9))
   here.parent_pid, here.parent_name, here.parent = core.getppid(), here.current.name, false
   if next(here.children) then here.children = {} end
@@ -183,9 +183,10 @@ function methods:start()
   check_open(self, "start")
   if self._handle or self == here.current then util.misuse("start: cannot start a process twice") end
   cleanup()
-  local h, pid, clock = core.fork(self.daemon)
-  if h == false then core.child_main(M.enter_child, child_error, self, pid, clock, child_run) end
-  if not h then return nil, pid, clock end   -- message, errno
+  -- the child runs enter_child(self, child_run, pid, clock) from within
+  -- core.fork, under child_error, and never returns here
+  local h, pid, err = core.fork(self.daemon, M.enter_child, child_error, self, child_run)
+  if not h then return nil, pid, err end   -- message, errno
   self._handle = h
   self._pid = pid
   here.children[h] = self
