@@ -160,6 +160,21 @@ describe("Process", function()
     assert.is_nil(mproc.parent_process())
   end)
 
+  it("reseeds math.random in each child: siblings and the parent draw apart", function()
+    local outs = { support.tmpname(), support.tmpname() }
+    math.randomseed(42)
+    for _, out in ipairs(outs) do
+      local p = mproc.Process(function()
+        support.write_file(out, tostring(math.random(0, 1 << 52)))
+      end):start()
+      assert.are.equal(0, p:join(5))
+    end
+    local a, b = support.read_file(outs[1]), support.read_file(outs[2])
+    for _, out in ipairs(outs) do os.remove(out) end
+    assert.are_not.equal(a, b)
+    assert.are_not.equal(tostring(math.random(0, 1 << 52)), a)
+  end)
+
   it("lists running children in active_children and drops ended ones", function()
     local a = mproc.Process(function() mproc.sleep(30) end):start()
     local b = mproc.Process(function() end):start()

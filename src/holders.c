@@ -167,11 +167,14 @@ void mp_holders_drop(int fd) {
 /* This process is ending: its entries go now rather than wait, dead, for
 ** a full table's reclaim (a child's _exit skips the Lua state's close,
 ** where each object would drop its own). By pid, not by mine: at exit()
-** the Lua state may have freed mine before its objects dropped theirs. */
+** the Lua state may have freed mine before its objects dropped theirs.
+** A process that never registered one (mine_pid is not ours: a fork child
+** that made no object) has none: it reads nothing, not even the table's
+** first page, which a child would fault in on its way out. */
 void mp_holders_forget_all(void) {
   int32_t self = (int32_t)getpid(), p;
   uint32_t hi, i;
-  if (table == NULL) return;
+  if (table == NULL || mine_pid != (pid_t)self) return;
   hi = __atomic_load_n(&table->hi, __ATOMIC_ACQUIRE);
   for (i = 0; i < hi; i++)
     if (((p = LOAD(&table->e[i].pid)) == self || p == -self) && cas_pid(&table->e[i].pid, p, 0))

@@ -85,21 +85,37 @@ static int my_sentinel_w = -1; /* in a child: the pipe end our parent reads */
 ** --------------------------------------------------------------------- */
 typedef struct { pid_t pid; int daemon; } live_child;
 
-static live_child *live = NULL;
-static size_t nlive = 0, caplive = 0;
+/* The first children are kept in static storage, beside the module data
+** that every fork writes anyway (the fork handlers' counters): the parent
+** writes the table right after each fork, and a heap page there would be
+** one more page for it to copy each time. */
+#define LIVE_STATIC 16
+static live_child live_first[LIVE_STATIC];
+static live_child *live = live_first;
+static size_t nlive = 0, caplive = LIVE_STATIC;
 static pid_t live_owner = 0;
 
 /* Room for one more child, made before forking: live_add after the fork
 ** then cannot fail. */
 static int live_reserve(void) {
   if (nlive == caplive) {
-    size_t ncap = caplive ? caplive * 2 : 16;
-    live_child *n = realloc(live, ncap * sizeof *n);
+    size_t ncap = caplive * 2;
+    live_child *n = malloc(ncap * sizeof *n);
     if (n == NULL) return -1;
+    memcpy(n, live, nlive * sizeof *n);
+    if (live != live_first) free(live);
     live = n;
     caplive = ncap;
   }
   return 0;
+}
+
+/* Back to the static storage, the table empty. */
+static void live_release(void) {
+  if (live != live_first) free(live);
+  live = live_first;
+  nlive = 0;
+  caplive = LIVE_STATIC;
 }
 
 /* Adds a child into the room live_reserve made. */
@@ -149,9 +165,7 @@ static void join_children(void) {
     int st;
     mp_waitpid(live[i].pid, &st, 0);
   }
-  free(live);
-  live = NULL;
-  nlive = caplive = 0;
+  nlive = 0;
 }
 
 /* At the process's end (atexit, os.exit included, and a child's end):
@@ -164,9 +178,13 @@ static void exit_hook(void) {
   mp_holders_forget_all();
 }
 
+/* At a Lua state's close the table's memory goes too (another state may
+** start children later); at the process's end it need not: freeing it
+** would be one more page written by every child on its way out. */
 static int l_exit_hook_gc(lua_State *L) {
   (void)L;
   join_children();
+  if (live_owner == getpid()) live_release();
   return 0;
 }
 
@@ -183,17 +201,40 @@ static void mp_after_fork_child(void) {
   if (my_sentinel_w >= 0) { close(my_sentinel_w); my_sentinel_w = -1; }
   setvbuf(stdout, NULL, _IOLBF, BUFSIZ);
   if (devnull_fd >= 0) dup2(devnull_fd, STDIN_FILENO);
-  clearerr(stdin);
+  /* clearing writes stdin's FILE, a page the child would copy: only when
+  ** there is something to clear (the _unlocked tests are inline in glibc:
+  ** no code to fault in; the child has one thread) */
+  if (feof_unlocked(stdin) || ferror_unlocked(stdin)) clearerr(stdin);
 }
 
-/* core.child_main(f, ...): runs f(...) in the child, then exits with the
-** integer it returns (1 if it raised), after the child's own exit hook.
-** lua_pcall, not pcallk: a yield inside f cannot leave the child. */
-static int l_child_main(lua_State *L) {
+/* Checks what core.child_main and core.fork take at idx: f, then msgh
+** (nil or a function). 1 if a handler is given. */
+static int check_child_fn(lua_State *L, int idx) {
+  luaL_checktype(L, idx, LUA_TFUNCTION);
+  if (lua_isnoneornil(L, idx + 1)) return 0;
+  luaL_checktype(L, idx + 1, LUA_TFUNCTION);
+  return 1;
+}
+
+/* In the child: the stack from first on is [f, msgh, args...]; runs
+** f(args...) under the message handler msgh (nil: none), then exits with
+** the integer f returns; if it raised, with the integer msgh made of the
+** error (the handler has reported it), else 1 and the error printed here.
+** Either way after the child's own exit hook. With a handler, f need not
+** call xpcall: one call level less for the child to write (its CallInfo,
+** its stack). lua_pcall, not pcallk: a yield inside f cannot leave the
+** child. */
+static void run_child(lua_State *L, int first, int msgh) {
   int code = 1;
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  if (lua_pcall(L, lua_gettop(L) - 1, 1, 0) == LUA_OK) {
+  lua_settop(L, lua_gettop(L) < first + 1 ? first + 1 : lua_gettop(L));
+  lua_pushvalue(L, first);   /* [f, msgh, args] -> [msgh, f, args] */
+  lua_pushvalue(L, first + 1);
+  lua_replace(L, first);
+  lua_replace(L, first + 1);
+  if (lua_pcall(L, lua_gettop(L) - first - 1, 1, msgh ? first : 0) == LUA_OK) {
     code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+  } else if (msgh && lua_isinteger(L, -1)) {
+    code = (int)lua_tointeger(L, -1);
   } else {
     const char *msg = lua_tostring(L, -1);
     fprintf(stderr, "mproc: child %ld: %s\n", (long)getpid(),
@@ -202,6 +243,12 @@ static int l_child_main(lua_State *L) {
   exit_hook();
   fflush(NULL);
   _exit(code & 0xff);
+}
+
+/* core.child_main(f, msgh, ...): in a child forked by core.fork(daemon),
+** runs f(...) under msgh and exits (run_child); never returns. */
+static int l_child_main(lua_State *L) {
+  run_child(L, 1, check_child_fn(L, 1));
   return 0;
 }
 
@@ -434,11 +481,27 @@ static pid_t fork_child(int fds[2], int gate[2]) {
   return pid;
 }
 
-/* core.fork([daemon]) -> child handle in the parent, false in the child.
+/* In the child: its pid and the clock in nanoseconds, what the Lua layer
+** seeds math.random with. Here they cost nothing the fork has not touched
+** already (cell.c's handler read the clock); asked for from Lua, they
+** would be two more stretches of code to fault in. */
+static void push_pid_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushinteger(L, getpid());
+  lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
+}
+
+/* core.fork([daemon]) -> child handle and its pid in the parent; false,
+** the child's own pid and a clock reading (push_pid_clock) in the child.
+** core.fork(daemon, f, msgh, ...) -> the same in the parent; the child
+** does not return but runs f(..., pid, clock) as core.child_main does:
+** from here, not from a Lua caller, it writes no frame of that caller.
 ** A child that has ended and been reaped before the parent could watch it
 ** gives a handle that reports it ended (exitcode 0: the status is lost). */
 static int l_fork(lua_State *L) {
   int daemon = lua_toboolean(L, 1);
+  int run = !lua_isnoneornil(L, 2), msgh = run && check_child_fn(L, 2);
   int fds[2] = {-1, -1}, gate[2] = {-1, -1};
   pid_t pid;
   mp_child *c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
@@ -450,8 +513,14 @@ static int l_fork(lua_State *L) {
     return mp_fail(L, "cannot fork");
   if ((pid = fork_child(fds, gate)) < 0) return mp_fail(L, "cannot fork");
   if (pid == 0) {
+    if (run) {
+      lua_pop(L, 1);   /* the handle: [daemon, f, msgh, args...] */
+      push_pid_clock(L);
+      run_child(L, 2, msgh);
+    }
     lua_pushboolean(L, 0);
-    return 1;
+    push_pid_clock(L);
+    return 3;
   }
   c->pid = pid;
   live_add(pid, daemon);
@@ -460,7 +529,8 @@ static int l_fork(lua_State *L) {
     mark_gone(c);  /* reaped elsewhere already: never signal its pid */
   }
   open_gate(gate, 0);
-  return 1;
+  lua_pushinteger(L, pid);
+  return 2;
 }
 
 /* ---------------------------------------------------------------------

@@ -507,7 +507,7 @@ function methods:_spawn(w)
   local ok, err = board:open_worker(w)
   if not ok then error("Pool: " .. err, 3) end
   local h, ferr = core.fork(true)
-  if h == false then core.child_main(worker_main, self, w) end
+  if h == false then core.child_main(worker_main, nil, self, w) end
   if not h then
     board:drop_worker(w)
     error("Pool: cannot start a worker: " .. ferr, 3)

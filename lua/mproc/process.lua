@@ -12,27 +12,53 @@ local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
 local Process = { __name = "mproc.Process" }
 local methods = {}
 
-local counter = 0
-local children = {}      -- handle -> Process, started and not known ended
-local current            -- the Process this code runs in
-local parent             -- in a child: what parent_process() returns, once asked
-local parent_pid, parent_name
+-- What this process knows of itself, in one table rather than as upvalues:
+-- a new child sets most of it, and one table's fields are one heap page to
+-- copy where upvalues are as many objects, spread over the heap (five
+-- pages, measured).
+local here = {
+  counter = 0,
+  children = {},         -- handle -> Process, started and not known ended
+  current = false,       -- the Process this code runs in
+  parent = false,        -- in a child: what parent_process() returns, once asked
+  parent_pid = false,
+  parent_name = false,
+}
+
+-- What every forked child of mproc does first (Process children and pool
+-- workers): reseed math.random, become current_process(), remember the
+-- parent, start with no children of its own. pid and clock are what
+-- core.fork gave the child, when the caller has them; body, if given, is
+-- what the child runs next, as a tail call: at the depth of this function,
+-- not one level deeper (the deeper a child calls, the more it writes).
+-- It writes as little as it can: every page a child writes is copied.
+function M.enter_child(self, body, pid, clock)
+  math.randomseed(pid or core.getpid(), clock or math.floor(core.time() * 1e9))
+  here.parent_pid, here.parent_name, here.parent = core.getppid(), here.current.name, false
+  if next(here.children) then here.children = {} end
+  here.counter = 0
+  here.current = self
+  if body then return body(self) end
+end
 
 -- A Process whose handle reports an end leaves the children table.
 local function poll(self)
   local h = self._handle
   if not h then return nil end
   local code = h:poll()
-  if code then children[h] = nil end
+  if code then here.children[h] = nil end
   return code
 end
 
 function Process.__index(self, k)
   if k == "exitcode" then return poll(self) end
-  if k == "pid" then return self._pid or nil end
+  if k == "pid" then
+    -- a child does not write its own pid into itself: one page less to copy
+    return self._pid or (self == here.current and core.getpid()) or nil
+  end
   if k == "name" then
     -- made on first use: formatting a number costs a page write after fork
-    local name = self._prefix .. self._identity
+    local name = (self._prefix or "Process-") .. self._identity
     rawset(self, "name", name)
     return name
   end
@@ -49,86 +75,96 @@ end
 local NOARGS = { n = 0 }
 local OPTIONS = { target = true, args = true, name = true, daemon = true }
 
+-- A new Process. Every field start() writes is set here, so the table
+-- never grows after the fork (a grown table is a page the parent copies);
+-- the fields that are mostly nil are left out of the constructor, which
+-- then makes the table half the size (fewer heap pages written per start).
+local function make(target, args, name, daemon)
+  here.counter = here.counter + 1
+  local self = setmetatable({
+    target = target,
+    args = args or NOARGS,
+    daemon = daemon or false,
+    _pid = false,
+    _identity = here.counter,
+    _handle = false,
+    _closed = false,
+  }, Process)
+  if name then self.name = name end
+  -- a process started in a child is named after it: "Process-1:2"
+  if here.current._identity then self._prefix = here.current.name .. ":" end
+  return self
+end
+
 -- mproc.Process{target = f, args = {...}, name = s, daemon = b}
--- mproc.Process(f, {...})
-local function new(_, a, b)
-  local opts, argn = a, 1
-  if type(a) == "table" and getmetatable(a) == nil then
-    util.check_options("Process", 1, a, OPTIONS)
-    -- Process{f} would run nothing: the options table has only names
-    for k in pairs(a) do
-      if type(k) == "number" then
-        util.argerror("Process", 1, "unnamed value in the options table; " ..
-          "pass target = f, or call mproc.Process(f, args)")
-      end
+local function new_from_options(opts)
+  util.check_options("Process", 1, opts, OPTIONS)
+  -- Process{f} would run nothing: the options table has only names
+  for k in pairs(opts) do
+    if type(k) == "number" then
+      util.argerror("Process", 1, "unnamed value in the options table; " ..
+        "pass target = f, or call mproc.Process(f, args)")
     end
-  elseif util.is_callable(a) then
-    opts, argn = { target = a, args = b }, 2
-  else
-    util.argerror("Process", 1, "function or options table expected, got " .. type(a))
   end
   util.check_callable("Process", 1, opts.target, true)
   util.check_type("Process", 1, opts.name, "string", true)
   util.check_type("Process", 1, opts.daemon, "boolean", true)
-  util.check_type("Process", argn, opts.args, "table", true)
-  counter = counter + 1
-  -- every field is set here, so start() only overwrites and never grows
-  -- the table after the fork (a grown table is a page the parent copies)
-  return setmetatable({
-    target = opts.target,
-    args = opts.args or NOARGS,
-    name = opts.name,
-    _prefix = current._identity and (current.name .. ":") or "Process-",
-    daemon = opts.daemon or false,
-    _pid = false,
-    _identity = counter,
-    _handle = false,
-    _closed = false,
-  }, Process)
+  util.check_type("Process", 1, opts.args, "table", true)
+  return make(opts.target, opts.args, opts.name, opts.daemon)
+end
+
+-- mproc.Process(f, {...}); no options table is made for it
+local function new(_, a, b)
+  if type(a) == "table" and getmetatable(a) == nil then return new_from_options(a) end
+  if not util.is_callable(a) then
+    util.argerror("Process", 1, "function or options table expected, got " .. type(a))
+  end
+  util.check_type("Process", 2, b, "table", true)
+  return make(a, b)
 end
 setmetatable(Process, { __call = new })
 
+-- The checks of a method's self. util.check_self is called only to raise:
+-- in the usual case the parent's calls then nest no deeper than two levels
+-- below a method, and every level deeper is a CallInfo, a heap page the
+-- parent writes again after each fork.
 local function check_open(self, fname)
-  util.check_self(fname, self, Process)
+  if getmetatable(self) ~= Process then util.check_self(fname, self, Process) end
   if self._closed then util.misuse(("%s: the process is closed"):format(fname)) end
 end
 
 local function check_started(self, fname)
-  check_open(self, fname)
-  if self == current then util.misuse(("%s: a process cannot %s itself"):format(fname, fname)) end
+  if getmetatable(self) ~= Process then util.check_self(fname, self, Process) end
+  if self._closed then util.misuse(("%s: the process is closed"):format(fname)) end
+  if self == here.current then util.misuse(("%s: a process cannot %s itself"):format(fname, fname)) end
   if not self._handle then util.misuse(("%s: the process was not started"):format(fname)) end
 end
 
 local error_text = util.error_text
 
--- The frames below the target are mproc's own: tracebacks leave them out.
-local function child_traceback(e)
+-- The child's message handler (core.child_main's): reports the error with
+-- its traceback on stderr, as Python does; the exit code is 1. The frames
+-- below the target are mproc's own: the traceback leaves them out.
+local function child_error(e)
   local tb = debug.traceback(error_text(e), 2)
-  return tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
-end
-
--- Runs in the child: becomes current, runs the target, reports an error
--- with its traceback on stderr as Python does; returns the exit code.
--- It allocates as little as it can: every page a child writes is copied.
--- What every forked child of mproc does first (Process children and pool
--- workers): reseed math.random, become current_process(), remember the
--- parent, start with no children of its own.
-function M.enter_child(self)
-  math.randomseed(core.getpid(), math.floor(core.time() * 1e6))
-  parent_pid, parent_name, parent = core.getppid(), current.name, nil
-  if next(children) then children = {} end
-  counter = 0
-  current = self
-  self._pid = core.getpid()
-  self._handle = false
-end
-
-local function child_run(self)
-  M.enter_child(self)
-  local ok, err = xpcall(self.run, child_traceback, self)
-  if ok then return 0 end
-  io.stderr:write(("Process %s:\n%s\n"):format(self.name, err))
+  tb = tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
+  io.stderr:write(("Process %s:\n%s\n"):format(here.current.name, tb))
   return 1
+end
+
+-- The child's work, after enter_child, under child_error; returns the exit
+-- code. Unless run was replaced, the target is called here rather than
+-- through run(): every call a child makes is code and stack it faults in.
+local function child_run(self)
+  local run, args = rawget(self, "run") or methods.run, self.args
+  if run ~= methods.run or not self.target then
+    run(self)
+  elseif args.n == 0 then
+    self.target()
+  else
+    self.target(table.unpack(args, 1, args.n or #args))
+  end
+  return 0
 end
 
 -- The child's work; a table made with mproc.Process may replace it.
@@ -139,20 +175,21 @@ function methods:run()
 end
 
 local function cleanup()
-  for _, p in pairs(children) do poll(p) end
+  for _, p in pairs(here.children) do poll(p) end
 end
 
 -- Starts the child. Returns the Process, or nil, message, errno.
 function methods:start()
   check_open(self, "start")
-  if self._handle or self == current then util.misuse("start: cannot start a process twice") end
+  if self._handle or self == here.current then util.misuse("start: cannot start a process twice") end
   cleanup()
-  local h, err, code = core.fork(self.daemon)
-  if h == false then core.child_main(child_run, self) end
-  if not h then return nil, err, code end
+  -- the child runs enter_child(self, child_run, pid, clock) from within
+  -- core.fork, under child_error, and never returns here
+  local h, pid, err = core.fork(self.daemon, M.enter_child, child_error, self, child_run)
+  if not h then return nil, pid, err end   -- message, errno
   self._handle = h
-  self._pid = h:pid()
-  children[h] = self
+  self._pid = pid
+  here.children[h] = self
   return self
 end
 
@@ -162,13 +199,13 @@ function methods:join(timeout)
   timeout = util.check_timeout("join", 1, timeout)
   local code, err = self._handle:wait(timeout)
   if not code then return nil, err end
-  children[self._handle] = nil
+  here.children[self._handle] = nil
   return code
 end
 
 function methods:is_alive()
   check_open(self, "is_alive")
-  if self == current then return true end
+  if self == here.current then return true end
   if not self._handle then return false end
   return poll(self) == nil
 end
@@ -183,7 +220,7 @@ function methods:kill() return signal(self, "kill", SIGKILL) end
 
 -- Releases the sentinel. Raises while the child still runs, as Python does.
 function methods:close()
-  util.check_self("close", self, Process)
+  if getmetatable(self) ~= Process then util.check_self("close", self, Process) end
   if self._closed then return end
   if self._handle then
     if poll(self) == nil then
@@ -198,7 +235,7 @@ end
 -- a daemonic child, or any child when the scope is left by an error, is
 -- terminated first (the error is not held up waiting for it).
 function Process.__close(self, err)
-  if self._closed or not self._handle or self == current then return end
+  if self._closed or not self._handle or self == here.current then return end
   if self.daemon or err ~= nil then self._handle:signal(SIGTERM) end
   self:join()
   self:close()
@@ -207,7 +244,7 @@ end
 function Process.__tostring(self)
   local state
   if self._closed then state = "closed"
-  elseif self == current then state = "current"
+  elseif self == here.current then state = "current"
   elseif not self._handle then state = "initial"
   else
     local code = poll(self)
@@ -235,21 +272,21 @@ function M.ParentProcess.__tostring(self)
   return ("mproc.ParentProcess (%s, pid %d)"):format(self.name, self.pid)
 end
 
-current = setmetatable({ name = "MainProcess", pid = core.getpid(), daemon = false }, Process)
+here.current = setmetatable({ name = "MainProcess", pid = core.getpid(), daemon = false }, Process)
 
 M.Process = Process
-function M.current_process() return current end
+function M.current_process() return here.current end
 function M.parent_process()
-  if not parent and parent_pid then
-    parent = setmetatable({ name = parent_name, pid = parent_pid }, M.ParentProcess)
+  if not here.parent and here.parent_pid then
+    here.parent = setmetatable({ name = here.parent_name, pid = here.parent_pid }, M.ParentProcess)
   end
-  return parent
+  return here.parent or nil
 end
 
 -- The children that still run; the ended ones are reaped on the way.
 function M.active_children()
   local list = {}
-  for _, p in pairs(children) do
+  for _, p in pairs(here.children) do
     if poll(p) == nil then list[#list + 1] = p end
   end
   table.sort(list, function(a, b) return a._identity < b._identity end)
