@@ -1057,4 +1057,31 @@ describe("a task's arguments", function()
     end
     assert.are.same({ 2, 1000, 1, 2, 4, 1000, 2, 2, 6, 1000, 3, 2 }, got)
   end)
+
+  it("are not kept when they name no shared object: an imap's look-ahead holds only its encodings", function()
+    local pool <close> = mproc.Pool(1)
+    local gate = mproc.Event()
+    local seen = setmetatable({}, { __mode = "k" })
+    local k = 0
+    local function source()
+      if k == 100 then return nil end
+      k = k + 1
+      local item = { k }
+      seen[item] = true
+      return item
+    end
+    local iter = pool:imap(function(t)
+      if t[1] > 1 then gate:wait(10) end
+      return t[1]
+    end, source, 1)
+    local _, sum = iter()   -- the first result: every item is pulled and submitted by now
+    collectgarbage()
+    collectgarbage()
+    local left = 0
+    for _ in pairs(seen) do left = left + 1 end
+    gate:set()
+    for _, v in iter do sum = sum + v end
+    assert.are.equal(5050, sum)
+    assert.are.equal(0, left)   -- 99 before: every chunk submitted was kept
+  end)
 end)

@@ -489,6 +489,11 @@ static int encode_by_path(enc *e, int idx, const void *p, int may_rebuild) {
   }
 }
 
+/* Objects this process has encoded by token (core.tokens_sent): a caller
+** that compares it before and after an encode knows whether what it
+** encoded named any, and so must stay alive until received. */
+static lua_Integer tokens_sent;
+
 /* An object with __mproc_send in its metatable: MPROC name token. */
 static int encode_mproc(enc *e, int idx) {
   lua_State *L = e->L;
@@ -506,6 +511,7 @@ static int encode_mproc(enc *e, int idx) {
   lua_insert(L, -2);                 /* name, send */
   lua_pushvalue(L, idx);
   lua_call(L, 1, 1);
+  tokens_sent++;
   if (lua_type(L, -1) != LUA_TSTRING)
     encode_error(e, idx, "__mproc_send did not return a string");
   s = lua_tolstring(L, -2, &n);
@@ -866,6 +872,12 @@ static int l_dumps(lua_State *L) {
   } else if (lua_type(L, 2) != LUA_TSTRING) {
     lua_pushlstring(L, out.p[0], out.n[0]);
   }
+  return 1;
+}
+
+/* core.tokens_sent() -> how many objects this process has encoded by token */
+static int l_tokens_sent(lua_State *L) {
+  lua_pushinteger(L, tokens_sent);
   return 1;
 }
 
@@ -1401,4 +1413,6 @@ void mp_open_codec(lua_State *L) {
   lua_setfield(L, -2, "loads");
   lua_pushcfunction(L, l_loads_into);
   lua_setfield(L, -2, "loads_into");
+  lua_pushcfunction(L, l_tokens_sent);
+  lua_setfield(L, -2, "tokens_sent");
 }

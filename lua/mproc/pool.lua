@@ -977,10 +977,14 @@ function Imap:_fill(limit)
   while not self.exhausted and self.submitted - self.consumed < limit do
     local chunk, count = self:_next_chunk()
     if not chunk then break end
+    local sent = core.tokens_sent()
     local body = check_fits(self.pool, self.fname, self.head, core.dumps(chunk))
     self.submitted, self.out = self.submitted + 1, self.out + 1
     self.starts[self.submitted] = self.pos + 1
     self.pos = self.pos + count
+    -- a chunk is kept until its task ends only when it names objects that
+    -- must stay reachable: 512 chunks of plain values ahead were 15 MiB
+    if core.tokens_sent() == sent then chunk = nil end
     self.pool:_submit(self, self.submitted, self.head, body, count, nil, self.f, chunk)
   end
   if self.exhausted then self.pool._imaps[self] = nil end
