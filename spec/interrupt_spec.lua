@@ -80,6 +80,10 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     { "Pool:apply, the pool still working after",
       "local pool = mproc.Pool(2)", "pool:apply(mproc.sleep, { 60 })",
       "print(pool:apply(function() return 5 end)); pool:terminate()", "5\n" },
+    { "the scope of a ProcessPoolExecutor, stopping its running tasks",
+      "local futures = require 'mproc.futures'",
+      "local ex <close> = futures.ProcessPoolExecutor(1); ex:submit(mproc.sleep, 60):result()",
+      "print(#require('support').children())", "0\n" },
     { "an imap loop", "local pool = mproc.Pool(1)",
       "for _ in pool:imap(mproc.sleep, { 60 }) do end", "pool:terminate()" },
   }) do
@@ -89,6 +93,32 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
       assert.matches(EXPECT .. (expect or "") .. "$", out)
     end)
   end
+
+  -- Ctrl-C ending a script: lua.c's message handler has added its traceback
+  -- to the error by the time the main chunk's <close> variables close. The
+  -- script prints the pid that must be gone; returns its output, that pid
+  -- and the seconds it took.
+  local function interrupted_script(setup, wait)
+    local t0 = require("mproc").monotonic()
+    local out = support.run_lua(([[
+      local mproc = require "mproc"
+      %s
+      local killer = require("support").interrupt_when_waiting(mproc.getpid())
+      %s
+    ]]):format(setup, wait), { env = "timeout 60" })
+    return out, tonumber(out:match("^(%d+)\n")), require("mproc").monotonic() - t0
+  end
+
+  it("ends a script whose ProcessPoolExecutor scope runs a task, stopping its workers", function()
+    local out, pid, took = interrupted_script([[
+      local futures = require "mproc.futures"
+      local ex <close> = futures.ProcessPoolExecutor(1)
+      print(ex:submit(mproc.getpid):result())
+      io.stdout:flush()]], "ex:submit(mproc.sleep, 60):result()")
+    assert.matches("interrupted!", out)
+    assert.is_true(took < 30)
+    assert.is_true(support.eventually(function() return support.pid_ended(pid) end))
+  end)
 
   it("is caught by pcall, and the script goes on to use the objects", function()
     local out = interrupted("local q = mproc.Queue()",

@@ -453,8 +453,11 @@ end
 
 -- Leaving a <close> variable's scope: shutdown(true); when leaving by an
 -- error, the futures not started are cancelled first (shutdown(true, true)).
+-- Ctrl-C stops the running ones too (terminate_workers), as a Pool's scope
+-- left by an error does: waiting for them would take a second Ctrl-C.
 function Executor.__close(self, err)
   if self._owner ~= core.getpid() then return end
+  if util.is_interrupt(err) then return self:terminate_workers() end
   self:shutdown(true, err ~= nil)
 end
 
