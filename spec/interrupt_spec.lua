@@ -120,6 +120,17 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     assert.is_true(support.eventually(function() return support.pid_ended(pid) end))
   end)
 
+  it("ends a script whose Popen scope waits for its child, ending the child", function()
+    local out, pid, took = interrupted_script([[
+      local sp = require "mproc.subprocess"
+      local p <close> = sp.Popen({ "sleep", "60" })
+      print(p.pid)
+      io.stdout:flush()]], "p:wait()")
+    assert.matches("interrupted!", out)
+    assert.is_true(took < 30)
+    assert.is_true(support.eventually(function() return support.pid_ended(pid) end))
+  end)
+
   it("is caught by pcall, and the script goes on to use the objects", function()
     local out = interrupted("local q = mproc.Queue()",
       "for _ = 1, 3 do q:get() end", "for i = 1, 3 do q:put(i) end; print(q:get(), q:get(), q:get())")

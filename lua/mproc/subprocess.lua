@@ -410,10 +410,20 @@ local function close_streams(self)
   end
 end
 
+-- How long a child gets to end once Ctrl-C has left its Popen's scope (it
+-- may have had the SIGINT too), as Python's __exit__ gives it.
+local SIGINT_GRACE = 0.25
+
 -- Leaving the scope of `local p <close> = Popen(...)`: close the pipes,
--- then wait for the child, as Python's __exit__ does.
-function Popen.__close(self)
+-- then wait for the child, as Python's __exit__ does. Left by Ctrl-C, a
+-- child still there after SIGINT_GRACE is killed (its group when it leads
+-- one), as run's is: waiting would take a second Ctrl-C, and not waiting
+-- (Python's way) would leave it running, an orphan.
+function Popen.__close(self, err)
   close_streams(self)
+  if util.is_interrupt(err) and not self:wait(SIGINT_GRACE) then
+    if self._leader then self:kill(true) else self:kill() end
+  end
   self:wait()
 end
 
