@@ -728,6 +728,8 @@ describe("Pool", function()
         "bad argument #1 to 'Pool' (processes must be an integer in 1..4096, got 5000)" },
       { "Pool('x')", function() mproc.Pool("x") end, "processes must be an integer" },
       { "Pool{bogus}", function() mproc.Pool{ bogus = 1 } end, "unknown option 'bogus'" },
+      { "Pool(1, {processes = 2})", function() mproc.Pool(1, { processes = 2 }) end,
+        "bad argument #2 to 'Pool' (processes given twice: as argument #1 and as an option)" },
       { "maxtasksperchild 0", function() mproc.Pool(1, { maxtasksperchild = 0 }) end, "maxtasksperchild" },
       { "board_size 1000", function() mproc.Pool(1, { board_size = 1000 }) end,
         "bad argument #2 to 'Pool' (board_size must be a multiple of 4096 in 4096..1099511627776, got 1000)" },

@@ -1215,6 +1215,10 @@ local function check_options(a, b)
   local opts, n = b, 2
   if type(a) == "table" then opts, n, a = a, 1, a.processes end
   util.check_type("Pool", n, opts, "table", true)
+  if n == 2 and opts and opts.processes ~= nil then
+    if a ~= nil then util.argerror("Pool", 2, "processes given twice: as argument #1 and as an option") end
+    a = opts.processes
+  end
   opts = opts or {}
   util.check_options("Pool", n, opts, OPTIONS)
   local max = core.POOL_MAX_WORKERS
