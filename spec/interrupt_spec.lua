@@ -131,6 +131,25 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     assert.is_true(support.eventually(function() return support.pid_ended(pid) end))
   end)
 
+  it("leaves no child behind when it strikes as Popen's spawn returns", function()
+    -- lua.c's hook, set by a SIGINT that came while core.spawn ran, fires
+    -- as core.spawn returns: before any Popen holds the child
+    local out = support.run_lua([[
+      local core = require "mproc.core"
+      local sp = require "mproc.subprocess"
+      debug.sethook(function()
+        if debug.getinfo(2, "f").func == core.spawn then
+          debug.sethook()
+          error("interrupted!")
+        end
+      end, "r")
+      print(pcall(sp.Popen, { "sleep", "60" }))
+      collectgarbage()
+      print(#require("support").children())
+    ]])
+    assert.matches("^false\t[^\n]*interrupted!\n0\n$", out)
+  end)
+
   it("is caught by pcall, and the script goes on to use the objects", function()
     local out = interrupted("local q = mproc.Queue()",
       "for _ = 1, 3 do q:get() end", "for i = 1, 3 do q:put(i) end; print(q:get(), q:get(), q:get())")
