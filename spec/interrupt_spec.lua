@@ -150,6 +150,31 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     assert.matches("^false\t[^\n]*interrupted!\n0\n$", out)
   end)
 
+  it("is the parent's alone when it comes as the parent forks", function()
+    -- lua.c's hook, set by a SIGINT that came during fork() (which the
+    -- kernel restarts after the handler ran), is copied into the child;
+    -- this one stands for it (its mask and count, clearing itself as
+    -- lua.c's does) but raises only in the child, where it must be gone
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local parent, q = mproc.getpid(), mproc.Queue()
+      debug.sethook(function()
+        if mproc.getpid() ~= parent then
+          debug.sethook()
+          error("interrupted!")
+        end
+      end, "crl", 1)
+      local ok = pcall(function()
+        local p = mproc.Process(function() q:put("the child ran its target") end):start()
+        p:join()
+      end)
+      debug.sethook()
+      print(mproc.getpid() == parent and "parent" or "a child, in the parent's script", ok)
+      if mproc.getpid() == parent then print(q:get(true, 5)) end
+    ]], { env = "timeout 60" })
+    assert.are.equal("parent\ttrue\nthe child ran its target\n", out)
+  end)
+
   it("is caught by pcall, and the script goes on to use the objects", function()
     local out = interrupted("local q = mproc.Queue()",
       "for _ = 1, 3 do q:get() end", "for i = 1, 3 do q:put(i) end; print(q:get(), q:get(), q:get())")

@@ -450,6 +450,7 @@ static int l_fork(lua_State *L) {
     return mp_fail(L, "cannot fork");
   if ((pid = fork_child(fds, gate)) < 0) return mp_fail(L, "cannot fork");
   if (pid == 0) {
+    mp_forget_interrupt(L);  /* else it fires here, in the child, as fork returns */
     lua_pushboolean(L, 0);
     return 1;
   }
