@@ -175,6 +175,26 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     assert.are.equal("parent\ttrue\nthe child ran its target\n", out)
   end)
 
+  it("leaves no child behind when it strikes as Process:start's fork returns", function()
+    -- as for spawn above: the hook fires in the parent as core.fork returns
+    local t0 = require("mproc").monotonic()
+    local out = support.run_lua([[
+      local core = require "mproc.core"
+      local mproc = require "mproc"
+      local parent = mproc.getpid()
+      debug.sethook(function()
+        if mproc.getpid() == parent and debug.getinfo(2, "f").func == core.fork then
+          debug.sethook()
+          error("interrupted!")
+        end
+      end, "r")
+      print(pcall(function() local p <close> = mproc.Process(mproc.sleep, { 60 }):start() end))
+      print(#require("support").children())
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\n0\n$", out)
+    assert.is_true(require("mproc").monotonic() - t0 < 30)
+  end)
+
   it("is caught by pcall, and the script goes on to use the objects", function()
     local out = interrupted("local q = mproc.Queue()",
       "for _ = 1, 3 do q:get() end", "for i = 1, 3 do q:put(i) end; print(q:get(), q:get(), q:get())")

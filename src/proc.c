@@ -434,14 +434,18 @@ static pid_t fork_child(int fds[2], int gate[2]) {
   return pid;
 }
 
-/* core.fork([daemon]) -> child handle in the parent, false in the child.
-** A child that has ended and been reaped before the parent could watch it
-** gives a handle that reports it ended (exitcode 0: the status is lost). */
+/* core.fork([daemon], [box]) -> child handle in the parent, false in the
+** child. A child that has ended and been reaped before the parent could
+** watch it gives a handle that reports it ended (exitcode 0: the status is
+** lost). The parent's handle is also left in box.child: lua.c's Ctrl-C
+** hook may fire as this returns, and the caller can still find it. */
 static int l_fork(lua_State *L) {
   int daemon = lua_toboolean(L, 1);
   int fds[2] = {-1, -1}, gate[2] = {-1, -1};
   pid_t pid;
-  mp_child *c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
+  mp_child *c;
+  lua_settop(L, 2);
+  c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
   c->pid = 0; c->fd = -1; c->status = 0; c->reaped = 0; c->daemon = daemon;
   luaL_setmetatable(L, CHILD_MT);
   if (live_reserve() < 0) return mp_fail(L, "cannot fork");
@@ -456,6 +460,7 @@ static int l_fork(lua_State *L) {
   }
   c->pid = pid;
   live_add(pid, daemon);
+  if (lua_istable(L, 2)) { lua_pushvalue(L, 3); lua_setfield(L, 2, "child"); }
   if (open_sentinel_parent(c, fds[0]) < 0) {
     if (errno != ESRCH) return fork_unwatched(L, c, gate);
     mark_gone(c);  /* reaped elsewhere already: never signal its pid */

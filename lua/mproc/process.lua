@@ -142,17 +142,33 @@ local function cleanup()
   for _, p in pairs(children) do poll(p) end
 end
 
+-- The child of a start() left by an error (Ctrl-C: lua.c's hook fires as
+-- core.fork returns, losing its result), which core.fork also left in
+-- box.child: terminated and joined, as a Process's <close> scope left by an
+-- error does, rather than run on unknown and be waited for at exit.
+local Unclaimed = {
+  __close = function(box, err)
+    local h = box.child
+    if err ~= nil and h then
+      h:signal(SIGTERM)
+      h:wait()
+    end
+  end,
+}
+
 -- Starts the child. Returns the Process, or nil, message, errno.
 function methods:start()
   check_open(self, "start")
   if self._handle or self == current then util.misuse("start: cannot start a process twice") end
   cleanup()
-  local h, err, code = core.fork(self.daemon)
+  local box <close> = setmetatable({}, Unclaimed)
+  local h, err, code = core.fork(self.daemon, box)
   if h == false then core.child_main(child_run, self) end
   if not h then return nil, err, code end
   self._handle = h
   self._pid = h:pid()
   children[h] = self
+  box.child = nil
   return self
 end
 
