@@ -195,6 +195,59 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     assert.is_true(require("mproc").monotonic() - t0 < 30)
   end)
 
+  it("leaves no pool worker behind when it strikes as a worker's fork returns", function()
+    local out = support.run_lua([[
+      local core = require "mproc.core"
+      local mproc = require "mproc"
+      local support = require "support"
+      local parent, forks = mproc.getpid(), 0
+      debug.sethook(function()
+        if mproc.getpid() == parent and debug.getinfo(2, "f").func == core.fork then
+          forks = forks + 1
+          if forks == 2 then
+            debug.sethook()
+            error("interrupted!")
+          end
+        end
+      end, "r")
+      print(pcall(function() local pool <close> = mproc.Pool(3) end))
+      print(support.eventually(function() collectgarbage() return #support.children() == 0 end))
+      local pool <close> = mproc.Pool(2)
+      print(pool:apply(function() return "a new pool works" end))
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\ntrue\na new pool works\n$", out)
+  end)
+
+  it("leaves a pool no worker it does not watch when it strikes as a replacement's fork returns", function()
+    local out = support.run_lua([[
+      local core = require "mproc.core"
+      local mproc = require "mproc"
+      local support = require "support"
+      local parent = mproc.getpid()
+      local pool <close> = mproc.Pool(2)
+      core.kill(pool:apply(mproc.getpid), 9)
+      mproc.sleep(0.1)
+      debug.sethook(function()
+        if mproc.getpid() == parent and debug.getinfo(2, "f").func == core.fork then
+          debug.sethook()
+          error("interrupted!")
+        end
+      end, "r")
+      print(pcall(pool.apply, pool, mproc.getpid))   -- replaces the dead worker
+      -- every worker busy, then killed: each task fails, none waits for ever
+      local q, rs = mproc.Queue(), {}
+      for i = 1, 2 do rs[i] = pool:apply_async(function() q:put(1) mproc.sleep(60) end) end
+      local deadline = mproc.monotonic() + 10   -- waits in the pool: it notices deaths
+      while q:qsize() < 2 and mproc.monotonic() < deadline do rs[1]:wait(0.05) end
+      for _, pid in ipairs(support.children()) do core.kill(pid, 9) end
+      for i = 1, 2 do print(pcall(rs[i].get, rs[i], 10)) end
+      print(#support.children())
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\n"
+      .. "false\tpool worker %(pid %d+%) was killed by signal 9 %(SIGKILL%) while running this task\n"
+      .. "false\tpool worker %(pid %d+%) was killed by signal 9 %(SIGKILL%) while running this task\n2\n$", out)
+  end)
+
   it("is caught by pcall, and the script goes on to use the objects", function()
     local out = interrupted("local q = mproc.Queue()",
       "for _ = 1, 3 do q:get() end", "for i = 1, 3 do q:put(i) end; print(q:get(), q:get(), q:get())")

@@ -501,12 +501,30 @@ local function how_died(pid, code)
   return ("pool worker (pid %d) exited with code %d"):format(pid, code)
 end
 
+-- A worker that an error left unrecorded (Ctrl-C: lua.c's hook fires as
+-- core.fork returns, losing its result), which core.fork also left in
+-- box.child: recorded, then killed, so the pool replaces it as any worker
+-- that died (or, collected, reaps it), rather than leave it running
+-- unknown to the pool: it would take tasks whose end no one watches.
+local Unrecorded = {
+  __close = function(box, err)
+    local h, pool, w = box.child, box.pool, box.w
+    if err == nil or not h then return end
+    if not pool._workers[w] then
+      pool._board:started(w, h:fileno())
+      pool._workers[w] = { handle = h, pid = h:pid() }
+    end
+    h:signal(SIGKILL)
+  end,
+}
+
 -- Forks worker w; raises if the system cannot.
 function methods:_spawn(w)
   local board = self._board
   local ok, err = board:open_worker(w)
   if not ok then error("Pool: " .. err, 3) end
-  local h, ferr = core.fork(true)
+  local box <close> = setmetatable({ pool = self, w = w }, Unrecorded)
+  local h, ferr = core.fork(true, box)
   if h == false then core.child_main(worker_main, self, w) end
   if not h then
     board:drop_worker(w)
@@ -514,6 +532,7 @@ function methods:_spawn(w)
   end
   board:started(w, h:fileno())
   self._workers[w] = { handle = h, pid = h:pid() }
+  box.child = nil
 end
 
 -- After close(), workers stay while tasks are out or an imap may still
