@@ -69,7 +69,8 @@ int mp_poll_ms(double deadline) {
 double mp_opt_deadline(lua_State *L, int idx) {
   double t;
   if (lua_isnoneornil(L, idx)) return -1;
-  t = (double)luaL_checknumber(L, idx);
+  luaL_checktype(L, idx, LUA_TNUMBER);  /* not "1": the Lua layer refuses it too */
+  t = (double)lua_tonumber(L, idx);
   luaL_argcheck(L, t == t, idx, "timeout is not a number (nan)");
   if (t < 0) t = 0;
   if (t > MP_FOREVER) return -1;
@@ -142,7 +143,9 @@ static void sleep_slice(double deadline) {
 }
 
 static int l_sleep(lua_State *L) {
-  double s = (double)luaL_checknumber(L, 1), deadline;
+  double s, deadline;
+  luaL_checktype(L, 1, LUA_TNUMBER);
+  s = (double)lua_tonumber(L, 1);
   luaL_argcheck(L, s == s && s >= 0, 1, "seconds must be a number >= 0");
   deadline = s > MP_FOREVER ? -1 : mp_monotonic() + s;
   while (deadline < 0 || mp_monotonic() < deadline) {
