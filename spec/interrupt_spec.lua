@@ -223,7 +223,7 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
       local core = require "mproc.core"
       local mproc = require "mproc"
       local support = require "support"
-      local parent = mproc.getpid()
+      local parent, q = mproc.getpid(), mproc.Queue()   -- inherited (portable build)
       local pool <close> = mproc.Pool(2)
       core.kill(pool:apply(mproc.getpid), 9)
       mproc.sleep(0.1)
@@ -235,7 +235,7 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
       end, "r")
       print(pcall(pool.apply, pool, mproc.getpid))   -- replaces the dead worker
       -- every worker busy, then killed: each task fails, none waits for ever
-      local q, rs = mproc.Queue(), {}
+      local rs = {}
       for i = 1, 2 do rs[i] = pool:apply_async(function() q:put(1) mproc.sleep(60) end) end
       local deadline = mproc.monotonic() + 10   -- waits in the pool: it notices deaths
       while q:qsize() < 2 and mproc.monotonic() < deadline do rs[1]:wait(0.05) end
