@@ -98,13 +98,13 @@ static uint64_t to_bits(lua_State *L, int idx, const typecode *t, const char *wh
     if (!isint) {
       if (lua_type(L, idx) == LUA_TNUMBER)
         mp_error(L, "%s: %s has no integer representation (typecode '%c')",
-                   what, lua_tostring(L, idx), t->code);
+                what, lua_tostring(L, idx), t->code);
       mp_error(L, "%s: integer expected, got %s", what, luaL_typename(L, idx));
     }
     int_range(t, &lo, &hi);
     if (v < lo || v > hi)
       mp_error(L, "%s: %I is out of range for typecode '%c' (%I..%I)", what,
-                 (LUAI_UACINT)v, t->code, (LUAI_UACINT)lo, (LUAI_UACINT)hi);
+              (LUAI_UACINT)v, t->code, (LUAI_UACINT)lo, (LUAI_UACINT)hi);
     return (uint64_t)v;
   }
 }
