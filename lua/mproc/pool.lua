@@ -813,22 +813,25 @@ local function encode_call(self, fname, f, args)
   return head, check_fits(self, fname, head, encode_args(fname, 2, args))
 end
 
-function methods:apply_async(f, args, opts)
-  if getmetatable(self) ~= Pool then util.check_self("apply_async", self, Pool) end
-  if self._state ~= RUN then check_running(self, "apply_async") end
-  if args ~= nil and type(args) ~= "table" then util.check_type("apply_async", 2, args, "table", true) end
-  if opts ~= nil then check_result_options("apply_async", 3, opts) end
-  local head, body, count = encode_call(self, "apply_async", f, args)
+-- apply_async and apply: misuse is reported under fname, the one called.
+local function submit_call(self, fname, f, args, opts)
+  if getmetatable(self) ~= Pool then util.check_self(fname, self, Pool) end
+  if self._state ~= RUN then check_running(self, fname) end
+  if args ~= nil and type(args) ~= "table" then util.check_type(fname, 2, args, "table", true) end
+  if opts ~= nil then check_result_options(fname, 3, opts) end
+  local head, body, count = encode_call(self, fname, f, args)
   local res = new_result(self, 1, opts)
   self:_submit(res, 1, head, body, count, nil, f, args)
   return res
 end
 
+function methods:apply_async(f, args, opts)
+  return submit_call(self, "apply_async", f, args, opts)
+end
+
 -- apply(f, [args]) -> f(unpack(args)) run in a worker
 function methods:apply(f, args)
-  util.check_self("apply", self, Pool)
-  check_running(self, "apply")
-  return self:apply_async(f, args):get()
+  return submit_call(self, "apply", f, args):get()
 end
 
 local function default_chunksize(self, n)
