@@ -709,6 +709,8 @@ describe("futures: bad arguments", function()
       "bad argument #1 to 'ProcessPoolExecutor' (max_workers must be an integer in 1..4096, got 0)" },
     { "ProcessPoolExecutor(-1)", function() futures.ProcessPoolExecutor(-1) end, "got -1" },
     { "ProcessPoolExecutor{bogus}", function() futures.ProcessPoolExecutor{ bogus = 1 } end, "unknown option 'bogus'" },
+    { "ProcessPoolExecutor(1, {max_workers = 2})", function() futures.ProcessPoolExecutor(1, { max_workers = 2 }) end,
+      "bad argument #2 to 'ProcessPoolExecutor' (max_workers given twice: as argument #1 and as an option)" },
     { "max_tasks_per_child 0", function() futures.ProcessPoolExecutor(1, { max_tasks_per_child = 0 }) end,
       "max_tasks_per_child must be an integer >= 1" },
     { "submit(nil)", function() ex:submit(nil) end, "bad argument #1 to 'submit' (function expected, got nil)" },

@@ -80,6 +80,10 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     { "Pool:apply, the pool still working after",
       "local pool = mproc.Pool(2)", "pool:apply(mproc.sleep, { 60 })",
       "print(pool:apply(function() return 5 end)); pool:terminate()", "5\n" },
+    { "the scope of a ProcessPoolExecutor, stopping its running tasks",
+      "local futures = require 'mproc.futures'",
+      "local ex <close> = futures.ProcessPoolExecutor(1); ex:submit(mproc.sleep, 60):result()",
+      "print(#require('support').children())", "0\n" },
     { "an imap loop", "local pool = mproc.Pool(1)",
       "for _ in pool:imap(mproc.sleep, { 60 }) do end", "pool:terminate()" },
   }) do
@@ -89,6 +93,160 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
       assert.matches(EXPECT .. (expect or "") .. "$", out)
     end)
   end
+
+  -- Ctrl-C ending a script: lua.c's message handler has added its traceback
+  -- to the error by the time the main chunk's <close> variables close. The
+  -- script prints the pid that must be gone; returns its output, that pid
+  -- and the seconds it took.
+  local function interrupted_script(setup, wait)
+    local t0 = require("mproc").monotonic()
+    local out = support.run_lua(([[
+      local mproc = require "mproc"
+      %s
+      local killer = require("support").interrupt_when_waiting(mproc.getpid())
+      %s
+    ]]):format(setup, wait), { env = "timeout 60" })
+    return out, tonumber(out:match("^(%d+)\n")), require("mproc").monotonic() - t0
+  end
+
+  it("ends a script whose ProcessPoolExecutor scope runs a task, stopping its workers", function()
+    local out, pid, took = interrupted_script([[
+      local futures = require "mproc.futures"
+      local ex <close> = futures.ProcessPoolExecutor(1)
+      print(ex:submit(mproc.getpid):result())
+      io.stdout:flush()]], "ex:submit(mproc.sleep, 60):result()")
+    assert.matches("interrupted!", out)
+    assert.is_true(took < 30)
+    assert.is_true(support.eventually(function() return support.pid_ended(pid) end))
+  end)
+
+  it("ends a script whose Popen scope waits for its child, ending the child", function()
+    local out, pid, took = interrupted_script([[
+      local sp = require "mproc.subprocess"
+      local p <close> = sp.Popen({ "sleep", "60" })
+      print(p.pid)
+      io.stdout:flush()]], "p:wait()")
+    assert.matches("interrupted!", out)
+    assert.is_true(took < 30)
+    assert.is_true(support.eventually(function() return support.pid_ended(pid) end))
+  end)
+
+  it("leaves no child behind when it strikes as Popen's spawn returns", function()
+    -- lua.c's hook, set by a SIGINT that came while core.spawn ran, fires
+    -- as core.spawn returns: before any Popen holds the child
+    local out = support.run_lua([[
+      local core = require "mproc.core"
+      local sp = require "mproc.subprocess"
+      debug.sethook(function()
+        if debug.getinfo(2, "f").func == core.spawn then
+          debug.sethook()
+          error("interrupted!")
+        end
+      end, "r")
+      print(pcall(sp.Popen, { "sleep", "60" }))
+      collectgarbage()
+      print(#require("support").children())
+    ]])
+    assert.matches("^false\t[^\n]*interrupted!\n0\n$", out)
+  end)
+
+  it("is the parent's alone when it comes as the parent forks", function()
+    -- lua.c's hook, set by a SIGINT that came during fork() (which the
+    -- kernel restarts after the handler ran), is copied into the child;
+    -- this one stands for it (its mask and count, clearing itself as
+    -- lua.c's does) but raises only in the child, where it must be gone
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local parent, q = mproc.getpid(), mproc.Queue()
+      debug.sethook(function()
+        if mproc.getpid() ~= parent then
+          debug.sethook()
+          error("interrupted!")
+        end
+      end, "crl", 1)
+      local ok = pcall(function()
+        local p = mproc.Process(function() q:put("the child ran its target") end):start()
+        p:join()
+      end)
+      debug.sethook()
+      print(mproc.getpid() == parent and "parent" or "a child, in the parent's script", ok)
+      if mproc.getpid() == parent then print(q:get(true, 5)) end
+    ]], { env = "timeout 60" })
+    assert.are.equal("parent\ttrue\nthe child ran its target\n", out)
+  end)
+
+  it("leaves no child behind when it strikes as Process:start's fork returns", function()
+    -- as for spawn above: the hook fires in the parent as core.fork returns
+    local t0 = require("mproc").monotonic()
+    local out = support.run_lua([[
+      local core = require "mproc.core"
+      local mproc = require "mproc"
+      local parent = mproc.getpid()
+      debug.sethook(function()
+        if mproc.getpid() == parent and debug.getinfo(2, "f").func == core.fork then
+          debug.sethook()
+          error("interrupted!")
+        end
+      end, "r")
+      print(pcall(function() local p <close> = mproc.Process(mproc.sleep, { 60 }):start() end))
+      print(#require("support").children())
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\n0\n$", out)
+    assert.is_true(require("mproc").monotonic() - t0 < 30)
+  end)
+
+  it("leaves no pool worker behind when it strikes as a worker's fork returns", function()
+    local out = support.run_lua([[
+      local core = require "mproc.core"
+      local mproc = require "mproc"
+      local support = require "support"
+      local parent, forks = mproc.getpid(), 0
+      debug.sethook(function()
+        if mproc.getpid() == parent and debug.getinfo(2, "f").func == core.fork then
+          forks = forks + 1
+          if forks == 2 then
+            debug.sethook()
+            error("interrupted!")
+          end
+        end
+      end, "r")
+      print(pcall(function() local pool <close> = mproc.Pool(3) end))
+      print(support.eventually(function() collectgarbage() return #support.children() == 0 end))
+      local pool <close> = mproc.Pool(2)
+      print(pool:apply(function() return "a new pool works" end))
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\ntrue\na new pool works\n$", out)
+  end)
+
+  it("leaves a pool no worker it does not watch when it strikes as a replacement's fork returns", function()
+    local out = support.run_lua([[
+      local core = require "mproc.core"
+      local mproc = require "mproc"
+      local support = require "support"
+      local parent, q = mproc.getpid(), mproc.Queue()   -- inherited (portable build)
+      local pool <close> = mproc.Pool(2)
+      core.kill(pool:apply(mproc.getpid), 9)
+      mproc.sleep(0.1)
+      debug.sethook(function()
+        if mproc.getpid() == parent and debug.getinfo(2, "f").func == core.fork then
+          debug.sethook()
+          error("interrupted!")
+        end
+      end, "r")
+      print(pcall(pool.apply, pool, mproc.getpid))   -- replaces the dead worker
+      -- every worker busy, then killed: each task fails, none waits for ever
+      local rs = {}
+      for i = 1, 2 do rs[i] = pool:apply_async(function() q:put(1) mproc.sleep(60) end) end
+      local deadline = mproc.monotonic() + 10   -- waits in the pool: it notices deaths
+      while q:qsize() < 2 and mproc.monotonic() < deadline do rs[1]:wait(0.05) end
+      for _, pid in ipairs(support.children()) do core.kill(pid, 9) end
+      for i = 1, 2 do print(pcall(rs[i].get, rs[i], 10)) end
+      print(#support.children())
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\n"
+      .. "false\tpool worker %(pid %d+%) was killed by signal 9 %(SIGKILL%) while running this task\n"
+      .. "false\tpool worker %(pid %d+%) was killed by signal 9 %(SIGKILL%) while running this task\n2\n$", out)
+  end)
 
   it("is caught by pcall, and the script goes on to use the objects", function()
     local out = interrupted("local q = mproc.Queue()",

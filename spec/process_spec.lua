@@ -305,6 +305,8 @@ describe("Process", function()
       { "mproc.wait of a non-table", function() mproc.wait(3) end, "bad argument #1 to 'wait'" },
       { "mproc.wait of an object without descriptor", function() mproc.wait({{}}) end, "no descriptor" },
       { "sleep(-1)", function() mproc.sleep(-1) end, "bad argument #1 to 'sleep'" },
+      { "sleep('0.01')", function() mproc.sleep("0.01") end,
+        "bad argument #1 to 'sleep' (number expected, got string)" },
       { "core.poll of a list whose __len overflows its size", function()
           require("mproc.core").poll(setmetatable({}, {
             __len = function() return 1 << 61 end, __index = function() return 0 end }))

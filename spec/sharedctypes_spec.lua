@@ -65,6 +65,18 @@ describe("Value", function()
     assert.are.equal("integer", math.type(v.value))
   end)
 
+  it("blames the caller's line for an initial value it refuses", function()
+    for _, make in ipairs({
+      function() local v = mproc.Value("i", 1.5); return v end,
+      function() local a = mproc.Array("B", { 1, 300 }); return a end,
+      function() local v = mproc.Value("d", "x"); return v end,
+    }) do
+      local ok, err = pcall(make)
+      assert.is_false(ok)
+      assert.matches("sharedctypes_spec%.lua:" .. debug.getinfo(make, "S").linedefined .. ": ", err)
+    end
+  end)
+
   it("is shared with child processes", function()
     local v = mproc.Value("d", 0)
     local p = spawn(function() v.value = 2.5 end)

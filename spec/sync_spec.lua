@@ -634,6 +634,17 @@ describe("sync objects", function()
       { "BoundedSemaphore(value)", function() mproc.BoundedSemaphore(1.5) end, "value must be an integer" },
       { "Semaphore:acquire(timeout)", function() sem:acquire(true, {}) end, "number expected" },
       { "Event:wait(timeout)", function() ev:wait("x") end, "number expected" },
+      -- a string that reads as a number is still a string, as for every other timeout
+      { "Lock:acquire('1')", function() lock:acquire(true, "0.01") end, "number expected, got string" },
+      { "Semaphore:acquire('1')", function() mproc.Semaphore(0):acquire(true, "0.01") end,
+        "number expected, got string" },
+      { "Event:wait('1')", function() ev:wait("0.01") end, "number expected, got string" },
+      { "Condition:wait('1')", function()
+        cond:acquire()
+        local _, err = pcall(cond.wait, cond, "0.01")
+        cond:release()
+        error(err, 0)
+      end, "number expected, got string" },
       { "Condition(lock)", function() mproc.Condition(5) end, "mproc.Lock or mproc.RLock expected" },
       { "Condition:wait_for(predicate)", function() cond:wait_for(5) end, "function expected" },
       { "Condition:notify(n)", function()

@@ -119,6 +119,9 @@ MP_HIDDEN void mp_interrupt_point(lua_State *L);
 /* Whether a hook is set, that mp_interrupt_point would let run: waits that
 ** hold something (a slot, a count) give it up first. */
 MP_HIDDEN int mp_interrupt_pending(lua_State *L);
+/* In a forked child: drops lua.c's Ctrl-C hook (on L and the main thread)
+** that a SIGINT to the parent set before the fork; it is the parent's. */
+MP_HIDDEN void mp_forget_interrupt(lua_State *L);
 /* Seconds (a duration or a point on a clock) as a timespec. */
 MP_HIDDEN struct timespec mp_timespec(double seconds);
 

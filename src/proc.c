@@ -492,19 +492,24 @@ static void push_pid_clock(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
 }
 
-/* core.fork([daemon]) -> child handle and its pid in the parent; false,
-** the child's own pid and a clock reading (push_pid_clock) in the child.
-** core.fork(daemon, f, msgh, ...) -> the same in the parent; the child
-** does not return but runs f(..., pid, clock) as core.child_main does:
-** from here, not from a Lua caller, it writes no frame of that caller.
-** A child that has ended and been reaped before the parent could watch it
-** gives a handle that reports it ended (exitcode 0: the status is lost). */
+/* core.fork([daemon], [box]) -> child handle and its pid in the parent;
+** false, the child's own pid and a clock reading (push_pid_clock) in the
+** child. core.fork(daemon, box, f, msgh, ...) -> the same in the parent;
+** the child does not return but runs f(..., pid, clock) as core.child_main
+** does: from here, not from a Lua caller, it writes no frame of that
+** caller. The parent's handle is also left in box.child (box a table):
+** lua.c's Ctrl-C hook may fire as this returns, and the caller can still
+** find it. A child that has ended and been reaped before the parent could
+** watch it gives a handle that reports it ended (exitcode 0: the status is
+** lost). */
 static int l_fork(lua_State *L) {
   int daemon = lua_toboolean(L, 1);
-  int run = !lua_isnoneornil(L, 2), msgh = run && check_child_fn(L, 2);
+  int run = !lua_isnoneornil(L, 3), msgh = run && check_child_fn(L, 3);
   int fds[2] = {-1, -1}, gate[2] = {-1, -1};
   pid_t pid;
-  mp_child *c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
+  mp_child *c;
+  if (!run) lua_settop(L, 2);
+  c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
   c->pid = 0; c->fd = -1; c->status = 0; c->reaped = 0; c->daemon = daemon;
   luaL_setmetatable(L, CHILD_MT);
   if (live_reserve() < 0) return mp_fail(L, "cannot fork");
@@ -513,10 +518,11 @@ static int l_fork(lua_State *L) {
     return mp_fail(L, "cannot fork");
   if ((pid = fork_child(fds, gate)) < 0) return mp_fail(L, "cannot fork");
   if (pid == 0) {
+    mp_forget_interrupt(L);  /* else it fires here, in the child, as fork returns */
     if (run) {
-      lua_pop(L, 1);   /* the handle: [daemon, f, msgh, args...] */
+      lua_pop(L, 1);   /* the handle: [daemon, box, f, msgh, args...] */
       push_pid_clock(L);
-      run_child(L, 2, msgh);
+      run_child(L, 3, msgh);
     }
     lua_pushboolean(L, 0);
     push_pid_clock(L);
@@ -524,6 +530,7 @@ static int l_fork(lua_State *L) {
   }
   c->pid = pid;
   live_add(pid, daemon);
+  if (lua_istable(L, 2)) { lua_pushvalue(L, -1); lua_setfield(L, 2, "child"); }
   if (open_sentinel_parent(c, fds[0]) < 0) {
     if (errno != ESRCH) return fork_unwatched(L, c, gate);
     mark_gone(c);  /* reaped elsewhere already: never signal its pid */

@@ -78,13 +78,13 @@ static uint64_t to_bits(lua_State *L, int idx, const typecode *t, const char *wh
   if (t->kind == K_FLOAT) {
     double d;
     if (lua_type(L, idx) != LUA_TNUMBER)
-      luaL_error(L, "%s: number expected, got %s", what, luaL_typename(L, idx));
+      mp_error(L, "%s: number expected, got %s", what, luaL_typename(L, idx));
     d = (double)lua_tonumber(L, idx);
     if (t->size == 4) {
       float f = (float)d;
       uint32_t u;
       if (isfinite(d) && fabs(d) > FLT_MAX)
-        luaL_error(L, "%s: %f is out of range for typecode 'f'", what, d);
+        mp_error(L, "%s: %f is out of range for typecode 'f'", what, d);
       memcpy(&u, &f, 4);
       return u;
     } else {
@@ -97,14 +97,14 @@ static uint64_t to_bits(lua_State *L, int idx, const typecode *t, const char *wh
     lua_Integer v = lua_tointegerx(L, idx, &isint), lo, hi;
     if (!isint) {
       if (lua_type(L, idx) == LUA_TNUMBER)
-        luaL_error(L, "%s: %s has no integer representation (typecode '%c')",
-                   what, lua_tostring(L, idx), t->code);
-      luaL_error(L, "%s: integer expected, got %s", what, luaL_typename(L, idx));
+        mp_error(L, "%s: %s has no integer representation (typecode '%c')",
+                what, lua_tostring(L, idx), t->code);
+      mp_error(L, "%s: integer expected, got %s", what, luaL_typename(L, idx));
     }
     int_range(t, &lo, &hi);
     if (v < lo || v > hi)
-      luaL_error(L, "%s: %I is out of range for typecode '%c' (%I..%I)", what,
-                 (LUAI_UACINT)v, t->code, (LUAI_UACINT)lo, (LUAI_UACINT)hi);
+      mp_error(L, "%s: %I is out of range for typecode '%c' (%I..%I)", what,
+              (LUAI_UACINT)v, t->code, (LUAI_UACINT)lo, (LUAI_UACINT)hi);
     return (uint64_t)v;
   }
 }

@@ -569,7 +569,7 @@ static int open_stdio(plan *p, stdio_set *io) {
 /* ---------------------------------------------------------------------
 ** core.spawn(spec) -> child, stdin|false, stdout|false, stderr|false
 ** or nil, message, errno: a step ("exec", "chdir", ...) follows when the
-** child failed before exec
+** child failed before exec. The child is also left in spec.child
 ** --------------------------------------------------------------------- */
 
 /* Pushes the child handle and one closed file per piped stream. */
@@ -617,6 +617,8 @@ static int l_spawn(lua_State *L) {
     return mp_fail(L, "cannot start a process");
   }
   mp_child_attach(L, base, pid);
+  lua_pushvalue(L, base);   /* spec.child: for the Lua layer, should its */
+  lua_setfield(L, 1, "child");  /* results be lost (see subprocess.lua) */
   return 4;
 }
 

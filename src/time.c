@@ -69,7 +69,8 @@ int mp_poll_ms(double deadline) {
 double mp_opt_deadline(lua_State *L, int idx) {
   double t;
   if (lua_isnoneornil(L, idx)) return -1;
-  t = (double)luaL_checknumber(L, idx);
+  luaL_checktype(L, idx, LUA_TNUMBER);  /* not "1": the Lua layer refuses it too */
+  t = (double)lua_tonumber(L, idx);
   luaL_argcheck(L, t == t, idx, "timeout is not a number (nan)");
   if (t < 0) t = 0;
   if (t > MP_FOREVER) return -1;
@@ -81,11 +82,17 @@ double mp_slice_deadline(double deadline) {
   return (deadline < 0 || s < deadline) ? s : deadline;
 }
 
-/* The hook set on L, or else the one lua.c sets on the main thread on
-** Ctrl-C (every event, count 1: its signature), moved to L when L is a
-** coroutine: the interrupt is then raised (and caught, or not) once, in
-** the coroutine that waits, as in a main thread that waits. */
+/* Whether L's hook is the one lua.c sets on Ctrl-C (every event, count 1:
+** its signature). */
 #define CTRL_C_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT)
+static int is_ctrl_c_hook(lua_State *L) {
+  return lua_gethook(L) != NULL && lua_gethookmask(L) == CTRL_C_MASK && lua_gethookcount(L) == 1;
+}
+
+/* The hook set on L, or else lua.c's Ctrl-C hook on the main thread,
+** moved to L when L is a coroutine: the interrupt is then raised (and
+** caught, or not) once, in the coroutine that waits, as in a main thread
+** that waits. */
 static lua_Hook pending_hook(lua_State *L) {
   lua_State *M;
   lua_Hook h = lua_gethook(L);
@@ -93,12 +100,21 @@ static lua_Hook pending_hook(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   M = lua_tothread(L, -1);
   lua_pop(L, 1);
-  if (M == NULL || M == L || (h = lua_gethook(M)) == NULL ||
-      lua_gethookmask(M) != CTRL_C_MASK || lua_gethookcount(M) != 1)
-    return NULL;
+  if (M == NULL || M == L || !is_ctrl_c_hook(M)) return NULL;
+  h = lua_gethook(M);
   lua_sethook(M, NULL, 0, 0);
   lua_sethook(L, h, CTRL_C_MASK, 1);
   return h;
+}
+
+/* mp_forget_interrupt: see mproc.h. */
+void mp_forget_interrupt(lua_State *L) {
+  lua_State *M;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  M = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (is_ctrl_c_hook(L)) lua_sethook(L, NULL, 0, 0);
+  if (M != NULL && is_ctrl_c_hook(M)) lua_sethook(M, NULL, 0, 0);
 }
 
 int mp_interrupt_pending(lua_State *L) {
@@ -127,7 +143,9 @@ static void sleep_slice(double deadline) {
 }
 
 static int l_sleep(lua_State *L) {
-  double s = (double)luaL_checknumber(L, 1), deadline;
+  double s, deadline;
+  luaL_checktype(L, 1, LUA_TNUMBER);
+  s = (double)lua_tonumber(L, 1);
   luaL_argcheck(L, s == s && s >= 0, 1, "seconds must be a number >= 0");
   deadline = s > MP_FOREVER ? -1 : mp_monotonic() + s;
   while (deadline < 0 || mp_monotonic() < deadline) {

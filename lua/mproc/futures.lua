@@ -453,8 +453,11 @@ end
 
 -- Leaving a <close> variable's scope: shutdown(true); when leaving by an
 -- error, the futures not started are cancelled first (shutdown(true, true)).
+-- Ctrl-C stops the running ones too (terminate_workers), as a Pool's scope
+-- left by an error does: waiting for them would take a second Ctrl-C.
 function Executor.__close(self, err)
   if self._owner ~= core.getpid() then return end
+  if util.is_interrupt(err) then return self:terminate_workers() end
   self:shutdown(true, err ~= nil)
 end
 
@@ -608,6 +611,12 @@ local function check_options(a, b)
   local opts, n = b, 2
   if type(a) == "table" then opts, n, a = a, 1, a.max_workers end
   util.check_type("ProcessPoolExecutor", n, opts, "table", true)
+  if n == 2 and opts and opts.max_workers ~= nil then
+    if a ~= nil then
+      util.argerror("ProcessPoolExecutor", 2, "max_workers given twice: as argument #1 and as an option")
+    end
+    a = opts.max_workers
+  end
   opts = opts or {}
   util.check_options("ProcessPoolExecutor", n, opts, OPTIONS)
   local max = core.POOL_MAX_WORKERS

@@ -501,12 +501,30 @@ local function how_died(pid, code)
   return ("pool worker (pid %d) exited with code %d"):format(pid, code)
 end
 
+-- A worker that an error left unrecorded (Ctrl-C: lua.c's hook fires as
+-- core.fork returns, losing its result), which core.fork also left in
+-- box.child: recorded, then killed, so the pool replaces it as any worker
+-- that died (or, collected, reaps it), rather than leave it running
+-- unknown to the pool: it would take tasks whose end no one watches.
+local Unrecorded = {
+  __close = function(box, err)
+    local h, pool, w = box.child, box.pool, box.w
+    if err == nil or not h then return end
+    if not pool._workers[w] then
+      pool._board:started(w, h:fileno())
+      pool._workers[w] = { handle = h, pid = h:pid() }
+    end
+    h:signal(SIGKILL)
+  end,
+}
+
 -- Forks worker w; raises if the system cannot.
 function methods:_spawn(w)
   local board = self._board
   local ok, err = board:open_worker(w)
   if not ok then error("Pool: " .. err, 3) end
-  local h, ferr = core.fork(true)
+  local box <close> = setmetatable({ pool = self, w = w }, Unrecorded)
+  local h, ferr = core.fork(true, box)
   if h == false then core.child_main(worker_main, nil, self, w) end
   if not h then
     board:drop_worker(w)
@@ -514,6 +532,7 @@ function methods:_spawn(w)
   end
   board:started(w, h:fileno())
   self._workers[w] = { handle = h, pid = h:pid() }
+  box.child = nil
 end
 
 -- After close(), workers stay while tasks are out or an imap may still
@@ -794,22 +813,25 @@ local function encode_call(self, fname, f, args)
   return head, check_fits(self, fname, head, encode_args(fname, 2, args))
 end
 
-function methods:apply_async(f, args, opts)
-  if getmetatable(self) ~= Pool then util.check_self("apply_async", self, Pool) end
-  if self._state ~= RUN then check_running(self, "apply_async") end
-  if args ~= nil and type(args) ~= "table" then util.check_type("apply_async", 2, args, "table", true) end
-  if opts ~= nil then check_result_options("apply_async", 3, opts) end
-  local head, body, count = encode_call(self, "apply_async", f, args)
+-- apply_async and apply: misuse is reported under fname, the one called.
+local function submit_call(self, fname, f, args, opts)
+  if getmetatable(self) ~= Pool then util.check_self(fname, self, Pool) end
+  if self._state ~= RUN then check_running(self, fname) end
+  if args ~= nil and type(args) ~= "table" then util.check_type(fname, 2, args, "table", true) end
+  if opts ~= nil then check_result_options(fname, 3, opts) end
+  local head, body, count = encode_call(self, fname, f, args)
   local res = new_result(self, 1, opts)
   self:_submit(res, 1, head, body, count, nil, f, args)
   return res
 end
 
+function methods:apply_async(f, args, opts)
+  return submit_call(self, "apply_async", f, args, opts)
+end
+
 -- apply(f, [args]) -> f(unpack(args)) run in a worker
 function methods:apply(f, args)
-  util.check_self("apply", self, Pool)
-  check_running(self, "apply")
-  return self:apply_async(f, args):get()
+  return submit_call(self, "apply", f, args):get()
 end
 
 local function default_chunksize(self, n)
@@ -1219,6 +1241,10 @@ local function check_options(a, b)
   local opts, n = b, 2
   if type(a) == "table" then opts, n, a = a, 1, a.processes end
   util.check_type("Pool", n, opts, "table", true)
+  if n == 2 and opts and opts.processes ~= nil then
+    if a ~= nil then util.argerror("Pool", 2, "processes given twice: as argument #1 and as an option") end
+    a = opts.processes
+  end
   opts = opts or {}
   util.check_options("Pool", n, opts, OPTIONS)
   local max = core.POOL_MAX_WORKERS

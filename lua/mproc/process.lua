@@ -178,18 +178,34 @@ local function cleanup()
   for _, p in pairs(here.children) do poll(p) end
 end
 
+-- The child of a start() left by an error (Ctrl-C: lua.c's hook fires as
+-- core.fork returns, losing its result), which core.fork also left in
+-- box.child: terminated and joined, as a Process's <close> scope left by an
+-- error does, rather than run on unknown and be waited for at exit.
+local Unclaimed = {
+  __close = function(box, err)
+    local h = box.child
+    if err ~= nil and h then
+      h:signal(SIGTERM)
+      h:wait()
+    end
+  end,
+}
+
 -- Starts the child. Returns the Process, or nil, message, errno.
 function methods:start()
   check_open(self, "start")
   if self._handle or self == here.current then util.misuse("start: cannot start a process twice") end
   cleanup()
+  local box <close> = setmetatable({}, Unclaimed)
   -- the child runs enter_child(self, child_run, pid, clock) from within
   -- core.fork, under child_error, and never returns here
-  local h, pid, err = core.fork(self.daemon, M.enter_child, child_error, self, child_run)
+  local h, pid, err = core.fork(self.daemon, box, M.enter_child, child_error, self, child_run)
   if not h then return nil, pid, err end   -- message, errno
   self._handle = h
   self._pid = pid
   here.children[h] = self
+  box.child = nil
   return self
 end
 

@@ -280,19 +280,36 @@ local function spawn_failure(args, opts, msg, code, step)
   return nil, msg, code
 end
 
+-- A spec whose child no Popen took: an error (Ctrl-C: lua.c's hook fires
+-- as core.spawn returns, and the child it made is lost with its results)
+-- left spawn in between. core.spawn keeps the child in spec.child; it is
+-- killed and reaped, as run's child is on Ctrl-C, not left running with no
+-- handle to wait for it.
+local Unclaimed = {
+  __close = function(spec, err)
+    local child = spec.child
+    if err ~= nil and child then
+      child:signal(SIGKILL)
+      child:wait()
+    end
+  end,
+}
+
 -- Starts the child; returns the Popen, or nil, message, errno.
 local function spawn(fname, args, opts, n)
-  local spec = make_spec(fname, args, opts, n)
+  local spec <close> = setmetatable(make_spec(fname, args, opts, n), Unclaimed)
   cleanup()
   local child, stdin, stdout, stderr = core.spawn(spec, opts.preexec_fn)
   -- a failure is nil, message, errno, step
   if not child then return spawn_failure(args, opts, stdin, stdout, stderr) end
   local leads = opts.start_new_session or opts.process_group == 0
-  return setmetatable({
+  local p = setmetatable({
     pid = child:pid(), args = args, returncode = nil,
     stdin = stdin or nil, stdout = stdout or nil, stderr = stderr or nil,
     _child = child, _leader = leads or nil,
   }, Popen)
+  spec.child = nil
+  return p
 end
 
 local function new(_, a, b)
@@ -410,10 +427,20 @@ local function close_streams(self)
   end
 end
 
+-- How long a child gets to end once Ctrl-C has left its Popen's scope (it
+-- may have had the SIGINT too), as Python's __exit__ gives it.
+local SIGINT_GRACE = 0.25
+
 -- Leaving the scope of `local p <close> = Popen(...)`: close the pipes,
--- then wait for the child, as Python's __exit__ does.
-function Popen.__close(self)
+-- then wait for the child, as Python's __exit__ does. Left by Ctrl-C, a
+-- child still there after SIGINT_GRACE is killed (its group when it leads
+-- one), as run's is: waiting would take a second Ctrl-C, and not waiting
+-- (Python's way) would leave it running, an orphan.
+function Popen.__close(self, err)
   close_streams(self)
+  if util.is_interrupt(err) and not self:wait(SIGINT_GRACE) then
+    if self._leader then self:kill(true) else self:kill() end
+  end
   self:wait()
 end
 

@@ -83,6 +83,17 @@ function M.check_lock(fname, n, lock, expected)
   return lock
 end
 
+-- Whether err is lua.c's Ctrl-C error ("interrupted!", raised by its
+-- SIGINT hook with the position where it struck; in a script's main chunk
+-- its message handler has added the traceback by the time the <close>
+-- variables see it): a scope it leaves should stop what it started
+-- rather than wait for it.
+function M.is_interrupt(err)
+  if type(err) ~= "string" then return false end
+  local first = err:match("^[^\n]*")
+  return first == "interrupted!" or first:sub(-14) == ": interrupted!"
+end
+
 -- A timeout is nil (wait for ever) or a number of seconds >= 0.
 function M.check_timeout(fname, n, v)
   if v == nil then return nil end
