@@ -518,12 +518,28 @@ static lua_Integer recv_worker(lua_State *L, int t, board *b, board_worker *wk,
   return parse_frames(L, t, b, wk, k);
 }
 
-/* board:recv(w) -> {id, result, id, result, ...}: worker w's results in */
+/* The list results are appended to: the table at idx (after its last
+** item), else a new one; pushed. Appending to the caller's own table keeps
+** results taken that Lua's hook (Ctrl-C) would lose as the call returns. */
+static int results_list(lua_State *L, int idx, int size, lua_Integer *k) {
+  if (lua_istable(L, idx)) {
+    lua_pushvalue(L, idx);
+    *k = (lua_Integer)lua_rawlen(L, -1);
+  } else {
+    lua_createtable(L, size, 0);
+    *k = 0;
+  }
+  return lua_gettop(L);
+}
+
+/* board:recv(w, [list]) -> {id, result, id, result, ...}: worker w's
+** results in, appended to list when given */
 static int m_board_recv(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
-  lua_newtable(L);
-  recv_worker(L, lua_gettop(L), b, wk, 0);
+  lua_Integer k;
+  int t = results_list(L, 3, 0, &k);
+  recv_worker(L, t, b, wk, k);
   return 1;
 }
 
@@ -550,23 +566,25 @@ static int poll_workers(board *b, struct pollfd *p, double deadline) {
   return r;
 }
 
-/* board:collect([timeout]) -> {id, result, ...}, quiet: waits until a
-** worker has sent results or ended (or timeout passes), then takes every
-** result in.  quiet: nil, or the list of workers that woke the wait
-** without a whole result (each may have ended).  A signal ends the wait
-** early (nothing in) so Lua's hooks can run.  nil, message, errno when
-** poll(2) itself fails. */
+/* board:collect([timeout], [list]) -> {id, result, ...}, quiet: waits
+** until a worker has sent results or ended (or timeout passes), then takes
+** every result in (appended to list when given).  quiet: nil, or the list
+** of workers that woke the wait without a whole result (each may have
+** ended).  A signal ends the wait early (nothing in) so Lua's hooks can
+** run.  nil, message, errno when poll(2) itself fails. */
 static int m_board_collect(lua_State *L) {
   board *b = check_board(L);
   double deadline = mp_opt_deadline(L, 2);
   struct pollfd few[2 * FEW_WORKERS];   /* most pools: no allocation per wait */
-  struct pollfd *p = b->nworkers <= FEW_WORKERS ? few :
+  struct pollfd *p;
+  int i, n = 0, r, t, nquiet = 0;
+  lua_Integer k;
+  lua_settop(L, 3);
+  p = b->nworkers <= FEW_WORKERS ? few :
       (struct pollfd *)lua_newuserdatauv(L, (size_t)b->nworkers * 2 * sizeof *p, 0);
-  int i, n = 0, r = poll_workers(b, p, deadline), t, nquiet = 0;
-  lua_Integer k = 0;
+  r = poll_workers(b, p, deadline);
   if (r < 0) return mp_fail(L, "cannot wait for pool workers");
-  lua_createtable(L, 2 * r, 0);
-  t = lua_gettop(L);
+  t = results_list(L, 3, 2 * r, &k);
   lua_pushnil(L);                       /* t + 1: the quiet list, if any */
   for (i = 0; r > 0 && i < b->nworkers; i++) {
     lua_Integer before = k;
