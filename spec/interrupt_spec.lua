@@ -301,6 +301,20 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     assert.matches("^false\t[^\n]*interrupted!\n3\n$", out)
   end)
 
+  it("loses no pool result when it strikes as the result is decoded", function()
+    local out = support.run_lua(ARM_INSIDE .. [[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool(1)
+      local r = pool:apply_async(function() return { 1, 2, 3 } end)
+      mproc.sleep(0.2)   -- the result waits in the pipe
+      arm_inside(pool._board.collect)
+      print(pcall(r.get, r, 5))
+      debug.sethook()
+      print(#r:get(5))
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\n3\n$", out)
+  end)
+
   it("is caught by pcall, and the script goes on to use the objects", function()
     local out = interrupted("local q = mproc.Queue()",
       "for _ = 1, 3 do q:get() end", "for i = 1, 3 do q:put(i) end; print(q:get(), q:get(), q:get())")
