@@ -248,6 +248,73 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
       .. "false\tpool worker %(pid %d+%) was killed by signal 9 %(SIGKILL%) while running this task\n2\n$", out)
   end)
 
+  it("loses no result of a pool when it strikes as the results are taken in", function()
+    -- the hook fires as board:collect returns (a SIGINT that came while it
+    -- read the results): they are delivered by the next wait, not lost
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool(1)
+      local board = pool._board
+      local collect = board.collect
+      local r = pool:apply_async(function() return 42 end)
+      mproc.sleep(0.2)   -- the result waits in the pipe
+      debug.sethook(function()
+        if debug.getinfo(2, "f").func == collect then
+          debug.sethook()
+          error("interrupted!")
+        end
+      end, "r")
+      print(pcall(r.get, r, 5))
+      print(r:get(5))
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\n42\n$", out)
+  end)
+
+  -- Raises "interrupted!" at the first C function called inside f: the
+  -- decoder's protected call, where a hook set by a SIGINT that came while
+  -- an item was taken fires.
+  local ARM_INSIDE = [[
+    local function arm_inside(f)
+      debug.sethook(function()
+        if debug.getinfo(2, "S").what ~= "C" then return end
+        for level = 3, 6 do
+          local info = debug.getinfo(level, "f")
+          if info and info.func == f then
+            debug.sethook()
+            error("interrupted!")
+          end
+        end
+      end, "c")
+    end
+  ]]
+
+  it("leaves a Queue's item queued when it strikes as the item is decoded", function()
+    local out = support.run_lua(ARM_INSIDE .. [[
+      local mproc = require "mproc"
+      local q = mproc.Queue()
+      q:put({ 1, 2, 3 })
+      arm_inside(q._h.get)
+      print(pcall(q.get, q, true, 1))
+      debug.sethook()
+      print(#q:get(true, 1))
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\n3\n$", out)
+  end)
+
+  it("loses no pool result when it strikes as the result is decoded", function()
+    local out = support.run_lua(ARM_INSIDE .. [[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool(1)
+      local r = pool:apply_async(function() return { 1, 2, 3 } end)
+      mproc.sleep(0.2)   -- the result waits in the pipe
+      arm_inside(pool._board.collect)
+      print(pcall(r.get, r, 5))
+      debug.sethook()
+      print(#r:get(5))
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\n3\n$", out)
+  end)
+
   it("is caught by pcall, and the script goes on to use the objects", function()
     local out = interrupted("local q = mproc.Queue()",
       "for _ = 1, 3 do q:get() end", "for i = 1, 3 do q:put(i) end; print(q:get(), q:get(), q:get())")

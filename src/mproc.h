@@ -122,6 +122,10 @@ MP_HIDDEN int mp_interrupt_pending(lua_State *L);
 /* In a forked child: drops lua.c's Ctrl-C hook (on L and the main thread)
 ** that a SIGINT to the parent set before the fork; it is the parent's. */
 MP_HIDDEN void mp_forget_interrupt(lua_State *L);
+/* Whether the value at idx is lua.c's Ctrl-C error ("interrupted!", maybe
+** after a position, as util.lua's is_interrupt tells): a decode it cut
+** short failed for no fault of the bytes, which are to be kept. */
+MP_HIDDEN int mp_is_interrupt(lua_State *L, int idx);
 /* Seconds (a duration or a point on a clock) as a timespec. */
 MP_HIDDEN struct timespec mp_timespec(double seconds);
 

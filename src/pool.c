@@ -456,14 +456,19 @@ static int read_available(board_worker *wk) {
 
 /* Pushes the result in frame payload p (n bytes, count values) onto the
 ** stack: {values..., n = count}, or {false, message, n = 2} when it cannot
-** be decoded; a chunk's items (flags ITEMS) as their bytes. */
-static void push_result(lua_State *L, const char *p, uint32_t n, uint32_t count,
-                        uint32_t flags) {
+** be decoded; a chunk's items (flags ITEMS) as their bytes. Returns 0, with
+** the error pushed instead, when Ctrl-C cut the decode short (lua.c's hook
+** fires in the decoder's protected call): the bytes are not at fault. */
+static int push_result(lua_State *L, const char *p, uint32_t n, uint32_t count,
+                       uint32_t flags) {
+  int ok;
   if (flags & FRAME_ITEMS) {
     lua_pushlstring(L, p, n);
-    return;
+    return 1;
   }
-  if (!mp_decode(L, p, n) || !lua_istable(L, -1)) {
+  ok = mp_decode(L, p, n);
+  if (!ok && mp_is_interrupt(L, -1)) return 0;
+  if (!ok || !lua_istable(L, -1)) {
     const char *why = lua_isstring(L, -1) ? lua_tostring(L, -1) : "not a list of values";
     lua_createtable(L, 2, 1);
     lua_pushboolean(L, 0);
@@ -475,14 +480,17 @@ static void push_result(lua_State *L, const char *p, uint32_t n, uint32_t count,
   }
   lua_pushinteger(L, count);
   lua_setfield(L, -2, "n");
+  return 1;
 }
 
 /* Appends id, result of each complete frame to the list at index t (k
-** items so far) and frees their slots; keeps a partial frame for later. */
+** items so far) and frees their slots; keeps a partial frame for later.
+** A decode cut short by Ctrl-C keeps its frame too, then raises. */
 static lua_Integer parse_frames(lua_State *L, int t, board *b, board_worker *wk,
                                 lua_Integer k) {
   uint32_t w = (uint32_t)(wk - b->w);
   size_t at = 0;
+  int interrupted = 0;
   while (wk->len - at >= FRAME_HDR) {
     uint32_t len, slot, count, flags;
     int64_t id;
@@ -494,17 +502,22 @@ static lua_Integer parse_frames(lua_State *L, int t, board *b, board_worker *wk,
     if (wk->len - at - FRAME_HDR < len) break;
     if (slot < b->sh->nslots && b->slots[slot].task == id &&
         __atomic_load_n(&b->slots[slot].state, __ATOMIC_ACQUIRE) == SLOT_CLAIMED + w) {
+      if (!push_result(L, wk->buf + at + FRAME_HDR, len, count, flags)) {
+        interrupted = 1;
+        break;
+      }
       slot_free(b, slot);
       wk->results++;
+      lua_rawseti(L, t, k + 2);
       lua_pushinteger(L, id);
-      lua_rawseti(L, t, ++k);
-      push_result(L, wk->buf + at + FRAME_HDR, len, count, flags);
-      lua_rawseti(L, t, ++k);
+      lua_rawseti(L, t, k + 1);
+      k += 2;
     }
     at += FRAME_HDR + len;
   }
   memmove(wk->buf, wk->buf + at, wk->len - at);
   wk->len -= at;
+  if (interrupted) lua_error(L);
   return k;
 }
 
@@ -518,12 +531,28 @@ static lua_Integer recv_worker(lua_State *L, int t, board *b, board_worker *wk,
   return parse_frames(L, t, b, wk, k);
 }
 
-/* board:recv(w) -> {id, result, id, result, ...}: worker w's results in */
+/* The list results are appended to: the table at idx (after its last
+** item), else a new one; pushed. Appending to the caller's own table keeps
+** results taken that Lua's hook (Ctrl-C) would lose as the call returns. */
+static int results_list(lua_State *L, int idx, int size, lua_Integer *k) {
+  if (lua_istable(L, idx)) {
+    lua_pushvalue(L, idx);
+    *k = (lua_Integer)lua_rawlen(L, -1);
+  } else {
+    lua_createtable(L, size, 0);
+    *k = 0;
+  }
+  return lua_gettop(L);
+}
+
+/* board:recv(w, [list]) -> {id, result, id, result, ...}: worker w's
+** results in, appended to list when given */
 static int m_board_recv(lua_State *L) {
   board *b = check_board(L);
   board_worker *wk = check_worker(L, b, 2);
-  lua_newtable(L);
-  recv_worker(L, lua_gettop(L), b, wk, 0);
+  lua_Integer k;
+  int t = results_list(L, 3, 0, &k);
+  recv_worker(L, t, b, wk, k);
   return 1;
 }
 
@@ -550,24 +579,31 @@ static int poll_workers(board *b, struct pollfd *p, double deadline) {
   return r;
 }
 
-/* board:collect([timeout]) -> {id, result, ...}, quiet: waits until a
-** worker has sent results or ended (or timeout passes), then takes every
-** result in.  quiet: nil, or the list of workers that woke the wait
-** without a whole result (each may have ended).  A signal ends the wait
-** early (nothing in) so Lua's hooks can run.  nil, message, errno when
-** poll(2) itself fails. */
+/* board:collect([timeout], [list]) -> {id, result, ...}, quiet: waits
+** until a worker has sent results or ended (or timeout passes), then takes
+** every result in (appended to list when given).  quiet: nil, or the list
+** of workers that woke the wait without a whole result (each may have
+** ended).  A signal ends the wait early (nothing in) so Lua's hooks can
+** run.  nil, message, errno when poll(2) itself fails. */
 static int m_board_collect(lua_State *L) {
   board *b = check_board(L);
   double deadline = mp_opt_deadline(L, 2);
   struct pollfd few[2 * FEW_WORKERS];   /* most pools: no allocation per wait */
-  struct pollfd *p = b->nworkers <= FEW_WORKERS ? few :
+  struct pollfd *p;
+  int i, n = 0, r, t, nquiet = 0;
+  lua_Integer k;
+  lua_settop(L, 3);
+  p = b->nworkers <= FEW_WORKERS ? few :
       (struct pollfd *)lua_newuserdatauv(L, (size_t)b->nworkers * 2 * sizeof *p, 0);
-  int i, n = 0, r = poll_workers(b, p, deadline), t, nquiet = 0;
-  lua_Integer k = 0;
-  if (r < 0) return mp_fail(L, "cannot wait for pool workers");
-  lua_createtable(L, 2 * r, 0);
-  t = lua_gettop(L);
+  t = results_list(L, 3, 0, &k);
   lua_pushnil(L);                       /* t + 1: the quiet list, if any */
+  for (i = 0; i < b->nworkers; i++)     /* frames an interrupted parse kept */
+    if (b->w[i].rfd >= 0 && b->w[i].len >= FRAME_HDR) {
+      lua_Integer before = k;
+      if ((k = parse_frames(L, t, b, &b->w[i], k)) > before) deadline = 0;
+    }
+  r = poll_workers(b, p, deadline);
+  if (r < 0) return mp_fail(L, "cannot wait for pool workers");
   for (i = 0; r > 0 && i < b->nworkers; i++) {
     lua_Integer before = k;
     if (b->w[i].rfd < 0) continue;

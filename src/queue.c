@@ -610,11 +610,13 @@ static int put_back(q_handle *h, const char *p, size_t len) {
 /* Decodes the item taken into p and pushes it, as get's results. The
 ** decode raises nothing, so the buffer (detached from h meanwhile: a close
 ** from Lua code the decode runs is safe) always comes back or is freed;
-** out of memory, the item goes back on the queue. */
+** out of memory, or cut short by Ctrl-C (lua.c's hook fires in the
+** decoder's protected call), the item goes back on the queue. */
 static int decode_item(lua_State *L, q_handle *h, char *p, size_t len,
                        size_t cap) {
   int st = mp_decode_status(L, p, len), e = 0;
-  if (st == LUA_ERRMEM) e = put_back(h, p, len);
+  int interrupted = st == LUA_ERRRUN && mp_is_interrupt(L, -1);
+  if (st == LUA_ERRMEM || interrupted) e = put_back(h, p, len);
   if (cap > 0) {
     if (h->buf == NULL && h->sh != NULL && cap <= BUF_KEEP) {
       h->buf = p;
@@ -624,6 +626,7 @@ static int decode_item(lua_State *L, q_handle *h, char *p, size_t len,
     }
   }
   if (st == LUA_OK) return 1;
+  if (interrupted) return lua_error(L);   /* as it came; the item is queued */
   if (st == LUA_ERRMEM && e == 0) {
     errno = ENOMEM;
     return mp_fail(L, "cannot get from the queue");

@@ -14,6 +14,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
+#include <string.h>
 #include <time.h>
 
 #include "mproc.h"
@@ -115,6 +116,19 @@ void mp_forget_interrupt(lua_State *L) {
   lua_pop(L, 1);
   if (is_ctrl_c_hook(L)) lua_sethook(L, NULL, 0, 0);
   if (M != NULL && is_ctrl_c_hook(M)) lua_sethook(M, NULL, 0, 0);
+}
+
+/* mp_is_interrupt: see mproc.h. */
+int mp_is_interrupt(lua_State *L, int idx) {
+  static const char tail[] = "interrupted!";
+  const size_t tn = sizeof tail - 1;
+  const char *s, *nl;
+  size_t n;
+  if (lua_type(L, idx) != LUA_TSTRING) return 0;
+  s = lua_tolstring(L, idx, &n);
+  if ((nl = memchr(s, '\n', n)) != NULL) n = (size_t)(nl - s);
+  if (n < tn || memcmp(s + n - tn, tail, tn) != 0) return 0;
+  return n == tn || (n >= tn + 2 && memcmp(s + n - tn - 2, ": ", 2) == 0);
 }
 
 int mp_interrupt_pending(lua_State *L) {

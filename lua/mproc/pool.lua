@@ -544,7 +544,8 @@ end
 -- Worker w has ended: fail what it had claimed, replace it if needed.
 function methods:_worker_ended(w, code)
   local wk = self._workers[w]
-  self:_dispatch(self._board:recv(w))
+  self._board:recv(w, self._inbox)
+  self:_dispatch()
   local done = self._board:results(w)
   local lost = self._board:fail(w)
   if #lost > 0 then
@@ -641,9 +642,16 @@ function methods:_finish(id, r)
   deliver(job, idx, r)
 end
 
--- results: {id, r, ...} as board:collect and board:recv give them.
-function methods:_dispatch(results)
-  for i = 1, #results, 2 do self:_finish(results[i], results[i + 1]) end
+-- Finishes the results in the inbox, {id, r, ...}, which board:collect
+-- and board:recv append to: results stay there until finished, so those
+-- Ctrl-C strikes on (lua.c's hook fires as collect returns) are finished
+-- by the next call, not lost. _finish ignores an id finished already.
+function methods:_dispatch()
+  local inbox = self._inbox
+  local n = #inbox
+  if n == 0 then return end
+  for i = 1, n, 2 do self:_finish(inbox[i], inbox[i + 1]) end
+  self._inbox = {}
 end
 
 function methods:_fileno(fname)
@@ -656,9 +664,10 @@ function methods:_pump(timeout)
   if self._state == JOINED then return end
   if next(orphans) then reap_orphans() end
   if self._pending.tail >= self._pending.head then self:_feed() end
-  local results, quiet = self._board:collect(timeout)
+  self:_dispatch()   -- what an interrupted call left
+  local results, quiet = self._board:collect(timeout, self._inbox)
   if not results then error("Pool: " .. quiet, 0) end   -- poll(2) itself failed
-  self:_dispatch(results)
+  self:_dispatch()
   -- Results mean a worker was alive; a wake-up without any may be its end
   -- (one that ended as it sent wakes the next wait again, by its sentinel).
   if quiet then
@@ -1281,7 +1290,8 @@ local function new(_, a, b)
   --              the initializer failed)
   --   tasks      _nextid (the last task id), _nout (tasks not finished),
   --              _job and _part (task id -> its job and part), _pending (a
-  --              FIFO of {id, head, body, count} not on the board yet)
+  --              FIFO of {id, head, body, count} not on the board yet),
+  --              _inbox ({id, r, ...} taken in and not finished: _dispatch)
   --   jobs       _imaps (the imap iterators that may still pull input),
   --              _later_q (a FIFO of callbacks to run, each packed)
   local self = setmetatable({
@@ -1289,7 +1299,7 @@ local function new(_, a, b)
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
     _nextid = 0, _nout = 0, _job = {}, _part = {}, _keepf = {}, _keepa = {}, _imaps = setmetatable({}, WEAK_KEYS),
-    _pending = fifo(), _later_q = fifo(), _room = board:room(),
+    _pending = fifo(), _later_q = fifo(), _inbox = {}, _room = board:room(),
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
   return self
