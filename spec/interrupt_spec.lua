@@ -288,6 +288,26 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     end
   ]]
 
+  it("leaves a Connection's message to the next recv when it strikes as the message is decoded", function()
+    local out = support.run_lua(ARM_INSIDE .. [[
+      local mproc = require "mproc"
+      local a, b = mproc.Pipe()
+      a:send({ 1, 2, 3 })
+      arm_inside(b.recv)
+      print(pcall(b.recv, b))
+      debug.sethook()
+      -- nothing is left in the pipe: the kept message alone makes b ready
+      print(b:poll(), #mproc.wait({ b }, 0))
+      print(#b:recv(), b:poll(), #mproc.wait({ b }, 0))
+      a:send({ 4, 5 })
+      arm_inside(b.recv)
+      print(pcall(b.recv, b))
+      debug.sethook()
+      print(#mproc.loads(b:recv_bytes()))
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\ntrue\t1\n3\tfalse\t0\nfalse\t[^\n]*interrupted!\n2\n$", out)
+  end)
+
   it("leaves a Queue's item queued when it strikes as the item is decoded", function()
     local out = support.run_lua(ARM_INSIDE .. [[
       local mproc = require "mproc"

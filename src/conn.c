@@ -46,6 +46,7 @@ typedef struct {
   int readable;
   int writable;
   int torn;      /* a send or recv was interrupted in a message */
+  int held;      /* user value 1 holds a frame whose decode was cut short */
 } mp_conn;
 
 static mp_conn *check_conn(lua_State *L) {
@@ -64,8 +65,9 @@ static mp_conn *check_stream(lua_State *L) {
 }
 
 static mp_conn *new_conn(lua_State *L, int readable, int writable) {
-  mp_conn *c = (mp_conn *)lua_newuserdatauv(L, sizeof *c, 0);
+  mp_conn *c = (mp_conn *)lua_newuserdatauv(L, sizeof *c, 1);
   c->fd = -1;
+  c->held = 0;
   c->readable = readable;
   c->writable = writable;
   c->torn = 0;
@@ -226,28 +228,50 @@ static int recv_frame(lua_State *L, mp_conn *c, luaL_Buffer *b,
   return 1;
 }
 
+/* Pushes the frame a cut-short recv kept, if any, and forgets it. */
+static int take_held(lua_State *L, mp_conn *c) {
+  if (!c->held) return 0;
+  c->held = 0;
+  lua_getiuservalue(L, 1, 1);
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, 1);
+  return 1;
+}
+
 /* conn:recv_bytes() -> s, or nil, "closed", or nil, message, errno */
 static int m_conn_recv_bytes(lua_State *L) {
+  mp_conn *c = check_stream(L);
   luaL_Buffer b;
   const char *p;
   size_t n;
-  int r = recv_frame(L, check_stream(L), &b, &p, &n);
-  if (r < 0) return -r;
+  int r;
+  if (take_held(L, c)) return 1;
+  if ((r = recv_frame(L, c, &b, &p, &n)) < 0) return -r;
   luaL_pushresultsize(&b, n);
   return 1;
 }
 
 /* conn:recv() -> v, or nil, "closed", or nil, message, errno; decoded
-** straight from the receive buffer */
+** straight from the receive buffer. Cut short by Ctrl-C (lua.c's hook
+** fires in the decoder's protected call) or by want of memory, the frame
+** is kept for the next recv and the error raised as it came: the message
+** is not lost. */
 static int m_conn_recv(lua_State *L) {
+  mp_conn *c = check_stream(L);
   luaL_Buffer b;
   const char *s;
   size_t n;
-  int r = recv_frame(L, check_stream(L), &b, &s, &n);
-  if (r < 0) return -r;
-  if (!mp_decode(L, s, n))
-    return luaL_error(L, "cannot decode a message: %s", lua_tostring(L, -1));
-  return 1;
+  int r, st;
+  if (take_held(L, c)) s = lua_tolstring(L, -1, &n);
+  else if ((r = recv_frame(L, c, &b, &s, &n)) < 0) return -r;
+  if ((st = mp_decode_status(L, s, n)) == LUA_OK) return 1;
+  if (st == LUA_ERRMEM || mp_is_interrupt(L, -1)) {
+    lua_pushlstring(L, s, n);
+    lua_setiuservalue(L, 1, 1);
+    c->held = 1;
+    return lua_error(L);
+  }
+  return luaL_error(L, "cannot decode a message: %s", lua_tostring(L, -1));
 }
 
 /* conn:poll([timeout]) -> whether recv would not block (data or end) */
@@ -257,6 +281,7 @@ static int m_conn_poll(lua_State *L) {
   struct pollfd p;
   int r;
   luaL_argcheck(L, c->readable, 1, "the connection is write-only");
+  if (c->held) { lua_pushboolean(L, 1); return 1; }
   p.fd = c->fd;
   p.events = POLLIN;
   for (;;) {
@@ -268,6 +293,13 @@ static int m_conn_poll(lua_State *L) {
   }
   if (r < 0) return mp_fail(L, "cannot poll the connection");
   lua_pushboolean(L, r > 0);
+  return 1;
+}
+
+/* conn:_held() -> whether a frame kept by a cut-short recv waits (its
+** descriptor does not tell: mproc.wait asks) */
+static int m_conn_held(lua_State *L) {
+  lua_pushboolean(L, check_conn(L)->held);
   return 1;
 }
 
@@ -317,6 +349,7 @@ static const luaL_Reg conn_methods[] = {
   {"recv_bytes", m_conn_recv_bytes},
   {"poll", m_conn_poll},
   {"fileno", m_conn_fileno},
+  {"_held", m_conn_held},
   {"close", m_conn_close},
   {"closed", m_conn_closed},
   {"readable", m_conn_readable},

@@ -70,13 +70,16 @@ end
 -- An object's own word on whether it is ready, or nil when its descriptor
 -- alone tells: a Pool result's or a Future's descriptor is the pool's, and
 -- a Queue's may fire for an item another process took, so those objects
--- say themselves (ready(), a Future's done(), not empty()).
+-- say themselves (ready(), a Future's done(), not empty()); a Connection
+-- says only when it holds a message its descriptor no longer shows.
 local function own_ready(obj)
   if type(obj) ~= "table" and type(obj) ~= "userdata" then return nil end
   local ok, v = pcall(function()
     if util.is_callable(obj.ready) then return obj:ready() and true or false end
     if util.is_callable(obj.done) then return obj:done() and true or false end
     if util.is_callable(obj.empty) then return not obj:empty() end
+    -- a Connection holding a message a recv cut short by Ctrl-C kept
+    if util.is_callable(obj._held) and obj:_held() then return true end
   end)
   if ok then return v end
 end
