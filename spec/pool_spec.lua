@@ -625,7 +625,8 @@ describe("Pool", function()
     ]])
     local pid = ("\n" .. out):match("\nfalse\tpool worker %(pid (%d+)%)[^\n]*initializer")
     assert.is_not_nil(pid, out)
-    assert.matches("mproc: child " .. pid .. ": [^\n]*: init fails\n", out)   -- "see its stderr"
+    -- "see its stderr": the error with its traceback, as a failing Process's
+    assert.matches("Process PoolWorker%-1:\n[^\n]*:2: init fails\nstack traceback:\n.-:2: in function", out)
   end)
 
   it("terminate stops workers mid-task and fails what was not done", function()

@@ -255,6 +255,15 @@ local function run_task(cache, head, body, count)
   return encode_result(r)
 end
 
+-- An initializer's error: reported on the worker's stderr with its
+-- traceback, as a failing Process's is (and Python's pool workers do),
+-- leaving out the frames below it, which are mproc's own.
+local function initializer_error(e)
+  local tb = debug.traceback(error_text(e), 2)
+  tb = tb:match("^(.-)\n[^\n]*%[C%]: in function 'xpcall'") or tb
+  io.stderr:write(("Process %s:\n%s\n"):format(process.current_process().name, tb))
+end
+
 -- The body of a worker: set up, run the initializer, then take, run and
 -- send tasks until the pool shuts down, the parent is gone, or
 -- maxtasksperchild is reached.  Returns the exit code.
@@ -267,7 +276,7 @@ local function worker_main(pool, w)
   process.enter_child(process.Process{ name = "PoolWorker-" .. w, daemon = true })
   if pool._initializer then
     local a = pool._initargs
-    pool._initializer(unpack(a, 1, a.n or #a))
+    if not xpcall(pool._initializer, initializer_error, unpack(a, 1, a.n or #a)) then return 1 end
   end
   local cache, max, done = { n = 0 }, pool._maxtasks, 0
   while not max or done < max do
