@@ -186,13 +186,25 @@ local function task_function(cache, head)
   return f
 end
 
+-- Why a result cannot be sent back. The codec names where the value sits
+-- from the inside out ("[1] in field 'x' in [3]"), its last [k] an index
+-- in the table sent, not the user's: named(k) says what that place is.
+local function unsendable(err, named)
+  local msg = error_text(err):gsub("^cannot send ", "")
+  msg = msg:gsub("%[(%d+)%]([^%[]*)$", function(k, rest) return named(tonumber(k)) .. rest end, 1)
+  return "cannot send the task's result back: " .. msg
+end
+
+local function return_value(k) return "return value #" .. (k - 1) end   -- r[1] is the ok flag
+local function chunk_item(k) return "the result for item #" .. k .. " of its chunk" end
+
 -- The result r ({ok, ...}) as sent back: its values as a slice, and their
 -- count (the frame carries it: see src/pool.c).
 local function encode_result(r)
   local n = r.n or #r
   local ok, bytes = pcall(core.dumps, r, 1, n)
   if ok then return bytes, n end
-  return core.dumps({ false, "cannot send the task's result back: " .. error_text(bytes) }, 1, 2), 2
+  return core.dumps({ false, unsendable(bytes, return_value) }, 1, 2), 2
 end
 
 -- A worker decodes every map chunk into one table, wchunk, which keeps its
@@ -235,7 +247,7 @@ local function encode_items(r, count)
   if not r[1] then return encode_result(task_failure(r[2])) end
   local ok, bytes = pcall(core.dumps, r[2], 1, count)
   if ok then return bytes, count, true end
-  return encode_result({ false, "cannot send the task's result back: " .. error_text(bytes) })
+  return encode_result({ false, unsendable(bytes, chunk_item) })
 end
 
 -- Runs one task; returns its result to send back, encoded, its count and
