@@ -108,6 +108,25 @@ describe("Process", function()
     assert.matches("exitcode\t1", out, 1, true)
   end)
 
+  -- The message handler runs again for each error a to-be-closed variable
+  -- raises while the first unwinds: one failure, one report of it.
+  it("reports a failure once, with the errors raised while closing after it", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p = mproc.Process{target = function()
+        local t <close> = setmetatable({}, { __close = function() error("close failed") end })
+        error("first failure")
+      end, name = "worker"}
+      p:start()
+      print("exitcode", p:join())
+    ]])
+    local _, headers = out:gsub("Process worker:\n", "")
+    assert.are.equal(1, headers)
+    assert.matches("Process worker:\n[^\n]*first failure\nstack traceback:", out)
+    assert.matches("close failed", out, 1, true)
+    assert.matches("exitcode\t1", out, 1, true)
+  end)
+
   it("times out a join, leaving exitcode nil", function()
     local p = mproc.Process(function() mproc.sleep(10) end):start()
     local t0 = mproc.monotonic()
