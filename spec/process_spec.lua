@@ -127,6 +127,23 @@ describe("Process", function()
     assert.matches("exitcode\t1", out, 1, true)
   end)
 
+  -- Lua calls no message handler for a memory error: the child reports it
+  -- as any other uncaught error all the same.
+  it("reports a memory error in the target under the process's name", function()
+    if os.getenv("MPROC_ASAN") then pending("not under AddressSanitizer (ulimit -v)") return end
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p = mproc.Process{target = function()
+        local t = {}
+        while true do t[#t + 1] = ("m"):rep(1 << 20, tostring(#t)) end
+      end, name = "hungry"}
+      p:start()
+      print("exitcode", p:join())
+    ]], { env = "ulimit -v 262144;" })
+    assert.matches("Process hungry:\nnot enough memory\n", out, 1, true)
+    assert.matches("exitcode\t1", out, 1, true)
+  end)
+
   it("times out a join, leaving exitcode nil", function()
     local p = mproc.Process(function() mproc.sleep(10) end):start()
     local t0 = mproc.monotonic()
