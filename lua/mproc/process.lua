@@ -191,6 +191,11 @@ function methods:start()
   check_open(self, "start")
   if self._handle or self == here.current then util.misuse("start: cannot start a process twice") end
   cleanup()
+  -- a child does not write its own pid on starting (current_process() finds
+  -- it), but its children see it as any Process: it is written before the
+  -- first fork of one, in a child that starts children
+  local cur = here.current
+  if rawget(cur, "_pid") == false then cur._pid = core.getpid() end
   -- the child runs enter_child(self, child_run, pid, clock) from within
   -- core.fork, under child_error, and never returns here
   local h, pid, err = core.fork(self.daemon, M.enter_child, child_error, self, child_run)
