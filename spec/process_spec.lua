@@ -108,6 +108,42 @@ describe("Process", function()
     assert.matches("exitcode\t1", out, 1, true)
   end)
 
+  -- The message handler runs again for each error a to-be-closed variable
+  -- raises while the first unwinds: one failure, one report of it.
+  it("reports a failure once, with the errors raised while closing after it", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p = mproc.Process{target = function()
+        local t <close> = setmetatable({}, { __close = function() error("close failed") end })
+        error("first failure")
+      end, name = "worker"}
+      p:start()
+      print("exitcode", p:join())
+    ]])
+    local _, headers = out:gsub("Process worker:\n", "")
+    assert.are.equal(1, headers)
+    assert.matches("Process worker:\n[^\n]*first failure\nstack traceback:", out)
+    assert.matches("close failed", out, 1, true)
+    assert.matches("exitcode\t1", out, 1, true)
+  end)
+
+  -- Lua calls no message handler for a memory error: the child reports it
+  -- as any other uncaught error all the same.
+  it("reports a memory error in the target under the process's name", function()
+    if os.getenv("MPROC_ASAN") then pending("not under AddressSanitizer (ulimit -v)") return end
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p = mproc.Process{target = function()
+        local t = {}
+        while true do t[#t + 1] = ("m"):rep(1 << 20, tostring(#t)) end
+      end, name = "hungry"}
+      p:start()
+      print("exitcode", p:join())
+    ]], { env = "ulimit -v 262144;" })
+    assert.matches("Process hungry:\nnot enough memory\n", out, 1, true)
+    assert.matches("exitcode\t1", out, 1, true)
+  end)
+
   it("times out a join, leaving exitcode nil", function()
     local p = mproc.Process(function() mproc.sleep(10) end):start()
     local t0 = mproc.monotonic()
@@ -141,6 +177,21 @@ describe("Process", function()
     end
     assert.are.equal(fds, support.fd_count())
     assert.are.equal(kids, #support.children())
+  end)
+
+  it("gives a grandchild its parent's Process with that parent's pid", function()
+    local out = support.tmpname()
+    local p = mproc.Process(function()
+      local me = mproc.current_process()
+      local g = mproc.Process(function()
+        support.write_file(out, ("%s %s %s"):format(me.name, tostring(me.pid), mproc.parent_process().pid))
+      end):start()
+      g:join(5)
+    end):start()
+    assert.are.equal(0, p:join(10))
+    local got = support.read_file(out)
+    os.remove(out)
+    assert.are.equal(("%s %d %d"):format(p.name, p.pid, p.pid), got)
   end)
 
   it("names processes Process-N unless named, and knows itself in the child", function()

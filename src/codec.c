@@ -529,10 +529,11 @@ static void encode_pairs(enc *e, int t, lua_Integer narr, size_t pos) {
   uint32_t count = 0;
   edge x;
   int k = lua_gettop(L) + 1;
-  /* t[narr] is set (a border), so the traversal may start after it and
-  ** skip the array part already written; keys 1..narr met later (in the
-  ** hash part) are skipped below. */
-  if (narr > 0) lua_pushinteger(L, narr); else lua_pushnil(L);
+  /* From the start, not from key narr: a border may live in the hash part
+  ** (t[1] set after the fields, while the hash part had a free node), and
+  ** a traversal that starts there would skip the nodes before it. Keys
+  ** 1..narr, written already, are skipped below. */
+  lua_pushnil(L);
   while (lua_next(L, t)) {
     if (narr > 0 && lua_isinteger(L, k)) {
       lua_Integer i = lua_tointeger(L, k);

@@ -216,6 +216,15 @@ static int check_child_fn(lua_State *L, int idx) {
   return 1;
 }
 
+/* The error at the top reached no message handler (Lua calls none for a
+** memory error): msgh, at idx, is called on it now, so it is reported as
+** any other. 1 if msgh gave an exit code, which replaces the error. */
+static int handle_late(lua_State *L, int idx) {
+  lua_pushvalue(L, idx);
+  lua_insert(L, -2);
+  return lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isinteger(L, -1);
+}
+
 /* In the child: the stack from first on is [f, msgh, args...]; runs
 ** f(args...) under the message handler msgh (nil: none), then exits with
 ** the integer f returns; if it raised, with the integer msgh made of the
@@ -233,7 +242,7 @@ static void run_child(lua_State *L, int first, int msgh) {
   lua_replace(L, first + 1);
   if (lua_pcall(L, lua_gettop(L) - first - 1, 1, msgh ? first : 0) == LUA_OK) {
     code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
-  } else if (msgh && lua_isinteger(L, -1)) {
+  } else if (msgh && (lua_isinteger(L, -1) || handle_late(L, first))) {
     code = (int)lua_tointeger(L, -1);
   } else {
     const char *msg = lua_tostring(L, -1);

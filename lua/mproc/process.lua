@@ -23,6 +23,7 @@ local here = {
   parent = false,        -- in a child: what parent_process() returns, once asked
   parent_pid = false,
   parent_name = false,
+  reported = false,      -- the child's failure has been reported (child_error)
 }
 
 -- What every forked child of mproc does first (Process children and pool
@@ -36,7 +37,7 @@ function M.enter_child(self, body, pid, clock)
   math.randomseed(pid or core.getpid(), clock or math.floor(core.time() * 1e9))
   here.parent_pid, here.parent_name, here.parent = core.getppid(), here.current.name, false
   if next(here.children) then here.children = {} end
-  here.counter = 0
+  here.counter, here.reported = 0, false
   here.current = self
   if body then return body(self) end
 end
@@ -144,11 +145,18 @@ local error_text = util.error_text
 
 -- The child's message handler (core.child_main's): reports the error with
 -- its traceback on stderr, as Python does; the exit code is 1. The frames
--- below the target are mproc's own: the traceback leaves them out.
+-- below the target are mproc's own: the traceback leaves them out. It runs
+-- again for each error a to-be-closed variable raises while the first
+-- unwinds: those follow the first report, under its one heading.
 local function child_error(e)
   local tb = debug.traceback(error_text(e), 2)
   tb = tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
-  io.stderr:write(("Process %s:\n%s\n"):format(here.current.name, tb))
+  if here.reported then
+    io.stderr:write(("While unwinding, another error:\n%s\n"):format(tb))
+  else
+    here.reported = true
+    io.stderr:write(("Process %s:\n%s\n"):format(here.current.name, tb))
+  end
   return 1
 end
 
@@ -197,6 +205,11 @@ function methods:start()
   check_open(self, "start")
   if self._handle or self == here.current then util.misuse("start: cannot start a process twice") end
   cleanup()
+  -- a child does not write its own pid on starting (current_process() finds
+  -- it), but its children see it as any Process: it is written before the
+  -- first fork of one, in a child that starts children
+  local cur = here.current
+  if rawget(cur, "_pid") == false then cur._pid = core.getpid() end
   local box <close> = setmetatable({}, Unclaimed)
   -- the child runs enter_child(self, child_run, pid, clock) from within
   -- core.fork, under child_error, and never returns here
