@@ -224,7 +224,9 @@ describe("codec", function()
         elseif way == 4 then
           for i = 1, n do t[i] = i end
           if n > 2 then t[rng(1, n - 1)] = nil end
-        elseif way == 5 then t = { 1, 2, 3, x = 1, [5] = 5, [2.0] = "two", [-1] = "neg", [0] = "zero" }
+        elseif way == 5 then
+          t = { 1, 2, 3, x = 1, [5] = 5, [-1] = "neg", [0] = "zero" }
+          t[2.0] = "two"   -- the key 2
         else for i = 1, n do t[rng(1, 20)] = rng(); t["f" .. rng(5)] = i end end
         if depth > 0 and rng(2) == 1 then t[#t + 1] = make(depth - 1) end
         if depth > 0 and rng(3) == 1 then t.sub = make(depth - 1) end
