@@ -193,12 +193,16 @@ end
 local Unclaimed = {
   __close = function(box, err)
     local h = box.child
+    box.child = nil
     if err ~= nil and h then
       h:signal(SIGTERM)
       h:wait()
     end
   end,
 }
+-- one box for every start: a table made per start is heap written after
+-- the fork, pages the parent copies while the child lives
+local start_box = setmetatable({}, Unclaimed)
 
 -- Starts the child. Returns the Process, or nil, message, errno.
 function methods:start()
@@ -210,7 +214,7 @@ function methods:start()
   -- first fork of one, in a child that starts children
   local cur = here.current
   if rawget(cur, "_pid") == false then cur._pid = core.getpid() end
-  local box <close> = setmetatable({}, Unclaimed)
+  local box <close> = start_box
   -- the child runs enter_child(self, child_run, pid, clock) from within
   -- core.fork, under child_error, and never returns here
   local h, pid, err = core.fork(self.daemon, box, M.enter_child, child_error, self, child_run)
@@ -218,7 +222,6 @@ function methods:start()
   self._handle = h
   self._pid = pid
   here.children[h] = self
-  box.child = nil
   return self
 end
 
