@@ -341,6 +341,37 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     assert.matches(EXPECT .. "1\t2\t3\n$", out)
   end)
 
+  -- The script is over and its end waits for a child (Python's rule):
+  -- lua.c has given SIGINT its default action back, so Ctrl-C sent to the
+  -- script alone killed it there and left the child running, an orphan.
+  it("at the script's end, while it waits for its children, stops them and leaves none running", function()
+    local mproc = require "mproc"
+    local out = support.tmpname()
+    local script = support.script([[
+      local mproc = require "mproc"
+      local p = mproc.Process(function() mproc.sleep(60) end):start()
+      print(mproc.getpid(), p.pid)
+    ]])
+    support.sh(("%s %s > %s 2>&1 &"):format(support.LUA, script, out))
+    local parent, child
+    assert.is_true(support.eventually(function()
+      parent, child = (support.read_file(out) or ""):match("^(%d+)\t(%d+)\n")
+      return child ~= nil
+    end, 10))
+    parent, child = tonumber(parent), tonumber(child)
+    -- the parent sleeps in the join at its end
+    assert.is_true(support.eventually(function() return support.pid_state(parent) == "S" end, 10))
+    mproc.sleep(0.1)
+    require("mproc.core").kill(parent, 2)
+    local parent_gone = support.eventually(function() return support.pid_ended(parent) end, 10)
+    local child_gone = support.eventually(function() return support.pid_ended(child) end, 10)
+    if not child_gone then require("mproc.core").kill(child, 9) end
+    os.remove(script)
+    os.remove(out)
+    assert.is_true(parent_gone)
+    assert.is_true(child_gone)
+  end)
+
   it("resumes a wait after a signal whose handler raises nothing", function()
     -- SIGCHLD of a child that ends: a handled signal that is no Ctrl-C
     local out = support.run_lua([[

@@ -152,20 +152,57 @@ static int running_child(pid_t pid) {
   return mp_waitpid(pid, &st, WNOHANG) == 0;
 }
 
+/* Ctrl-C while the script's end waits for its children: counted, so that
+** the wait stops them rather than leave them running without a parent. */
+static volatile sig_atomic_t exit_interrupts;
+
+static void on_exit_interrupt(int sig) {
+  (void)sig;
+  exit_interrupts++;
+}
+
+/* Sends sig to every child in the table from i on that still runs. */
+static void signal_children(size_t i, int sig, int daemons_only) {
+  for (; i < nlive; i++)
+    if ((!daemons_only || live[i].daemon) && running_child(live[i].pid))
+      kill(live[i].pid, sig);
+}
+
 /* Python's rule at exit: terminate daemonic children, then wait for all.
 ** Runs from exit_hook and from the Lua state's close; only in the process
-** that forked them. */
+** that forked them. Ctrl-C during that wait (once the script is over,
+** lua.c has given SIGINT back its default action, which would kill this
+** process and leave the children running) terminates the children, a
+** second one kills them; once they are reaped the interrupt is raised as
+** it came. A SIGINT this process ignores stays ignored. */
 static void join_children(void) {
+  struct sigaction sa, old;
+  int hooked = 0, seen = 0;
   size_t i;
   if (live_owner != getpid()) return;
-  for (i = 0; i < nlive; i++)
-    if (live[i].daemon && running_child(live[i].pid))
-      kill(live[i].pid, SIGTERM);
+  signal_children(0, SIGTERM, 1);
+  if (nlive > 0 && sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN) {
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_exit_interrupt;   /* no SA_RESTART: waitpid returns */
+    sigemptyset(&sa.sa_mask);
+    exit_interrupts = 0;
+    hooked = sigaction(SIGINT, &sa, NULL) == 0;
+  }
   for (i = 0; i < nlive; i++) {
     int st;
-    mp_waitpid(live[i].pid, &st, 0);
+    while (waitpid(live[i].pid, &st, 0) < 0 && errno == EINTR)
+      if (exit_interrupts > seen) {
+        seen = exit_interrupts;
+        signal_children(i, seen == 1 ? SIGTERM : SIGKILL, 0);
+      }
   }
   nlive = 0;
+  if (!hooked) return;
+  sigaction(SIGINT, &old, NULL);
+  if (exit_interrupts > 0) {
+    fflush(NULL);
+    raise(SIGINT);
+  }
 }
 
 /* At the process's end (atexit, os.exit included, and a child's end):
