@@ -380,12 +380,13 @@ static void edge_enter(enc *e, edge *x, int kind, lua_Integer a, int b) {
 ** in a table on it instead (a stack holds at most LUAI_MAXSTACK values). */
 static NOINLINE void anchor_room(enc *e) {
   lua_State *L = e->L, *T = e->anchor;
+  /* room first: the spill table too goes on T, whose room may be used up */
+  if (!lua_checkstack(T, 65)) mp_error(L, "cannot send value: not enough memory");
   if (!e->spill && lua_gettop(T) - e->abase >= ANCHOR_STACK) {
     lua_newtable(L);
     lua_xmove(L, T, 1);
     e->spill = lua_gettop(T);
   }
-  if (!lua_checkstack(T, 64)) mp_error(L, "cannot send value: not enough memory");
   e->aleft = 64;
 }
 
