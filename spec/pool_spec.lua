@@ -636,6 +636,21 @@ describe("Pool", function()
     assert.matches("Process PoolWorker%-1:\n[^\n]*:2: init fails\nstack traceback:\n.-:2: in function", out)
   end)
 
+  -- Lua calls no message handler for a memory error: reported all the same
+  it("reports a memory error in the initializer under the worker's name", function()
+    if os.getenv("MPROC_ASAN") then pending("not under AddressSanitizer (ulimit -v)") return end
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p <close> = assert(mproc.Pool(1, { initializer = function()
+        local t = {}
+        while true do t[#t + 1] = ("m"):rep(1 << 20, tostring(#t)) end
+      end }))
+      print(pcall(p.apply, p, function() return 1 end))
+    ]], { env = "ulimit -v 524288;" })
+    assert.matches("in the pool's initializer", out, 1, true)
+    assert.matches("Process PoolWorker-1:\nnot enough memory\n", out, 1, true)
+  end)
+
   it("terminate stops workers mid-task and fails what was not done", function()
     local r = pool:apply_async(function() mproc.sleep(30) end)
     mproc.sleep(0.1)

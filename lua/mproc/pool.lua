@@ -288,7 +288,14 @@ local function worker_main(pool, w)
   process.enter_child(process.Process{ name = "PoolWorker-" .. w, daemon = true })
   if pool._initializer then
     local a = pool._initargs
-    if not xpcall(pool._initializer, initializer_error, unpack(a, 1, a.n or #a)) then return 1 end
+    local ok, e = xpcall(pool._initializer, initializer_error, unpack(a, 1, a.n or #a))
+    if not ok then
+      -- Lua calls no message handler for a memory error: e is its message
+      if e ~= nil then
+        io.stderr:write(("Process %s:\n%s\n"):format(process.current_process().name, error_text(e)))
+      end
+      return 1
+    end
   end
   local cache, max, done = { n = 0 }, pool._maxtasks, 0
   while not max or done < max do
