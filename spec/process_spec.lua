@@ -144,6 +144,35 @@ describe("Process", function()
     assert.matches("exitcode\t1", out, 1, true)
   end)
 
+  it("stops the child of a start cut short after a start nested in it (a __gc's)", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      -- a start nested in another's last lines (as a __gc may run one), then an
+      -- error there (as Ctrl-C may strike): the outer child must be stopped
+      local src = package.searchpath("mproc.process", package.path)
+      local target, n = nil, 0
+      for l in io.lines(src) do
+        n = n + 1
+        if l:match("^%s*here%.children%[h%] = self") then target = n end
+      end
+      local fired, inner = false, nil
+      local p = mproc.Process{target = function() mproc.sleep(30) end}
+      debug.sethook(function(_, line)
+        if fired or line ~= target then return end
+        fired = true
+        inner = mproc.Process{target = function() end}:start()
+        error("struck")
+      end, "l")
+      print(pcall(p.start, p))
+      debug.sethook()
+      inner:join(10)
+      local alive = os.execute("kill -0 " .. p._pid .. " 2>/dev/null")
+      print("outer child running", alive == true)
+      if alive then p:kill() p:join(10) end
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*struck\nouter child running\tfalse\n$", out)
+  end)
+
   it("times out a join, leaving exitcode nil", function()
     local p = mproc.Process(function() mproc.sleep(10) end):start()
     local t0 = mproc.monotonic()

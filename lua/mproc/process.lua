@@ -214,7 +214,9 @@ function methods:start()
   -- first fork of one, in a child that starts children
   local cur = here.current
   if rawget(cur, "_pid") == false then cur._pid = core.getpid() end
-  local box <close> = start_box
+  -- a start nested in another's (a __gc's) takes a box of its own: closing
+  -- the shared one would forget the outer start's child
+  local box <close> = start_box.child == nil and start_box or setmetatable({}, Unclaimed)
   -- the child runs enter_child(self, child_run, pid, clock) from within
   -- core.fork, under child_error, and never returns here
   local h, pid, err = core.fork(self.daemon, box, M.enter_child, child_error, self, child_run)
