@@ -1,6 +1,6 @@
 -- busted gives spec functions their own _ENV, which cannot travel to a
 -- worker: the functions of this file see _G instead (busted's names first).
-local describe, it, before_each, after_each, assert = describe, it, before_each, after_each, assert
+local describe, it, before_each, after_each, assert, pending = describe, it, before_each, after_each, assert, pending
 local _ENV = _G -- luacheck: ignore 211
 local mproc = require "mproc"
 local support = require "support"
