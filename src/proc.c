@@ -190,11 +190,12 @@ static void join_children(void) {
   }
   for (i = 0; i < nlive; i++) {
     int st;
-    while (waitpid(live[i].pid, &st, 0) < 0 && errno == EINTR)
+    do {   /* an interrupt counted before this wait is acted on too */
       if (exit_interrupts > seen) {
         seen = exit_interrupts;
         signal_children(i, seen == 1 ? SIGTERM : SIGKILL, 0);
       }
+    } while (waitpid(live[i].pid, &st, 0) < 0 && errno == EINTR);
   }
   nlive = 0;
   if (!hooked) return;
