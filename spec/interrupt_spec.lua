@@ -96,40 +96,34 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
 
   -- Ctrl-C ending a script: lua.c's message handler has added its traceback
   -- to the error by the time the main chunk's <close> variables close. The
-  -- script prints the pid that must be gone; returns its output, that pid
-  -- and the seconds it took.
-  local function interrupted_script(setup, wait)
-    local t0 = require("mproc").monotonic()
-    local out = support.run_lua(([[
-      local mproc = require "mproc"
-      %s
-      local killer = require("support").interrupt_when_waiting(mproc.getpid())
-      %s
-    ]]):format(setup, wait), { env = "timeout 60" })
-    return out, tonumber(out:match("^(%d+)\n")), require("mproc").monotonic() - t0
-  end
-
-  it("ends a script whose ProcessPoolExecutor scope runs a task, stopping its workers", function()
-    local out, pid, took = interrupted_script([[
+  -- script prints the pid that must be gone; it must go, and the script end
+  -- well before the wait's minute.
+  for _, case in ipairs({
+    { "ends a script whose ProcessPoolExecutor scope runs a task, stopping its workers", [[
       local futures = require "mproc.futures"
       local ex <close> = futures.ProcessPoolExecutor(1)
       print(ex:submit(mproc.getpid):result())
-      io.stdout:flush()]], "ex:submit(mproc.sleep, 60):result()")
-    assert.matches("interrupted!", out)
-    assert.is_true(took < 30)
-    assert.is_true(support.eventually(function() return support.pid_ended(pid) end))
-  end)
-
-  it("ends a script whose Popen scope waits for its child, ending the child", function()
-    local out, pid, took = interrupted_script([[
+      io.stdout:flush()]], "ex:submit(mproc.sleep, 60):result()" },
+    { "ends a script whose Popen scope waits for its child, ending the child", [[
       local sp = require "mproc.subprocess"
       local p <close> = sp.Popen({ "sleep", "60" })
       print(p.pid)
-      io.stdout:flush()]], "p:wait()")
-    assert.matches("interrupted!", out)
-    assert.is_true(took < 30)
-    assert.is_true(support.eventually(function() return support.pid_ended(pid) end))
-  end)
+      io.stdout:flush()]], "p:wait()" },
+  }) do
+    it(case[1], function()
+      local t0 = require("mproc").monotonic()
+      local out = support.run_lua(([[
+        local mproc = require "mproc"
+        %s
+        local killer = require("support").interrupt_when_waiting(mproc.getpid())
+        %s
+      ]]):format(case[2], case[3]), { env = "timeout 60" })
+      local pid, took = tonumber(out:match("^(%d+)\n")), require("mproc").monotonic() - t0
+      assert.matches("interrupted!", out)
+      assert.is_true(took < 30)
+      assert.is_true(support.eventually(function() return support.pid_ended(pid) end))
+    end)
+  end
 
   it("leaves no child behind when it strikes as Popen's spawn returns", function()
     -- lua.c's hook, set by a SIGINT that came while core.spawn ran, fires

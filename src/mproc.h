@@ -304,6 +304,9 @@ MP_HIDDEN void mp_child_push(lua_State *L);
 MP_HIDDEN void mp_child_attach(lua_State *L, int idx, pid_t pid);
 /* proc.c: waitpid(pid, status, flags), looping on EINTR */
 MP_HIDDEN pid_t mp_waitpid(pid_t pid, int *status, int flags);
+/* proc.c: the CPUs this process may run on (its affinity where the system
+** tells, else those online), at least 1 */
+MP_HIDDEN long mp_process_cpus(void);
 
 /* store.c: the shared store under Dict, List and Namespace (dict.c,
 ** list.c): a memfd with a robust lock, a growing heap of blocks, and

@@ -627,12 +627,16 @@ static int l_cpu_count(lua_State *L) {
   return 1;
 }
 
+long mp_process_cpus(void) {
+  long n = affinity_cpus();
+  if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? n : 1;
+}
+
 /* core.process_cpu_count() -> the CPUs this process may use; cpu_count()
 ** where the system cannot tell */
 static int l_process_cpu_count(lua_State *L) {
-  long n = affinity_cpus();
-  if (n <= 0) return l_cpu_count(L);
-  lua_pushinteger(L, n);
+  lua_pushinteger(L, mp_process_cpus());
   return 1;
 }
 

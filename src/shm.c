@@ -27,7 +27,6 @@
 ** elsewhere the deadline is turned into a CLOCK_REALTIME one.
 ** --------------------------------------------------------------------- */
 #if MP_LINUX
-#include <sched.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #define MP_HAVE_FUTEX 1
@@ -134,20 +133,10 @@ static int recover(pthread_mutex_t *m, int r, int *owner_died) {
 ** spin costs about a microsecond. None on one processor. */
 #define SPIN_TRIES 100
 
-/* How many processors this process may run on, up to 2 (Linux: its
-** affinity, so a process pinned to one processor does not spin). */
-static int usable_cpus(void) {
-#if MP_LINUX
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set) > 1 ? 2 : 1;
-#endif
-  return sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 2 : 1;
-}
-
 static int spin_trylock(pthread_mutex_t *m) {
   static int ncpu;
   int i, r = EBUSY;
-  if (ncpu == 0) ncpu = usable_cpus();
+  if (ncpu == 0) ncpu = mp_process_cpus() > 1 ? 2 : 1;   /* pinned to one: no spin */
   for (i = 0; ncpu > 1 && i < SPIN_TRIES && r == EBUSY; i++) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

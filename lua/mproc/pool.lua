@@ -267,13 +267,16 @@ local function run_task(cache, head, body, count)
   return encode_result(r)
 end
 
--- An initializer's error: reported on the worker's stderr with its
--- traceback, as a failing Process's is (and Python's pool workers do),
--- leaving out the frames below it, which are mproc's own.
+-- A worker's failure on its stderr, under its name, as a failing Process's.
+local function report_failure(text)
+  io.stderr:write(("Process %s:\n%s\n"):format(process.current_process().name, text))
+end
+
+-- An initializer's error: reported with its traceback (as Python's pool
+-- workers do), leaving out the frames below it, which are mproc's own.
 local function initializer_error(e)
   local tb = debug.traceback(error_text(e), 2)
-  tb = tb:match("^(.-)\n[^\n]*%[C%]: in function 'xpcall'") or tb
-  io.stderr:write(("Process %s:\n%s\n"):format(process.current_process().name, tb))
+  report_failure(tb:match("^(.-)\n[^\n]*%[C%]: in function 'xpcall'") or tb)
 end
 
 -- The body of a worker: set up, run the initializer, then take, run and
@@ -291,9 +294,7 @@ local function worker_main(pool, w)
     local ok, e = xpcall(pool._initializer, initializer_error, unpack(a, 1, a.n or #a))
     if not ok then
       -- Lua calls no message handler for a memory error: e is its message
-      if e ~= nil then
-        io.stderr:write(("Process %s:\n%s\n"):format(process.current_process().name, error_text(e)))
-      end
+      if e ~= nil then report_failure(error_text(e)) end
       return 1
     end
   end
