@@ -394,6 +394,13 @@ describe("ProcessPoolExecutor:map", function()
     end)
   end
 
+  it("names a result that cannot be sent back by its item's place in the whole input", function()
+    local bad5 = function(x) return x == 5 and coroutine.create(print) or x end
+    local ok, err = pcall(function() for _ in ex:map(bad5, list, { chunksize = 3 }) do end end)
+    assert.is_false(ok)
+    assert.matches("back: the result for item #5: coroutine$", err)
+  end)
+
   it("gives every value fn returns, and honours a list's n", function()
     local got = {}
     for i, a, b in ex:map(function(x) return x, x == nil end, table.pack(1, nil, 3)) do

@@ -264,6 +264,42 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     assert.matches("^false\t[^\n]*interrupted!\n42\n$", out)
   end)
 
+  -- A real SIGINT sent to the script from a hook, at the instant a
+  -- result is half handed to its job: the job must still get it.
+  for _, case in ipairs({
+    { "a map's chunk, as its items are decoded into the list", "r",
+      "debug.getinfo(2, 'f').func == core.loads_into",
+      "pool:map_async(function(x) return x * 2 end, { 1, 2, 3, 4 }, 2)",
+      "local t = r:get(5); print(t[1], t[4], t.n)", "2\t8\t4\n" },
+    { "a future's result, as the future settles", "c",
+      "debug.getinfo(2, 'n').name == 'settle'",
+      "ex:submit(function() return 7 end)", "print(r:result(5))", "7\n" },
+  }) do
+    local name, events, when, submit, after, expect = table.unpack(case)
+    it("loses no result when it strikes as the pool hands in " .. name, function()
+      local out = support.run_lua(([[
+        local mproc = require "mproc"
+        local core = require "mproc.core"
+        local futures = require "mproc.futures"
+        local me = mproc.getpid()
+        local ex <close> = futures.ProcessPoolExecutor(1)
+        local pool <close> = mproc.Pool(1)
+        local r = %s
+        mproc.sleep(0.3)   -- the results wait in the pipe
+        debug.sethook(function()
+          if %s then
+            debug.sethook()
+            core.kill(me, 2)
+          end
+        end, "%s")
+        print(pcall(function() return r.get and r:get(5) or r:result(5) end))
+        debug.sethook()
+        %s
+      ]]):format(submit, when, events, after), { env = "timeout 60" })
+      assert.matches("^false\t[^\n]*interrupted!\n" .. expect .. "$", out)
+    end)
+  end
+
   -- Raises "interrupted!" at the first C function called inside f: the
   -- decoder's protected call, where a hook set by a SIGINT that came while
   -- an item was taken fires.

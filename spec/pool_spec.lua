@@ -567,11 +567,19 @@ describe("Pool", function()
       assert.are.equal("fine", good:get(10))
     end)
 
-    it("are named by their place among the values returned, or in the chunk", function()
+    it("are named by their place among the values returned, or in the map", function()
       local _, err = pcall(pool.apply, pool, function() return 1, { x = { coroutine.create(print) } } end)
       assert.matches("back: %[1%] in field 'x' in return value #2: coroutine$", err)
-      _, err = pcall(pool.map, pool, function(x) return x == 2 and coroutine.create(print) or x end, { 1, 2 }, 2)
-      assert.matches("back: the result for item #2 of its chunk: coroutine$", err)
+      local bad5 = function(x) return x == 5 and coroutine.create(print) or x end
+      _, err = pcall(pool.map, pool, bad5, { 1, 2, 3, 4, 5, 6 }, 2)
+      assert.matches("back: the result for item #5: coroutine$", err)
+      _, err = pcall(pool.starmap, pool, bad5, { { 1 }, { 2 }, { 3 }, { 4 }, { 5 } }, 3)
+      assert.matches("back: the result for item #5: coroutine$", err)
+      _, err = pcall(function() for _ in pool:imap(bad5, { 1, 2, 3, 4, 5, 6 }, 2) do end end)
+      assert.matches("back: the result for item #5: coroutine$", err)
+      local two3 = function(x) if x == 3 then return 1, coroutine.create(print) end return x end
+      _, err = pcall(function() for _ in pool:imap_unordered(two3, { 1, 2, 3, 4 }, 2) do end end)
+      assert.matches("back: value #2 of the result for item #3: coroutine$", err)
     end)
   end)
 

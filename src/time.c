@@ -14,6 +14,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 
@@ -179,8 +180,27 @@ static int l_monotonic(lua_State *L) {
   return 1;
 }
 
+/* core.without_interrupt(f, ...): f(...) with SIGINT blocked, so that
+** lua.c's Ctrl-C hook is not set, and cannot fire, while f runs: what f
+** does (the pool handing results to their jobs) is done whole or, when
+** the hook was set before, not begun. A Ctrl-C meanwhile is delivered as
+** the mask comes back, and raised as this returns. f must not wait. */
+static int l_without_interrupt(lua_State *L) {
+  sigset_t block, old;
+  int st;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigprocmask(SIG_BLOCK, &block, &old);
+  st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  if (st != LUA_OK) return lua_error(L);
+  return lua_gettop(L);
+}
+
 static const luaL_Reg time_funcs[] = {
   {"sleep", l_sleep},
+  {"without_interrupt", l_without_interrupt},
   {"time", l_time},
   {"monotonic", l_monotonic},
   {NULL, NULL}

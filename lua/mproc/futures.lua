@@ -538,7 +538,7 @@ local function take(self)
   local ok, out = pcall(f.result, f, util.left(self.deadline))
   if not ok then
     mi.close(self)
-    error(out, 0)
+    error(jobs.map_place(out, self.starts[k]), 0)
   end
   self.chunks[k], self.head = nil, k
   self.cur, self.cur_i, self.cur_base = out, 0, self.starts[k]

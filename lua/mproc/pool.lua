@@ -13,6 +13,7 @@ local process = require "mproc.process"
 local M = {}
 
 local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
+local without_interrupt = core.without_interrupt
 local NSLOTS = 1024               -- tasks on the board at once
 local DATA_BYTES = 256 << 20      -- default board payload space (virtual; pages used on touch)
 local IMAP_AHEAD = 512            -- chunks an imap keeps submitted ahead of its reader
@@ -198,13 +199,32 @@ end
 local function return_value(k) return "return value #" .. (k - 1) end   -- r[1] is the ok flag
 local function chunk_item(k) return "the result for item #" .. k .. " of its chunk" end
 
+-- A chunk_item place counted in the whole map instead, the chunk's first
+-- item being the map's item #start (the worker does not know it).
+local function map_place(err, start)
+  if type(err) ~= "string" or err:sub(1, 35) ~= "cannot send the task's result back:" then return err end
+  return (err:gsub("the result for item #(%d+) of its chunk",
+    function(k) return "the result for item #" .. (start + tonumber(k) - 1) end, 1))
+end
+
+-- An imap chunk's result is {true, out}: "[k] in [2]" is item k's value,
+-- "[j] in [k] in field 'more' in [2]" its value #j of several (see keep).
+local function imap_place(err)
+  local msg = "cannot send the task's result back: " .. error_text(err):gsub("^cannot send ", "")
+  local n
+  msg, n = msg:gsub("%[(%d+)%] in %[(%d+)%] in field 'more' in %[2%]([^%[]*)$",
+    function(j, k, rest) return "value #" .. j .. " of " .. chunk_item(k) .. rest end, 1)
+  if n > 0 then return msg end
+  return (msg:gsub("%[(%d+)%] in %[2%]([^%[]*)$", function(k, rest) return chunk_item(k) .. rest end, 1))
+end
+
 -- The result r ({ok, ...}) as sent back: its values as a slice, and their
 -- count (the frame carries it: see src/pool.c).
-local function encode_result(r)
+local function encode_result(r, imap)
   local n = r.n or #r
   local ok, bytes = pcall(core.dumps, r, 1, n)
   if ok then return bytes, n end
-  return core.dumps({ false, unsendable(bytes, return_value) }, 1, 2), 2
+  return core.dumps({ false, imap and imap_place(bytes) or unsendable(bytes, return_value) }, 1, 2), 2
 end
 
 -- A worker decodes every map chunk into one table, wchunk, which keeps its
@@ -264,7 +284,7 @@ local function run_task(cache, head, body, count)
   local r = pack(xpcall(RUNNERS[kind], task_traceback, f, args, count))
   if ITEMS[kind] then return encode_items(r, count) end
   if not r[1] then r = task_failure(r[2]) end
-  return encode_result(r)
+  return encode_result(r, kind == IMAP)
 end
 
 -- A worker's failure on its stderr, under its name, as a failing Process's.
@@ -390,7 +410,9 @@ local function deliver_result(self, idx, r)
     local ok, err = core.loads_into(r, self._value, self._starts[idx])
     if not ok then return fail_result(self, "cannot decode a task's result: " .. err) end
   elseif not r[1] then
-    return fail_result(self, failure(r))
+    local err, tb = failure(r)
+    if self._map then err = map_place(err, self._starts[idx]) end
+    return fail_result(self, err, tb)
   else
     self._value = r
   end
@@ -671,16 +693,22 @@ function methods:_finish(id, r)
   deliver(job, idx, r)
 end
 
+local function finish_inbox(self, inbox, n)
+  for i = 1, n, 2 do self:_finish(inbox[i], inbox[i + 1]) end
+  self._inbox = {}
+end
+
 -- Finishes the results in the inbox, {id, r, ...}, which board:collect
 -- and board:recv append to: results stay there until finished, so those
 -- Ctrl-C strikes on (lua.c's hook fires as collect returns) are finished
--- by the next call, not lost. _finish ignores an id finished already.
+-- by the next call, not lost. Finishing them is done whole, with Ctrl-C
+-- held off (a result half handed to its job was lost: taken off the
+-- pool's books, never counted by the job).
 function methods:_dispatch()
   local inbox = self._inbox
   local n = #inbox
   if n == 0 then return end
-  for i = 1, n, 2 do self:_finish(inbox[i], inbox[i + 1]) end
-  self._inbox = {}
+  without_interrupt(finish_inbox, self, inbox, n)
 end
 
 function methods:_fileno(fname)
@@ -1090,7 +1118,7 @@ function Imap:_step()
     local r, k = self:_take_done()
     if r then
       self.consumed = self.consumed + 1
-      if not r[1] then error((failure(r)), 0) end
+      if not r[1] then error(map_place((failure(r)), self.starts[k]), 0) end
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
     elseif self.out > 0 and self.pool._state ~= JOINED then
@@ -1344,7 +1372,7 @@ end
 -- traceback.  Results are delivered only inside jobs.pump: when the parent
 -- calls into the pool.
 
-local jobs = { failure = failure, define = define_job }
+local jobs = { failure = failure, define = define_job, map_place = map_place }
 
 -- The encoded head, body and count of a call f(unpack(args)) (args with
 -- its n), as apply_async encodes it; raises at the caller's line, as
