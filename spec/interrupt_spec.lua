@@ -338,6 +338,23 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     assert.matches("^false\t[^\n]*interrupted!\ntrue\t1\n3\tfalse\t0\nfalse\t[^\n]*interrupted!\n2\n$", out)
   end)
 
+  it("leaves a Connection holding a cut-short message unsendable until it is received", function()
+    local out = support.run_lua(ARM_INSIDE .. [[
+      local mproc = require "mproc"
+      local a, b = mproc.Pipe()
+      local q = mproc.Queue()
+      a:send("kept")
+      arm_inside(b.recv)
+      print(pcall(b.recv, b))
+      debug.sethook()
+      print(pcall(q.put, q, b))
+      print(b:recv(), q:put(b), q:get(true, 5) == b)
+    ]], { env = "timeout 60" })
+    assert.matches("^false\t[^\n]*interrupted!\n"
+      .. "false\t[^\n]*cannot send a Connection that holds a message a Ctrl%-C cut short: recv it first\n"
+      .. "kept\ttrue\ttrue\n$", out)
+  end)
+
   it("leaves a Queue's item queued when it strikes as the item is decoded", function()
     local out = support.run_lua(ARM_INSIDE .. [[
       local mproc = require "mproc"

@@ -12,8 +12,15 @@ local M = {}
 local add, find = util.tokens()
 local tokens = setmetatable({}, { __mode = "k" })
 
+-- A Connection holding a message a Ctrl-C cut short (conn:_held()) is not
+-- sent: the message is out of the pipe, in this object alone, and the
+-- receiver's copy would read past it.
 core.interpose("mproc.Connection", "__mproc_send", function(c)
-  return tokens[c] or error("cannot send a Connection that mproc.Pipe did not make", 2)
+  local token = tokens[c] or error("cannot send a Connection that mproc.Pipe did not make", 2)
+  if c:_held() then
+    error("cannot send a Connection that holds a message a Ctrl-C cut short: recv it first", 2)
+  end
+  return token
 end)
 
 local function usable(c) return not c:closed() end
