@@ -198,6 +198,35 @@ describe("codec", function()
       end
     end)
 
+    -- A list whose end lies in the array part is traversed from its end:
+    -- items past a hole in the array part, keys just past the list and
+    -- fields must all be met from there.
+    it("keeps items past a hole in the array part, and fields, beside a list", function()
+      local samples = {
+        { 1, 2, nil, 4, nil, nil, 7, x = "x" },
+        { 1, 2, 3, 4, 5, 6, 7, 8, [10] = 10, [12] = 12, y = true },
+        setmetatable({ "a", "b", nil, "d", [0] = 0, [-1] = -1, [2.5] = 2.5 }, nil),
+      }
+      local grown = {}
+      for i = 1, 100 do grown[i] = i end
+      for i = 60, 100 do grown[i] = nil end             -- #grown is 59, asize 128
+      grown[70], grown[200], grown.z = 70, 200, "z"
+      samples[#samples + 1] = grown
+      local emptied = { 1, 2, 3, 4, 5, 6, 7, 8 }
+      emptied[8], emptied[5] = nil, nil                  -- a border below a hole
+      emptied.k = "k"
+      samples[#samples + 1] = emptied
+      for _, t in ipairs(samples) do
+        local r, count = roundtrip(t), 0
+        for key, v in pairs(t) do
+          count = count + 1
+          assert.are.equal(v, r[key])
+        end
+        for _ in pairs(r) do count = count - 1 end
+        assert.are.equal(0, count)
+      end
+    end)
+
     -- Tables built every way a program builds them: lists in order and
     -- backwards, fields before items, holes, keys removed, keys 0, -1, 2.0
     -- and past the border, nested. Each must come back with every pair

@@ -27,6 +27,7 @@
 ** the fuzz target uses it to cover the rest of the format.
 */
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -54,6 +55,54 @@ enum {
 #define NOINLINE
 #define INLINE
 #endif
+
+/* ---------------------------------------------------------------------
+** Where a table's list ends, as Lua 5.4 keeps it. lua_next(t, k) from an
+** integer key k goes on from k's place, and the public API does not say
+** where that is: from key #t a traversal meets every pair past the list
+** only when #t lies in the array part (in the hash part, as when t[1] is
+** set after the fields while the hash part has a free node, it skips the
+** nodes before it). Lua 5.4 keeps keys 1..asize in the array part and no
+** integer key <= asize in the hash part, and a table's "alimit" field
+** (lobject.h) is at most asize: so #t <= alimit lets the traversal start
+** at #t, and it meets no key in 1..#t. The field is read only once
+** mp_open_codec has seen it hold the array size of tables it made; else
+** array_limit says 0 and every traversal starts at nil.
+** --------------------------------------------------------------------- */
+typedef struct {              /* the head of Lua 5.4's Table */
+  void *next;
+  unsigned char tt, marked, flags, lsizenode;
+  unsigned int alimit;
+} table_head;
+
+static int array_limit_known;
+
+/* A lower bound of the array part's size of the table at p (its
+** lua_topointer). */
+static lua_Integer array_limit(const void *p) {
+  unsigned int n = 0;
+  if (array_limit_known)
+    memcpy(&n, (const char *)p + offsetof(table_head, alimit), sizeof n);
+  return (lua_Integer)n;
+}
+
+/* Whether tables made with known sizes show them in the fields read. */
+static void array_limit_check(lua_State *L) {
+  static const int sizes[] = { 0, 1, 5, 37, 1000 };
+  unsigned char lsizenode;
+  size_t i;
+  int ok = LUA_VERSION_NUM == 504;
+  for (i = 0; ok && i < sizeof sizes / sizeof sizes[0]; i++) {
+    const char *p;
+    lua_createtable(L, sizes[i], 3);     /* 3 fields: 4 nodes, lsizenode 2 */
+    p = (const char *)lua_topointer(L, -1);
+    array_limit_known = 1;
+    memcpy(&lsizenode, p + offsetof(table_head, lsizenode), 1);
+    ok = array_limit(p) == sizes[i] && lsizenode == 2;
+    lua_pop(L, 1);
+  }
+  array_limit_known = ok;
+}
 
 /* Makes sure of n free stack slots above the top, asking Lua for 48 more
 ** at a time: lua_checkstack's promise holds for the rest of the C call, so
@@ -524,17 +573,22 @@ static int encode_mproc(enc *e, int idx) {
   return 1;
 }
 
-/* The pairs outside 1..narr; their count goes to the 4 bytes at pos. */
-static void encode_pairs(enc *e, int t, lua_Integer narr, size_t pos) {
+/* The pairs outside 1..narr of the table at t (pointer p); their count
+** goes to the 4 bytes at pos. */
+static void encode_pairs(enc *e, int t, const void *p, lua_Integer narr,
+                         size_t pos) {
   lua_State *L = e->L;
   uint32_t count = 0;
   edge x;
   int k = lua_gettop(L) + 1;
-  /* From the start, not from key narr: a border may live in the hash part
-  ** (t[1] set after the fields, while the hash part had a free node), and
-  ** a traversal that starts there would skip the nodes before it. Keys
-  ** 1..narr, written already, are skipped below. */
-  lua_pushnil(L);
+  /* From key narr when it lies in the array part; else from the start,
+  ** skipping keys 1..narr (written already) as they come. */
+  if (narr > 0 && narr <= array_limit(p)) {
+    lua_pushinteger(L, narr);
+    narr = 0;
+  } else {
+    lua_pushnil(L);
+  }
   while (lua_next(L, t)) {
     if (narr > 0 && lua_isinteger(L, k)) {
       lua_Integer i = lua_tointeger(L, k);
@@ -570,8 +624,9 @@ static void encode_items(enc *e, int t, lua_Integer i0, lua_Integer n, edge *x) 
   }
 }
 
-/* A table's contents; m: the stack index of its metatable, or 0. */
-static void encode_table(enc *e, int t, int m) {
+/* A table's contents (the table at t, pointer p); m: the stack index of
+** its metatable, or 0. */
+static void encode_table(enc *e, int t, const void *p, int m) {
   lua_State *L = e->L;
   lua_Integer narr = (lua_Integer)lua_rawlen(L, t);
   size_t pos;
@@ -585,7 +640,7 @@ static void encode_table(enc *e, int t, int m) {
     encode_items(e, t, 0, narr, &x);
     e->edge = x.up;
   }
-  encode_pairs(e, t, narr, pos);
+  encode_pairs(e, t, p, narr, pos);
   if (m) {
     edge_enter(e, &x, E_META, 0, 0);
     if (!seen_before(e, m) && !encode_by_path(e, m, lua_topointer(L, m), 0))
@@ -693,7 +748,7 @@ static void encode_table_object(enc *e, int idx) {
     return;
   }
   seen_addp(e, idx, p);
-  encode_table(e, idx, m);
+  encode_table(e, idx, p, m);
   if (m) lua_pop(L, 1);
 }
 
@@ -1407,6 +1462,7 @@ static int l_register_type(lua_State *L) {
 }
 
 void mp_open_codec(lua_State *L) {
+  array_limit_check(L);
   lua_pushcfunction(L, l_register_type);
   lua_setfield(L, -2, "register_type");
   lua_pushcfunction(L, l_dumps);
