@@ -518,6 +518,13 @@ static void enc_index(enc *e, int rebuild) {
   e->rebuilt |= rebuild;
 }
 
+/* Whether the object at p may be in the index: its bit in the filter.
+** Most objects are not, and need nothing more. */
+static INLINE int may_have_path(enc *e, const void *p) {
+  if (!e->index_got) enc_index(e, 0);
+  return mp_modpath_maybe(e->filter, e->fmask, p);
+}
+
 /* Writes a PATH and returns 1 if the value at idx (pointer p) is reachable
 ** from package.loaded; may_rebuild: a miss is worth rebuilding the index
 ** for. */
@@ -743,7 +750,7 @@ static void encode_table_object(enc *e, int idx) {
     m = lua_gettop(L);
     if (encode_mproc(e, idx)) { lua_pop(L, 1); return; }
   }
-  if (encode_by_path(e, idx, p, 0)) {
+  if (may_have_path(e, p) && encode_by_path(e, idx, p, 0)) {
     if (m) lua_pop(L, 1);
     return;
   }
@@ -765,6 +772,22 @@ static void encode_object(enc *e, int idx, int t) {
   }
 }
 
+/* memcpy(p, s, n), short copies (keys, small values) without a call. */
+static INLINE void copy_bytes(char *p, const char *s, size_t n) {
+  if (n > 16) memcpy(p, s, n);
+  else if (n >= 8) {            /* two 8-byte copies, overlapping */
+    memcpy(p, s, 8);
+    memcpy(p + n - 8, s + n - 8, 8);
+  } else if (n >= 4) {
+    memcpy(p, s, 4);
+    memcpy(p + n - 4, s + n - 4, 4);
+  } else if (n > 0) {
+    p[0] = s[0];
+    p[n / 2] = s[n / 2];
+    p[n - 1] = s[n - 1];
+  }
+}
+
 /* STR len bytes, with one room check. */
 static void encode_string(enc *e, int idx) {
   size_t n;
@@ -773,7 +796,7 @@ static void encode_string(enc *e, int idx) {
   size_t h;
   p[0] = T_STR;
   h = 1 + put_varint(p + 1, n);
-  memcpy(p + h, s, n);
+  copy_bytes(p + h, s, n);
   e->b->n += h + n;
 }
 
