@@ -489,6 +489,30 @@ describe("codec", function()
       assert.are.equal(mod, r[2])
     end)
 
+    -- The index is rebuilt when package.loaded's names or values change: a
+    -- module table set in place of another, under the same name or a new
+    -- one, with many modules loaded or few, travels by reference.
+    it("follow a module replaced, or loaded under a new name, after an earlier encode", function()
+      for round = 1, 3 do
+        local extra = {}
+        for i = 1, round * 20 do
+          extra[i] = "codec_spec_extra" .. i
+          package.loaded[extra[i]] = { i }
+        end
+        package.loaded.codec_spec_same = { "first" }
+        assert.is_string(dumps({ print }))
+        local second = { "second" }
+        package.loaded.codec_spec_same = second
+        assert.is_true(rawequal(second, roundtrip(second)))
+        local renamed = package.loaded["codec_spec_extra" .. round]
+        package.loaded["codec_spec_extra" .. round] = nil
+        package.loaded.codec_spec_renamed = renamed
+        assert.is_true(rawequal(renamed, roundtrip(renamed)))
+        package.loaded.codec_spec_same, package.loaded.codec_spec_renamed = nil, nil
+        for _, name in ipairs(extra) do package.loaded[name] = nil end
+      end
+    end)
+
     it("resolve the path in the receiver's own package.loaded", function()
       package.loaded.codec_spec_swap = { f = function() return "old" end }
       local s = dumps(package.loaded.codec_spec_swap.f)

@@ -57,51 +57,121 @@ enum {
 #endif
 
 /* ---------------------------------------------------------------------
-** Where a table's list ends, as Lua 5.4 keeps it. lua_next(t, k) from an
-** integer key k goes on from k's place, and the public API does not say
-** where that is: from key #t a traversal meets every pair past the list
-** only when #t lies in the array part (in the hash part, as when t[1] is
-** set after the fields while the hash part has a free node, it skips the
-** nodes before it). Lua 5.4 keeps keys 1..asize in the array part and no
-** integer key <= asize in the hash part, and a table's "alimit" field
-** (lobject.h) is at most asize: so #t <= alimit lets the traversal start
-** at #t, and it meets no key in 1..#t. The field is read only once
-** mp_open_codec has seen it hold the array size of tables it made; else
-** array_limit says 0 and every traversal starts at nil.
+** Lua 5.4's tables, read where the public API has no cheap answer. Used
+** only once layout_check has seen tables it made show their known sizes,
+** fields and changes in the places read (else array_limit says 0 and
+** mp_table_digest fails, and the callers fall back on lua_next).
+**
+** Where a list ends: lua_next(t, k) from an integer key k goes on from k's
+** place, and the API does not say where that is. From key #t a traversal
+** meets every pair past the list only when #t lies in the array part (in
+** the hash part, as when t[1] is set after the fields while the hash part
+** has a free node, it skips the nodes before it). Lua 5.4 keeps keys
+** 1..asize in the array part and no integer key <= asize in the hash part,
+** and a table's "alimit" is at most asize: so #t <= alimit lets the
+** traversal start at #t, and it meets no key in 1..#t.
+**
+** Whether a table changed (modpath.c asks it of package.loaded on every
+** message): a digest of its hash part's bytes, where every string key and
+** its value live; a key added or removed or a value set rewrites them.
 ** --------------------------------------------------------------------- */
-typedef struct {              /* the head of Lua 5.4's Table */
+typedef struct {              /* the head of Lua 5.4's Table (lobject.h) */
   void *next;
   unsigned char tt, marked, flags, lsizenode;
   unsigned int alimit;
+  void *array, *node, *lastfree;
 } table_head;
 
-static int array_limit_known;
+typedef union { void *p; lua_Integer i; lua_Number n; } value_view;
+typedef struct {              /* a Node of its hash part */
+  value_view value;
+  unsigned char tt, key_tt;
+  int next;
+  value_view key;
+} node_view;
+
+static int layout_known;
 
 /* A lower bound of the array part's size of the table at p (its
 ** lua_topointer). */
 static lua_Integer array_limit(const void *p) {
   unsigned int n = 0;
-  if (array_limit_known)
+  if (layout_known)
     memcpy(&n, (const char *)p + offsetof(table_head, alimit), sizeof n);
   return (lua_Integer)n;
 }
 
-/* Whether tables made with known sizes show them in the fields read. */
-static void array_limit_check(lua_State *L) {
+static void read_head(const void *p, table_head *h) {
+  memcpy(h, p, sizeof *h);
+}
+
+/* Each step is one-to-one in d, so a change of one word always shows. */
+static uint64_t digest_nodes(const table_head *h) {
+  uint64_t d = (uint64_t)(uintptr_t)h->node ^ h->lsizenode, w;
+  size_t i, n = sizeof(node_view) << h->lsizenode;
+  for (i = 0; i + sizeof w <= n; i += sizeof w) {
+    memcpy(&w, (const char *)h->node + i, sizeof w);
+    d = (d ^ w) * 0x100000001b3u;
+  }
+  return d;
+}
+
+/* mp_table_digest: see mproc.h. */
+int mp_table_digest(lua_State *L, int idx, uint64_t *d) {
+  table_head h;
+  const void *p = lua_topointer(L, idx);
+  if (!layout_known || !lua_istable(L, idx)) return 0;
+  read_head(p, &h);
+  *d = digest_nodes(&h) ^ (uint64_t)(uintptr_t)p;
+  return 1;
+}
+
+/* Whether a table of asize list slots and 3 fields shows them: alimit,
+** lsizenode 2 and a node vector of 4 nodes ending at lastfree. */
+static int head_shows(lua_State *L, int asize) {
+  table_head h;
+  int ok;
+  lua_createtable(L, asize, 3);
+  read_head(lua_topointer(L, -1), &h);
+  ok = h.alimit == (unsigned)asize && h.lsizenode == 2 &&
+       (char *)h.lastfree - (char *)h.node == 4 * (ptrdiff_t)sizeof(node_view);
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* Whether fields set to three addresses show in the nodes, once each,
+** and removing one changes the digest. */
+static int nodes_show(lua_State *L) {
+  static char marks[3];
+  table_head h;
+  node_view nd;
+  uint64_t before;
+  int i, j, found = 0;
+  lua_createtable(L, 0, 3);
+  for (i = 0; i < 3; i++) {
+    lua_pushlightuserdata(L, &marks[i]);
+    lua_setfield(L, -2, i == 0 ? "a" : i == 1 ? "b" : "c");
+  }
+  read_head(lua_topointer(L, -1), &h);
+  for (j = 0; j < 4; j++) {
+    memcpy(&nd, (const char *)h.node + j * sizeof nd, sizeof nd);
+    for (i = 0; i < 3; i++) found += nd.value.p == (void *)&marks[i];
+  }
+  before = digest_nodes(&h);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "b");
+  found = found == 3 && digest_nodes(&h) != before;
+  lua_pop(L, 1);
+  return found;
+}
+
+static void layout_check(lua_State *L) {
   static const int sizes[] = { 0, 1, 5, 37, 1000 };
-  unsigned char lsizenode;
   size_t i;
   int ok = LUA_VERSION_NUM == 504;
-  for (i = 0; ok && i < sizeof sizes / sizeof sizes[0]; i++) {
-    const char *p;
-    lua_createtable(L, sizes[i], 3);     /* 3 fields: 4 nodes, lsizenode 2 */
-    p = (const char *)lua_topointer(L, -1);
-    array_limit_known = 1;
-    memcpy(&lsizenode, p + offsetof(table_head, lsizenode), 1);
-    ok = array_limit(p) == sizes[i] && lsizenode == 2;
-    lua_pop(L, 1);
-  }
-  array_limit_known = ok;
+  for (i = 0; ok && i < sizeof sizes / sizeof sizes[0]; i++)
+    ok = head_shows(L, sizes[i]);
+  layout_known = ok && nodes_show(L);
 }
 
 /* Makes sure of n free stack slots above the top, asking Lua for 48 more
@@ -532,14 +602,11 @@ static int encode_by_path(enc *e, int idx, const void *p, int may_rebuild) {
   lua_State *L = e->L;
   if (!e->index_got) enc_index(e, 0);
   for (;;) {
-    if (mp_modpath_maybe(e->filter, e->fmask, p)) {
-      lua_pushvalue(L, idx);
-      if (lua_rawget(L, e->index) == LUA_TTABLE && mp_modpath_valid(L, idx)) {
-        encode_path(e);
-        lua_pop(L, 1);
-        return 1;
-      }
+    if (mp_modpath_maybe(e->filter, e->fmask, p) &&
+        mp_modpath_find(L, e->index, idx)) {
+      encode_path(e);
       lua_pop(L, 1);
+      return 1;
     }
     if (e->rebuilt || !may_rebuild) return 0;
     enc_index(e, 1);
@@ -1485,7 +1552,7 @@ static int l_register_type(lua_State *L) {
 }
 
 void mp_open_codec(lua_State *L) {
-  array_limit_check(L);
+  layout_check(L);
   lua_pushcfunction(L, l_register_type);
   lua_setfield(L, -2, "register_type");
   lua_pushcfunction(L, l_dumps);

@@ -3,8 +3,9 @@
 ** module's functions, tables and userdata travel as a PATH (module and
 ** keys), resolved in the receiver's own package.loaded (codec.c).
 **
-** Reference paths: a weak-keyed registry table mapping objects reachable
-** from package.loaded to { module, key1, key2, ... }.  Built on the first
+** Reference paths: a weak-keyed table mapping objects reachable from
+** package.loaded to { module, key1, key2, ... }, kept in the registry
+** behind a head (its filter and package.loaded's fingerprint).  Built on the first
 ** encode that meets a table, function or userdata, rebuilt when
 ** package.loaded's names or values change, when a cached path no longer leads
 ** to its object, or when a C function or userdata is missing from it (those
@@ -19,13 +20,27 @@
 #include "mproc.h"
 
 #define INDEX_DEPTH 4           /* levels below a module the index walks */
-#define INDEX_KEY "mproc.codec.index"  /* registry: object -> path */
 
-/* A fingerprint of package.loaded's names and values: one pass, no
-** allocation, so checking it on each encode that needs the index is cheap. */
+/* The index's head: a userdata in the registry (at &index_key), whose user
+** value is the index table (object -> path). */
+typedef struct {
+  lua_Integer loaded;   /* package.loaded's fingerprint when it was built */
+  size_t mask;          /* the filter's bit count less one */
+} head;                 /* followed by the filter's bits */
+
+static char index_key;
+
+/* A fingerprint of package.loaded's names and values, checked on each
+** encode that needs the index: a digest of its hash part's bytes where
+** codec.c knows Lua's table layout (a few instructions a module), else a
+** pass of lua_next (some 270 a module). */
 static lua_Integer loaded_fingerprint(lua_State *L) {
   uint64_t h = 0;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (mp_table_digest(L, -1, &h)) {
+    lua_pop(L, 1);
+    return (lua_Integer)h;
+  }
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     uint64_t k = (uint64_t)(uintptr_t)lua_topointer(L, -2);
@@ -117,28 +132,36 @@ static void index_globals(lua_State *L, int index, int g) {
   lua_pop(L, 1);
 }
 
-/* index.f: a bit per hash of each indexed object's pointer, about 16 bits
-** an object, so that most objects the codec meets (plain data, not in the
-** index) are told apart without a table lookup. Objects join the index
-** only here, so the filter never misses one. */
-static void filter_build(lua_State *L, int index) {
+/* The head, pushed: two bits per indexed object, set from a hash of its
+** pointer (mp_modpath_maybe), about 32 bits an object, so that most
+** objects the codec meets (plain data, not in the index) are told apart
+** without a table lookup (all but about 0.4%). Objects join the index only
+** here, so the filter never misses one. */
+static void head_build(lua_State *L, int index) {
   size_t n = 0, size = 512;
   unsigned char *bits;
+  head *h;
   lua_pushnil(L);
   while (lua_next(L, index)) { n++; lua_pop(L, 1); }
-  while (size < 2 * n) size *= 2;
-  bits = (unsigned char *)lua_newuserdatauv(L, size, 0);
+  while (size < 4 * n && size < (1u << 17)) size *= 2;
+  h = (head *)lua_newuserdatauv(L, sizeof *h + size, 1);
+  bits = (unsigned char *)(h + 1);
+  h->mask = 8 * size - 1;
   memset(bits, 0, size);
   lua_pushnil(L);
   while (lua_next(L, index)) {
-    size_t h = mp_modpath_hash(lua_topointer(L, -2), 8 * size - 1);
-    bits[h >> 3] |= (unsigned char)(1u << (h & 7));
+    uint64_t k = mp_modpath_hash(lua_topointer(L, -2));
+    size_t a = (size_t)(k >> 32) & h->mask, b = (size_t)(k >> 12) & h->mask;
+    bits[a >> 3] |= (unsigned char)(1u << (a & 7));
+    bits[b >> 3] |= (unsigned char)(1u << (b & 7));
     lua_pop(L, 1);
   }
-  lua_setfield(L, index, "f");   /* keys are objects: no clash */
+  lua_pushvalue(L, index);
+  lua_setiuservalue(L, -2, 1);
+  h->loaded = loaded_fingerprint(L);
 }
 
-/* Pushes a fresh index, also stored in the registry with its loaded count. */
+/* Pushes a fresh index (its head), also stored in the registry. */
 void mp_modpath_rebuild(lua_State *L) {
   int top = lua_gettop(L), index, level, d;
   lua_newtable(L);
@@ -158,22 +181,32 @@ void mp_modpath_rebuild(lua_State *L) {
     lua_replace(L, level);
   }
   lua_settop(L, index);
-  filter_build(L, index);
-  lua_pushinteger(L, loaded_fingerprint(L));
-  lua_setfield(L, index, "n");   /* keys are objects: no clash */
+  head_build(L, index);
+  lua_replace(L, index);
   lua_pushvalue(L, index);
-  lua_setfield(L, LUA_REGISTRYINDEX, INDEX_KEY);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &index_key);
 }
 
-/* Pushes the cached index, rebuilt if package.loaded changed. */
+/* Pushes the cached index (its head), rebuilt if package.loaded changed. */
 void mp_modpath_index(lua_State *L) {
-  if (lua_getfield(L, LUA_REGISTRYINDEX, INDEX_KEY) == LUA_TTABLE) {
-    lua_getfield(L, -1, "n");
-    if (lua_tointeger(L, -1) == loaded_fingerprint(L)) { lua_pop(L, 1); return; }
-    lua_pop(L, 1);
-  }
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &index_key) == LUA_TUSERDATA &&
+      ((head *)lua_touserdata(L, -1))->loaded == loaded_fingerprint(L))
+    return;
   lua_pop(L, 1);
   mp_modpath_rebuild(L);
+}
+
+/* Pushes the path the index (head at ix) has for the value at idx and
+** returns 1, if it has one that still leads there; else pushes nothing. */
+int mp_modpath_find(lua_State *L, int ix, int idx) {
+  lua_getiuservalue(L, ix, 1);
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TTABLE && mp_modpath_valid(L, idx)) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, 2);
+  return 0;
 }
 
 /* Whether the path at -1 still leads to the value at idx (raw lookups). */
@@ -191,15 +224,10 @@ int mp_modpath_valid(lua_State *L, int idx) {
   return ok;
 }
 
-/* The filter of the index at idx (anchored by it): its bits, and in *mask
-** their count less one; an index without one (the registry is the user's
-** too) gets a filter that lets every object through to the lookup. */
+/* The filter of the index (head at idx, which anchors it): its bits, and
+** in *mask their count less one. */
 const unsigned char *mp_modpath_filter(lua_State *L, int idx, size_t *mask) {
-  static const unsigned char all = 0xff;
-  const unsigned char *bits;
-  lua_getfield(L, idx, "f");
-  bits = (const unsigned char *)lua_touserdata(L, -1);
-  *mask = bits ? 8 * lua_rawlen(L, -1) - 1 : 7;
-  lua_pop(L, 1);
-  return bits ? bits : &all;
+  const head *h = (const head *)lua_touserdata(L, idx);
+  *mask = h->mask;
+  return (const unsigned char *)(h + 1);
 }
