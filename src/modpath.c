@@ -22,25 +22,24 @@
 #define INDEX_DEPTH 4           /* levels below a module the index walks */
 
 /* The index's head: a userdata in the registry (at &index_key), whose user
-** value is the index table (object -> path). */
+** value is the index table (object -> path). What package.loaded was when
+** the index was built: a copy of its hash part's bytes (mp_table_nodes),
+** or where those cannot be read, a fingerprint. */
 typedef struct {
-  lua_Integer loaded;   /* package.loaded's fingerprint when it was built */
   size_t mask;          /* the filter's bit count less one */
-} head;                 /* followed by the filter's bits */
+  size_t nbytes;        /* the copy's size; NO_COPY: the fingerprint */
+  uint64_t fingerprint;
+} head;                 /* followed by the filter's bits, then the copy */
+
+#define NO_COPY ((size_t)-1)
 
 static char index_key;
 
-/* A fingerprint of package.loaded's names and values, checked on each
-** encode that needs the index: a digest of its hash part's bytes where
-** codec.c knows Lua's table layout (a few instructions a module), else a
-** pass of lua_next (some 270 a module). */
-static lua_Integer loaded_fingerprint(lua_State *L) {
+/* A fingerprint of package.loaded's names and values: one pass, no
+** allocation (some 270 instructions a module). */
+static uint64_t loaded_fingerprint(lua_State *L) {
   uint64_t h = 0;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  if (mp_table_digest(L, -1, &h)) {
-    lua_pop(L, 1);
-    return (lua_Integer)h;
-  }
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     uint64_t k = (uint64_t)(uintptr_t)lua_topointer(L, -2);
@@ -49,7 +48,30 @@ static lua_Integer loaded_fingerprint(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  return (lua_Integer)h;
+  return h;
+}
+
+/* package.loaded's hash part (*n bytes), or NULL (see mp_table_nodes). */
+static const void *loaded_nodes(lua_State *L, size_t *n) {
+  const void *p;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  p = mp_table_nodes(L, -1, n);
+  lua_pop(L, 1);
+  return p;
+}
+
+static const void *head_copy(const head *h) {
+  return (const char *)(h + 1) + (h->mask + 1) / 8;
+}
+
+/* Whether package.loaded is as it was when the index of head h was built:
+** checked on each encode that needs the index, so by its bytes where they
+** can be read (a memcmp), else by a fingerprint. */
+static int loaded_same(lua_State *L, const head *h) {
+  size_t n;
+  const void *p = loaded_nodes(L, &n);
+  if (p) return h->nbytes == n && memcmp(head_copy(h), p, n) == 0;
+  return h->nbytes == NO_COPY && h->fingerprint == loaded_fingerprint(L);
 }
 
 static int indexable(int t) {
@@ -136,15 +158,17 @@ static void index_globals(lua_State *L, int index, int g) {
 ** pointer (mp_modpath_maybe), about 32 bits an object, so that most
 ** objects the codec meets (plain data, not in the index) are told apart
 ** without a table lookup (all but about 0.4%). Objects join the index only
-** here, so the filter never misses one. */
+** here, so the filter never misses one. Then what package.loaded is now. */
 static void head_build(lua_State *L, int index) {
-  size_t n = 0, size = 512;
+  size_t n = 0, size = 512, nbytes = 0;
   unsigned char *bits;
+  const void *nodes;
   head *h;
   lua_pushnil(L);
   while (lua_next(L, index)) { n++; lua_pop(L, 1); }
   while (size < 4 * n && size < (1u << 17)) size *= 2;
-  h = (head *)lua_newuserdatauv(L, sizeof *h + size, 1);
+  loaded_nodes(L, &nbytes);
+  h = (head *)lua_newuserdatauv(L, sizeof *h + size + nbytes, 1);
   bits = (unsigned char *)(h + 1);
   h->mask = 8 * size - 1;
   memset(bits, 0, size);
@@ -158,7 +182,11 @@ static void head_build(lua_State *L, int index) {
   }
   lua_pushvalue(L, index);
   lua_setiuservalue(L, -2, 1);
-  h->loaded = loaded_fingerprint(L);
+  /* read again: the allocation above may have run code that changed it */
+  nodes = loaded_nodes(L, &n);
+  h->nbytes = nodes && n == nbytes ? n : NO_COPY;
+  if (h->nbytes != NO_COPY) memcpy(bits + size, nodes, n);
+  else h->fingerprint = loaded_fingerprint(L);   /* (a copy again next time) */
 }
 
 /* Pushes a fresh index (its head), also stored in the registry. */
@@ -190,7 +218,7 @@ void mp_modpath_rebuild(lua_State *L) {
 /* Pushes the cached index (its head), rebuilt if package.loaded changed. */
 void mp_modpath_index(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &index_key) == LUA_TUSERDATA &&
-      ((head *)lua_touserdata(L, -1))->loaded == loaded_fingerprint(L))
+      loaded_same(L, (const head *)lua_touserdata(L, -1)))
     return;
   lua_pop(L, 1);
   mp_modpath_rebuild(L);

@@ -279,10 +279,10 @@ MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions
 ** (LUA_ERRMEM: out of memory) with its error object pushed, which may not
 ** be a string. */
 MP_HIDDEN int mp_decode_status(lua_State *L, const char *p, size_t n);
-/* mp_table_digest: a digest of the keys and values in the hash part of the
-** table at idx, into *d; 0 where Lua's table layout is not the one codec.c
-** knows (then nothing is read). */
-MP_HIDDEN int mp_table_digest(lua_State *L, int idx, uint64_t *d);
+/* mp_table_nodes: the bytes of the hash part of the table at idx (*n of
+** them), where its non-integer keys and their values live; NULL where
+** Lua's table layout is not the one codec.c knows. */
+MP_HIDDEN const void *mp_table_nodes(lua_State *L, int idx, size_t *n);
 /* modpath.c: the codec's index object -> { module, key1, ... } of what
 ** package.loaded reaches. mp_modpath_index pushes it (rebuilt when
 ** package.loaded changed), mp_modpath_rebuild pushes a fresh one;
