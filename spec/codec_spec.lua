@@ -590,6 +590,30 @@ describe("codec", function()
       assert.are.equal(r[1], r[2])
     end)
 
+    -- __mproc_send runs while the outer encode holds its objects: an encode
+    -- inside it, whole or raising, must leave the outer one whole.
+    it("survive encodes nested in __mproc_send, whole or raising", function()
+      local nested = {
+        __name = "mproc.CodecSpecNested",
+        __mproc_send = function(o)
+          assert(not pcall(dumps, { {}, { coroutine.create(print) } }))
+          return dumps({ { 1 }, o.payload, { 2 } })
+        end,
+        __mproc_recv = function(token) return assert(loads(token)) end,
+      }
+      registry["mproc.CodecSpecNested"] = nested
+      local shared = { "shared" }
+      local obj = setmetatable({ payload = { deep = { "x" } } }, nested)
+      for _ = 1, 3 do
+        local r = roundtrip({ shared, { 1, 2 }, obj, { y = shared }, shared })
+        assert.are.equal(r[1], r[5])
+        assert.are.equal(r[1], r[4].y)
+        assert.are.same({ 1, 2 }, r[2])
+        assert.are.same({ { 1 }, { deep = { "x" } }, { 2 } }, r[3])
+      end
+      registry["mproc.CodecSpecNested"] = nil
+    end)
+
     it("carry a real Value and Lock to a forked child, as the same objects", function()
       local v, lock = mproc.Value("i", 5), mproc.Lock()
       local bytes = dumps({ v, lock, v })

@@ -380,6 +380,7 @@ typedef struct {
   const edge *edge;
   const void *globals;  /* the global table's pointer, once seen is made */
   lua_State *anchor;    /* the thread in SLOT_SEEN */
+  int anchor_new;       /* made by this encode, not the registry's */
   int abase;            /* its top at the start */
   int aleft;            /* objects it has room for */
   int spill;            /* its stack index of the overflow table, or 0 */
@@ -514,20 +515,22 @@ static void seen_addp(enc *e, int idx, const void *p) {
 
 static char anchor_key;   /* registry: a thread to anchor objects on */
 
-/* The anchor thread, on the first object: the one the registry keeps (taken
-** out while in use, so a nested encode makes its own), else a new one; and
-** the globals' pointer. */
+/* The anchor thread, on the first object: the one the registry keeps, if
+** no encode is using it (its stack is empty: an encode in use keeps a
+** mark at its bottom, so a nested one makes a thread of its own), else a
+** new one; and the globals' pointer. */
 static void seen_start(enc *e) {
   lua_State *L = e->L;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key) == LUA_TTHREAD) {
-    lua_pushnil(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &anchor_key);
-  } else {
+  e->anchor = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key) == LUA_TTHREAD)
+    e->anchor = lua_tothread(L, -1);
+  e->anchor_new = !e->anchor || lua_gettop(e->anchor) != 0;
+  if (e->anchor_new) {
     lua_pop(L, 1);
-    lua_newthread(L);
+    e->anchor = lua_newthread(L);
   }
-  e->anchor = lua_tothread(L, -1);
-  e->abase = lua_gettop(e->anchor);
+  lua_pushboolean(e->anchor, 1);      /* the mark: in use */
+  e->abase = 1;
   lua_replace(L, e->seen);
   e->seen_made = 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
@@ -535,10 +538,13 @@ static void seen_start(enc *e) {
   lua_pop(L, 1);
 }
 
-/* Lets the anchored objects go and gives the thread back. */
+/* Lets the anchored objects go and the thread be used again; a new one
+** takes the registry's place. An encode that raised leaves its thread
+** marked, and the next makes a new one. */
 static void seen_end(enc *e) {
   if (!e->seen_made) return;
-  lua_settop(e->anchor, e->abase);
+  lua_settop(e->anchor, 0);
+  if (!e->anchor_new) return;
   lua_pushvalue(e->L, e->seen);
   lua_rawsetp(e->L, LUA_REGISTRYINDEX, &anchor_key);
 }
