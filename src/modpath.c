@@ -5,14 +5,14 @@
 **
 ** Reference paths: a weak-keyed table mapping objects reachable from
 ** package.loaded to { module, key1, key2, ... }, kept in the registry
-** behind a head (its filter and package.loaded's fingerprint).  Built on the first
-** encode that meets a table, function or userdata, rebuilt when
+** behind a head (its filter, and what package.loaded was).  Built on the
+** first encode that meets a table, function or userdata, rebuilt when
 ** package.loaded's names or values change, when a cached path no longer leads
 ** to its object, or when a C function or userdata is missing from it (those
 ** cannot travel otherwise).  So a Lua function or table added to an already
 ** loaded module after the index was built travels by value until then.
-** A bit filter of the indexed objects' pointers (index.f) answers "not in
-** the index" for most objects without a table lookup.
+** A bit filter of the indexed objects' pointers (in the head) answers "not
+** in the index" for most objects without a table lookup.
 */
 #include <stdint.h>
 #include <string.h>
