@@ -20,6 +20,57 @@ end
 
 local function is_nan(x) return x ~= x end
 
+-- Source of a function(n) that round-trips n tables laid out in random ways
+-- and returns how many came back with a pair missing or wrong; run here
+-- and in a fresh interpreter (the public-API-only spec).
+local RANDOM_LAYOUTS = [[
+local mproc = require "mproc"
+local rng = math.random
+local function same(a, b)
+  for k, v in pairs(a) do
+    if type(v) == "table" then
+      if type(b[k]) ~= "table" or not same(v, b[k]) then return false end
+    elseif b[k] ~= v then return false end
+  end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+local function make(depth)
+  local t, n, way = {}, rng(0, 12), rng(6)
+  if way == 1 then for i = 1, n do t[i] = rng(100) end
+  elseif way == 2 then for i = n, 1, -1 do t[i] = "v" .. i end
+  elseif way == 3 then
+    for i = 1, rng(0, 5) do t["k" .. i] = i end
+    for i = 1, n do t[i] = i * 2 end
+  elseif way == 4 then
+    for i = 1, n do t[i] = i end
+    if n > 2 then t[rng(1, n - 1)] = nil end
+  elseif way == 5 then
+    t = { 1, 2, 3, x = 1, [5] = 5, [-1] = "neg", [0] = "zero" }
+    t[2.0] = "two"   -- the key 2
+  else for i = 1, n do t[rng(1, 20)] = rng(); t["f" .. rng(5)] = i end end
+  if depth > 0 and rng(2) == 1 then t[#t + 1] = make(depth - 1) end
+  if depth > 0 and rng(3) == 1 then t.sub = make(depth - 1) end
+  if rng(4) == 1 then
+    for _ = 1, rng(3) do
+      local k = next(t)
+      if k ~= nil then t[k] = nil end
+    end
+  end
+  return t
+end
+local function RANDOM_LAYOUTS_CHECK(count)
+  math.randomseed(15)
+  local lost = 0
+  for _ = 1, count do
+    local t = make(3)
+    if not same(t, mproc.loads(mproc.dumps(t))) then lost = lost + 1 end
+  end
+  return lost
+end
+return RANDOM_LAYOUTS_CHECK
+]]
+
 describe("codec", function()
   describe("round trips", function()
     local cases = {
@@ -198,52 +249,70 @@ describe("codec", function()
       end
     end)
 
+    -- A list whose end lies in the array part is traversed from its end:
+    -- items past a hole in the array part, keys just past the list and
+    -- fields must all be met from there.
+    it("keeps items past a hole in the array part, and fields, beside a list", function()
+      local samples = {
+        { 1, 2, nil, 4, nil, nil, 7, x = "x" },
+        { 1, 2, 3, 4, 5, 6, 7, 8, [10] = 10, [12] = 12, y = true },
+        setmetatable({ "a", "b", nil, "d", [0] = 0, [-1] = -1, [2.5] = 2.5 }, nil),
+      }
+      local grown = {}
+      for i = 1, 100 do grown[i] = i end
+      for i = 60, 100 do grown[i] = nil end             -- #grown is 59, asize 128
+      grown[70], grown[200], grown.z = 70, 200, "z"
+      samples[#samples + 1] = grown
+      local emptied = { 1, 2, 3, 4, 5, 6, 7, 8 }
+      emptied[8], emptied[5] = nil, nil                  -- a border below a hole
+      emptied.k = "k"
+      samples[#samples + 1] = emptied
+      for _, t in ipairs(samples) do
+        local r, count = roundtrip(t), 0
+        for key, v in pairs(t) do
+          count = count + 1
+          assert.are.equal(v, r[key])
+        end
+        for _ in pairs(r) do count = count - 1 end
+        assert.are.equal(0, count)
+      end
+    end)
+
     -- Tables built every way a program builds them: lists in order and
     -- backwards, fields before items, holes, keys removed, keys 0, -1, 2.0
     -- and past the border, nested. Each must come back with every pair
     -- (the border-in-the-hash-part loss above lost fields in a quarter).
     it("keeps every pair of tables laid out in random ways (3000 tables)", function()
-      local rng = math.random
-      math.randomseed(15)
-      local function same(a, b)
-        for k, v in pairs(a) do
-          if type(v) == "table" then
-            if type(b[k]) ~= "table" or not same(v, b[k]) then return false end
-          elseif b[k] ~= v then return false end
-        end
-        for k in pairs(b) do if a[k] == nil then return false end end
-        return true
-      end
-      local function make(depth)
-        local t, n, way = {}, rng(0, 12), rng(6)
-        if way == 1 then for i = 1, n do t[i] = rng(100) end
-        elseif way == 2 then for i = n, 1, -1 do t[i] = "v" .. i end
-        elseif way == 3 then
-          for i = 1, rng(0, 5) do t["k" .. i] = i end
-          for i = 1, n do t[i] = i * 2 end
-        elseif way == 4 then
-          for i = 1, n do t[i] = i end
-          if n > 2 then t[rng(1, n - 1)] = nil end
-        elseif way == 5 then
-          t = { 1, 2, 3, x = 1, [5] = 5, [-1] = "neg", [0] = "zero" }
-          t[2.0] = "two"   -- the key 2
-        else for i = 1, n do t[rng(1, 20)] = rng(); t["f" .. rng(5)] = i end end
-        if depth > 0 and rng(2) == 1 then t[#t + 1] = make(depth - 1) end
-        if depth > 0 and rng(3) == 1 then t.sub = make(depth - 1) end
-        if rng(4) == 1 then
-          for _ = 1, rng(3) do
-            local k = next(t)
-            if k ~= nil then t[k] = nil end
+      assert.are.equal(0, load(RANDOM_LAYOUTS)()(3000))
+    end)
+
+    -- Where Lua's table layout is not the one codec.c knows, the codec
+    -- reads tables through the public API alone; the variable makes it do
+    -- so here, and the answers must be the same.
+    it("keeps every pair and follows modules through the public API alone", function()
+      local script = ("local check = load(%q)()\n"):format(RANDOM_LAYOUTS) .. [=[
+        local mproc = require "mproc"
+        local lost = check(1000)
+        for n = 1, 40 do                        -- borders in the hash part
+          local t, count = {}, 0
+          for i = 1, n do t["k" .. i] = i end
+          t[1] = "one"
+          for k, v in pairs(mproc.loads(mproc.dumps(t))) do
+            count = count + 1
+            if t[k] ~= v then lost = lost + 1 end
           end
+          if count ~= n + 1 then lost = lost + 1 end
         end
-        return t
-      end
-      local lost = 0
-      for _ = 1, 3000 do
-        local t = make(3)
-        if not same(t, roundtrip(t)) then lost = lost + 1 end
-      end
-      assert.are.equal(0, lost)
+        package.loaded.api_only_spec = { "first" }
+        assert(mproc.dumps({ print }))
+        local second = { "second" }
+        package.loaded.api_only_spec = second     -- a module replaced
+        if not rawequal(second, mproc.loads(mproc.dumps(second))) then lost = lost + 1 end
+        print(lost)
+      ]=]
+      local out, code = support.run_lua(script, { env = "MPROC_CODEC_API_ONLY=1" })
+      assert.are.equal(0, code)
+      assert.are.equal("0\n", out)
     end)
 
     it("sends a metatable nobody can reach by value, shared between objects", function()
@@ -460,6 +529,30 @@ describe("codec", function()
       assert.are.equal(mod, r[2])
     end)
 
+    -- The index is rebuilt when package.loaded's names or values change: a
+    -- module table set in place of another, under the same name or a new
+    -- one, with many modules loaded or few, travels by reference.
+    it("follow a module replaced, or loaded under a new name, after an earlier encode", function()
+      for round = 1, 3 do
+        local extra = {}
+        for i = 1, round * 20 do
+          extra[i] = "codec_spec_extra" .. i
+          package.loaded[extra[i]] = { i }
+        end
+        package.loaded.codec_spec_same = { "first" }
+        assert.is_string(dumps({ print }))
+        local second = { "second" }
+        package.loaded.codec_spec_same = second
+        assert.is_true(rawequal(second, roundtrip(second)))
+        local renamed = package.loaded["codec_spec_extra" .. round]
+        package.loaded["codec_spec_extra" .. round] = nil
+        package.loaded.codec_spec_renamed = renamed
+        assert.is_true(rawequal(renamed, roundtrip(renamed)))
+        package.loaded.codec_spec_same, package.loaded.codec_spec_renamed = nil, nil
+        for _, name in ipairs(extra) do package.loaded[name] = nil end
+      end
+    end)
+
     it("resolve the path in the receiver's own package.loaded", function()
       package.loaded.codec_spec_swap = { f = function() return "old" end }
       local s = dumps(package.loaded.codec_spec_swap.f)
@@ -495,6 +588,30 @@ describe("codec", function()
       local r = assert(loads(s))
       assert.are.equal(objects[1], r[1])
       assert.are.equal(r[1], r[2])
+    end)
+
+    -- __mproc_send runs while the outer encode holds its objects: an encode
+    -- inside it, whole or raising, must leave the outer one whole.
+    it("survive encodes nested in __mproc_send, whole or raising", function()
+      local nested = {
+        __name = "mproc.CodecSpecNested",
+        __mproc_send = function(o)
+          assert(not pcall(dumps, { {}, { coroutine.create(print) } }))
+          return dumps({ { 1 }, o.payload, { 2 } })
+        end,
+        __mproc_recv = function(token) return assert(loads(token)) end,
+      }
+      registry["mproc.CodecSpecNested"] = nested
+      local shared = { "shared" }
+      local obj = setmetatable({ payload = { deep = { "x" } } }, nested)
+      for _ = 1, 3 do
+        local r = roundtrip({ shared, { 1, 2 }, obj, { y = shared }, shared })
+        assert.are.equal(r[1], r[5])
+        assert.are.equal(r[1], r[4].y)
+        assert.are.same({ 1, 2 }, r[2])
+        assert.are.same({ { 1 }, { deep = { "x" } }, { 2 } }, r[3])
+      end
+      registry["mproc.CodecSpecNested"] = nil
     end)
 
     it("carry a real Value and Lock to a forked child, as the same objects", function()

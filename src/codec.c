@@ -27,7 +27,9 @@
 ** the fuzz target uses it to cover the rest of the format.
 */
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mproc.h"
@@ -54,6 +56,113 @@ enum {
 #define NOINLINE
 #define INLINE
 #endif
+
+/* ---------------------------------------------------------------------
+** Lua 5.4's tables, read where the public API has no cheap answer. Used
+** only once layout_check has seen tables it made show their known sizes,
+** fields and changes in the places read (else array_limit says 0 and
+** mp_table_nodes NULL, and the callers fall back on lua_next).
+**
+** Where a list ends: lua_next(t, k) from an integer key k goes on from k's
+** place, and the API does not say where that is. From key #t a traversal
+** meets every pair past the list only when #t lies in the array part (in
+** the hash part, as when t[1] is set after the fields while the hash part
+** has a free node, it skips the nodes before it). Lua 5.4 keeps keys
+** 1..asize in the array part and no integer key <= asize in the hash part,
+** and a table's "alimit" is at most asize: so #t <= alimit lets the
+** traversal start at #t, and it meets no key in 1..#t.
+**
+** Whether a table changed (modpath.c asks it of package.loaded on every
+** message): its hash part's bytes, where every string key and its value
+** live; a key added or removed or a value set rewrites them, and the same
+** bytes are the same keys and values.
+** --------------------------------------------------------------------- */
+typedef struct {              /* the head of Lua 5.4's Table (lobject.h) */
+  void *next;
+  unsigned char tt, marked, flags, lsizenode;
+  unsigned int alimit;
+  void *array, *node, *lastfree;
+} table_head;
+
+typedef union { void *p; lua_Integer i; lua_Number n; } value_view;
+typedef struct {              /* a Node of its hash part */
+  value_view value;
+  unsigned char tt, key_tt;
+  int next;
+  value_view key;
+} node_view;
+
+static int layout_known;
+
+/* A lower bound of the array part's size of the table at p (its
+** lua_topointer). */
+static lua_Integer array_limit(const void *p) {
+  unsigned int n = 0;
+  if (layout_known)
+    memcpy(&n, (const char *)p + offsetof(table_head, alimit), sizeof n);
+  return (lua_Integer)n;
+}
+
+static void read_head(const void *p, table_head *h) {
+  memcpy(h, p, sizeof *h);
+}
+
+/* mp_table_nodes: see mproc.h. */
+const void *mp_table_nodes(lua_State *L, int idx, size_t *n) {
+  table_head h;
+  if (!layout_known || !lua_istable(L, idx)) return NULL;
+  read_head(lua_topointer(L, idx), &h);
+  *n = sizeof(node_view) << h.lsizenode;
+  return h.node;
+}
+
+/* Whether a table of asize list slots and 3 fields shows them: alimit,
+** lsizenode 2 and a node vector of 4 nodes ending at lastfree. */
+static int head_shows(lua_State *L, int asize) {
+  table_head h;
+  int ok;
+  lua_createtable(L, asize, 3);
+  read_head(lua_topointer(L, -1), &h);
+  ok = h.alimit == (unsigned)asize && h.lsizenode == 2 &&
+       (char *)h.lastfree - (char *)h.node == 4 * (ptrdiff_t)sizeof(node_view);
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* Whether fields set to three addresses show in the nodes, once each,
+** and removing one changes their bytes. */
+static int nodes_show(lua_State *L) {
+  static char marks[3];
+  table_head h;
+  node_view nd, before[4];
+  int i, j, found = 0;
+  lua_createtable(L, 0, 3);
+  for (i = 0; i < 3; i++) {
+    lua_pushlightuserdata(L, &marks[i]);
+    lua_setfield(L, -2, i == 0 ? "a" : i == 1 ? "b" : "c");
+  }
+  read_head(lua_topointer(L, -1), &h);
+  for (j = 0; j < 4; j++) {
+    memcpy(&nd, (const char *)h.node + j * sizeof nd, sizeof nd);
+    for (i = 0; i < 3; i++) found += nd.value.p == (void *)&marks[i];
+  }
+  memcpy(before, h.node, sizeof before);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "b");
+  found = found == 3 && memcmp(before, h.node, sizeof before) != 0;
+  lua_pop(L, 1);
+  return found;
+}
+
+/* MPROC_CODEC_API_ONLY set: the public API alone (the specs test both). */
+static void layout_check(lua_State *L) {
+  static const int sizes[] = { 0, 1, 5, 37, 1000 };
+  size_t i;
+  int ok = LUA_VERSION_NUM == 504 && !getenv("MPROC_CODEC_API_ONLY");
+  for (i = 0; ok && i < sizeof sizes / sizeof sizes[0]; i++)
+    ok = head_shows(L, sizes[i]);
+  layout_known = ok && nodes_show(L);
+}
 
 /* Makes sure of n free stack slots above the top, asking Lua for 48 more
 ** at a time: lua_checkstack's promise holds for the rest of the C call, so
@@ -271,6 +380,7 @@ typedef struct {
   const edge *edge;
   const void *globals;  /* the global table's pointer, once seen is made */
   lua_State *anchor;    /* the thread in SLOT_SEEN */
+  int anchor_new;       /* made by this encode, not the registry's */
   int abase;            /* its top at the start */
   int aleft;            /* objects it has room for */
   int spill;            /* its stack index of the overflow table, or 0 */
@@ -405,20 +515,22 @@ static void seen_addp(enc *e, int idx, const void *p) {
 
 static char anchor_key;   /* registry: a thread to anchor objects on */
 
-/* The anchor thread, on the first object: the one the registry keeps (taken
-** out while in use, so a nested encode makes its own), else a new one; and
-** the globals' pointer. */
+/* The anchor thread, on the first object: the one the registry keeps, if
+** no encode is using it (its stack is empty: an encode in use keeps a
+** mark at its bottom, so a nested one makes a thread of its own), else a
+** new one; and the globals' pointer. */
 static void seen_start(enc *e) {
   lua_State *L = e->L;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key) == LUA_TTHREAD) {
-    lua_pushnil(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &anchor_key);
-  } else {
+  e->anchor = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key) == LUA_TTHREAD)
+    e->anchor = lua_tothread(L, -1);
+  e->anchor_new = !e->anchor || lua_gettop(e->anchor) != 0;
+  if (e->anchor_new) {
     lua_pop(L, 1);
-    lua_newthread(L);
+    e->anchor = lua_newthread(L);
   }
-  e->anchor = lua_tothread(L, -1);
-  e->abase = lua_gettop(e->anchor);
+  lua_pushboolean(e->anchor, 1);      /* the mark: in use */
+  e->abase = 1;
   lua_replace(L, e->seen);
   e->seen_made = 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
@@ -426,10 +538,13 @@ static void seen_start(enc *e) {
   lua_pop(L, 1);
 }
 
-/* Lets the anchored objects go and gives the thread back. */
+/* Lets the anchored objects go and the thread be used again; a new one
+** takes the registry's place. An encode that raised leaves its thread
+** marked, and the next makes a new one. */
 static void seen_end(enc *e) {
   if (!e->seen_made) return;
-  lua_settop(e->anchor, e->abase);
+  lua_settop(e->anchor, 0);
+  if (!e->anchor_new) return;
   lua_pushvalue(e->L, e->seen);
   lua_rawsetp(e->L, LUA_REGISTRYINDEX, &anchor_key);
 }
@@ -469,6 +584,13 @@ static void enc_index(enc *e, int rebuild) {
   e->rebuilt |= rebuild;
 }
 
+/* Whether the object at p may be in the index: its bit in the filter.
+** Most objects are not, and need nothing more. */
+static INLINE int may_have_path(enc *e, const void *p) {
+  if (!e->index_got) enc_index(e, 0);
+  return mp_modpath_maybe(e->filter, e->fmask, p);
+}
+
 /* Writes a PATH and returns 1 if the value at idx (pointer p) is reachable
 ** from package.loaded; may_rebuild: a miss is worth rebuilding the index
 ** for. */
@@ -476,14 +598,11 @@ static int encode_by_path(enc *e, int idx, const void *p, int may_rebuild) {
   lua_State *L = e->L;
   if (!e->index_got) enc_index(e, 0);
   for (;;) {
-    if (mp_modpath_maybe(e->filter, e->fmask, p)) {
-      lua_pushvalue(L, idx);
-      if (lua_rawget(L, e->index) == LUA_TTABLE && mp_modpath_valid(L, idx)) {
-        encode_path(e);
-        lua_pop(L, 1);
-        return 1;
-      }
+    if (mp_modpath_maybe(e->filter, e->fmask, p) &&
+        mp_modpath_find(L, e->index, idx)) {
+      encode_path(e);
       lua_pop(L, 1);
+      return 1;
     }
     if (e->rebuilt || !may_rebuild) return 0;
     enc_index(e, 1);
@@ -524,17 +643,22 @@ static int encode_mproc(enc *e, int idx) {
   return 1;
 }
 
-/* The pairs outside 1..narr; their count goes to the 4 bytes at pos. */
-static void encode_pairs(enc *e, int t, lua_Integer narr, size_t pos) {
+/* The pairs outside 1..narr of the table at t (pointer p); their count
+** goes to the 4 bytes at pos. */
+static void encode_pairs(enc *e, int t, const void *p, lua_Integer narr,
+                         size_t pos) {
   lua_State *L = e->L;
   uint32_t count = 0;
   edge x;
   int k = lua_gettop(L) + 1;
-  /* From the start, not from key narr: a border may live in the hash part
-  ** (t[1] set after the fields, while the hash part had a free node), and
-  ** a traversal that starts there would skip the nodes before it. Keys
-  ** 1..narr, written already, are skipped below. */
-  lua_pushnil(L);
+  /* From key narr when it lies in the array part; else from the start,
+  ** skipping keys 1..narr (written already) as they come. */
+  if (narr > 0 && narr <= array_limit(p)) {
+    lua_pushinteger(L, narr);
+    narr = 0;
+  } else {
+    lua_pushnil(L);
+  }
   while (lua_next(L, t)) {
     if (narr > 0 && lua_isinteger(L, k)) {
       lua_Integer i = lua_tointeger(L, k);
@@ -570,8 +694,9 @@ static void encode_items(enc *e, int t, lua_Integer i0, lua_Integer n, edge *x) 
   }
 }
 
-/* A table's contents; m: the stack index of its metatable, or 0. */
-static void encode_table(enc *e, int t, int m) {
+/* A table's contents (the table at t, pointer p); m: the stack index of
+** its metatable, or 0. */
+static void encode_table(enc *e, int t, const void *p, int m) {
   lua_State *L = e->L;
   lua_Integer narr = (lua_Integer)lua_rawlen(L, t);
   size_t pos;
@@ -585,7 +710,7 @@ static void encode_table(enc *e, int t, int m) {
     encode_items(e, t, 0, narr, &x);
     e->edge = x.up;
   }
-  encode_pairs(e, t, narr, pos);
+  encode_pairs(e, t, p, narr, pos);
   if (m) {
     edge_enter(e, &x, E_META, 0, 0);
     if (!seen_before(e, m) && !encode_by_path(e, m, lua_topointer(L, m), 0))
@@ -688,12 +813,12 @@ static void encode_table_object(enc *e, int idx) {
     m = lua_gettop(L);
     if (encode_mproc(e, idx)) { lua_pop(L, 1); return; }
   }
-  if (encode_by_path(e, idx, p, 0)) {
+  if (may_have_path(e, p) && encode_by_path(e, idx, p, 0)) {
     if (m) lua_pop(L, 1);
     return;
   }
   seen_addp(e, idx, p);
-  encode_table(e, idx, m);
+  encode_table(e, idx, p, m);
   if (m) lua_pop(L, 1);
 }
 
@@ -710,6 +835,22 @@ static void encode_object(enc *e, int idx, int t) {
   }
 }
 
+/* memcpy(p, s, n), short copies (keys, small values) without a call. */
+static INLINE void copy_bytes(char *p, const char *s, size_t n) {
+  if (n > 16) memcpy(p, s, n);
+  else if (n >= 8) {            /* two 8-byte copies, overlapping */
+    memcpy(p, s, 8);
+    memcpy(p + n - 8, s + n - 8, 8);
+  } else if (n >= 4) {
+    memcpy(p, s, 4);
+    memcpy(p + n - 4, s + n - 4, 4);
+  } else if (n > 0) {
+    p[0] = s[0];
+    p[n / 2] = s[n / 2];
+    p[n - 1] = s[n - 1];
+  }
+}
+
 /* STR len bytes, with one room check. */
 static void encode_string(enc *e, int idx) {
   size_t n;
@@ -718,7 +859,7 @@ static void encode_string(enc *e, int idx) {
   size_t h;
   p[0] = T_STR;
   h = 1 + put_varint(p + 1, n);
-  memcpy(p + h, s, n);
+  copy_bytes(p + h, s, n);
   e->b->n += h + n;
 }
 
@@ -1407,6 +1548,7 @@ static int l_register_type(lua_State *L) {
 }
 
 void mp_open_codec(lua_State *L) {
+  layout_check(L);
   lua_pushcfunction(L, l_register_type);
   lua_setfield(L, -2, "register_type");
   lua_pushcfunction(L, l_dumps);

@@ -279,23 +279,31 @@ MP_HIDDEN int mp_decode_opt(lua_State *L, const char *p, size_t n, int functions
 ** (LUA_ERRMEM: out of memory) with its error object pushed, which may not
 ** be a string. */
 MP_HIDDEN int mp_decode_status(lua_State *L, const char *p, size_t n);
+/* mp_table_nodes: the bytes of the hash part of the table at idx (*n of
+** them), where its non-integer keys and their values live; NULL where
+** Lua's table layout is not the one codec.c knows. */
+MP_HIDDEN const void *mp_table_nodes(lua_State *L, int idx, size_t *n);
 /* modpath.c: the codec's index object -> { module, key1, ... } of what
 ** package.loaded reaches. mp_modpath_index pushes it (rebuilt when
 ** package.loaded changed), mp_modpath_rebuild pushes a fresh one;
 ** mp_modpath_valid: whether the path at -1 still leads to the value at
-** idx. */
+** idx; mp_modpath_find pushes the path the index at ix has for the value
+** at idx and returns 1 if it is valid, else pushes nothing. */
 MP_HIDDEN void mp_modpath_index(lua_State *L);
 MP_HIDDEN void mp_modpath_rebuild(lua_State *L);
 MP_HIDDEN int mp_modpath_valid(lua_State *L, int idx);
+MP_HIDDEN int mp_modpath_find(lua_State *L, int ix, int idx);
 /* mp_modpath_filter: the index's filter (at idx): an object whose pointer
 ** p gives mp_modpath_maybe 0 is not in the index. */
 MP_HIDDEN const unsigned char *mp_modpath_filter(lua_State *L, int idx, size_t *mask);
-static inline size_t mp_modpath_hash(const void *p, size_t mask) {
-  return (size_t)(((uint64_t)(uintptr_t)p >> 3) * 0x9e3779b97f4a7c15u >> 32) & mask;
+static inline uint64_t mp_modpath_hash(const void *p) {
+  return ((uint64_t)(uintptr_t)p >> 3) * 0x9e3779b97f4a7c15u;
 }
+/* Two bits an object, from two parts of one hash (mask < 2^20). */
 static inline int mp_modpath_maybe(const unsigned char *bits, size_t mask, const void *p) {
-  size_t h = mp_modpath_hash(p, mask);
-  return bits[h >> 3] >> (h & 7) & 1;
+  uint64_t h = mp_modpath_hash(p);
+  size_t a = (size_t)(h >> 32) & mask, b = (size_t)(h >> 12) & mask;
+  return (bits[a >> 3] >> (a & 7)) & (bits[b >> 3] >> (b & 7)) & 1;
 }
 
 /* proc.c: mproc.Child handles for spawned children (spawn.c), kept out of
