@@ -402,6 +402,19 @@ describe("ProcessPoolExecutor:map", function()
     assert.are.same({ { 1, 1, false }, { 2, nil, true }, { 3, 3, false } }, got)
   end)
 
+  it("takes several inputs as Python's map(fn, xs, ys): cut at the shortest, options last", function()
+    local got = {}
+    for i, v in ex:map(function(a, b) return a * b end, { 1, 2, 3 }, { 10, 20 }, { chunksize = 2 }) do got[i] = v end
+    assert.are.same({ 10, 40 }, got)
+    local k, pairs_ = 0, {}
+    local function count() k = k + 1 if k <= 3 then return k end end
+    for i, a, b in ex:map(function(a, b) return a, b end, table.pack("x", nil, "z"), count) do pairs_[i] = { a, b } end
+    assert.are.same({ { "x", 1 }, { nil, 2 }, { "z", 3 } }, pairs_)
+    for _ in ex:map(identity, { 1 }, {}, {}) do error("an empty input gives nothing") end
+    assert.has_error(function() ex:map(identity, { 1 }, { 2 }, { bogus = 1 }) end,
+      "bad argument #4 to 'map' (unknown option 'bogus')")
+  end)
+
   it("pulls an iterator function lazily: an endless one works with break", function()
     local pulled = 0
     local function endless() pulled = pulled + 1 return pulled end

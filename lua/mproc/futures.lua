@@ -573,24 +573,72 @@ local function list_length(list)
   return n
 end
 
--- map(fn, list_or_iterator, [{timeout, chunksize}]) -> an iterator for a
--- generic for giving index and fn(item)'s values, in input order.
-function methods:map(fn, src, opts)
+local function check_source(n, src)
+  if type(src) ~= "table" and not util.is_callable(src) then
+    util.argerror("map", n, "table or iterator function expected, got " .. type(src))
+  end
+end
+
+-- The options table that may end map's arguments: a plain table with no
+-- item 1 and no n, after at least one input ({} is options, not a list).
+local function split_options(args)
+  local last = args[args.n]
+  if args.n >= 2 and type(last) == "table" and getmetatable(last) == nil
+    and rawget(last, 1) == nil and rawget(last, "n") == nil then
+    args.n = args.n - 1
+    return last
+  end
+  return nil
+end
+
+-- Python's map(fn, xs, ys): one source of argument lists, cut at the
+-- shortest input, and fn called with each list's values.
+local function zip(fn, args)
+  local lists, pos = {}, 0
+  for k = 1, args.n do
+    if type(args[k]) == "table" then lists[k] = list_length(args[k]) end
+  end
+  local function source()
+    pos = pos + 1
+    local item = { n = args.n }
+    for k = 1, args.n do
+      local src, v = args[k], nil
+      if lists[k] then
+        if pos > lists[k] then return nil end
+        v = src[pos]
+      else
+        v = src()
+        if v == nil then return nil end
+      end
+      item[k] = v
+    end
+    return item
+  end
+  return function(item) return fn(unpack(item, 1, item.n)) end, source
+end
+
+-- map(fn, list_or_iterator, ..., [{timeout, chunksize}]) -> an iterator for
+-- a generic for giving index and fn(item)'s values, in input order; with
+-- several inputs, fn(xs[i], ys[i], ...) up to the shortest, as Python's.
+function methods:map(fn, ...)
   util.check_self("map", self, Executor)
   check_open(self, "map")
   util.check_callable("map", 1, fn)
-  local list = type(src) == "table"
-  if not list and not util.is_callable(src) then
-    util.argerror("map", 2, "table or iterator function expected, got " .. type(src))
-  end
-  util.check_type("map", 3, opts, "table", true)
+  local inputs = pack(...)
+  while inputs.n > 1 and inputs[inputs.n] == nil do inputs.n = inputs.n - 1 end
+  local opts = split_options(inputs)
+  local optn = inputs.n + 2
+  for k = 1, math.max(inputs.n, 1) do check_source(k + 1, inputs[k]) end
+  local src = inputs[1]
+  if inputs.n > 1 then fn, src = zip(fn, inputs) end
   opts = opts or {}
-  util.check_options("map", 3, opts, MAP_OPTIONS)
-  local timeout = util.check_timeout("map", 3, opts.timeout)
+  util.check_options("map", optn, opts, MAP_OPTIONS)
+  local timeout = util.check_timeout("map", optn, opts.timeout)
   local chunksize = opts.chunksize or 1
   if math.type(chunksize) ~= "integer" or chunksize < 1 then
-    util.argerror("map", 3, "chunksize must be an integer >= 1")
+    util.argerror("map", optn, "chunksize must be an integer >= 1")
   end
+  local list = type(src) == "table"
   local it = setmetatable({
     ex = self, fn = fn, src = src, list = list, n = list and list_length(src) or nil,
     chunksize = chunksize, deadline = util.deadline(timeout), pos = 0,
