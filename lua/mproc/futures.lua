@@ -602,7 +602,7 @@ local function zip(fn, args)
     pos = pos + 1
     local item = { n = args.n }
     for k = 1, args.n do
-      local src, v = args[k], nil
+      local src, v = args[k]
       if lists[k] then
         if pos > lists[k] then return nil end
         v = src[pos]
