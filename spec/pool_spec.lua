@@ -348,6 +348,22 @@ describe("Pool", function()
       assert.are.same({{1, 10}, {2, 20}, {3, 30}, {4, 40}}, out)
     end)
 
+    it("next(timeout) gives the next item, nil, 'timeout' while it is not in, nil at the end", function()
+      local gate = mproc.Event()          -- before the pool, so its workers inherit it
+      local p <close> = mproc.Pool(1)
+      local iter = p:imap(function(x) if x == 2 then gate:wait(10) end return x * 10 end, {1, 2})
+      assert.are.same({1, 10}, { iter:next(10) })
+      local early = { iter:next(0.05) }
+      local now = { iter:next(0) }
+      gate:set()
+      assert.are.same({nil, "timeout"}, early)
+      assert.are.same({nil, "timeout"}, now)
+      assert.are.same({2, 20}, { iter:next(10) })
+      assert.are.same({}, { iter:next(10) })
+      assert.has_error(function() iter:next("1") end,
+        "bad argument #1 to 'next' (timeout must be a number of seconds, got string)")
+    end)
+
     it("imap_unordered yields every item once", function()
       local seen, n = {}, 0
       for i, v in pool:imap_unordered(function(x) return -x end, {1, 2, 3, 4, 5, 6, 7}, 2) do
@@ -801,7 +817,7 @@ describe("Pool", function()
         ["mproc.Pool"] = { "apply", "apply_async", "map", "map_async", "starmap", "starmap_async",
                            "imap", "imap_unordered", "close", "terminate", "join" },
         ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful", "fileno", "traceback" },
-        ["mproc.IMapIterator"] = { "close", "ready", "fileno" },
+        ["mproc.IMapIterator"] = { "close", "ready", "next", "fileno" },
       }
       local function objects()
         return { ["mproc.Pool"] = pool, ["mproc.AsyncResult"] = pool:apply_async(f),

@@ -1079,7 +1079,10 @@ local function next_item(self)
   return self.cur_base + i - 1, cur[i]
 end
 
-function Imap:_step()
+-- The next item; nil at the end; nil, "timeout" when deadline (nil: none)
+-- passes first.
+function Imap:_step(deadline)
+  local pumped = false
   while true do
     local cur = self.cur
     if cur and self.cur_i < cur.n then return next_item(self) end
@@ -1094,8 +1097,11 @@ function Imap:_step()
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
     elseif self.out > 0 and self.pool._state ~= JOINED then
-      self.pool:_pump(nil)
+      local left = deadline and util.left(deadline)
+      if left == 0 and pumped then return nil, "timeout" end
+      self.pool:_pump(left)
       self.pool:_run_later()
+      pumped = true
     else -- nothing more will come: the pool ended, or took back the tasks
       error(self.cut or (self.fname .. ": the pool was joined or terminated"), 0)
     end
@@ -1124,12 +1130,19 @@ function Imap:ready()
   return (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == JOINED
 end
 
+-- next([timeout]) -> the next item as a call gives it, or nil, "timeout":
+-- Python's IMapIterator.next(timeout).
+function Imap:next(timeout)
+  util.check_self("next", self, IMapIterator)
+  return self:_step(util.deadline(util.check_timeout("next", 1, timeout)))
+end
+
 function Imap:fileno()
   util.check_self("fileno", self, IMapIterator)
   return self.pool:_fileno("fileno")
 end
 
-IMapIterator.__call = Imap._step
+IMapIterator.__call = function(self) return self:_step(nil) end
 IMapIterator.__close = Imap.close
 
 function IMapIterator.__tostring(self)
