@@ -327,6 +327,19 @@ describe("subprocess", function()
       assert.are.same({ "A=1", "B=two words" }, lines)
     end)
 
+    it("env = mproc.environ() plus a change keeps the rest, as Python's {**os.environ, ...}", function()
+      local env = mproc.environ()
+      assert.are.equal(os.getenv("PATH"), env.PATH)
+      env.MPROC_SPEC_EXTRA = "x=y"
+      local out = subprocess.check_output({ "/usr/bin/env" }, { env = env })
+      local want = subprocess.check_output({ "/usr/bin/env" })   -- inherited
+      local got, expected = support.lines(out), support.lines(want .. "MPROC_SPEC_EXTRA=x=y\n")
+      table.sort(got)
+      table.sort(expected)
+      assert.are.same(expected, got)
+      assert.is_nil(mproc.environ().MPROC_SPEC_EXTRA)   -- a copy
+    end)
+
     it("umask sets the child's mask", function()
       assert.are.equal("0027\n", subprocess.check_output({ "sh", "-c", "umask" }, { umask = tonumber("027", 8) }))
     end)

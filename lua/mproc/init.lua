@@ -19,6 +19,9 @@ M.process_cpu_count = core.process_cpu_count -- the CPUs this process may run on
 M.sleep = core.sleep
 M.time = core.time
 M.monotonic = core.monotonic
+-- mproc.environ() -> a new table of the environment (Python's os.environ,
+-- copied): to change and pass as a subprocess's env.
+M.environ = core.environ
 
 -- mproc.dumps(v) -> string; mproc.loads(s) -> v | nil, message: the codec
 -- Queue and Pipe use (src/codec.c).
