@@ -340,6 +340,14 @@ describe("subprocess", function()
       assert.is_nil(mproc.environ().MPROC_SPEC_EXTRA)   -- a copy
     end)
 
+    it("send_signal takes mproc.signals' numbers, as Python's signal.SIGUSR1", function()
+      local p = subprocess.Popen({ "sleep", "10" })
+      assert.is_true(p:send_signal(mproc.signals.SIGUSR1))
+      assert.are.equal(-mproc.signals.SIGUSR1, p:wait(10))
+      assert.are.equal(-mproc.signals.SIGKILL, subprocess.call({ "sh", "-c", "kill -KILL $$" }))
+      assert.are.equal(9, mproc.signals.SIGKILL)
+    end)
+
     it("umask sets the child's mask", function()
       assert.are.equal("0027\n", subprocess.check_output({ "sh", "-c", "umask" }, { umask = tonumber("027", 8) }))
     end)

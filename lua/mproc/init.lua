@@ -23,6 +23,11 @@ M.monotonic = core.monotonic
 -- copied): to change and pass as a subprocess's env.
 M.environ = core.environ
 
+-- mproc.signals: signal numbers by name, as this platform defines them
+-- (Python's signal.SIGTERM ...), for send_signal; a copy of the core's.
+M.signals = {}
+for name, n in pairs(core.signals) do M.signals[name] = n end
+
 -- mproc.dumps(v) -> string; mproc.loads(s) -> v | nil, message: the codec
 -- Queue and Pipe use (src/codec.c).
 M.dumps = core.dumps
