@@ -866,6 +866,12 @@ describe("subprocess", function()
         "run: stdout and stderr may not be used with capture_output" },
       { function() subprocess.Popen{ "true" }:communicate("x") end,
         "communicate: cannot send input to a child whose stdin is not a pipe" },
+      { function()
+          local p = subprocess.Popen{ "true", stdin = PIPE }
+          p.stdin:close()
+          p:communicate("x")
+        end,
+        "communicate: cannot send input to a child whose stdin is not a pipe (p.stdin was closed)" },
       { function() subprocess.Popen{ "true" }:kill(true) end,
         "kill: cannot kill the group of a child that does not lead one (use start_new_session or process_group = 0)" },
     }
