@@ -322,6 +322,14 @@ describe("Pool", function()
         assert.are.same({ n = 0 }, pool:map(string.upper, function() return nil end))
       end)
 
+      it("gives starmap all the values of each call (gmatch's captures), map the first", function()
+        local src = "a=1 b=2"
+        assert.are.same({ "a1", "b2", n = 2 }, pool:starmap(function(k, v) return k .. v end, src:gmatch("(%w+)=(%w+)")))
+        assert.are.same({ "a", "b", n = 2 }, pool:map(function(k, v) return v or k end, src:gmatch("(%w+)=(%w+)")))
+        assert.has_error(function() pool:starmap(print, src:gmatch("%w+")) end,
+          "bad argument #2 to 'starmap' (item 1 is a string, not a table of arguments)")
+      end)
+
       it("is not called when another argument is bad", function()
         local called = false
         local function src() called = true end

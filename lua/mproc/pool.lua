@@ -902,12 +902,22 @@ local function check_source(fname, src)
   end
 end
 
+-- One item of an iterator: its first value; for starmap, all its values
+-- as the argument list when it gives more than one (s:gmatch with two
+-- captures gives pairs, as Python's re.findall gives tuples).
+local function pull(src, star)
+  if not star then return (src()) end
+  local t = pack(src())
+  if t.n > 1 and t[1] ~= nil then return t end
+  return t[1]
+end
+
 -- Calls the iterator function src until it returns nil; returns the list
 -- (with n).
-local function collect(src)
+local function collect(src, star)
   local list, n = {}, 0
   while true do
-    local v = src()
+    local v = pull(src, star)
     if v == nil then list.n = n return list end
     n = n + 1
     list[n] = v
@@ -943,7 +953,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   check_source(fname, list)
   chunksize = check_chunksize(fname, 3, chunksize)
   check_result_options(fname, 4, opts)
-  if type(list) ~= "table" then list = collect(list) end
+  if type(list) ~= "table" then list = collect(list, kind == STAR) end
   local n = list_length(fname, list)
   if kind == STAR then check_arg_lists(fname, list, n) end
   chunksize = chunksize or default_chunksize(self, n)
