@@ -252,6 +252,17 @@ end
 function methods:terminate() return signal(self, "terminate", SIGTERM) end
 function methods:kill() return signal(self, "kill", SIGKILL) end
 
+-- send_signal(sig): Python's os.kill(p.pid, sig), which Lua lacks, through
+-- the handle (a pidfd), so a pid reused by now is never signalled.
+function methods:send_signal(sig)
+  if math.type(sig) ~= "integer" or sig < 0 or sig >= core.NSIG then
+    util.check_self("send_signal", self, Process)
+    local got = type(sig) == "number" and tostring(sig) or sig == nil and "no value" or type(sig)
+    util.argerror("send_signal", 1, ("signal number from 0 to %d expected, got %s"):format(core.NSIG - 1, got))
+  end
+  return signal(self, "send_signal", sig)
+end
+
 -- Releases the sentinel. Raises while the child still runs, as Python does.
 function methods:close()
   if getmetatable(self) ~= Process then util.check_self("close", self, Process) end
