@@ -108,9 +108,14 @@ local function new_from_options(opts)
     end
   end
   util.check_callable("Process", 1, opts.target, true)
-  util.check_type("Process", 1, opts.name, "string", true)
-  util.check_type("Process", 1, opts.daemon, "boolean", true)
-  util.check_type("Process", 1, opts.args, "table", true)
+  -- named, as subprocess's options are: Python's args=(x) (no comma) is
+  -- a port's args = x
+  for _, o in ipairs { { "name", "string" }, { "daemon", "boolean" }, { "args", "table" } } do
+    local v = opts[o[1]]
+    if v ~= nil and type(v) ~= o[2] then
+      util.argerror("Process", 1, ("%s: %s expected, got %s"):format(o[1], o[2], type(v)))
+    end
+  end
   return make(opts.target, opts.args, opts.name, opts.daemon)
 end
 
