@@ -724,6 +724,8 @@ describe("futures: bad arguments", function()
     { "ProcessPoolExecutor{bogus}", function() futures.ProcessPoolExecutor{ bogus = 1 } end, "unknown option 'bogus'" },
     { "ProcessPoolExecutor(1, {max_workers = 2})", function() futures.ProcessPoolExecutor(1, { max_workers = 2 }) end,
       "bad argument #2 to 'ProcessPoolExecutor' (max_workers given twice: as argument #1 and as an option)" },
+    { "initargs not a table", function() futures.ProcessPoolExecutor(1, { initializer = f, initargs = 5 }) end,
+      "bad argument #2 to 'ProcessPoolExecutor' (initargs: table expected, got number)" },
     { "max_tasks_per_child 0", function() futures.ProcessPoolExecutor(1, { max_tasks_per_child = 0 }) end,
       "max_tasks_per_child must be an integer >= 1" },
     { "submit(nil)", function() ex:submit(nil) end, "bad argument #1 to 'submit' (function expected, got nil)" },

@@ -672,8 +672,8 @@ local function check_options(a, b)
     util.argerror("ProcessPoolExecutor", 1,
       ("max_workers must be an integer in 1..%d, got %s"):format(max, tostring(a)))
   end
-  util.check_callable("ProcessPoolExecutor", n, opts.initializer, true)
-  util.check_type("ProcessPoolExecutor", n, opts.initargs, "table", true)
+  util.check_option("ProcessPoolExecutor", n, "initializer", opts.initializer, "callable")
+  util.check_option("ProcessPoolExecutor", n, "initargs", opts.initargs, "table")
   local m = opts.max_tasks_per_child
   if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
     util.argerror("ProcessPoolExecutor", n, "max_tasks_per_child must be an integer >= 1")

@@ -1312,8 +1312,8 @@ local function check_options(a, b)
   if a ~= nil and (math.type(a) ~= "integer" or a < 1 or a > max) then
     util.argerror("Pool", 1, ("processes must be an integer in 1..%d, got %s"):format(max, tostring(a)))
   end
-  util.check_callable("Pool", n, opts.initializer, true)
-  util.check_type("Pool", n, opts.initargs, "table", true)
+  util.check_option("Pool", n, "initializer", opts.initializer, "callable")
+  util.check_option("Pool", n, "initargs", opts.initargs, "table")
   local m = opts.maxtasksperchild
   if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
     util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1")

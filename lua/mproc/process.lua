@@ -107,15 +107,12 @@ local function new_from_options(opts)
         "pass target = f, or call mproc.Process(f, args)")
     end
   end
-  util.check_callable("Process", 1, opts.target, true)
   -- named, as subprocess's options are: Python's args=(x) (no comma) is
   -- a port's args = x
-  for _, o in ipairs { { "name", "string" }, { "daemon", "boolean" }, { "args", "table" } } do
-    local v = opts[o[1]]
-    if v ~= nil and type(v) ~= o[2] then
-      util.argerror("Process", 1, ("%s: %s expected, got %s"):format(o[1], o[2], type(v)))
-    end
-  end
+  util.check_option("Process", 1, "target", opts.target, "callable")
+  util.check_option("Process", 1, "name", opts.name, "string")
+  util.check_option("Process", 1, "daemon", opts.daemon, "boolean")
+  util.check_option("Process", 1, "args", opts.args, "table")
   return make(opts.target, opts.args, opts.name, opts.daemon)
 end
 
