@@ -324,6 +324,18 @@ describe("futures.as_completed", function()
   before_each(function() ex = futures.ProcessPoolExecutor(2) end)
   after_each(function() ex:terminate_workers() end)
 
+  it("takes a table keyed by futures, as Python's {ex.submit(f, url): url} dict, and so does wait", function()
+    local to_url = {}
+    for _, url in ipairs({ "a", "b", "c" }) do to_url[ex:submit(string.upper, url)] = url end
+    local got = {}
+    for f in futures.as_completed(to_url, 10) do got[to_url[f]] = f:result() end
+    assert.are.same({ a = "A", b = "B", c = "C" }, got)
+    local done, not_done = futures.wait(to_url, { timeout = 10 })
+    assert.are.same({ 3, 0 }, { #done, #not_done })
+    assert.has_error(function() futures.wait({ x = 1 }) end,
+      "bad argument #1 to 'wait' (a list of Futures or a table keyed by Futures expected, got a key that is string)")
+  end)
+
   it("gives each future once as it completes, those already done first", function()
     local g = new_gate()
     local done_first = ex:submit(identity, "first")

@@ -309,9 +309,25 @@ local function check_future(fname, f, i)
   end
 end
 
+-- fs as a list: a list of Futures, or a table whose keys are Futures
+-- (Python's as_completed({executor.submit(...): url, ...}) iterates the
+-- dict's keys), its keys in pairs order.
+local function future_list(fname, fs)
+  util.check_type(fname, 1, fs, "table")
+  if rawget(fs, 1) ~= nil or next(fs) == nil then return fs end
+  local list = {}
+  for f in pairs(fs) do
+    if getmetatable(f) ~= Future then
+      util.argerror(fname, 1, ("a list of Futures or a table keyed by Futures expected, got a key that is %s")
+        :format(type(f)))
+    end
+    list[#list + 1] = f
+  end
+  return list
+end
+
 -- The waiter over fs (each future once); the executors of those pending.
 local function new_waiter(fname, fs)
-  util.check_type(fname, 1, fs, "table")
   local w = setmetatable({ set = {}, done = {}, pending = 0, failed = false }, Waiter)
   local execs, pending = {}, {}
   for i, f in ipairs(fs) do
@@ -354,6 +370,7 @@ local WAIT_OPTIONS = { timeout = true, return_when = true }
 -- wait(fs, [{timeout, return_when}]) -> done, not_done: lists, each in the
 -- order of fs.
 function M.wait(fs, opts)
+  fs = future_list("wait", fs)
   local w <close>, execs = new_waiter("wait", fs)
   util.check_type("wait", 2, opts, "table", true)
   opts = opts or {}
@@ -384,7 +401,7 @@ end
 -- future of fs once, as it completes (those done already first); raises
 -- TimeoutError when timeout passes with some not done.
 function M.as_completed(fs, timeout)
-  local w, execs = new_waiter("as_completed", fs)
+  local w, execs = new_waiter("as_completed", future_list("as_completed", fs))
   timeout = util.check_timeout("as_completed", 2, timeout)
   local deadline, i = util.deadline(timeout), 0
   local function step()
