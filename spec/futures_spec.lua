@@ -736,6 +736,8 @@ describe("futures: bad arguments", function()
     { "ProcessPoolExecutor{bogus}", function() futures.ProcessPoolExecutor{ bogus = 1 } end, "unknown option 'bogus'" },
     { "ProcessPoolExecutor(1, {max_workers = 2})", function() futures.ProcessPoolExecutor(1, { max_workers = 2 }) end,
       "bad argument #2 to 'ProcessPoolExecutor' (max_workers given twice: as argument #1 and as an option)" },
+    { "map over a table with keys only", function() ex:map(f, { a = 1 }) end,
+      "bad argument #2 to 'map' (a list expected, got a table with no item 1 but key 'a'" },
     { "initargs not a table", function() futures.ProcessPoolExecutor(1, { initializer = f, initargs = 5 }) end,
       "bad argument #2 to 'ProcessPoolExecutor' (initargs: table expected, got number)" },
     { "max_tasks_per_child 0", function() futures.ProcessPoolExecutor(1, { max_tasks_per_child = 0 }) end,

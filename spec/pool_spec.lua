@@ -778,6 +778,11 @@ describe("Pool", function()
       { "Pool(1, {processes = 2})", function() mproc.Pool(1, { processes = 2 }) end,
         "bad argument #2 to 'Pool' (processes given twice: as argument #1 and as an option)" },
       { "maxtasksperchild 0", function() mproc.Pool(1, { maxtasksperchild = 0 }) end, "maxtasksperchild" },
+      { "map over a table with keys only (Python maps a dict's keys)", function() pool:map(f, { x = 1 }) end,
+        "bad argument #2 to 'map' (a list expected, got a table with no item 1 but key 'x' (to map over a"
+        .. " table's keys or values, make a list of them))" },
+      { "imap over a table with keys only", function() pool:imap(f, { [2] = 1 }) end,
+        "bad argument #2 to 'imap' (a list expected, got a table with no item 1 but key number" },
       { "initargs not a table (Python's initargs=(lock) with no comma)",
         function() mproc.Pool(1, { initializer = f, initargs = 5 }) end,
         "bad argument #2 to 'Pool' (initargs: table expected, got number)" },

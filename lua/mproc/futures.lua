@@ -583,10 +583,10 @@ MapIterator.__close = mi.close
 local MAP_OPTIONS = { timeout = true, chunksize = true }
 
 -- The length of a list: its n when an integer (table.pack's), else #list.
-local function list_length(list)
+local function list_length(list, argn)
   local n = rawget(list, "n")
-  if math.type(n) ~= "integer" then return #list end
-  if n < 0 then util.argerror("map", 2, ("n must be >= 0, got %d"):format(n)) end
+  if math.type(n) ~= "integer" then return util.input_length("map", argn, list) end
+  if n < 0 then util.argerror("map", argn, ("n must be >= 0, got %d"):format(n)) end
   return n
 end
 
@@ -613,7 +613,7 @@ end
 local function zip(fn, args)
   local lists, pos = {}, 0
   for k = 1, args.n do
-    if type(args[k]) == "table" then lists[k] = list_length(args[k]) end
+    if type(args[k]) == "table" then lists[k] = list_length(args[k], k + 1) end
   end
   local function source()
     pos = pos + 1
@@ -657,7 +657,7 @@ function methods:map(fn, ...)
   end
   local list = type(src) == "table"
   local it = setmetatable({
-    ex = self, fn = fn, src = src, list = list, n = list and list_length(src) or nil,
+    ex = self, fn = fn, src = src, list = list, n = list and list_length(src, 2) or nil,
     chunksize = chunksize, deadline = util.deadline(timeout), pos = 0,
     chunks = {}, starts = {}, head = 0, tail = 0, exhausted = false, cut = false, closed = false,
   }, MapIterator)

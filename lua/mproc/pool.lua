@@ -889,7 +889,7 @@ end
 -- The length of a list: its n when an integer (table.pack's), else #list.
 local function list_length(fname, list)
   local n = rawget(list, "n")
-  if math.type(n) ~= "integer" then return #list end
+  if math.type(n) ~= "integer" then return util.input_length(fname, 2, list) end
   if n < 0 then util.argerror(fname, 2, ("n must be >= 0, got %d"):format(n)) end
   return n
 end
