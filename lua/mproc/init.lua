@@ -97,6 +97,13 @@ end
 function M.wait(objects, timeout)
   util.check_type("wait", 1, objects, "table")
   timeout = util.check_timeout("wait", 2, timeout)
+  if rawget(objects, 1) == nil and next(objects) ~= nil then
+    -- a set, {[conn] = true, ...} (Python's wait takes any iterable): its
+    -- keys, in pairs order
+    local list = {}
+    for obj in pairs(objects) do list[#list + 1] = obj end
+    objects = list
+  end
   local fds, at, ended, polled = {}, {}, {}, {}
   for i, obj in ipairs(objects) do
     local fd = descriptor(obj, i)
