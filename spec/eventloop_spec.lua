@@ -81,6 +81,16 @@ describe("mproc.wait", function()
     pool:terminate()
   end)
 
+  it("takes a set of objects, {[conn] = true}, as Python's wait takes any iterable", function()
+    local a, b = mproc.Pipe()
+    local c, d = mproc.Pipe()
+    b:send("x")
+    assert.are.same({ a }, mproc.wait({ [a] = true, [c] = true }, 5))
+    assert.are.same({}, mproc.wait({ [c] = true }, 0))
+    d:close()
+    assert.are.same({ c }, mproc.wait({ [c] = "any value" }, 5))
+  end)
+
   it("waits for a Pool result by its descriptor, not by polling", function()
     if support.PORTABLE then return pending("not in the portable build: a Pool's results descriptor is an epoll descriptor") end
     local pool = mproc.Pool(2)

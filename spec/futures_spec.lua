@@ -324,6 +324,18 @@ describe("futures.as_completed", function()
   before_each(function() ex = futures.ProcessPoolExecutor(2) end)
   after_each(function() ex:terminate_workers() end)
 
+  it("takes a table keyed by futures, as Python's {ex.submit(f, url): url} dict, and so does wait", function()
+    local to_url = {}
+    for _, url in ipairs({ "a", "b", "c" }) do to_url[ex:submit(string.upper, url)] = url end
+    local got = {}
+    for f in futures.as_completed(to_url, 10) do got[to_url[f]] = f:result() end
+    assert.are.same({ a = "A", b = "B", c = "C" }, got)
+    local done, not_done = futures.wait(to_url, { timeout = 10 })
+    assert.are.same({ 3, 0 }, { #done, #not_done })
+    assert.has_error(function() futures.wait({ x = 1 }) end,
+      "bad argument #1 to 'wait' (a list of Futures or a table keyed by Futures expected, got a key that is string)")
+  end)
+
   it("gives each future once as it completes, those already done first", function()
     local g = new_gate()
     local done_first = ex:submit(identity, "first")
@@ -407,6 +419,19 @@ describe("ProcessPoolExecutor:map", function()
       got[#got + 1] = { i, a, b }
     end
     assert.are.same({ { 1, 1, false }, { 2, nil, true }, { 3, 3, false } }, got)
+  end)
+
+  it("takes several inputs as Python's map(fn, xs, ys): cut at the shortest, options last", function()
+    local got = {}
+    for i, v in ex:map(function(a, b) return a * b end, { 1, 2, 3 }, { 10, 20 }, { chunksize = 2 }) do got[i] = v end
+    assert.are.same({ 10, 40 }, got)
+    local k, pairs_ = 0, {}
+    local function count() k = k + 1 if k <= 3 then return k end end
+    for i, a, b in ex:map(function(a, b) return a, b end, table.pack("x", nil, "z"), count) do pairs_[i] = { a, b } end
+    assert.are.same({ { "x", 1 }, { nil, 2 }, { "z", 3 } }, pairs_)
+    for _ in ex:map(identity, { 1 }, {}, {}) do error("an empty input gives nothing") end
+    assert.has_error(function() ex:map(identity, { 1 }, { 2 }, { bogus = 1 }) end,
+      "bad argument #4 to 'map' (unknown option 'bogus')")
   end)
 
   it("pulls an iterator function lazily: an endless one works with break", function()
@@ -718,6 +743,10 @@ describe("futures: bad arguments", function()
     { "ProcessPoolExecutor{bogus}", function() futures.ProcessPoolExecutor{ bogus = 1 } end, "unknown option 'bogus'" },
     { "ProcessPoolExecutor(1, {max_workers = 2})", function() futures.ProcessPoolExecutor(1, { max_workers = 2 }) end,
       "bad argument #2 to 'ProcessPoolExecutor' (max_workers given twice: as argument #1 and as an option)" },
+    { "map over a table with keys only", function() ex:map(f, { a = 1 }) end,
+      "bad argument #2 to 'map' (a list expected, got a table with no item 1 but key 'a'" },
+    { "initargs not a table", function() futures.ProcessPoolExecutor(1, { initializer = f, initargs = 5 }) end,
+      "bad argument #2 to 'ProcessPoolExecutor' (initargs: table expected, got number)" },
     { "max_tasks_per_child 0", function() futures.ProcessPoolExecutor(1, { max_tasks_per_child = 0 }) end,
       "max_tasks_per_child must be an integer >= 1" },
     { "submit(nil)", function() ex:submit(nil) end, "bad argument #1 to 'submit' (function expected, got nil)" },

@@ -322,6 +322,14 @@ describe("Pool", function()
         assert.are.same({ n = 0 }, pool:map(string.upper, function() return nil end))
       end)
 
+      it("gives starmap all the values of each call (gmatch's captures), map the first", function()
+        local src = "a=1 b=2"
+        assert.are.same({ "a1", "b2", n = 2 }, pool:starmap(function(k, v) return k .. v end, src:gmatch("(%w+)=(%w+)")))
+        assert.are.same({ "a", "b", n = 2 }, pool:map(function(k, v) return v or k end, src:gmatch("(%w+)=(%w+)")))
+        assert.has_error(function() pool:starmap(print, src:gmatch("%w+")) end,
+          "bad argument #2 to 'starmap' (item 1 is a string, not a table of arguments)")
+      end)
+
       it("is not called when another argument is bad", function()
         local called = false
         local function src() called = true end
@@ -346,6 +354,22 @@ describe("Pool", function()
         out[#out + 1] = {i, v}
       end
       assert.are.same({{1, 10}, {2, 20}, {3, 30}, {4, 40}}, out)
+    end)
+
+    it("next(timeout) gives the next item, nil, 'timeout' while it is not in, nil at the end", function()
+      local gate = mproc.Event()          -- before the pool, so its workers inherit it
+      local p <close> = mproc.Pool(1)
+      local iter = p:imap(function(x) if x == 2 then gate:wait(10) end return x * 10 end, {1, 2})
+      assert.are.same({1, 10}, { iter:next(10) })
+      local early = { iter:next(0.05) }
+      local now = { iter:next(0) }
+      gate:set()
+      assert.are.same({nil, "timeout"}, early)
+      assert.are.same({nil, "timeout"}, now)
+      assert.are.same({2, 20}, { iter:next(10) })
+      assert.are.same({}, { iter:next(10) })
+      assert.has_error(function() iter:next("1") end,
+        "bad argument #1 to 'next' (timeout must be a number of seconds, got string)")
     end)
 
     it("imap_unordered yields every item once", function()
@@ -762,6 +786,16 @@ describe("Pool", function()
       { "Pool(1, {processes = 2})", function() mproc.Pool(1, { processes = 2 }) end,
         "bad argument #2 to 'Pool' (processes given twice: as argument #1 and as an option)" },
       { "maxtasksperchild 0", function() mproc.Pool(1, { maxtasksperchild = 0 }) end, "maxtasksperchild" },
+      { "map over a table with keys only (Python maps a dict's keys)", function() pool:map(f, { x = 1 }) end,
+        "bad argument #2 to 'map' (a list expected, got a table with no item 1 but key 'x' (to map over a"
+        .. " table's keys or values, make a list of them))" },
+      { "imap over a table with keys only", function() pool:imap(f, { [2] = 1 }) end,
+        "bad argument #2 to 'imap' (a list expected, got a table with no item 1 but key number" },
+      { "initargs not a table (Python's initargs=(lock) with no comma)",
+        function() mproc.Pool(1, { initializer = f, initargs = 5 }) end,
+        "bad argument #2 to 'Pool' (initargs: table expected, got number)" },
+      { "initializer not a function", function() mproc.Pool{ processes = 1, initializer = 5 } end,
+        "bad argument #1 to 'Pool' (initializer: function expected, got number)" },
       { "board_size 1000", function() mproc.Pool(1, { board_size = 1000 }) end,
         "bad argument #2 to 'Pool' (board_size must be a multiple of 4096 in 4096..1099511627776, got 1000)" },
       { "apply_async(nil)", function() pool:apply_async(nil) end, "bad argument #1 to 'apply_async'" },
@@ -809,7 +843,7 @@ describe("Pool", function()
         ["mproc.Pool"] = { "apply", "apply_async", "map", "map_async", "starmap", "starmap_async",
                            "imap", "imap_unordered", "close", "terminate", "join" },
         ["mproc.AsyncResult"] = { "wait", "get", "ready", "successful", "fileno", "traceback" },
-        ["mproc.IMapIterator"] = { "close", "ready", "fileno" },
+        ["mproc.IMapIterator"] = { "close", "ready", "next", "fileno" },
       }
       local function objects()
         return { ["mproc.Pool"] = pool, ["mproc.AsyncResult"] = pool:apply_async(f),

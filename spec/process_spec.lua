@@ -93,6 +93,17 @@ describe("Process", function()
       assert.are.equal(-15, a:join())
       assert.are.equal(-9, b:join())
     end)
+
+    it("is -N after send_signal(N), Python's os.kill(p.pid, N)", function()
+      local p = mproc.Process(function() mproc.sleep(30) end):start()
+      finally(function() p:kill() p:join(10) end)   -- not left running when an assertion fails
+      assert.is_true(p:send_signal(0))
+      assert.is_true(p:send_signal(mproc.signals.SIGUSR1))
+      assert.are.equal(-mproc.signals.SIGUSR1, p:join(10))
+      assert.is_true(p:send_signal(mproc.signals.SIGKILL))   -- reaped: nothing is sent
+      assert.has_error(function() p:send_signal(1.5) end,
+        "bad argument #1 to 'send_signal' (signal number from 0 to " .. (require("mproc.core").NSIG - 1) .. " expected, got 1.5)")
+    end)
   end)
 
   it("prints an uncaught error with its traceback on the child's stderr", function()
@@ -354,7 +365,12 @@ describe("Process", function()
         "bad argument #1 to 'Process' (unnamed value in the options table; pass target = f, or call mproc.Process(f, args))" },
       { "args not named (Process{target = f, {1}})", function() mproc.Process{target = print, {1}} end,
         "unnamed value in the options table" },
-      { "a name that is not a string", function() mproc.Process{target = print, name = 1} end, "string expected" },
+      { "a name that is not a string", function() mproc.Process{target = print, name = 1} end,
+        "bad argument #1 to 'Process' (name: string expected, got number)" },
+      { "args that are not a table, named", function() mproc.Process{target = print, args = 5} end,
+        "bad argument #1 to 'Process' (args: table expected, got number)" },
+      { "daemon that is not a boolean", function() mproc.Process{target = print, daemon = 1} end,
+        "bad argument #1 to 'Process' (daemon: boolean expected, got number)" },
       { "args that are not a table", function() mproc.Process(print, "x") end, "bad argument #2 to 'Process'" },
       { "join before start", function() mproc.Process(print):join() end, "not started" },
       { "terminate before start", function() mproc.Process(print):terminate() end, "not started" },
@@ -392,7 +408,7 @@ describe("Process", function()
             __len = function() return 1 << 61 end, __index = function() return 0 end }))
         end, "bad argument #1 to 'poll' (too many descriptors)" },
     }
-    for _, m in ipairs({ "start", "join", "is_alive", "terminate", "kill", "close", "run" }) do
+    for _, m in ipairs({ "start", "join", "is_alive", "terminate", "kill", "send_signal", "close", "run" }) do
       table.insert(cases, { m .. " called with '.'", function() mproc.Process(print)[m]() end,
         "bad argument #1 to '" .. m .. "' (mproc.Process expected, got nil)" })
     end

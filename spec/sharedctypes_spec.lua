@@ -94,6 +94,19 @@ describe("Value", function()
       "get_lock: this Value was made with lock = false")
   end)
 
+  it("gives a lock with guard() in a script that never made a Lock itself", function()
+    -- the guard is the Lua layer's: get_lock():guard() is the porting
+    -- guide's `with v.get_lock():`, and a script may use no mproc.Lock
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local v, a = mproc.Value("i", 1), mproc.Array("i", 2)
+      do local _ <close> = v:get_lock():guard(); v.value = v.value + 1 end
+      do local _ <close> = a:get_lock():guard(); a[1] = 5 end
+      print(v.value, a[1])
+    ]])
+    assert.are.equal("2\t5\n", out)
+  end)
+
   it("has no other fields to set", function()
     local v = mproc.Value("i", 1)
     assert.has_error(function() v.other = 1 end, "cannot set field 'other' of a Value (only 'value')")

@@ -327,6 +327,27 @@ describe("subprocess", function()
       assert.are.same({ "A=1", "B=two words" }, lines)
     end)
 
+    it("env = mproc.environ() plus a change keeps the rest, as Python's {**os.environ, ...}", function()
+      local env = mproc.environ()
+      assert.are.equal(os.getenv("PATH"), env.PATH)
+      env.MPROC_SPEC_EXTRA = "x=y"
+      local out = subprocess.check_output({ "/usr/bin/env" }, { env = env })
+      local want = subprocess.check_output({ "/usr/bin/env" })   -- inherited
+      local got, expected = support.lines(out), support.lines(want .. "MPROC_SPEC_EXTRA=x=y\n")
+      table.sort(got)
+      table.sort(expected)
+      assert.are.same(expected, got)
+      assert.is_nil(mproc.environ().MPROC_SPEC_EXTRA)   -- a copy
+    end)
+
+    it("send_signal takes mproc.signals' numbers, as Python's signal.SIGUSR1", function()
+      local p = subprocess.Popen({ "sleep", "10" })
+      assert.is_true(p:send_signal(mproc.signals.SIGUSR1))
+      assert.are.equal(-mproc.signals.SIGUSR1, p:wait(10))
+      assert.are.equal(-mproc.signals.SIGKILL, subprocess.call({ "sh", "-c", "kill -KILL $$" }))
+      assert.are.equal(9, mproc.signals.SIGKILL)
+    end)
+
     it("umask sets the child's mask", function()
       assert.are.equal("0027\n", subprocess.check_output({ "sh", "-c", "umask" }, { umask = tonumber("027", 8) }))
     end)
@@ -845,6 +866,12 @@ describe("subprocess", function()
         "run: stdout and stderr may not be used with capture_output" },
       { function() subprocess.Popen{ "true" }:communicate("x") end,
         "communicate: cannot send input to a child whose stdin is not a pipe" },
+      { function()
+          local p = subprocess.Popen{ "true", stdin = PIPE }
+          p.stdin:close()
+          p:communicate("x")
+        end,
+        "communicate: cannot send input to a child whose stdin is not a pipe (p.stdin was closed)" },
       { function() subprocess.Popen{ "true" }:kill(true) end,
         "kill: cannot kill the group of a child that does not lead one (use start_new_session or process_group = 0)" },
     }

@@ -182,11 +182,20 @@ static int send_frame(lua_State *L, mp_conn *c, const mp_bytes *b) {
   return 1;
 }
 
-/* conn:send_bytes(s) -> true, or nil, message, errno */
+/* conn:send_bytes(s, [offset = 0], [size]) -> true, or nil, message,
+** errno: Python's send_bytes(buffer, offset, size), the size bytes of s
+** after the first offset (a byte offset, as file:seek's, not an index). */
 static int m_conn_send_bytes(lua_State *L) {
   mp_conn *c = check_stream(L);
   mp_bytes b;
-  b.p[0] = luaL_checklstring(L, 2, &b.n[0]);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  lua_Integer off = luaL_optinteger(L, 3, 0), size;
+  luaL_argcheck(L, off >= 0 && (lua_Unsigned)off <= len, 3, "offset out of range");
+  size = luaL_optinteger(L, 4, (lua_Integer)(len - (size_t)off));
+  luaL_argcheck(L, size >= 0 && (lua_Unsigned)size <= len - (size_t)off, 4, "size out of range");
+  b.p[0] = s + off;
+  b.n[0] = (size_t)size;
   b.p[1] = NULL;
   b.n[1] = 0;
   luaL_argcheck(L, c->writable, 1, "the connection is read-only");
@@ -238,17 +247,30 @@ static int take_held(lua_State *L, mp_conn *c) {
   return 1;
 }
 
-/* conn:recv_bytes() -> s, or nil, "closed", or nil, message, errno */
+/* conn:recv_bytes([maxlength]) -> s, or nil, "closed", or nil, message,
+** errno. A message longer than maxlength is kept for the next receive and
+** nil, "message too long (N bytes, maxlength M)" returned (Python raises
+** OSError and the connection is lost). */
 static int m_conn_recv_bytes(lua_State *L) {
   mp_conn *c = check_stream(L);
   luaL_Buffer b;
   const char *p;
   size_t n;
   int r;
-  if (take_held(L, c)) return 1;
-  if ((r = recv_frame(L, c, &b, &p, &n)) < 0) return -r;
-  luaL_pushresultsize(&b, n);
-  return 1;
+  lua_Integer max = luaL_optinteger(L, 2, -1);
+  luaL_argcheck(L, max >= 0 || lua_isnoneornil(L, 2), 2, "maxlength must be >= 0");
+  lua_settop(L, 1);
+  if (!take_held(L, c)) {
+    if ((r = recv_frame(L, c, &b, &p, &n)) < 0) return -r;
+    luaL_pushresultsize(&b, n);
+  }
+  n = lua_rawlen(L, -1);
+  if (max < 0 || (lua_Unsigned)n <= (lua_Unsigned)max) return 1;
+  lua_setiuservalue(L, 1, 1);
+  c->held = 1;
+  lua_pushnil(L);
+  lua_pushfstring(L, "message too long (%I bytes, maxlength %I)", (lua_Integer)n, max);
+  return 2;
 }
 
 /* conn:recv() -> v, or nil, "closed", or nil, message, errno; decoded

@@ -927,7 +927,27 @@ static int l_communicate(lua_State *L) {
   return mp_fail(L, "cannot communicate with the child");
 }
 
+/* environ() -> a new table of this process's environment, name -> value:
+** os.environ's copy for env = (Lua's os has getenv only). An entry with
+** no '=' is skipped; the first of two with the same name wins, as getenv. */
+static int l_environ(lua_State *L) {
+  char **e;
+  lua_newtable(L);
+  for (e = environ; *e; e++) {
+    const char *eq = strchr(*e, '=');
+    if (!eq || eq == *e) continue;
+    lua_pushlstring(L, *e, (size_t)(eq - *e));
+    if (lua_rawget(L, -2) != LUA_TNIL) { lua_pop(L, 1); continue; }
+    lua_pop(L, 1);
+    lua_pushlstring(L, *e, (size_t)(eq - *e));
+    lua_pushstring(L, eq + 1);
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+
 static const luaL_Reg spawn_funcs[] = {
+  {"environ", l_environ},
   {"spawn", l_spawn},
   {"communicate", l_communicate},
   {NULL, NULL}

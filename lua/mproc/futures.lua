@@ -309,9 +309,25 @@ local function check_future(fname, f, i)
   end
 end
 
+-- fs as a list: a list of Futures, or a table whose keys are Futures
+-- (Python's as_completed({executor.submit(...): url, ...}) iterates the
+-- dict's keys), its keys in pairs order.
+local function future_list(fname, fs)
+  util.check_type(fname, 1, fs, "table")
+  if rawget(fs, 1) ~= nil or next(fs) == nil then return fs end
+  local list = {}
+  for f in pairs(fs) do
+    if getmetatable(f) ~= Future then
+      util.argerror(fname, 1, ("a list of Futures or a table keyed by Futures expected, got a key that is %s")
+        :format(type(f)))
+    end
+    list[#list + 1] = f
+  end
+  return list
+end
+
 -- The waiter over fs (each future once); the executors of those pending.
 local function new_waiter(fname, fs)
-  util.check_type(fname, 1, fs, "table")
   local w = setmetatable({ set = {}, done = {}, pending = 0, failed = false }, Waiter)
   local execs, pending = {}, {}
   for i, f in ipairs(fs) do
@@ -354,6 +370,7 @@ local WAIT_OPTIONS = { timeout = true, return_when = true }
 -- wait(fs, [{timeout, return_when}]) -> done, not_done: lists, each in the
 -- order of fs.
 function M.wait(fs, opts)
+  fs = future_list("wait", fs)
   local w <close>, execs = new_waiter("wait", fs)
   util.check_type("wait", 2, opts, "table", true)
   opts = opts or {}
@@ -384,7 +401,7 @@ end
 -- future of fs once, as it completes (those done already first); raises
 -- TimeoutError when timeout passes with some not done.
 function M.as_completed(fs, timeout)
-  local w, execs = new_waiter("as_completed", fs)
+  local w, execs = new_waiter("as_completed", future_list("as_completed", fs))
   timeout = util.check_timeout("as_completed", 2, timeout)
   local deadline, i = util.deadline(timeout), 0
   local function step()
@@ -566,33 +583,81 @@ MapIterator.__close = mi.close
 local MAP_OPTIONS = { timeout = true, chunksize = true }
 
 -- The length of a list: its n when an integer (table.pack's), else #list.
-local function list_length(list)
+local function list_length(list, argn)
   local n = rawget(list, "n")
-  if math.type(n) ~= "integer" then return #list end
-  if n < 0 then util.argerror("map", 2, ("n must be >= 0, got %d"):format(n)) end
+  if math.type(n) ~= "integer" then return util.input_length("map", argn, list) end
+  if n < 0 then util.argerror("map", argn, ("n must be >= 0, got %d"):format(n)) end
   return n
 end
 
--- map(fn, list_or_iterator, [{timeout, chunksize}]) -> an iterator for a
--- generic for giving index and fn(item)'s values, in input order.
-function methods:map(fn, src, opts)
+local function check_source(n, src)
+  if type(src) ~= "table" and not util.is_callable(src) then
+    util.argerror("map", n, "table or iterator function expected, got " .. type(src))
+  end
+end
+
+-- The options table that may end map's arguments: a plain table with no
+-- item 1 and no n, after at least one input ({} is options, not a list).
+local function split_options(args)
+  local last = args[args.n]
+  if args.n >= 2 and type(last) == "table" and getmetatable(last) == nil
+    and rawget(last, 1) == nil and rawget(last, "n") == nil then
+    args.n = args.n - 1
+    return last
+  end
+  return nil
+end
+
+-- Python's map(fn, xs, ys): one source of argument lists, cut at the
+-- shortest input, and fn called with each list's values.
+local function zip(fn, args)
+  local lists, pos = {}, 0
+  for k = 1, args.n do
+    if type(args[k]) == "table" then lists[k] = list_length(args[k], k + 1) end
+  end
+  local function source()
+    pos = pos + 1
+    local item = { n = args.n }
+    for k = 1, args.n do
+      local src, v = args[k]
+      if lists[k] then
+        if pos > lists[k] then return nil end
+        v = src[pos]
+      else
+        v = src()
+        if v == nil then return nil end
+      end
+      item[k] = v
+    end
+    return item
+  end
+  return function(item) return fn(unpack(item, 1, item.n)) end, source
+end
+
+-- map(fn, list_or_iterator, ..., [{timeout, chunksize}]) -> an iterator for
+-- a generic for giving index and fn(item)'s values, in input order; with
+-- several inputs, fn(xs[i], ys[i], ...) up to the shortest, as Python's.
+function methods:map(fn, ...)
   util.check_self("map", self, Executor)
   check_open(self, "map")
   util.check_callable("map", 1, fn)
-  local list = type(src) == "table"
-  if not list and not util.is_callable(src) then
-    util.argerror("map", 2, "table or iterator function expected, got " .. type(src))
-  end
-  util.check_type("map", 3, opts, "table", true)
+  local inputs = pack(...)
+  while inputs.n > 1 and inputs[inputs.n] == nil do inputs.n = inputs.n - 1 end
+  local opts = split_options(inputs)
+  local optn = inputs.n + 2
+  for k = 1, math.max(inputs.n, 1) do check_source(k + 1, inputs[k]) end
+  local src = inputs[1]
+  if inputs.n > 1 then fn, src = zip(fn, inputs) end
   opts = opts or {}
-  util.check_options("map", 3, opts, MAP_OPTIONS)
-  local timeout = util.check_timeout("map", 3, opts.timeout)
+  util.check_options("map", optn, opts, MAP_OPTIONS)
+  local timeout = util.check_timeout("map", optn, opts.timeout)
   local chunksize = opts.chunksize or 1
   if math.type(chunksize) ~= "integer" or chunksize < 1 then
-    util.argerror("map", 3, "chunksize must be an integer >= 1")
+    util.argerror("map", optn, "chunksize must be an integer >= 1")
   end
+  local list = type(src) == "table"
   local it = setmetatable({
-    ex = self, fn = fn, src = src, list = list, n = list and list_length(src) or nil,
+    ex = self, fn = fn, src = src, list = list, n = list and list_length(src, 2) or nil,
     chunksize = chunksize, deadline = util.deadline(timeout), pos = 0,
     chunks = {}, starts = {}, head = 0, tail = 0, exhausted = false, cut = false, closed = false,
   }, MapIterator)
@@ -624,8 +689,8 @@ local function check_options(a, b)
     util.argerror("ProcessPoolExecutor", 1,
       ("max_workers must be an integer in 1..%d, got %s"):format(max, tostring(a)))
   end
-  util.check_callable("ProcessPoolExecutor", n, opts.initializer, true)
-  util.check_type("ProcessPoolExecutor", n, opts.initargs, "table", true)
+  util.check_option("ProcessPoolExecutor", n, "initializer", opts.initializer, "callable")
+  util.check_option("ProcessPoolExecutor", n, "initargs", opts.initargs, "table")
   local m = opts.max_tasks_per_child
   if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
     util.argerror("ProcessPoolExecutor", n, "max_tasks_per_child must be an integer >= 1")

@@ -19,6 +19,14 @@ M.process_cpu_count = core.process_cpu_count -- the CPUs this process may run on
 M.sleep = core.sleep
 M.time = core.time
 M.monotonic = core.monotonic
+-- mproc.environ() -> a new table of the environment (Python's os.environ,
+-- copied): to change and pass as a subprocess's env.
+M.environ = core.environ
+
+-- mproc.signals: signal numbers by name, as this platform defines them
+-- (Python's signal.SIGTERM ...), for send_signal; a copy of the core's.
+M.signals = {}
+for name, n in pairs(core.signals) do M.signals[name] = n end
 
 -- mproc.dumps(v) -> string; mproc.loads(s) -> v | nil, message: the codec
 -- Queue and Pipe use (src/codec.c).
@@ -89,6 +97,13 @@ end
 function M.wait(objects, timeout)
   util.check_type("wait", 1, objects, "table")
   timeout = util.check_timeout("wait", 2, timeout)
+  if rawget(objects, 1) == nil and next(objects) ~= nil then
+    -- a set, {[conn] = true, ...} (Python's wait takes any iterable): its
+    -- keys, in pairs order
+    local list = {}
+    for obj in pairs(objects) do list[#list + 1] = obj end
+    objects = list
+  end
   local fds, at, ended, polled = {}, {}, {}, {}
   for i, obj in ipairs(objects) do
     local fd = descriptor(obj, i)

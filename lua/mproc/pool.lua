@@ -917,7 +917,7 @@ end
 -- The length of a list: its n when an integer (table.pack's), else #list.
 local function list_length(fname, list)
   local n = rawget(list, "n")
-  if math.type(n) ~= "integer" then return #list end
+  if math.type(n) ~= "integer" then return util.input_length(fname, 2, list) end
   if n < 0 then util.argerror(fname, 2, ("n must be >= 0, got %d"):format(n)) end
   return n
 end
@@ -930,12 +930,22 @@ local function check_source(fname, src)
   end
 end
 
+-- One item of an iterator: its first value; for starmap, all its values
+-- as the argument list when it gives more than one (s:gmatch with two
+-- captures gives pairs, as Python's re.findall gives tuples).
+local function pull(src, star)
+  if not star then return (src()) end
+  local t = pack(src())
+  if t.n > 1 and t[1] ~= nil then return t end
+  return t[1]
+end
+
 -- Calls the iterator function src until it returns nil; returns the list
 -- (with n).
-local function collect(src)
+local function collect(src, star)
   local list, n = {}, 0
   while true do
-    local v = src()
+    local v = pull(src, star)
     if v == nil then list.n = n return list end
     n = n + 1
     list[n] = v
@@ -971,7 +981,7 @@ local function map_async(self, fname, f, list, chunksize, opts, kind)
   check_source(fname, list)
   chunksize = check_chunksize(fname, 3, chunksize)
   check_result_options(fname, 4, opts)
-  if type(list) ~= "table" then list = collect(list) end
+  if type(list) ~= "table" then list = collect(list, kind == STAR) end
   local n = list_length(fname, list)
   if kind == STAR then check_arg_lists(fname, list, n) end
   chunksize = chunksize or default_chunksize(self, n)
@@ -1107,7 +1117,10 @@ local function next_item(self)
   return self.cur_base + i - 1, cur[i]
 end
 
-function Imap:_step()
+-- The next item; nil at the end; nil, "timeout" when deadline (nil: none)
+-- passes first.
+function Imap:_step(deadline)
+  local pumped = false
   while true do
     local cur = self.cur
     if cur and self.cur_i < cur.n then return next_item(self) end
@@ -1122,8 +1135,11 @@ function Imap:_step()
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
       self.starts[k] = nil
     elseif self.out > 0 and self.pool._state ~= JOINED then
-      self.pool:_pump(nil)
+      local left = deadline and util.left(deadline)
+      if left == 0 and pumped then return nil, "timeout" end
+      self.pool:_pump(left)
       self.pool:_run_later()
+      pumped = true
     else -- nothing more will come: the pool ended, or took back the tasks
       error(self.cut or (self.fname .. ": the pool was joined or terminated"), 0)
     end
@@ -1152,12 +1168,19 @@ function Imap:ready()
   return (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == JOINED
 end
 
+-- next([timeout]) -> the next item as a call gives it, or nil, "timeout":
+-- Python's IMapIterator.next(timeout).
+function Imap:next(timeout)
+  util.check_self("next", self, IMapIterator)
+  return self:_step(util.deadline(util.check_timeout("next", 1, timeout)))
+end
+
 function Imap:fileno()
   util.check_self("fileno", self, IMapIterator)
   return self.pool:_fileno("fileno")
 end
 
-IMapIterator.__call = Imap._step
+IMapIterator.__call = function(self) return self:_step(nil) end
 IMapIterator.__close = Imap.close
 
 function IMapIterator.__tostring(self)
@@ -1317,8 +1340,8 @@ local function check_options(a, b)
   if a ~= nil and (math.type(a) ~= "integer" or a < 1 or a > max) then
     util.argerror("Pool", 1, ("processes must be an integer in 1..%d, got %s"):format(max, tostring(a)))
   end
-  util.check_callable("Pool", n, opts.initializer, true)
-  util.check_type("Pool", n, opts.initargs, "table", true)
+  util.check_option("Pool", n, "initializer", opts.initializer, "callable")
+  util.check_option("Pool", n, "initargs", opts.initargs, "table")
   local m = opts.maxtasksperchild
   if m ~= nil and (math.type(m) ~= "integer" or m < 1) then
     util.argerror("Pool", n, "maxtasksperchild must be an integer >= 1")

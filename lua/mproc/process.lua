@@ -107,10 +107,12 @@ local function new_from_options(opts)
         "pass target = f, or call mproc.Process(f, args)")
     end
   end
-  util.check_callable("Process", 1, opts.target, true)
-  util.check_type("Process", 1, opts.name, "string", true)
-  util.check_type("Process", 1, opts.daemon, "boolean", true)
-  util.check_type("Process", 1, opts.args, "table", true)
+  -- named, as subprocess's options are: Python's args=(x) (no comma) is
+  -- a port's args = x
+  util.check_option("Process", 1, "target", opts.target, "callable")
+  util.check_option("Process", 1, "name", opts.name, "string")
+  util.check_option("Process", 1, "daemon", opts.daemon, "boolean")
+  util.check_option("Process", 1, "args", opts.args, "table")
   return make(opts.target, opts.args, opts.name, opts.daemon)
 end
 
@@ -251,6 +253,17 @@ end
 
 function methods:terminate() return signal(self, "terminate", SIGTERM) end
 function methods:kill() return signal(self, "kill", SIGKILL) end
+
+-- send_signal(sig): Python's os.kill(p.pid, sig), which Lua lacks, through
+-- the handle (a pidfd), so a pid reused by now is never signalled.
+function methods:send_signal(sig)
+  if math.type(sig) ~= "integer" or sig < 0 or sig >= core.NSIG then
+    util.check_self("send_signal", self, Process)
+    local got = type(sig) == "number" and tostring(sig) or sig == nil and "no value" or type(sig)
+    util.argerror("send_signal", 1, ("signal number from 0 to %d expected, got %s"):format(core.NSIG - 1, got))
+  end
+  return signal(self, "send_signal", sig)
+end
 
 -- Releases the sentinel. Raises while the child still runs, as Python does.
 function methods:close()

@@ -2,6 +2,7 @@
 -- as multiprocessing.Value and multiprocessing.Array.
 local core = require "mproc.core"
 local util = require "mproc.util"
+require "mproc.sync"   -- get_lock()'s lock has guard() even when required alone
 
 local M = {}
 

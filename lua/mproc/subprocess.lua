@@ -360,7 +360,8 @@ local function communicate(self, input, timeout)
   local st = self._comm
   if not st then
     if input and not open_file(self.stdin) then
-      util.misuse("communicate: cannot send input to a child whose stdin is not a pipe")
+      util.misuse("communicate: cannot send input to a child whose stdin is not a pipe"
+        .. (self.stdin and " (p.stdin was closed)" or ""))
     end
     st = { stdin = self.stdin, input = input, pos = 0, stdout = self.stdout, stderr = self.stderr }
     self._comm = st

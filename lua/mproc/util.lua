@@ -72,6 +72,33 @@ function M.check_callable(fname, n, v, optional)
   return v
 end
 
+-- #list of a map's input list. A table with no item 1 but other keys
+-- raises: Python's pool.map(f, d) maps a dict's keys, and an empty result
+-- would hide the mistake.
+function M.input_length(fname, n, list)
+  local len = #list
+  if len > 0 or getmetatable(list) ~= nil then return len end
+  local k = next(list)
+  if k ~= nil then
+    M.argerror(fname, n, ("a list expected, got a table with no item 1 but key %s (to map over a table's"
+      .. " keys or values, make a list of them)"):format(type(k) == "string" and ("'" .. k .. "'") or type(k)))
+  end
+  return 0
+end
+
+-- An option's value: nil, or of type want ("callable": a function or a
+-- callable table); the message names the option, as in
+-- "bad argument #1 to 'Pool' (initargs: table expected, got number)".
+function M.check_option(fname, n, name, v, want)
+  if v == nil then return v end
+  local ok = want == "callable" and M.is_callable(v) or type(v) == want
+  if not ok then
+    M.argerror(fname, n, ("%s: %s expected, got %s")
+      :format(name, want == "callable" and "function" or want, type(v)))
+  end
+  return v
+end
+
 -- Raises unless lock is an open mproc.Lock or mproc.RLock; for a value of
 -- another type the message is expected followed by the value's type.
 function M.check_lock(fname, n, lock, expected)
