@@ -4,6 +4,9 @@
 local mproc = require "mproc"
 local support = require "support"
 
+local has_luv = pcall(require, "luv")
+local has_cqueues = pcall(require, "cqueues")
+
 -- Whether fd is readable now.
 local function readable(fd)
   return #require("mproc.core").poll({ fd }, 0) == 1
@@ -93,6 +96,86 @@ describe("mproc.wait", function()
   end)
 end)
 
+describe("a Pool's descriptor", function()
+  if support.PORTABLE then return end   -- no epoll: fileno() gives nil there
+
+  -- What an event loop's handler does: asks each result in turn. The pump
+  -- one ask makes takes in results of others already asked (b's here).
+  it("stays readable for a result another ask took in after its own ask", function()
+    local pool <close> = mproc.Pool(2)
+    local b = pool:apply_async(function() mproc.sleep(0.3) return "b" end)
+    local a = pool:apply_async(mproc.sleep, { 30 })
+    local fd = b:fileno()
+    assert.is_false(b:ready())
+    assert.are.equal(1, #mproc.wait({ fd }, 10))   -- b's result is in the pipe
+    assert.is_false(a:ready())                     -- this ask takes it in
+    assert.is_true(readable(fd), "a wake-up was lost: b is ready and nothing will come")
+    assert.is_true(b:ready())
+    assert.is_false(readable(fd), "readable with nothing new: a loop would spin")
+    pool:terminate()
+  end)
+
+  it("does the same for futures and imap iterators", function()
+    local futures = require "mproc.futures"
+    local ex <close> = futures.ProcessPoolExecutor(2)
+    local go = mproc.Event()
+    finally(function() go:set() end)   -- the executor's end waits for a
+    local b = ex:submit(function() mproc.sleep(0.3) return "b" end)
+    local a = ex:submit(function(e) e:wait(30) end, go)
+    local fd = b:fileno()
+    assert.is_false(b:done())
+    assert.are.equal(1, #mproc.wait({ fd }, 10))
+    assert.is_false(a:done())
+    assert.is_true(readable(fd), "a future's wake-up was lost")
+    assert.is_true(b:done())
+    assert.is_false(readable(fd))
+    go:set()
+    assert.is_nil(a:result(10))
+
+    local pool <close> = mproc.Pool(2)
+    local it = pool:imap_unordered(function(x) mproc.sleep(x) return x end, { 0.3 })
+    local slow = pool:apply_async(mproc.sleep, { 30 })
+    fd = it:fileno()
+    assert.is_false(it:ready())
+    assert.are.equal(1, #mproc.wait({ fd }, 10))
+    assert.is_false(slow:ready())
+    assert.is_true(readable(fd), "an imap iterator's wake-up was lost")
+    assert.is_true(it:ready())
+    assert.are.same({ 1, 0.3 }, { it() })
+    assert.is_false(readable(fd))
+    pool:terminate()
+  end)
+
+  it("wakes a luv loop for every result of thousands, asked in any order", function()
+    if not has_luv then pending("lua-luv is not installed") return end
+    local uv = require "luv"
+    local pool <close> = mproc.Pool(2)
+    local n, left, res = 5000, 5000, {}
+    for i = 1, n do res[i] = pool:apply_async(function(x) return x end, { i }) end
+    local h, wakes = uv.new_poll(res[1]:fileno()), 0
+    local timer = uv.new_timer()
+    uv.update_time()   -- luv's clock stands still outside uv.run
+    timer:start(30000, 0, function() h:stop(); timer:stop() end)   -- a lost wake-up ends the loop
+    local failed
+    h:start("r", function()
+      wakes = wakes + 1
+      local ok, err = pcall(function()
+        for i, r in pairs(res) do
+          if r:ready() then assert(r:get() == i); res[i] = nil; left = left - 1 end
+        end
+      end)
+      if not ok then failed = err end
+      if left == 0 or failed then h:stop(); timer:stop() end
+    end)
+    local cpu0 = os.clock()
+    uv.run()
+    h:close(); timer:close(); uv.run("nowait")
+    assert.is_nil(failed)
+    assert.are.equal(0, left)
+    assert.is_true(os.clock() - cpu0 < 10, "the loop spun")
+  end)
+end)
+
 describe("mproc.read_nowait", function()
   it("gives what a pipe holds now, '' when nothing yet, nil at its end", function()
     local sp = require "mproc.subprocess"
@@ -113,8 +196,6 @@ describe("mproc.read_nowait", function()
   end)
 end)
 
-local has_luv = pcall(require, "luv")
-local has_cqueues = pcall(require, "cqueues")
 
 -- Runs an examples/eventloop script: everything it waits for arrives, and
 -- the parent's CPU time while it waits stays near zero (no busy loop).

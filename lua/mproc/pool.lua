@@ -338,8 +338,12 @@ end
 -- mproc.futures' Future (through jobs.define).  The pool calls
 -- deliver(job, part, r) once for each task of the job when its result is
 -- in, never for a task taken back: r is {true, values..., n = k} or a
--- failure, whose error value and traceback failure(r) gives.  Nothing
--- else is asked of a job, and nothing of it is on its users' methods.
+-- failure, whose error value and traceback failure(r) gives.  deliver
+-- returns true when the job's user is told by a callback; else the job is
+-- "unseen" until its class calls pool:_seen(job) from the method that
+-- tells its user (ready(), done() ...): the pool's descriptor stays
+-- readable meanwhile.  Nothing else is asked of a job, and nothing of it
+-- is on its users' methods.
 
 local deliverers = {}   -- job class -> its deliver function
 
@@ -371,10 +375,16 @@ local function new_result(pool, parts, opts)
   return self
 end
 
+-- Whether a callback tells the result's user (see define_job).
+local function told(self)
+  return self._callback ~= nil or self._error_callback ~= nil
+end
+
 local function fail_result(self, err, traceback)
-  if self._ready then return end
+  if self._ready then return told(self) end
   self._ready, self._ok, self._err, self._tb = true, false, err, traceback
   if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
+  return told(self)
 end
 
 local function result_values(self)
@@ -385,7 +395,7 @@ end
 -- A part of the job finished: r is the worker's packed {ok, ...}, or a
 -- map chunk's items as bytes (see encode_items).
 local function deliver_result(self, idx, r)
-  if self._ready then return end
+  if self._ready then return told(self) end
   if type(r) == "string" then
     local ok, err = core.loads_into(r, self._value, self._starts[idx])
     if not ok then return fail_result(self, "cannot decode a task's result: " .. err) end
@@ -399,6 +409,7 @@ local function deliver_result(self, idx, r)
     self._ready, self._ok = true, true
     if self._callback then self._pool:_later(self._callback, result_values(self)) end
   end
+  return told(self)
 end
 
 define_job(AsyncResult, deliver_result)
@@ -412,6 +423,7 @@ local function wait(self, timeout)
     pool:_pump(left)
     if left == 0 then break end
   end
+  pool:_seen(self)
   pool:_run_later()
   return self._ready
 end
@@ -442,6 +454,7 @@ end
 function ar:ready()
   util.check_self("ready", self, AsyncResult)
   if not self._ready then self._pool:_pump(0) end
+  self._pool:_seen(self)
   return self._ready
 end
 
@@ -668,7 +681,24 @@ function methods:_finish(id, r)
   local job, idx = self._job[id], self._part[id]
   if not job then return end
   self:_forget(id)
-  deliver(job, idx, r)
+  if not deliver(job, idx, r) then self._unseen[job] = true end
+end
+
+-- The descriptor's promise to a loop (see board:again): readable while a
+-- job was delivered to that no one has asked about since.
+function methods:_tell_again()
+  local on = next(self._unseen) ~= nil
+  if on ~= self._again then
+    self._again = on
+    self._board:again(on)
+  end
+end
+
+-- job's user has been told where it stands (see define_job).
+function methods:_seen(job)
+  if self._unseen[job] == nil then return end
+  self._unseen[job] = nil
+  if self._state ~= JOINED then self:_tell_again() end
 end
 
 -- Finishes the results in the inbox, {id, r, ...}, which board:collect
@@ -706,6 +736,7 @@ function methods:_pump(timeout)
     end
   end
   if self._pending.tail >= self._pending.head then self:_feed() end
+  self:_tell_again()
 end
 
 -- Callbacks run after results are in, one at a time: one that raises
@@ -1086,9 +1117,13 @@ function Imap:_step()
     self.cur = nil
     if self.closed then util.misuse(self.fname .. ": the iterator is closed") end
     self:_fill(IMAP_AHEAD)
-    if self.exhausted and self.consumed == self.submitted then return nil end
+    if self.exhausted and self.consumed == self.submitted then
+      self.pool:_seen(self)
+      return nil
+    end
     local r, k = self:_take_done()
     if r then
+      if next(self.done) == nil then self.pool:_seen(self) end   -- none more to tell of
       self.consumed = self.consumed + 1
       if not r[1] then error((failure(r)), 0) end
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
@@ -1109,6 +1144,7 @@ function Imap:close()
   if self.closed then return end
   self.closed, self.cur, self.done = true, nil, {}
   self:_abandon("closed")
+  self.pool:_seen(self)
 end
 
 -- ready() -> whether the next call gives an item (or ends or raises)
@@ -1121,7 +1157,11 @@ function Imap:ready()
   self:_fill(IMAP_AHEAD)
   self.pool:_pump(0)
   local k = self.ordered and self.consumed + 1 or next(self.done)
-  return (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == JOINED
+  local ready = (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == JOINED
+  -- told only once it says no: a loop that takes one item a wake-up is
+  -- woken again for the rest
+  if not ready then self.pool:_seen(self) end
+  return ready
 end
 
 function Imap:fileno()
@@ -1322,13 +1362,16 @@ local function new(_, a, b)
   --              FIFO of {id, head, body, count} not on the board yet),
   --              _inbox ({id, r, ...} taken in and not finished: _dispatch)
   --   jobs       _imaps (the imap iterators that may still pull input),
-  --              _later_q (a FIFO of callbacks to run, each packed)
+  --              _later_q (a FIFO of callbacks to run, each packed),
+  --              _unseen (jobs delivered to and not asked about since: the
+  --              descriptor stays readable; _again: whether it is so)
   local self = setmetatable({
     _processes = processes, _board = board, _workers = {}, _state = RUN,
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
     _nextid = 0, _nout = 0, _job = {}, _part = {}, _keepf = {}, _keepa = {}, _imaps = setmetatable({}, WEAK_KEYS),
     _pending = fifo(), _later_q = fifo(), _inbox = {}, _room = board:room(),
+    _unseen = setmetatable({}, WEAK_KEYS), _again = false,
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
   return self
@@ -1388,6 +1431,12 @@ end
 function jobs.pump(pool, timeout)
   pool:_pump(timeout)
   pool:_run_later()
+end
+
+-- The job's user has been told where it stands: the pool's descriptor need
+-- not stay readable for it (see define_job).
+function jobs.seen(pool, job)
+  pool:_seen(job)
 end
 
 -- Queues f(...) to run after the results being delivered (a callback).
