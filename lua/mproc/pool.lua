@@ -685,7 +685,9 @@ function methods:_finish(id, r)
 end
 
 -- The descriptor's promise to a loop (see board:again): readable while a
--- job was delivered to that no one has asked about since.
+-- job was delivered to that no one has asked about since. Kept once a
+-- loop asked for the descriptor (_watched): a pool no loop watches makes
+-- no system call for it.
 function methods:_tell_again()
   local on = next(self._unseen) ~= nil
   if on ~= self._again then
@@ -696,9 +698,10 @@ end
 
 -- job's user has been told where it stands (see define_job).
 function methods:_seen(job)
-  if self._unseen[job] == nil then return end
-  self._unseen[job] = nil
-  if self._state ~= JOINED then self:_tell_again() end
+  local unseen = self._unseen
+  if unseen[job] == nil then return end
+  unseen[job] = nil
+  if self._watched and self._state ~= JOINED then self:_tell_again() end
 end
 
 -- Finishes the results in the inbox, {id, r, ...}, which board:collect
@@ -715,7 +718,17 @@ end
 
 function methods:_fileno(fname)
   if self._state == JOINED then util.misuse(fname .. ": the pool was joined or terminated") end
-  return self._board:fileno()
+  return self:_watch()
+end
+
+-- The descriptor for loops, made on first use (see _tell_again).
+function methods:_watch()
+  local fd, err, code = self._board:fileno()
+  if fd and not self._watched then
+    self._watched = true
+    self:_tell_again()
+  end
+  return fd, err, code
 end
 
 -- Collects what is ready, waiting up to timeout (nil: until something is).
@@ -736,7 +749,7 @@ function methods:_pump(timeout)
     end
   end
   if self._pending.tail >= self._pending.head then self:_feed() end
-  self:_tell_again()
+  if self._watched then self:_tell_again() end
 end
 
 -- Callbacks run after results are in, one at a time: one that raises
@@ -1364,7 +1377,8 @@ local function new(_, a, b)
   --   jobs       _imaps (the imap iterators that may still pull input),
   --              _later_q (a FIFO of callbacks to run, each packed),
   --              _unseen (jobs delivered to and not asked about since: the
-  --              descriptor stays readable; _again: whether it is so)
+  --              descriptor stays readable; _again: whether it is so,
+  --              _watched: whether a loop asked for it)
   local self = setmetatable({
     _processes = processes, _board = board, _workers = {}, _state = RUN,
     _owner = core.getpid(), _initializer = opts.initializer,
@@ -1455,7 +1469,7 @@ end
 -- false once the pool is joined; nil, message where there is none.
 function jobs.fileno(pool)
   if pool._state == JOINED then return false end
-  return pool._board:fileno()
+  return pool:_watch()
 end
 
 M.jobs = jobs
