@@ -35,6 +35,21 @@ describe("Queue:fileno()", function()
     end
   end)
 
+  it("is answered by get_nowait on all three kinds: a spurious wake-up never blocks", function()
+    for _, make in ipairs({ mproc.Queue, mproc.JoinableQueue, mproc.SimpleQueue }) do
+      local q = make()
+      local fd = q:fileno()
+      local p = mproc.Process(function() q:put("x") end):start()
+      assert.are.equal(1, #mproc.wait({ fd }, 10))
+      local c = mproc.Process(function() q:get() end):start()   -- another consumer takes it
+      assert.are.equal(0, c:join(10))
+      p:join()
+      assert.are.same({ nil, "empty" }, { q:get_nowait() })
+      q:put(nil)
+      assert.are.same({ n = 1 }, table.pack(q:get_nowait()))
+    end
+  end)
+
   it("stays valid when the processes that put and got are gone", function()
     local q = mproc.Queue()
     local fd = q:fileno()
