@@ -227,7 +227,7 @@ end
 function fut:done()
   util.check_self("done", self, Future)
   if not settled(self) then pump(self._ex, 0) end
-  jobs.seen(self._ex._pool, self)
+  jobs.seen(self._ex._pool, self, not settled(self))
   return settled(self)
 end
 

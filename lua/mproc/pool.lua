@@ -423,7 +423,7 @@ local function wait(self, timeout)
     pool:_pump(left)
     if left == 0 then break end
   end
-  pool:_seen(self)
+  pool:_seen(self, not self._ready)
   pool:_run_later()
   return self._ready
 end
@@ -454,7 +454,7 @@ end
 function ar:ready()
   util.check_self("ready", self, AsyncResult)
   if not self._ready then self._pool:_pump(0) end
-  self._pool:_seen(self)
+  self._pool:_seen(self, not self._ready)
   return self._ready
 end
 
@@ -681,13 +681,18 @@ function methods:_finish(id, r)
   local job, idx = self._job[id], self._part[id]
   if not job then return end
   self:_forget(id)
-  if not deliver(job, idx, r) then self._unseen[job] = true end
+  if not deliver(job, idx, r) then
+    local gen = self._asks
+    self._unseen[job] = gen
+    if gen < self._oldest then self._oldest = gen end
+  end
 end
 
 -- The descriptor's promise to a loop (see board:again): readable while a
--- job was delivered to that no one has asked about since. Kept once a
--- loop asked for the descriptor (_watched): a pool no loop watches makes
--- no system call for it.
+-- job was delivered to that no one has asked about since, so that a loop
+-- asking its jobs in turn is woken again for one a later ask took in.
+-- Kept once a loop asked for the descriptor (_watched): a pool no loop
+-- watches makes no system call for it.
 function methods:_tell_again()
   local on = next(self._unseen) ~= nil
   if on ~= self._again then
@@ -696,12 +701,36 @@ function methods:_tell_again()
   end
 end
 
--- job's user has been told where it stands (see define_job).
-function methods:_seen(job)
+-- Forgets the unseen jobs delivered before ask number gen: a job found
+-- not ready at gen was found so again, so the loop has been round all it
+-- waits for (woken in between), and a job it did not ask about then is
+-- one no one waits for (a result dropped unasked): it must not keep the
+-- descriptor readable.
+function methods:_age(gen)
+  local oldest = math.huge
+  for job, at in pairs(self._unseen) do
+    if at < gen then self._unseen[job] = nil
+    elseif at < oldest then oldest = at end
+  end
+  self._oldest = oldest
+end
+
+-- job's user has been told where it stands (see define_job); waiting:
+-- it was found not ready (what ages the others, see _age).
+function methods:_seen(job, waiting)
   local unseen = self._unseen
-  if unseen[job] == nil then return end
+  local was = unseen[job]
   unseen[job] = nil
-  if self._watched and self._state ~= JOINED then self:_tell_again() end
+  if not self._watched then return end
+  if not waiting then
+    if was ~= nil and self._state ~= JOINED then self:_tell_again() end
+    return
+  end
+  local gen, asked = self._asks + 1, self._asked
+  local prev = asked[job]
+  self._asks, asked[job] = gen, gen
+  if prev and prev > self._oldest then self:_age(prev) elseif was == nil then return end
+  if self._state ~= JOINED then self:_tell_again() end
 end
 
 -- Finishes the results in the inbox, {id, r, ...}, which board:collect
@@ -1173,7 +1202,7 @@ function Imap:ready()
   local ready = (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == JOINED
   -- told only once it says no: a loop that takes one item a wake-up is
   -- woken again for the rest
-  if not ready then self.pool:_seen(self) end
+  if not ready then self.pool:_seen(self, true) end
   return ready
 end
 
@@ -1376,9 +1405,11 @@ local function new(_, a, b)
   --              _inbox ({id, r, ...} taken in and not finished: _dispatch)
   --   jobs       _imaps (the imap iterators that may still pull input),
   --              _later_q (a FIFO of callbacks to run, each packed),
-  --              _unseen (jobs delivered to and not asked about since: the
-  --              descriptor stays readable; _again: whether it is so,
-  --              _watched: whether a loop asked for it)
+  --              _unseen (job -> _asks when it was delivered to, not asked
+  --              about since: the descriptor stays readable; _again:
+  --              whether it is so, _watched: whether a loop asked for it,
+  --              _asks: asks counted once watched, _asked: job -> its last
+  --              ask, _oldest: at most the least of _unseen, see _age)
   local self = setmetatable({
     _processes = processes, _board = board, _workers = {}, _state = RUN,
     _owner = core.getpid(), _initializer = opts.initializer,
@@ -1386,6 +1417,7 @@ local function new(_, a, b)
     _nextid = 0, _nout = 0, _job = {}, _part = {}, _keepf = {}, _keepa = {}, _imaps = setmetatable({}, WEAK_KEYS),
     _pending = fifo(), _later_q = fifo(), _inbox = {}, _room = board:room(),
     _unseen = setmetatable({}, WEAK_KEYS), _again = false,
+    _asks = 0, _asked = setmetatable({}, WEAK_KEYS), _oldest = math.huge,
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
   return self
@@ -1447,10 +1479,10 @@ function jobs.pump(pool, timeout)
   pool:_run_later()
 end
 
--- The job's user has been told where it stands: the pool's descriptor need
--- not stay readable for it (see define_job).
-function jobs.seen(pool, job)
-  pool:_seen(job)
+-- The job's user has been told where it stands (waiting: it is not done):
+-- the pool's descriptor need not stay readable for it (see define_job).
+function jobs.seen(pool, job, waiting)
+  pool:_seen(job, waiting)
 end
 
 -- Queues f(...) to run after the results being delivered (a callback).
