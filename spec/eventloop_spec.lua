@@ -282,6 +282,40 @@ describe("with luv", function()
 end)
 
 describe("with cqueues", function()
+  it("wakes coroutines that wait on one pool's descriptor, each for its own results", function()
+    if not has_cqueues then pending("lua-cqueues is not installed") return end
+    local cqueues = require "cqueues"
+    local futures = require "mproc.futures"
+    local function readable_by(fd) return { pollfd = function() return fd end, events = function() return "r" end } end
+    local pool <close> = mproc.Pool(2)
+    local ex <close> = futures.ProcessPoolExecutor(2)
+    local n, res, fs, done = 2000, {}, {}, 0
+    for i = 1, n do res[i] = pool:apply_async(function(x) return 2 * x end, { i }) end
+    for i = 1, n // 4 do fs[i] = ex:submit(function(x) return -x end, i) end
+    local loop = cqueues.new()
+    for k = 1, 4 do   -- each takes its results in order, sleeping until the next is ready
+      loop:wrap(function()
+        for i = k, n, 4 do
+          while not res[i]:ready() do cqueues.poll(readable_by(res[i]:fileno())) end
+          assert(res[i]:get() == 2 * i)
+        end
+        done = done + 1
+      end)
+    end
+    loop:wrap(function()   -- futures, last first
+      for i = #fs, 1, -1 do
+        while not fs[i]:done() do cqueues.poll(readable_by(fs[i]:fileno())) end
+        assert(fs[i]:result() == -i)
+      end
+      done = done + 1
+    end)
+    local cpu0 = os.clock()
+    assert(loop:loop(60))
+    assert.are.equal(5, done)   -- not 5: a coroutine still slept when the 60 s were over
+    assert.is_true(os.clock() - cpu0 < 10, "the loop spun")
+  end)
+
+
   it("runs examples/eventloop/cqueues.lua: everything arrives, the parent idles", function()
     if not has_cqueues then pending("lua-cqueues is not installed") return end
     if support.PORTABLE then return pending("not in the portable build: the example watches a Pool's epoll descriptor") end
