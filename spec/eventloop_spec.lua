@@ -4,6 +4,9 @@
 local mproc = require "mproc"
 local support = require "support"
 
+local has_luv = pcall(require, "luv")
+local has_cqueues = pcall(require, "cqueues")
+
 -- Whether fd is readable now.
 local function readable(fd)
   return #require("mproc.core").poll({ fd }, 0) == 1
@@ -29,6 +32,21 @@ describe("Queue:fileno()", function()
       local q = make()
       q:put("x")
       assert.is_true(readable(q:fileno()))
+    end
+  end)
+
+  it("is answered by get_nowait on all three kinds: a spurious wake-up never blocks", function()
+    for _, make in ipairs({ mproc.Queue, mproc.JoinableQueue, mproc.SimpleQueue }) do
+      local q = make()
+      local fd = q:fileno()
+      local p = mproc.Process(function() q:put("x") end):start()
+      assert.are.equal(1, #mproc.wait({ fd }, 10))
+      local c = mproc.Process(function() q:get() end):start()   -- another consumer takes it
+      assert.are.equal(0, c:join(10))
+      p:join()
+      assert.are.same({ nil, "empty" }, { q:get_nowait() })
+      q:put(nil)
+      assert.are.same({ n = 1 }, table.pack(q:get_nowait()))
     end
   end)
 
@@ -103,6 +121,113 @@ describe("mproc.wait", function()
   end)
 end)
 
+describe("a Pool's descriptor", function()
+  if support.PORTABLE then return end   -- no epoll: fileno() gives nil there
+
+  -- What an event loop's handler does: asks each result in turn. The pump
+  -- one ask makes takes in results of others already asked (b's here).
+  it("stays readable for a result another ask took in after its own ask", function()
+    local pool <close> = mproc.Pool(2)
+    local b = pool:apply_async(function() mproc.sleep(0.3) return "b" end)
+    local a = pool:apply_async(mproc.sleep, { 30 })
+    local fd = b:fileno()
+    assert.is_false(b:ready())
+    assert.are.equal(1, #mproc.wait({ fd }, 10))   -- b's result is in the pipe
+    assert.is_false(a:ready())                     -- this ask takes it in
+    assert.is_true(readable(fd), "a wake-up was lost: b is ready and nothing will come")
+    assert.is_true(b:ready())
+    assert.is_false(readable(fd), "readable with nothing new: a loop would spin")
+    pool:terminate()
+  end)
+
+  it("does the same for futures and imap iterators", function()
+    local futures = require "mproc.futures"
+    local ex <close> = futures.ProcessPoolExecutor(2)
+    local go = mproc.Event()
+    finally(function() go:set() end)   -- the executor's end waits for a
+    local b = ex:submit(function() mproc.sleep(0.3) return "b" end)
+    local a = ex:submit(function(e) e:wait(30) end, go)
+    local fd = b:fileno()
+    assert.is_false(b:done())
+    assert.are.equal(1, #mproc.wait({ fd }, 10))
+    assert.is_false(a:done())
+    assert.is_true(readable(fd), "a future's wake-up was lost")
+    assert.is_true(b:done())
+    assert.is_false(readable(fd))
+    go:set()
+    assert.is_nil(a:result(10))
+
+    local pool <close> = mproc.Pool(2)
+    local it = pool:imap_unordered(function(x) mproc.sleep(x) return x end, { 0.3 })
+    local slow = pool:apply_async(mproc.sleep, { 30 })
+    fd = it:fileno()
+    assert.is_false(it:ready())
+    assert.are.equal(1, #mproc.wait({ fd }, 10))
+    assert.is_false(slow:ready())
+    assert.is_true(readable(fd), "an imap iterator's wake-up was lost")
+    assert.is_true(it:ready())
+    assert.are.same({ 1, 0.3 }, { it() })
+    assert.is_false(readable(fd))
+    pool:terminate()
+  end)
+
+  it("does not stay readable for a result no one will ask about (no busy loop)", function()
+    local pool <close> = mproc.Pool(2)
+    local go = mproc.Event()
+    local mine = pool:apply_async(function(e) e:wait(30) end, { go })
+    local fd = mine:fileno()
+    pool:apply_async(function() return "dropped" end)   -- fire and forget
+    collectgarbage("stop")   -- the dropped result stays in memory, as in a loop that allocates little
+    finally(function() collectgarbage("restart") end)
+    local wakes = 0
+    for _ = 1, 100 do   -- what a loop does: wait, ask its own result
+      if #mproc.wait({ fd }, 0.2) == 0 then break end
+      wakes = wakes + 1
+      if mine:ready() then break end
+    end
+    go:set()   -- before asserting: the pool's end waits for its worker
+    assert.is_true(wakes <= 3, wakes .. " wake-ups for one result no one asks about")
+    assert.is_true(mine:wait(10))
+  end)
+
+  it("wakes a luv loop for every result of thousands, with an imap beside them", function()
+    if not has_luv then pending("lua-luv is not installed") return end
+    local uv = require "luv"
+    local pool <close> = mproc.Pool(2)
+    local n, left, res = 5000, 5000, {}
+    for i = 1, n do res[i] = pool:apply_async(function(x) return x end, { i }) end
+    local items = {}
+    for i = 1, n do items[i] = i end
+    local it, got = pool:imap(function(x) return -x end, items), 0
+    local h, wakes = uv.new_poll(res[1]:fileno()), 0
+    local timer = uv.new_timer()
+    uv.update_time()   -- luv's clock stands still outside uv.run
+    timer:start(30000, 0, function() h:stop(); timer:stop() end)   -- a lost wake-up ends the loop
+    local failed
+    h:start("r", function()
+      wakes = wakes + 1
+      local ok, err = pcall(function()
+        for i, r in pairs(res) do
+          if r:ready() then assert(r:get() == i); res[i] = nil; left = left - 1 end
+        end
+        while got < n and it:ready() do   -- each step asks the iterator again
+          local k, v = it()
+          assert(k == got + 1 and v == -k)
+          got = k
+        end
+      end)
+      if not ok then failed = err end
+      if (left == 0 and got == n) or failed then h:stop(); timer:stop() end
+    end)
+    local cpu0 = os.clock()
+    uv.run()
+    h:close(); timer:close(); uv.run("nowait")
+    assert.is_nil(failed)
+    assert.are.same({ 0, n }, { left, got })
+    assert.is_true(os.clock() - cpu0 < 10, "the loop spun")
+  end)
+end)
+
 describe("mproc.read_nowait", function()
   it("gives what a pipe holds now, '' when nothing yet, nil at its end", function()
     local sp = require "mproc.subprocess"
@@ -123,8 +248,6 @@ describe("mproc.read_nowait", function()
   end)
 end)
 
-local has_luv = pcall(require, "luv")
-local has_cqueues = pcall(require, "cqueues")
 
 -- Runs an examples/eventloop script: everything it waits for arrives, and
 -- the parent's CPU time while it waits stays near zero (no busy loop).
@@ -169,6 +292,41 @@ describe("with luv", function()
 end)
 
 describe("with cqueues", function()
+  it("wakes coroutines that wait on one pool's descriptor, each for its own results", function()
+    if not has_cqueues then pending("lua-cqueues is not installed") return end
+    if support.PORTABLE then return pending("not in the portable build: a Pool's results descriptor is an epoll descriptor") end
+    local cqueues = require "cqueues"
+    local futures = require "mproc.futures"
+    local function readable_by(fd) return { pollfd = function() return fd end, events = function() return "r" end } end
+    local pool <close> = mproc.Pool(2)
+    local ex <close> = futures.ProcessPoolExecutor(2)
+    local n, res, fs, done = 2000, {}, {}, 0
+    for i = 1, n do res[i] = pool:apply_async(function(x) return 2 * x end, { i }) end
+    for i = 1, n // 4 do fs[i] = ex:submit(function(x) return -x end, i) end
+    local loop = cqueues.new()
+    for k = 1, 4 do   -- each takes its results in order, sleeping until the next is ready
+      loop:wrap(function()
+        for i = k, n, 4 do
+          while not res[i]:ready() do cqueues.poll(readable_by(res[i]:fileno())) end
+          assert(res[i]:get() == 2 * i)
+        end
+        done = done + 1
+      end)
+    end
+    loop:wrap(function()   -- futures, last first
+      for i = #fs, 1, -1 do
+        while not fs[i]:done() do cqueues.poll(readable_by(fs[i]:fileno())) end
+        assert(fs[i]:result() == -i)
+      end
+      done = done + 1
+    end)
+    local cpu0 = os.clock()
+    assert(loop:loop(60))
+    assert.are.equal(5, done)   -- not 5: a coroutine still slept when the 60 s were over
+    assert.is_true(os.clock() - cpu0 < 10, "the loop spun")
+  end)
+
+
   it("runs examples/eventloop/cqueues.lua: everything arrives, the parent idles", function()
     if not has_cqueues then pending("lua-cqueues is not installed") return end
     if support.PORTABLE then return pending("not in the portable build: the example watches a Pool's epoll descriptor") end

@@ -140,6 +140,8 @@ typedef struct {
   int nworkers;
   pid_t parent;
   int watch;                       /* fileno()'s descriptor, -1: none yet */
+  mp_notifier again;               /* in watch: results taken in, not asked about */
+  int again_on;                    /* whether again is signalled */
   board_worker *w;
 } board;
 
@@ -173,6 +175,7 @@ static int m_board_close(lua_State *L) {
   free(b->freelist);
   b->freelist = NULL;
   close_fd(&b->watch);
+  mp_notifier_close(&b->again);
   if (b->sh) { mp_shm_free(b->sh, b->maplen); b->sh = NULL; }
   return 0;
 }
@@ -222,7 +225,7 @@ static int l_board_new(lua_State *L) {
                 "data size must be a multiple of 4096");
   b = (board *)lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
-  b->watch = -1;
+  b->watch = b->again.rfd = b->again.wfd = -1;
   b->parent = getpid();
   luaL_setmetatable(L, BOARD_MT);
   if (board_alloc(b, (int)nw, (uint32_t)ns, (size_t)ds) < 0)
@@ -410,14 +413,22 @@ static int m_board_drop_worker(lua_State *L) {
   return 0;
 }
 
-/* board:fileno() -> a descriptor readable when a worker has sent results
-** or ended (made on first use, in the parent), or nil, message, errno */
+/* board:fileno() -> a descriptor readable when a worker has sent
+** results or ended, or while the pool holds results no one has asked about
+** since they came (board:again), made on first use, in the parent; nil,
+** message, errno when it cannot be made */
 static int m_board_fileno(lua_State *L) {
   board *b = check_board(L);
   int i;
   if (b->watch < 0) {
     if ((b->watch = watch_open()) < 0)
       return mp_fail(L, "cannot make a descriptor for the pool's results");
+    if (mp_notifier_open(&b->again) < 0) {
+      close_fd(&b->watch);
+      return mp_fail(L, "cannot make a descriptor for the pool's results");
+    }
+    watch_fd(b->watch, b->again.rfd, 1);
+    if (b->again_on) mp_notifier_signal(&b->again);
     for (i = 0; i < b->nworkers; i++) {
       if (b->w[i].sentinel < 0) continue;   /* not started */
       watch_fd(b->watch, b->w[i].rfd, 1);
@@ -426,6 +437,21 @@ static int m_board_fileno(lua_State *L) {
   }
   lua_pushinteger(L, b->watch);
   return 1;
+}
+
+/* board:again(on): keeps fileno() readable (on) or not for results the
+** pool took in and no one has asked about: the pump that takes them in
+** drains the pipes that told of them. Costs a system call only when it
+** changes, and only once fileno() was asked for. */
+static int m_board_again(lua_State *L) {
+  board *b = check_board(L);
+  int on = lua_toboolean(L, 2);
+  if (on != b->again_on && b->again.rfd >= 0) {
+    if (on) mp_notifier_signal(&b->again);
+    else mp_notifier_drain(&b->again);
+  }
+  b->again_on = on;
+  return 0;
 }
 
 /* Reads what worker wk has sent, up to a budget; 0 or -1 (error). */
@@ -736,6 +762,7 @@ static int m_board_worker_init(lua_State *L) {
   die_with_parent();
   signal(SIGINT, SIG_DFL);
   close_fd(&b->watch);
+  mp_notifier_close(&b->again);
   for (i = 0; i < b->nworkers; i++) {
     close_fd(&b->w[i].rfd);
     if (&b->w[i] != wk) close_fd(&b->w[i].wfd);
@@ -869,6 +896,7 @@ static const luaL_Reg board_methods[] = {
   {"open_worker", m_board_open_worker},
   {"started", m_board_started},
   {"fileno", m_board_fileno},
+  {"again", m_board_again},
   {"drop_worker", m_board_drop_worker},
   {"collect", m_board_collect},
   {"recv", m_board_recv},

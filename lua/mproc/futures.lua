@@ -88,7 +88,7 @@ end
 
 -- The job interface: the task's result is in (r as pool.lua's jobs describe).
 local function deliver(self, _, r)
-  local ex = self._ex
+  local ex, told = self._ex, self._waiters ~= nil or self._callbacks ~= nil
   if self._id then ex._inflight[self._id] = nil end -- nil: delivered inside submit
   ex._inpool = ex._inpool - 1
   if r[1] then
@@ -97,6 +97,7 @@ local function deliver(self, _, r)
     self._ok, self._err, self._tb = false, jobs.failure(r)
   end
   settle(self, "finished")
+  return told   -- else done() and the rest tell (jobs.seen)
 end
 
 jobs.define(Future, deliver)
@@ -182,13 +183,15 @@ end
 
 -- Waits until f settles; raises TimeoutError when timeout passes first.
 local function wait_settled(f, timeout)
-  if settled(f) then return end
-  local ex, deadline = f._ex, util.deadline(timeout)
+  local ex = f._ex
+  if settled(f) then return jobs.seen(ex._pool, f) end
+  local deadline = util.deadline(timeout)
   repeat
     local left = util.left(deadline)
     pump(ex, left)
     if left == 0 and not settled(f) then error(M.TimeoutError, 0) end
   until settled(f)
+  jobs.seen(ex._pool, f)
 end
 
 -- result([timeout]) -> the task's values; raises its error, TimeoutError
@@ -224,6 +227,7 @@ end
 function fut:done()
   util.check_self("done", self, Future)
   if not settled(self) then pump(self._ex, 0) end
+  jobs.seen(self._ex._pool, self, not settled(self))
   return settled(self)
 end
 

@@ -358,8 +358,12 @@ end
 -- mproc.futures' Future (through jobs.define).  The pool calls
 -- deliver(job, part, r) once for each task of the job when its result is
 -- in, never for a task taken back: r is {true, values..., n = k} or a
--- failure, whose error value and traceback failure(r) gives.  Nothing
--- else is asked of a job, and nothing of it is on its users' methods.
+-- failure, whose error value and traceback failure(r) gives.  deliver
+-- returns true when the job's user is told by a callback; else the job is
+-- "unseen" until its class calls pool:_seen(job) from the method that
+-- tells its user (ready(), done() ...): the pool's descriptor stays
+-- readable meanwhile.  Nothing else is asked of a job, and nothing of it
+-- is on its users' methods.
 
 local deliverers = {}   -- job class -> its deliver function
 
@@ -391,10 +395,16 @@ local function new_result(pool, parts, opts)
   return self
 end
 
+-- Whether a callback tells the result's user (see define_job).
+local function told(self)
+  return self._callback ~= nil or self._error_callback ~= nil
+end
+
 local function fail_result(self, err, traceback)
-  if self._ready then return end
+  if self._ready then return told(self) end
   self._ready, self._ok, self._err, self._tb = true, false, err, traceback
   if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
+  return told(self)
 end
 
 local function result_values(self)
@@ -405,7 +415,7 @@ end
 -- A part of the job finished: r is the worker's packed {ok, ...}, or a
 -- map chunk's items as bytes (see encode_items).
 local function deliver_result(self, idx, r)
-  if self._ready then return end
+  if self._ready then return told(self) end
   if type(r) == "string" then
     local ok, err = core.loads_into(r, self._value, self._starts[idx])
     if not ok then return fail_result(self, "cannot decode a task's result: " .. err) end
@@ -421,6 +431,7 @@ local function deliver_result(self, idx, r)
     self._ready, self._ok = true, true
     if self._callback then self._pool:_later(self._callback, result_values(self)) end
   end
+  return told(self)
 end
 
 define_job(AsyncResult, deliver_result)
@@ -434,6 +445,7 @@ local function wait(self, timeout)
     pool:_pump(left)
     if left == 0 then break end
   end
+  pool:_seen(self, not self._ready)
   pool:_run_later()
   return self._ready
 end
@@ -464,6 +476,7 @@ end
 function ar:ready()
   util.check_self("ready", self, AsyncResult)
   if not self._ready then self._pool:_pump(0) end
+  self._pool:_seen(self, not self._ready)
   return self._ready
 end
 
@@ -690,7 +703,56 @@ function methods:_finish(id, r)
   local job, idx = self._job[id], self._part[id]
   if not job then return end
   self:_forget(id)
-  deliver(job, idx, r)
+  if not deliver(job, idx, r) then
+    local gen = self._asks
+    self._unseen[job] = gen
+    if gen < self._oldest then self._oldest = gen end
+  end
+end
+
+-- The descriptor's promise to a loop (see board:again): readable while a
+-- job was delivered to that no one has asked about since, so that a loop
+-- asking its jobs in turn is woken again for one a later ask took in.
+-- Kept once a loop asked for the descriptor (_watched): a pool no loop
+-- watches makes no system call for it.
+function methods:_tell_again()
+  local on = next(self._unseen) ~= nil
+  if on ~= self._again then
+    self._again = on
+    self._board:again(on)
+  end
+end
+
+-- Forgets the unseen jobs delivered before ask number gen: a job found
+-- not ready at gen was found so again, so the loop has been round all it
+-- waits for (woken in between), and a job it did not ask about then is
+-- one no one waits for (a result dropped unasked): it must not keep the
+-- descriptor readable.
+function methods:_age(gen)
+  local oldest = math.huge
+  for job, at in pairs(self._unseen) do
+    if at < gen then self._unseen[job] = nil
+    elseif at < oldest then oldest = at end
+  end
+  self._oldest = oldest
+end
+
+-- job's user has been told where it stands (see define_job); waiting:
+-- it was found not ready (what ages the others, see _age).
+function methods:_seen(job, waiting)
+  local unseen = self._unseen
+  local was = unseen[job]
+  unseen[job] = nil
+  if not self._watched then return end
+  if not waiting then
+    if was ~= nil and self._state ~= JOINED then self:_tell_again() end
+    return
+  end
+  local gen, asked = self._asks + 1, self._asked
+  local prev = asked[job]
+  self._asks, asked[job] = gen, gen
+  if prev and prev > self._oldest then self:_age(prev) elseif was == nil then return end
+  if self._state ~= JOINED then self:_tell_again() end
 end
 
 local function finish_inbox(self, inbox, n)
@@ -713,7 +775,17 @@ end
 
 function methods:_fileno(fname)
   if self._state == JOINED then util.misuse(fname .. ": the pool was joined or terminated") end
-  return self._board:fileno()
+  return self:_watch()
+end
+
+-- The descriptor for loops, made on first use (see _tell_again).
+function methods:_watch()
+  local fd, err, code = self._board:fileno()
+  if fd and not self._watched then
+    self._watched = true
+    self:_tell_again()
+  end
+  return fd, err, code
 end
 
 -- Collects what is ready, waiting up to timeout (nil: until something is).
@@ -734,6 +806,7 @@ function methods:_pump(timeout)
     end
   end
   if self._pending.tail >= self._pending.head then self:_feed() end
+  if self._watched then self:_tell_again() end
 end
 
 -- Callbacks run after results are in, one at a time: one that raises
@@ -1127,9 +1200,13 @@ function Imap:_step(deadline)
     self.cur = nil
     if self.closed then util.misuse(self.fname .. ": the iterator is closed") end
     self:_fill(IMAP_AHEAD)
-    if self.exhausted and self.consumed == self.submitted then return nil end
+    if self.exhausted and self.consumed == self.submitted then
+      self.pool:_seen(self)
+      return nil
+    end
     local r, k = self:_take_done()
     if r then
+      if next(self.done) == nil then self.pool:_seen(self) end   -- none more to tell of
       self.consumed = self.consumed + 1
       if not r[1] then error(map_place((failure(r)), self.starts[k]), 0) end
       self.cur, self.cur_i, self.cur_base = r[2], 0, self.starts[k]
@@ -1153,6 +1230,7 @@ function Imap:close()
   if self.closed then return end
   self.closed, self.cur, self.done = true, nil, {}
   self:_abandon("closed")
+  self.pool:_seen(self)
 end
 
 -- ready() -> whether the next call gives an item (or ends or raises)
@@ -1165,7 +1243,11 @@ function Imap:ready()
   self:_fill(IMAP_AHEAD)
   self.pool:_pump(0)
   local k = self.ordered and self.consumed + 1 or next(self.done)
-  return (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == JOINED
+  local ready = (k and self.done[k]) ~= nil or self.out == 0 or self.pool._state == JOINED
+  -- told only once it says no: a loop that takes one item a wake-up is
+  -- woken again for the rest
+  if not ready then self.pool:_seen(self, true) end
+  return ready
 end
 
 -- next([timeout]) -> the next item as a call gives it, or nil, "timeout":
@@ -1373,13 +1455,20 @@ local function new(_, a, b)
   --              FIFO of {id, head, body, count} not on the board yet),
   --              _inbox ({id, r, ...} taken in and not finished: _dispatch)
   --   jobs       _imaps (the imap iterators that may still pull input),
-  --              _later_q (a FIFO of callbacks to run, each packed)
+  --              _later_q (a FIFO of callbacks to run, each packed),
+  --              _unseen (job -> _asks when it was delivered to, not asked
+  --              about since: the descriptor stays readable; _again:
+  --              whether it is so, _watched: whether a loop asked for it,
+  --              _asks: asks counted once watched, _asked: job -> its last
+  --              ask, _oldest: at most the least of _unseen, see _age)
   local self = setmetatable({
     _processes = processes, _board = board, _workers = {}, _state = RUN,
     _owner = core.getpid(), _initializer = opts.initializer,
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
     _nextid = 0, _nout = 0, _job = {}, _part = {}, _keepf = {}, _keepa = {}, _imaps = setmetatable({}, WEAK_KEYS),
     _pending = fifo(), _later_q = fifo(), _inbox = {}, _room = board:room(),
+    _unseen = setmetatable({}, WEAK_KEYS), _again = false,
+    _asks = 0, _asked = setmetatable({}, WEAK_KEYS), _oldest = math.huge,
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
   return self
@@ -1441,6 +1530,12 @@ function jobs.pump(pool, timeout)
   pool:_run_later()
 end
 
+-- The job's user has been told where it stands (waiting: it is not done):
+-- the pool's descriptor need not stay readable for it (see define_job).
+function jobs.seen(pool, job, waiting)
+  pool:_seen(job, waiting)
+end
+
 -- Queues f(...) to run after the results being delivered (a callback).
 function jobs.later(pool, f, ...)
   pool:_later(f, ...)
@@ -1457,7 +1552,7 @@ end
 -- false once the pool is joined; nil, message where there is none.
 function jobs.fileno(pool)
   if pool._state == JOINED then return false end
-  return pool._board:fileno()
+  return pool:_watch()
 end
 
 M.jobs = jobs

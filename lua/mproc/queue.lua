@@ -118,9 +118,12 @@ function joinable:join(timeout)
   return h:join(timeout)
 end
 
--- SimpleQueue: get, put, empty, close
+-- SimpleQueue: get, put, empty, close; get_nowait too (Python's has
+-- none), for a loop woken by fileno(): with two consumers, empty() then
+-- get() could block.
 local simple = {
   get = function(self) return handle(self, "get"):get() end,
+  get_nowait = methods.get_nowait,
   put = function(self, ...)
     local h = handle(self, "put")
     if select("#", ...) == 0 then util.argerror("put", 1, "value expected") end
