@@ -385,6 +385,52 @@ describe("Condition", function()
     cond:release()
     assert.are.equal(0, b:join(10))
   end)
+
+  -- A fault spec: the parent puts an item and notifies one of three
+  -- waiting consumers, then one of them is SIGKILLed at a random instant,
+  -- often the one just notified (before it woke, or while it takes the lock
+  -- back). The item must still be taken, by a survivor, before the victim is
+  -- replaced (a replacement would look at the item itself and hide a
+  -- notify lost with the victim).
+  it("passes a notify on when the waiter it went to is SIGKILLed before its wait returns", function()
+    local out = support.run_lua(([[
+      local mproc = require "mproc"
+      local c = mproc.Condition(mproc.Lock())
+      local items, taken = mproc.Value("q", 0, false), mproc.Value("q", 0, false)
+      local function consumer()
+        local p = mproc.Process(function()
+          while true do
+            c:acquire()
+            while items.value == 0 do c:wait() end
+            items.value = items.value - 1
+            taken.value = taken.value + 1
+            c:release()
+          end
+        end)
+        p.daemon = true
+        return p:start()
+      end
+      local function until_(pred, seconds)
+        local deadline = mproc.monotonic() + seconds
+        while not pred() and mproc.monotonic() < deadline do mproc.sleep(0.0005) end
+        return pred()
+      end
+      local cs, lost = { consumer(), consumer(), consumer() }, 0
+      for _ = 1, %d do
+        mproc.sleep(0.002)   -- the replacement waits, mostly
+        local before = taken.value
+        c:acquire(); items.value = items.value + 1; c:notify(); c:release()
+        local v = math.random(#cs)
+        if math.random() < 0.5 then mproc.sleep(math.random() * 0.0005) end
+        cs[v]:kill()
+        assert(cs[v]:join(10) == -9)
+        if not until_(function() return taken.value > before end, 2) then lost = lost + 1 end
+        cs[v] = consumer()
+      end
+      print("lost " .. lost)
+    ]]):format(support.SOAK * 60), { env = "timeout 300" })
+    assert.are.equal("lost 0\n", out)
+  end)
 end)
 
 describe("an object whose lock was closed", function()

@@ -9,8 +9,8 @@
 ** true, "owner died". Waiters of a Condition or Barrier, and the holders
 ** of an owned Semaphore, each hold an "alive" mutex of their own slot while
 ** they wait or hold: a slot whose alive mutex reports EOWNERDEAD belongs to
-** a dead process and is reaped, so a dead waiter never swallows a notify,
-** a dead party breaks a Barrier instead of wedging it, and the units of a
+** a dead process and is reaped, so a dead waiter never swallows a notify
+** (one killed notified, before its wait returned, passes it on), a dead party breaks a Barrier instead of wedging it, and the units of a
 ** dead holder come back. Waiting is on a futex sequence word, never on a
 ** pthread_cond_t; waiters that must notice deaths look every POLL_S.
 */
@@ -610,22 +610,27 @@ static lock_body *cond_lock(lua_State *L, const char *fname) {
   return lk;
 }
 
-/* Waits in slot s until notified or deadline; 1 when notified, -1 when
-** an interrupt is pending (the slot is given up all the same). */
+static void cond_reap(cond_body *b);
+
+/* Waits in slot s until notified or deadline; 1 when notified (the slot
+** is kept, W_SIGNALLED, until the caller has the lock back: see
+** cond_reap), -1 when an interrupt is pending (the slot is given up all
+** the same). Looks for dead waiters every POLL_S. */
 static int cond_sleep(lua_State *L, cond_body *b, wslot *s, double deadline) {
   int ok;
   enter(&b->m, NULL);
   for (;;) {
     uint32_t seen;
+    cond_reap(b);
     if (s->state == W_SIGNALLED) { ok = 1; break; }
     if (passed(deadline)) { ok = 0; break; }
     if (mp_interrupt_pending(L)) { ok = -1; break; }
     seen = LOAD(&b->seq);
     mp_mutex_unlock(&b->m);
-    mp_seq_wait(&b->seq, seen, deadline);
+    mp_seq_wait(&b->seq, seen, poll_deadline(deadline));
     enter(&b->m, NULL);
   }
-  wslot_free(s);
+  if (ok != 1) wslot_free(s);
   mp_mutex_unlock(&b->m);
   return ok;
 }
@@ -651,6 +656,11 @@ static int m_cond_wait(lua_State *L) {
   ok = cond_sleep(L, b, &b->w[i], deadline);
   lock_take(L, lk, 1, -1, &died);
   lk->count = depth;
+  if (ok == 1) {  /* the notify is ours now: the slot can go */
+    enter(&b->m, NULL);
+    wslot_free(&b->w[i]);
+    mp_mutex_unlock(&b->m);
+  }
   if (ok < 0) {   /* the lock is held again, as after any wait */
     mp_interrupt_point(L);
     ok = 1;       /* no interrupt after all (another hook): a spurious wake */
@@ -661,10 +671,9 @@ static int m_cond_wait(lua_State *L) {
   return 2;
 }
 
-/* Signals up to n waiters, oldest first; reaps dead ones on the way. */
-static int cond_signal(cond_body *b, lua_Integer n) {
+/* Marks up to n waiters signalled, oldest first; the count marked. */
+static int cond_pick(cond_body *b, lua_Integer n) {
   int i, k = 0;
-  for (i = 0; i < COND_SLOTS; i++) slot_reap(&b->w[i]);
   while (k < n) {
     wslot *best = NULL;
     for (i = 0; i < COND_SLOTS; i++) {
@@ -679,6 +688,26 @@ static int cond_signal(cond_body *b, lua_Integer n) {
   }
   if (k) mp_seq_wake(&b->seq);
   return k;
+}
+
+/* Frees the slots of dead waiters. One that died notified, before its wait
+** returned (asleep, or taking the lock back), passes its notify on to the
+** oldest waiter left: a notify is lost only with a process that got out
+** of wait. Called with b->m held, by notifiers and by every waiter each
+** POLL_S (a notify may be the last one for a long time). */
+static void cond_reap(cond_body *b) {
+  int i, owed = 0;
+  for (i = 0; i < COND_SLOTS; i++) {
+    uint32_t st = b->w[i].state;
+    if (slot_reap(&b->w[i]) && st == W_SIGNALLED) owed++;
+  }
+  if (owed) cond_pick(b, owed);
+}
+
+/* Signals up to n waiters, oldest first; reaps dead ones first. */
+static int cond_signal(cond_body *b, lua_Integer n) {
+  cond_reap(b);
+  return cond_pick(b, n);
 }
 
 static int cond_notify(lua_State *L, cond_body *b, lua_Integer n, const char *fname) {
