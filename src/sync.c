@@ -449,9 +449,22 @@ static int m_sem_release(lua_State *L) {
   return 0;
 }
 
+/* The value a survivor should see: an owned Semaphore's units held by
+** dead processes are given back first (a read must not report the last
+** state of a killed holder). */
+static int64_t sem_value(sem_body *b) {
+  int64_t v;
+  if (!b->owned) return LOAD(&b->value);
+  sem_enter(b, NULL);
+  if (sem_reap(b) && b->waiters) mp_seq_wake(&b->seq);
+  v = b->value;
+  mp_mutex_unlock(&b->m);
+  return v;
+}
+
 static int m_sem_get_value(lua_State *L) {
   sem_body *b = (sem_body *)mp_handle_body(L, 1, SEM_MT);
-  lua_pushinteger(L, (lua_Integer)LOAD(&b->value));
+  lua_pushinteger(L, (lua_Integer)sem_value(b));
   return 1;
 }
 
@@ -464,7 +477,7 @@ static int m_sem_tostring(lua_State *L) {
   sem_body *b;
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Semaphore (closed)"), 1;
   b = (sem_body *)MP_CELL_BODY(h->cell);
-  lua_pushfstring(L, "%s (value %d%s)", sem_kind(b), (int)LOAD(&b->value),
+  lua_pushfstring(L, "%s (value %d%s)", sem_kind(b), (int)sem_value(b),
                   b->owned ? ", owned" : "");
   return 1;
 }
@@ -737,10 +750,14 @@ static int m_cond_get_lock(lua_State *L) {
 
 static int m_cond_tostring(lua_State *L) {
   mp_handle *h = (mp_handle *)mp_checkudata(L, 1, COND_MT);
+  cond_body *b;
   int i, n = 0;
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Condition (closed)"), 1;
-  for (i = 0; i < COND_SLOTS; i++)
-    n += ((cond_body *)MP_CELL_BODY(h->cell))->w[i].state == W_WAITING;
+  b = (cond_body *)MP_CELL_BODY(h->cell);
+  enter(&b->m, NULL);
+  cond_reap(b);   /* a killed waiter waits no more */
+  for (i = 0; i < COND_SLOTS; i++) n += b->w[i].state == W_WAITING;
+  mp_mutex_unlock(&b->m);
   lua_pushfstring(L, "mproc.Condition (%d waiting)", n);
   return 1;
 }
@@ -938,15 +955,28 @@ static int l_barrier_action(lua_State *L) {
   return 1;
 }
 
+/* Breaks the round if a party of it died, as its next wait would: what a
+** survivor reads (n_waiting, broken) is then the truth, not the last state
+** of a killed party. */
+static void barrier_look(barrier_body *b) {
+  enter(&b->m, NULL);
+  if (!b->broken && barrier_reap(b)) barrier_break(b);
+  mp_mutex_unlock(&b->m);
+}
+
 /* Fields parties, n_waiting, broken; methods from upvalue 1. */
 static int m_barrier_index(lua_State *L) {
   barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   const char *k = lua_tostring(L, 2);
   if (k != NULL && strcmp(k, "parties") == 0) lua_pushinteger(L, b->parties);
-  else if (k != NULL && strcmp(k, "n_waiting") == 0)
+  else if (k != NULL && strcmp(k, "n_waiting") == 0) {
+    barrier_look(b);
     lua_pushinteger(L, LOAD(&b->broken) ? 0 : LOAD(&b->count));
-  else if (k != NULL && strcmp(k, "broken") == 0)
+  }
+  else if (k != NULL && strcmp(k, "broken") == 0) {
+    barrier_look(b);
     lua_pushboolean(L, LOAD(&b->broken));
+  }
   else {
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(1));
@@ -959,6 +989,7 @@ static int m_barrier_tostring(lua_State *L) {
   barrier_body *b;
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Barrier (closed)"), 1;
   b = (barrier_body *)MP_CELL_BODY(h->cell);
+  barrier_look(b);
   if (LOAD(&b->broken))
     lua_pushfstring(L, "mproc.Barrier (parties %d, broken)", (int)b->parties);
   else
