@@ -751,10 +751,10 @@ describe("Pool", function()
           end
         end
         for _, kind in ipairs({ "imap", "imap_unordered" }) do
-          local it <close> = p[kind](p, f, items, 2)
+          local iter <close> = p[kind](p, f, items, 2)
           local seen, n, at = {}, 0, math.random(24)
           while true do
-            local ok, i, v, s = pcall(it)
+            local ok, i, v, s = pcall(iter)
             if not ok then failure(i)
             elseif i == nil then break
             else

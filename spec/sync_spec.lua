@@ -431,6 +431,32 @@ describe("Condition", function()
     ]]):format(support.SOAK * 60), { env = "timeout 300" })
     assert.are.equal("lost 0\n", out)
   end)
+
+  -- The same for a waiter that Ctrl-C gets out of wait (raising) while it
+  -- takes the lock back after a notify: the notify goes to the next one.
+  it("passes a notify on when Ctrl-C strikes its waiter taking the lock back", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local c, me = mproc.Condition(), mproc.getpid()
+      c:acquire()
+      local w = mproc.Process(function()   -- waits after the parent: the younger
+        c:acquire()
+        os.exit(c:wait(20) and 0 or 1)
+      end):start()
+      local h = mproc.Process(function()
+        while tostring(c) ~= "mproc.Condition (2 waiting)" do mproc.sleep(0.005) end
+        c:acquire()
+        c:notify()            -- to the parent, the older
+        mproc.sleep(0.2)      -- which now waits for the lock this one holds
+        require("mproc.core").kill(me, 2)
+        mproc.sleep(60)
+      end):start()
+      local ok, err = pcall(c.wait, c)
+      h:kill()
+      print(ok, err, w:join(30), h:join(10))
+    ]], { env = "timeout 60" })
+    assert.are.equal("false\tinterrupted!\t0\t-9\n", out)
+  end)
 end)
 
 describe("an object whose lock was closed", function()

@@ -624,6 +624,7 @@ static lock_body *cond_lock(lua_State *L, const char *fname) {
 }
 
 static void cond_reap(cond_body *b);
+static int cond_pick(cond_body *b, lua_Integer n);
 
 /* Waits in slot s until notified or deadline; 1 when notified (the slot
 ** is kept, W_SIGNALLED, until the caller has the lock back: see
@@ -648,6 +649,23 @@ static int cond_sleep(lua_State *L, cond_body *b, wslot *s, double deadline) {
   return ok;
 }
 
+/* Takes lk back after a notify, holding slot s meanwhile (a process
+** killed here passes the notify on: cond_reap), then frees s: the notify
+** is this wait's. Ctrl-C striking first gives the notify on to the next
+** waiter, then takes the lock as any wait (where the interrupt fires). */
+static void cond_retake(lua_State *L, cond_body *b, lock_body *lk, wslot *s,
+                        int *died) {
+  int r;
+  while ((r = lock_take(NULL, lk, 1, mp_slice_deadline(-1), died)) == ETIMEDOUT &&
+         !mp_interrupt_pending(L))
+    ;
+  enter(&b->m, NULL);
+  wslot_free(s);
+  if (r != 0) cond_pick(b, 1);
+  mp_mutex_unlock(&b->m);
+  if (r != 0) lock_take(L, lk, 1, -1, died);
+}
+
 static int m_cond_wait(lua_State *L) {
   cond_body *b = (cond_body *)mp_handle_body(L, 1, COND_MT);
   double deadline = mp_opt_deadline(L, 2);
@@ -667,13 +685,9 @@ static int m_cond_wait(lua_State *L) {
   depth = lk->count;
   lock_give(lk, 1);
   ok = cond_sleep(L, b, &b->w[i], deadline);
-  lock_take(L, lk, 1, -1, &died);
+  if (ok == 1) cond_retake(L, b, lk, &b->w[i], &died);
+  else lock_take(L, lk, 1, -1, &died);
   lk->count = depth;
-  if (ok == 1) {  /* the notify is ours now: the slot can go */
-    enter(&b->m, NULL);
-    wslot_free(&b->w[i]);
-    mp_mutex_unlock(&b->m);
-  }
   if (ok < 0) {   /* the lock is held again, as after any wait */
     mp_interrupt_point(L);
     ok = 1;       /* no interrupt after all (another hook): a spurious wake */
