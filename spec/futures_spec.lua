@@ -667,6 +667,52 @@ describe("an executor under SIGKILL of its workers at random instants", function
     ]], { env = "timeout 120" })
     assert.are.equal("4000\t0\t4000\ttrue\t0\n", out)
   end)
+
+  -- ex:map, as_completed and shutdown(true) while workers are killed: a
+  -- killed chunk raises its error when the loop reaches it, the items
+  -- before it come right and once; nothing hangs
+  it("gives every item of ex:map once or the kill's error, and shuts down, never wedging", function()
+    local out = support.run_lua(([[
+      local mproc = require "mproc"
+      local futures = require "mproc.futures"
+      local support = require "support"
+      local ex = futures.ProcessPoolExecutor(2)
+      local function kill_one()
+        local ws = support.children()
+        if #ws > 0 then require("mproc.core").kill(ws[math.random(#ws)], 9) end
+      end
+      local function f(x) if x %% 3 == 0 then mproc.sleep(0.0005) end return x * 2 end
+      local bad, failed = 0, 0
+      for _ = 1, %d do
+        local it <close> = ex:map(f, { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, { chunksize = 2, timeout = 60 })
+        local at, n, last = math.random(12), 0, 0
+        while true do
+          local ok, i, v = pcall(it)
+          if not ok then   -- the loop ends with the error, as Python's does
+            if tostring(i):match("was killed by signal 9") then failed = failed + 1 else bad = bad + 1 end
+            break
+          elseif i == nil then break
+          else
+            n = n + 1
+            if i <= last or v ~= 2 * i then bad = bad + 1 end
+            last = i
+            if n == at then kill_one() end
+          end
+        end
+        local fs = {}
+        for i = 1, 6 do fs[i] = ex:submit(f, i) end
+        kill_one()
+        for fu in futures.as_completed(fs, 60) do
+          local err = fu:exception(0)
+          if err and not tostring(err):match("was killed by signal 9") then bad = bad + 1 end
+        end
+      end
+      kill_one()
+      ex:shutdown(true)
+      print("bad " .. bad, "failed " .. tostring(failed > 0), "children " .. #support.children())
+    ]]):format(10 * support.SOAK), { env = "timeout 120" })
+    assert.are.equal("bad 0\tfailed true\tchildren 0\n", out)
+  end)
 end)
 
 describe("mproc.wait and futures", function()

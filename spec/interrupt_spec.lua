@@ -86,6 +86,35 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
       "print(#require('support').children())", "0\n" },
     { "an imap loop", "local pool = mproc.Pool(1)",
       "for _ in pool:imap(mproc.sleep, { 60 }) do end", "pool:terminate()" },
+    -- the waits below are each the one the rows above name, reached another way
+    { "an owned BoundedSemaphore's acquire, taking no unit",
+      [[local s, e = mproc.BoundedSemaphore(1, { owned = true }), mproc.Event()
+        local h = mproc.Process(function() s:acquire(); e:set(); mproc.sleep(60) end)
+        h.daemon = true; h:start(); e:wait()]],
+      "s:acquire()", "h:kill(); h:join(); print(s:acquire(false), s:get_value())", "true\t0\n" },
+    { "Condition:wait_for, holding the lock again after",
+      "local c = mproc.Condition(); c:acquire()", "c:wait_for(function() return false end)",
+      "print(c:get_lock():held())", "true\n" },
+    { "a Value's lock, taking nothing",
+      [[local v, e = mproc.Value("i", 0), mproc.Event()
+        local h = mproc.Process(function() v:get_lock():acquire(); e:set(); mproc.sleep(60) end)
+        h.daemon = true; h:start(); e:wait()]],
+      "v:get_lock():acquire()", "h:kill(); h:join(); print(v:get_lock():acquire(false))", "true\towner died\n" },
+    { "a Dict's update_key waiting for the lock, changing nothing",
+      [[local d, e = mproc.Dict { n = 1 }, mproc.Event()
+        local h = mproc.Process(function()
+          d:update_key("n", function(n) e:set(); mproc.sleep(60) return n end)
+        end)
+        h.daemon = true; h:start(); e:wait()]],
+      "d:update_key('n', function(n) return n + 1 end)",
+      "h:kill(); h:join(); print(d.n, d:update_key('n', function(n) return n + 1 end))", "1\t2\n" },
+    { "SimpleQueue:get", "local q = mproc.SimpleQueue()", "q:get()", "q:put(3); print(q:get())", "3\n" },
+    { "futures.wait, the executor still working after",
+      "local futures = require 'mproc.futures'; local ex = futures.ProcessPoolExecutor(2)",
+      "futures.wait({ ex:submit(mproc.sleep, 60) })",
+      "print(ex:submit(function() return 6 end):result()); ex:terminate_workers()", "6\n" },
+    { "Connection:recv_bytes", "local a, b = mproc.Pipe()", "a:recv_bytes()",
+      "b:send_bytes('z'); print(a:recv_bytes())", "z\n" },
   }) do
     local name, setup, wait, after, expect = table.unpack(case)
     it("interrupts " .. name, function()

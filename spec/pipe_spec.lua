@@ -95,6 +95,54 @@ describe("Pipe", function()
     assert.is_number(code)
   end)
 
+
+  -- The fault spec of a Pipe: the sender (the only holder of its end) is
+  -- SIGKILLed at random instants, mostly in the middle of a big message.
+  -- The receiver gets every whole message, then says the last was cut
+  -- short: a truncated message is not a clean "closed", and never a value.
+  it("says a message was cut short when its sender is SIGKILLed in the middle of it", function()
+    local big = ("m"):rep(4 * 1024 * 1024)
+    local cut = 0
+    for _ = 1, 10 do
+      local a, b = mproc.Pipe(false)
+      local p = mproc.Process(function() a:close(); while true do b:send(big) end end):start()
+      b:close()
+      mproc.sleep(math.random() * 0.01)
+      p:kill()
+      assert.are.equal(-9, p:join(10))
+      local v, why, code
+      repeat v, why, code = a:recv() until v ~= big
+      a:close()
+      assert.is_nil(v)
+      if why ~= "closed" then
+        assert.matches("^cannot receive on the connection: the sender closed it in the middle of a message", why)
+        assert.is_number(code)
+        cut = cut + 1
+      end
+    end
+    assert.is_true(cut > 0)
+  end)
+
+  it("fails a send with a message when the receiver is SIGKILLed in the middle of it", function()
+    local big = ("m"):rep(16 * 1024 * 1024)
+    for _ = 1, 3 do
+      local a, b = mproc.Pipe(false)
+      local p = mproc.Process(function() b:close(); while true do a:recv() end end):start()
+      a:close()
+      local pid = p.pid   -- (a Process handle signals from its parent only, in the portable build)
+      local killer <close> = mproc.Process(function()
+        mproc.sleep(math.random() * 0.01)
+        require("mproc.core").kill(pid, 9)
+      end):start()
+      local ok, err, code
+      repeat ok, err, code = b:send(big) until not ok
+      assert.matches("^cannot send on the connection: ", err)
+      assert.is_number(code)
+      killer:join(10)
+      assert.are.equal(-9, p:join(10))
+      b:close()
+    end
+  end)
   it("poll tells whether recv would block, within a timeout", function()
     local a, b = mproc.Pipe()
     assert.is_false(b:poll())

@@ -736,6 +736,75 @@ describe("Pool", function()
     assert.are.same({ 1, 2, 3, n = 3 }, p:map(id, { 1, 2, 3 }, 1))
   end)
 
+  -- The same for the other ways in: map_async, starmap_async, imap and
+  -- imap_unordered (a worker killed mid-chunk fails that chunk), with
+  -- workers that end after two tasks, or start with an initializer (the
+  -- kills land inside it too), or send results bigger than their pipe
+  -- (killed mid-frame). Every item comes once, right, or its chunk fails
+  -- naming the kill; nothing hangs.
+  for _, case in ipairs({
+    { "plain", {} },
+    { "maxtasksperchild = 2", { maxtasksperchild = 2 } },
+    { "an initializer", { initializer = function() mproc.sleep(math.random() * 0.002); _G.POOL_INIT = 1 end } },
+    { "results of 2 MiB", {}, 2 * 1024 * 1024 },
+  }) do
+    it("under SIGKILL of a worker at random instants in map, starmap and imap (" .. case[1]
+      .. "): no item lost, none twice, none wrong", function()
+      local p <close> = mproc.Pool(2, case[2])
+      local core = require "mproc.core"
+      local big, init = case[3] or 0, case[2].initializer ~= nil
+      local function f(x)
+        if init and not _G.POOL_INIT then error("no initializer") end
+        if x % 4 == 0 then mproc.sleep(0.0005) end   -- so that kills land in tasks
+        return x * 2, ("r"):rep(big)
+      end
+      local function right(i, v, s) return v == 2 * i and s == ("r"):rep(big) end
+      local bad, failed = 0, 0
+      local function kill_one()
+        local pids = {}
+        for _, wk in pairs(p._workers) do pids[#pids + 1] = wk.pid end
+        if #pids > 0 then core.kill(pids[math.random(#pids)], 9) end
+      end
+      local function failure(err)
+        if tostring(err):match("was killed by signal 9") then failed = failed + 1 else bad = bad + 1 end
+      end
+      local items, pairs_ = {}, {}
+      for i = 1, 24 do items[i], pairs_[i] = i, { i } end
+      for round = 1, 4 * support.SOAK do
+        for _, kind in ipairs({ "map_async", "starmap_async" }) do
+          local r = p[kind](p, f, kind == "map_async" and items or pairs_, 3)
+          mproc.sleep(math.random() * 0.004)
+          kill_one()
+          local ok, v = pcall(r.get, r, 30)
+          if not ok then failure(v)
+          elseif v == nil then bad = bad + 1   -- a timeout
+          elseif big == 0 then
+            for i = 1, 24 do if v[i] ~= 2 * i then bad = bad + 1 end end
+          end
+        end
+        for _, kind in ipairs({ "imap", "imap_unordered" }) do
+          local iter <close> = p[kind](p, f, items, 2)
+          local seen, n, at = {}, 0, math.random(24)
+          while true do
+            local ok, i, v, s = pcall(iter)
+            if not ok then failure(i)
+            elseif i == nil then break
+            else
+              n = n + 1
+              if seen[i] or not right(i, v, s) then bad = bad + 1 end
+              seen[i] = true
+              if n == at then kill_one() end
+            end
+          end
+        end
+        assert.are.equal(0, bad, "round " .. round)
+      end
+      -- (with workers that end or start often, the kills mostly land between tasks)
+      if next(case[2]) == nil then assert.is_true(failed > 0) end
+      assert.are.same({ 2, 4, 6 }, { p:map(f, { 1, 2, 3 }, 1)[1], p:map(f, { 2 })[1], (p:apply(f, { 3 })) })
+    end)
+  end
+
   -- not PORTABLE: there a worker's sentinel is itself a pipe, at its end as
   -- early as the result pipe, and join polls until the worker is reaped
   linux_it("join sleeps while its workers end (a pipe at its end does not wake it again and again)", function()

@@ -152,6 +152,10 @@ end
 -- forced on) lacks what only Linux has; specs of those features say so.
 M.PORTABLE = os.getenv("MPROC_PORTABLE") == "1"
 
+-- MPROC_SOAK=n multiplies the trials of the fault specs by n (default 1),
+-- for a long soak by hand: MPROC_SOAK=20 make test.
+M.SOAK = math.tointeger(tonumber(os.getenv("MPROC_SOAK"))) or 1
+
 -- A cell object (Lock, Value ...) that make() makes in a chunk mapped from
 -- now on: the parent goes on carving the chunk that forked workers
 -- inherited, so the first objects made after a fork may still be there.

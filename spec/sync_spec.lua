@@ -385,6 +385,84 @@ describe("Condition", function()
     cond:release()
     assert.are.equal(0, b:join(10))
   end)
+
+  -- A fault spec: the parent puts an item and notifies one of three
+  -- waiting consumers, then one of them is SIGKILLed at a random instant,
+  -- often the one just notified (before it woke, or while it takes the lock
+  -- back). The item must still be taken, by a survivor, before the victim is
+  -- replaced (a replacement would look at the item itself and hide a
+  -- notify lost with the victim). A victim killed once out of wait holds
+  -- the lock: the next acquire says so, and the parent notifies again.
+  it("passes a notify on when the waiter it went to is SIGKILLed before its wait returns", function()
+    local out = support.run_lua(([[
+      local mproc = require "mproc"
+      local c = mproc.Condition(mproc.Lock())
+      local items, taken = mproc.Value("q", 0, false), mproc.Value("q", 0, false)
+      local function consumer()
+        local p = mproc.Process(function()
+          while true do
+            c:acquire()
+            while items.value == 0 do c:wait() end
+            items.value = items.value - 1
+            taken.value = taken.value + 1
+            c:release()
+          end
+        end)
+        p.daemon = true
+        return p:start()
+      end
+      local function until_(pred, seconds)
+        local deadline = mproc.monotonic() + seconds
+        while not pred() and mproc.monotonic() < deadline do mproc.sleep(0.0005) end
+        return pred()
+      end
+      local cs, lost = { consumer(), consumer(), consumer() }, 0
+      for _ = 1, %d do
+        mproc.sleep(0.002)   -- the replacement waits, mostly
+        local before = taken.value
+        c:acquire(); items.value = items.value + 1; c:notify(); c:release()
+        local v = math.random(#cs)
+        if math.random() < 0.5 then mproc.sleep(math.random() * 0.0005) end
+        cs[v]:kill()
+        assert(cs[v]:join(10) == -9)
+        -- killed holding the lock: maybe out of wait already, with the notify
+        -- (as any taker of an item can die with it); the program notifies again
+        local _, died = c:acquire()
+        if died then c:notify() end
+        c:release()
+        if not until_(function() return taken.value > before end, 2) then lost = lost + 1 end
+        cs[v] = consumer()
+      end
+      print("lost " .. lost)
+    ]]):format(support.SOAK * 60), { env = "timeout 300" })
+    assert.are.equal("lost 0\n", out)
+  end)
+
+  -- The same for a waiter that Ctrl-C gets out of wait (raising) while it
+  -- takes the lock back after a notify: the notify goes to the next one.
+  it("passes a notify on when Ctrl-C strikes its waiter taking the lock back", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local c, me = mproc.Condition(), mproc.getpid()
+      c:acquire()
+      local w = mproc.Process(function()   -- waits after the parent: the younger
+        c:acquire()
+        os.exit(c:wait(20) and 0 or 1)
+      end):start()
+      local h = mproc.Process(function()
+        while tostring(c) ~= "mproc.Condition (2 waiting)" do mproc.sleep(0.005) end
+        c:acquire()
+        c:notify()            -- to the parent, the older
+        mproc.sleep(0.2)      -- which now waits for the lock this one holds
+        require("mproc.core").kill(me, 2)
+        mproc.sleep(60)
+      end):start()
+      local ok, err = pcall(c.wait, c)
+      h:kill()
+      print(ok, err, w:join(30), h:join(10))
+    ]], { env = "timeout 60" })
+    assert.are.equal("false\tinterrupted!\t0\t-9\n", out)
+  end)
 end)
 
 describe("an object whose lock was closed", function()
@@ -521,6 +599,41 @@ describe("Barrier", function()
     local b = mproc.Barrier(1, function() error("action failed") end)
     assert.has_error(function() b:wait() end, "action failed")
     assert.is_true(b.broken)
+  end)
+end)
+
+-- What a survivor reads after a peer died, before anyone acquires or waits
+-- again: the truth, not the dead process's last state.
+describe("a survivor's view after a holder or waiter is SIGKILLed", function()
+  it("counts a killed holder's units back in an owned Semaphore's value", function()
+    local s, ready = mproc.Semaphore(2, { owned = true }), mproc.Event()
+    local p = holder(function() s:acquire() end, ready)
+    assert.is_true(ready:wait(10))
+    assert.are.equal(1, s:get_value())
+    kill_and_join(p)
+    assert.are.equal(2, s:get_value())
+    assert.are.equal("mproc.Semaphore (value 2, owned)", tostring(s))
+  end)
+
+  it("tells a Barrier broken, no one waiting, once a waiting party died", function()
+    local b, ready = mproc.Barrier(3), mproc.Event()
+    local p = spawn(function() ready:set(); b:wait() end)
+    assert.is_true(ready:wait(10))
+    assert.is_true(support.eventually(function() return b.n_waiting == 1 end))
+    kill_and_join(p)
+    assert.are.same({ true, 0 }, { b.broken, b.n_waiting })
+    assert.are.equal("mproc.Barrier (parties 3, broken)", tostring(b))
+  end)
+
+  it("counts no killed waiter in a Condition", function()
+    local c, ready = mproc.Condition(), mproc.Event()
+    local p = spawn(function() c:acquire(); ready:set(); c:wait() end)
+    assert.is_true(ready:wait(10))
+    c:acquire()   -- p waits now
+    c:release()
+    assert.are.equal("mproc.Condition (1 waiting)", tostring(c))
+    kill_and_join(p)
+    assert.are.equal("mproc.Condition (0 waiting)", tostring(c))
   end)
 end)
 

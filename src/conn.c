@@ -164,6 +164,17 @@ static int push_closed(lua_State *L) {
   return 2;
 }
 
+/* The end of file came inside a frame: its sender died (or closed a
+** shared end) in the middle of a message. Not a clean "closed": a message
+** was lost, and the caller must be able to tell. */
+static int push_cut(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "cannot receive on the connection: the sender closed it "
+                     "in the middle of a message");
+  lua_pushinteger(L, EPIPE);
+  return 3;
+}
+
 /* Sends one frame of the pieces of b. true, or nil, message, errno. */
 static int send_frame(lua_State *L, mp_conn *c, const mp_bytes *b) {
   uint64_t n64 = b->n[0] + b->n[1];
@@ -214,7 +225,8 @@ static int m_conn_send(lua_State *L) {
 
 /* Receives one frame into the caller's buffer b: 1 with *p, *n set, or
 ** the results to return (nil, "closed" once the peer is gone and nothing
-** is left, or nil, message, errno) pushed and their count negated. */
+** is left, or nil, message, errno, a frame cut short by the end included)
+** pushed and their count negated. */
 static int recv_frame(lua_State *L, mp_conn *c, luaL_Buffer *b,
                       const char **out, size_t *n) {
   uint64_t n64;
@@ -223,7 +235,7 @@ static int recv_frame(lua_State *L, mp_conn *c, luaL_Buffer *b,
   luaL_argcheck(L, c->readable, 1, "the connection is write-only");
   r = read_all(L, c, (char *)&n64, 8, 0);
   if (r < 0) return -mp_fail(L, "cannot receive on the connection");
-  if (r < 8) return -push_closed(L);
+  if (r < 8) return r == 0 ? -push_closed(L) : -push_cut(L);
   if (n64 > FRAME_MAX) {
     errno = EPROTO;
     return -mp_fail(L, "cannot receive on the connection");
@@ -231,7 +243,7 @@ static int recv_frame(lua_State *L, mp_conn *c, luaL_Buffer *b,
   p = luaL_buffinitsize(L, b, (size_t)n64);
   r = read_all(L, c, p, (size_t)n64, 1);
   if (r < 0) return -mp_fail(L, "cannot receive on the connection");
-  if ((uint64_t)r < n64) return -push_closed(L);
+  if ((uint64_t)r < n64) return -push_cut(L);
   *out = p;
   *n = (size_t)n64;
   return 1;

@@ -9,8 +9,8 @@
 ** true, "owner died". Waiters of a Condition or Barrier, and the holders
 ** of an owned Semaphore, each hold an "alive" mutex of their own slot while
 ** they wait or hold: a slot whose alive mutex reports EOWNERDEAD belongs to
-** a dead process and is reaped, so a dead waiter never swallows a notify,
-** a dead party breaks a Barrier instead of wedging it, and the units of a
+** a dead process and is reaped, so a dead waiter never swallows a notify
+** (one killed notified, before its wait returned, passes it on), a dead party breaks a Barrier instead of wedging it, and the units of a
 ** dead holder come back. Waiting is on a futex sequence word, never on a
 ** pthread_cond_t; waiters that must notice deaths look every POLL_S.
 */
@@ -449,9 +449,22 @@ static int m_sem_release(lua_State *L) {
   return 0;
 }
 
+/* The value a survivor should see: an owned Semaphore's units held by
+** dead processes are given back first (a read must not report the last
+** state of a killed holder). */
+static int64_t sem_value(sem_body *b) {
+  int64_t v;
+  if (!b->owned) return LOAD(&b->value);
+  sem_enter(b, NULL);
+  if (sem_reap(b) && b->waiters) mp_seq_wake(&b->seq);
+  v = b->value;
+  mp_mutex_unlock(&b->m);
+  return v;
+}
+
 static int m_sem_get_value(lua_State *L) {
   sem_body *b = (sem_body *)mp_handle_body(L, 1, SEM_MT);
-  lua_pushinteger(L, (lua_Integer)LOAD(&b->value));
+  lua_pushinteger(L, (lua_Integer)sem_value(b));
   return 1;
 }
 
@@ -464,7 +477,7 @@ static int m_sem_tostring(lua_State *L) {
   sem_body *b;
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Semaphore (closed)"), 1;
   b = (sem_body *)MP_CELL_BODY(h->cell);
-  lua_pushfstring(L, "%s (value %d%s)", sem_kind(b), (int)LOAD(&b->value),
+  lua_pushfstring(L, "%s (value %d%s)", sem_kind(b), (int)sem_value(b),
                   b->owned ? ", owned" : "");
   return 1;
 }
@@ -610,24 +623,47 @@ static lock_body *cond_lock(lua_State *L, const char *fname) {
   return lk;
 }
 
-/* Waits in slot s until notified or deadline; 1 when notified, -1 when
-** an interrupt is pending (the slot is given up all the same). */
+static void cond_reap(cond_body *b);
+static int cond_pick(cond_body *b, lua_Integer n);
+
+/* Waits in slot s until notified or deadline; 1 when notified (the slot
+** is kept, W_SIGNALLED, until the caller has the lock back: see
+** cond_reap), -1 when an interrupt is pending (the slot is given up all
+** the same). Looks for dead waiters every POLL_S. */
 static int cond_sleep(lua_State *L, cond_body *b, wslot *s, double deadline) {
   int ok;
   enter(&b->m, NULL);
   for (;;) {
     uint32_t seen;
+    cond_reap(b);
     if (s->state == W_SIGNALLED) { ok = 1; break; }
     if (passed(deadline)) { ok = 0; break; }
     if (mp_interrupt_pending(L)) { ok = -1; break; }
     seen = LOAD(&b->seq);
     mp_mutex_unlock(&b->m);
-    mp_seq_wait(&b->seq, seen, deadline);
+    mp_seq_wait(&b->seq, seen, poll_deadline(deadline));
     enter(&b->m, NULL);
   }
-  wslot_free(s);
+  if (ok != 1) wslot_free(s);
   mp_mutex_unlock(&b->m);
   return ok;
+}
+
+/* Takes lk back after a notify, holding slot s meanwhile (a process
+** killed here passes the notify on: cond_reap), then frees s: the notify
+** is this wait's. Ctrl-C striking first gives the notify on to the next
+** waiter, then takes the lock as any wait (where the interrupt fires). */
+static void cond_retake(lua_State *L, cond_body *b, lock_body *lk, wslot *s,
+                        int *died) {
+  int r;
+  while ((r = lock_take(NULL, lk, 1, mp_slice_deadline(-1), died)) == ETIMEDOUT &&
+         !mp_interrupt_pending(L))
+    ;
+  enter(&b->m, NULL);
+  wslot_free(s);
+  if (r != 0) cond_pick(b, 1);
+  mp_mutex_unlock(&b->m);
+  if (r != 0) lock_take(L, lk, 1, -1, died);
 }
 
 static int m_cond_wait(lua_State *L) {
@@ -649,7 +685,8 @@ static int m_cond_wait(lua_State *L) {
   depth = lk->count;
   lock_give(lk, 1);
   ok = cond_sleep(L, b, &b->w[i], deadline);
-  lock_take(L, lk, 1, -1, &died);
+  if (ok == 1) cond_retake(L, b, lk, &b->w[i], &died);
+  else lock_take(L, lk, 1, -1, &died);
   lk->count = depth;
   if (ok < 0) {   /* the lock is held again, as after any wait */
     mp_interrupt_point(L);
@@ -661,10 +698,9 @@ static int m_cond_wait(lua_State *L) {
   return 2;
 }
 
-/* Signals up to n waiters, oldest first; reaps dead ones on the way. */
-static int cond_signal(cond_body *b, lua_Integer n) {
+/* Marks up to n waiters signalled, oldest first; the count marked. */
+static int cond_pick(cond_body *b, lua_Integer n) {
   int i, k = 0;
-  for (i = 0; i < COND_SLOTS; i++) slot_reap(&b->w[i]);
   while (k < n) {
     wslot *best = NULL;
     for (i = 0; i < COND_SLOTS; i++) {
@@ -679,6 +715,26 @@ static int cond_signal(cond_body *b, lua_Integer n) {
   }
   if (k) mp_seq_wake(&b->seq);
   return k;
+}
+
+/* Frees the slots of dead waiters. One that died notified, before its wait
+** returned (asleep, or taking the lock back), passes its notify on to the
+** oldest waiter left: a notify is lost only with a process that got out
+** of wait. Called with b->m held, by notifiers and by every waiter each
+** POLL_S (a notify may be the last one for a long time). */
+static void cond_reap(cond_body *b) {
+  int i, owed = 0;
+  for (i = 0; i < COND_SLOTS; i++) {
+    uint32_t st = b->w[i].state;
+    if (slot_reap(&b->w[i]) && st == W_SIGNALLED) owed++;
+  }
+  if (owed) cond_pick(b, owed);
+}
+
+/* Signals up to n waiters, oldest first; reaps dead ones first. */
+static int cond_signal(cond_body *b, lua_Integer n) {
+  cond_reap(b);
+  return cond_pick(b, n);
 }
 
 static int cond_notify(lua_State *L, cond_body *b, lua_Integer n, const char *fname) {
@@ -708,10 +764,14 @@ static int m_cond_get_lock(lua_State *L) {
 
 static int m_cond_tostring(lua_State *L) {
   mp_handle *h = (mp_handle *)mp_checkudata(L, 1, COND_MT);
+  cond_body *b;
   int i, n = 0;
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Condition (closed)"), 1;
-  for (i = 0; i < COND_SLOTS; i++)
-    n += ((cond_body *)MP_CELL_BODY(h->cell))->w[i].state == W_WAITING;
+  b = (cond_body *)MP_CELL_BODY(h->cell);
+  enter(&b->m, NULL);
+  cond_reap(b);   /* a killed waiter waits no more */
+  for (i = 0; i < COND_SLOTS; i++) n += b->w[i].state == W_WAITING;
+  mp_mutex_unlock(&b->m);
   lua_pushfstring(L, "mproc.Condition (%d waiting)", n);
   return 1;
 }
@@ -909,15 +969,28 @@ static int l_barrier_action(lua_State *L) {
   return 1;
 }
 
+/* Breaks the round if a party of it died, as its next wait would: what a
+** survivor reads (n_waiting, broken) is then the truth, not the last state
+** of a killed party. */
+static void barrier_look(barrier_body *b) {
+  enter(&b->m, NULL);
+  if (!b->broken && barrier_reap(b)) barrier_break(b);
+  mp_mutex_unlock(&b->m);
+}
+
 /* Fields parties, n_waiting, broken; methods from upvalue 1. */
 static int m_barrier_index(lua_State *L) {
   barrier_body *b = (barrier_body *)mp_handle_body(L, 1, BARRIER_MT);
   const char *k = lua_tostring(L, 2);
   if (k != NULL && strcmp(k, "parties") == 0) lua_pushinteger(L, b->parties);
-  else if (k != NULL && strcmp(k, "n_waiting") == 0)
+  else if (k != NULL && strcmp(k, "n_waiting") == 0) {
+    barrier_look(b);
     lua_pushinteger(L, LOAD(&b->broken) ? 0 : LOAD(&b->count));
-  else if (k != NULL && strcmp(k, "broken") == 0)
+  }
+  else if (k != NULL && strcmp(k, "broken") == 0) {
+    barrier_look(b);
     lua_pushboolean(L, LOAD(&b->broken));
+  }
   else {
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(1));
@@ -930,6 +1003,7 @@ static int m_barrier_tostring(lua_State *L) {
   barrier_body *b;
   if (h->cell == NULL) return lua_pushliteral(L, "mproc.Barrier (closed)"), 1;
   b = (barrier_body *)MP_CELL_BODY(h->cell);
+  barrier_look(b);
   if (LOAD(&b->broken))
     lua_pushfstring(L, "mproc.Barrier (parties %d, broken)", (int)b->parties);
   else
