@@ -422,6 +422,25 @@ describe("Process", function()
   end)
 end)
 
+describe("a Process handle a sibling inherited", function()
+  for _, env in ipairs({ "", "MPROC_NO_PIDFD=1" }) do
+    it("tells it runs, times out a join, signals it and sees it end" .. (env ~= "" and " (" .. env .. ")" or ""), function()
+      local out = support.run_lua([[
+        local mproc = require "mproc"
+        local a = mproc.Process(function() mproc.sleep(30) end):start()
+        local b = mproc.Process(function()
+          print("running", a:is_alive(), a.exitcode, a:join(0.05))
+          a:terminate()
+          print("ended", a:join(5) ~= nil, a:is_alive())
+        end):start()
+        b:join(20)
+        print("parent", a:join(5), b.exitcode)
+      ]], { env = env .. " timeout 60" })
+      assert.are.equal("running\ttrue\tnil\tnil\ttimeout\nended\ttrue\tfalse\nparent\t-15\t0\n", out)
+    end)
+  end
+end)
+
 describe("Process without pidfd (pipe sentinels, as on macOS and BSD)", function()
   it("has a sentinel that becomes ready when the child ends, not before", function()
     local out = support.run_lua([[

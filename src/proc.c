@@ -325,13 +325,33 @@ static void mark_reaped(mp_child *c, int status) {
 static void mark_gone(mp_child *c) { mark_reaped(c, 0); }
 
 /* Reaps c if it has ended; blocking waits until it has. 1: reaped. */
+/* Whether the sentinel fd says the child ended (a pidfd: it exited; a
+** pipe: its write end, which only the child held, is closed). */
+static int sentinel_ended(int fd) {
+  struct pollfd p;
+  int r;
+  p.fd = fd;
+  p.events = POLLIN;
+  p.revents = 0;
+  do r = poll(&p, 1, 0); while (r < 0 && errno == EINTR);
+  return r != 0;
+}
+
+/* ECHILD: not a child of this process, or reaped elsewhere. A handle a
+** sibling or a grandchild inherited asks the sentinel whether the child
+** still runs (it did take that for an end: is_alive() false and kill() a
+** no-op on a running sibling); the exit status is its parent's alone. */
 static int child_reap(mp_child *c, int blocking) {
   int st;
   pid_t r;
   if (c->reaped) return 1;
   r = mp_waitpid(c->pid, &st, blocking ? 0 : WNOHANG);
   if (r == c->pid) { mark_reaped(c, st); return 1; }
-  if (r < 0 && errno == ECHILD) { mark_gone(c); return 1; }
+  if (r < 0 && errno == ECHILD) {
+    if (c->fd >= 0 && !sentinel_ended(c->fd)) return 0;
+    mark_gone(c);
+    return 1;
+  }
   return 0;
 }
 
