@@ -245,6 +245,19 @@ static void mp_after_fork_child(void) {
   if (feof_unlocked(stdin) || ferror_unlocked(stdin)) clearerr(stdin);
 }
 
+/* Drops lua.c's Ctrl-C hook (on L and the main thread) that a SIGINT to
+** the parent set before the fork: it is the parent's, and would fire here,
+** in the child, as core.fork returns. Here, not in time.c: the child runs
+** it, and beside l_fork it is code the child has faulted in already. */
+static void forget_interrupt(lua_State *L) {
+  lua_State *M;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  M = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (mp_is_ctrl_c_hook(L)) lua_sethook(L, NULL, 0, 0);
+  if (M != NULL && mp_is_ctrl_c_hook(M)) lua_sethook(M, NULL, 0, 0);
+}
+
 /* Checks what core.child_main and core.fork take at idx: f, then msgh
 ** (nil or a function). 1 if a handler is given. */
 static int check_child_fn(lua_State *L, int idx) {
@@ -565,7 +578,7 @@ static int l_fork(lua_State *L) {
     return mp_fail(L, "cannot fork");
   if ((pid = fork_child(fds, gate)) < 0) return mp_fail(L, "cannot fork");
   if (pid == 0) {
-    mp_forget_interrupt(L);  /* else it fires here, in the child, as fork returns */
+    forget_interrupt(L);
     if (run) {
       lua_pop(L, 1);   /* the handle: [daemon, box, f, msgh, args...] */
       push_pid_clock(L);

@@ -47,7 +47,8 @@ local function poll(self)
   local h = self._handle
   if not h then return nil end
   local code = h:poll()
-  if code then here.children[h] = nil end
+  -- a table's empty slot written (nil again included) writes its header too
+  if code and here.children[h] then here.children[h] = nil end
   return code
 end
 
@@ -82,7 +83,7 @@ local OPTIONS = { target = true, args = true, name = true, daemon = true }
 -- then makes the table half the size (fewer heap pages written per start).
 local function make(target, args, name, daemon)
   here.counter = here.counter + 1
-  local self = setmetatable({
+  local self = {
     target = target,
     args = args or NOARGS,
     daemon = daemon or false,
@@ -90,7 +91,7 @@ local function make(target, args, name, daemon)
     _identity = here.counter,
     _handle = false,
     _closed = false,
-  }, Process)
+  }
   if name then self.name = name end
   -- a process started in a child is named after it: "Process-1:2"
   if here.current._identity then self._prefix = here.current.name .. ":" end
@@ -111,24 +112,27 @@ local function new_from_options(opts)
   util.check_type("Process", 1, opts.name, "string", true)
   util.check_type("Process", 1, opts.daemon, "boolean", true)
   util.check_type("Process", 1, opts.args, "table", true)
-  return make(opts.target, opts.args, opts.name, opts.daemon)
+  return setmetatable(make(opts.target, opts.args, opts.name, opts.daemon), Process)
 end
 
--- mproc.Process(f, {...}); no options table is made for it
+-- mproc.Process(f, {...}); no options table is made for it. The usual
+-- case calls nothing but make and setmetatable, from here (see check_open).
 local function new(_, a, b)
-  if type(a) == "table" and getmetatable(a) == nil then return new_from_options(a) end
-  if not util.is_callable(a) then
-    util.argerror("Process", 1, "function or options table expected, got " .. type(a))
+  local ta = type(a)
+  if ta == "table" and getmetatable(a) == nil then return new_from_options(a) end
+  if ta ~= "function" and not util.is_callable(a) then
+    util.argerror("Process", 1, "function or options table expected, got " .. ta)
   end
-  util.check_type("Process", 2, b, "table", true)
-  return make(a, b)
+  if b ~= nil and type(b) ~= "table" then util.check_type("Process", 2, b, "table", true) end
+  return setmetatable(make(a, b), Process)
 end
 setmetatable(Process, { __call = new })
 
--- The checks of a method's self. util.check_self is called only to raise:
--- in the usual case the parent's calls then nest no deeper than two levels
--- below a method, and every level deeper is a CallInfo, a heap page the
--- parent writes again after each fork.
+-- The checks of a method's self. The methods a start+join calls (new,
+-- start, join, close) test the usual case themselves and call these only
+-- to raise: their calls then nest one level below the method, no deeper,
+-- and every level deeper is a CallInfo, a heap page the parent writes again
+-- after each fork.
 local function check_open(self, fname)
   if getmetatable(self) ~= Process then util.check_self(fname, self, Process) end
   if self._closed then util.misuse(("%s: the process is closed"):format(fname)) end
@@ -161,17 +165,24 @@ local function child_error(e)
 end
 
 -- The child's work, after enter_child, under child_error; returns the exit
--- code. Unless run was replaced, the target is called here rather than
--- through run(): every call a child makes is code and stack it faults in.
+-- code. start() chooses it in the parent: child_run calls the target
+-- itself, every call a child makes being code and stack it faults in (and
+-- rawget of a missing key reads Lua's constant absent key, a page of
+-- read-only data no other step of a child touches); run_method calls a
+-- run that replaced the method, or the method itself for a process with no
+-- target.
 local function child_run(self)
-  local run, args = rawget(self, "run") or methods.run, self.args
-  if run ~= methods.run or not self.target then
-    run(self)
-  elseif args.n == 0 then
+  local args = self.args
+  if args.n == 0 then
     self.target()
   else
     self.target(table.unpack(args, 1, args.n or #args))
   end
+  return 0
+end
+
+local function run_method(self)
+  self:run()
   return 0
 end
 
@@ -189,11 +200,13 @@ end
 -- The child of a start() left by an error (Ctrl-C: lua.c's hook fires as
 -- core.fork returns, losing its result), which core.fork also left in
 -- box.child: terminated and joined, as a Process's <close> scope left by an
--- error does, rather than run on unknown and be waited for at exit.
+-- error does, rather than run on unknown and be waited for at exit. The
+-- field is false, never nil, when empty: writing an empty slot of a table
+-- writes its header too, one more page.
 local Unclaimed = {
   __close = function(box, err)
     local h = box.child
-    box.child = nil
+    box.child = false
     if err ~= nil and h then
       h:signal(SIGTERM)
       h:wait()
@@ -202,13 +215,15 @@ local Unclaimed = {
 }
 -- one box for every start: a table made per start is heap written after
 -- the fork, pages the parent copies while the child lives
-local start_box = setmetatable({}, Unclaimed)
+local start_box = setmetatable({ child = false }, Unclaimed)
 
 -- Starts the child. Returns the Process, or nil, message, errno.
 function methods:start()
-  check_open(self, "start")
-  if self._handle or self == here.current then util.misuse("start: cannot start a process twice") end
-  cleanup()
+  if getmetatable(self) ~= Process or self._closed or self._handle or self == here.current then
+    check_open(self, "start")
+    util.misuse("start: cannot start a process twice")
+  end
+  if next(here.children) ~= nil then cleanup() end
   -- a child does not write its own pid on starting (current_process() finds
   -- it), but its children see it as any Process: it is written before the
   -- first fork of one, in a child that starts children
@@ -216,10 +231,12 @@ function methods:start()
   if rawget(cur, "_pid") == false then cur._pid = core.getpid() end
   -- a start nested in another's (a __gc's) takes a box of its own: closing
   -- the shared one would forget the outer start's child
-  local box <close> = start_box.child == nil and start_box or setmetatable({}, Unclaimed)
-  -- the child runs enter_child(self, child_run, pid, clock) from within
+  local box <close> = start_box.child == false and start_box or setmetatable({ child = false }, Unclaimed)
+  local run = rawget(self, "run")
+  local body = (run ~= nil and run ~= methods.run or not self.target) and run_method or child_run
+  -- the child runs enter_child(self, body, pid, clock) from within
   -- core.fork, under child_error, and never returns here
-  local h, pid, err = core.fork(self.daemon, box, M.enter_child, child_error, self, child_run)
+  local h, pid, err = core.fork(self.daemon, box, M.enter_child, child_error, self, body)
   if not h then return nil, pid, err end   -- message, errno
   self._handle = h
   self._pid = pid
@@ -229,11 +246,13 @@ end
 
 -- Waits for the child; returns its exitcode, or nil, "timeout".
 function methods:join(timeout)
-  check_started(self, "join")
-  timeout = util.check_timeout("join", 1, timeout)
-  local code, err = self._handle:wait(timeout)
+  if getmetatable(self) ~= Process then check_started(self, "join") end
+  local h = self._handle
+  if not h or self._closed or self == here.current then check_started(self, "join") end
+  if timeout ~= nil then timeout = util.check_timeout("join", 1, timeout) end
+  local code, err = h:wait(timeout)
   if not code then return nil, err end
-  here.children[self._handle] = nil
+  here.children[h] = nil
   return code
 end
 
@@ -256,11 +275,14 @@ function methods:kill() return signal(self, "kill", SIGKILL) end
 function methods:close()
   if getmetatable(self) ~= Process then util.check_self("close", self, Process) end
   if self._closed then return end
-  if self._handle then
-    if poll(self) == nil then
+  local h = self._handle
+  if h then
+    -- poll(self) written out: one call level less (see check_open)
+    if h:poll() == nil then
       util.misuse("close: the process is still running; join or terminate it first")
     end
-    self._handle:close()
+    if here.children[h] then here.children[h] = nil end
+    h:close()
   end
   self._closed = true
 end
