@@ -12,10 +12,12 @@ local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
 local Process = { __name = "mproc.Process" }
 local methods = {}
 
--- What this process knows of itself, in one table rather than as upvalues:
--- a new child sets most of it, and one table's fields are one heap page to
--- copy where upvalues are as many objects, spread over the heap (five
--- pages, measured).
+-- What this process knows of itself, in one table rather than as upvalues
+-- (one table's fields are one heap page where upvalues are as many objects,
+-- spread over the heap: five pages, measured). A Process child is forked
+-- with its own view of these fields already in place (start's box), and a
+-- pool worker writes them (enter_child). No field is ever nil: core.fork
+-- sets only fields that exist, so that nothing is allocated meanwhile.
 local here = {
   counter = 0,
   children = {},         -- handle -> Process, started and not known ended
@@ -26,20 +28,14 @@ local here = {
   reported = false,      -- the child's failure has been reported (child_error)
 }
 
--- What every forked child of mproc does first (Process children and pool
--- workers): reseed math.random, become current_process(), remember the
--- parent, start with no children of its own. pid and clock are what
--- core.fork gave the child, when the caller has them; body, if given, is
--- what the child runs next, as a tail call: at the depth of this function,
--- not one level deeper (the deeper a child calls, the more it writes).
--- It writes as little as it can: every page a child writes is copied.
-function M.enter_child(self, body, pid, clock)
-  math.randomseed(pid or core.getpid(), clock or math.floor(core.time() * 1e9))
+-- What a pool worker does first (core.fork has reseeded math.random):
+-- become current_process(), remember the parent, start with no children of
+-- its own. A Process child is forked with all of it in place (start).
+function M.enter_child(self)
   here.parent_pid, here.parent_name, here.parent = core.getppid(), here.current.name, false
   if next(here.children) then here.children = {} end
   here.counter, here.reported = 0, false
   here.current = self
-  if body then return body(self) end
 end
 
 -- A Process whose handle reports an end leaves the children table.
@@ -164,26 +160,22 @@ local function child_error(e)
   return 1
 end
 
--- The child's work, after enter_child, under child_error; returns the exit
--- code. start() chooses it in the parent: child_run calls the target
--- itself, every call a child makes being code and stack it faults in (and
--- rawget of a missing key reads Lua's constant absent key, a page of
--- read-only data no other step of a child touches); run_method calls a
+-- The child's work: what core.fork calls next, under child_error, and its
+-- arguments (the child exits 0 when it returns).
+-- start() chooses it in the parent: child_run names the target (core.fork
+-- calls it at the level this function ran at, the child's only one; rawget
+-- of a missing key, in the child, would read Lua's constant absent key, a
+-- page of read-only data no other step of a child touches); run_method a
 -- run that replaced the method, or the method itself for a process with no
 -- target.
 local function child_run(self)
   local args = self.args
-  if args.n == 0 then
-    self.target()
-  else
-    self.target(table.unpack(args, 1, args.n or #args))
-  end
-  return 0
+  if args.n == 0 then return self.target end
+  return self.target, table.unpack(args, 1, args.n or #args)
 end
 
 local function run_method(self)
-  self:run()
-  return 0
+  return self.run, self
 end
 
 -- The child's work; a table made with mproc.Process may replace it.
@@ -200,22 +192,31 @@ end
 -- The child of a start() left by an error (Ctrl-C: lua.c's hook fires as
 -- core.fork returns, losing its result), which core.fork also left in
 -- box.child: terminated and joined, as a Process's <close> scope left by an
--- error does, rather than run on unknown and be waited for at exit. The
--- field is false, never nil, when empty: writing an empty slot of a table
+-- error does, rather than run on unknown and be waited for at exit. Its
+-- fields are false, never nil, when empty: writing an empty slot of a table
 -- writes its header too, one more page.
 local Unclaimed = {
   __close = function(box, err)
     local h = box.child
-    box.child = false
+    box.child, box.current, box.children = false, false, false
     if err ~= nil and h then
       h:signal(SIGTERM)
       h:wait()
     end
   end,
 }
+
+-- A box holds, beside the child, the child's view of here (core.fork sets
+-- it in here just before forking and puts the parent's back): the child
+-- then writes nothing to become itself. start fills in the rest.
+local function new_box()
+  return setmetatable({ child = false, here = here, current = false, counter = 0,
+    children = false, parent = false, parent_pid = false, parent_name = false,
+    reported = false }, Unclaimed)
+end
 -- one box for every start: a table made per start is heap written after
 -- the fork, pages the parent copies while the child lives
-local start_box = setmetatable({ child = false }, Unclaimed)
+local start_box = new_box()
 
 -- Starts the child. Returns the Process, or nil, message, errno.
 function methods:start()
@@ -231,12 +232,15 @@ function methods:start()
   if rawget(cur, "_pid") == false then cur._pid = core.getpid() end
   -- a start nested in another's (a __gc's) takes a box of its own: closing
   -- the shared one would forget the outer start's child
-  local box <close> = start_box.child == false and start_box or setmetatable({ child = false }, Unclaimed)
+  local box <close> = start_box.child == false and start_box or new_box()
+  box.current, box.parent_pid, box.parent_name = self, cur.pid, cur.name
+  -- the child's children: none (an empty table of ours is one it may keep)
+  box.children = next(here.children) == nil and here.children or {}
   local run = rawget(self, "run")
   local body = (run ~= nil and run ~= methods.run or not self.target) and run_method or child_run
-  -- the child runs enter_child(self, body, pid, clock) from within
-  -- core.fork, under child_error, and never returns here
-  local h, pid, err = core.fork(self.daemon, box, M.enter_child, child_error, self, body)
+  -- the child runs body(self), then what it returns, from within core.fork,
+  -- under child_error; it never returns here
+  local h, pid, err = core.fork(self.daemon, box, body, child_error, self)
   if not h then return nil, pid, err end   -- message, errno
   self._handle = h
   self._pid = pid
