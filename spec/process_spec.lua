@@ -153,7 +153,7 @@ describe("Process", function()
       local target, n = nil, 0
       for l in io.lines(src) do
         n = n + 1
-        if l:match("^%s*here%.children%[h%] = self") then target = n end
+        if l:match("^%s*add_child%(self%)") then target = n end
       end
       local fired, inner = false, nil
       local p = mproc.Process{target = function() mproc.sleep(30) end}

@@ -20,7 +20,12 @@ local methods = {}
 -- sets only fields that exist, so that nothing is allocated meanwhile.
 local here = {
   counter = 0,
-  children = {},         -- handle -> Process, started and not known ended
+  -- the Processes started and not known ended, each at its _slot, false in
+  -- a free slot: an array with no nil in it, where setting a slot writes
+  -- nothing else (a table's empty slot set writes its header too)
+  children = { false, false, false, false },
+  nchildren = 0,         -- how many
+  free = 1,              -- no free slot below this one
   current = false,       -- the Process this code runs in
   parent = false,        -- in a child: what parent_process() returns, once asked
   parent_pid = false,
@@ -28,23 +33,72 @@ local here = {
   reported = false,      -- the child's failure has been reported (child_error)
 }
 
+-- The child of a start() left by an error (Ctrl-C: lua.c's hook fires as
+-- core.fork returns, losing its result), which core.fork also left in
+-- box.child: terminated and joined, as a Process's <close> scope left by an
+-- error does, rather than run on unknown and be waited for at exit. Its
+-- fields are false, never nil, when empty (as here's).
+local Unclaimed = {
+  __close = function(box, err)
+    local h = box.child
+    box.child, box.current, box.children = false, false, false
+    if err ~= nil and h then
+      h:signal(SIGTERM)
+      h:wait()
+    end
+  end,
+}
+
+-- A box holds, beside the child, the child's view of here (core.fork sets
+-- it in here just before forking and puts the parent's back): the child
+-- then writes nothing to become itself. start fills in the rest.
+local function new_box()
+  return setmetatable({ child = false, here = here, current = false, counter = 0,
+    children = false, nchildren = 0, free = 1, parent = false, parent_pid = false,
+    parent_name = false, reported = false }, Unclaimed)
+end
+-- One box for every start (a table made per start is heap written after
+-- the fork, pages the parent copies while the child lives), made right
+-- after here and its children: the tables every start writes, allocated
+-- together, most likely share a page.
+local start_box = new_box()
+
 -- What a pool worker does first (core.fork has reseeded math.random):
 -- become current_process(), remember the parent, start with no children of
 -- its own. A Process child is forked with all of it in place (start).
 function M.enter_child(self)
   here.parent_pid, here.parent_name, here.parent = core.getppid(), here.current.name, false
-  if next(here.children) then here.children = {} end
-  here.counter, here.reported = 0, false
+  if here.nchildren > 0 then here.children = {} end
+  here.counter, here.nchildren, here.free, here.reported = 0, 0, 1, false
   here.current = self
 end
 
--- A Process whose handle reports an end leaves the children table.
+-- Records a started Process among the children, in the first free slot.
+local function add_child(p)
+  local children, i = here.children, here.free
+  while children[i] do i = i + 1 end
+  children[i] = p
+  p._slot = i
+  here.free, here.nchildren = i + 1, here.nchildren + 1
+end
+
+-- Forgets a child known ended; nothing if it is not one of ours (a Process
+-- of the parent's, seen from a child, keeps the parent's slot).
+local function drop_child(p)
+  local i = p._slot
+  if i and here.children[i] == p then
+    here.children[i] = false
+    here.nchildren = here.nchildren - 1
+    if i < here.free then here.free = i end
+  end
+end
+
+-- A Process whose handle reports an end leaves the children.
 local function poll(self)
   local h = self._handle
   if not h then return nil end
   local code = h:poll()
-  -- a table's empty slot written (nil again included) writes its header too
-  if code and here.children[h] then here.children[h] = nil end
+  if code then drop_child(self) end
   return code
 end
 
@@ -87,6 +141,7 @@ local function make(target, args, name, daemon)
     _identity = here.counter,
     _handle = false,
     _closed = false,
+    _slot = false,
   }
   if name then self.name = name end
   -- a process started in a child is named after it: "Process-1:2"
@@ -186,37 +241,11 @@ function methods:run()
 end
 
 local function cleanup()
-  for _, p in pairs(here.children) do poll(p) end
+  local children = here.children
+  for i = 1, #children do
+    if children[i] then poll(children[i]) end
+  end
 end
-
--- The child of a start() left by an error (Ctrl-C: lua.c's hook fires as
--- core.fork returns, losing its result), which core.fork also left in
--- box.child: terminated and joined, as a Process's <close> scope left by an
--- error does, rather than run on unknown and be waited for at exit. Its
--- fields are false, never nil, when empty: writing an empty slot of a table
--- writes its header too, one more page.
-local Unclaimed = {
-  __close = function(box, err)
-    local h = box.child
-    box.child, box.current, box.children = false, false, false
-    if err ~= nil and h then
-      h:signal(SIGTERM)
-      h:wait()
-    end
-  end,
-}
-
--- A box holds, beside the child, the child's view of here (core.fork sets
--- it in here just before forking and puts the parent's back): the child
--- then writes nothing to become itself. start fills in the rest.
-local function new_box()
-  return setmetatable({ child = false, here = here, current = false, counter = 0,
-    children = false, parent = false, parent_pid = false, parent_name = false,
-    reported = false }, Unclaimed)
-end
--- one box for every start: a table made per start is heap written after
--- the fork, pages the parent copies while the child lives
-local start_box = new_box()
 
 -- Starts the child. Returns the Process, or nil, message, errno.
 function methods:start()
@@ -224,7 +253,7 @@ function methods:start()
     check_open(self, "start")
     util.misuse("start: cannot start a process twice")
   end
-  if next(here.children) ~= nil then cleanup() end
+  if here.nchildren > 0 then cleanup() end
   -- a child does not write its own pid on starting (current_process() finds
   -- it), but its children see it as any Process: it is written before the
   -- first fork of one, in a child that starts children
@@ -235,7 +264,7 @@ function methods:start()
   local box <close> = start_box.child == false and start_box or new_box()
   box.current, box.parent_pid, box.parent_name = self, cur.pid, cur.name
   -- the child's children: none (an empty table of ours is one it may keep)
-  box.children = next(here.children) == nil and here.children or {}
+  box.children = here.nchildren == 0 and here.children or {}
   local run = rawget(self, "run")
   local body = (run ~= nil and run ~= methods.run or not self.target) and run_method or child_run
   -- the child runs body(self), then what it returns, from within core.fork,
@@ -244,7 +273,7 @@ function methods:start()
   if not h then return nil, pid, err end   -- message, errno
   self._handle = h
   self._pid = pid
-  here.children[h] = self
+  add_child(self)
   return self
 end
 
@@ -256,7 +285,7 @@ function methods:join(timeout)
   if timeout ~= nil then timeout = util.check_timeout("join", 1, timeout) end
   local code, err = h:wait(timeout)
   if not code then return nil, err end
-  here.children[h] = nil
+  drop_child(self)
   return code
 end
 
@@ -285,7 +314,7 @@ function methods:close()
     if h:poll() == nil then
       util.misuse("close: the process is still running; join or terminate it first")
     end
-    if here.children[h] then here.children[h] = nil end
+    drop_child(self)
     h:close()
   end
   self._closed = true
@@ -345,9 +374,10 @@ end
 
 -- The children that still run; the ended ones are reaped on the way.
 function M.active_children()
-  local list = {}
-  for _, p in pairs(here.children) do
-    if poll(p) == nil then list[#list + 1] = p end
+  local list, children = {}, here.children
+  for i = 1, #children do
+    local p = children[i]
+    if p and poll(p) == nil then list[#list + 1] = p end
   end
   table.sort(list, function(a, b) return a._identity < b._identity end)
   return list
