@@ -361,7 +361,11 @@ function M.ParentProcess.__tostring(self)
   return ("mproc.ParentProcess (%s, pid %d)"):format(self.name, self.pid)
 end
 
-here.current = setmetatable({ name = "MainProcess", pid = core.getpid(), daemon = false }, Process)
+-- _identity false, not absent: make() asks it of the current process, and
+-- an absent field would call Process.__index, a call level deeper (a
+-- CallInfo page more for each start to write)
+here.current = setmetatable({ name = "MainProcess", pid = core.getpid(), daemon = false,
+  _identity = false }, Process)
 
 M.Process = Process
 function M.current_process() return here.current end
