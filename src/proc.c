@@ -583,16 +583,9 @@ static void reseed_random(lua_State *L) {
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
-/* Whether the key at idx is box's own field "child" or "here". */
-static int box_own_key(lua_State *L, int idx) {
-  const char *k;
-  if (lua_type(L, idx) != LUA_TSTRING) return 0;
-  k = lua_tostring(L, idx);
-  return strcmp(k, "child") == 0 || strcmp(k, "here") == 0;
-}
-
-/* Exchanges the values of box.here[k] and box[k] for every other field k
-** of box that box.here has too (box.here at here). core.fork calls it just
+/* Exchanges the values of box.here[k] and box[k] for every field k of box
+** that box.here has too (box.here at here; box's own fields, child and
+** here, are not among here's). core.fork calls it just
 ** before the fork, and in the parent again as the fork returns: the child
 ** is forked with box's view of its own state in box.here (the Lua layer's
 ** current process, its parent, its children...), and writes no page for
@@ -604,7 +597,7 @@ static void swap_view(lua_State *L, int box, int here) {
   lua_pushnil(L);
   while (lua_next(L, box) != 0) {   /* k, v */
     lua_pushvalue(L, -2);
-    if (box_own_key(L, -1) || lua_gettable(L, here) == LUA_TNIL) {
+    if (lua_gettable(L, here) == LUA_TNIL) {
       lua_pop(L, 2);
       continue;
     }                               /* k, v, old */

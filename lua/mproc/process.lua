@@ -17,7 +17,8 @@ local methods = {}
 -- spread over the heap: five pages, measured). A Process child is forked
 -- with its own view of these fields already in place (start's box), and a
 -- pool worker writes them (enter_child). No field is ever nil: core.fork
--- sets only fields that exist, so that nothing is allocated meanwhile.
+-- sets only fields that exist, so that nothing is allocated meanwhile; and
+-- none is named child or here (the box's own).
 local here = {
   counter = 0,
   -- the Processes started and not known ended, each at its _slot, false in
