@@ -583,37 +583,42 @@ static void reseed_random(lua_State *L) {
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
-/* Exchanges the values of box.here[k] and box[k] for every field k of box
-** that box.here has too (box.here at here; box's own fields, child and
-** here, are not among here's). core.fork calls it just
-** before the fork, and in the parent again as the fork returns: the child
-** is forked with box's view of its own state in box.here (the Lua layer's
-** current process, its parent, its children...), and writes no page for
-** it: the parent wrote that one already (every page a child writes is
-** copied). No Lua code runs meanwhile: box.here has no metatable (the Lua
-** layer's), the keys exist, nothing is allocated. Set, not raw set:
-** lua_rawset writes a table's header too, a page more. */
-static void swap_view(lua_State *L, int box, int here) {
-  lua_pushnil(L);
-  while (lua_next(L, box) != 0) {   /* k, v */
+/* Exchanges the values of box.here[k] and box[k] for each name k in the
+** list box.view (here, box and the list at those indexes), skipping those
+** that are equal or that either lacks. core.fork calls it just before the
+** fork, and in the parent again as the fork returns: the child is forked
+** with box's view of its own state in box.here (the Lua layer's current
+** process, its parent, its children...), and writes no page for it: the
+** parent wrote that one already (every page a child writes is copied). No
+** Lua code runs meanwhile: box.here has no metatable (the Lua layer's),
+** the keys exist, nothing is allocated. Set, not raw set: lua_rawset
+** writes a table's header too, a page more. */
+static void swap_view(lua_State *L, int box, int here, int keys) {
+  lua_Integer i, n = (lua_Integer)lua_rawlen(L, keys);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, keys, i);        /* k */
+    lua_pushvalue(L, -1);
+    lua_gettable(L, box);           /* k, v */
     lua_pushvalue(L, -2);
-    if (lua_gettable(L, here) == LUA_TNIL) {
-      lua_pop(L, 2);
+    lua_gettable(L, here);          /* k, v, old */
+    if (lua_isnil(L, -1) || lua_isnil(L, -2) || lua_rawequal(L, -1, -2)) {
+      lua_pop(L, 3);
       continue;
-    }                               /* k, v, old */
+    }
     lua_pushvalue(L, -3);
-    lua_insert(L, -2);
+    lua_insert(L, -2);              /* k, v, k, old */
     lua_settable(L, box);           /* box[k] = old */
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_settable(L, here);          /* here[k] = v; k left for lua_next */
+    lua_settable(L, here);          /* here[k] = v */
   }
 }
 
-/* The index of box.here (pushed) when box (at 2) has one, else 0. */
+/* Pushes box.here and box.view when box (at 2) has both (1), else nothing. */
 static int view_of(lua_State *L) {
   if (!lua_istable(L, 2)) return 0;
-  if (lua_getfield(L, 2, "here") == LUA_TTABLE) return lua_gettop(L);
+  if (lua_getfield(L, 2, "here") == LUA_TTABLE) {
+    if (lua_getfield(L, 2, "view") == LUA_TTABLE) return 1;
+    lua_pop(L, 1);
+  }
   lua_pop(L, 1);
   return 0;
 }
@@ -652,8 +657,9 @@ static int fork_parent_side(lua_State *L, mp_child *c, pid_t pid, int fds[2], in
 ** daemon, box, f, msgh, ...) -> the same in the parent; the child does not
 ** return but runs f(...) as core.child_main does (call_child: f may return
 ** what to run next): from here, not from a Lua caller, it writes no frame
-** of that caller. With box.here a table, the child is forked with the
-** other fields of box in it (swap_view), the parent keeps its own. The
+** of that caller. With box.here and box.view tables, the child is forked
+** with box's fields named in box.view set in box.here (swap_view), the
+** parent keeps its own. The
 ** parent's handle is also left in box.child (box a table): lua.c's Ctrl-C
 ** hook may fire as this returns, and the caller can still find it. A
 ** child that has ended and been reaped before the parent could watch it
@@ -661,7 +667,7 @@ static int fork_parent_side(lua_State *L, mp_child *c, pid_t pid, int fds[2], in
 static int l_fork(lua_State *L) {
   int daemon = lua_toboolean(L, 1);
   int run = !lua_isnoneornil(L, 3), msgh = run && check_child_fn(L, 3);
-  int fds[2] = {-1, -1}, gate[2] = {-1, -1}, here;
+  int fds[2] = {-1, -1}, gate[2] = {-1, -1}, view;
   pid_t pid;
   mp_child *c;
   if (!run) lua_settop(L, 2);
@@ -673,11 +679,11 @@ static int l_fork(lua_State *L) {
   if (!use_pidfd && mp_cloexec_pipe(fds) < 0) return mp_fail(L, "cannot fork");
   if (use_pidfd && children_autoreaped() && mp_cloexec_pipe(gate) < 0)
     return mp_fail(L, "cannot fork");
-  if ((here = view_of(L)) != 0) swap_view(L, 2, here);
+  if ((view = view_of(L)) != 0) swap_view(L, 2, lua_gettop(L) - 1, lua_gettop(L));
   pid = fork_child(fds, gate);
-  if (here) {
-    if (pid != 0) swap_view(L, 2, here);   /* the parent's own, back */
-    lua_pop(L, 1);
+  if (view) {   /* the parent's own, back */
+    if (pid != 0) swap_view(L, 2, lua_gettop(L) - 1, lua_gettop(L));
+    lua_pop(L, 2);
   }
   if (pid == 0) return fork_child_side(L, run, msgh);
   if (pid < 0) return mp_fail(L, "cannot fork");

@@ -12,26 +12,32 @@ local SIGTERM, SIGKILL = core.signals.SIGTERM, core.signals.SIGKILL
 local Process = { __name = "mproc.Process" }
 local methods = {}
 
--- What this process knows of itself, in one table rather than as upvalues
--- (one table's fields are one heap page where upvalues are as many objects,
--- spread over the heap: five pages, measured). A Process child is forked
--- with its own view of these fields already in place (start's box), and a
--- pool worker writes them (enter_child). No field is ever nil: core.fork
--- sets only fields that exist, so that nothing is allocated meanwhile; and
--- none is named child or here (the box's own).
+-- What this process knows of itself, in tables rather than upvalues (one
+-- table's fields are one heap page where upvalues are as many objects,
+-- spread over the heap): here, what every start writes (the Process this
+-- code runs in, the counts), and here.state, what a start only reads (the
+-- table of children aside). No field is ever nil (core.fork sets only
+-- fields that exist, so that nothing is allocated meanwhile); parent_pid
+-- and parent_name are false in the main process.
+local function new_state(parent_pid, parent_name)
+  return {
+    -- the Processes started and not known ended, each at its _slot, false
+    -- in a free slot: an array with no nil in it, where setting a slot
+    -- writes nothing else (a table's empty slot set writes its header too)
+    children = { false, false, false, false },
+    parent = false,      -- in a child: what parent_process() returns, once asked
+    parent_pid = parent_pid,
+    parent_name = parent_name,
+    reported = false,    -- the child's failure has been reported (child_error)
+    kid = false,         -- the state its children start with (kid_state)
+  }
+end
 local here = {
-  counter = 0,
-  -- the Processes started and not known ended, each at its _slot, false in
-  -- a free slot: an array with no nil in it, where setting a slot writes
-  -- nothing else (a table's empty slot set writes its header too)
-  children = { false, false, false, false },
-  nchildren = 0,         -- how many
-  free = 1,              -- no free slot below this one
   current = false,       -- the Process this code runs in
-  parent = false,        -- in a child: what parent_process() returns, once asked
-  parent_pid = false,
-  parent_name = false,
-  reported = false,      -- the child's failure has been reported (child_error)
+  state = false,         -- new_state(...), below
+  counter = 0,           -- the Processes made here so far
+  nchildren = 0,         -- how many children (state.children)
+  free = 1,              -- no free slot of state.children below this one
 }
 
 -- The child of a start() left by an error (Ctrl-C: lua.c's hook fires as
@@ -42,7 +48,7 @@ local here = {
 local Unclaimed = {
   __close = function(box, err)
     local h = box.child
-    box.child, box.current, box.children = false, false, false
+    box.child, box.current = false, false
     if err ~= nil and h then
       h:signal(SIGTERM)
       h:wait()
@@ -50,33 +56,47 @@ local Unclaimed = {
   end,
 }
 
--- A box holds, beside the child, the child's view of here (core.fork sets
--- it in here just before forking and puts the parent's back): the child
--- then writes nothing to become itself. start fills in the rest.
+-- A box holds, beside the child, the child's view of here: the Process it
+-- is, its state, no children. core.fork sets them in here just before
+-- forking and puts the parent's back, so the child writes nothing to
+-- become itself.
+local VIEW = { "current", "state", "counter", "nchildren", "free" }
 local function new_box()
-  return setmetatable({ child = false, here = here, current = false, counter = 0,
-    children = false, nchildren = 0, free = 1, parent = false, parent_pid = false,
-    parent_name = false, reported = false }, Unclaimed)
+  return setmetatable({ child = false, here = here, view = VIEW, current = false,
+    state = false, counter = 0, nchildren = 0, free = 1 }, Unclaimed)
 end
 -- One box for every start (a table made per start is heap written after
 -- the fork, pages the parent copies while the child lives), made right
--- after here and its children: the tables every start writes, allocated
--- together, most likely share a page.
+-- after here, with as many fields: both written by every start, their
+-- fields, allocated one after the other in one size, most likely share a
+-- page.
 local start_box = new_box()
+here.state = new_state(false, false)
+
+-- The state a child of this process starts with: no children, its parent
+-- this process. Made once and shared by all (the parent never changes it;
+-- a child changes its own copy), so that a start writes no new state.
+local function kid_state(cur, st)
+  local kid, pid, name = st.kid, cur.pid, cur.name
+  if not kid or kid.parent_pid ~= pid or kid.parent_name ~= name then
+    kid = new_state(pid, name)
+    st.kid = kid
+  end
+  return kid
+end
 
 -- What a pool worker does first (core.fork has reseeded math.random):
 -- become current_process(), remember the parent, start with no children of
 -- its own. A Process child is forked with all of it in place (start).
 function M.enter_child(self)
-  here.parent_pid, here.parent_name, here.parent = core.getppid(), here.current.name, false
-  if here.nchildren > 0 then here.children = {} end
-  here.counter, here.nchildren, here.free, here.reported = 0, 0, 1, false
+  here.state = new_state(core.getppid(), here.current.name)
+  here.counter, here.nchildren, here.free = 0, 0, 1
   here.current = self
 end
 
 -- Records a started Process among the children, in the first free slot.
 local function add_child(p)
-  local children, i = here.children, here.free
+  local children, i = here.state.children, here.free
   while children[i] do i = i + 1 end
   children[i] = p
   p._slot = i
@@ -86,9 +106,9 @@ end
 -- Forgets a child known ended; nothing if it is not one of ours (a Process
 -- of the parent's, seen from a child, keeps the parent's slot).
 local function drop_child(p)
-  local i = p._slot
-  if i and here.children[i] == p then
-    here.children[i] = false
+  local i, children = p._slot, here.state.children
+  if i and children[i] == p then
+    children[i] = false
     here.nchildren = here.nchildren - 1
     if i < here.free then here.free = i end
   end
@@ -207,10 +227,10 @@ local error_text = util.error_text
 local function child_error(e)
   local tb = debug.traceback(error_text(e), 2)
   tb = tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
-  if here.reported then
+  if here.state.reported then
     io.stderr:write(("While unwinding, another error:\n%s\n"):format(tb))
   else
-    here.reported = true
+    here.state.reported = true
     io.stderr:write(("Process %s:\n%s\n"):format(here.current.name, tb))
   end
   return 1
@@ -242,7 +262,7 @@ function methods:run()
 end
 
 local function cleanup()
-  local children = here.children
+  local children = here.state.children
   for i = 1, #children do
     if children[i] then poll(children[i]) end
   end
@@ -263,9 +283,7 @@ function methods:start()
   -- a start nested in another's (a __gc's) takes a box of its own: closing
   -- the shared one would forget the outer start's child
   local box <close> = start_box.child == false and start_box or new_box()
-  box.current, box.parent_pid, box.parent_name = self, cur.pid, cur.name
-  -- the child's children: none (an empty table of ours is one it may keep)
-  box.children = here.nchildren == 0 and here.children or {}
+  box.current, box.state = self, kid_state(cur, here.state)
   local run = rawget(self, "run")
   local body = (run ~= nil and run ~= methods.run or not self.target) and run_method or child_run
   -- the child runs body(self), then what it returns, from within core.fork,
@@ -371,15 +389,16 @@ here.current = setmetatable({ name = "MainProcess", pid = core.getpid(), daemon 
 M.Process = Process
 function M.current_process() return here.current end
 function M.parent_process()
-  if not here.parent and here.parent_pid then
-    here.parent = setmetatable({ name = here.parent_name, pid = here.parent_pid }, M.ParentProcess)
+  local st = here.state
+  if not st.parent and st.parent_pid then
+    st.parent = setmetatable({ name = st.parent_name, pid = st.parent_pid }, M.ParentProcess)
   end
-  return here.parent or nil
+  return st.parent or nil
 end
 
 -- The children that still run; the ended ones are reaped on the way.
 function M.active_children()
-  local list, children = {}, here.children
+  local list, children = {}, here.state.children
   for i = 1, #children do
     local p = children[i]
     if p and poll(p) == nil then list[#list + 1] = p end
