@@ -105,6 +105,9 @@ describe("Process", function()
     ]])
     assert.matches("Process worker:\n[^\n]*boom in child\nstack traceback:", out)
     assert.matches("in upvalue 'inner'", out, 1, true)
+    -- mproc's own frames below the target are left out
+    assert.is_nil(out:find("mproc.core.fork", 1, true))
+    assert.is_nil(out:find("process.lua", 1, true))
     assert.matches("exitcode\t1", out, 1, true)
   end)
 

@@ -221,12 +221,13 @@ local error_text = util.error_text
 
 -- The child's message handler (core.child_main's): reports the error with
 -- its traceback on stderr, as Python does; the exit code is 1. The frames
--- below the target are mproc's own: the traceback leaves them out. It runs
+-- below the target are mproc's own (core.fork, which calls it, and what
+-- called core.fork): the traceback leaves them out. It runs
 -- again for each error a to-be-closed variable raises while the first
 -- unwinds: those follow the first report, under its one heading.
 local function child_error(e)
   local tb = debug.traceback(error_text(e), 2)
-  tb = tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
+  tb = tb:match("^(.-)\n[^\n]*'mproc%.core%.fork'") or tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
   if here.state.reported then
     io.stderr:write(("While unwinding, another error:\n%s\n"):format(tb))
   else
