@@ -176,6 +176,65 @@ describe("Process", function()
     assert.matches("^false\t[^\n]*struck\nouter child running\tfalse\n$", out)
   end)
 
+  -- A __gc may start a Process at core.fork's first allocation, after the
+  -- outer start has set up what its child is to see: a call hook on
+  -- core.fork runs one there, from a finalizer.
+  it("forks the outer child as itself when a __gc starts a Process inside its start", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local core = require "mproc.core"
+      local inner
+      local p = mproc.Process{target = function()
+        io.write("outer child is ", tostring(mproc.current_process() and mproc.current_process().name), "\n")
+      end, name = "outer"}
+      debug.sethook(function()
+        if debug.getinfo(2, "f").func ~= core.fork then return end
+        debug.sethook()
+        setmetatable({}, { __gc = function()
+          inner = mproc.Process{target = function() end, name = "inner"}:start()
+        end })
+        collectgarbage()
+      end, "c")
+      p:start()
+      debug.sethook()
+      print("exits", p:join(10), inner and inner:join(10))
+      print("parent is", mproc.current_process().name, #mproc.active_children())
+    ]], { env = "timeout 60" })
+    assert.are.equal("outer child is outer\nexits\t0\t0\nparent is\tMainProcess\t0\n", out)
+  end)
+
+  -- A target or run replaced after Process() by what cannot be called: the
+  -- child reports Lua's error, as for any failure, and exits 1.
+  for _, case in ipairs {
+    { "a target", "p.target = 5", "attempt to call a number value" },
+    { "a target", "p.target = 'text'", "attempt to call a string value" },
+    { "a run", "p.run = 7", "attempt to call a number value" },
+  } do
+    it("reports " .. case[1] .. " that cannot be called (" .. case[2] .. ")", function()
+      local out = support.run_lua(([[
+        local mproc = require "mproc"
+        local p = mproc.Process{target = function() end, name = "odd"}
+        %s
+        p:start()
+        print("exitcode", p:join(10))
+      ]]):format(case[2]), { env = "timeout 60" })
+      assert.matches("Process odd:\n[^\n]*" .. case[3], out)
+      assert.matches("process.lua:%d+: attempt to call", out)
+      assert.matches("exitcode\t1\n$", out)
+    end)
+  end
+
+  it("runs the target when run is set to false, as if it were not set", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p = mproc.Process{target = function() io.write("target ran\n") end}
+      p.run = false
+      p:start()
+      print("exitcode", p:join(10))
+    ]], { env = "timeout 60" })
+    assert.are.equal("target ran\nexitcode\t0\n", out)
+  end)
+
   it("times out a join, leaving exitcode nil", function()
     local p = mproc.Process(function() mproc.sleep(10) end):start()
     local t0 = mproc.monotonic()

@@ -227,7 +227,12 @@ local error_text = util.error_text
 -- unwinds: those follow the first report, under its one heading.
 local function child_error(e)
   local tb = debug.traceback(error_text(e), 2)
-  tb = tb:match("^(.-)\n[^\n]*'mproc%.core%.fork'") or tb:match("^(.-)\n[^\n]*mproc[/\\]process%.lua:") or tb
+  -- cut at whichever comes first: a body of process.lua (run_uncallable)
+  -- may run between the target and core.fork
+  local a = tb:find("\n[^\n]*'mproc%.core%.fork'")
+  local b = tb:find("\n[^\n]*mproc[/\\]process%.lua:")
+  local cut = (a and b) and math.min(a, b) or a or b
+  if cut then tb = tb:sub(1, cut - 1) end
   if here.state.reported then
     io.stderr:write(("While unwinding, another error:\n%s\n"):format(tb))
   else
@@ -253,6 +258,27 @@ end
 
 local function run_method(self)
   return self.run, self
+end
+
+-- A run or target that is not callable, yet set (after Process() checked
+-- it): called here, as run() would, so that the child reports Lua's error
+-- and exits 1; returned to core.fork, a number would be taken for the exit
+-- code, and a run of false would be called rather than ignored.
+local function run_uncallable(self)
+  local run = rawget(self, "run") or methods.run
+  run(self)
+end
+
+-- What the child of start() runs first (see child_run): chosen in the
+-- parent, where a check costs the child nothing.
+local function body_of(self)
+  local run, target = rawget(self, "run"), self.target
+  if run ~= nil and run ~= methods.run or not target then
+    if run == nil or type(run) == "function" or (run and util.is_callable(run)) then return run_method end
+    return run_uncallable
+  end
+  if type(target) == "function" or util.is_callable(target) then return child_run end
+  return run_uncallable
 end
 
 -- The child's work; a table made with mproc.Process may replace it.
@@ -281,12 +307,16 @@ function methods:start()
   -- first fork of one, in a child that starts children
   local cur = here.current
   if rawget(cur, "_pid") == false then cur._pid = core.getpid() end
-  -- a start nested in another's (a __gc's) takes a box of its own: closing
-  -- the shared one would forget the outer start's child
-  local box <close> = start_box.child == false and start_box or new_box()
+  -- a start nested in another's (a __gc's, at core.fork's allocation) takes a
+  -- box of its own: closing the shared one would forget the outer start's
+  -- child, or the Process its child is to be (box.current, set below)
+  local box <close> = start_box.child == false and start_box.current == false and start_box
+    or new_box()
   box.current, box.state = self, kid_state(cur, here.state)
+  -- the usual case tested here: body_of's calls would nest a level deeper
   local run = rawget(self, "run")
-  local body = (run ~= nil and run ~= methods.run or not self.target) and run_method or child_run
+  local body = child_run
+  if run ~= nil and run ~= methods.run or type(self.target) ~= "function" then body = body_of(self) end
   -- the child runs body(self), then what it returns, from within core.fork,
   -- under child_error; it never returns here
   local h, pid, err = core.fork(self.daemon, box, body, child_error, self)
