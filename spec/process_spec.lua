@@ -116,6 +116,9 @@ describe("Process", function()
     ]])
     assert.matches("Process worker:\n[^\n]*boom in child\nstack traceback:", out)
     assert.matches("in upvalue 'inner'", out, 1, true)
+    -- mproc's own frames below the target are left out
+    assert.is_nil(out:find("mproc.core.fork", 1, true))
+    assert.is_nil(out:find("process.lua", 1, true))
     assert.matches("exitcode\t1", out, 1, true)
   end)
 
@@ -164,7 +167,7 @@ describe("Process", function()
       local target, n = nil, 0
       for l in io.lines(src) do
         n = n + 1
-        if l:match("^%s*here%.children%[h%] = self") then target = n end
+        if l:match("^%s*add_child%(self%)") then target = n end
       end
       local fired, inner = false, nil
       local p = mproc.Process{target = function() mproc.sleep(30) end}
@@ -182,6 +185,65 @@ describe("Process", function()
       if alive then p:kill() p:join(10) end
     ]], { env = "timeout 60" })
     assert.matches("^false\t[^\n]*struck\nouter child running\tfalse\n$", out)
+  end)
+
+  -- A __gc may start a Process at core.fork's first allocation, after the
+  -- outer start has set up what its child is to see: a call hook on
+  -- core.fork runs one there, from a finalizer.
+  it("forks the outer child as itself when a __gc starts a Process inside its start", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local core = require "mproc.core"
+      local inner
+      local p = mproc.Process{target = function()
+        io.write("outer child is ", tostring(mproc.current_process() and mproc.current_process().name), "\n")
+      end, name = "outer"}
+      debug.sethook(function()
+        if debug.getinfo(2, "f").func ~= core.fork then return end
+        debug.sethook()
+        setmetatable({}, { __gc = function()
+          inner = mproc.Process{target = function() end, name = "inner"}:start()
+        end })
+        collectgarbage()
+      end, "c")
+      p:start()
+      debug.sethook()
+      print("exits", p:join(10), inner and inner:join(10))
+      print("parent is", mproc.current_process().name, #mproc.active_children())
+    ]], { env = "timeout 60" })
+    assert.are.equal("outer child is outer\nexits\t0\t0\nparent is\tMainProcess\t0\n", out)
+  end)
+
+  -- A target or run replaced after Process() by what cannot be called: the
+  -- child reports Lua's error, as for any failure, and exits 1.
+  for _, case in ipairs {
+    { "a target", "p.target = 5", "attempt to call a number value" },
+    { "a target", "p.target = 'text'", "attempt to call a string value" },
+    { "a run", "p.run = 7", "attempt to call a number value" },
+  } do
+    it("reports " .. case[1] .. " that cannot be called (" .. case[2] .. ")", function()
+      local out = support.run_lua(([[
+        local mproc = require "mproc"
+        local p = mproc.Process{target = function() end, name = "odd"}
+        %s
+        p:start()
+        print("exitcode", p:join(10))
+      ]]):format(case[2]), { env = "timeout 60" })
+      assert.matches("Process odd:\n[^\n]*" .. case[3], out)
+      assert.matches("process.lua:%d+: attempt to call", out)
+      assert.matches("exitcode\t1\n$", out)
+    end)
+  end
+
+  it("runs the target when run is set to false, as if it were not set", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local p = mproc.Process{target = function() io.write("target ran\n") end}
+      p.run = false
+      p:start()
+      print("exitcode", p:join(10))
+    ]], { env = "timeout 60" })
+    assert.are.equal("target ran\nexitcode\t0\n", out)
   end)
 
   it("times out a join, leaving exitcode nil", function()
@@ -264,6 +326,29 @@ describe("Process", function()
     for _, out in ipairs(outs) do os.remove(out) end
     assert.are_not.equal(a, b)
     assert.are_not.equal(tostring(math.random(0, 1 << 52)), a)
+  end)
+
+  it("starts a child as itself with no children, while the parent keeps its own view", function()
+    local out = support.tmpname()
+    local a = mproc.Process(function() mproc.sleep(30) end):start()
+    local b = mproc.Process(function()
+      local g = mproc.Process(function() end)
+      support.write_file(out, ("%d %s %s %d %s"):format(#mproc.active_children(),
+        mproc.current_process().name, g.name, mproc.parent_process().pid, mproc.parent_process().name))
+    end):start()
+    local status = b:join(10)
+    local got = support.read_file(out)
+    os.remove(out)
+    local after = mproc.Process(function() end)
+    local active = mproc.active_children()
+    a:kill()
+    a:join()
+    assert.are.equal(0, status)
+    assert.are.equal(("0 %s %s:1 %d MainProcess"):format(b.name, b.name, mproc.getpid()), got)
+    assert.are.equal("MainProcess", mproc.current_process().name)
+    assert.is_nil(mproc.parent_process())
+    assert.are.same({a}, active)
+    assert.are.equal("Process-" .. (tonumber(b.name:match("%d+$")) + 1), after.name)
   end)
 
   it("lists running children in active_children and drops ended ones", function()

@@ -119,9 +119,14 @@ MP_HIDDEN void mp_interrupt_point(lua_State *L);
 /* Whether a hook is set, that mp_interrupt_point would let run: waits that
 ** hold something (a slot, a count) give it up first. */
 MP_HIDDEN int mp_interrupt_pending(lua_State *L);
-/* In a forked child: drops lua.c's Ctrl-C hook (on L and the main thread)
-** that a SIGINT to the parent set before the fork; it is the parent's. */
-MP_HIDDEN void mp_forget_interrupt(lua_State *L);
+/* Whether L's hook is the one lua.c sets on Ctrl-C (every event, count 1:
+** its signature). Inline: proc.c's forked child asks it too, and a call
+** into time.c's code would be one more stretch of code for it to fault in. */
+#define MP_CTRL_C_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT)
+static inline int mp_is_ctrl_c_hook(lua_State *L) {
+  return lua_gethook(L) != NULL && lua_gethookmask(L) == MP_CTRL_C_MASK &&
+         lua_gethookcount(L) == 1;
+}
 /* Whether the value at idx is lua.c's Ctrl-C error ("interrupted!", maybe
 ** after a position, as util.lua's is_interrupt tells): a decode it cut
 ** short failed for no fault of the bytes, which are to be kept. */

@@ -245,6 +245,19 @@ static void mp_after_fork_child(void) {
   if (feof_unlocked(stdin) || ferror_unlocked(stdin)) clearerr(stdin);
 }
 
+/* Drops lua.c's Ctrl-C hook (on L and the main thread) that a SIGINT to
+** the parent set before the fork: it is the parent's, and would fire here,
+** in the child, as core.fork returns. Here, not in time.c: the child runs
+** it, and beside l_fork it is code the child has faulted in already. */
+static void forget_interrupt(lua_State *L) {
+  lua_State *M;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  M = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (mp_is_ctrl_c_hook(L)) lua_sethook(L, NULL, 0, 0);
+  if (M != NULL && mp_is_ctrl_c_hook(M)) lua_sethook(M, NULL, 0, 0);
+}
+
 /* Checks what core.child_main and core.fork take at idx: f, then msgh
 ** (nil or a function). 1 if a handler is given. */
 static int check_child_fn(lua_State *L, int idx) {
@@ -263,14 +276,31 @@ static int handle_late(lua_State *L, int idx) {
   return lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isinteger(L, -1);
 }
 
+/* In the child: the stack from first on is [msgh, f, args...]; calls
+** f(args...) under msgh (nil: none). f returns the exit code (an integer;
+** nothing or nil: 0), or what to run next: g, args... (g anything else,
+** called with those args under msgh, at f's level; it exits 0). Either
+** way the call is made from C, so every function the child runs is one
+** level below core.fork: the child writes one CallInfo, not two or three
+** (each a heap page it copies). LUA_OK or the error status. */
+static int call_child(lua_State *L, int first, int msgh) {
+  int h = msgh ? first : 0, t;
+  int status = lua_pcall(L, lua_gettop(L) - first - 1, LUA_MULTRET, h);
+  if (status != LUA_OK) return status;
+  t = lua_type(L, first + 1);  /* LUA_TNONE when f returned nothing */
+  if (t == LUA_TNONE || t == LUA_TNIL || lua_isinteger(L, first + 1)) return LUA_OK;
+  if ((status = lua_pcall(L, lua_gettop(L) - first - 1, 0, h)) == LUA_OK)
+    lua_pushinteger(L, 0);
+  return status;
+}
+
 /* In the child: the stack from first on is [f, msgh, args...]; runs
-** f(args...) under the message handler msgh (nil: none), then exits with
-** the integer f returns; if it raised, with the integer msgh made of the
-** error (the handler has reported it), else 1 and the error printed here.
-** Either way after the child's own exit hook. With a handler, f need not
-** call xpcall: one call level less for the child to write (its CallInfo,
-** its stack). lua_pcall, not pcallk: a yield inside f cannot leave the
-** child. */
+** f(args...) under the message handler msgh (nil: none), as call_child
+** says, then exits with the code it gives; if it raised, with the integer
+** msgh made of the error (the handler has reported it), else 1 and the
+** error printed here. Either way after the child's own exit hook. With a
+** handler, f need not call xpcall: one call level less for the child to
+** write. lua_pcall, not pcallk: a yield inside f cannot leave the child. */
 static void run_child(lua_State *L, int first, int msgh) {
   int code = 1;
   lua_settop(L, lua_gettop(L) < first + 1 ? first + 1 : lua_gettop(L));
@@ -278,8 +308,8 @@ static void run_child(lua_State *L, int first, int msgh) {
   lua_pushvalue(L, first + 1);
   lua_replace(L, first);
   lua_replace(L, first + 1);
-  if (lua_pcall(L, lua_gettop(L) - first - 1, 1, msgh ? first : 0) == LUA_OK) {
-    code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+  if (call_child(L, first, msgh) == LUA_OK) {
+    code = lua_isinteger(L, first + 1) ? (int)lua_tointeger(L, first + 1) : 0;
   } else if (msgh && (lua_isinteger(L, -1) || handle_late(L, first))) {
     code = (int)lua_tointeger(L, -1);
   } else {
@@ -548,55 +578,90 @@ static pid_t fork_child(int fds[2], int gate[2]) {
   return pid;
 }
 
-/* In the child: its pid and the clock in nanoseconds, what the Lua layer
-** seeds math.random with. Here they cost nothing the fork has not touched
-** already (cell.c's handler read the clock); asked for from Lua, they
-** would be two more stretches of code to fault in. */
-static void push_pid_clock(lua_State *L) {
+/* In the parent, before the fork: pushes math.randomseed, the global one
+** as a Lua caller would find it (or nil), for the child to reseed with:
+** looked up there, its name would be code and data (strcmp, core.so's
+** strings) for the child to fault in. */
+static void push_reseed(lua_State *L) {
+  if (lua_getglobal(L, "math") == LUA_TTABLE) lua_getfield(L, -1, "randomseed");
+  else lua_pushnil(L);
+  lua_remove(L, -2);
+}
+
+/* In the child: f(pid, clock in nanoseconds), f the function push_reseed
+** left at the top (else nothing), so that siblings and the parent draw apart.
+** Called from here, at the level the child's work runs at (call_child):
+** from Lua it would be a level deeper, a CallInfo more to write; and the
+** pid and clock cost nothing the fork has not touched already (cell.c's
+** handler read the clock). Pops f. */
+static void reseed_random(lua_State *L) {
   struct timespec ts;
+  if (lua_type(L, -1) != LUA_TFUNCTION) { lua_pop(L, 1); return; }
   clock_gettime(CLOCK_MONOTONIC, &ts);
   lua_pushinteger(L, getpid());
   lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
-/* core.fork([daemon], [box]) -> child handle and its pid in the parent;
-** false, the child's own pid and a clock reading (push_pid_clock) in the
-** child. core.fork(daemon, box, f, msgh, ...) -> the same in the parent;
-** the child does not return but runs f(..., pid, clock) as core.child_main
-** does: from here, not from a Lua caller, it writes no frame of that
-** caller. The parent's handle is also left in box.child (box a table):
-** lua.c's Ctrl-C hook may fire as this returns, and the caller can still
-** find it. A child that has ended and been reaped before the parent could
-** watch it gives a handle that reports it ended (exitcode 0: the status is
-** lost). */
-static int l_fork(lua_State *L) {
-  int daemon = lua_toboolean(L, 1);
-  int run = !lua_isnoneornil(L, 3), msgh = run && check_child_fn(L, 3);
-  int fds[2] = {-1, -1}, gate[2] = {-1, -1};
-  pid_t pid;
-  mp_child *c;
-  if (!run) lua_settop(L, 2);
-  c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
-  c->pid = 0; c->fd = -1; c->status = 0; c->reaped = 0; c->daemon = daemon;
-  luaL_setmetatable(L, CHILD_MT);
-  if (live_reserve() < 0) return mp_fail(L, "cannot fork");
-  if (!use_pidfd && mp_cloexec_pipe(fds) < 0) return mp_fail(L, "cannot fork");
-  if (use_pidfd && children_autoreaped() && mp_cloexec_pipe(gate) < 0)
-    return mp_fail(L, "cannot fork");
-  if ((pid = fork_child(fds, gate)) < 0) return mp_fail(L, "cannot fork");
-  if (pid == 0) {
-    mp_forget_interrupt(L);  /* else it fires here, in the child, as fork returns */
-    if (run) {
-      lua_pop(L, 1);   /* the handle: [daemon, box, f, msgh, args...] */
-      push_pid_clock(L);
-      run_child(L, 3, msgh);
+/* Exchanges the values of box.here[k] and box[k] for each name k in the
+** list box.view (here, box and the list at those indexes), skipping those
+** that are equal or that either lacks. core.fork calls it just before the
+** fork, and in the parent again as the fork returns: the child is forked
+** with box's view of its own state in box.here (the Lua layer's current
+** process, its parent, its children...), and writes no page for it: the
+** parent wrote that one already (every page a child writes is copied). No
+** Lua code runs meanwhile: box.here has no metatable (the Lua layer's),
+** the keys exist, nothing is allocated. Set, not raw set: lua_rawset
+** writes a table's header too, a page more. */
+static void swap_view(lua_State *L, int box, int here, int keys) {
+  lua_Integer i, n = (lua_Integer)lua_rawlen(L, keys);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, keys, i);        /* k */
+    lua_pushvalue(L, -1);
+    lua_gettable(L, box);           /* k, v */
+    lua_pushvalue(L, -2);
+    lua_gettable(L, here);          /* k, v, old */
+    if (lua_isnil(L, -1) || lua_isnil(L, -2) || lua_rawequal(L, -1, -2)) {
+      lua_pop(L, 3);
+      continue;
     }
-    lua_pushboolean(L, 0);
-    push_pid_clock(L);
-    return 3;
+    lua_pushvalue(L, -3);
+    lua_insert(L, -2);              /* k, v, k, old */
+    lua_settable(L, box);           /* box[k] = old */
+    lua_settable(L, here);          /* here[k] = v */
   }
+}
+
+/* Pushes box.here and box.view when box (at 2) has both (1), else nothing. */
+static int view_of(lua_State *L) {
+  if (!lua_istable(L, 2)) return 0;
+  if (lua_getfield(L, 2, "here") == LUA_TTABLE) {
+    if (lua_getfield(L, 2, "view") == LUA_TTABLE) return 1;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* In the child of core.fork, the stack [daemon, box, f?, msgh?, args...,
+** handle, randomseed]: runs f if given (never returns), else returns false. */
+static int fork_child_side(lua_State *L, int run, int msgh) {
+  forget_interrupt(L);
+  reseed_random(L);
+  if (run) {
+    lua_pop(L, 1);   /* the handle: [daemon, box, f, msgh, args...] */
+    run_child(L, 3, msgh);
+  }
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* In the parent of core.fork, the stack [..., handle c, randomseed]:
+** records and watches child pid; returns the handle and the pid. */
+static int fork_parent_side(lua_State *L, mp_child *c, pid_t pid, int fds[2], int gate[2]) {
+  lua_pop(L, 1);   /* randomseed */
   c->pid = pid;
-  live_add(pid, daemon);
+  live_add(pid, c->daemon);
   if (lua_istable(L, 2)) { lua_pushvalue(L, -1); lua_setfield(L, 2, "child"); }
   if (open_sentinel_parent(c, fds[0]) < 0) {
     if (errno != ESRCH) return fork_unwatched(L, c, gate);
@@ -605,6 +670,44 @@ static int l_fork(lua_State *L) {
   open_gate(gate, 0);
   lua_pushinteger(L, pid);
   return 2;
+}
+
+/* core.fork([daemon], [box]) -> child handle and its pid in the parent;
+** false in the child, math.random reseeded (reseed_random). core.fork(
+** daemon, box, f, msgh, ...) -> the same in the parent; the child does not
+** return but runs f(...) as core.child_main does (call_child: f may return
+** what to run next): from here, not from a Lua caller, it writes no frame
+** of that caller. With box.here and box.view tables, the child is forked
+** with box's fields named in box.view set in box.here (swap_view), the
+** parent keeps its own. The
+** parent's handle is also left in box.child (box a table): lua.c's Ctrl-C
+** hook may fire as this returns, and the caller can still find it. A
+** child that has ended and been reaped before the parent could watch it
+** gives a handle that reports it ended (exitcode 0: the status is lost). */
+static int l_fork(lua_State *L) {
+  int daemon = lua_toboolean(L, 1);
+  int run = !lua_isnoneornil(L, 3), msgh = run && check_child_fn(L, 3);
+  int fds[2] = {-1, -1}, gate[2] = {-1, -1}, view;
+  pid_t pid;
+  mp_child *c;
+  if (!run) lua_settop(L, 2);
+  c = (mp_child *)lua_newuserdatauv(L, sizeof *c, 0);
+  c->pid = 0; c->fd = -1; c->status = 0; c->reaped = 0; c->daemon = daemon;
+  luaL_setmetatable(L, CHILD_MT);
+  push_reseed(L);    /* [..., handle, randomseed] */
+  if (live_reserve() < 0) return mp_fail(L, "cannot fork");
+  if (!use_pidfd && mp_cloexec_pipe(fds) < 0) return mp_fail(L, "cannot fork");
+  if (use_pidfd && children_autoreaped() && mp_cloexec_pipe(gate) < 0)
+    return mp_fail(L, "cannot fork");
+  if ((view = view_of(L)) != 0) swap_view(L, 2, lua_gettop(L) - 1, lua_gettop(L));
+  pid = fork_child(fds, gate);
+  if (view) {   /* the parent's own, back */
+    if (pid != 0) swap_view(L, 2, lua_gettop(L) - 1, lua_gettop(L));
+    lua_pop(L, 2);
+  }
+  if (pid == 0) return fork_child_side(L, run, msgh);
+  if (pid < 0) return mp_fail(L, "cannot fork");
+  return fork_parent_side(L, c, pid, fds, gate);
 }
 
 /* ---------------------------------------------------------------------

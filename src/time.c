@@ -84,13 +84,6 @@ double mp_slice_deadline(double deadline) {
   return (deadline < 0 || s < deadline) ? s : deadline;
 }
 
-/* Whether L's hook is the one lua.c sets on Ctrl-C (every event, count 1:
-** its signature). */
-#define CTRL_C_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT)
-static int is_ctrl_c_hook(lua_State *L) {
-  return lua_gethook(L) != NULL && lua_gethookmask(L) == CTRL_C_MASK && lua_gethookcount(L) == 1;
-}
-
 /* The hook set on L, or else lua.c's Ctrl-C hook on the main thread,
 ** moved to L when L is a coroutine: the interrupt is then raised (and
 ** caught, or not) once, in the coroutine that waits, as in a main thread
@@ -102,21 +95,11 @@ static lua_Hook pending_hook(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   M = lua_tothread(L, -1);
   lua_pop(L, 1);
-  if (M == NULL || M == L || !is_ctrl_c_hook(M)) return NULL;
+  if (M == NULL || M == L || !mp_is_ctrl_c_hook(M)) return NULL;
   h = lua_gethook(M);
   lua_sethook(M, NULL, 0, 0);
-  lua_sethook(L, h, CTRL_C_MASK, 1);
+  lua_sethook(L, h, MP_CTRL_C_MASK, 1);
   return h;
-}
-
-/* mp_forget_interrupt: see mproc.h. */
-void mp_forget_interrupt(lua_State *L) {
-  lua_State *M;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  M = lua_tothread(L, -1);
-  lua_pop(L, 1);
-  if (is_ctrl_c_hook(L)) lua_sethook(L, NULL, 0, 0);
-  if (M != NULL && is_ctrl_c_hook(M)) lua_sethook(M, NULL, 0, 0);
 }
 
 /* mp_is_interrupt: see mproc.h. */
