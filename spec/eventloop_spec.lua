@@ -190,6 +190,23 @@ describe("a Pool's descriptor", function()
     assert.is_true(mine:wait(10))
   end)
 
+  it("is not drained by a forked child that asks a result the parent has not", function()
+    local pool <close> = mproc.Pool(2)
+    local slow = pool:apply_async(mproc.sleep, { 30 })
+    local b = pool:apply_async(function() return "b" end)
+    local fd = b:fileno()
+    assert.are.equal(1, #mproc.wait({ fd }, 10))   -- b's result is in the pipe
+    assert.is_false(slow:ready())                  -- this ask takes it in: b unseen
+    assert.is_true(readable(fd))
+    local p = mproc.Process(function() assert(b:get() == "b") end)   -- the child's copy of b
+    p:start()
+    assert.are.equal(0, p:join(10))
+    assert.is_true(readable(fd), "a child's ask drained the parent's descriptor: a wake-up was lost")
+    assert.are.equal("b", b:get())
+    assert.is_false(readable(fd))
+    pool:terminate()
+  end)
+
   it("wakes a luv loop for every result of thousands, with an imap beside them", function()
     if not has_luv then pending("lua-luv is not installed") return end
     local uv = require "luv"
