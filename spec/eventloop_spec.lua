@@ -190,6 +190,30 @@ describe("a Pool's descriptor", function()
     assert.is_true(mine:wait(10))
   end)
 
+  it("wakes a loop that takes its results in order, one a wake-up, for the next one", function()
+    local pool <close> = mproc.Pool(2)
+    local go = mproc.Event()
+    local first = pool:apply_async(function(e) e:wait(30) return 1 end, { go })
+    local second = pool:apply_async(function() return 2 end)
+    local fd = first:fileno()
+    -- the handler: asks the result it is at; when ready, takes it and
+    -- moves on to the next (asked at the next wake-up)
+    local at, got, wakes = { first, second }, {}, 0
+    local function handler()
+      wakes = wakes + 1
+      local r = at[#got + 1]
+      if r:ready() then got[#got + 1] = r:get() end
+      if #got == 0 and wakes == 2 then go:set() end   -- first's result comes after two asks
+    end
+    for _ = 1, 50 do
+      if #got == 2 or #mproc.wait({ fd }, 5) == 0 then break end
+      handler()
+    end
+    go:set()   -- before asserting: the pool's end waits for its worker
+    assert.are.same({ 1, 2 }, got, "the loop was not woken for a result that is in")
+    assert.is_true(wakes < 20, wakes .. " wake-ups")
+  end)
+
   it("is not drained by a forked child that asks a result the parent has not", function()
     local pool <close> = mproc.Pool(2)
     local slow = pool:apply_async(mproc.sleep, { 30 })
