@@ -140,6 +140,26 @@ describe("a Pool's descriptor", function()
     pool:terminate()
   end)
 
+  it("does the same for a result whose callback is not the one its outcome calls", function()
+    local cases = {
+      { "error_callback only, the task succeeds", function() return "b" end, { error_callback = print } },
+      { "callback only, the task fails", function() mproc.sleep(0.3) error("no", 0) end, { callback = print } },
+    }
+    for _, case in ipairs(cases) do
+      local pool <close> = mproc.Pool(2)
+      local b = pool:apply_async(function(f) mproc.sleep(0.3) return f() end, { case[2] }, case[3])
+      local a = pool:apply_async(mproc.sleep, { 30 })
+      local fd = b:fileno()
+      assert.is_false(b:ready())
+      assert.are.equal(1, #mproc.wait({ fd }, 10))   -- b's result is in the pipe
+      assert.is_false(a:ready())                     -- this ask takes it in
+      assert.is_true(readable(fd), case[1] .. ": a wake-up was lost")
+      assert.is_true(b:ready())
+      assert.is_false(readable(fd))
+      pool:terminate()
+    end
+  end)
+
   it("does the same for futures and imap iterators", function()
     local futures = require "mproc.futures"
     local ex <close> = futures.ProcessPoolExecutor(2)

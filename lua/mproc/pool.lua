@@ -395,9 +395,14 @@ local function new_result(pool, parts, opts)
   return self
 end
 
--- Whether a callback tells the result's user (see define_job).
+-- Whether the result's user needs no ask to learn of this delivery (see
+-- define_job): a part of a map that leaves it not ready tells nothing new;
+-- else the callback its outcome calls tells (a result with only an
+-- error_callback that succeeds is told by nothing but an ask).
 local function told(self)
-  return self._callback ~= nil or self._error_callback ~= nil
+  if not self._ready then return true end
+  if self._ok then return self._callback ~= nil end
+  return self._error_callback ~= nil
 end
 
 local function fail_result(self, err, traceback)
