@@ -161,6 +161,22 @@ describe("a Pool's descriptor", function()
     end
   end)
 
+  it("is not made readable by a map's chunk that comes after the map failed", function()
+    local pool <close> = mproc.Pool(2)
+    -- item 1 fails at once, item 2's chunk comes later (no global in the task)
+    local m = pool:map_async(function(x) if x == 1 then mproc.sleep("no") end mproc.sleep(0.3) return x end,
+      { 1, 2 }, 1)
+    local fd = m:fileno()
+    assert.is_true(m:wait(10))
+    assert.is_false(m:successful())
+    assert.is_false(readable(fd))
+    local a = pool:apply_async(mproc.sleep, { 30 })
+    assert.are.equal(1, #mproc.wait({ fd }, 10))   -- item 2's chunk is in the pipe
+    assert.is_false(a:ready())                     -- this ask takes it in
+    assert.is_false(readable(fd), "readable for a map whose outcome did not change: a loop would wake for nothing")
+    pool:terminate()
+  end)
+
   it("does the same for futures and imap iterators", function()
     local futures = require "mproc.futures"
     local ex <close> = futures.ProcessPoolExecutor(2)

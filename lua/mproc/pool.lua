@@ -406,7 +406,7 @@ local function told(self)
 end
 
 local function fail_result(self, err, traceback)
-  if self._ready then return told(self) end
+  if self._ready then return true end   -- its outcome is known: nothing new
   self._ready, self._ok, self._err, self._tb = true, false, err, traceback
   if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
   return told(self)
@@ -420,7 +420,7 @@ end
 -- A part of the job finished: r is the worker's packed {ok, ...}, or a
 -- map chunk's items as bytes (see encode_items).
 local function deliver_result(self, idx, r)
-  if self._ready then return told(self) end
+  if self._ready then return true end   -- a map's chunk after it failed
   if type(r) == "string" then
     local ok, err = core.loads_into(r, self._value, self._starts[idx])
     if not ok then return fail_result(self, "cannot decode a task's result: " .. err) end
