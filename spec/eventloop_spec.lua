@@ -140,6 +140,43 @@ describe("a Pool's descriptor", function()
     pool:terminate()
   end)
 
+  it("does the same for a result whose callback is not the one its outcome calls", function()
+    -- (the tasks name no global: busted's _ENV would travel with them)
+    local cases = {
+      { "error_callback only, the task succeeds", function() return "b" end, { error_callback = print } },
+      { "callback only, the task fails", function() mproc.sleep(0.3) mproc.sleep("no") end, { callback = print } },
+    }
+    for _, case in ipairs(cases) do
+      local pool <close> = mproc.Pool(2)
+      local b = pool:apply_async(function(f) mproc.sleep(0.3) return f() end, { case[2] }, case[3])
+      local a = pool:apply_async(mproc.sleep, { 30 })
+      local fd = b:fileno()
+      assert.is_false(b:ready())
+      assert.are.equal(1, #mproc.wait({ fd }, 10))   -- b's result is in the pipe
+      assert.is_false(a:ready())                     -- this ask takes it in
+      assert.is_true(readable(fd), case[1] .. ": a wake-up was lost")
+      assert.is_true(b:ready())
+      assert.is_false(readable(fd))
+      pool:terminate()
+    end
+  end)
+
+  it("is not made readable by a map's chunk that comes after the map failed", function()
+    local pool <close> = mproc.Pool(2)
+    -- item 1 fails at once, item 2's chunk comes later (no global in the task)
+    local m = pool:map_async(function(x) if x == 1 then mproc.sleep("no") end mproc.sleep(0.3) return x end,
+      { 1, 2 }, 1)
+    local fd = m:fileno()
+    assert.is_true(m:wait(10))
+    assert.is_false(m:successful())
+    assert.is_false(readable(fd))
+    local a = pool:apply_async(mproc.sleep, { 30 })
+    assert.are.equal(1, #mproc.wait({ fd }, 10))   -- item 2's chunk is in the pipe
+    assert.is_false(a:ready())                     -- this ask takes it in
+    assert.is_false(readable(fd), "readable for a map whose outcome did not change: a loop would wake for nothing")
+    pool:terminate()
+  end)
+
   it("does the same for futures and imap iterators", function()
     local futures = require "mproc.futures"
     local ex <close> = futures.ProcessPoolExecutor(2)
@@ -188,6 +225,47 @@ describe("a Pool's descriptor", function()
     go:set()   -- before asserting: the pool's end waits for its worker
     assert.is_true(wakes <= 3, wakes .. " wake-ups for one result no one asks about")
     assert.is_true(mine:wait(10))
+  end)
+
+  it("wakes a loop that takes its results in order, one a wake-up, for the next one", function()
+    local pool <close> = mproc.Pool(2)
+    local go = mproc.Event()
+    local first = pool:apply_async(function(e) e:wait(30) return 1 end, { go })
+    local second = pool:apply_async(function() return 2 end)
+    local fd = first:fileno()
+    -- the handler: asks the result it is at; when ready, takes it and
+    -- moves on to the next (asked at the next wake-up)
+    local at, got, wakes = { first, second }, {}, 0
+    local function handler()
+      wakes = wakes + 1
+      local r = at[#got + 1]
+      if r:ready() then got[#got + 1] = r:get() end
+      if #got == 0 and wakes == 2 then go:set() end   -- first's result comes after two asks
+    end
+    for _ = 1, 50 do
+      if #got == 2 or #mproc.wait({ fd }, 5) == 0 then break end
+      handler()
+    end
+    go:set()   -- before asserting: the pool's end waits for its worker
+    assert.are.same({ 1, 2 }, got, "the loop was not woken for a result that is in")
+    assert.is_true(wakes < 20, wakes .. " wake-ups")
+  end)
+
+  it("is not drained by a forked child that asks a result the parent has not", function()
+    local pool <close> = mproc.Pool(2)
+    local slow = pool:apply_async(mproc.sleep, { 30 })
+    local b = pool:apply_async(function() return "b" end)
+    local fd = b:fileno()
+    assert.are.equal(1, #mproc.wait({ fd }, 10))   -- b's result is in the pipe
+    assert.is_false(slow:ready())                  -- this ask takes it in: b unseen
+    assert.is_true(readable(fd))
+    local p = mproc.Process(function() assert(b:get() == "b") end)   -- the child's copy of b
+    p:start()
+    assert.are.equal(0, p:join(10))
+    assert.is_true(readable(fd), "a child's ask drained the parent's descriptor: a wake-up was lost")
+    assert.are.equal("b", b:get())
+    assert.is_false(readable(fd))
+    pool:terminate()
   end)
 
   it("wakes a luv loop for every result of thousands, with an imap beside them", function()

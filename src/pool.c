@@ -442,10 +442,13 @@ static int m_board_fileno(lua_State *L) {
 /* board:again(on): keeps fileno() readable (on) or not for results the
 ** pool took in and no one has asked about: the pump that takes them in
 ** drains the pipes that told of them. Costs a system call only when it
-** changes, and only once fileno() was asked for. */
+** changes, and only once fileno() was asked for. Only in the parent: a
+** forked copy's ask (a Process handed a result) shares the pipe, and its
+** drain would lose the parent's wake-up, its signal leave it readable. */
 static int m_board_again(lua_State *L) {
   board *b = check_board(L);
   int on = lua_toboolean(L, 2);
+  if (getpid() != b->parent) return 0;
   if (on != b->again_on && b->again.rfd >= 0) {
     if (on) mp_notifier_signal(&b->again);
     else mp_notifier_drain(&b->again);

@@ -12,13 +12,15 @@ local M = {}
 local add, find = util.tokens()
 local tokens = setmetatable({}, { __mode = "k" })
 
--- A Connection holding a message a Ctrl-C cut short (conn:_held()) is not
--- sent: the message is out of the pipe, in this object alone, and the
--- receiver's copy would read past it.
+-- A Connection holding a message a recv left (conn:_held(): a Ctrl-C cut
+-- its decode short, or recv_bytes' maxlength refused it) is not sent: the
+-- message is out of the pipe, in this object alone, and the receiver's
+-- copy would read past it.
 core.interpose("mproc.Connection", "__mproc_send", function(c)
   local token = tokens[c] or error("cannot send a Connection that mproc.Pipe did not make", 2)
   if c:_held() then
-    error("cannot send a Connection that holds a message a Ctrl-C cut short: recv it first", 2)
+    error("cannot send a Connection that holds a message a recv left (cut short by Ctrl-C,"
+      .. " or longer than recv_bytes' maxlength): recv it first", 2)
   end
   return token
 end)

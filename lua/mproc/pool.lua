@@ -395,13 +395,18 @@ local function new_result(pool, parts, opts)
   return self
 end
 
--- Whether a callback tells the result's user (see define_job).
+-- Whether the result's user needs no ask to learn of this delivery (see
+-- define_job): a part of a map that leaves it not ready tells nothing new;
+-- else the callback its outcome calls tells (a result with only an
+-- error_callback that succeeds is told by nothing but an ask).
 local function told(self)
-  return self._callback ~= nil or self._error_callback ~= nil
+  if not self._ready then return true end
+  if self._ok then return self._callback ~= nil end
+  return self._error_callback ~= nil
 end
 
 local function fail_result(self, err, traceback)
-  if self._ready then return told(self) end
+  if self._ready then return true end   -- its outcome is known: nothing new
   self._ready, self._ok, self._err, self._tb = true, false, err, traceback
   if self._error_callback then self._pool:_later(self._error_callback, err, traceback) end
   return told(self)
@@ -415,7 +420,7 @@ end
 -- A part of the job finished: r is the worker's packed {ok, ...}, or a
 -- map chunk's items as bytes (see encode_items).
 local function deliver_result(self, idx, r)
-  if self._ready then return told(self) end
+  if self._ready then return true end   -- a map's chunk after it failed
   if type(r) == "string" then
     local ok, err = core.loads_into(r, self._value, self._starts[idx])
     if not ok then return fail_result(self, "cannot decode a task's result: " .. err) end
@@ -723,29 +728,45 @@ function methods:_tell_again()
   end
 end
 
--- Forgets the unseen jobs delivered before ask number gen: a job found
--- not ready at gen was found so again, so the loop has been round all it
--- waits for (woken in between), and a job it did not ask about then is
--- one no one waits for (a result dropped unasked): it must not keep the
--- descriptor readable.
+-- Puts to sleep the unseen jobs delivered before ask number gen: a job
+-- found not ready at gen was found so again, so the loop has been round
+-- all it waits for (woken in between), and a job it did not ask about then
+-- is one it does not wait for now (a result dropped unasked, or one a loop
+-- taking results in order has not come to): it must not keep the
+-- descriptor readable, until the loop moves on (_wake_dormant).
 function methods:_age(gen)
-  local oldest = math.huge
+  local oldest, dormant = math.huge, self._dormant
   for job, at in pairs(self._unseen) do
-    if at < gen then self._unseen[job] = nil
+    if at < gen then self._unseen[job], dormant[job] = nil, true
     elseif at < oldest then oldest = at end
   end
   self._oldest = oldest
 end
 
+-- A job delivered to was asked about: the loop moved on, and may wait for
+-- the jobs put to sleep now (the next in its order): unseen again, as if
+-- delivered now. A result dropped unasked costs a loop a wake-up or two
+-- each time it moves on, not a busy loop.
+function methods:_wake_dormant()
+  local dormant = self._dormant
+  if next(dormant) == nil then return end
+  local gen, unseen = self._asks, self._unseen
+  for job in pairs(dormant) do unseen[job], dormant[job] = gen, nil end
+  if gen < self._oldest then self._oldest = gen end
+end
+
 -- job's user has been told where it stands (see define_job); waiting:
 -- it was found not ready (what ages the others, see _age).
 function methods:_seen(job, waiting)
-  local unseen = self._unseen
+  local unseen, dormant = self._unseen, self._dormant
   local was = unseen[job]
+  if dormant[job] then was, dormant[job] = self._asks, nil end
   unseen[job] = nil
   if not self._watched then return end
   if not waiting then
-    if was ~= nil and self._state ~= JOINED then self:_tell_again() end
+    if was == nil then return end
+    self:_wake_dormant()
+    if self._state ~= JOINED then self:_tell_again() end
     return
   end
   local gen, asked = self._asks + 1, self._asked
@@ -1457,7 +1478,8 @@ local function new(_, a, b)
   --   jobs       _imaps (the imap iterators that may still pull input),
   --              _later_q (a FIFO of callbacks to run, each packed),
   --              _unseen (job -> _asks when it was delivered to, not asked
-  --              about since: the descriptor stays readable; _again:
+  --              about since: the descriptor stays readable; _dormant:
+  --              those put to sleep by _age, until a loop moves on; _again:
   --              whether it is so, _watched: whether a loop asked for it,
   --              _asks: asks counted once watched, _asked: job -> its last
   --              ask, _oldest: at most the least of _unseen, see _age)
@@ -1467,7 +1489,7 @@ local function new(_, a, b)
     _initargs = opts.initargs or {}, _maxtasks = opts.maxtasksperchild,
     _nextid = 0, _nout = 0, _job = {}, _part = {}, _keepf = {}, _keepa = {}, _imaps = setmetatable({}, WEAK_KEYS),
     _pending = fifo(), _later_q = fifo(), _inbox = {}, _room = board:room(),
-    _unseen = setmetatable({}, WEAK_KEYS), _again = false,
+    _unseen = setmetatable({}, WEAK_KEYS), _dormant = setmetatable({}, WEAK_KEYS), _again = false,
     _asks = 0, _asked = setmetatable({}, WEAK_KEYS), _oldest = math.huge,
   }, Pool)
   for w = 1, processes do self:_spawn(w) end
