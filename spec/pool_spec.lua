@@ -977,6 +977,32 @@ describe("Pool", function()
   end)
 end)
 
+describe("a Pool in a forked child", function()
+  it("refuses to run there, leaving the parent's results and workers to the parent", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool(1)
+      local r = pool:apply_async(function() mproc.sleep(0.3) return 42 end)
+      local c = mproc.Process(function()
+        for _, call in ipairs({
+          function() return r:get(2) end,
+          function() return r:ready() end,
+          function() return pool:apply_async(print, {}) end,
+          function() return pool:map(print, { 1 }) end,
+          function() for _ in pool:imap(print, { 1 }) do end end,
+        }) do
+          local ok, err = pcall(call)
+          print(ok, (tostring(err):gsub("process %d+", "process N")))
+        end
+      end):start()
+      print("child", c:join(10))
+      print("parent", r:get(5), pool:apply(function() return "still" end))
+    ]], { env = "timeout 60" })
+    local refused = "false\t[^\n]*the pool belongs to process N: a forked child cannot use its parent's pool\n"
+    assert.matches("^" .. refused:rep(5) .. "child\t0\nparent\t42\tstill\n$", out)
+  end)
+end)
+
 describe("Pool and its parent", function()
   local function start_script(code, setsid)
     local path = support.script(code)

@@ -734,8 +734,31 @@ void mp_child_attach(lua_State *L, int idx, pid_t pid) {
 ** Process-wide functions
 ** --------------------------------------------------------------------- */
 
+/* core.getpid(): the pid kept, where a pthread_atfork handler forgets it
+** in every child (a fork by any library, not only mproc's), so asking costs
+** no system call: the pool asks it on every call (a forked copy refuses
+** to run). glibc removes a library's fork handlers when it is unloaded;
+** elsewhere the pid is asked each time. */
+#if MP_LINUX && defined(__GLIBC__)
+static pid_t kept_pid = 0;
+static int pid_forgotten_at_fork = 0;
+static void forget_pid(void) { kept_pid = 0; }
+static pid_t current_pid(void) {
+  if (!pid_forgotten_at_fork) return getpid();
+  if (kept_pid == 0) kept_pid = getpid();
+  return kept_pid;
+}
+static void keep_pid(void) {
+  if (!pid_forgotten_at_fork && pthread_atfork(NULL, NULL, forget_pid) == 0)
+    pid_forgotten_at_fork = 1;
+}
+#else
+static pid_t current_pid(void) { return getpid(); }
+static void keep_pid(void) {}
+#endif
+
 static int l_getpid(lua_State *L) {
-  lua_pushinteger(L, getpid());
+  lua_pushinteger(L, current_pid());
   return 1;
 }
 
@@ -857,6 +880,7 @@ static void install_exit_hook(lua_State *L) {
   static int registered = 0;
   if (!registered && atexit(exit_hook) == 0) registered = 1;
   if (live_owner == 0) live_owner = getpid();
+  keep_pid();
   /* once per Lua state: the module may be loaded again (busted insulates
   ** each spec file), and the old hook, collected, would join every child
   ** in the middle of the program */

@@ -638,6 +638,16 @@ end
 -- Pool: tasks and results
 -- ---------------------------------------------------------------------
 
+-- A forked child has a copy of its parent's pool: the same workers' pipes
+-- and board. Used there, it took the parent's results (the parent then
+-- waited for them for ever) and gave the parent's workers tasks.
+local function check_home(self, fname)
+  if self._owner ~= core.getpid() then
+    util.misuse(("%s: the pool belongs to process %d: a forked child cannot use its parent's pool")
+      :format(fname, self._owner))
+  end
+end
+
 -- Queues one task of job (part idx; count items for a map chunk); it
 -- reaches the board now or later.  later: wake no worker for it yet (the
 -- caller calls board:wake() after its last task).
@@ -647,6 +657,7 @@ end
 -- Array), with no other handle left in this process, stays reachable until
 -- a worker has received it (as Python's Pool keeps a task's arguments).
 function methods:_submit(job, idx, head, body, count, later, f, args)
+  check_home(self, "Pool")
   local id = self._nextid + 1
   self._nextid, self._nout = id, self._nout + 1
   self._job[id], self._part[id] = job, idx
@@ -812,6 +823,7 @@ end
 -- Collects what is ready, waiting up to timeout (nil: until something is).
 function methods:_pump(timeout)
   if self._state == JOINED then return end
+  check_home(self, "Pool")
   if next(orphans) then reap_orphans() end
   if self._pending.tail >= self._pending.head then self:_feed() end
   self:_dispatch()   -- what an interrupted call left
@@ -854,6 +866,7 @@ end
 -- ---------------------------------------------------------------------
 
 local function check_running(self, fname)
+  check_home(self, fname)
   if not STATES[self._state].tasks then util.misuse(("%s: the pool is not running (%s)"):format(fname, self._state)) end
 end
 
