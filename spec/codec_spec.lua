@@ -10,6 +10,17 @@ local dumps, loads = mproc.dumps, mproc.loads
 -- _G itself does.
 package.loaded["spec.codec_spec.env"] = _ENV
 
+-- r has exactly t's pairs: every key of t with its value, and no other.
+local function assert_same_pairs(t, r)
+  local count = 0
+  for key, v in pairs(t) do
+    count = count + 1
+    assert.are.equal(v, r[key])
+  end
+  for _ in pairs(r) do count = count - 1 end
+  assert.are.equal(0, count)
+end
+
 local function roundtrip(v)
   local s = dumps(v)
   assert.is_string(s)
@@ -176,15 +187,7 @@ describe("codec", function()
       for i = 1, 1000 do c[i] = i end
       for i = 1, 1000, 3 do c[i] = nil end            -- holes all through
       samples[3] = c
-      for _, t in ipairs(samples) do
-        local r, count = roundtrip(t), 0
-        for key, v in pairs(t) do
-          count = count + 1
-          assert.are.equal(v, r[key])
-        end
-        for _ in pairs(r) do count = count - 1 end
-        assert.are.equal(0, count)
-      end
+      for _, t in ipairs(samples) do assert_same_pairs(t, roundtrip(t)) end
     end)
 
     it("keeps nested tables, keys of every sendable kind, and holes", function()
@@ -267,15 +270,7 @@ describe("codec", function()
       emptied[8], emptied[5] = nil, nil                  -- a border below a hole
       emptied.k = "k"
       samples[#samples + 1] = emptied
-      for _, t in ipairs(samples) do
-        local r, count = roundtrip(t), 0
-        for key, v in pairs(t) do
-          count = count + 1
-          assert.are.equal(v, r[key])
-        end
-        for _ in pairs(r) do count = count - 1 end
-        assert.are.equal(0, count)
-      end
+      for _, t in ipairs(samples) do assert_same_pairs(t, roundtrip(t)) end
     end)
 
     -- Tables built every way a program builds them: lists in order and
