@@ -1001,6 +1001,29 @@ describe("a Pool in a forked child", function()
     local refused = "false\t[^\n]*the pool belongs to process N: a forked child cannot use its parent's pool\n"
     assert.matches("^" .. refused:rep(5) .. "child\t0\nparent\t42\tstill\n$", out)
   end)
+
+  it("refuses to terminate, close or join the parent's pool there (terminate killed the parent's workers)", function()
+    local out = support.run_lua([[
+      local mproc = require "mproc"
+      local pool <close> = mproc.Pool(1)
+      local r = pool:apply_async(function() mproc.sleep(0.5) return 42 end)
+      local c = mproc.Process(function()
+        for _, call in ipairs({
+          function() return pool:terminate() end,
+          function() return pool:close() end,
+          function() return pool:join() end,
+        }) do
+          local ok, err = pcall(call)
+          print(ok, (tostring(err):gsub("process %d+", "process N")))
+        end
+      end):start()
+      print("child", c:join(10))
+      print("parent", pcall(r.get, r, 5))
+      print("parent", table.concat(pool:map(function(x) return x * 2 end, { 1, 2, 3 }), " "))
+    ]], { env = "timeout 60" })
+    local refused = "false\t[^\n]*the pool belongs to process N: a forked child cannot use its parent's pool\n"
+    assert.matches("^" .. refused:rep(3) .. "child\t0\nparent\ttrue\t42\nparent\t2 4 6\n$", out)
+  end)
 end)
 
 describe("Pool and its parent", function()

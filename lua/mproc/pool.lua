@@ -1343,6 +1343,7 @@ end
 -- No more tasks; the workers end once the submitted ones are done (join).
 function methods:close()
   util.check_self("close", self, Pool)
+  check_home(self, "close")
   if self._state == RUN then set_state(self, CLOSE) end
 end
 
@@ -1376,6 +1377,7 @@ end
 -- Stops the workers now, mid-task; tasks not done fail.
 function methods:terminate()
   util.check_self("terminate", self, Pool)
+  check_home(self, "terminate")
   if self._state == JOINED or self._state == TERMINATE then return end
   set_state(self, TERMINATE)
   for _, it in ipairs(open_imaps(self)) do it:_cut("terminated") end
@@ -1388,6 +1390,7 @@ end
 -- Waits for the workers to end, after close() (or terminate()).
 function methods:join()
   util.check_self("join", self, Pool)
+  check_home(self, "join")
   if self._state == RUN then util.misuse("join: the pool is still running; call close() or terminate() first") end
   if self._state ~= CLOSE then return end
   for _, it in ipairs(open_imaps(self)) do
