@@ -329,6 +329,41 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     end)
   end
 
+  -- The pool hands a result in with SIGINT blocked; code that runs then (a
+  -- module the decoder requires for a function it names) may start a
+  -- process, which must not inherit that mask: Ctrl-C would not end it.
+  for _, case in ipairs({
+    { "a Process", "mproc.Process(function() os.exit(sigint_blocked() and 1 or 0) end):start()",
+      "p:join(10)", 0 },
+    -- (grep: a shell would unblock every signal itself; 1: no match)
+    { "a subprocess", [[require("mproc.subprocess").Popen({ "grep", "-q",
+        "^SigBlk:.*[2367abef]$", "/proc/self/status" })]], "p:wait(10)", 1 },
+  }) do
+    local name, start, wait, unblocked = table.unpack(case)
+    it("is not left blocked in " .. name .. " started as the pool hands in a result", function()
+      local out = support.run_lua(([[
+        local mproc = require "mproc"
+        local me = mproc.getpid()
+        local function sigint_blocked()
+          for line in io.lines("/proc/self/status") do
+            local hex = line:match("^SigBlk:%%s*(%%x+)")
+            if hex then return tonumber(hex:sub(-8), 16) & 2 ~= 0 end
+          end
+        end
+        package.preload.starts_one = function()
+          local M = { f = function() end }
+          if mproc.getpid() == me then M.p = %s end
+          return M
+        end
+        local pool <close> = mproc.Pool(1)
+        local t = pool:map(function() return require("starts_one").f end, { 1 })
+        local p = package.loaded.starts_one.p
+        print(sigint_blocked(), type(t[1]), %s)
+      ]]):format(start, wait), { env = "timeout 60" })
+      assert.equal("false\tfunction\t" .. unblocked .. "\n", out)
+    end)
+  end
+
   -- Raises "interrupted!" at the first C function called inside f: the
   -- decoder's protected call, where a hook set by a SIGINT that came while
   -- an item was taken fires.

@@ -116,6 +116,10 @@ MP_HIDDEN double mp_opt_deadline(lua_State *L, int idx);
 #define MP_SLICE 0.05
 MP_HIDDEN double mp_slice_deadline(double deadline);
 MP_HIDDEN void mp_interrupt_point(lua_State *L);
+/* Set while core.without_interrupt blocks SIGINT that the user had not:
+** children forked or spawned meanwhile unblock it. A
+** variable, not a call: proc.c's forked child reads it on its fast path. */
+MP_HIDDEN extern int mp_interrupt_held;
 /* Whether a hook is set, that mp_interrupt_point would let run: waits that
 ** hold something (a slot, a count) give it up first. */
 MP_HIDDEN int mp_interrupt_pending(lua_State *L);

@@ -235,6 +235,13 @@ static int l_exit_hook_gc(lua_State *L) {
 ** terminated, and its stdin is /dev/null, as with Python's fork start. */
 static void mp_after_fork_child(void) {
   nlive = 0;
+  if (mp_interrupt_held) {   /* forked inside core.without_interrupt */
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &s, NULL);
+    mp_interrupt_held = 0;
+  }
   live_owner = getpid();
   if (my_sentinel_w >= 0) { close(my_sentinel_w); my_sentinel_w = -1; }
   setvbuf(stdout, NULL, _IOLBF, BUFSIZ);

@@ -163,6 +163,7 @@ static void child_fail(plan *p, int step, int err, const char *msg) {
 /* The parent's handlers must not run in the child (a vfork child shares
 ** the parent's memory): handled signals go back to their default. */
 static void child_signals(plan *p) {
+  sigset_t mask;
   int sig;
   for (sig = 1; sig < NSIG; sig++) {
     struct sigaction sa;
@@ -172,7 +173,10 @@ static void child_signals(plan *p) {
     sa.sa_handler = SIG_DFL;
     sigaction(sig, &sa, NULL);
   }
-  sigprocmask(SIG_SETMASK, &p->oldmask, NULL);
+  /* a copy: a vfork child shares p with the parent, which restores it */
+  mask = p->oldmask;
+  if (mp_interrupt_held) sigdelset(&mask, SIGINT);   /* see time.c */
+  sigprocmask(SIG_SETMASK, &mask, NULL);
 }
 
 /* Puts the chosen descriptors on 0, 1, 2.  A source that is itself one of

@@ -167,15 +167,22 @@ static int l_monotonic(lua_State *L) {
 ** lua.c's Ctrl-C hook is not set, and cannot fire, while f runs: what f
 ** does (the pool handing results to their jobs) is done whole or, when
 ** the hook was set before, not begun. A Ctrl-C meanwhile is delivered as
-** the mask comes back, and raised as this returns. f must not wait. */
+** the mask comes back, and raised as this returns. f must not wait.
+** mp_interrupt_held says SIGINT is blocked by this alone (the user had it
+** unblocked): a process started meanwhile (f's code may require a module
+** that starts one) is given SIGINT back, as its parent will have it. */
+MP_HIDDEN int mp_interrupt_held = 0;
+
 static int l_without_interrupt(lua_State *L) {
   sigset_t block, old;
-  int st;
+  int st, was = mp_interrupt_held;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   sigemptyset(&block);
   sigaddset(&block, SIGINT);
   sigprocmask(SIG_BLOCK, &block, &old);
+  if (!sigismember(&old, SIGINT)) mp_interrupt_held = 1;
   st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+  mp_interrupt_held = was;
   sigprocmask(SIG_SETMASK, &old, NULL);
   if (st != LUA_OK) return lua_error(L);
   return lua_gettop(L);
