@@ -978,50 +978,43 @@ describe("Pool", function()
 end)
 
 describe("a Pool in a forked child", function()
-  it("refuses to run there, leaving the parent's results and workers to the parent", function()
-    local out = support.run_lua([[
+  -- The parent's pool, a task of sleep seconds running, the calls tried in
+  -- a child (each printed as pcall gives it), then after: the parent's checks.
+  local function tried_in_child(sleep, calls, after)
+    return support.run_lua(([[
       local mproc = require "mproc"
       local pool <close> = mproc.Pool(1)
-      local r = pool:apply_async(function() mproc.sleep(0.3) return 42 end)
+      local r = pool:apply_async(function() mproc.sleep(%s) return 42 end)
       local c = mproc.Process(function()
-        for _, call in ipairs({
-          function() return r:get(2) end,
-          function() return r:ready() end,
-          function() return pool:apply_async(print, {}) end,
-          function() return pool:map(print, { 1 }) end,
-          function() for _ in pool:imap(print, { 1 }) do end end,
-        }) do
+        for _, call in ipairs({ %s }) do
           local ok, err = pcall(call)
-          print(ok, (tostring(err):gsub("process %d+", "process N")))
+          print(ok, (tostring(err):gsub("process %%d+", "process N")))
         end
       end):start()
       print("child", c:join(10))
-      print("parent", r:get(5), pool:apply(function() return "still" end))
-    ]], { env = "timeout 60" })
-    local refused = "false\t[^\n]*the pool belongs to process N: a forked child cannot use its parent's pool\n"
+      %s
+    ]]):format(sleep, calls, after), { env = "timeout 60" })
+  end
+  local refused = "false\t[^\n]*the pool belongs to process N: a forked child cannot use its parent's pool\n"
+
+  it("refuses to run there, leaving the parent's results and workers to the parent", function()
+    local out = tried_in_child(0.3, [[
+      function() return r:get(2) end,
+      function() return r:ready() end,
+      function() return pool:apply_async(print, {}) end,
+      function() return pool:map(print, { 1 }) end,
+      function() for _ in pool:imap(print, { 1 }) do end end,
+    ]], [[print("parent", r:get(5), pool:apply(function() return "still" end))]])
     assert.matches("^" .. refused:rep(5) .. "child\t0\nparent\t42\tstill\n$", out)
   end)
 
   it("refuses to terminate, close or join the parent's pool there (terminate killed the parent's workers)", function()
-    local out = support.run_lua([[
-      local mproc = require "mproc"
-      local pool <close> = mproc.Pool(1)
-      local r = pool:apply_async(function() mproc.sleep(0.5) return 42 end)
-      local c = mproc.Process(function()
-        for _, call in ipairs({
-          function() return pool:terminate() end,
-          function() return pool:close() end,
-          function() return pool:join() end,
-        }) do
-          local ok, err = pcall(call)
-          print(ok, (tostring(err):gsub("process %d+", "process N")))
-        end
-      end):start()
-      print("child", c:join(10))
-      print("parent", pcall(r.get, r, 5))
-      print("parent", table.concat(pool:map(function(x) return x * 2 end, { 1, 2, 3 }), " "))
-    ]], { env = "timeout 60" })
-    local refused = "false\t[^\n]*the pool belongs to process N: a forked child cannot use its parent's pool\n"
+    local out = tried_in_child(0.5, [[
+      function() return pool:terminate() end,
+      function() return pool:close() end,
+      function() return pool:join() end,
+    ]], [[print("parent", pcall(r.get, r, 5))
+      print("parent", table.concat(pool:map(function(x) return x * 2 end, { 1, 2, 3 }), " "))]])
     assert.matches("^" .. refused:rep(3) .. "child\t0\nparent\ttrue\t42\nparent\t2 4 6\n$", out)
   end)
 end)
