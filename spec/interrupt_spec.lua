@@ -154,18 +154,32 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
     end)
   end
 
+  -- Raises "interrupted!" in this process (not a child) as f returns for
+  -- the nth time (the first if nth is nil): where lua.c's hook fires when a
+  -- SIGINT came while f ran.
+  local STRIKE_ON_RETURN = [[
+    local function strike_on_return(f, nth)
+      local core = require "mproc.core"
+      local me, calls = core.getpid(), 0
+      debug.sethook(function()
+        if core.getpid() == me and debug.getinfo(2, "f").func == f then
+          calls = calls + 1
+          if calls == (nth or 1) then
+            debug.sethook()
+            error("interrupted!")
+          end
+        end
+      end, "r")
+    end
+  ]]
+
   it("leaves no child behind when it strikes as Popen's spawn returns", function()
     -- lua.c's hook, set by a SIGINT that came while core.spawn ran, fires
     -- as core.spawn returns: before any Popen holds the child
-    local out = support.run_lua([[
+    local out = support.run_lua(STRIKE_ON_RETURN .. [[
       local core = require "mproc.core"
       local sp = require "mproc.subprocess"
-      debug.sethook(function()
-        if debug.getinfo(2, "f").func == core.spawn then
-          debug.sethook()
-          error("interrupted!")
-        end
-      end, "r")
+      strike_on_return(core.spawn)
       print(pcall(sp.Popen, { "sleep", "60" }))
       collectgarbage()
       print(#require("support").children())
@@ -201,16 +215,10 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
   it("leaves no child behind when it strikes as Process:start's fork returns", function()
     -- as for spawn above: the hook fires in the parent as core.fork returns
     local t0 = require("mproc").monotonic()
-    local out = support.run_lua([[
+    local out = support.run_lua(STRIKE_ON_RETURN .. [[
       local core = require "mproc.core"
       local mproc = require "mproc"
-      local parent = mproc.getpid()
-      debug.sethook(function()
-        if mproc.getpid() == parent and debug.getinfo(2, "f").func == core.fork then
-          debug.sethook()
-          error("interrupted!")
-        end
-      end, "r")
+      strike_on_return(core.fork)
       print(pcall(function() local p <close> = mproc.Process(mproc.sleep, { 60 }):start() end))
       print(#require("support").children())
     ]], { env = "timeout 60" })
@@ -219,20 +227,11 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
   end)
 
   it("leaves no pool worker behind when it strikes as a worker's fork returns", function()
-    local out = support.run_lua([[
+    local out = support.run_lua(STRIKE_ON_RETURN .. [[
       local core = require "mproc.core"
       local mproc = require "mproc"
       local support = require "support"
-      local parent, forks = mproc.getpid(), 0
-      debug.sethook(function()
-        if mproc.getpid() == parent and debug.getinfo(2, "f").func == core.fork then
-          forks = forks + 1
-          if forks == 2 then
-            debug.sethook()
-            error("interrupted!")
-          end
-        end
-      end, "r")
+      strike_on_return(core.fork, 2)
       print(pcall(function() local pool <close> = mproc.Pool(3) end))
       print(support.eventually(function() collectgarbage() return #support.children() == 0 end))
       local pool <close> = mproc.Pool(2)
@@ -242,20 +241,15 @@ describe("Ctrl-C (SIGINT) in lua5.4", function()
   end)
 
   it("leaves a pool no worker it does not watch when it strikes as a replacement's fork returns", function()
-    local out = support.run_lua([[
+    local out = support.run_lua(STRIKE_ON_RETURN .. [[
       local core = require "mproc.core"
       local mproc = require "mproc"
       local support = require "support"
-      local parent, q = mproc.getpid(), mproc.Queue()   -- inherited (portable build)
+      local q = mproc.Queue()   -- inherited (portable build)
       local pool <close> = mproc.Pool(2)
       core.kill(pool:apply(mproc.getpid), 9)
       mproc.sleep(0.1)
-      debug.sethook(function()
-        if mproc.getpid() == parent and debug.getinfo(2, "f").func == core.fork then
-          debug.sethook()
-          error("interrupted!")
-        end
-      end, "r")
+      strike_on_return(core.fork)
       print(pcall(pool.apply, pool, mproc.getpid))   -- replaces the dead worker
       -- every worker busy, then killed: each task fails, none waits for ever
       local rs = {}

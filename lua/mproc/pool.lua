@@ -190,10 +190,11 @@ end
 -- Why a result cannot be sent back. The codec names where the value sits
 -- from the inside out ("[1] in field 'x' in [3]"), its last [k] an index
 -- in the table sent, not the user's: named(k) says what that place is.
+local BACK = "cannot send the task's result back: "
+local function back_text(err) return BACK .. error_text(err):gsub("^cannot send ", "") end
+
 local function unsendable(err, named)
-  local msg = error_text(err):gsub("^cannot send ", "")
-  msg = msg:gsub("%[(%d+)%]([^%[]*)$", function(k, rest) return named(tonumber(k)) .. rest end, 1)
-  return "cannot send the task's result back: " .. msg
+  return (back_text(err):gsub("%[(%d+)%]([^%[]*)$", function(k, rest) return named(tonumber(k)) .. rest end, 1))
 end
 
 local function return_value(k) return "return value #" .. (k - 1) end   -- r[1] is the ok flag
@@ -202,7 +203,7 @@ local function chunk_item(k) return "the result for item #" .. k .. " of its chu
 -- A chunk_item place counted in the whole map instead, the chunk's first
 -- item being the map's item #start (the worker does not know it).
 local function map_place(err, start)
-  if type(err) ~= "string" or err:sub(1, 35) ~= "cannot send the task's result back:" then return err end
+  if type(err) ~= "string" or err:sub(1, #BACK) ~= BACK then return err end
   return (err:gsub("the result for item #(%d+) of its chunk",
     function(k) return "the result for item #" .. (start + tonumber(k) - 1) end, 1))
 end
@@ -210,9 +211,7 @@ end
 -- An imap chunk's result is {true, out}: "[k] in [2]" is item k's value,
 -- "[j] in [k] in field 'more' in [2]" its value #j of several (see keep).
 local function imap_place(err)
-  local msg = "cannot send the task's result back: " .. error_text(err):gsub("^cannot send ", "")
-  local n
-  msg, n = msg:gsub("%[(%d+)%] in %[(%d+)%] in field 'more' in %[2%]([^%[]*)$",
+  local msg, n = back_text(err):gsub("%[(%d+)%] in %[(%d+)%] in field 'more' in %[2%]([^%[]*)$",
     function(j, k, rest) return "value #" .. j .. " of " .. chunk_item(k) .. rest end, 1)
   if n > 0 then return msg end
   return (msg:gsub("%[(%d+)%] in %[2%]([^%[]*)$", function(k, rest) return chunk_item(k) .. rest end, 1))
